@@ -1,0 +1,1 @@
+"""Pydantic models of the ActivationExtraction resource: the single source of truth for the CRD."""

@@ -1,0 +1,139 @@
+"""The ActivationExtraction spec: what to run, on what data, where to write it.
+
+One definition serves three readers: the CRD (generated from these models), the
+operator (which builds the JobSet from a validated spec) and the worker (which
+runs it: `layertap extract --config FILE` accepts a whole resource or its spec).
+Field names are camelCase on the wire; every field carries a description that
+ends up in `kubectl explain`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"]
+ComputeDtype = Literal["float32", "bfloat16"]
+StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
+Positions = Literal["all", "last", "mean"]
+
+
+class ApiModel(BaseModel):
+    """Base for every API model: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_wire(self) -> dict:
+        """The JSON form as stored in the resource (camelCase, defaults included)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ModelSpec(ApiModel):
+    uri: str = Field(
+        min_length=1,
+        description="Hugging Face-format checkpoint directory: gs://bucket/path, or a path inside the image or on a mounted volume.",
+    )
+    dtype: ComputeDtype = Field(
+        default="bfloat16", description="Compute dtype of the forward pass."
+    )
+
+
+class PromptSpec(ApiModel):
+    grid_encoder: str = Field(
+        default="Shape(RowNumber(Minimal))",
+        description="ARC grid encoder, composed by name, e.g. Shape(RowNumber(Minimal)). ARC formats only.",
+    )
+    template: str = Field(
+        default="output-from-examples-v1",
+        description="Prompt template name. ARC formats only.",
+    )
+    variant: Literal["inference", "training"] = Field(
+        default="inference",
+        description="inference: the prompt ends where the answer grid would start; training: the answer grid is included.",
+    )
+    augmentations: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Extra randomly augmented copies per task (dihedral transforms, colour permutations, pair order).",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the augmentations.")
+
+
+class DatasetSpec(ApiModel):
+    uri: str = Field(min_length=1, description="Dataset file or directory: gs://... or a path.")
+    format: DatasetFormat = Field(description="How to read the dataset.")
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Stop after this many samples (prompts). Unset: the whole dataset."
+    )
+    max_tokens: int = Field(
+        default=2048, ge=8, le=131072, description="Longest prompt in tokens; longer ones follow overLimit."
+    )
+    over_limit: Literal["drop", "truncate", "shorten"] = Field(
+        default="drop",
+        description="What to do with a prompt over maxTokens: drop it, truncate it, or (ARC) remove train pairs until it fits.",
+    )
+    prompt: PromptSpec = Field(default_factory=PromptSpec, description="ARC prompt settings.")
+
+
+class ExtractionSpec(ApiModel):
+    layers: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description=(
+            "Decoder layers whose output residual stream is stored (0-based; layer i is Hugging Face "
+            "hidden_states[i+1]). Unset: the upper part of the model, layers 10-23 for a 24-layer model."
+        ),
+    )
+    positions: Positions = Field(
+        default="all",
+        description="all: every kept token; last: the last kept token of each sample; mean: the mean over kept tokens.",
+    )
+    segments: list[str] | None = Field(
+        default=None,
+        description="Keep only tokens of these prompt segments (e.g. test-input); unset keeps every segment.",
+    )
+    exclude_special_tokens: bool = Field(
+        default=True, description="Drop BOS/EOS/pad/chat-control tokens before selecting positions."
+    )
+    storage_dtype: StorageDtype = Field(
+        default="bfloat16", description="dtype of the stored activations (int8 stores a per-row scale)."
+    )
+    batch_size: int = Field(
+        default=8, ge=1, le=65536, description="Sequences per step across all hosts."
+    )
+
+    @model_validator(mode="after")
+    def _layers_sane(self) -> "ExtractionSpec":
+        if self.layers is not None:
+            if any(layer < 0 for layer in self.layers):
+                raise ValueError("extraction.layers: layer indices must be >= 0")
+            if len(set(self.layers)) != len(self.layers):
+                raise ValueError("extraction.layers: duplicate layer indices")
+        return self
+
+
+class OutputSpec(ApiModel):
+    uri: str = Field(min_length=1, description="Where the run is written: gs://bucket/prefix or a path.")
+    shard_size_mb: int = Field(
+        default=256, ge=1, le=8192, description="Upper bound of one shard's size in MiB."
+    )
+
+
+class JobSpec(ApiModel):
+    """The part of the spec the worker runs; the resource's spec extends it with cluster fields."""
+
+    model: ModelSpec = Field(description="The checkpoint to run.")
+    dataset: DatasetSpec = Field(description="The prompts to run it on.")
+    extraction: ExtractionSpec = Field(
+        default_factory=ExtractionSpec, description="Which activations to keep."
+    )
+    output: OutputSpec = Field(description="Where to write them.")

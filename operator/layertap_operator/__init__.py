@@ -1,0 +1,1 @@
+"""The LayerTap kopf operator: ActivationExtraction -> JobSet, JobSet -> status."""
