@@ -1,0 +1,1 @@
+"""Datasets -> samples: token ids with a segment label per token."""
