@@ -1,0 +1,153 @@
+"""Hugging Face safetensors checkpoints -> (Qwen2Config, params pytree), without torch.
+
+The params pytree is what `Qwen2Decoder` (linen) expects; HF's `[out, in]` Linear weights
+are transposed and split into heads here, once, on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from layertap.errors import LayerTapError
+from layertap.model.config import Qwen2Config
+from layertap.model.modules import Dtype
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+DEFAULT_CACHE_DIR = Path(os.environ.get("LAYERTAP_CACHE", Path.home() / ".cache" / "layertap")) / "models"
+
+
+def resolve_checkpoint_dir(path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A local directory holding the checkpoint; gs:// URIs are copied to `cache_dir` first."""
+    if str(path).startswith("gs://"):
+        from layertap.store.fs import fetch_dir  # only gs:// checkpoints need the storage stack
+
+        return Path(fetch_dir(str(path), Path(cache_dir or DEFAULT_CACHE_DIR)))
+    local = Path(path)
+    if not local.is_dir():
+        raise LayerTapError(f"{local}: checkpoint directory not found")
+    return local
+
+
+def load_checkpoint(
+    path: str | Path,
+    dtype: Dtype = jnp.float32,
+    *,
+    sharding: jax.sharding.Sharding | dict | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[Qwen2Config, dict]:
+    """Read config.json and the safetensors weights of a Qwen2 checkpoint.
+
+    path: a local directory or gs:// URI holding `model.safetensors` or a sharded
+        `model.safetensors.index.json`.
+    dtype: the dtype the weights are cast to (the compute dtype).
+    sharding: where the params go: a Sharding or a pytree of them (a global sharding
+        works in multi-process runs, as every process reads the same files); None puts
+        them on the default device.
+    The LM head and the final norm are not loaded: extraction never uses them.
+    """
+    directory = resolve_checkpoint_dir(path, cache_dir)
+    config = Qwen2Config.from_file(directory / "config.json")
+    np_dtype = np.dtype(jnp.dtype(dtype))
+    with ExitStack() as stack:
+        read = _tensor_reader(directory, stack)
+        host_params = hf_to_params(config, lambda name, shape: _checked(read, name, shape).astype(np_dtype))
+    if sharding is None:
+        return config, jax.device_put(host_params)
+    return config, jax.device_put(host_params, sharding)
+
+
+def hf_to_params(config: Qwen2Config, get: Callable[[str, tuple[int, ...]], np.ndarray]) -> dict:
+    """Map HF tensor names to the decoder's params; `get(name, hf_shape)` returns one tensor."""
+    d, f = config.hidden_size, config.intermediate_size
+    n, k, h = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+
+    def heads_in(name: str, heads: int) -> dict[str, np.ndarray]:
+        # HF Linear weight [heads*H, D] -> kernel [D, heads, H]; bias [heads*H] -> [heads, H].
+        return {
+            "kernel": get(f"{name}.weight", (heads * h, d)).T.reshape(d, heads, h),
+            "bias": get(f"{name}.bias", (heads * h,)).reshape(heads, h),
+        }
+
+    params: dict = {"embed_tokens": get("model.embed_tokens.weight", (config.vocab_size, d))}
+    for layer in range(config.num_hidden_layers):
+        prefix = f"model.layers.{layer}"
+        q, kk, v = (heads_in(f"{prefix}.self_attn.{p}_proj", heads) for p, heads in (("q", n), ("k", k), ("v", k)))
+        params[f"layers_{layer}"] = {
+            "input_layernorm": {"scale": get(f"{prefix}.input_layernorm.weight", (d,))},
+            "self_attn": {
+                "q_kernel": q["kernel"], "q_bias": q["bias"],
+                "k_kernel": kk["kernel"], "k_bias": kk["bias"],
+                "v_kernel": v["kernel"], "v_bias": v["bias"],
+                "o_kernel": get(f"{prefix}.self_attn.o_proj.weight", (d, n * h)).T.reshape(n, h, d),
+            },
+            "post_attention_layernorm": {"scale": get(f"{prefix}.post_attention_layernorm.weight", (d,))},
+            "mlp": {
+                "gate_kernel": get(f"{prefix}.mlp.gate_proj.weight", (f, d)).T,
+                "up_kernel": get(f"{prefix}.mlp.up_proj.weight", (f, d)).T,
+                "down_kernel": get(f"{prefix}.mlp.down_proj.weight", (d, f)).T,
+            },
+        }
+    return params
+
+
+TensorReader = Callable[[str], tuple[np.ndarray, Path]]
+
+
+def _checked(read: TensorReader, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    tensor, source = read(name)
+    if tensor.shape != shape:
+        raise LayerTapError(f"{source}: tensor {name} has shape {tensor.shape}, config.json implies {shape}")
+    if not np.issubdtype(tensor.dtype, np.floating) and tensor.dtype.name != "bfloat16":
+        raise LayerTapError(f"{source}: tensor {name} has dtype {tensor.dtype}, expected a float type")
+    return tensor
+
+
+def _tensor_reader(directory: Path, stack: ExitStack) -> TensorReader:
+    """name -> (tensor, file it came from), over one file or a sharded index."""
+    files = dict(_weight_files(directory))
+    handles: dict[Path, object] = {}
+
+    def read(name: str) -> tuple[np.ndarray, Path]:
+        file = files.get(name) or files.get("*")
+        if file is None:
+            raise LayerTapError(f"{directory / INDEX_FILE}: no entry for tensor {name}")
+        try:
+            if file not in handles:
+                handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
+            return handles[file].get_tensor(name), file
+        except FileNotFoundError as error:
+            raise LayerTapError(f"{file}: weight file not found") from error
+        except SafetensorError as error:
+            if "not found" in str(error).lower() and file in handles:
+                raise LayerTapError(f"{file}: missing tensor {name}") from error
+            raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
+        except (OSError, ValueError) as error:
+            raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
+
+    return read
+
+
+def _weight_files(directory: Path) -> Iterator[tuple[str, Path]]:
+    """(tensor name, file) pairs; name "*" when a single file holds everything."""
+    if (directory / SINGLE_FILE).exists():
+        yield "*", directory / SINGLE_FILE
+        return
+    index = directory / INDEX_FILE
+    if not index.exists():
+        raise LayerTapError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} (is this a safetensors checkpoint?)")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise LayerTapError(f"{index}: not a valid safetensors index (needs a 'weight_map' object)") from error
+    for name, file in weight_map.items():
+        yield name, directory / file

@@ -1,0 +1,44 @@
+"""The extraction forward: a pure function from a batch to the tapped residual streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from layertap.model.config import Qwen2Config
+from layertap.model.modules import Dtype
+from layertap.model.tap import LayerTap
+from layertap.model.transformer import Qwen2Decoder
+
+ExtractFn = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def make_extract_fn(
+    config: Qwen2Config,
+    layers: Sequence[int],
+    compute_dtype: Dtype = jnp.float32,
+    out_dtype: Dtype | None = None,
+) -> ExtractFn:
+    """`(params, token_ids[B,T], positions[B,T], segment_ids[B,T]) -> [len(layers), B, T, D]`.
+
+    token_ids, positions and segment_ids are int32. segment_ids is 0 for padding and
+    1, 2, ... for the sequences packed in a row; attention is causal within a segment and
+    positions restart at 0 for each sequence. Output layer i is the residual stream after
+    decoder block `layers[i]` (HF hidden_states[layers[i] + 1], before the final norm), in
+    `out_dtype` (default: the compute dtype). The function is pure and not yet jitted, so
+    the caller chooses shardings and donation.
+    """
+    tap = LayerTap.validated(layers, config.num_hidden_layers)
+    compute_dtype = jnp.dtype(compute_dtype)
+    if compute_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"compute dtype must be float32 or bfloat16, got {compute_dtype}")
+    out_dtype = jnp.dtype(out_dtype or compute_dtype)
+    decoder = Qwen2Decoder(config, tap, compute_dtype)
+
+    def extract(params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
+        taps_lbtd = decoder.apply({"params": params}, token_ids_bt, positions_bt, segment_ids_bt)
+        return taps_lbtd.astype(out_dtype)
+
+    return extract
