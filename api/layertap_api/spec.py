@@ -9,7 +9,7 @@ ends up in `kubectl explain`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -18,6 +18,7 @@ DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "p
 ComputeDtype = Literal["float32", "bfloat16"]
 StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
 Positions = Literal["all", "last", "mean"]
+LayerIndex = Annotated[int, Field(ge=0, le=511)]
 
 
 class ApiModel(BaseModel):
@@ -84,10 +85,11 @@ class DatasetSpec(ApiModel):
 
 
 class ExtractionSpec(ApiModel):
-    layers: list[int] | None = Field(
+    layers: list[LayerIndex] | None = Field(
         default=None,
         min_length=1,
         max_length=256,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
         description=(
             "Decoder layers whose output residual stream is stored (0-based; layer i is Hugging Face "
             "hidden_states[i+1]). Unset: the upper part of the model, layers 10-23 for a 24-layer model."
@@ -113,11 +115,8 @@ class ExtractionSpec(ApiModel):
 
     @model_validator(mode="after")
     def _layers_sane(self) -> "ExtractionSpec":
-        if self.layers is not None:
-            if any(layer < 0 for layer in self.layers):
-                raise ValueError("extraction.layers: layer indices must be >= 0")
-            if len(set(self.layers)) != len(self.layers):
-                raise ValueError("extraction.layers: duplicate layer indices")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ValueError("extraction.layers: duplicate layer indices")
         return self
 
 

@@ -1,0 +1,94 @@
+"""CEL rules (`x-kubernetes-validations`) of the CRD, generated from the accelerator catalog.
+
+They mirror the Python validators of `ResourcesSpec` so that the API server rejects at
+`kubectl apply` what `layertap extract --config` would reject, with the same field named
+(`fieldPath`). Only standard CEL is used (no Kubernetes extension libraries), so tests can
+evaluate the rules with a plain CEL interpreter as well as on a real API server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology
+
+# Pod hostnames are <jobset>-worker-<slice>-<host> and must stay within a 63-character DNS
+# label: 15 characters go to "-worker-" and the indices (up to 2 + 4 digits).
+MAX_NAME_LENGTH = 48
+
+
+def _literal(value: object) -> str:
+    """A CEL literal for a str / int / list / dict (CEL string literals accept JSON escapes)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _rule(rule: str, field: str | None, message: str, message_expression: str | None = None) -> dict:
+    out = {"rule": rule, "message": message, "reason": "FieldValueInvalid"}
+    if field:
+        out["fieldPath"] = field
+    if message_expression:
+        out["messageExpression"] = message_expression
+    return out
+
+
+_TPU = "self.accelerator.startsWith('tpu-')"
+_TOPOLOGIES = _literal({a.name: list(a.topologies) for a in ACCELERATORS.values() if a.kind == "tpu"})
+_TOPOLOGY_LISTS = _literal({a.name: ", ".join(a.topologies) for a in ACCELERATORS.values() if a.kind == "tpu"})
+_MAX_GPUS = _literal({a.name: a.max_gpus_per_host for a in ACCELERATORS.values() if a.kind == "gpu"})
+_CHIPS = _literal(tpu_chips_by_topology())
+# Device count; 0 for an invalid topology (reported by its own rule, and the mesh rules pass).
+_DEVICES = (
+    f"({_TPU} ? ((has(self.topology) && self.topology in {_CHIPS}) ? {_CHIPS}[self.topology] * self.slices : 0)"
+    " : (has(self.hosts) ? self.hosts : 1) * (has(self.gpusPerHost) ? self.gpusPerHost : 1))"
+)
+
+RESOURCES_RULES: list[dict] = [
+    _rule(
+        f"!{_TPU} || has(self.topology)",
+        ".topology",
+        "topology is required for TPU accelerators",
+        f"'topology is required for ' + self.accelerator + '; one of ' + {_TOPOLOGY_LISTS}[self.accelerator]",
+    ),
+    _rule(
+        f"!{_TPU} || !has(self.topology) || self.topology in {_TOPOLOGIES}[self.accelerator]",
+        ".topology",
+        "topology is not valid for the accelerator",
+        f"self.topology + ' is not a topology of ' + self.accelerator + '; valid: ' + {_TOPOLOGY_LISTS}[self.accelerator]",
+    ),
+    _rule(f"{_TPU} || !has(self.topology)", ".topology", "only TPU accelerators have a topology; use hosts"),
+    _rule(f"!{_TPU} || !has(self.hosts)", ".hosts", "on TPU the topology decides the hosts; remove hosts"),
+    _rule(f"{_TPU} || self.slices == 1", ".slices", "multislice is TPU only; use hosts"),
+    _rule(
+        f"!has(self.gpusPerHost) || self.accelerator in {_MAX_GPUS}",
+        ".gpusPerHost",
+        "only GPU accelerators have gpusPerHost",
+    ),
+    _rule(
+        f"!has(self.gpusPerHost) || !(self.accelerator in {_MAX_GPUS}) || self.gpusPerHost <= {_MAX_GPUS}[self.accelerator]",
+        ".gpusPerHost",
+        "more GPUs per host than one node of the accelerator has",
+        f"'a ' + self.accelerator + ' node has at most ' + string({_MAX_GPUS}[self.accelerator]) + ' GPUs'",
+    ),
+    _rule(
+        f"!has(self.mesh) || {_DEVICES} % self.mesh.model == 0",
+        ".mesh.model",
+        "mesh.model must divide the number of devices (chips or GPUs per host x hosts x slices)",
+    ),
+    _rule(
+        f"!has(self.mesh) || !has(self.mesh.data) || {_DEVICES} == 0 || self.mesh.data * self.mesh.model == {_DEVICES}",
+        ".mesh.data",
+        "mesh.data x mesh.model must equal the number of devices (chips or GPUs per host x hosts x slices)",
+    ),
+]
+
+ROOT_RULES: list[dict] = [
+    _rule(
+        f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+        None,
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters (it names the JobSet and its pods' hostnames)",
+    )
+]

@@ -1,0 +1,200 @@
+"""The ActivationExtraction resource: the worker's JobSpec plus where and how to run it.
+
+`ActivationExtractionSpec` is what `spec:` holds. It adds the cluster fields (accelerator,
+image, restarts, Kueue, deadlines) to `JobSpec`, which stays the part the worker runs.
+Every cross-field rule checked here in Python is also a CEL rule in the CRD (see `cel.py`),
+so `kubectl apply` and `layertap extract --config` reject the same specs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from layertap_api.catalog import ACCELERATORS, Accelerator, AcceleratorName, SliceShape
+from layertap_api.cel import RESOURCES_RULES
+from layertap_api.spec import ApiModel, JobSpec
+from layertap_api.status import ExtractionStatus
+
+GROUP = "layertap.dev"
+VERSION = "v1alpha1"
+KIND = "ActivationExtraction"
+PLURAL = "activationextractions"
+SINGULAR = "activationextraction"
+SHORT_NAMES = ["ae", "actx"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class MeshSpec(ApiModel):
+    """The device mesh (data x model). Unset: data parallel over every device."""
+
+    model: int = Field(
+        default=1, ge=1, le=1024,
+        description="Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked by the worker).",
+    )
+    data: int | None = Field(
+        default=None, ge=1, le=65536,
+        description="Size of the data axis. Unset: devices / model; if set, data x model must equal the device count.",
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Where the workers run: the accelerator and how many of them."""
+
+    model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": RESOURCES_RULES}}
+
+    accelerator: AcceleratorName = Field(
+        description="Node-pool accelerator, as GKE labels it: tpu-v5-lite-podslice, tpu-v6e-slice, tpu-v5p-slice, tpu-v4-podslice, nvidia-l4, ..., or cpu.",
+    )
+    topology: str | None = Field(
+        default=None, pattern=r"^[0-9]+x[0-9]+(x[0-9]+)?$", max_length=16,
+        description="TPU slice topology, e.g. 8x8 (v5e, v6e) or 2x2x4 (v4, v5p). Required for TPU, not allowed otherwise.",
+    )
+    slices: int = Field(
+        default=1, ge=1, le=64,
+        description="Number of TPU slices (multislice over the data-center network). TPU only.",
+    )
+    hosts: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Number of worker pods on GPU or CPU node pools (default 1). On TPU the topology decides.",
+    )
+    gpus_per_host: int | None = Field(
+        default=None, ge=1, le=16,
+        description="GPUs per worker pod (default 1), at most what one node of the accelerator has. GPU only.",
+    )
+    mesh: MeshSpec | None = Field(default=None, description="Device mesh; unset means data parallel over every device.")
+    cpu: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN, max_length=16,
+        description="CPU request of each worker pod (Kubernetes quantity). Unset: 4 on CPU pools, nothing on TPU/GPU.",
+    )
+    memory: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN, max_length=16,
+        description="Memory request of each worker pod (Kubernetes quantity). Unset: 8Gi on CPU pools, nothing on TPU/GPU.",
+    )
+
+    @property
+    def info(self) -> Accelerator:
+        return ACCELERATORS[self.accelerator]
+
+    @property
+    def slice_shape(self) -> SliceShape | None:
+        return self.info.topologies.get(self.topology or "")
+
+    @property
+    def hosts_per_slice(self) -> int:
+        shape = self.slice_shape
+        return shape.hosts if shape else (self.hosts or 1)
+
+    @property
+    def devices_per_host(self) -> int:
+        shape = self.slice_shape
+        if shape:
+            return shape.chips_per_host
+        return (self.gpus_per_host or 1) if self.info.kind == "gpu" else 1
+
+    @property
+    def process_count(self) -> int:
+        return self.hosts_per_slice * self.slices
+
+    @property
+    def devices(self) -> int:
+        return self.process_count * self.devices_per_host
+
+    @property
+    def mesh_shape(self) -> tuple[int, int]:
+        """(data, model) of the device mesh."""
+        model = self.mesh.model if self.mesh else 1
+        data = self.mesh.data if self.mesh and self.mesh.data else self.devices // model
+        return data, model
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResourcesSpec":
+        info = self.info
+        if info.kind == "tpu":
+            valid = ", ".join(info.topologies)
+            if self.topology is None:
+                raise ValueError(f"resources.topology: required for {self.accelerator}; one of {valid}")
+            if self.topology not in info.topologies:
+                raise ValueError(
+                    f"resources.topology: {self.topology} is not a topology of {self.accelerator}; valid: {valid}"
+                )
+            if self.hosts is not None:
+                raise ValueError("resources.hosts: on TPU the topology decides the hosts; remove hosts")
+        else:
+            if self.topology is not None:
+                raise ValueError("resources.topology: only TPU accelerators have a topology; use hosts")
+            if self.slices != 1:
+                raise ValueError("resources.slices: multislice is TPU only; use hosts")
+        if self.gpus_per_host is not None:
+            if info.kind != "gpu":
+                raise ValueError("resources.gpusPerHost: only GPU accelerators have gpusPerHost")
+            if self.gpus_per_host > info.max_gpus_per_host:
+                raise ValueError(
+                    f"resources.gpusPerHost: a {self.accelerator} node has at most {info.max_gpus_per_host} GPUs"
+                )
+        if self.mesh:
+            if self.devices % self.mesh.model:
+                raise ValueError(
+                    f"resources.mesh.model: {self.mesh.model} does not divide the {self.devices} devices"
+                )
+            if self.mesh.data is not None and self.mesh.data * self.mesh.model != self.devices:
+                raise ValueError(
+                    f"resources.mesh.data: data x model = {self.mesh.data * self.mesh.model}, "
+                    f"but the resources have {self.devices} devices"
+                )
+        return self
+
+
+class ActivationExtractionSpec(JobSpec):
+    """What `spec:` of an ActivationExtraction holds."""
+
+    resources: ResourcesSpec = Field(description="Accelerator, topology and number of slices or hosts.")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=512,
+        description="Worker container image. Unset: the operator's default worker image.",
+    )
+    service_account_name: str = Field(
+        default="layertap-worker", pattern=DNS_LABEL_PATTERN, max_length=63,
+        description="ServiceAccount of the worker pods: it needs GCS access (Workload Identity) and may patch this resource's status.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Suspend the run (pods are deleted, committed shards are kept); set back to false to resume.",
+    )
+    queue_name: str | None = Field(
+        default=None, pattern=DNS_LABEL_PATTERN, max_length=63,
+        description="Kueue LocalQueue to submit to; the JobSet starts suspended and Kueue admits it.",
+    )
+    max_restarts: int = Field(
+        default=3, ge=0, le=100,
+        description="How often the whole JobSet may restart after a pod fails (pre-emption, host error); each restart resumes from committed shards.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Fail the run if it has not finished this many seconds after it started.",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0,
+        description="Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay.",
+    )
+
+    def job_spec(self) -> JobSpec:
+        """The part the worker runs, without the cluster fields."""
+        return JobSpec.model_validate({name: getattr(self, name) for name in JobSpec.model_fields})
+
+
+class ActivationExtraction(ApiModel):
+    """A whole resource as `kubectl get -o yaml` shows it."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: str = Field(default=API_VERSION, description="layertap.dev/v1alpha1")
+    kind: str = Field(default=KIND, description="ActivationExtraction")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ActivationExtractionSpec = Field(description="What to extract, from what, and where to run it.")
+    status: ExtractionStatus | None = Field(default=None, description="Observed state, written by the operator and the workers.")
+

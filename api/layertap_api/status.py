@@ -1,0 +1,64 @@
+"""The ActivationExtraction status: written by two owners that never overwrite each other.
+
+The operator writes everything but `progress` (phase, conditions, JobSet, times, restarts);
+the workers merge-patch `progress` only. Both go through the status subresource.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from layertap_api.spec import ApiModel
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class Condition(ApiModel):
+    """One aspect of the state, as Kubernetes conditions are (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="What the condition is about, e.g. JobSetCreated, SpecApplied, Completed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(
+        max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase reason for the last transition, for machines.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The resource generation the condition was computed from."
+    )
+
+
+class Progress(ApiModel):
+    """How far the workers are; written only by the workers."""
+
+    samples_done: int | None = Field(default=None, ge=0, description="Samples (prompts) whose activations are committed.")
+    samples_total: int | None = Field(default=None, ge=0, description="Samples in the run after filtering.")
+    tokens_done: int | None = Field(default=None, ge=0, description="Tokens whose activations are committed.")
+    shards_written: int | None = Field(default=None, ge=0, description="Shards durably written.")
+    bytes_written: int | None = Field(default=None, ge=0, description="Bytes durably written.")
+    tokens_per_second: float | None = Field(default=None, ge=0, description="Recent throughput over all hosts.")
+    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds until done.")
+    percent: float | None = Field(default=None, ge=0, le=100, description="samplesDone / samplesTotal in percent.")
+    update_time: datetime | None = Field(default=None, description="When the workers last reported.")
+
+
+class ExtractionStatus(ApiModel):
+    """Observed state of an ActivationExtraction."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    conditions: list[Condition] | None = Field(
+        default=None, max_length=16,
+        description="Latest observations: JobSetCreated, SpecApplied, Suspended, Completed, Failed.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(default=None, ge=0, description="The spec generation the operator last acted on.")
+    job_set_name: str | None = Field(default=None, description="Name of the JobSet running this extraction.")
+    start_time: datetime | None = Field(default=None, description="When the JobSet first ran.")
+    completion_time: datetime | None = Field(default=None, description="When the run succeeded or failed.")
+    restarts: int | None = Field(default=None, ge=0, description="How often the JobSet restarted.")
+    progress: Progress | None = Field(default=None, description="Progress reported by the workers.")
+    output_uri: str | None = Field(default=None, alias="outputURI", description="Where the run is written.")

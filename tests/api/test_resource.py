@@ -1,0 +1,108 @@
+"""ResourcesSpec: derived topology facts, and the same verdict from Python and from the CRD's CEL rules."""
+
+from __future__ import annotations
+
+import celpy
+import pytest
+from pydantic import ValidationError
+
+from layertap_api.cel import RESOURCES_RULES
+from layertap_api.resource import ActivationExtractionSpec, ResourcesSpec
+
+
+@pytest.mark.parametrize(
+    ("resources", "processes", "devices_per_host", "mesh"),
+    [
+        ({"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"}, 16, 4, (64, 1)),
+        ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x4"}, 1, 8, (8, 1)),
+        ({"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2}, 8, 4, (32, 1)),
+        ({"accelerator": "tpu-v5p-slice", "topology": "2x2x4", "mesh": {"model": 4}}, 4, 4, (4, 4)),
+        ({"accelerator": "tpu-v4-podslice", "topology": "2x2x1"}, 1, 4, (4, 1)),
+        ({"accelerator": "nvidia-h100-80gb", "hosts": 2, "gpusPerHost": 8, "mesh": {"data": 8, "model": 2}}, 2, 8, (8, 2)),
+        ({"accelerator": "nvidia-l4"}, 1, 1, (1, 1)),
+        ({"accelerator": "cpu", "hosts": 3}, 3, 1, (3, 1)),
+    ],
+)
+def test_derived_shape(resources: dict, processes: int, devices_per_host: int, mesh: tuple[int, int]) -> None:
+    spec = ResourcesSpec.model_validate(resources)
+    assert spec.process_count == processes
+    assert spec.devices_per_host == devices_per_host
+    assert spec.mesh_shape == mesh
+
+
+# (resources, the field at fault or None when valid, words the message must contain)
+CASES = [
+    ({"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"}, None, ""),
+    ({"accelerator": "cpu", "hosts": 2, "mesh": {"model": 2}}, None, ""),
+    ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x2x2"}, "topology", "2x2x2 is not a topology of tpu-v5-lite-podslice"),
+    ({"accelerator": "tpu-v4-podslice", "topology": "8x8"}, "topology", "valid: 2x2x1"),
+    ({"accelerator": "tpu-v6e-slice"}, "topology", "required for tpu-v6e-slice"),
+    ({"accelerator": "cpu", "topology": "2x2"}, "topology", "only TPU"),
+    ({"accelerator": "tpu-v6e-slice", "topology": "4x4", "hosts": 4}, "hosts", "topology decides"),
+    ({"accelerator": "nvidia-l4", "slices": 2}, "slices", "multislice is TPU only"),
+    ({"accelerator": "cpu", "gpusPerHost": 1}, "gpusPerHost", "only GPU"),
+    ({"accelerator": "nvidia-l4", "gpusPerHost": 9}, "gpusPerHost", "at most 8 GPUs"),
+    ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x2", "mesh": {"model": 3}}, "mesh.model", "does not divide"),
+    ({"accelerator": "tpu-v5-lite-podslice", "topology": "4x4", "mesh": {"data": 8, "model": 4}}, "mesh.data", "16 devices"),
+]
+
+
+def _failing_cel_rules(resources: dict) -> list[dict]:
+    """Evaluate the CRD's rules as the API server would, after its defaulting of `slices`."""
+    env = celpy.Environment()
+    obj = celpy.json_to_cel({"slices": 1, **resources})
+    return [r for r in RESOURCES_RULES if not env.program(env.compile(r["rule"])).evaluate({"self": obj})]
+
+
+@pytest.mark.parametrize(("resources", "field", "words"), CASES)
+def test_python_and_cel_agree(resources: dict, field: str | None, words: str) -> None:
+    failing = _failing_cel_rules(resources)
+    if field is None:
+        ResourcesSpec.model_validate(resources)
+        assert failing == []
+        return
+    with pytest.raises(ValidationError, match=f"resources.{field}: .*{words}"):
+        ResourcesSpec.model_validate(resources)
+    assert {r["fieldPath"] for r in failing} == {f".{field}"}
+
+
+def test_cel_message_expressions_name_the_valid_choices() -> None:
+    env = celpy.Environment()
+    obj = celpy.json_to_cel({"accelerator": "tpu-v5-lite-podslice", "topology": "3x3", "slices": 1})
+    (rule,) = _failing_cel_rules({"accelerator": "tpu-v5-lite-podslice", "topology": "3x3"})
+    message = env.program(env.compile(rule["messageExpression"])).evaluate({"self": obj})
+    assert message == "3x3 is not a topology of tpu-v5-lite-podslice; valid: 1x1, 2x2, 2x4, 4x4, 4x8, 8x8, 8x16, 16x16"
+
+
+SPEC = {
+    "model": {"uri": "gs://models/qwen2.5-0.5b"},
+    "dataset": {"uri": "gs://data/arc.json", "format": "arc-json"},
+    "output": {"uri": "gs://out/run1"},
+    "resources": {"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"},
+}
+
+
+def test_spec_defaults_and_job_spec() -> None:
+    spec = ActivationExtractionSpec.model_validate(SPEC)
+    assert (spec.max_restarts, spec.suspend, spec.service_account_name) == (3, False, "layertap-worker")
+    job = spec.job_spec()
+    assert job.output.uri == "gs://out/run1"
+    assert "resources" not in job.to_wire()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"extraction": {"layers": [3, 3]}}, "extraction.layers: duplicate"),
+        ({"extraction": {"layers": [-1]}}, "extraction.layers.0"),
+        ({"maxRestarts": -1}, "maxRestarts"),
+        ({"queueName": "Not_A_Label"}, "queueName"),
+        ({"output": None}, "output"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_spec_errors_name_the_field(change: dict, match: str) -> None:
+    data = {**SPEC, **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(ValidationError, match=match):
+        ActivationExtractionSpec.model_validate(data)
