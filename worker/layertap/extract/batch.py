@@ -1,0 +1,130 @@
+"""Host side of a step: packed rows in, stored records out. Pure numpy, no JAX.
+
+A row holds whole samples end to end. `segment_ids` numbers them 1, 2, ... within the row
+(0 is padding) and `positions` restart at 0 for each, so the model sees each sample as if
+it were alone. For `last` / `mean`, pooling weights [R, K, T] let the device reduce each
+sample to one vector before the device-to-host copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from layertap.data.sample import Sample
+
+Row = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class HostBatch:
+    token_ids: np.ndarray  # [R, T] int32
+    positions: np.ndarray  # [R, T] int32
+    segment_ids: np.ndarray  # [R, T] int32
+    weights: np.ndarray | None  # [R, K, T] float32, pooled modes only
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        named = {"token_ids": self.token_ids, "positions": self.positions, "segment_ids": self.segment_ids}
+        if self.weights is not None:
+            named["weights"] = self.weights
+        return named
+
+
+@dataclass(frozen=True)
+class Records:
+    """The rows one unit stores: N activations of L layers, with their index columns."""
+
+    activations: np.ndarray  # [L, N, D]
+    token_ids: np.ndarray  # [N] int32 (-1 for mean)
+    sample_index: np.ndarray  # [N] int64
+    position: np.ndarray  # [N] int32 token position in the sample (-1 for mean)
+    segment: np.ndarray  # [N] int16 segment label (-1 for mean)
+
+
+def keep_mask(sample: Sample, excluded_ids: np.ndarray, segments: frozenset[int] | None) -> np.ndarray:
+    """[T] bool: the tokens whose activations are kept (before last/mean selection)."""
+    keep = ~np.isin(sample.token_ids, excluded_ids)
+    if segments is not None:
+        keep &= np.isin(sample.segments, list(segments))
+    return keep
+
+
+def build_batch(
+    rows: Sequence[Row],
+    samples: Mapping[int, Sample],
+    keep: Mapping[int, np.ndarray],
+    row_length: int,
+    max_per_row: int,
+    mode: str,
+) -> HostBatch:
+    shape = (len(rows), row_length)
+    token_ids = np.zeros(shape, np.int32)
+    positions = np.zeros(shape, np.int32)
+    segment_ids = np.zeros(shape, np.int32)
+    weights = None if mode == "all" else np.zeros((len(rows), max_per_row, row_length), np.float32)
+    for r, row in enumerate(rows):
+        start = 0
+        for k, index in enumerate(row):
+            ids = samples[index].token_ids
+            end = start + len(ids)
+            token_ids[r, start:end] = ids
+            positions[r, start:end] = np.arange(len(ids))
+            segment_ids[r, start:end] = k + 1
+            if weights is not None:
+                kept = np.flatnonzero(keep[index]) + start
+                if mode == "last":
+                    weights[r, k, kept[-1]] = 1.0
+                else:
+                    weights[r, k, kept] = 1.0 / len(kept)
+            start = end
+    return HostBatch(token_ids, positions, segment_ids, weights)
+
+
+def select_records(
+    rows: Sequence[Row],
+    samples: Mapping[int, Sample],
+    keep: Mapping[int, np.ndarray],
+    activations: np.ndarray,
+    mode: str,
+) -> Records:
+    """Pick the stored rows out of a step's output for these rows.
+
+    activations: [L, R, T, D] for `all` (every token of every row), [L, R, K, D] for the
+    pooled modes (one vector per packed sample).
+    """
+    L, R, width, D = activations.shape
+    flat, token_ids, sample_index, position, segment = [], [], [], [], []
+    for r, row in enumerate(rows):
+        start = 0
+        for k, index in enumerate(row):
+            sample = samples[index]
+            kept = np.flatnonzero(keep[index])
+            if mode == "all":
+                flat.append(r * width + start + kept)
+                picked = kept
+            else:
+                flat.append(np.array([r * width + k]))
+                picked = kept[-1:]
+            if mode == "mean":
+                for column in (token_ids, position, segment):
+                    column.append(np.array([-1]))
+            else:
+                token_ids.append(sample.token_ids[picked])
+                position.append(picked)
+                segment.append(sample.segments[picked])
+            sample_index.append(np.full(len(flat[-1]), index))
+            start += len(sample.token_ids)
+
+    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    take = cat(flat, np.int64)
+    return Records(
+        activations=activations.reshape(L, R * width, D)[:, take],
+        token_ids=cat(token_ids, np.int32),
+        sample_index=cat(sample_index, np.int64),
+        position=cat(position, np.int32),
+        segment=cat(segment, np.int16),
+    )

@@ -1,0 +1,97 @@
+"""`layertap extract`: run an extraction from a YAML config; flags override its fields."""
+
+from __future__ import annotations
+
+import argparse
+
+from layertap.extract import config as cfg
+
+# flag dest -> "section.field" of the spec (camelCase, as in the YAML file)
+SPEC_FLAGS = {
+    "model": "model.uri",
+    "dtype": "model.dtype",
+    "dataset": "dataset.uri",
+    "format": "dataset.format",
+    "max_samples": "dataset.maxSamples",
+    "max_tokens": "dataset.maxTokens",
+    "over_limit": "dataset.overLimit",
+    "layers": "extraction.layers",
+    "positions": "extraction.positions",
+    "segments": "extraction.segments",
+    "exclude_special_tokens": "extraction.excludeSpecialTokens",
+    "storage_dtype": "extraction.storageDtype",
+    "batch_size": "extraction.batchSize",
+    "output": "output.uri",
+    "shard_size_mb": "output.shardSizeMb",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file: an ActivationExtraction resource or just its spec")
+    spec = parser.add_argument_group("spec fields (override the config file)")
+    spec.add_argument("--model", help="checkpoint directory or gs:// URI")
+    spec.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
+    spec.add_argument("--dataset", help="dataset file or gs:// URI")
+    spec.add_argument("--format", choices=["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"])
+    spec.add_argument("--max-samples", type=int)
+    spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
+    spec.add_argument("--over-limit", choices=["drop", "truncate", "shorten"])
+    spec.add_argument("--layers", type=cfg.parse_layers, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)")
+    spec.add_argument("--positions", choices=["all", "last", "mean"])
+    spec.add_argument("--segments", type=lambda text: text.split(","), help="comma-separated segment names to keep")
+    spec.add_argument(
+        "--exclude-special-tokens", action=argparse.BooleanOptionalAction, default=None, help="(default: exclude)"
+    )
+    spec.add_argument("--storage-dtype", choices=["float32", "bfloat16", "float16", "int8"])
+    spec.add_argument("--batch-size", type=int, help="rows per step across all processes")
+    spec.add_argument("--output", help="output directory or gs:// prefix")
+    spec.add_argument("--shard-size-mb", type=int)
+    run = parser.add_argument_group("how to run")
+    run.add_argument("--model-parallel", type=int, default=1, help="size of the mesh's model axis (default 1)")
+    run.add_argument("--coordinator", help="host:port of process 0 (local multi-process runs)")
+    run.add_argument("--num-processes", type=int)
+    run.add_argument("--process-id", type=int)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def job_from_args(args: argparse.Namespace):
+    raw = cfg.read_spec_file(args.config) if args.config else {}
+    overrides = {field: getattr(args, dest) for dest, field in SPEC_FLAGS.items()}
+    return cfg.validate(cfg.apply_overrides(raw, overrides), args.config or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    job = job_from_args(args)
+    from layertap.extract import distributed
+
+    setup = distributed.detect(args.coordinator, args.num_processes, args.process_id)
+    distributed.initialize(setup)
+
+    from layertap.extract.runner import execute, prepare
+
+    summary = execute(
+        prepare(job),
+        setup,
+        model_parallel=args.model_parallel,
+        show_progress=not args.no_progress,
+        reporter=_status_reporter(),
+    )
+    import jax
+
+    if jax.process_index() == 0:
+        print(
+            f"layertap extract: {summary.steps_run} steps run ({summary.steps_skipped} already done), "
+            f"{summary.tokens_per_second:,.0f} useful tokens/s, {summary.padding_fraction:.1%} padding",
+            flush=True,
+        )
+    return 0
+
+
+def _status_reporter():
+    """The resource-status reporter inside a cluster, None elsewhere."""
+    try:
+        from layertap.reporter import StatusReporter
+    except ModuleNotFoundError:
+        return None
+    return StatusReporter.from_environment()
+

@@ -1,0 +1,69 @@
+"""The run's job spec: a YAML file (a whole ActivationExtraction or just its spec), with flags on top."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from layertap_api.spec import JobSpec
+from pydantic import ValidationError
+
+from layertap.errors import LayerTapError
+
+WORKER_SECTIONS = ("model", "dataset", "extraction", "output")
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The worker's part of the spec in a YAML file; cluster fields (resources, image, ...) are left out."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LayerTapError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise LayerTapError(f"{path}: not valid YAML ({error})") from None
+    if isinstance(document, dict) and "spec" in document:
+        document = document["spec"]
+    if not isinstance(document, dict):
+        raise LayerTapError(f"{path}: expected an ActivationExtraction or its spec (a mapping)")
+    return {key: document[key] for key in WORKER_SECTIONS if key in document}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set "section.field" keys (camelCase, as on the wire) whose value is not None."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, field = dotted.split(".")
+        merged.setdefault(section, {})[field] = value
+    return merged
+
+
+def validate(raw: dict[str, Any], source: str) -> JobSpec:
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        raise LayerTapError(f"{source}: {problems}") from None
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The upper part of the model: 10-23 for a 24-layer model."""
+    return list(range(math.floor(10 * num_layers / 24), num_layers))
+
+
+def parse_layers(text: str) -> list[int]:
+    """'10-23', '3,5,7' or '0-3,8' -> a list of layer indices."""
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            layers.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise LayerTapError(f"--layers {text!r}: expected e.g. 10-23 or 3,5,7") from None
+    return layers

@@ -1,0 +1,315 @@
+"""The extraction loop: one code path for one process or many.
+
+prepare(): model, tokenizer, dataset, kept-token masks and the global plan, computed the
+same way on every process. execute(): steps of the plan on the mesh; each step's output is
+copied to the host asynchronously while the next step runs, then this process's rows go to
+the shard writer (background threads, bounded queue). A step is a unit of work per
+process; a restart skips the units already durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from layertap_api.spec import JobSpec
+
+from layertap.data.dataset import Dataset, load_dataset
+from layertap.data.sample import Sample
+from layertap.errors import LayerTapError
+from layertap.extract import batch as host
+from layertap.extract.config import default_layers
+from layertap.extract.distributed import Distributed
+from layertap.extract.mesh import DATA, make_mesh, local_rows, param_shardings
+from layertap.extract.plan import Plan, make_plan, unit_id
+from layertap.extract.step import global_batch, host_rows, make_step
+from layertap.model import Qwen2Config, load_checkpoint, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.progress import Progress
+
+log = logging.getLogger(__name__)
+
+DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
+STORED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+INDEX_BYTES_PER_ROW = 4 + 8 + 4 + 2  # token_ids, sample_index, position, segment
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job: JobSpec
+    config: Qwen2Config
+    layers: tuple[int, ...]
+    dataset: Dataset
+    samples: dict[int, Sample]  # the samples with at least one kept token, by index
+    keep: dict[int, np.ndarray]  # sample index -> [T] bool kept tokens
+    plan: Plan
+    rows_stored: int  # activation rows the whole run stores
+
+    @property
+    def mode(self) -> str:
+        return self.job.extraction.positions
+
+    def disk_bytes(self) -> int:
+        dtype = self.job.extraction.storage_dtype
+        per_row = len(self.layers) * self.config.hidden_size * STORED_BYTES[dtype] + INDEX_BYTES_PER_ROW
+        if dtype == "int8":
+            per_row += 4 * len(self.layers)  # a float32 scale per row and layer
+        return self.rows_stored * per_row
+
+    def describe(self, setup: Distributed, devices: int) -> str:
+        job, plan = self.job, self.plan
+        gib = self.disk_bytes() / 2**30
+        return "\n".join(
+            [
+                f"layertap extract: {job.model.uri} ({self.config.num_hidden_layers} layers, hidden {self.config.hidden_size}, {job.model.dtype})",
+                f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
+                f"{plan.useful_tokens} tokens" + (f", {self.dataset.over_limit} over maxTokens ({job.dataset.over_limit})" if self.dataset.over_limit else ""),
+                f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {'excluded' if job.extraction.exclude_special_tokens else 'kept'}",
+                f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {plan.row_length} tokens "
+                f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices",
+                f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {self.config.hidden_size} "
+                f"({job.extraction.storage_dtype}) = about {gib:.3g} GiB to {job.output.uri}",
+            ]
+        )
+
+    def writer_meta(self, process_count: int) -> dict:
+        job, plan = self.job, self.plan
+        return {
+            "layers": list(self.layers),
+            "storage_dtype": job.extraction.storage_dtype,
+            "hidden_size": self.config.hidden_size,
+            "model": {"uri": job.model.uri, "dtype": job.model.dtype, "config": self.config.to_hf_dict()},
+            "dataset": job.dataset.to_wire(),
+            "extraction": job.extraction.to_wire(),
+            "segment_names": {str(k): v for k, v in sorted(self.dataset.segment_names.items())},
+            "plan": {
+                "fingerprint": plan.fingerprint(),
+                "steps": plan.num_steps,
+                "rows_per_step": plan.rows_per_step,
+                "row_length": plan.row_length,
+                "process_count": process_count,
+                "unit": "step * process_count + process_index",
+            },
+        }
+
+
+def prepare(job: JobSpec) -> Prepared:
+    """Everything every process computes identically before the first step."""
+    config = Qwen2Config.from_file(_checkpoint_config(job.model.uri))
+    layers = tuple(sorted(job.extraction.layers or default_layers(config.num_hidden_layers)))
+    bad = [layer for layer in layers if layer >= config.num_hidden_layers]
+    if bad:
+        raise LayerTapError(
+            f"extraction.layers: {bad} out of range; {job.model.uri} has {config.num_hidden_layers} layers "
+            f"(0-{config.num_hidden_layers - 1})"
+        )
+    tokenizer = load_tokenizer(job.model.uri)
+    dataset = load_dataset(job.dataset, tokenizer, lambda text: tokenizer.encode(text, add_special_tokens=False))
+
+    excluded = np.array(sorted(special_token_ids(tokenizer)) if job.extraction.exclude_special_tokens else [], np.int32)
+    segments = _segment_filter(job.extraction.segments, dataset.segment_names)
+    keep = {s.index: host.keep_mask(s, excluded, segments) for s in dataset.samples}
+    samples = {s.index: s for s in dataset.samples if keep[s.index].any()}
+    if not samples:
+        raise LayerTapError(f"dataset {job.dataset.uri}: no sample has a token left to store after the exclusions")
+    plan = make_plan({i: len(s.token_ids) for i, s in samples.items()}, job.extraction.batch_size)
+    rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
+    return Prepared(job, config, layers, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
+
+
+@dataclass
+class StepTimes:
+    """Seconds spent per phase, summed over steps (the benchmark's breakdown)."""
+
+    prepare: float = 0.0  # building the host batch and its global arrays
+    compute: float = 0.0  # waiting for the device beyond what overlapped with host work
+    device_to_host: float = 0.0
+    select: float = 0.0  # picking the stored rows on the host
+    write: float = 0.0  # handing units to the writer (blocks only when its queue is full)
+    steps: int = 0
+
+
+@dataclass
+class RunSummary:
+    steps_run: int
+    steps_skipped: int
+    useful_tokens: int  # tokens of the steps run
+    seconds: float
+    padding_fraction: float
+    times: StepTimes = field(default_factory=StepTimes)
+    compile_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.useful_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def execute(
+    prepared: Prepared,
+    setup: Distributed,
+    *,
+    model_parallel: int = 1,
+    show_progress: bool = True,
+    reporter=None,
+    shard_bytes: int | None = None,
+) -> RunSummary:
+    from jax.experimental import multihost_utils
+
+    from layertap.store.index import finalize_run
+    from layertap.store.writer import open_writer
+
+    job, plan, config = prepared.job, prepared.plan, prepared.config
+    process, processes = jax.process_index(), jax.process_count()
+    mesh = make_mesh(model_parallel, config.num_attention_heads, config.num_key_value_heads)
+    if plan.rows_per_step % mesh.shape[DATA]:
+        raise LayerTapError(
+            f"extraction.batchSize: {plan.rows_per_step} rows per step do not split over the {mesh.shape[DATA]} "
+            f"data-parallel devices; use a multiple of {mesh.shape[DATA]}"
+        )
+    if process == 0:
+        print(prepared.describe(setup, jax.device_count()), flush=True)
+
+    compute_dtype = DEVICE_DTYPES[job.model.dtype]
+    out_dtype = DEVICE_DTYPES[job.extraction.storage_dtype]
+    extract_fn = make_extract_fn(config, prepared.layers, compute_dtype, jnp.float32 if prepared.mode != "all" else out_dtype)
+    _, params = load_checkpoint(job.model.uri, compute_dtype, sharding=NamedSharding(mesh, P()))
+    shardings = param_shardings(params, mesh)
+    if model_parallel > 1:
+        params = jax.device_put(params, shardings)
+    step_fn = make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
+    mine = local_rows(mesh, plan.rows_per_step, plan.row_length)
+
+    _check_process_count(job.output.uri, processes)
+    writer_options = {"shard_bytes": shard_bytes} if shard_bytes else {"shard_bytes": job.output.shard_size_mb * 2**20}
+    writer = open_writer(job.output.uri, prepared.writer_meta(processes), process, processes, **writer_options)
+    # Every writer has listed what earlier attempts committed before anyone commits anew,
+    # so every process derives the same steps to run.
+    multihost_utils.sync_global_devices("layertap: writers open")
+    committed = writer.committed_units()
+    mine_done = [unit_id(s, process, processes) in committed for s in range(plan.num_steps)]
+    todo = [
+        s for s in range(plan.num_steps) if not all(unit_id(s, p, processes) in committed for p in range(processes))
+    ]
+
+
+    skipped = [s for s in range(plan.num_steps) if s not in set(todo)]
+    progress = Progress(
+        samples_total=len(prepared.samples),
+        tokens_total=plan.useful_tokens,
+        samples_done=sum(len(row) for s in skipped for row in plan.steps[s]),
+        tokens_done=sum(plan.step_tokens(s) for s in skipped),
+        show_bar=show_progress and process == 0,
+        reporter=reporter if process == 0 else None,
+    )
+    times = StepTimes()
+    started = time.perf_counter()
+
+    def finish(step: int, out: jax.Array) -> None:
+        t0 = time.perf_counter()
+        out.block_until_ready()
+        t1 = time.perf_counter()
+        acts = host_rows(out)
+        t2 = time.perf_counter()
+        rows = plan.steps[step][mine]
+        if not mine_done[step]:
+            records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
+            t3 = time.perf_counter()
+            writer.add(
+                unit_id(step, process, processes),
+                records.activations,
+                records.token_ids,
+                records.sample_index,
+                records.position,
+                records.segment,
+            )
+        else:
+            t3 = time.perf_counter()
+        t4 = time.perf_counter()
+        times.compute += t1 - t0
+        times.device_to_host += t2 - t1
+        times.select += t3 - t2
+        times.write += t4 - t3
+        times.steps += 1
+        written = writer.progress()
+        progress.written(written.shards, written.bytes)
+        progress.advance(sum(len(row) for row in plan.steps[step]), plan.step_tokens(step))
+
+    compile_seconds = 0.0
+    pending: tuple[int, jax.Array] | None = None
+    with writer:
+        for step in todo:
+            t0 = time.perf_counter()
+            rows = plan.steps[step][mine]
+            batch = host.build_batch(rows, prepared.samples, prepared.keep, plan.row_length, plan.max_per_row, prepared.mode)
+            arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
+            t1 = time.perf_counter()
+            out = step_fn(params, arrays)
+            out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
+            if pending is None:
+                compile_seconds = time.perf_counter() - t1
+            times.prepare += t1 - t0
+            if pending is not None:
+                finish(*pending)
+            pending = (step, out)
+        if pending is not None:
+            finish(*pending)
+    progress.close()
+    seconds = time.perf_counter() - started
+
+    multihost_utils.sync_global_devices("layertap: all units durable")
+    if process == 0:
+        manifest = finalize_run(job.output.uri)
+        print(
+            f"layertap extract: wrote {manifest['num_tokens']} rows in {manifest['num_shards']} shards "
+            f"({manifest['total_bytes'] / 2**20:.1f} MiB) to {job.output.uri}",
+            flush=True,
+        )
+    return RunSummary(
+        steps_run=len(todo),
+        steps_skipped=len(skipped),
+        useful_tokens=sum(plan.step_tokens(s) for s in todo),
+        seconds=seconds,
+        padding_fraction=plan.padding_fraction,
+        times=times,
+        compile_seconds=compile_seconds,
+    )
+
+
+def _checkpoint_config(uri: str):
+    from layertap.model.checkpoint import resolve_checkpoint_dir
+
+    return resolve_checkpoint_dir(uri) / "config.json"
+
+
+def _segment_filter(names: list[str] | None, segment_names: dict[int, str]) -> frozenset[int] | None:
+    if names is None:
+        return None
+    labels = {name: label for label, name in segment_names.items()}
+    unknown = [name for name in names if name not in labels]
+    if unknown:
+        raise LayerTapError(
+            f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(labels)}"
+        )
+    return frozenset(labels[name] for name in names)
+
+
+def _check_process_count(uri: str, processes: int) -> None:
+    """A run's units are per process: resuming with another process count is refused up front."""
+    from layertap.store.fs import open_store
+    from layertap.store.index import read_run_info
+    from layertap.store.layout import RUN_KEY
+
+    store = open_store(uri)
+    if not store.exists(RUN_KEY):
+        return
+    earlier = read_run_info(store)["meta"].get("plan", {}).get("process_count")
+    if earlier is not None and earlier != processes:
+        raise LayerTapError(
+            f"{uri} was started with {earlier} processes and this attempt has {processes}; a run resumes only "
+            f"with the same process count (its units of work are per process). Rerun with {earlier} processes, "
+            "or write to a new output.uri"
+        )
