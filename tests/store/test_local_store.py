@@ -1,0 +1,216 @@
+"""The writer and reader on a local directory: round trip, shards, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import layertap
+from layertap.errors import LayerTapError
+from layertap.store import finalize_run, open_writer
+from layertap.store import layout
+
+from .conftest import LAYERS, expected_layer, make_units, meta_for
+
+
+def write(uri, units, storage_dtype="bfloat16", **kwargs):
+    with open_writer(str(uri), meta_for(storage_dtype), **kwargs) as writer:
+        for unit in units:
+            writer.add(*unit.args())
+    return writer
+
+
+def in_unit_order(batch, units):
+    """Rows sorted back into unit order (shards may complete in any order)."""
+    order = np.argsort(batch.token_ids, kind="stable")
+    return batch.activations[order]
+
+
+@pytest.mark.parametrize(
+    "storage_dtype, cast",
+    [("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)],
+)
+def test_round_trip_is_exact_up_to_the_storage_cast(tmp_path, units, storage_dtype, cast):
+    write(tmp_path, units, storage_dtype, shard_bytes=20_000)
+    manifest = finalize_run(str(tmp_path))
+    assert manifest["num_shards"] > 3  # the size bound cut several shards
+    run = layertap.open(str(tmp_path))
+    assert run.num_tokens == sum(len(u.token_ids) for u in units)
+    for i, layer in enumerate(LAYERS):
+        batch = run.read_layer(layer)
+        got = in_unit_order(batch, units)
+        np.testing.assert_array_equal(got, expected_layer(units, i).astype(cast).astype(np.float32))
+    batch = run.read_layer(LAYERS[0])
+    order = np.argsort(batch.token_ids, kind="stable")
+    all_units = sorted(units, key=lambda u: u.unit_id)
+    for column in ("token_ids", "sample_index", "position", "segment"):
+        want = np.concatenate([getattr(u, column) for u in all_units])
+        np.testing.assert_array_equal(getattr(batch, column)[order], want)
+
+
+def test_int8_error_stays_within_half_a_step_of_each_row(tmp_path, units):
+    write(tmp_path, units, "int8")
+    run = layertap.open(str(tmp_path))
+    got = in_unit_order(run.read_layer(5), units)
+    want = expected_layer(units, 1)
+    step = np.abs(want).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(got - want) <= step / 2 + 1e-6)
+    assert not np.array_equal(got, want)  # it is a lossy format
+
+
+def test_units_are_never_split_and_shards_respect_the_size_bound(tmp_path, units):
+    write(tmp_path, units, shard_bytes=15_000)
+    manifest = finalize_run(str(tmp_path))
+    unit_ids = [u for shard in manifest["shards"] for u, _, _ in shard["units"]]
+    assert sorted(unit_ids) == [u.unit_id for u in units]
+    largest_unit = max(u.activations[:, :, :].size * 2 + 14 * len(u.token_ids) for u in units)
+    for shard in manifest["shards"]:
+        assert shard["bytes"] <= 15_000 + largest_unit + 4096  # + header
+        rows = [end - start for _, start, end in shard["units"]]
+        assert sum(rows) == shard["tokens"]
+
+
+def test_manifest_holds_provenance_sizes_and_checksums(tmp_path, units):
+    write(tmp_path, units, shard_bytes=30_000)
+    manifest = finalize_run(str(tmp_path))
+    on_disk = json.loads((tmp_path / layout.MANIFEST_KEY).read_text())
+    assert on_disk == manifest
+    assert manifest["meta"]["model"]["config_sha256"] == "0" * 64
+    assert manifest["layers"] == LAYERS and manifest["storage_dtype"] == "bfloat16"
+    assert manifest["hidden_size"] == 24 and manifest["writer"].startswith("layertap ")
+    for shard in manifest["shards"]:
+        assert (tmp_path / shard["shard"]).stat().st_size == shard["bytes"]
+    layertap.open(str(tmp_path)).verify()
+    # a flipped byte is caught
+    victim = tmp_path / manifest["shards"][0]["shard"]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(LayerTapError, match="crc32c"):
+        layertap.open(str(tmp_path)).verify()
+
+
+def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
+    units = make_units(20)
+    write(tmp_path, units[:8], shard_bytes=10_000)
+    # A crashed attempt left an uploaded-but-uncommitted shard and a half-written temp file.
+    orphan = tmp_path / layout.shard_key(0, 999)
+    orphan.write_bytes(b"not committed")
+    (tmp_path / "shards" / ".tmp-half-written").write_bytes(b"x" * 100)
+    assert layertap.open(str(tmp_path)).num_tokens == sum(len(u.token_ids) for u in units[:8])
+
+    with open_writer(str(tmp_path), meta_for(), shard_bytes=10_000) as writer:
+        done = writer.committed_units()
+        assert done == {u.unit_id for u in units[:8]}
+        for unit in units:
+            if unit.unit_id not in done:
+                writer.add(*unit.args())
+    manifest = finalize_run(str(tmp_path))
+    assert manifest["num_units"] == 20
+    seqs = [s["seq"] for s in manifest["shards"]]
+    assert len(set(seqs)) == len(seqs)  # numbering continued after the first attempt
+    assert not orphan.exists() and not (tmp_path / "shards" / ".tmp-half-written").exists()
+    got = in_unit_order(layertap.open(str(tmp_path)).read_layer(7), units)
+    np.testing.assert_array_equal(got, expected_layer(units, 2).astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, units):
+    write(tmp_path, units[:2])
+    with pytest.raises(LayerTapError, match=r"different settings \(layers differ\)"):
+        open_writer(str(tmp_path), meta_for(layers=[1, 2, 3]))
+
+
+def test_processes_write_their_own_shards_and_finalize_merges_them(tmp_path):
+    units = make_units(12)
+    for process in (0, 1):
+        with open_writer(str(tmp_path), meta_for(), process, 2, shard_bytes=10_000) as writer:
+            for unit in units[process::2]:
+                writer.add(*unit.args())
+    manifest = finalize_run(str(tmp_path))
+    assert manifest["processes"] == [0, 1] and manifest["num_units"] == 12
+    assert all(f"-p0000{s['process_index']}-" in s["shard"] for s in manifest["shards"])
+    assert {p.name for p in (tmp_path / "commits").iterdir()} == {"p00000", "p00001"}
+
+
+def test_a_unit_written_by_two_processes_fails_finalize(tmp_path):
+    units = make_units(3)
+    for process in (0, 1):
+        with open_writer(str(tmp_path), meta_for(), process, 2) as writer:
+            writer.add(*units[process].args())
+    # process 1 (wrongly) also writes unit 0 in a later attempt, not knowing about process 0's
+    (tmp_path / "commits" / "p00000").rename(tmp_path / "hidden")
+    with open_writer(str(tmp_path), meta_for(), 1, 2) as writer:
+        writer.add(*units[0].args())
+    (tmp_path / "hidden").rename(tmp_path / "commits" / "p00000")
+    with pytest.raises(LayerTapError, match="unit 0 is in two shards"):
+        finalize_run(str(tmp_path))
+
+
+def test_filters_by_segment_name_and_token(tmp_path, units):
+    write(tmp_path, units)
+    run = layertap.open(str(tmp_path))
+    test_input = run.read_layer(2, segments=["test-input"])
+    assert len(test_input) > 0 and set(test_input.segment) == {2}
+    by_label = run.read_layer(2, segments=[2])
+    np.testing.assert_array_equal(by_label.token_ids, test_input.token_ids)
+    wanted = [1000 * 3 + 1, 1000 * 7 + 2, 999_999]
+    picked = run.read_layer(2, tokens=wanted)
+    assert sorted(picked.token_ids) == [3001, 7002]
+    dropped = run.read_layer(2, exclude_tokens=[3001])
+    assert len(dropped) == run.num_tokens - 1 and 3001 not in dropped.token_ids
+    with pytest.raises(LayerTapError, match="unknown segment 'answer'"):
+        run.read_layer(2, segments=["answer"])
+    with pytest.raises(LayerTapError, match=r"layer 3 was not extracted \(layers: \[2, 5, 7\]\)"):
+        run.read_layer(3)
+
+
+def test_memmap_exposes_the_stored_rows_without_reading_them(tmp_path, units):
+    write(tmp_path, units, shard_bytes=20_000)
+    run = layertap.open(str(tmp_path))
+    maps = run.memmap(5)
+    assert all(isinstance(m, np.memmap) and m.dtype == ml_dtypes.bfloat16 for m in maps)
+    stored = np.concatenate([np.asarray(m) for m in maps]).astype(np.float32)
+    np.testing.assert_array_equal(stored, run.read_layer(5).activations)
+
+
+def test_reading_a_run_in_progress_sees_only_committed_shards(tmp_path, units):
+    write(tmp_path, units[:5])
+    run = layertap.open(str(tmp_path))
+    assert not run.finalized and run.num_tokens == sum(len(u.token_ids) for u in units[:5])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: dict(a, activations=a["activations"][:2]), r"activations must be \[L=3, N, D\]"),
+        (lambda a: dict(a, token_ids=a["token_ids"][:-1]), r"token_ids must be \[N="),
+        (lambda a: dict(a, activations=a["activations"].astype(np.int32)), "must be floating point"),
+        (lambda a: dict(a, unit_id=1.5), "unit id must be an int or str"),
+    ],
+)
+def test_add_rejects_malformed_units(tmp_path, change, message):
+    unit = make_units(1)[0]
+    names = ("unit_id", "activations", "token_ids", "sample_index", "position", "segment")
+    args = change(dict(zip(names, unit.args())))
+    with open_writer(str(tmp_path), meta_for()) as writer:
+        with pytest.raises(ValueError, match=message):
+            writer.add(**args)
+
+
+def test_adding_a_unit_twice_is_refused(tmp_path):
+    unit = make_units(1)[0]
+    write(tmp_path, [unit])
+    with open_writer(str(tmp_path), meta_for()) as writer:
+        with pytest.raises(ValueError, match="unit 0 was already written"):
+            writer.add(*unit.args())
+
+
+def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
+    (tmp_path / "shards").write_text("a file where the shards folder should be")
+    writer = open_writer(str(tmp_path), meta_for())
+    writer.add(*make_units(1)[0].args())
+    with pytest.raises(LayerTapError, match=str(tmp_path)):
+        writer.close()

@@ -1,0 +1,64 @@
+"""Storage dtypes: how activations are encoded in a shard and decoded on read.
+
+float32, bfloat16 and float16 are plain casts. int8 stores each row (one token of one
+layer) as round(x / scale) with scale = max|x| / 127 kept in float32 next to it, so the
+error of any element is at most max|row| / 254 (see docs/format.md for measured values).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import ml_dtypes
+import numpy as np
+
+StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
+
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float16": np.dtype(np.float16),
+    "int8": np.dtype(np.int8),
+}
+
+# safetensors' names for the dtypes a shard can hold.
+SAFETENSORS_NAMES: dict[np.dtype, str] = {
+    np.dtype(np.float32): "F32",
+    np.dtype(ml_dtypes.bfloat16): "BF16",
+    np.dtype(np.float16): "F16",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.int16): "I16",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.int64): "I64",
+}
+FROM_SAFETENSORS: dict[str, np.dtype] = {name: dtype for dtype, name in SAFETENSORS_NAMES.items()}
+
+INT8_MAX = 127
+
+
+def check_storage_dtype(name: str) -> StorageDtype:
+    if name not in NUMPY_DTYPES:
+        raise ValueError(f"storage dtype {name!r} is not one of {sorted(NUMPY_DTYPES)}")
+    return name  # type: ignore[return-value]
+
+
+def encode(x_lnd: np.ndarray, storage_dtype: StorageDtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """[L, N, D] activations -> (values in the storage dtype, [L, N] float32 scales or None)."""
+    target = NUMPY_DTYPES[storage_dtype]
+    if storage_dtype != "int8":
+        return np.ascontiguousarray(x_lnd.astype(target, copy=False)), None
+    x = x_lnd.astype(np.float32, copy=False)
+    absmax_ln = np.abs(x).max(axis=-1)
+    scale_ln = absmax_ln / INT8_MAX
+    # An all-zero row encodes as zeros; any scale works, 1 avoids dividing by zero.
+    safe_ln = np.where(scale_ln > 0, scale_ln, 1.0).astype(np.float32)
+    q = np.rint(x / safe_ln[..., None])
+    return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8), scale_ln.astype(np.float32)
+
+
+def decode(values_nd: np.ndarray, scale_n: np.ndarray | None, dtype: np.dtype | str | None) -> np.ndarray:
+    """Stored rows -> activations; `dtype=None` keeps the stored dtype (int8 always decodes)."""
+    if scale_n is not None:
+        out = values_nd.astype(np.float32) * scale_n[:, None]
+        return out if dtype is None else out.astype(dtype, copy=False)
+    return values_nd if dtype is None else values_nd.astype(dtype, copy=False)

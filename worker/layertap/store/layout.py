@@ -1,0 +1,46 @@
+"""Names of everything in a run directory (see docs/format.md)."""
+
+from __future__ import annotations
+
+import hashlib
+
+FORMAT = "layertap-activations/1"
+RUN_KEY = "run.json"  # the run's provenance, written once by the first writer
+MANIFEST_KEY = "manifest.json"  # written by finalize_run
+SHARDS = "shards"
+COMMITS = "commits"
+
+# Per-token columns stored in every shard next to the activations: name -> dtype.
+TOKEN_COLUMNS = {
+    "token_ids": "int32",
+    "sample_index": "int64",
+    "position": "int32",
+    "segment": "int16",
+}
+
+
+def layer_tensor(layer: int) -> str:
+    return f"layer.{layer}"
+
+
+def scale_tensor(layer: int) -> str:
+    return f"layer.{layer}.scale"
+
+
+def shard_key(process_index: int, seq: int) -> str:
+    # GCS spreads load by key range: a short hash right after the common prefix keeps many
+    # hosts writing s000001, s000002, ... from hammering one range (GCS request-rate guidance).
+    digest = hashlib.sha256(f"{process_index}/{seq}".encode()).hexdigest()[:6]
+    return f"{SHARDS}/{digest}-p{process_index:05d}-s{seq:06d}.safetensors"
+
+
+def commit_prefix(process_index: int) -> str:
+    return f"{COMMITS}/p{process_index:05d}"
+
+
+def commit_key(process_index: int, seq: int) -> str:
+    return f"{commit_prefix(process_index)}/s{seq:06d}.json"
+
+
+def seq_of_commit_key(key: str) -> int:
+    return int(key.rsplit("/s", 1)[1].removesuffix(".json"))

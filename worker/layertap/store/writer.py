@@ -1,0 +1,335 @@
+"""The shard writer: units of work in, durable size-bounded shards out.
+
+    writer = open_writer(uri, meta, process_index, process_count)
+    for unit in plan:
+        if unit.id in writer.committed_units(): continue      # resume
+        writer.add(unit.id, acts_lnd, token_ids, sample_index, position, segment)
+    writer.close()
+    finalize_run(uri)                                           # once, after all processes
+
+`add` hands the unit to a bounded queue and returns; a packer thread encodes units into
+the storage dtype and cuts shards of about `shard_bytes`; up to `parallel_shards` shards
+are written or uploaded at once. Memory held is therefore bounded by
+queue_units units + (parallel_shards + 1) shards. A unit is never split across shards,
+so "unit committed" is exactly "its shard's commit record exists".
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from collections.abc import Mapping
+
+import numpy as np
+
+from layertap.errors import LayerTapError
+from layertap.store import dtypes, layout, shardfile
+from layertap.store.fs import GcsStore, LocalStore, open_store
+from layertap.store.index import read_commits
+
+UnitId = int | str
+_CLOSE = object()
+_FLOAT_INPUTS = {np.dtype(np.float64), *(dtypes.NUMPY_DTYPES[name] for name in ("float32", "bfloat16", "float16"))}
+
+
+@dataclass(frozen=True)
+class WriterProgress:
+    """What this writer has made durable since it was opened."""
+
+    units: int = 0
+    tokens: int = 0
+    shards: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class _Unit:
+    unit_id: UnitId
+    activations_lnd: np.ndarray
+    columns: dict[str, np.ndarray]  # the per-token columns of layout.TOKEN_COLUMNS
+
+    @property
+    def tokens(self) -> int:
+        return self.activations_lnd.shape[1]
+
+
+def open_writer(
+    uri: str,
+    meta: Mapping,
+    process_index: int = 0,
+    process_count: int = 1,
+    *,
+    shard_bytes: int = 256 * 1024 * 1024,
+    queue_units: int = 16,
+    parallel_shards: int = 4,
+) -> ShardWriter:
+    """Open (or resume) the run at `uri` for one process.
+
+    meta: JSON-serialisable provenance of the run, stored in run.json and the manifest.
+        It must hold `layers` (list of layer indices, in the order of the activations'
+        first axis) and `storage_dtype` (float32, bfloat16, float16 or int8); everything
+        else (model, config hash, tokenizer, prompt settings, code version, ...) is kept
+        as given. Resuming with a different meta is an error: a run has one provenance.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    meta = _checked_meta(meta)
+    store = open_store(uri)
+    _claim_run(store, meta)
+    return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards)
+
+
+def _checked_meta(meta: Mapping) -> dict:
+    for key in ("layers", "storage_dtype"):
+        if key not in meta:
+            raise ValueError(f"writer meta needs {key!r}")
+    layers = list(meta["layers"])
+    if not layers or not all(isinstance(layer, int) and layer >= 0 for layer in layers):
+        raise ValueError(f"writer meta 'layers' must be non-negative ints, got {layers!r}")
+    dtypes.check_storage_dtype(meta["storage_dtype"])
+    try:
+        return json.loads(json.dumps(dict(meta), sort_keys=True))
+    except TypeError as error:
+        raise ValueError(f"writer meta must be JSON-serialisable: {error}") from None
+
+
+def _claim_run(store: LocalStore | GcsStore, meta: dict) -> None:
+    """Write run.json unless it exists; if it does, it must describe the same run."""
+    from layertap import __version__
+
+    info = {
+        "format": layout.FORMAT,
+        "writer": f"layertap {__version__}",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "meta": meta,
+    }
+    existing = store.create(layout.RUN_KEY, json.dumps(info, indent=1, sort_keys=True).encode())
+    if existing is None:
+        return
+    old = json.loads(existing)
+    if old.get("format") != layout.FORMAT:
+        raise LayerTapError(f"{store.uri}/{layout.RUN_KEY}: format {old.get('format')!r} is not {layout.FORMAT}")
+    if old["meta"] != meta:
+        keys = sorted(k for k in old["meta"].keys() | meta.keys() if old["meta"].get(k) != meta.get(k))
+        raise LayerTapError(
+            f"{store.uri} already holds a run with different settings ({', '.join(keys)} differ); "
+            "resume with the same settings, or write to a new output.uri"
+        )
+
+
+class ShardWriter:
+    def __init__(
+        self,
+        store: LocalStore | GcsStore,
+        meta: dict,
+        process_index: int,
+        shard_bytes: int,
+        queue_units: int,
+        parallel_shards: int,
+    ) -> None:
+        self.uri = store.uri
+        self._store = store
+        self._layers: list[int] = meta["layers"]
+        self._storage_dtype: dtypes.StorageDtype = meta["storage_dtype"]
+        self._process_index = process_index
+        self._shard_bytes = shard_bytes
+        self._hidden: int | None = None
+
+        # What earlier attempts made durable (every process's records: the plan may have
+        # been split differently then), and where this process's shard numbering resumes.
+        records = read_commits(store)
+        self._committed = {unit_id for r in records for unit_id, _, _ in r["units"]}
+        own = [r["seq"] for r in records if r["process_index"] == process_index]
+        self._next_seq = max(own, default=-1) + 1
+        self._queued: set = set()
+
+        self._lock = threading.Lock()
+        self._progress = WriterProgress()
+        self._error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_units)
+        self._slots = threading.BoundedSemaphore(parallel_shards)
+        self._pool = ThreadPoolExecutor(parallel_shards, thread_name_prefix="layertap-shard")
+        self._packer = threading.Thread(target=self._pack, name="layertap-packer", daemon=True)
+        self._packer.start()
+        self._closed = False
+
+    # -- the caller's side ------------------------------------------------------------
+
+    def committed_units(self) -> frozenset:
+        """Unit ids that are durable: from earlier attempts and from this writer so far."""
+        with self._lock:
+            return frozenset(self._committed)
+
+    def progress(self) -> WriterProgress:
+        with self._lock:
+            return self._progress
+
+    def add(
+        self,
+        unit_id: UnitId,
+        activations: np.ndarray,
+        token_ids: np.ndarray,
+        sample_index: np.ndarray,
+        position: np.ndarray,
+        segment: np.ndarray,
+    ) -> None:
+        """Queue one unit: activations [L, N, D] (L = meta layers, in order) and [N] columns.
+
+        Blocks while the queue is full. The arrays must not be modified afterwards.
+        Raises the error of a failed shard write, if any.
+        """
+        self._raise_if_failed()
+        if self._closed:
+            raise ValueError("add() after close()")
+        if unit_id in self._committed or unit_id in self._queued:
+            raise ValueError(f"unit {unit_id!r} was already written (check committed_units() before adding)")
+        unit = self._checked_unit(unit_id, activations, token_ids, sample_index, position, segment)
+        self._queued.add(unit_id)
+        while True:
+            try:
+                self._queue.put(unit, timeout=0.2)
+                return
+            except queue.Full:
+                self._raise_if_failed()
+
+    def close(self) -> WriterProgress:
+        """Write what is queued, wait until every shard is durable, and stop the threads."""
+        if not self._closed:
+            self._closed = True
+            while self._packer.is_alive():
+                try:
+                    self._queue.put(_CLOSE, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            self._packer.join()
+            self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+        return self.progress()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Units already handed over are complete: write them even when the caller failed.
+        if exc[0] is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except Exception:
+                pass  # the caller's exception is the one to see
+
+    def _checked_unit(self, unit_id, activations, token_ids, sample_index, position, segment) -> _Unit:
+        if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
+            raise ValueError(f"unit id must be an int or str, got {unit_id!r}")
+        acts = np.asarray(activations)
+        if acts.ndim != 3 or acts.shape[0] != len(self._layers):
+            raise ValueError(
+                f"unit {unit_id!r}: activations must be [L={len(self._layers)}, N, D], got {acts.shape}"
+            )
+        if acts.dtype not in _FLOAT_INPUTS:
+            raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
+        if self._hidden is None:
+            self._hidden = acts.shape[2]
+        elif acts.shape[2] != self._hidden:
+            raise ValueError(f"unit {unit_id!r}: hidden size {acts.shape[2]} != {self._hidden} of earlier units")
+        n = acts.shape[1]
+        given = {"token_ids": token_ids, "sample_index": sample_index, "position": position, "segment": segment}
+        columns = {}
+        for name, dtype in layout.TOKEN_COLUMNS.items():
+            column = np.asarray(given[name])
+            if column.shape != (n,):
+                raise ValueError(f"unit {unit_id!r}: {name} must be [N={n}], got {column.shape}")
+            columns[name] = column.astype(dtype, copy=False)
+        return _Unit(unit_id, acts, columns)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error = self._error
+            if isinstance(error, LayerTapError):
+                raise error
+            raise LayerTapError(f"{self.uri}: writing a shard failed: {error!r}") from error
+
+    # -- the packer thread ------------------------------------------------------------
+
+    def _pack(self) -> None:
+        pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]] = []
+        pending_bytes = 0
+        try:
+            while True:
+                unit = self._queue.get()
+                if unit is _CLOSE or self._error is not None:
+                    break
+                values, scales = dtypes.encode(unit.activations_lnd, self._storage_dtype)
+                size = values.nbytes + (scales.nbytes if scales is not None else 0)
+                size += sum(c.nbytes for c in unit.columns.values())
+                if pending and pending_bytes + size > self._shard_bytes:
+                    self._seal(pending)
+                    pending, pending_bytes = [], 0
+                pending.append((unit, values, scales))
+                pending_bytes += size
+            if pending and self._error is None:
+                self._seal(pending)
+        except BaseException as error:  # surfaced to the caller by add()/close()
+            self._error = self._error or error
+
+    def _seal(self, pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]]) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._slots.acquire()  # bounds the shards in memory / in flight
+        future: Future = self._pool.submit(self._write_shard, seq, pending)
+        future.add_done_callback(self._shard_done)
+
+    def _shard_done(self, future: Future) -> None:
+        self._slots.release()
+        if future.exception() is not None and self._error is None:
+            self._error = future.exception()
+
+    # -- shard writer threads ---------------------------------------------------------
+
+    def _write_shard(self, seq: int, pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]]) -> None:
+        tensors: dict[str, list[np.ndarray]] = {}
+        for i, layer in enumerate(self._layers):
+            tensors[layout.layer_tensor(layer)] = [values[i] for _, values, _ in pending]
+            if self._storage_dtype == "int8":
+                tensors[layout.scale_tensor(layer)] = [scales[i] for _, _, scales in pending]
+        for name in layout.TOKEN_COLUMNS:
+            tensors[name] = [unit.columns[name] for unit, _, _ in pending]
+        units, row = [], 0
+        for unit, _, _ in pending:
+            units.append([unit.unit_id, row, row + unit.tokens])
+            row += unit.tokens
+        metadata = {
+            "format": layout.FORMAT,
+            "layers": json.dumps(self._layers),
+            "storage_dtype": self._storage_dtype,
+            "units": json.dumps(units),
+        }
+        key = layout.shard_key(self._process_index, seq)
+        size, crc = self._store.put(key, shardfile.buffers(tensors, metadata))
+        record = {
+            "shard": key,
+            "process_index": self._process_index,
+            "seq": seq,
+            "bytes": size,
+            "crc32c": crc,
+            "tokens": row,
+            "hidden_size": self._hidden,
+            "units": units,
+        }
+        data = json.dumps(record, sort_keys=True).encode()
+        existing = self._store.create(layout.commit_key(self._process_index, seq), data)
+        if existing is not None and json.loads(existing) != record:
+            raise LayerTapError(
+                f"{self.uri}/{layout.commit_key(self._process_index, seq)} was committed by another writer; "
+                f"are two processes running with process_index {self._process_index}?"
+            )
+        with self._lock:
+            self._committed.update(unit.unit_id for unit, _, _ in pending)
+            p = self._progress
+            self._progress = WriterProgress(p.units + len(pending), p.tokens + row, p.shards + 1, p.bytes + size)
