@@ -121,18 +121,19 @@ def _tensor_reader(directory: Path, stack: ExitStack) -> TensorReader:
         file = files.get(name) or files.get("*")
         if file is None:
             raise LayerTapError(f"{directory / INDEX_FILE}: no entry for tensor {name}")
-        try:
-            if file not in handles:
+        if file not in handles:
+            if not file.exists():
+                raise LayerTapError(f"{file}: weight file not found")
+            try:
                 handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
+            except (SafetensorError, OSError, ValueError) as error:
+                raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
+        if name not in handles[file].keys():
+            raise LayerTapError(f"{file}: missing tensor {name}")
+        try:
             return handles[file].get_tensor(name), file
-        except FileNotFoundError as error:
-            raise LayerTapError(f"{file}: weight file not found") from error
-        except SafetensorError as error:
-            if "not found" in str(error).lower() and file in handles:
-                raise LayerTapError(f"{file}: missing tensor {name}") from error
-            raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
-        except (OSError, ValueError) as error:
-            raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
+        except (SafetensorError, OSError, ValueError) as error:
+            raise LayerTapError(f"{file}: tensor {name} is not readable ({error})") from error
 
     return read
 
@@ -149,5 +150,9 @@ def _weight_files(directory: Path) -> Iterator[tuple[str, Path]]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise LayerTapError(f"{index}: not a valid safetensors index (needs a 'weight_map' object)") from error
+    if not isinstance(weight_map, dict):
+        raise LayerTapError(f"{index}: not a valid safetensors index ('weight_map' must map tensor names to files)")
     for name, file in weight_map.items():
+        if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+            raise LayerTapError(f"{index}: shard {file!r} of tensor {name} lies outside the checkpoint directory")
         yield name, directory / file

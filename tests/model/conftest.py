@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layertap.model import load_checkpoint, write_random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The default tiny random checkpoint (4 layers, hidden 64, 4 heads, 2 KV heads)."""
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """(config, float32 params) of the tiny checkpoint."""
+    return load_checkpoint(tiny_dir)
+
+
+def random_ids(vocab_size: int, *shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, size=shape, dtype=np.int32)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layertap.errors import LayerTapError
+from layertap.model import Qwen2Config
+
+QWEN25_05B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": True,
+    "vocab_size": 151936,
+    "hidden_act": "silu",
+    "use_sliding_window": False,
+    "sliding_window": 32768,
+    "torch_dtype": "bfloat16",
+}
+
+
+def write(tmp_path, raw) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw) if isinstance(raw, dict) else raw)
+    return path
+
+
+def test_reads_qwen25_05b_config(tmp_path):
+    config = Qwen2Config.from_file(write(tmp_path, QWEN25_05B).parent)
+    assert (config.num_hidden_layers, config.hidden_size, config.head_dim) == (24, 896, 64)
+    assert config.queries_per_kv_head == 7
+    assert config.tie_word_embeddings and config.rope_theta == 1e6
+
+
+def test_round_trips_through_hf_dict():
+    config = Qwen2Config.from_dict(QWEN25_05B)
+    assert Qwen2Config.from_dict(config.to_hf_dict()) == config
+
+
+def test_explicit_head_dim_wins():
+    assert Qwen2Config.from_dict({**QWEN25_05B, "head_dim": 128}).head_dim == 128
+
+
+def test_rope_theta_from_transformers_v5_rope_parameters():
+    raw = {k: v for k, v in QWEN25_05B.items() if k != "rope_theta"}
+    raw["rope_parameters"] = {"rope_type": "default", "rope_theta": 5000.0}
+    assert Qwen2Config.from_dict(raw).rope_theta == 5000.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "not a Qwen2 model"),
+        ({"architectures": ["Qwen2MoeForCausalLM"]}, "not a Qwen2 model"),
+        ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
+        ({"use_sliding_window": True}, "use_sliding_window"),
+        ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "rope scaling"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ],
+)
+def test_unsupported_configs_name_the_file(tmp_path, change, message):
+    path = write(tmp_path, {**QWEN25_05B, **change})
+    with pytest.raises(LayerTapError, match=message) as error:
+        Qwen2Config.from_file(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_and_broken_files_name_the_file(tmp_path):
+    with pytest.raises(LayerTapError, match=f"{tmp_path}.*no config.json"):
+        Qwen2Config.from_file(tmp_path)
+    path = write(tmp_path, "{not json")
+    with pytest.raises(LayerTapError, match=f"{path}: not valid JSON"):
+        Qwen2Config.from_file(path)
