@@ -66,6 +66,15 @@ class PromptSpec(ApiModel):
         description="Extra randomly augmented copies per task (dihedral transforms, colour permutations, pair order).",
     )
     seed: int = Field(default=0, ge=0, description="Seed of the augmentations.")
+    augment_kinds: list[Literal["dihedral", "colours", "train-order", "swap-test"]] = Field(
+        default=["dihedral", "colours", "train-order", "swap-test"],
+        min_length=1,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="What an augmented copy may change: dihedral transform, colour permutation, train-pair order, train/test swap.",
+    )
+    permute_background: bool = Field(
+        default=False, description="Let colour permutations move colour 0 (the background); kept by default."
+    )
 
 
 class DatasetSpec(ApiModel):

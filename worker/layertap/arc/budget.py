@@ -1,0 +1,71 @@
+"""Token budget: a prompt over `max_tokens` is dropped, truncated, or shortened by removing
+train pairs (from the last) until it fits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from layertap.arc.prompts import Prompt
+from layertap.arc.task import Task
+
+OverLimit = Literal["drop", "truncate", "shorten"]
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    prompt: Prompt
+    token_ids: np.ndarray  # [T] int32
+    offsets: np.ndarray  # [T, 2] character spans in prompt.text
+    train_pairs: int  # train pairs the prompt shows
+    truncated: bool = False
+
+
+@dataclass
+class BudgetStats:
+    """Prompts kept as they were, shortened (train pairs removed), truncated, and dropped."""
+
+    kept: int = 0
+    shortened: int = 0
+    truncated: int = 0
+    dropped: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kept} prompts kept, {self.shortened} shortened, "
+            f"{self.truncated} truncated, {self.dropped} dropped over the token limit"
+        )
+
+
+def fit_to_budget(
+    task: Task,
+    build: Callable[[Task], Tokenized],
+    max_tokens: int,
+    over_limit: OverLimit,
+    stats: BudgetStats,
+) -> Tokenized | None:
+    """The tokenized prompt of `task` within `max_tokens`, or None when it is dropped."""
+    tokenized = build(task)
+    if len(tokenized.token_ids) <= max_tokens:
+        stats.kept += 1
+        return tokenized
+    if over_limit == "truncate":
+        stats.truncated += 1
+        return Tokenized(
+            tokenized.prompt,
+            tokenized.token_ids[:max_tokens],
+            tokenized.offsets[:max_tokens],
+            tokenized.train_pairs,
+            truncated=True,
+        )
+    if over_limit == "shorten":
+        for keep in range(len(task.train) - 1, 0, -1):
+            tokenized = build(Task(task.id, task.train[:keep], task.test))
+            if len(tokenized.token_ids) <= max_tokens:
+                stats.shortened += 1
+                return tokenized
+    stats.dropped += 1
+    return None

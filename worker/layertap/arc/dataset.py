@@ -1,0 +1,109 @@
+"""ARC datasets as `Sample`s: the contract with the runner.
+
+    for sample in iter_samples(spec.dataset, tokenizer): ...
+
+Order is deterministic: tasks in reading order; per task the original (copy 0) then
+`prompt.augmentations` augmented copies; per copy one prompt per test input. Sample
+indices count the samples yielded. `segment_names` maps labels to names (0 = other
+text); `select_labels(["test-input"])` gives the labels `extraction.segments` selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from layertap.arc.augment import augmentation_rng, random_augmentation
+from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
+from layertap.arc.encoders import build_encoder
+from layertap.arc.prompts import TEMPLATES, render_prompt
+from layertap.arc.readers import ReadStats, read_tasks
+from layertap.arc.segments import segment_names, select_labels
+from layertap.arc.task import Task
+from layertap.arc.tokens import label_tokens
+from layertap.data.sample import Sample
+from layertap.errors import LayerTapError
+
+ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")
+__all__ = ["ARC_FORMATS", "iter_samples", "segment_names", "select_labels"]
+
+
+def iter_samples(
+    dataset,
+    tokenizer,
+    *,
+    budget: BudgetStats | None = None,
+    reading: ReadStats | None = None,
+) -> Iterator[Sample]:
+    """Samples of an ARC `DatasetSpec` (formats arc-json, arc-kaggle, barc-jsonl).
+
+    `budget` and `reading`, when given, are filled in as samples are produced (prompts
+    kept/shortened/truncated/dropped; tasks read).
+    """
+    if dataset.format not in ARC_FORMATS:
+        raise LayerTapError(f"dataset.format: {dataset.format!r} is not an ARC format ({', '.join(ARC_FORMATS)})")
+    prompt = dataset.prompt
+    try:
+        encoder = build_encoder(prompt.grid_encoder)
+    except ValueError as error:
+        raise LayerTapError(f"dataset.prompt.gridEncoder: {error}") from None
+    if prompt.template not in TEMPLATES:
+        raise LayerTapError(f"dataset.prompt.template: unknown {prompt.template!r}; known: {', '.join(TEMPLATES)}")
+    budget = budget if budget is not None else BudgetStats()
+
+    def build(task: Task, test_index: int) -> Tokenized:
+        rendered = render_prompt(task, test_index, encoder, tokenizer, prompt.template, prompt.variant)
+        encoding = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+        return Tokenized(
+            rendered,
+            np.asarray(encoding["input_ids"], dtype=np.int32),
+            np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2),
+            len(task.train),
+        )
+
+    index = 0
+    for task in read_tasks(dataset.uri, dataset.format, stats=reading):
+        for copy in range(prompt.augmentations + 1):
+            augmentation = None
+            view = task
+            if copy:
+                rng = augmentation_rng(prompt.seed, task.id, copy)
+                augmentation = random_augmentation(task, rng, tuple(prompt.augment_kinds), prompt.permute_background)
+                view = augmentation.apply(task)
+            for test_index in range(len(view.test)):
+                fitted = fit_to_budget(
+                    view,
+                    lambda t: build(t, test_index),
+                    dataset.max_tokens,
+                    dataset.over_limit,
+                    budget,
+                )
+                if fitted is None:
+                    continue
+                yield _sample(index, fitted, task.id, test_index, copy, augmentation, len(view.train))
+                index += 1
+                if dataset.max_samples is not None and index >= dataset.max_samples:
+                    return
+
+
+def _sample(index, fitted: Tokenized, task_id, test_index, copy, augmentation, train_pairs) -> Sample:
+    labels = label_tokens(fitted.prompt, fitted.offsets)
+    meta = {
+        "task_id": task_id,
+        "test_index": test_index,
+        "copy": copy,
+        "augmentation": None if augmentation is None else augmentation.to_json(),
+        "train_pairs": fitted.train_pairs,
+        "shortened": fitted.train_pairs < train_pairs,
+        "truncated": fitted.truncated,
+    }
+    if labels.merged_cells:
+        meta["merged_cells"] = labels.merged_cells
+    return Sample(
+        index=index,
+        token_ids=fitted.token_ids,
+        segments=labels.segments,
+        meta=meta,
+        cells=labels.cells,
+    )

@@ -1,0 +1,192 @@
+"""Read ARC tasks from files: ARC-AGI JSON, the Kaggle layout, and BARC / Hugging Face rows.
+
+Every reader streams: one task file, one jsonl line or one parquet batch at a time.
+A bad record raises `InvalidRecord` naming the file, the row and the reason, or with
+`skip_invalid` is counted in `ReadStats` and skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from layertap.arc.grids import GridError
+from layertap.arc.records import Split, task_from_record
+from layertap.arc.task import Task, task_from_json
+from layertap.errors import LayerTapError
+
+ArcFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl"]
+ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+class InvalidRecord(LayerTapError):
+    """One task, line or row that cannot be read; the message names where and why."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+@dataclass
+class ReadStats:
+    """What a read did: tasks read, records skipped (with the first few reasons)."""
+
+    read: int = 0
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, error: InvalidRecord) -> None:
+        self.skipped += 1
+        if len(self.examples) < 5:
+            self.examples.append(str(error))
+
+
+def read_tasks(
+    uri: str | Path,
+    format: ArcFormat,
+    *,
+    split: Split = Split(),
+    skip_invalid: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Task]:
+    """Tasks in file order (directories: sorted file names). Raises InvalidRecord on the first
+    bad record unless `skip_invalid`, which counts it in `stats` instead."""
+    path = Path(uri)
+    if str(uri).startswith("gs://"):
+        raise LayerTapError(f"{uri}: ARC datasets are read from local paths; copy it locally first")
+    if not path.exists():
+        raise LayerTapError(f"{path}: no such file or directory")
+    stats = stats if stats is not None else ReadStats()
+    records = {
+        "arc-json": _arc_json,
+        "arc-kaggle": _kaggle,
+        "barc-jsonl": lambda p: _rows(p, split),
+    }[format](path)
+    for record in records:
+        if isinstance(record, InvalidRecord):
+            if not skip_invalid:
+                raise record
+            stats.skip(record)
+            continue
+        stats.read += 1
+        yield record
+
+
+def _files(path: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
+    if not files:
+        raise LayerTapError(f"{path}: no {what} files ({', '.join(suffixes)}) in this directory")
+    return files
+
+
+def _load_json(path: Path) -> object:
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidRecord(str(path), f"not valid JSON ({error})") from None
+
+
+def _arc_json(path: Path) -> Iterator[Task | InvalidRecord]:
+    """A directory of one-task files (id = file stem), one task file, or one combined
+    {id: task} file."""
+    for file in _files(path, (".json",), "ARC JSON"):
+        try:
+            value = _load_json(file)
+        except InvalidRecord as error:
+            yield error
+            continue
+        if isinstance(value, dict) and isinstance(value.get("train"), list):
+            yield _task_or_error(value, file.stem, str(file))
+        elif isinstance(value, dict):
+            for task_id, task in value.items():
+                yield _task_or_error(task, task_id, f"{file}, task {task_id}")
+        else:
+            yield InvalidRecord(str(file), "expected a task or an {id: task} object")
+
+
+def _task_or_error(value: object, task_id: str, where: str) -> Task | InvalidRecord:
+    try:
+        return task_from_json(value, task_id)
+    except GridError as error:
+        return InvalidRecord(where, str(error))
+
+
+def _kaggle(path: Path) -> Iterator[Task | InvalidRecord]:
+    """`*_challenges.json` files with their `*_solutions.json` neighbours (when present)."""
+    for challenges in _files(path, ("challenges.json",), "Kaggle *_challenges.json"):
+        solutions_file = challenges.with_name(challenges.name.replace("challenges", "solutions"))
+        value = _load_json(challenges)
+        if not isinstance(value, dict):
+            raise InvalidRecord(str(challenges), "expected an {id: task} object")
+        solutions = _load_json(solutions_file) if solutions_file.exists() else {}
+        if not isinstance(solutions, dict):
+            raise InvalidRecord(str(solutions_file), "expected an {id: [grid, ...]} object")
+        for task_id, task in value.items():
+            where = f"{challenges}, task {task_id}"
+            if task_id in solutions:
+                task = _with_solutions(task, solutions[task_id])
+                if isinstance(task, str):
+                    yield InvalidRecord(f"{solutions_file}, task {task_id}", task)
+                    continue
+            yield _task_or_error(task, task_id, where)
+
+
+def _with_solutions(task: object, outputs: object) -> dict | str:
+    if not isinstance(task, dict) or not isinstance(task.get("test"), list):
+        return "its challenge has no 'test' list"
+    if not isinstance(outputs, list) or len(outputs) != len(task["test"]):
+        count = len(outputs) if isinstance(outputs, list) else "no list of"
+        return f"{count} solutions for {len(task['test'])} test inputs"
+    test = [
+        {**pair, "output": output} if isinstance(pair, dict) else pair
+        for pair, output in zip(task["test"], outputs)
+    ]
+    return {**task, "test": test}
+
+
+def _rows(path: Path, split: Split) -> Iterator[Task | InvalidRecord]:
+    """jsonl (optionally gzipped) lines or parquet rows, in the schemas of `records`."""
+    for file in _files(path, ROW_SUFFIXES, "jsonl or parquet"):
+        rows = _parquet_rows(file) if file.name.endswith(".parquet") else _jsonl_rows(file)
+        for where, row in rows:
+            if isinstance(row, InvalidRecord):
+                yield row
+                continue
+            try:
+                yield task_from_record(row, split)
+            except GridError as error:
+                yield InvalidRecord(where, str(error))
+
+
+def _jsonl_rows(file: Path) -> Iterator[tuple[str, object]]:
+    opener = gzip.open if file.name.endswith(".gz") else open
+    with opener(file, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            where = f"{file}, line {number}"
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as error:
+                yield where, InvalidRecord(where, f"not valid JSON ({error.msg})")
+
+
+def _parquet_rows(file: Path) -> Iterator[tuple[str, object]]:
+    import pyarrow.parquet as pq  # only parquet inputs need pyarrow
+
+    try:
+        parquet = pq.ParquetFile(file)
+    except Exception as error:  # pyarrow raises several types for a file that is not parquet
+        raise LayerTapError(f"{file}: not a readable parquet file ({error})") from None
+    index = 0
+    for batch in parquet.iter_batches(batch_size=256):
+        for row in batch.to_pylist():
+            yield f"{file}, row {index}", row
+            index += 1
