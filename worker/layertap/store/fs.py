@@ -25,8 +25,10 @@ GCS_SCHEME = "gs://"
 # A resumable upload sends the object in chunks of this size; a failed chunk is retried
 # from the last byte the server confirmed (a multiple of 256 KiB, as GCS requires).
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
-# Retries with exponential backoff on 408/429/5xx and dropped connections, for this long.
-RETRY_SECONDS = float(os.environ.get("LAYERTAP_GCS_RETRY_SECONDS", "300"))
+MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024  # google-cloud-storage uploads larger objects resumably
+# Retries with exponential backoff on 408/429/5xx and dropped connections, for this long
+# (LAYERTAP_GCS_RETRY_SECONDS overrides it).
+RETRY_SECONDS = 300.0
 
 
 def is_gcs(uri: str) -> bool:
@@ -235,43 +237,56 @@ class GcsStore:
                     io.BytesIO(data),
                     size=len(data),
                     if_generation_match=generation,
-                    # GCS checks the whole object against this CRC32C before it exists
-                    # (the client's own check would hash it again, 20x slower).
-                    checksum=None,
+                    # Objects over 8 MiB go up resumably: GCS checks the whole object
+                    # against this CRC32C before it exists (the client's own check would
+                    # hash it again, 20x slower). Smaller ones go in one request, checked
+                    # by the client.
+                    checksum="crc32c" if len(data) <= MULTIPART_LIMIT_BYTES else None,
                     crc32c_checksum_value=crc32c_to_gcs(crc),
                     retry=_retry(),
                 )
-                return
+                if _same_object(blob, len(data), crc):
+                    return
+                # The server stored other bytes than we sent (seen with emulators when a
+                # retried chunk is applied twice): replace exactly that object.
+                generation = blob.generation
             except PreconditionFailed:
                 # Either our own earlier attempt succeeded (same bytes: done), or a crashed
                 # writer left an uncommitted object under this name: replace exactly that one.
                 existing = self.bucket.get_blob(self._name(key), retry=_retry())
                 if existing is None:
                     generation = 0
-                elif crc32c_from_gcs(existing.crc32c) == crc and existing.size == len(data):
+                elif _same_object(existing, len(data), crc):
                     return
                 else:
                     generation = existing.generation
-        raise LayerTapError(f"{self.uri}/{key}: the object kept changing while we wrote it; is another writer using this output?")
+        raise LayerTapError(
+            f"{self.uri}/{key}: 3 uploads did not leave the bytes we sent; is another writer using this output?"
+        )
 
 
-_CLIENT = None
+def _same_object(blob, size: int, crc: str) -> bool:
+    return blob.size == size and blob.crc32c is not None and crc32c_from_gcs(blob.crc32c) == crc
+
+
+_CLIENTS: dict[str | None, object] = {}
 
 
 def _client():
-    """One client per process (it holds a connection pool and is thread-safe)."""
-    global _CLIENT
-    if _CLIENT is None:
+    """One client per endpoint (it holds a connection pool and is thread-safe)."""
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
+    if endpoint not in _CLIENTS:
         from google.cloud import storage
 
-        _CLIENT = storage.Client()
-    return _CLIENT
+        _CLIENTS[endpoint] = storage.Client()
+    return _CLIENTS[endpoint]
 
 
 def _retry():
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(RETRY_SECONDS)
+    seconds = float(os.environ.get("LAYERTAP_GCS_RETRY_SECONDS", RETRY_SECONDS))
+    return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(seconds)
 
 
 def fetch_dir(uri: str, cache_dir: str | os.PathLike, *, threads: int = 8) -> Path:

@@ -1,0 +1,170 @@
+"""The store against a real GCS emulator (fake-gcs-server) through google-cloud-storage."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import ml_dtypes
+import pytest
+
+import layertap
+from layertap.store import finalize_run, fs, layout, open_writer
+
+from .conftest import expected_layer, make_units, meta_for
+from .gcs_emulator import Emulator, FaultyProxy
+
+pytestmark = pytest.mark.storage
+BUCKET = "layertap-test"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    server = Emulator(tmp_path_factory.mktemp("gcs") / "data")
+    server.start()
+    server.create_bucket(BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs(emulator, monkeypatch):
+    """A fresh gs:// prefix on the emulator; small upload chunks so that a shard takes several."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    monkeypatch.setenv("LAYERTAP_GCS_RETRY_SECONDS", "60")
+    monkeypatch.setattr(fs, "UPLOAD_CHUNK_BYTES", 256 * 1024)
+    return f"gs://{BUCKET}/runs/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def proxy(emulator, monkeypatch):
+    proxy = FaultyProxy(emulator.url)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    yield proxy
+    proxy.close()
+
+
+def bf16(x):
+    return x.astype(ml_dtypes.bfloat16).astype(np.float32)
+
+
+def write(uri, units, **kwargs):
+    with open_writer(uri, meta_for(), **kwargs) as writer:
+        for unit in units:
+            writer.add(*unit.args())
+    return writer
+
+
+def check_run(uri, units):
+    """The run holds every unit exactly once, every shard object is committed and intact."""
+    manifest = finalize_run(uri)
+    assert sorted(u for s in manifest["shards"] for u, _, _ in s["units"]) == sorted(u.unit_id for u in units)
+    objects = fs.open_store(uri).list(layout.SHARDS)
+    assert sorted(objects) == sorted(s["shard"] for s in manifest["shards"])  # no partial or orphan object
+    assert all(objects[s["shard"]] == s["bytes"] for s in manifest["shards"])
+    run = layertap.open(uri)
+    run.verify()
+    batch = run.read_layer(5)
+    order = np.argsort(batch.token_ids, kind="stable")
+    np.testing.assert_array_equal(batch.activations[order], bf16(expected_layer(units, 1)))
+    return manifest
+
+
+def big_units(count, start=0):
+    # ~24 KiB per token in bfloat16, ~0.5 MiB per unit: a shard over 8 MiB is uploaded
+    # resumably, in 256 KiB chunks here; smaller ones in one request.
+    return make_units(count, start=start, hidden=4096, seed=start)
+
+
+SHARD = 9 * 1024 * 1024
+
+
+def test_round_trip(gcs):
+    units = make_units(25)
+    write(gcs, units, shard_bytes=20_000)
+    manifest = check_run(gcs, units)
+    assert manifest["num_shards"] > 3
+    # object names start with a hash, not a sequence number (GCS request-rate guidance)
+    first_chars = {s["shard"].split("/")[1][:2] for s in manifest["shards"]}
+    assert len(first_chars) > 1
+    run = layertap.open(gcs)
+    assert run.finalized and len(run.read_layer(2, segments=["test-input"])) > 0
+
+
+def test_upload_errors_are_retried_without_partial_or_duplicate_shards(gcs, proxy):
+    units = big_units(24)
+    counter = {"chunk": 0, "commit": 0}
+    lock = threading.Lock()
+
+    def fault(request):
+        with lock:
+            if request.method == "PUT" and "upload_id" in request.path:  # a resumable chunk
+                counter["chunk"] += 1
+                n = counter["chunk"]
+                return {3: ("status", 503), 5: ("drop",), 8: ("status", 429), 11: ("lose", 503)}.get(n)
+            if request.method == "POST" and b'"name": "runs/' in request.body and b"/commits/" in request.body:
+                counter["commit"] += 1
+                return ("lose", 503) if counter["commit"] == 1 else None
+        return None
+
+    proxy.fault = fault
+    write(gcs, units, shard_bytes=SHARD, parallel_shards=2)
+    what = [s[2] for s in proxy.seen]
+    assert {"status 503", "drop", "status 429"} <= set(what) and any(w.startswith("lost") for w in what)
+    proxy.fault = lambda request: None
+    check_run(gcs, units)
+
+
+def test_server_down_mid_run_then_back(gcs, emulator):
+    units = big_units(24)
+    writer = open_writer(gcs, meta_for(), shard_bytes=SHARD)
+    for unit in units[:10]:
+        writer.add(*unit.args())
+    emulator.stop()
+    restart = threading.Timer(2.0, emulator.start)
+    restart.start()
+    for unit in units[10:]:
+        writer.add(*unit.args())
+    assert writer.progress().shards == 0 and not restart.finished.is_set()  # uploads are waiting
+    writer.close()
+    restart.join()
+    check_run(gcs, units)
+
+
+def test_resume_of_a_half_written_run(gcs):
+    units = big_units(30)
+    write(gcs, units[:20], shard_bytes=SHARD)
+    store = fs.open_store(gcs)
+    own = [layout.seq_of_commit_key(k) for k in store.list(layout.commit_prefix(0))]
+    # The crashed attempt had uploaded its next shard, but died before committing it.
+    orphan = layout.shard_key(0, max(own) + 1)
+    store.put(orphan, [memoryview(b"an upload whose commit record was never written")])
+
+    with open_writer(gcs, meta_for(), shard_bytes=SHARD) as writer:
+        assert writer.committed_units() == set(range(20))
+        for unit in units:
+            if unit.unit_id not in writer.committed_units():
+                writer.add(*unit.args())
+    manifest = check_run(gcs, units)
+    assert orphan in {s["shard"] for s in manifest["shards"]}  # the same name, now the real shard
+
+
+def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_path):
+    store = fs.open_store(f"{gcs}/ckpt")
+    files = {"config.json": b'{"model_type": "qwen2"}', "model.safetensors": np.arange(300_000, dtype=np.uint8).tobytes(),
+             "tokenizer/tokenizer.json": b"{}"}
+    for key, data in files.items():
+        store.write(key, data)
+    local = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
+    assert {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")} == files
+    before = (local / "model.safetensors").stat().st_mtime_ns
+    store.write("config.json", b'{"model_type": "qwen2", "changed": true}')
+    again = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
+    assert again == local and (local / "config.json").read_bytes().endswith(b"true}")
+    assert (local / "model.safetensors").stat().st_mtime_ns == before  # not downloaded again
+
+
+def test_fetch_dir_of_an_empty_prefix_says_so(gcs, tmp_path):
+    with pytest.raises(layertap.errors.LayerTapError, match="no objects under this prefix"):
+        fs.fetch_dir(f"{gcs}/nothing-here", tmp_path)
