@@ -1,0 +1,168 @@
+"""ActivationExtraction spec -> JobSet manifest. Pure: no client calls, same input, same dict.
+
+One replicated Job per slice (`replicas = slices`), one pod per host (`parallelism =
+completions = hosts`, Indexed), `backoffLimit: 0`: a failed host fails its Job and the
+JobSet restarts the whole group (`failurePolicy.maxRestarts`), because a JAX program
+cannot lose a process and go on. The workers resume from committed shards.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from layertap_api.catalog import TPU_TOPOLOGY_LABEL
+from layertap_api.resource import ActivationExtractionSpec
+
+from layertap_operator import constants as c
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The resource a JobSet belongs to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: "layertap",
+        c.LABEL_INSTANCE: owner.name,
+        c.LABEL_COMPONENT: "worker",
+        c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
+        c.LABEL_EXTRACTION: owner.name,
+    }
+
+
+def owner_reference(owner: Owner) -> dict:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
+    """The JobSet that runs `spec`; named like the resource, so creating it twice is a conflict."""
+    res = spec.resources
+    metadata: dict = {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": labels(owner) | ({c.KUEUE_QUEUE_LABEL: spec.queue_name} if spec.queue_name else {}),
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if res.info.kind == "tpu" and res.hosts_per_slice > 1:
+        # Each multi-host slice is a whole node pool: one Job per pool, never two sharing one.
+        metadata["annotations"] = {c.EXCLUSIVE_TOPOLOGY_ANNOTATION: c.GKE_NODEPOOL_LABEL}
+    job_spec: dict = {
+        "parallelism": res.hosts_per_slice,
+        "completions": res.hosts_per_slice,
+        "completionMode": "Indexed",
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels(owner)}, "spec": _pod_spec(spec, owner, image)},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    jobset_spec: dict = {
+        # With Kueue, the JobSet waits suspended until Kueue admits it.
+        "suspend": spec.suspend or spec.queue_name is not None,
+        "failurePolicy": {"maxRestarts": spec.max_restarts},
+        # Process 0 is the JAX coordinator, reached by its hostname before it is Ready.
+        "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+        "replicatedJobs": [
+            {
+                "name": c.REPLICATED_JOB,
+                "replicas": res.slices,
+                "template": {"metadata": {"labels": labels(owner)}, "spec": job_spec},
+            }
+        ],
+    }
+    if spec.ttl_seconds_after_finished is not None:
+        jobset_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {"apiVersion": c.JOBSET_API_VERSION, "kind": "JobSet", "metadata": metadata, "spec": jobset_spec}
+
+
+def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
+    res, info = spec.resources, spec.resources.info
+    pod: dict = {
+        "restartPolicy": "Never",
+        "serviceAccountName": spec.service_account_name,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": c.WORKER_UID,
+            "runAsGroup": c.WORKER_UID,
+            "fsGroup": c.WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": c.CONTAINER,
+                "image": image,
+                "command": ["layertap", "extract"],
+                "args": ["--model-parallel", str(res.mesh_shape[1]), "--no-progress"],
+                "env": _env(spec, owner),
+                "ports": [{"name": "coordinator", "containerPort": c.COORDINATOR_PORT, "protocol": "TCP"}],
+                "resources": _container_resources(spec),
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": "scratch", "mountPath": c.SCRATCH_DIR}],
+            }
+        ],
+        # JAX compile cache, the downloaded checkpoint, and shards before upload.
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if info.kind == "tpu":
+        pod["nodeSelector"] = {info.node_label: res.accelerator, TPU_TOPOLOGY_LABEL: res.topology}
+    elif info.kind == "gpu":
+        pod["nodeSelector"] = {info.node_label: res.accelerator}
+    if info.device_resource:
+        pod["tolerations"] = [{"key": info.device_resource, "operator": "Exists", "effect": "NoSchedule"}]
+    return pod
+
+
+def _container_resources(spec: ActivationExtractionSpec) -> dict:
+    res, info = spec.resources, spec.resources.info
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if info.device_resource:
+        requests[info.device_resource] = limits[info.device_resource] = str(res.devices_per_host)
+    cpu = res.cpu or ("4" if info.kind == "cpu" else None)
+    memory = res.memory or ("8Gi" if info.kind == "cpu" else None)
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = limits["memory"] = memory
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _env(spec: ActivationExtractionSpec, owner: Owner) -> list[dict]:
+    res = spec.resources
+    job_index = {"fieldRef": {"fieldPath": f"metadata.annotations['{c.JOBSET_JOB_INDEX_ANNOTATION}']"}}
+    env = [
+        {"name": c.ENV_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"))},
+        {"name": c.ENV_EXTRACTION_NAME, "value": owner.name},
+        {"name": c.ENV_EXTRACTION_NAMESPACE, "value": owner.namespace},
+        {"name": c.ENV_JOBSET_NAME, "value": owner.name},
+        {"name": c.ENV_REPLICATED_JOB_NAME, "value": c.REPLICATED_JOB},
+        {"name": c.ENV_JOB_INDEX, "valueFrom": job_index},
+        {"name": c.ENV_PROCESSES_PER_JOB, "value": str(res.hosts_per_slice)},
+        {"name": c.ENV_NUM_PROCESSES, "value": str(res.process_count)},
+        {"name": c.ENV_COORDINATOR_PORT, "value": str(c.COORDINATOR_PORT)},
+        {"name": "HOME", "value": c.SCRATCH_DIR},
+        {"name": c.ENV_CACHE, "value": f"{c.SCRATCH_DIR}/layertap-cache"},
+    ]
+    if res.info.kind == "tpu" and res.slices > 1:
+        env += [
+            {"name": c.ENV_MEGASCALE_COORDINATOR, "value": f"{owner.name}-{c.REPLICATED_JOB}-0-0.{owner.name}"},
+            {"name": c.ENV_MEGASCALE_NUM_SLICES, "value": str(res.slices)},
+            {"name": c.ENV_MEGASCALE_SLICE_ID, "valueFrom": job_index},
+        ]
+    return env

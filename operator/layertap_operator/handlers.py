@@ -1,0 +1,156 @@
+"""kopf handlers: observe, call the pure builders, write back. Run with
+
+    kopf run -m layertap_operator.handlers --all-namespaces     (or -n NAMESPACE ...)
+
+Every handler is the same level-based reconcile: on create, resume and spec change for a
+fast reaction, and on a timer so status follows the JobSet even when no event arrives.
+
+Kubernetes permissions it needs (the chart's operator Role/ClusterRole):
+- layertap.dev activationextractions: get, list, watch, patch (kopf's annotations)
+- layertap.dev activationextractions/status: get, patch
+- jobset.x-k8s.io jobsets: get, list, watch, create, patch (suspend/resume)
+- "" events and events.k8s.io events: create, patch (kopf posts and aggregates Events)
+- cluster-wide only: "" namespaces: list, watch; apiextensions.k8s.io
+  customresourcedefinitions: list, watch (kopf's discovery of namespaces and resources)
+The workers need only activationextractions/status: get, patch (`layertap.reporter`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+from layertap_api.resource import ActivationExtractionSpec
+from pydantic import ValidationError
+
+from layertap_operator import constants as c
+from layertap_operator.builder import Owner, build_jobset
+from layertap_operator.status import Observation, Problem, applied_spec, changed_fields, desired_status
+
+RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
+RESYNC_SECONDS = 10.0
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # A watch can go silent without closing (a proxy or load balancer dropping idle
+    # connections); the server ends each watch after 5 minutes and the client gives up a
+    # little later, so kopf re-watches instead of waiting forever.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # A single create/patch must fail and be retried rather than hang a handler.
+    settings.networking.request_timeout = 30
+    # kopf's bookkeeping goes into our annotations: the status schema has no place for it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
+    # One replica (Recreate): no peering objects to create, no RBAC for them.
+    settings.peering.standalone = True
+    settings.posting.level = logging.INFO
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.resume(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS)
+def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    """Make the JobSet match the spec as far as it can, then write what is observed."""
+    previous = dict(body.get("status") or {})
+    if previous.get("phase") in ("Succeeded", "Failed") and previous.get("jobSetName"):
+        return  # finished; its JobSet may be gone (ttlSecondsAfterFinished) and must not come back
+    meta = body["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    try:
+        spec = ActivationExtractionSpec.model_validate(dict(body["spec"]))
+    except ValidationError as error:
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+    jobset, problem = ensure_jobset(spec, owner)
+    changed = changed_fields(applied_spec(jobset) or {}, spec.to_wire()) if jobset else []
+    if jobset and not changed:
+        jobset = follow_suspend(jobset, spec)
+    observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed)
+    status, events = desired_status(observation, previous, datetime.now(timezone.utc))
+    patch.status.update(status)
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _jobsets() -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi()
+
+
+def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | None, Problem | None]:
+    """The resource's JobSet, created if absent. Its fixed name makes a repeated create a conflict,
+    so an operator restarted mid-reconcile finds the JobSet instead of making a second one."""
+    api = _jobsets()
+    jobset = _get_jobset(api, owner)
+    if jobset is None:
+        image = spec.image or os.environ.get(c.ENV_DEFAULT_WORKER_IMAGE)
+        if not image:
+            return None, Problem("NoImage", f"set spec.image: the operator has no default ({c.ENV_DEFAULT_WORKER_IMAGE})")
+        try:
+            jobset = api.create_namespaced_custom_object(
+                c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL,
+                build_jobset(spec, owner, image), field_manager=c.FIELD_MANAGER,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                jobset = _get_jobset(api, owner)
+            elif error.status in (400, 403, 422):
+                return None, Problem("JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}")
+            else:
+                raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
+    owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
+    if jobset is not None and owner.uid not in owners:
+        return None, Problem("JobSetNameTaken", f"a JobSet named {owner.name} exists and belongs to something else")
+    return jobset, None
+
+
+def follow_suspend(jobset: dict, spec: ActivationExtractionSpec) -> dict:
+    """Suspend or resume the JobSet as spec.suspend says; with Kueue, Kueue decides."""
+    if spec.queue_name or bool(jobset["spec"].get("suspend")) == spec.suspend:
+        return jobset
+    meta = jobset["metadata"]
+    try:
+        return _jobsets().patch_namespaced_custom_object(
+            c.JOBSET_GROUP, c.JOBSET_VERSION, meta["namespace"], c.JOBSET_PLURAL, meta["name"],
+            {"spec": {"suspend": spec.suspend}}, field_manager=c.FIELD_MANAGER,
+        )
+    except ApiException as error:
+        raise kopf.TemporaryError(f"{'suspending' if spec.suspend else 'resuming'} the JobSet: {_reason(error)}", delay=5) from None
+
+
+def _get_jobset(api: kubernetes.client.CustomObjectsApi, owner: Owner) -> dict | None:
+    try:
+        return api.get_namespaced_custom_object(c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise kopf.TemporaryError(f"reading the JobSet: {_reason(error)}", delay=10) from None
+
+
+def _reason(error: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"

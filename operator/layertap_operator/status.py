@@ -1,0 +1,172 @@
+"""Observations -> the operator's part of the status, and the Events worth posting. Pure.
+
+Level-based: the status is recomputed from what is observed now (the JobSet, problems met
+while reconciling) and the previous status only keeps transition times and start/end
+times stable. Events are emitted on transitions only, so a periodic pass adds none.
+`status.progress` is the workers'; nothing here reads or writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from layertap_api.resource import ActivationExtractionSpec
+
+from layertap_operator import constants as c
+
+# Spec fields a running JobSet can follow; any other change needs a new JobSet.
+APPLIABLE_FIELDS = frozenset({"suspend"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the operator could not get a JobSet running for the spec."""
+
+    reason: str  # CamelCase, e.g. NoImage, JobSetNameTaken
+    message: str
+    terminal: bool = False  # nothing but a new resource helps
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    spec: ActivationExtractionSpec
+    jobset: dict | None = None
+    problem: Problem | None = None
+    changed_fields: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def applied_spec(jobset: dict) -> dict | None:
+    """The spec a JobSet was built from (its workers' LAYERTAP_SPEC)."""
+    for job in jobset.get("spec", {}).get("replicatedJobs", []):
+        for container in job["template"]["spec"]["template"]["spec"].get("containers", []):
+            for var in container.get("env", []):
+                if var.get("name") == c.ENV_SPEC and "value" in var:
+                    return json.loads(var["value"])
+    return None
+
+
+def changed_fields(applied: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the fields that differ, leaving out those a JobSet can follow."""
+    out = []
+    for key in sorted(set(applied) | set(current)):
+        path = f"{prefix}{key}"
+        old, new = applied.get(key), current.get(key)
+        if path in APPLIABLE_FIELDS or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += changed_fields(old, new, f"{path}.")
+        else:
+            out.append(path)
+    return out
+
+
+def _jobset_conditions(jobset: dict) -> dict[str, dict]:
+    return {x["type"]: x for x in jobset.get("status", {}).get("conditions", []) if x.get("status") == "True"}
+
+
+def phase_of(obs: Observation) -> tuple[str, str, str]:
+    """(phase, reason, message)."""
+    js = obs.jobset
+    if obs.problem:
+        return ("Failed" if obs.problem.terminal else "Pending"), obs.problem.reason, obs.problem.message
+    if js is None:
+        return "Pending", "Creating", "creating the JobSet"
+    done = _jobset_conditions(js)
+    if "Completed" in done:
+        return "Succeeded", "Completed", done["Completed"].get("message") or "all workers finished"
+    if "Failed" in done:
+        return "Failed", "Failed", done["Failed"].get("message") or "the JobSet failed"
+    if js.get("spec", {}).get("suspend"):
+        if obs.spec.suspend:
+            return "Suspended", "Suspended", "spec.suspend is true: set it to false to resume"
+        return "Pending", "Queued", f"waiting for Kueue to admit it from queue {obs.spec.queue_name}"
+    jobs = js.get("status", {}).get("replicatedJobsStatus", [])
+    if any(j.get("active", 0) or j.get("ready", 0) for j in jobs):
+        return "Running", "Running", "workers are running"
+    return "Pending", "Starting", "waiting for the worker pods to start"
+
+
+def _conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
+    """(type, status, reason, message) of each condition the operator owns."""
+    js, spec = obs.jobset, obs.spec
+    out = []
+    if js is not None:
+        res = spec.resources
+        shape = f"{res.slices} x {res.hosts_per_slice} pods" if res.slices > 1 else f"{res.hosts_per_slice} pods"
+        out.append(("JobSetCreated", "True", "Created", f"JobSet {js['metadata']['name']} runs {shape}"))
+    elif obs.problem:
+        out.append(("JobSetCreated", "False", obs.problem.reason, obs.problem.message))
+    else:
+        out.append(("JobSetCreated", "False", "Creating", "creating the JobSet"))
+    if obs.changed_fields:
+        out.append((
+            "SpecApplied", "False", "ChangeNotApplied",
+            f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; "
+            "delete and re-create the resource to apply them (shards already written to the same output.uri are kept)",
+        ))
+    else:
+        out.append(("SpecApplied", "True", "Applied", "the JobSet runs the current spec"))
+    if js is not None:
+        suspended = bool(js.get("spec", {}).get("suspend"))
+        reason = ("Suspended" if spec.suspend else "Queued") if suspended else "Resumed"
+        out.append(("Suspended", "True" if suspended else "False", reason, "" if not suspended else phase_of(obs)[2]))
+        done = _jobset_conditions(js)
+        for kind in ("Completed", "Failed"):
+            if kind in done:
+                out.append((kind, "True", done[kind].get("reason") or kind, done[kind].get("message", "")))
+    return out
+
+
+def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dict, list[Event]]:
+    """The status fields the operator owns, and the Events for what changed since `previous`."""
+    stamp = now.isoformat().replace("+00:00", "Z")
+    before = {x["type"]: x for x in previous.get("conditions", [])}
+    phase, reason, message = phase_of(obs)
+    conditions = []
+    for type_, status, why, text in _conditions(obs):
+        old = before.get(type_)
+        unchanged = old is not None and old.get("status") == status
+        conditions.append({
+            "type": type_, "status": status, "reason": why, "message": text,
+            "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,
+            "observedGeneration": obs.generation,
+        })
+    status = {
+        "phase": phase,
+        "conditions": conditions,
+        "observedGeneration": obs.generation,
+        "outputURI": obs.spec.output.uri,
+    }
+    if obs.jobset is not None:
+        status["jobSetName"] = obs.jobset["metadata"]["name"]
+        status["restarts"] = obs.jobset.get("status", {}).get("restarts", 0)
+    if start := previous.get("startTime") or (stamp if phase == "Running" else None):
+        status["startTime"] = start
+    if phase in ("Succeeded", "Failed"):
+        status["completionTime"] = previous.get("completionTime") or stamp
+
+    events = []
+    if phase != previous.get("phase"):
+        events.append(Event("Warning" if phase == "Failed" else "Normal", reason, f"{phase}: {message}"))
+    for cond in conditions:
+        old = before.get(cond["type"])
+        if old is not None and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
+            continue
+        if cond["type"] == "JobSetCreated" and cond["status"] == "True":
+            events.append(Event("Normal", "JobSetCreated", cond["message"]))
+        if cond["type"] == "JobSetCreated" and cond["status"] == "False" and cond["reason"] != "Creating":
+            events.append(Event("Warning", cond["reason"], cond["message"]))
+        if cond["type"] == "SpecApplied" and cond["status"] == "False":
+            events.append(Event("Warning", "SpecChangeNotApplied", cond["message"]))
+    return status, events
