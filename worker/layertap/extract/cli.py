@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from layertap_api.spec import JobSpec
 
 from layertap.extract import config as cfg
 
@@ -27,7 +30,9 @@ SPEC_FLAGS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file: an ActivationExtraction resource or just its spec")
+    parser.add_argument(
+        "--config", help="YAML file: an ActivationExtraction resource or just its spec (default: $LAYERTAP_SPEC)"
+    )
     spec = parser.add_argument_group("spec fields (override the config file)")
     spec.add_argument("--model", help="checkpoint directory or gs:// URI")
     spec.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
@@ -47,21 +52,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--output", help="output directory or gs:// prefix")
     spec.add_argument("--shard-size-mb", type=int)
     run = parser.add_argument_group("how to run")
-    run.add_argument("--model-parallel", type=int, default=1, help="size of the mesh's model axis (default 1)")
+    run.add_argument("--model-parallel", type=int, help="size of the mesh's model axis (default: resources.mesh.model, else 1)")
     run.add_argument("--coordinator", help="host:port of process 0 (local multi-process runs)")
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def job_from_args(args: argparse.Namespace):
-    raw = cfg.read_spec_file(args.config) if args.config else {}
+def job_from_args(args: argparse.Namespace, env=os.environ) -> tuple[JobSpec, int]:
+    """The validated job and the model-axis size, from --config (or LAYERTAP_SPEC) and flags."""
+    if args.config:
+        raw, source = cfg.read_spec_file(args.config), args.config
+    elif "LAYERTAP_SPEC" in env:
+        raw, source = cfg.parse_spec(env["LAYERTAP_SPEC"], "LAYERTAP_SPEC"), "LAYERTAP_SPEC"
+    else:
+        raw, source = {}, "command line"
     overrides = {field: getattr(args, dest) for dest, field in SPEC_FLAGS.items()}
-    return cfg.validate(cfg.apply_overrides(raw, overrides), args.config or "command line")
+    job = cfg.validate(cfg.apply_overrides(cfg.worker_part(raw), overrides), source)
+    return job, args.model_parallel or cfg.mesh_model_axis(raw) or 1
 
 
 def run(args: argparse.Namespace) -> int:
-    job = job_from_args(args)
+    job, model_parallel = job_from_args(args)
     from layertap.extract import distributed
 
     setup = distributed.detect(args.coordinator, args.num_processes, args.process_id)
@@ -72,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     summary = execute(
         prepare(job),
         setup,
-        model_parallel=args.model_parallel,
+        model_parallel=model_parallel,
         show_progress=not args.no_progress,
         reporter=_status_reporter(),
     )

@@ -16,19 +16,37 @@ WORKER_SECTIONS = ("model", "dataset", "extraction", "output")
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """The worker's part of the spec in a YAML file; cluster fields (resources, image, ...) are left out."""
+    """The spec in a YAML file holding an ActivationExtraction or just its spec."""
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LayerTapError(f"{path}: no such config file") from None
+    return parse_spec(text, str(path))
+
+
+def parse_spec(text: str, source: str) -> dict[str, Any]:
+    """A resource or its spec, as YAML or JSON (the operator passes it as JSON in LAYERTAP_SPEC)."""
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise LayerTapError(f"{path}: not valid YAML ({error})") from None
+        raise LayerTapError(f"{source}: not valid YAML ({error})") from None
     if isinstance(document, dict) and "spec" in document:
         document = document["spec"]
     if not isinstance(document, dict):
-        raise LayerTapError(f"{path}: expected an ActivationExtraction or its spec (a mapping)")
-    return {key: document[key] for key in WORKER_SECTIONS if key in document}
+        raise LayerTapError(f"{source}: expected an ActivationExtraction or its spec (a mapping)")
+    return document
+
+
+def worker_part(spec: dict[str, Any]) -> dict[str, Any]:
+    """The sections the worker runs; cluster fields (resources, image, ...) are the operator's."""
+    return {key: spec[key] for key in WORKER_SECTIONS if key in spec}
+
+
+def mesh_model_axis(spec: dict[str, Any]) -> int | None:
+    """resources.mesh.model of a full resource spec, if set."""
+    mesh = (spec.get("resources") or {}).get("mesh") or {}
+    return mesh.get("model")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

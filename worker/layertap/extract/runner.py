@@ -85,7 +85,7 @@ class Prepared:
             "model": {"uri": job.model.uri, "dtype": job.model.dtype, "config": self.config.to_hf_dict()},
             "dataset": job.dataset.to_wire(),
             "extraction": job.extraction.to_wire(),
-            "segment_names": {str(k): v for k, v in sorted(self.dataset.segment_names.items())},
+            "segment_names": {name: label for label, name in sorted(self.dataset.segment_names.items())},
             "plan": {
                 "fingerprint": plan.fingerprint(),
                 "steps": plan.num_steps,

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layertap.data.sample import Sample
+from layertap.extract.batch import build_batch, keep_mask, select_records
+
+
+def sample(index: int, ids: list[int], segments: list[int] | None = None) -> Sample:
+    ids_arr = np.asarray(ids, np.int32)
+    segs = np.asarray(segments if segments is not None else [0] * len(ids), np.int16)
+    return Sample(index=index, token_ids=ids_arr, segments=segs)
+
+
+SAMPLES = {3: sample(3, [100, 5, 6, 7], [0, 1, 1, 2]), 7: sample(7, [8, 9, 100]), 9: sample(9, [10, 11])}
+SPECIAL = np.array([100], np.int32)
+KEEP = {i: keep_mask(s, SPECIAL, None) for i, s in SAMPLES.items()}
+ROWS = [(3, 7), (9,)]
+
+
+def test_keep_mask_drops_special_tokens_and_filters_segments():
+    np.testing.assert_array_equal(KEEP[3], [False, True, True, True])
+    np.testing.assert_array_equal(keep_mask(SAMPLES[3], SPECIAL, frozenset({1})), [False, True, True, False])
+
+
+def test_rows_pack_samples_with_restarting_positions_and_numbered_segments():
+    batch = build_batch(ROWS, SAMPLES, KEEP, row_length=8, max_per_row=2, mode="all")
+    np.testing.assert_array_equal(batch.token_ids[0], [100, 5, 6, 7, 8, 9, 100, 0])
+    np.testing.assert_array_equal(batch.positions[0], [0, 1, 2, 3, 0, 1, 2, 0])
+    np.testing.assert_array_equal(batch.segment_ids[0], [1, 1, 1, 1, 2, 2, 2, 0])
+    np.testing.assert_array_equal(batch.segment_ids[1], [1, 1, 0, 0, 0, 0, 0, 0])
+    assert batch.weights is None and set(batch.arrays()) == {"token_ids", "positions", "segment_ids"}
+
+
+@pytest.mark.parametrize("mode", ["last", "mean"])
+def test_pooling_weights_select_the_kept_tokens_of_each_sample(mode):
+    weights = build_batch(ROWS, SAMPLES, KEEP, row_length=8, max_per_row=2, mode=mode).weights
+    assert weights.shape == (2, 2, 8)
+    if mode == "last":
+        np.testing.assert_array_equal(np.argmax(weights[0], axis=1), [3, 5])  # 7 is sample 3's last kept, 9 is 7's
+    else:
+        np.testing.assert_allclose(weights[0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0, 0, 0, 0])
+        np.testing.assert_allclose(weights[0, 1], [0, 0, 0, 0, 0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(weights.sum(-1), [[1, 1], [1, 0]])
+
+
+def test_select_all_takes_kept_tokens_with_their_index_columns():
+    acts = np.arange(3 * 2 * 8 * 4, dtype=np.float32).reshape(3, 2, 8, 4)  # [L, R, T, D]
+    records = select_records(ROWS, SAMPLES, KEEP, acts, "all")
+    np.testing.assert_array_equal(records.sample_index, [3, 3, 3, 7, 7, 9, 9])
+    np.testing.assert_array_equal(records.position, [1, 2, 3, 0, 1, 0, 1])
+    np.testing.assert_array_equal(records.token_ids, [5, 6, 7, 8, 9, 10, 11])
+    np.testing.assert_array_equal(records.segment, [1, 1, 2, 0, 0, 0, 0])
+    np.testing.assert_array_equal(records.activations, acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
+
+
+def test_select_pooled_takes_one_vector_per_sample():
+    acts = np.random.default_rng(0).normal(size=(2, 2, 2, 4)).astype(np.float32)  # [L, R, K, D]
+    last = select_records(ROWS, SAMPLES, KEEP, acts, "last")
+    np.testing.assert_array_equal(last.sample_index, [3, 7, 9])
+    np.testing.assert_array_equal(last.position, [3, 1, 1])
+    np.testing.assert_array_equal(last.token_ids, [7, 9, 11])
+    np.testing.assert_array_equal(last.activations, acts[:, [0, 0, 1], [0, 1, 0]])
+    mean = select_records(ROWS, SAMPLES, KEEP, acts, "mean")
+    assert (mean.position == -1).all() and (mean.token_ids == -1).all() and (mean.segment == -1).all()
+
+
+def test_padding_rows_select_nothing():
+    records = select_records([(), ()], SAMPLES, KEEP, np.zeros((1, 2, 8, 4), np.float32), "all")
+    assert records.activations.shape == (1, 0, 4) and len(records.sample_index) == 0

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from layertap.errors import LayerTapError
+from layertap.extract import cli
+from layertap.extract.config import default_layers, parse_layers
+
+RESOURCE = """
+apiVersion: layertap.dev/v1alpha1
+kind: ActivationExtraction
+metadata: {name: arc-0}
+spec:
+  model: {uri: /models/qwen, dtype: float32}
+  dataset: {uri: /data/texts.jsonl, format: text-jsonl, maxTokens: 512}
+  extraction: {layers: [10, 12], positions: last}
+  output: {uri: gs://bucket/runs/arc-0}
+  resources: {accelerator: tpu-v5-lite-podslice, topology: 4x4, mesh: {model: 2}}
+  image: example/worker:1
+"""
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_a_whole_resource_is_read_and_cluster_fields_are_left_to_the_operator(tmp_path):
+    (tmp_path / "ae.yaml").write_text(RESOURCE)
+    job, model_axis = cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+    assert job.model.uri == "/models/qwen" and job.dataset.max_tokens == 512
+    assert job.extraction.layers == [10, 12] and job.extraction.positions == "last"
+    assert model_axis == 2
+
+
+def test_flags_override_the_file(tmp_path):
+    (tmp_path / "ae.yaml").write_text(RESOURCE)
+    args = parse("--config", str(tmp_path / "ae.yaml"), "--layers", "3-5", "--positions", "all",
+                 "--batch-size", "16", "--no-exclude-special-tokens", "--model-parallel", "1")
+    job, model_axis = cli.job_from_args(args, env={})
+    assert job.extraction.layers == [3, 4, 5] and job.extraction.positions == "all"
+    assert job.extraction.batch_size == 16 and job.extraction.exclude_special_tokens is False
+    assert job.dataset.max_tokens == 512 and model_axis == 1
+
+
+def test_the_spec_comes_from_the_environment_in_a_cluster():
+    env = {"LAYERTAP_SPEC": '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'}
+    job, model_axis = cli.job_from_args(parse(), env=env)
+    assert job.dataset.format == "arc-json" and model_axis == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("spec:\n  model: {uri: /m}\n  output: {uri: /o}\n", r"ae.yaml: dataset: Field required"),
+        ("model: {uri: /m, dtype: float64}\ndataset: {uri: /d, format: text-jsonl}\noutput: {uri: /o}\n", r"ae.yaml: model.dtype"),
+        ("model: {uri: /m}\ndataset: {uri: /d, format: text-jsonl, maxTokenz: 3}\noutput: {uri: /o}\n", r"dataset.maxTokenz"),
+        ("- just a list\n", r"ae.yaml: expected an ActivationExtraction"),
+        ("model: {uri: [\n", r"ae.yaml: not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_file_and_field(tmp_path, text, message):
+    (tmp_path / "ae.yaml").write_text(text)
+    with pytest.raises(LayerTapError, match=message):
+        cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+
+
+def test_missing_config_file():
+    with pytest.raises(LayerTapError, match="nope.yaml: no such config file"):
+        cli.job_from_args(parse("--config", "nope.yaml"), env={})
+
+
+def test_default_layers_are_the_upper_part_of_the_model():
+    assert default_layers(24) == list(range(10, 24))
+    assert default_layers(28) == list(range(11, 28))
+    assert default_layers(4) == [1, 2, 3]
+
+
+def test_layer_ranges():
+    assert parse_layers("10-13") == [10, 11, 12, 13]
+    assert parse_layers("1,3,5-6") == [1, 3, 5, 6]
+    with pytest.raises(LayerTapError, match="--layers"):
+        parse_layers("ten")

@@ -1,0 +1,66 @@
+"""Bad input: one clear error naming the file or field, exit 2, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from .conftest import extract, write_jsonl
+
+
+def corrupt_weights(ckpt, data):
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+
+
+def other_architecture(ckpt, data):
+    config = json.loads((ckpt / "config.json").read_text())
+    config |= {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+    (ckpt / "config.json").write_text(json.dumps(config))
+
+
+def missing_checkpoint(ckpt, data):
+    shutil.rmtree(ckpt)
+
+
+def empty_dataset(ckpt, data):
+    data.write_text("\n\n")
+
+
+def bad_json_line(ckpt, data):
+    write_jsonl(data, ["fine"])
+    with data.open("a") as f:
+        f.write('{"text": \n')
+
+
+def no_text_field(ckpt, data):
+    data.write_text('{"prompt": "x"}\n')
+
+
+@pytest.mark.parametrize(
+    "break_input, flags, message",
+    [
+        (missing_checkpoint, (), r"ckpt: checkpoint directory not found"),
+        (corrupt_weights, (), r"model.safetensors"),
+        (other_architecture, (), r"config.json"),
+        (None, ("--layers", "2-7"), r"extraction.layers: \[4, 5, 6, 7\] out of range; .* has 4 layers"),
+        (empty_dataset, (), r"texts.jsonl: no samples"),
+        (bad_json_line, (), r"texts.jsonl:2: not valid JSON"),
+        (no_text_field, (), r'texts.jsonl:1: expected an object with a string "text" field'),
+        (None, ("--dataset", "/nonexistent.jsonl"), r"dataset.uri: /nonexistent.jsonl: no such file"),
+        (None, ("--batch-size", "0"), r"extraction.batchSize"),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_nothing_is_written(
+    checkpoint, dataset, tmp_path, capsys, break_input, flags, message
+):
+    ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    if break_input is not None:
+        break_input(ckpt, dataset)
+    assert extract(ckpt, dataset, tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layertap extract: error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
