@@ -38,6 +38,7 @@ KOPF_ANNOTATION_PREFIX = "operator.layertap.dev"
 
 # Operator configuration (its Deployment's environment).
 ENV_DEFAULT_WORKER_IMAGE = "LAYERTAP_WORKER_IMAGE"
+ENV_RESYNC_SECONDS = "LAYERTAP_RESYNC_SECONDS"  # how often status is recomputed from the JobSet
 
 # Worker environment: the contract of docs/architecture.md "Operator <-> worker".
 ENV_SPEC = "LAYERTAP_SPEC"  # the validated spec, JSON, camelCase
@@ -56,5 +57,5 @@ ENV_MEGASCALE_NUM_SLICES = "MEGASCALE_NUM_SLICES"
 ENV_MEGASCALE_SLICE_ID = "MEGASCALE_SLICE_ID"
 
 COORDINATOR_PORT = 8476
-WORKER_UID = 1000
+WORKER_UID = 65532  # the user of Dockerfile.worker
 SCRATCH_DIR = "/tmp"

@@ -33,7 +33,7 @@ from layertap_operator.builder import Owner, build_jobset
 from layertap_operator.status import Observation, Problem, applied_spec, changed_fields, desired_status
 
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
-RESYNC_SECONDS = 10.0
+RESYNC_SECONDS = float(os.environ.get(c.ENV_RESYNC_SECONDS, "10"))
 
 
 @kopf.on.startup()

@@ -1,0 +1,372 @@
+"""The operator against a real kube-apiserver: CRD admission, JobSet creation, status, Events.
+
+The operator runs as `kopf run` in a subprocess. There is no JobSet controller (nor
+kubelet) here: where a test needs JobSet status, it writes it through the status
+subresource as the JobSet controller would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from layertap_api.resource import ActivationExtractionSpec
+
+from layertap_operator.builder import Owner, build_jobset
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "charts/layertap/crds/layertap.dev_activationextractions.yaml"
+IMAGE = "registry.example/layertap/worker:test"
+
+EXAMPLE = {
+    "apiVersion": "layertap.dev/v1alpha1",
+    "kind": "ActivationExtraction",
+    "metadata": {"name": "qwen-arc"},
+    "spec": {
+        "model": {"uri": "gs://models/qwen2.5-0.5b"},
+        "dataset": {"uri": "gs://data/arc-agi/evaluation.json", "format": "arc-json"},
+        "extraction": {"layers": list(range(10, 24))},
+        "output": {"uri": "gs://activations/qwen-arc"},
+        "resources": {"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"},
+    },
+}
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Operator:
+    """`kopf run` of layertap_operator.handlers against the test API server."""
+
+    def __init__(self, control_plane, log: Path) -> None:
+        self.control_plane, self.log = control_plane, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**self.control_plane.env, "LAYERTAP_WORKER_IMAGE": IMAGE, "LAYERTAP_RESYNC_SECONDS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "-m", "layertap_operator.handlers", "--all-namespaces",
+             "--standalone", f"--liveness=http://127.0.0.1:{port}/healthz"],
+            env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT,
+        )
+
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, "the operator's health endpoint")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane, tmp_path_factory) -> Iterator[Operator]:
+    control_plane.apply_crd(CRD)
+    op = Operator(control_plane, tmp_path_factory.mktemp("operator") / "kopf.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+def create(control_plane, namespace: str, resource: dict | None = None) -> dict:
+    control_plane.apply(resource or EXAMPLE, namespace=namespace)
+    name = (resource or EXAMPLE)["metadata"]["name"]
+    return control_plane.get("ae", name, namespace)
+
+
+def status_of(control_plane, namespace: str, name: str = "qwen-arc") -> dict:
+    return control_plane.get("ae", name, namespace).get("status", {})
+
+
+def condition(status: dict, type_: str) -> dict:
+    return {c["type"]: c for c in status.get("conditions", [])}.get(type_, {})
+
+
+def write_jobset_status(control_plane, namespace: str, status: dict, name: str = "qwen-arc") -> None:
+    """What the JobSet controller would do (there is none here)."""
+    control_plane.kubectl(
+        "patch", "jobset", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )
+
+
+def is_subset(expected: object, actual: object, path: str = "") -> list[str]:
+    """Where `actual` lacks or changes what `expected` has (the server may add defaults)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [path]
+        return [p for k, v in expected.items() for p in is_subset(v, actual.get(k), f"{path}.{k}")]
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [path]
+        return [p for i, (e, a) in enumerate(zip(expected, actual)) for p in is_subset(e, a, f"{path}[{i}]")]
+    return [] if expected == actual else [f"{path}: {expected!r} != {actual!r}"]
+
+
+def test_example_makes_exactly_one_jobset_even_across_restarts(control_plane, operator, namespace) -> None:
+    resource = create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "status.jobSetName")
+    (jobset,) = control_plane.get_list("jobsets", namespace)
+    spec = ActivationExtractionSpec.model_validate(resource["spec"])
+    expected = build_jobset(spec, Owner("qwen-arc", namespace, resource["metadata"]["uid"]), IMAGE)
+    assert is_subset(expected, jobset) == [], "the server stored a different JobSet than the builder made"
+    assert jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["parallelism"] == 16
+
+    operator.stop()
+    control_plane.kubectl("annotate", "ae", "qwen-arc", "-n", namespace, "touched=yes")
+    operator.start()
+    time.sleep(3)  # a few resync passes
+    assert len(control_plane.get_list("jobsets", namespace)) == 1
+    status = status_of(control_plane, namespace)
+    assert status["phase"] == "Pending" and condition(status, "JobSetCreated")["status"] == "True"
+
+
+def test_printer_columns_and_short_names(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("phase"), "a phase")
+    for short in ("ae", "actx"):
+        header, row = control_plane.kubectl("get", short, "-n", namespace).stdout.splitlines()
+        assert header.split() == ["NAME", "PHASE", "PROGRESS", "TOKENS/S", "ETA(S)", "AGE"]
+        assert row.split()[:2] == ["qwen-arc", "Pending"]
+    wide = control_plane.kubectl("get", "ae", "-n", namespace, "-o", "wide").stdout
+    assert "tpu-v5-lite-podslice" in wide and "8x8" in wide and "gs://activations/qwen-arc" in wide
+
+
+def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
+    resource = copy.deepcopy(EXAMPLE)
+    resource["metadata"]["name"] = name
+    change(resource["spec"])
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s["resources"].update(topology="2x2x2"),
+         "spec.resources.topology: Invalid value: \"object\": 2x2x2 is not a topology of tpu-v5-lite-podslice; valid: 1x1"),
+        (lambda s: s["resources"].pop("topology"), "spec.resources.topology: Invalid value"),
+        (lambda s: s["resources"].update(accelerator="cpu", topology="2x2"), "spec.resources.topology"),
+        (lambda s: s["resources"].update(mesh={"model": 3}), "spec.resources.mesh.model"),
+        (lambda s: s["extraction"].update(layers=[10, 600]), "spec.extraction.layers[1]: Invalid value: 600"),
+        (lambda s: s["extraction"].update(layers=[-1]), "spec.extraction.layers[0]: Invalid value: -1"),
+        (lambda s: s["extraction"].update(layers=[3, 3]), "spec.extraction.layers[1]: Duplicate value: 3"),
+        (lambda s: s.pop("output"), "spec.output: Required value"),
+        (lambda s: s["dataset"].update(format="csv"), "spec.dataset.format: Unsupported value: \"csv\""),
+        (lambda s: s["resources"].update(accelerator="tpu-v7"), "spec.resources.accelerator: Unsupported value"),
+    ],
+)
+def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator, namespace, change, expected) -> None:
+    failed = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(change)), check=False
+    )
+    assert failed.returncode != 0
+    assert expected in failed.stderr, failed.stderr
+    assert control_plane.get_list("ae", namespace) == []
+
+
+def test_too_long_name_is_rejected(control_plane, operator, namespace) -> None:
+    failed = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 49)), check=False
+    )
+    assert "metadata.name must be at most 48 characters" in failed.stderr, failed.stderr
+
+
+def test_status_follows_the_jobset_with_events(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    write_jobset_status(control_plane, namespace, {"restarts": 1, "replicatedJobsStatus": [
+        {"name": "worker", "ready": 16, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}]})
+    running = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Running" and s, "Running")
+    assert running["restarts"] == 1 and running["startTime"]
+
+    write_jobset_status(control_plane, namespace, {"conditions": [{
+        "type": "Completed", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    done = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Succeeded" and s, "Succeeded")
+    assert done["completionTime"] and condition(done, "Completed")["reason"] == "AllJobsCompleted"
+
+    described = control_plane.kubectl("describe", "ae", "qwen-arc", "-n", namespace).stdout
+    events = described[described.index("Events:"):]
+    for reason in ("JobSetCreated", "Running", "Completed"):
+        assert reason in events, described
+
+
+def test_suspend_and_resume(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    suspended = lambda value: control_plane.get("jobset", "qwen-arc", namespace)["spec"].get("suspend") is value  # noqa: E731
+    assert suspended(False)
+    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for(lambda: suspended(True), "the JobSet suspended")
+    wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Suspended", "phase Suspended")
+    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for(lambda: suspended(False), "the JobSet resumed")
+    assert condition(status_of(control_plane, namespace), "SpecApplied")["status"] == "True"
+
+
+def test_unappliable_change_is_reported_not_applied(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    before = control_plane.get("jobset", "qwen-arc", namespace)
+    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge",
+                          "-p", '{"spec":{"dataset":{"uri":"gs://data/other.json"}}}')
+    applied = wait_for(lambda: (c := condition(status_of(control_plane, namespace), "SpecApplied")).get("status") == "False" and c,
+                       "SpecApplied=False")
+    assert applied["reason"] == "ChangeNotApplied" and "dataset.uri" in applied["message"]
+    assert control_plane.get("jobset", "qwen-arc", namespace)["spec"] == before["spec"]
+    described = control_plane.kubectl("describe", "ae", "qwen-arc", "-n", namespace).stdout
+    assert "SpecChangeNotApplied" in described
+
+
+def test_jobset_name_taken_by_someone_else(control_plane, operator, namespace) -> None:
+    spec = ActivationExtractionSpec.model_validate(EXAMPLE["spec"])
+    foreign = build_jobset(spec, Owner("qwen-arc", namespace, "00000000-0000-0000-0000-000000000000"), IMAGE)
+    del foreign["metadata"]["ownerReferences"]
+    control_plane.apply(foreign, namespace=namespace)
+    create(control_plane, namespace)
+    created = wait_for(lambda: (c := condition(status_of(control_plane, namespace), "JobSetCreated")) and c, "JobSetCreated")
+    assert (created["status"], created["reason"]) == ("False", "JobSetNameTaken")
+    assert "ownerReferences" not in control_plane.get("jobset", "qwen-arc", namespace)["metadata"]
+
+
+# --- the worker side: StatusReporter, and least privilege of the chart's roles ----------------
+
+def install_chart_rbac(control_plane, namespace: str) -> None:
+    """The chart's operator and worker RBAC for one namespace, exactly as the chart renders it."""
+    rendered = control_plane.helm(
+        "template", f"rbac-{namespace}"[:53], str(REPO / "charts/layertap"), "-n", namespace,
+        "--set", f"operator.watchNamespaces={{{namespace}}}", "--set", f"worker.namespaces={{{namespace}}}",
+        "--show-only", "templates/operator/serviceaccount.yaml", "--show-only", "templates/operator/rbac.yaml",
+        "--show-only", "templates/worker/rbac.yaml",
+    ).stdout
+    control_plane.apply(rendered)
+
+
+def worker_api(control_plane, namespace: str):
+    import kubernetes
+
+    config = control_plane.kubeconfig_for("layertap-worker", namespace)
+    return kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(config_file=str(config)))
+
+
+def test_progress_flows_from_the_reporter_into_kubectl_get(control_plane, operator, namespace) -> None:
+    from layertap.reporter import StatusReporter
+
+    install_chart_rbac(control_plane, namespace)
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    api = worker_api(control_plane, namespace)
+    patches = []
+    real_patch = api.patch_namespaced_custom_object_status
+
+    def counting_patch(*args, **kwargs):  # a spy: the real call, counted
+        patches.append(args[-1])
+        return real_patch(*args, **kwargs)
+
+    api.patch_namespaced_custom_object_status = counting_patch
+    reporter = StatusReporter(api, namespace, "qwen-arc", interval=0.5)
+    for done in range(1, 201):
+        reporter.update({"samplesDone": done, "samplesTotal": 200, "tokensDone": 100 * done, "tokensPerSecond": 1234.5,
+                         "percent": done / 2, "etaSeconds": (200 - done) // 10})
+        time.sleep(0.005)
+    reporter.close()
+    assert 2 <= len(patches) <= 6, f"{len(patches)} patches for 200 updates in ~1s at one per 0.5s"
+    progress = status_of(control_plane, namespace)["progress"]
+    assert (progress["samplesDone"], progress["tokensDone"], progress["percent"]) == (200, 20000, 100)
+    assert progress["updateTime"]
+    _, row = control_plane.kubectl("get", "ae", "qwen-arc", "-n", namespace).stdout.splitlines()
+    assert row.split()[1:5] == ["Pending", "100", "1234.5", "0"]
+
+    time.sleep(3)  # several operator resync passes: they never overwrite the workers' progress
+    assert status_of(control_plane, namespace)["progress"] == progress
+
+
+def test_worker_identity_may_patch_status_only(control_plane, operator, namespace) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    install_chart_rbac(control_plane, namespace)
+    create(control_plane, namespace)
+    api = worker_api(control_plane, namespace)
+    with pytest.raises(ApiException) as denied:
+        api.patch_namespaced_custom_object("layertap.dev", "v1alpha1", namespace, "activationextractions", "qwen-arc",
+                                           {"spec": {"suspend": True}})
+    assert denied.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("account", "verb", "resource", "allowed"),
+    [
+        ("layertap-worker", "patch", "activationextractions/status", True),
+        ("layertap-worker", "get", "activationextractions/status", True),
+        ("layertap-worker", "patch", "activationextractions", False),
+        ("layertap-worker", "create", "jobsets.jobset.x-k8s.io", False),
+        ("layertap-worker", "get", "secrets", False),
+        ("layertap-worker", "list", "pods", False),
+        ("operator", "watch", "activationextractions", True),
+        ("operator", "patch", "activationextractions", True),
+        ("operator", "patch", "activationextractions/status", True),
+        ("operator", "create", "jobsets.jobset.x-k8s.io", True),
+        ("operator", "patch", "jobsets.jobset.x-k8s.io", True),
+        ("operator", "create", "events", True),
+        ("operator", "delete", "activationextractions", False),
+        ("operator", "get", "secrets", False),
+        ("operator", "create", "pods", False),
+    ],
+)
+def test_rbac_by_impersonation(control_plane, namespace, account, verb, resource, allowed) -> None:
+    install_chart_rbac(control_plane, namespace)
+    if account == "operator":
+        (account,) = [sa["metadata"]["name"] for sa in control_plane.get_list("serviceaccounts", namespace)
+                      if sa["metadata"]["name"].endswith("-operator")]
+    answer = control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace,
+                                   f"--as=system:serviceaccount:{namespace}:{account}", check=False).stdout.strip()
+    assert answer == ("yes" if allowed else "no")
+
+
+def test_reporter_is_quiet_without_a_cluster(tmp_path) -> None:
+    import kubernetes
+    from layertap.reporter import StatusReporter
+
+    assert StatusReporter.from_environment({}) is None
+    in_pod_env = {"LAYERTAP_EXTRACTION_NAME": "qwen-arc", "LAYERTAP_EXTRACTION_NAMESPACE": "research"}
+    assert StatusReporter.from_environment(in_pod_env) is None  # no service-account token here
+
+    config = kubernetes.client.Configuration()
+    config.host = "https://127.0.0.1:9"  # nothing listens
+    api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+    reporter = StatusReporter(api, "research", "qwen-arc", interval=0.1)
+    reporter.update({"samplesDone": 1})
+    reporter.close()  # logged, not raised
+    with pytest.raises(ValueError, match="samplesDoen"):
+        reporter.update({"samplesDoen": 1})

@@ -1,0 +1,125 @@
+"""The worker's side of the status contract: progress into the resource's `status.progress`.
+
+Only process 0 reports. `update()` only records the latest numbers and returns at once; a
+background thread sends them as a JSON merge patch through the status subresource, at most
+once per `interval` seconds (the first at once), retrying conflicts and transient server
+errors. Progress is best effort: a failing API server is logged, never raised into the run.
+Outside a cluster (no resource name in the environment, or no in-cluster credentials)
+`from_environment()` returns None and the run shows a progress bar only.
+
+RBAC: the worker's ServiceAccount needs `get` and `patch` on `activationextractions/status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from layertap_api.resource import GROUP, PLURAL, VERSION
+from layertap_api.status import Progress
+from layertap_operator.constants import ENV_EXTRACTION_NAME, ENV_EXTRACTION_NAMESPACE
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+ATTEMPTS = 4
+REQUEST_TIMEOUT_S = 10
+
+
+class StatusReporter:
+    def __init__(
+        self, api: kubernetes.client.CustomObjectsApi, namespace: str, name: str, interval: float = 10.0
+    ) -> None:
+        self.api, self.namespace, self.name, self.interval = api, namespace, name, interval
+        self._pending: dict = {}
+        self._last_sent = -float("inf")
+        self._closed = False
+        self._disabled = False  # the resource is gone or we may not patch it
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, **kwargs) -> StatusReporter | None:
+        env = os.environ if environ is None else environ
+        name, namespace = env.get(ENV_EXTRACTION_NAME), env.get(ENV_EXTRACTION_NAMESPACE)
+        if not name or not namespace:
+            return None
+        config = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException as error:
+            log.info("no in-cluster credentials (%s): progress goes to the log only", error)
+            return None
+        api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+        return cls(api, namespace, name, **kwargs)
+
+    def update(self, progress: dict) -> None:
+        """Record the latest progress (camelCase keys of status.progress); sent in the background."""
+        unknown = set(progress) - {f.alias for f in Progress.model_fields.values()}
+        if unknown:
+            raise ValueError(f"status.progress has no field(s) {sorted(unknown)}")
+        with self._wake:
+            self._pending.update(progress)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="layertap-status", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Send what is pending now and stop."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+        self._send(self._take())
+
+    def _take(self) -> dict:
+        with self._wake:
+            pending, self._pending = self._pending, {}
+            return pending
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and (not self._pending or time.monotonic() - self._last_sent < self.interval):
+                    timeout = self.interval - (time.monotonic() - self._last_sent) if self._pending else None
+                    self._wake.wait(timeout)
+                if self._closed:
+                    return
+            self._send(self._take())
+
+    def _send(self, progress: dict) -> None:
+        if not progress or self._disabled:
+            return
+        self._last_sent = time.monotonic()
+        body = Progress.model_validate(progress).model_dump(mode="json", by_alias=True, exclude_unset=True)
+        body["updateTime"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        for attempt in range(ATTEMPTS):
+            try:
+                self.api.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {"progress": body}},
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
+                return
+            except ApiException as error:
+                if error.status in (403, 404):
+                    log.warning("status of %s/%s: %s %s; no more progress reports",
+                                self.namespace, self.name, error.status, error.reason)
+                    self._disabled = True
+                    return
+                if error.status not in RETRY_STATUSES or attempt == ATTEMPTS - 1:
+                    log.warning("status of %s/%s not updated: %s %s", self.namespace, self.name, error.status, error.reason)
+                    return
+            except (OSError, urllib3.exceptions.HTTPError) as error:
+                if attempt == ATTEMPTS - 1:
+                    log.warning("status of %s/%s not updated: %s", self.namespace, self.name, error)
+                    return
+            time.sleep(0.2 * 2**attempt)
