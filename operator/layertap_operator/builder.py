@@ -104,7 +104,8 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
                 "name": c.CONTAINER,
                 "image": image,
                 "command": ["layertap", "extract"],
-                "args": ["--model-parallel", str(res.mesh_shape[1]), "--no-progress"],
+                # The spec (mesh included) comes in LAYERTAP_SPEC; progress goes to the status.
+                "args": ["--no-progress"],
                 "env": _env(spec, owner),
                 "ports": [{"name": "coordinator", "containerPort": c.COORDINATOR_PORT, "protocol": "TCP"}],
                 "resources": _container_resources(spec),

@@ -119,7 +119,7 @@ def test_suspend(fields: dict, suspended: bool, build) -> None:
 def test_mesh_and_requests_reach_the_pod(build) -> None:
     jobset = build(resources={"accelerator": "cpu", "hosts": 2, "mesh": {"model": 2}, "cpu": "8", "memory": "32Gi"})
     container = pod(jobset)["containers"][0]
-    assert container["args"][:2] == ["--model-parallel", "2"]
+    assert json.loads(env(jobset)[c.ENV_SPEC])["resources"]["mesh"] == {"model": 2}
     assert container["resources"] == {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "32Gi"}}
 
 
