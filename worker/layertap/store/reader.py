@@ -65,22 +65,26 @@ class Shard:
     def local_path(self) -> Path | None:
         return self._store.local_path(self.key)
 
-    def tensor(self, name: str) -> np.ndarray:
-        """A tensor as stored: a read-only memmap for local files, read into memory on GCS."""
+    def _info(self, name: str) -> shardfile.TensorInfo:
         try:
-            info = self.tensors[name]
+            return self.tensors[name]
         except KeyError:
             raise LayerTapError(f"{self._store.uri}/{self.key}: no tensor {name!r}") from None
-        path = self.local_path
-        if path is not None:
-            if info.nbytes == 0:
-                return np.empty(info.shape, info.dtype)
-            return np.memmap(path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
+
+    def read(self, name: str) -> np.ndarray:
+        """A tensor read into memory: one ranged read (a file read, or one GCS request)."""
+        info = self._info(name)
         data = self._store.read(self.key, info.offset, info.offset + info.nbytes)
         return np.frombuffer(data, dtype=info.dtype).reshape(info.shape)
 
-    def column(self, name: str) -> np.ndarray:
-        return np.asarray(self.tensor(name))
+    def memmap(self, name: str) -> np.ndarray:
+        """A tensor as a read-only memmap (local shards only): nothing is read until used."""
+        info = self._info(name)
+        if self.local_path is None:
+            raise LayerTapError(f"{self._store.uri}: memmap needs a local run; copy it first (gcloud storage cp -r)")
+        if info.nbytes == 0:
+            return np.empty(info.shape, info.dtype)
+        return np.memmap(self.local_path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
 
 
 class Run:
@@ -129,7 +133,7 @@ class Run:
         keep_tokens = None if tokens is None else np.fromiter(tokens, np.int64)
         drop_tokens = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
         for shard in self.shards:
-            columns = {column: shard.column(column) for column in layout.TOKEN_COLUMNS}
+            columns = {column: shard.read(column) for column in layout.TOKEN_COLUMNS}
             mask = np.ones(len(columns["token_ids"]), bool)
             if keep_segments is not None:
                 mask &= np.isin(columns["segment"], keep_segments)
@@ -140,14 +144,12 @@ class Run:
             if not mask.any():
                 continue
             everything = bool(mask.all())
-            values = shard.tensor(name)
+            values = shard.read(name)
             values = values if everything else values[mask]
-            scale = shard.column(layout.scale_tensor(layer)) if self.storage_dtype == "int8" else None
+            scale = shard.read(layout.scale_tensor(layer)) if self.storage_dtype == "int8" else None
             if scale is not None and not everything:
                 scale = scale[mask]
             activations = dtypes.decode(values, scale, dtype)
-            if activations is values:  # don't hand out a view of a memmap that may be closed
-                activations = np.array(values)
             rows = {k: v if everything else v[mask] for k, v in columns.items()}
             yield Batch(activations=activations, **rows)
 
@@ -165,13 +167,11 @@ class Run:
     def memmap(self, layer: int) -> list[np.memmap]:
         """`layer`'s stored rows, one read-only memmap per shard (local runs only).
 
-        For int8 runs these are the codes; `shard.tensor(f"layer.{layer}.scale")` holds
+        For int8 runs these are the codes; `shard.memmap(f"layer.{layer}.scale")` holds
         the per-row scales.
         """
         name = self._layer_tensor(layer)
-        if isinstance(self._store, GcsStore):
-            raise LayerTapError(f"{self.uri}: memmap needs a local run; copy it first (gcloud storage cp -r)")
-        return [shard.tensor(name) for shard in self.shards]
+        return [shard.memmap(name) for shard in self.shards]
 
     def verify(self) -> None:
         """Check every shard's size and CRC32C against the manifest."""

@@ -1,0 +1,62 @@
+"""The one-liners in docs/format.md read a shard in a Python that cannot import layertap;
+`to_hf_dataset` exports to Hugging Face datasets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import layertap
+from layertap.store import open_writer
+
+from .conftest import make_units, meta_for
+
+FORMAT_DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
+
+
+def one_liners() -> dict[str, str]:
+    found = re.findall(r"<!-- one-liner: (\w+) -->\s*```python\n(.*?)\n```", FORMAT_DOC.read_text(), re.S)
+    return dict(found)
+
+
+def test_the_doc_has_the_one_liners():
+    assert set(one_liners()) == {"safetensors", "numpy"}
+
+
+@pytest.mark.parametrize("storage_dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("name", ["safetensors", "numpy"])
+def test_one_liner_reads_a_shard_without_layertap(tmp_path, name, storage_dtype):
+    with open_writer(str(tmp_path / "run"), meta_for(storage_dtype, layers=[11, 12])) as writer:
+        for unit in make_units(4, layers=[11, 12]):
+            writer.add(*unit.args())
+    run = layertap.open(str(tmp_path / "run"))
+    (shard,) = run.shards
+    out = tmp_path / "x.npy"
+    program = "\n".join([
+        "import sys; sys.modules['layertap'] = None  # any import of layertap now fails",
+        f"path = {str(shard.local_path)!r}",
+        one_liners()[name],
+        f"import numpy; numpy.save({str(out)!r}, numpy.asarray(x).astype('float32'))",
+    ])
+    subprocess.run([sys.executable, "-c", program], check=True)
+    np.testing.assert_array_equal(np.load(out), run.read_layer(12).activations)
+
+
+def test_export_to_hugging_face_datasets(tmp_path):
+    pytest.importorskip("datasets")
+    with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=10_000) as writer:
+        for unit in make_units(10):
+            writer.add(*unit.args())
+    run = layertap.open(str(tmp_path / "run"))
+    want = run.read_layer(5, segments=["test-input"])
+    ds = run.to_hf_dataset(5, cache_dir=tmp_path / "hf", segments=["test-input"])
+    assert len(ds) == len(want) and len(run.shards) > 1
+    ds = ds.with_format("numpy")
+    np.testing.assert_array_equal(ds["activation"], want.activations)
+    np.testing.assert_array_equal(ds["token_id"], want.token_ids)
+    np.testing.assert_array_equal(ds["segment"], want.segment)
