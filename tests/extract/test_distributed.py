@@ -36,8 +36,8 @@ def test_jobset_subdomain_and_port_can_be_set():
     assert setup.coordinator == "arc-0-workers-0-0.net:9000"
 
 
-def test_tpu_vms_are_left_to_jax_detection():
-    assert detect(env={"TPU_WORKER_HOSTNAMES": "a,b", "TPU_WORKER_ID": "0"}).source == "tpu"
+def test_tpu_vms_are_left_to_jax_detection_even_under_jobset():
+    assert detect(env={**JOBSET_ENV, "TPU_WORKER_HOSTNAMES": "a,b", "TPU_WORKER_ID": "0"}).source == "tpu"
 
 
 @pytest.mark.parametrize(

@@ -20,26 +20,48 @@ ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")
 class Dataset:
     samples: list[Sample]
     segment_names: dict[int, str]  # segment label -> name
-    over_limit: int  # samples dropped or cut because they exceeded maxTokens
+    limit_report: str  # what maxTokens / overLimit did, for the run's summary
+    select: Callable[[list[str]], list[int]]  # extraction.segments names -> labels
+
+    def segment_labels(self, names: list[str]) -> frozenset[int]:
+        try:
+            return frozenset(self.select(names))
+        except ValueError as error:
+            raise LayerTapError(str(error)) from None
 
 
-def load_dataset(spec: DatasetSpec, tokenizer, encode: Callable[[str], list[int]]) -> Dataset:
+def load_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     """Read, tokenize and limit the dataset; an empty result is an error naming the file."""
     if spec.format == "text-jsonl":
-        path = local_path(spec.uri, "dataset.uri")
-        samples, names = text.text_samples(path, encode), text.SEGMENT_NAMES
+        encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        samples = islice(text.text_samples(local_path(spec.uri, "dataset.uri"), encode), spec.max_samples)
+        kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
+        names, report = text.SEGMENT_NAMES, f"{over} over maxTokens ({spec.over_limit})" if over else ""
+        select = exact_names(names)
     elif spec.format in ARC_FORMATS:
         from layertap.arc import dataset as arc
+        from layertap.arc.budget import BudgetStats
 
-        samples, names = arc.samples(spec, tokenizer), arc.segment_names(spec)
+        budget = BudgetStats()
+        kept = list(arc.iter_samples(spec, tokenizer, budget=budget))  # applies maxSamples and overLimit
+        names, report, select = arc.segment_names, str(budget), arc.select_labels
     else:
         raise LayerTapError(f"dataset.format: {spec.format!r} is not supported by this worker yet")
-
-    kept, over = fit_to_limit(islice(samples, spec.max_samples), spec.max_tokens, spec.over_limit)
     if not kept:
-        reason = f" ({over} over maxTokens={spec.max_tokens})" if over else ""
-        raise LayerTapError(f"dataset {spec.uri}: no samples to extract{reason}")
-    return Dataset(samples=kept, segment_names=dict(names), over_limit=over)
+        raise LayerTapError(f"dataset {spec.uri}: no samples to extract" + (f" ({report})" if report else ""))
+    return Dataset(samples=kept, segment_names=dict(names), limit_report=report, select=select)
+
+
+def exact_names(names: dict[int, str]) -> Callable[[list[str]], list[int]]:
+    by_name = {name: label for label, name in names.items()}
+
+    def select(wanted: list[str]) -> list[int]:
+        unknown = [name for name in wanted if name not in by_name]
+        if unknown:
+            raise ValueError(f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(by_name)}")
+        return [by_name[name] for name in wanted]
+
+    return select
 
 
 def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tuple[list[Sample], int]:

@@ -2,10 +2,11 @@
 
 Three sources, first match wins:
 1. explicit flags (`--coordinator`, `--num-processes`, `--process-id`) for local runs;
-2. JobSet on CPU/GPU pools: the coordinator is the JobSet's first pod by its DNS name,
+2. TPU VMs (GKE TPU node pools, which set TPU_WORKER_HOSTNAMES): JAX detects the slice
+   (and, with the MEGASCALE_* variables, the slices) itself;
+3. JobSet on CPU/GPU pools: the coordinator is the JobSet's first pod by its DNS name,
    `<jobset>-<replicatedJob>-0-0.<subdomain>`; the process id is
-   `JOB_INDEX * LAYERTAP_PROCESSES_PER_JOB + JOB_COMPLETION_INDEX` (one Job per slice);
-3. TPU VMs (GKE TPU node pools): JAX detects the slice from the TPU environment itself.
+   `JOB_INDEX * LAYERTAP_PROCESSES_PER_JOB + JOB_COMPLETION_INDEX` (one Job per slice).
 No source: a single process, nothing to initialise.
 """
 
@@ -78,12 +79,12 @@ def detect(
     env: Mapping[str, str] | None = None,
 ) -> Distributed:
     env = os.environ if env is None else env
-    found = from_flags(coordinator, num_processes, process_id) or from_jobset_env(env)
-    if found:
-        return found
+    explicit = from_flags(coordinator, num_processes, process_id)
+    if explicit:
+        return explicit
     if any(key in env for key in TPU_ENV_KEYS):
-        return Distributed("tpu")
-    return Distributed("single")
+        return Distributed("tpu")  # GKE TPU pods also carry the JobSet env; JAX knows the slice better
+    return from_jobset_env(env) or Distributed("single")
 
 
 def initialize(setup: Distributed) -> None:

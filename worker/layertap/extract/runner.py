@@ -62,17 +62,16 @@ class Prepared:
 
     def describe(self, setup: Distributed, devices: int) -> str:
         job, plan = self.job, self.plan
-        gib = self.disk_bytes() / 2**30
         return "\n".join(
             [
                 f"layertap extract: {job.model.uri} ({self.config.num_hidden_layers} layers, hidden {self.config.hidden_size}, {job.model.dtype})",
                 f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
-                f"{plan.useful_tokens} tokens" + (f", {self.dataset.over_limit} over maxTokens ({job.dataset.over_limit})" if self.dataset.over_limit else ""),
+                f"{plan.useful_tokens} tokens" + (f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""),
                 f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {'excluded' if job.extraction.exclude_special_tokens else 'kept'}",
                 f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {plan.row_length} tokens "
                 f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices",
                 f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {self.config.hidden_size} "
-                f"({job.extraction.storage_dtype}) = about {gib:.3g} GiB to {job.output.uri}",
+                f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}",
             ]
         )
 
@@ -108,10 +107,10 @@ def prepare(job: JobSpec) -> Prepared:
             f"(0-{config.num_hidden_layers - 1})"
         )
     tokenizer = load_tokenizer(job.model.uri)
-    dataset = load_dataset(job.dataset, tokenizer, lambda text: tokenizer.encode(text, add_special_tokens=False))
+    dataset = load_dataset(job.dataset, tokenizer)
 
     excluded = np.array(sorted(special_token_ids(tokenizer)) if job.extraction.exclude_special_tokens else [], np.int32)
-    segments = _segment_filter(job.extraction.segments, dataset.segment_names)
+    segments = None if job.extraction.segments is None else dataset.segment_labels(job.extraction.segments)
     keep = {s.index: host.keep_mask(s, excluded, segments) for s in dataset.samples}
     samples = {s.index: s for s in dataset.samples if keep[s.index].any()}
     if not samples:
@@ -265,7 +264,7 @@ def execute(
         manifest = finalize_run(job.output.uri)
         print(
             f"layertap extract: wrote {manifest['num_tokens']} rows in {manifest['num_shards']} shards "
-            f"({manifest['total_bytes'] / 2**20:.1f} MiB) to {job.output.uri}",
+            f"({human_bytes(manifest['total_bytes'])}) to {job.output.uri}",
             flush=True,
         )
     return RunSummary(
@@ -279,22 +278,18 @@ def execute(
     )
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB"
+
+
 def _checkpoint_config(uri: str):
     from layertap.model.checkpoint import resolve_checkpoint_dir
 
     return resolve_checkpoint_dir(uri) / "config.json"
-
-
-def _segment_filter(names: list[str] | None, segment_names: dict[int, str]) -> frozenset[int] | None:
-    if names is None:
-        return None
-    labels = {name: label for label, name in segment_names.items()}
-    unknown = [name for name in names if name not in labels]
-    if unknown:
-        raise LayerTapError(
-            f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(labels)}"
-        )
-    return frozenset(labels[name] for name in names)
 
 
 def _check_process_count(uri: str, processes: int) -> None:
