@@ -17,6 +17,7 @@ The workers need only activationextractions/status: get, patch (`layertap.report
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import datetime, timezone
@@ -65,7 +66,8 @@ def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
 
-@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS)
+# The first pass waits one interval: creation is the create handler's (no duplicate Events).
+@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
@@ -115,7 +117,7 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
             if error.status == 409:
                 jobset = _get_jobset(api, owner)
             elif error.status in (400, 403, 422):
-                return None, Problem("JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}")
+                return None, Problem("JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True)
             else:
                 raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
     owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
@@ -148,8 +150,6 @@ def _get_jobset(api: kubernetes.client.CustomObjectsApi, owner: Owner) -> dict |
 
 
 def _reason(error: ApiException) -> str:
-    import json
-
     try:
         return json.loads(error.body)["message"]
     except (TypeError, ValueError, KeyError):

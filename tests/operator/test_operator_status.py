@@ -79,11 +79,16 @@ def test_unappliable_change_is_a_condition_and_a_warning(spec) -> None:
     assert status["phase"] == "Running"  # the old spec keeps running
 
 
-def test_problem_is_reported(spec) -> None:
-    status, events = desired_status(Observation(1, spec, None, Problem("NoImage", "set spec.image")), {}, T0)
-    assert status["phase"] == "Pending"
-    assert {x["type"]: x["reason"] for x in status["conditions"]}["JobSetCreated"] == "NoImage"
-    assert [(e.type, e.reason) for e in events] == [("Normal", "NoImage"), ("Warning", "NoImage")]
+@pytest.mark.parametrize(
+    ("problem", "phase", "phase_event"),
+    [(Problem("NoImage", "set spec.image"), "Pending", "Normal"),
+     (Problem("JobSetRejected", "the API server rejected the JobSet", terminal=True), "Failed", "Warning")],
+)
+def test_problem_is_reported(spec, problem, phase, phase_event) -> None:
+    status, events = desired_status(Observation(1, spec, None, problem), {}, T0)
+    assert status["phase"] == phase
+    assert {x["type"]: x["reason"] for x in status["conditions"]}["JobSetCreated"] == problem.reason
+    assert [(e.type, e.reason) for e in events] == [(phase_event, problem.reason), ("Warning", problem.reason)]
 
 
 def test_status_never_touches_progress(spec) -> None:
