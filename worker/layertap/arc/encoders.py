@@ -54,6 +54,13 @@ def _row_major_starts(height: int, width: int, cell_chars: int, row_chars: int) 
     return np.arange(height)[:, None] * (row_chars + 1) + np.arange(width)[None, :] * cell_chars
 
 
+def _digit_text(grid: np.ndarray, repeat: int = 1) -> str:
+    """Rows of digits (each written `repeat` times) joined by newlines, built in one array op."""
+    chars = np.repeat(grid.astype(np.uint8) + ord("0"), repeat, axis=1)
+    newline = np.full((grid.shape[0], 1), ord("\n"), dtype=np.uint8)
+    return np.concatenate([chars, newline], axis=1).tobytes()[:-1].decode("ascii")
+
+
 def _lines(text: str) -> list[str]:
     lines = text.strip().splitlines()
     if not lines:
@@ -61,22 +68,28 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
-def _digits(line: str) -> list[int]:
-    if not line.isdigit() or not line.isascii():
-        raise GridError(f"row {line!r} is not made of digits")
-    return [int(ch) for ch in line]
+def _digit_rows(lines: list[str]) -> np.ndarray:
+    """Rows of digit characters -> a validated grid."""
+    for line in lines:
+        if not line.isdigit() or not line.isascii():
+            raise GridError(f"row {line!r} is not made of digits")
+    width = len(lines[0])
+    if any(len(line) != width for line in lines):
+        r = next(r for r, line in enumerate(lines) if len(line) != width)
+        raise GridError(f"not rectangular: row 0 has {width} cells, row {r} has {len(lines[r])}")
+    digits = np.frombuffer("".join(lines).encode("ascii"), dtype=np.uint8) - ord("0")
+    return to_grid(digits.reshape(len(lines), width).astype(np.int8))
 
 
 class Minimal(GridEncoder):
     """One line per row, one digit per cell: `012\\n340`."""
 
     def encode(self, grid: np.ndarray) -> Encoded:
-        text = "\n".join("".join(map(str, row)) for row in grid.tolist())
         height, width = grid.shape
-        return Encoded(text, _row_major_starts(height, width, 1, width))
+        return Encoded(_digit_text(grid), _row_major_starts(height, width, 1, width))
 
     def decode(self, text: str) -> np.ndarray:
-        return to_grid([_digits(line) for line in _lines(text)])
+        return _digit_rows(_lines(text))
 
     def __str__(self) -> str:
         return "Minimal"
@@ -102,8 +115,8 @@ class WithSeparation(GridEncoder):
             cells = line.split(self.separator)
             if not all(len(cell) == 1 for cell in cells):
                 raise GridError(f"row {line!r} is not digits separated by {self.separator!r}")
-            rows.append(_digits("".join(cells)))
-        return to_grid(rows)
+            rows.append("".join(cells))
+        return _digit_rows(rows)
 
     def __str__(self) -> str:
         return f"WithSeparation({self.separator!r})"
@@ -118,20 +131,15 @@ class RepeatNumber(GridEncoder):
         self.n = n
 
     def encode(self, grid: np.ndarray) -> Encoded:
-        n = self.n
-        text = "\n".join("".join(str(x) * n for x in row) for row in grid.tolist())
         height, width = grid.shape
-        return Encoded(text, _row_major_starts(height, width, n, width * n))
+        return Encoded(_digit_text(grid, self.n), _row_major_starts(height, width, self.n, width * self.n))
 
     def decode(self, text: str) -> np.ndarray:
-        rows = []
-        for line in _lines(text):
-            digits = _digits(line)
-            cells = digits[:: self.n]
-            if len(digits) != len(cells) * self.n or [d for d in cells for _ in range(self.n)] != digits:
+        lines = _lines(text)
+        for line in lines:
+            if line != "".join(ch * self.n for ch in line[:: self.n]):
                 raise GridError(f"row {line!r} is not each digit repeated {self.n} times")
-            rows.append(cells)
-        return to_grid(rows)
+        return _digit_rows([line[:: self.n] for line in lines])
 
     def __str__(self) -> str:
         return f"RepeatNumber({self.n})"

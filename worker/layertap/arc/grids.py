@@ -30,6 +30,11 @@ def to_grid(value: object) -> np.ndarray:
             first = len(value[0])
             r = next(r for r, row in enumerate(value) if len(row) != first)
             raise GridError(f"not rectangular: row 0 has {first} cells, row {r} has {len(value[r])}")
+        if not all(type(x) is int for row in value for x in row):  # the fast path: plain ints
+            for r, row in enumerate(value):
+                for c, x in enumerate(row):
+                    if not isinstance(x, (int, np.integer)) or isinstance(x, bool):  # bool is no colour
+                        raise GridError(f"cell ({r}, {c}) is {x!r}, expected an integer 0..9")
         array = np.asarray(value)
     if array.ndim != 2:
         raise GridError(f"expected 2 dimensions, got {array.ndim}")
@@ -37,22 +42,13 @@ def to_grid(value: object) -> np.ndarray:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise GridError(f"size {height}x{width} is outside 1..{MAX_SIDE} per side")
     if array.dtype.kind not in "iu":
-        bad = _first_non_int(array)
-        raise GridError(f"cell {bad[0]} is {bad[1]!r}, expected an integer 0..9")
+        raise GridError(f"cells are {array.dtype}, expected integers 0..9")
     if array.min() < 0 or array.max() >= NUM_COLOURS:
         r, c = np.argwhere((array < 0) | (array >= NUM_COLOURS))[0]
         raise GridError(f"cell ({r}, {c}) is {int(array[r, c])}, expected 0..9")
     grid = array.astype(np.int8)
     grid.flags.writeable = False
     return grid
-
-
-def _first_non_int(array: np.ndarray) -> tuple[tuple[int, int], object]:
-    for index in np.ndindex(array.shape):
-        item = array[index].item() if hasattr(array[index], "item") else array[index]
-        if isinstance(item, bool) or not isinstance(item, int):
-            return (int(index[0]), int(index[1])), item
-    return (0, 0), array.flat[0]
 
 
 def _describe(value: object) -> str:
