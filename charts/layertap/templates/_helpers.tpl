@@ -1,0 +1,62 @@
+{{/* Chart name, truncated to the 63 characters a Kubernetes name allows. */}}
+{{- define "layertap.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Prefix of every resource name: the release name, unless it already holds the chart name. */}}
+{{- define "layertap.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's resource name; the component suffix survives truncation. */}}
+{{- define "layertap.componentName" -}}
+{{- $suffix := printf "-%s" .component }}
+{{- printf "%s%s" (include "layertap.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{- define "layertap.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "layertap.labels" -}}
+helm.sh/chart: {{ include "layertap.chart" . }}
+{{ include "layertap.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: layertap
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "layertap.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "layertap.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "layertap.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "layertap.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "layertap.operator.image" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
+{{- define "layertap.worker.namespaces" -}}
+{{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
+{{- $namespaces | uniq | toJson }}
+{{- end }}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Renders manifests/install.yaml, the `kubectl apply` install bundle, from charts/layertap.
+# The operator serves every namespace; the worker ServiceAccount goes to `default` so that
+# `kubectl apply -f manifests/examples/...` works there as is. tests/charts keeps it in sync.
+#   bash charts/render-install-bundle.sh [HELM [OUTPUT]]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+helm=${1:-helm}
+output=${2:-manifests/install.yaml}
+namespace=layertap-system
+
+{
+  echo "# LayerTap install bundle, rendered from charts/layertap by charts/render-install-bundle.sh."
+  echo "#   kubectl apply --server-side -f manifests/install.yaml"
+  echo "---"
+  echo "apiVersion: v1"
+  echo "kind: Namespace"
+  echo "metadata:"
+  echo "  name: $namespace"
+  "$helm" template layertap charts/layertap --namespace "$namespace" --include-crds \
+    --set 'worker.namespaces={default}'
+} > "$output"

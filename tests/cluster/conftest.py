@@ -1,0 +1,303 @@
+"""A real Kubernetes control plane for the cluster tests: etcd + kube-apiserver on loopback.
+
+The binaries are built by tests/setup.d/10-controlplane.sh (from the versions pinned in
+tests/controlplane/go.mod), kubectl and helm installed by tests/setup.d/20-helm.sh; all of
+them land in tests/controlplane/bin/. Without them the cluster tests are skipped with the
+command to run.
+
+Fixtures:
+
+``control_plane`` (session): a running API server with the JobSet CRD installed. It has
+  - ``kubeconfig``: path of an admin kubeconfig (system:masters, token auth, TLS verified)
+  - ``env``: os.environ plus KUBECONFIG and a PATH that finds our kubectl and helm first;
+    pass it to any subprocess (``kopf run``, the operator) that should talk to the server
+  - ``server``: the https URL; ``jobset_crd``: path of the installed JobSet CRD YAML
+  - ``kubectl(*args, input=None, check=True)`` and ``helm(...)``: run the tool against
+    the server and return the CompletedProcess (text mode; on failure with check=True a
+    ``CommandFailed``, a CalledProcessError whose message carries stderr)
+  - ``apply(manifests, namespace=None, dry_run=False)``: server-side apply of a path, a
+    YAML string, a dict or a list of dicts; returns kubectl's output
+  - ``get(kind, name, namespace=None) -> dict`` and ``get_list(kind, namespace=None) -> list``
+  - ``kubeconfig_for(service_account, namespace) -> Path``: a kubeconfig that acts as the
+    ServiceAccount with a real token from the TokenRequest API, so code run with it is
+    held to that account's RBAC
+  - ``apply_crd(path)``: apply a CRD and wait until it is Established
+
+``namespace`` (function): a fresh namespace for one test (namespaces are never reused).
+
+What this control plane lacks (no kube-controller-manager, no scheduler, no kubelet, no
+JobSet controller): pods never run, owner-reference garbage collection and namespace
+deletion never happen, namespaces get no `default` ServiceAccount, and a JobSet's status
+changes only when a test writes it through the status subresource, as the JobSet
+controller would. Authorization is RBAC only, so `kubectl auth can-i --as=...` and
+``kubeconfig_for`` identities are held to the roles a test installs.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / "tests" / "controlplane" / "bin"
+JOBSET_CRD = BIN / "crds" / "jobset.x-k8s.io_jobsets.yaml"
+REQUIRED = ("etcd", "kube-apiserver", "kubectl", "helm")
+START_TIMEOUT_S = 60
+_namespace_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    kubeconfig: Path
+    server: str
+    env: dict[str, str]
+    jobset_crd: Path
+    workdir: Path
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run([str(BIN / "kubectl"), *args], self.env, input, check)
+
+    def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run([str(BIN / "helm"), *args], self.env, input, check)
+
+    def apply(
+        self, manifests: str | Path | dict | list[dict], namespace: str | None = None, dry_run: bool = False
+    ) -> str:
+        """Server-side apply; dry_run asks the server to validate and admit without storing."""
+        args = ["apply", "--server-side", "--field-manager=layertap-tests"]
+        if namespace:
+            args += ["-n", namespace]
+        if dry_run:
+            args.append("--dry-run=server")
+        if isinstance(manifests, Path):
+            return self.kubectl(*args, "-f", str(manifests)).stdout
+        if not isinstance(manifests, str):
+            docs = manifests if isinstance(manifests, list) else [manifests]
+            manifests = yaml.safe_dump_all(docs)
+        return self.kubectl(*args, "-f", "-", input=manifests).stdout
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
+        ns = ["-n", namespace] if namespace else []
+        return json.loads(self.kubectl("get", kind, name, *ns, "-o", "json").stdout)
+
+    def get_list(self, kind: str, namespace: str | None = None) -> list[dict]:
+        ns = ["-n", namespace] if namespace else []
+        return json.loads(self.kubectl("get", kind, *ns, "-o", "json").stdout)["items"]
+
+    def apply_crd(self, path: Path) -> None:
+        self.apply(path)
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        self.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
+
+    def kubeconfig_for(self, service_account: str, namespace: str) -> Path:
+        """A kubeconfig whose requests carry a real token of the ServiceAccount."""
+        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+        path = self.workdir / f"kubeconfig-{namespace}-{service_account}"
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": service_account, "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = service_account
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A failed kubectl/helm call whose message carries the tool's stderr."""
+
+    def __str__(self) -> str:
+        return f"{' '.join(self.cmd[:4])} ... exited with {self.returncode}:\n{self.stderr}"
+
+
+def _run(cmd: list[str], env: dict[str, str], input: str | None, check: bool) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, env=env, input=input, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise CommandFailed(result.returncode, cmd, result.stdout, result.stderr)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_service_account_key(directory: Path) -> tuple[Path, Path]:
+    """The key pair the API server signs and verifies ServiceAccount tokens with."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = directory / "sa.key"
+    public = directory / "sa.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    private.chmod(0o600)
+    return private, public
+
+
+def _wait_ready(url: str, token: str, ca_file: Path, process: subprocess.Popen, log: Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"kube-apiserver exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        if context is None and ca_file.exists():
+            context = ssl.create_default_context(cafile=str(ca_file))
+        if context is not None:
+            request = urllib.request.Request(f"{url}/readyz", headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, ssl.SSLError):
+                pass
+        time.sleep(0.25)
+    raise RuntimeError(f"kube-apiserver not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _kubeconfig(server: str, ca_file: Path, token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "layertap-test",
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_file.read_bytes()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "layertap-test", "context": {"cluster": "layertap-test", "user": "admin"}}],
+        "current-context": "layertap-test",
+    }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    missing = [name for name in REQUIRED if not (BIN / name).exists()]
+    if missing or not JOBSET_CRD.exists():
+        pytest.skip(
+            f"test control plane not built ({', '.join(missing) or JOBSET_CRD.name} missing in {BIN}): "
+            "run bash tests/setup.d/10-controlplane.sh && bash tests/setup.d/20-helm.sh"
+        )
+    workdir = tmp_path_factory.mktemp("controlplane")
+    workdir.chmod(0o700)
+    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    etcd_log = workdir / "etcd.log"
+    etcd = subprocess.Popen(
+        [
+            str(BIN / "etcd"),
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+            # Test data is thrown away: skipping fsync makes every write ~10x cheaper.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+        stdout=etcd_log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    token = secrets.token_hex(24)
+    tokens = workdir / "tokens.csv"
+    tokens.write_text(f'{token},admin,admin,"system:masters"\n')
+    tokens.chmod(0o600)
+    sa_key, sa_pub = _write_service_account_key(workdir)
+    certs = workdir / "certs"
+    server = f"https://127.0.0.1:{api_port}"
+    api_log = workdir / "kube-apiserver.log"
+    apiserver = subprocess.Popen(
+        [
+            str(BIN / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            # No --tls-cert-file: the server makes a self-signed CA and serving cert here.
+            f"--cert-dir={certs}",
+            f"--token-auth-file={tokens}",
+            # RBAC only, as on GKE: the chart's roles are what the tests exercise.
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={sa_pub}",
+            f"--service-account-signing-key-file={sa_key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            # The `kubernetes` Service would point at a loopback address, which is not allowed.
+            "--endpoint-reconciler-type=none",
+            "--v=0",
+        ],
+        stdout=api_log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ca_file = certs / "apiserver.crt"
+        _wait_ready(server, token, ca_file, apiserver, api_log)
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server, ca_file, token)))
+        kubeconfig.chmod(0o600)
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            # Keep helm's caches and config out of the user's home.
+            "HELM_CACHE_HOME": str(workdir / "helm" / "cache"),
+            "HELM_CONFIG_HOME": str(workdir / "helm" / "config"),
+            "HELM_DATA_HOME": str(workdir / "helm" / "data"),
+        }
+        plane = ControlPlane(kubeconfig=kubeconfig, server=server, env=env, jobset_crd=JOBSET_CRD, workdir=workdir)
+        plane.apply_crd(JOBSET_CRD)
+        yield plane
+    finally:
+        _stop(apiserver)
+        _stop(etcd)
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace; without a namespace controller a deleted one never goes away, so none is reused."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{next(_namespace_counter)}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
