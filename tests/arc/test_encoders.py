@@ -55,6 +55,7 @@ CORPUS_SPECS = (
 )
 
 
+@pytest.mark.slow
 def test_every_arc_grid_round_trips_through_every_encoder(arc_tasks) -> None:
     grids = [g for t in arc_tasks for p in t.train + t.test for g in p.grids().values()]
     assert len(grids) > 15_000
