@@ -15,7 +15,7 @@ from layertap.store import finalize_run, fs, layout, open_writer
 from .conftest import expected_layer, make_units, meta_for
 from .gcs_emulator import Emulator, FaultyProxy
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
 BUCKET = "layertap-test"
 
 

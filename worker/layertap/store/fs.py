@@ -325,5 +325,8 @@ def fetch_dir(uri: str, cache_dir: str | os.PathLike, *, threads: int = 8) -> Pa
 
     with ThreadPoolExecutor(threads) as pool:
         fetched = dict(pool.map(download, blobs))
-    stamp_path.write_text(json.dumps(fetched, sort_keys=True))
+    # Several processes on one host may fetch into the same cache: replace, never rewrite.
+    tmp = stamp_path.with_name(f".tmp-{stamp_path.name}-{uuid.uuid4().hex[:12]}")
+    tmp.write_text(json.dumps(fetched, sort_keys=True))
+    os.replace(tmp, stamp_path)
     return target
