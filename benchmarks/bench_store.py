@@ -11,7 +11,6 @@ format's decode cost, not the disk. Timing is printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -56,7 +55,7 @@ def make_shard(tokens: int, seed: int = 0) -> dict[str, np.ndarray]:
 def c_safetensors(shard, path: Path, reader="range"):
     from layertap.store import shardfile
 
-    tensors = {f"layer.{l}": [shard["acts"][i]] for i, l in enumerate(LAYERS)}
+    tensors = {f"layer.{layer}": [shard["acts"][i]] for i, layer in enumerate(LAYERS)}
     tensors.update({k: [v] for k, v in shard.items() if k != "acts"})
     file = path / "shard.safetensors"
 
@@ -83,9 +82,9 @@ def c_safetensors(shard, path: Path, reader="range"):
 
 def c_npy(shard, path: Path):
     def write():
-        for i, l in enumerate(LAYERS):
+        for i, layer in enumerate(LAYERS):
             # .npy has no bfloat16: stored as uint16 bits, viewed back on read
-            np.save(path / f"layer.{l}.npy", shard["acts"][i].view(np.uint16))
+            np.save(path / f"layer.{layer}.npy", shard["acts"][i].view(np.uint16))
 
     def read():
         return np.load(path / "layer.12.npy").view(ml_dtypes.bfloat16)
@@ -97,9 +96,9 @@ def _arrow_table(shard):
     import pyarrow as pa
 
     columns = {}
-    for i, l in enumerate(LAYERS):
+    for i, layer in enumerate(LAYERS):
         flat = pa.array(shard["acts"][i].view(np.uint16).reshape(-1))  # no bfloat16 in Arrow
-        columns[f"layer.{l}"] = pa.FixedSizeListArray.from_arrays(flat, HIDDEN)
+        columns[f"layer.{layer}"] = pa.FixedSizeListArray.from_arrays(flat, HIDDEN)
     columns.update({k: v for k, v in shard.items() if k != "acts"})
     return pa.table(columns)
 

@@ -106,7 +106,7 @@ class FaultyProxy:
                     return
                 if decision and decision[0] == "status":
                     proxy.seen.append((self.command, self.path, f"status {decision[1]}"))
-                    self._reply(decision[1], {"Content-Type": "application/json"}, b'{"error": {"code": %d}}' % decision[1])
+                    self._error(decision[1])
                     return
                 upstream = http.client.HTTPConnection(host, int(port), timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -118,10 +118,13 @@ class FaultyProxy:
                 upstream.close()
                 if decision and decision[0] == "lose":
                     proxy.seen.append((self.command, self.path, f"lost {response.status}, sent {decision[1]}"))
-                    self._reply(decision[1], {"Content-Type": "application/json"}, b'{"error": {"code": %d}}' % decision[1])
+                    self._error(decision[1])
                     return
                 proxy.seen.append((self.command, self.path, f"forwarded {response.status}"))
                 self._reply(response.status, out, data)
+
+            def _error(self, status: int) -> None:
+                self._reply(status, {"Content-Type": "application/json"}, b'{"error": {"code": %d}}' % status)
 
             def _reply(self, status: int, headers: dict, data: bytes) -> None:
                 self.send_response(status)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import uuid
 
-import numpy as np
-import ml_dtypes
-import pytest
-
 import layertap
+import ml_dtypes
+import numpy as np
+import pytest
 from layertap.store import finalize_run, fs, layout, open_writer
 
 from .conftest import expected_layer, make_units, meta_for
@@ -152,12 +151,16 @@ def test_resume_of_a_half_written_run(gcs):
 
 def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_path):
     store = fs.open_store(f"{gcs}/ckpt")
-    files = {"config.json": b'{"model_type": "qwen2"}', "model.safetensors": np.arange(300_000, dtype=np.uint8).tobytes(),
-             "tokenizer/tokenizer.json": b"{}"}
+    files = {
+        "config.json": b'{"model_type": "qwen2"}',
+        "model.safetensors": np.arange(300_000, dtype=np.uint8).tobytes(),
+        "tokenizer/tokenizer.json": b"{}",
+    }
     for key, data in files.items():
         store.write(key, data)
     local = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
-    assert {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")} == files
+    copied = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
+    assert {k: v for k, v in copied.items() if not k.startswith(".")} == files
     before = (local / "model.safetensors").stat().st_mtime_ns
     store.write("config.json", b'{"model_type": "qwen2", "changed": true}')
     again = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")

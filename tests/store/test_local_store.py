@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
+import layertap
 import ml_dtypes
 import numpy as np
 import pytest
-
-import layertap
 from layertap.errors import LayerTapError
-from layertap.store import finalize_run, open_writer
-from layertap.store import layout
+from layertap.store import finalize_run, layout, open_writer
 
 from .conftest import LAYERS, expected_layer, make_units, meta_for
 

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import layertap
 import numpy as np
 import pytest
-
-import layertap
 from layertap.store import open_writer
 
 from .conftest import make_units, meta_for

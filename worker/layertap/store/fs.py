@@ -175,9 +175,12 @@ class GcsStore:
 
         blob = self.bucket.blob(self._name(key))
         try:
-            # download_as_bytes takes an inclusive end
+            whole = start == 0 and end is None  # only a whole object can be checked against its CRC32C
             return blob.download_as_bytes(
-                start=start, end=None if end is None else end - 1, retry=_retry(), checksum=None if start or end else "auto"
+                start=start,
+                end=None if end is None else end - 1,  # inclusive here
+                retry=_retry(),
+                checksum="auto" if whole else None,
             )
         except NotFound as error:
             raise FileNotFoundError(f"{self.uri}/{key}") from error

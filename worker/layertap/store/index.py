@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from layertap.errors import LayerTapError
 from layertap.store import layout
-from layertap.store.fs import LocalStore, GcsStore, open_store
+from layertap.store.fs import GcsStore, LocalStore, open_store
 
 
 def read_run_info(store: LocalStore | GcsStore) -> dict:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Mapping
 
 import numpy as np
 
