@@ -1,7 +1,10 @@
 """Run progress: a local progress bar in tokens/s, and the resource status in a cluster.
 
-Counts are global (every process knows the whole plan), so whichever process reports
-shows the whole run. Only process 0 reports to the resource status.
+Every process knows the whole plan and runs the same steps, so the counts of one process
+are the run's. Two counts: tokens computed (the bar: what the accelerators are doing) and
+samples/tokens committed (the resource status: what is durable). Shards and bytes come
+from this process's writer, times the process count (each process writes an equal share
+of the rows of every step).
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ class Progress:
         tokens_total: int,
         samples_done: int = 0,
         tokens_done: int = 0,
+        process_count: int = 1,
         show_bar: bool = True,
         reporter=None,
     ) -> None:
         self.samples_total, self.tokens_total = samples_total, tokens_total
-        self.samples_done, self.tokens_done = samples_done, tokens_done
+        self.tokens_computed = tokens_done
+        self.samples_committed, self.tokens_committed = samples_done, tokens_done
         self.shards_written = self.bytes_written = 0
+        self._process_count = process_count
         self._started, self._tokens_at_start = time.monotonic(), tokens_done
         self._reporter = reporter
         self._bar = tqdm(
@@ -41,33 +47,36 @@ class Progress:
     @property
     def tokens_per_second(self) -> float:
         elapsed = time.monotonic() - self._started
-        return (self.tokens_done - self._tokens_at_start) / elapsed if elapsed > 0 else 0.0
+        return (self.tokens_computed - self._tokens_at_start) / elapsed if elapsed > 0 else 0.0
 
-    def advance(self, samples: int, tokens: int) -> None:
-        self.samples_done += samples
-        self.tokens_done += tokens
+    def computed(self, tokens: int) -> None:
+        self.tokens_computed += tokens
         self._bar.update(tokens)
-        self._bar.set_postfix(samples=f"{self.samples_done}/{self.samples_total}", refresh=False)
+
+    def committed(self, samples: int, tokens: int, shards: int, bytes_: int) -> None:
+        """Samples/tokens newly durable; shards/bytes: this process's writer totals."""
+        self.samples_committed += samples
+        self.tokens_committed += tokens
+        self.shards_written, self.bytes_written = shards * self._process_count, bytes_ * self._process_count
+        self._bar.set_postfix(committed=f"{self.samples_committed}/{self.samples_total} samples", refresh=False)
         if self._reporter is not None:
             self._reporter.update(self.as_status())
-
-    def written(self, shards: int, bytes_: int) -> None:
-        self.shards_written, self.bytes_written = shards, bytes_
 
     def as_status(self) -> dict:
         """status.progress of the resource (camelCase keys)."""
         rate = self.tokens_per_second
-        left = self.tokens_total - self.tokens_done
-        return {
-            "samplesDone": self.samples_done,
+        status = {
+            "samplesDone": self.samples_committed,
             "samplesTotal": self.samples_total,
-            "tokensDone": self.tokens_done,
+            "tokensDone": self.tokens_committed,
             "shardsWritten": self.shards_written,
             "bytesWritten": self.bytes_written,
             "tokensPerSecond": round(rate, 1),
-            "etaSeconds": round(left / rate) if rate > 0 else None,
-            "percent": round(100.0 * self.tokens_done / self.tokens_total, 1) if self.tokens_total else 100.0,
+            "percent": round(100.0 * self.samples_committed / self.samples_total, 1) if self.samples_total else 100.0,
         }
+        if rate > 0:
+            status["etaSeconds"] = round((self.tokens_total - self.tokens_computed) / rate)
+        return status
 
     def close(self) -> None:
         self._bar.close()

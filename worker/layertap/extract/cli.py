@@ -79,31 +79,24 @@ def run(args: argparse.Namespace) -> int:
     setup = distributed.detect(args.coordinator, args.num_processes, args.process_id)
     distributed.initialize(setup)
 
+    import jax
+
     from layertap.extract.runner import execute, prepare
+    from layertap.reporter import StatusReporter
 
     summary = execute(
         prepare(job),
         setup,
         model_parallel=model_parallel,
         show_progress=not args.no_progress,
-        reporter=_status_reporter(),
+        reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,
     )
-    import jax
-
     if jax.process_index() == 0:
         print(
             f"layertap extract: {summary.steps_run} steps run ({summary.steps_skipped} already done), "
-            f"{summary.tokens_per_second:,.0f} useful tokens/s, {summary.padding_fraction:.1%} padding",
+            f"{summary.tokens_per_second:,.0f} useful tokens/s, {summary.padding_fraction:.1%} padding\n"
+            f"  seconds per step: {summary.times.per_step()}",
             flush=True,
         )
     return 0
-
-
-def _status_reporter():
-    """The resource-status reporter inside a cluster, None elsewhere."""
-    try:
-        from layertap.reporter import StatusReporter
-    except ModuleNotFoundError:
-        return None
-    return StatusReporter.from_environment()
 

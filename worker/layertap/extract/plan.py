@@ -45,6 +45,9 @@ class Plan:
     def step_tokens(self, step: int) -> int:
         return sum(self.lengths[i] for row in self.steps[step] for i in row)
 
+    def step_samples(self, step: int) -> int:
+        return sum(len(row) for row in self.steps[step])
+
     def fingerprint(self) -> str:
         """Stable hash of the plan: a resumed run must compute the very same plan."""
         body = json.dumps([self.row_length, self.rows_per_step, self.steps], separators=(",", ":"))

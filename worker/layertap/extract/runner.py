@@ -125,11 +125,21 @@ class StepTimes:
     """Seconds spent per phase, summed over steps (the benchmark's breakdown)."""
 
     prepare: float = 0.0  # building the host batch and its global arrays
-    compute: float = 0.0  # waiting for the device beyond what overlapped with host work
+    compute: float = 0.0  # waiting for the device: compute not hidden behind host work
     device_to_host: float = 0.0
     select: float = 0.0  # picking the stored rows on the host
     write: float = 0.0  # handing units to the writer (blocks only when its queue is full)
     steps: int = 0
+
+    def per_step(self) -> str:
+        n = max(self.steps, 1)
+        phases = ("prepare", "compute", "device_to_host", "select", "write")
+        return ", ".join(f"{phase} {getattr(self, phase) / n * 1e3:.2f} ms" for phase in phases)
+
+    def add(self, **seconds: float) -> None:
+        for phase, value in seconds.items():
+            setattr(self, phase, getattr(self, phase) + value)
+        self.steps += 1
 
 
 @dataclass
@@ -145,6 +155,53 @@ class RunSummary:
     @property
     def tokens_per_second(self) -> float:
         return self.useful_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class UnitSink:
+    """The host end of a step: wait for its output, pick this process's records, hand them
+    to the writer, and count samples as done once their unit is durable."""
+
+    def __init__(self, prepared: Prepared, writer, progress: Progress, mine: slice, unit) -> None:
+        self.prepared, self.writer, self.progress, self.mine, self.unit = prepared, writer, progress, mine, unit
+        self.times = StepTimes()
+        self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
+
+    def finish(self, step: int, out: jax.Array, write: bool) -> None:
+        prepared, plan = self.prepared, self.prepared.plan
+        t0 = time.perf_counter()
+        out.block_until_ready()
+        t1 = time.perf_counter()
+        acts = host_rows(out)
+        t2 = time.perf_counter()
+        if write:
+            rows = plan.steps[step][self.mine]
+            records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
+            t3 = time.perf_counter()
+            self.writer.add(
+                self.unit(step), records.activations, records.token_ids, records.sample_index, records.position, records.segment
+            )
+            self._in_flight[self.unit(step)] = step
+        else:  # this process's unit is durable from an earlier attempt; another process's is not
+            t3 = time.perf_counter()
+            self._committed([step])
+        t4 = time.perf_counter()
+        self.times.add(compute=t1 - t0, device_to_host=t2 - t1, select=t3 - t2, write=t4 - t3)
+        self.progress.computed(plan.step_tokens(step))
+        durable = self.writer.committed_units()
+        self._committed([self._in_flight.pop(u) for u in list(self._in_flight) if u in durable])
+
+    def all_durable(self) -> None:
+        """After the writer closed: every unit handed over is durable."""
+        self._committed(list(self._in_flight.values()))
+        self._in_flight.clear()
+
+    def _committed(self, steps: list[int]) -> None:
+        if not steps:
+            return
+        plan, written = self.prepared.plan, self.writer.progress()
+        self.progress.committed(
+            sum(plan.step_samples(s) for s in steps), sum(plan.step_tokens(s) for s in steps), written.shards, written.bytes
+        )
 
 
 def execute(
@@ -195,49 +252,19 @@ def execute(
     ]
 
 
-    skipped = [s for s in range(plan.num_steps) if s not in set(todo)]
+    skipped = sorted(set(range(plan.num_steps)) - set(todo))
     progress = Progress(
         samples_total=len(prepared.samples),
         tokens_total=plan.useful_tokens,
-        samples_done=sum(len(row) for s in skipped for row in plan.steps[s]),
+        samples_done=sum(plan.step_samples(s) for s in skipped),
         tokens_done=sum(plan.step_tokens(s) for s in skipped),
+        process_count=processes,
         show_bar=show_progress and process == 0,
         reporter=reporter if process == 0 else None,
     )
-    times = StepTimes()
-    started = time.perf_counter()
-
-    def finish(step: int, out: jax.Array) -> None:
-        t0 = time.perf_counter()
-        out.block_until_ready()
-        t1 = time.perf_counter()
-        acts = host_rows(out)
-        t2 = time.perf_counter()
-        rows = plan.steps[step][mine]
-        if not mine_done[step]:
-            records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
-            t3 = time.perf_counter()
-            writer.add(
-                unit_id(step, process, processes),
-                records.activations,
-                records.token_ids,
-                records.sample_index,
-                records.position,
-                records.segment,
-            )
-        else:
-            t3 = time.perf_counter()
-        t4 = time.perf_counter()
-        times.compute += t1 - t0
-        times.device_to_host += t2 - t1
-        times.select += t3 - t2
-        times.write += t4 - t3
-        times.steps += 1
-        written = writer.progress()
-        progress.written(written.shards, written.bytes)
-        progress.advance(sum(len(row) for row in plan.steps[step]), plan.step_tokens(step))
-
+    sink = UnitSink(prepared, writer, progress, mine, unit=lambda s: unit_id(s, process, processes))
     compile_seconds = 0.0
+    started = time.perf_counter()
     pending: tuple[int, jax.Array] | None = None
     with writer:
         for step in todo:
@@ -250,12 +277,13 @@ def execute(
             out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
             if pending is None:
                 compile_seconds = time.perf_counter() - t1
-            times.prepare += t1 - t0
+            sink.times.prepare += t1 - t0  # not a step of its own: no add()
             if pending is not None:
-                finish(*pending)
+                sink.finish(*pending, write=not mine_done[pending[0]])
             pending = (step, out)
         if pending is not None:
-            finish(*pending)
+            sink.finish(*pending, write=not mine_done[pending[0]])
+    sink.all_durable()
     progress.close()
     seconds = time.perf_counter() - started
 
@@ -273,7 +301,7 @@ def execute(
         useful_tokens=sum(plan.step_tokens(s) for s in todo),
         seconds=seconds,
         padding_fraction=plan.padding_fraction,
-        times=times,
+        times=sink.times,
         compile_seconds=compile_seconds,
     )
 
