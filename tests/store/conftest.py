@@ -1,60 +1,10 @@
-"""Builders for test runs: random units with known contents."""
+"""Fixtures of the storage tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import pytest
 
-LAYERS = [2, 5, 7]
-HIDDEN = 24
-
-
-@dataclass(frozen=True)
-class Unit:
-    unit_id: int
-    activations: np.ndarray  # [L, N, D] float32
-    token_ids: np.ndarray
-    sample_index: np.ndarray
-    position: np.ndarray
-    segment: np.ndarray
-
-    def args(self):
-        return (self.unit_id, self.activations, self.token_ids, self.sample_index, self.position, self.segment)
-
-
-def make_units(count: int, *, seed: int = 0, layers=LAYERS, hidden: int = HIDDEN, start: int = 0) -> list[Unit]:
-    """`count` units of 5-40 tokens; unit u holds samples 2u and 2u+1 and tokens 1000u + i."""
-    rng = np.random.default_rng(seed)
-    units = []
-    for u in range(start, start + count):
-        n = int(rng.integers(5, 40))
-        half = n // 2
-        units.append(
-            Unit(
-                unit_id=u,
-                activations=(rng.standard_normal((len(layers), n, hidden)) * 3).astype(np.float32),
-                token_ids=(1000 * u + np.arange(n)).astype(np.int32),
-                sample_index=np.where(np.arange(n) < half, 2 * u, 2 * u + 1),
-                position=np.concatenate([np.arange(half), np.arange(n - half)]),
-                segment=(np.arange(n) % 3).astype(np.int16),
-            )
-        )
-    return units
-
-
-def meta_for(storage_dtype: str = "bfloat16", layers=LAYERS) -> dict:
-    return {
-        "layers": list(layers),
-        "storage_dtype": storage_dtype,
-        "model": {"uri": "tiny-random-qwen2", "config_sha256": "0" * 64},
-        "segment_names": ["other", "train-input", "test-input"],
-    }
-
-
-def expected_layer(units: list[Unit], layer_pos: int) -> np.ndarray:
-    return np.concatenate([u.activations[layer_pos] for u in sorted(units, key=lambda u: u.unit_id)])
+from .units import Unit, make_units
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from layertap.store import finalize_run, fs, layout, open_writer
 
-from .conftest import expected_layer, make_units, meta_for
 from .gcs_emulator import Emulator, FaultyProxy
+from .units import expected_layer, make_units, meta_for
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
 BUCKET = "layertap-test"

@@ -11,7 +11,7 @@ import pytest
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, layout, open_writer
 
-from .conftest import LAYERS, expected_layer, make_units, meta_for
+from .units import LAYERS, expected_layer, make_units, meta_for
 
 
 def write(uri, units, storage_dtype="bfloat16", **kwargs):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from layertap.store import open_writer
 
-from .conftest import make_units, meta_for
+from .units import make_units, meta_for
 
 FORMAT_DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 
