@@ -47,15 +47,22 @@ def test_one_liner_reads_a_shard_without_layertap(tmp_path, name, storage_dtype)
 
 
 def test_export_to_hugging_face_datasets(tmp_path):
-    pytest.importorskip("datasets")
     with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=10_000) as writer:
         for unit in make_units(10):
             writer.add(*unit.args())
     run = layertap.open(str(tmp_path / "run"))
     want = run.read_layer(5, segments=["test-input"])
-    ds = run.to_hf_dataset(5, cache_dir=tmp_path / "hf", segments=["test-input"])
-    assert len(ds) == len(want) and len(run.shards) > 1
-    ds = ds.with_format("numpy")
-    np.testing.assert_array_equal(ds["activation"], want.activations)
-    np.testing.assert_array_equal(ds["token_id"], want.token_ids)
-    np.testing.assert_array_equal(ds["segment"], want.segment)
+    assert len(run.shards) > 1
+    # A fresh interpreter: pytest puts tests/ on sys.path, where tests/multiprocess would
+    # shadow the `multiprocess` package that datasets imports.
+    program = f"""
+import layertap, numpy as np
+ds = layertap.open({str(tmp_path / "run")!r}).to_hf_dataset(5, cache_dir={str(tmp_path / "hf")!r}, segments=["test-input"])
+ds = ds.with_format("numpy")
+np.savez({str(tmp_path / "ds.npz")!r}, activation=ds["activation"], token_id=ds["token_id"], segment=ds["segment"])
+"""
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path)
+    got = np.load(tmp_path / "ds.npz")
+    np.testing.assert_array_equal(got["activation"], want.activations)
+    np.testing.assert_array_equal(got["token_id"], want.token_ids)
+    np.testing.assert_array_equal(got["segment"], want.segment)
