@@ -171,3 +171,14 @@ def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_
 def test_fetch_dir_of_an_empty_prefix_says_so(gcs, tmp_path):
     with pytest.raises(layertap.errors.LayerTapError, match="no objects under this prefix"):
         fs.fetch_dir(f"{gcs}/nothing-here", tmp_path)
+
+
+def test_access_denied_says_what_the_service_account_needs(gcs, proxy):
+    proxy.fault = lambda request: ("status", 403)
+    with pytest.raises(layertap.errors.LayerTapError, match="access denied .* roles/storage.objectUser"):
+        open_writer(gcs, meta_for())
+
+
+def test_a_missing_bucket_is_named(gcs):
+    with pytest.raises(layertap.errors.LayerTapError, match="no-such-bucket.*the bucket does not exist"):
+        open_writer("gs://no-such-bucket/run", meta_for())

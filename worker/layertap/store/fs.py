@@ -9,6 +9,7 @@ point the GCS client at an emulator (fake-gcs-server in the tests).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import struct
@@ -151,6 +152,29 @@ class LocalStore:
             os.close(fd)
 
 
+def _explain_gcs_errors(method):
+    """Turn the GCS errors a user can fix into a LayerTapError that says how."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
+
+        try:
+            return method(self, *args, **kwargs)
+        except (Forbidden, Unauthorized) as error:
+            raise LayerTapError(
+                f"{self.uri}: access denied ({error.message}); the worker's service account needs "
+                "roles/storage.objectUser on the bucket (Workload Identity on GKE, "
+                "`gcloud auth application-default login` locally)"
+            ) from None
+        except NotFound as error:
+            if "bucket" in str(error.message).lower():
+                raise LayerTapError(f"{self.uri}: the bucket does not exist") from None
+            raise
+
+    return wrapper
+
+
 class GcsStore:
     """A gs://bucket/prefix. Objects are immutable once written; uploads are resumable.
 
@@ -170,6 +194,7 @@ class GcsStore:
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @_explain_gcs_errors
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         from google.api_core.exceptions import NotFound
 
@@ -185,18 +210,22 @@ class GcsStore:
         except NotFound as error:
             raise FileNotFoundError(f"{self.uri}/{key}") from error
 
+    @_explain_gcs_errors
     def exists(self, key: str) -> bool:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
 
+    @_explain_gcs_errors
     def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
         data = b"".join(buffers)
         crc = crc32c_hex(crc32c.crc32c(data))
         self._upload(key, data, crc)
         return len(data), crc
 
+    @_explain_gcs_errors
     def write(self, key: str, data: bytes) -> None:
         self._upload(key, data, crc32c_hex(crc32c.crc32c(data)), replace=True)
 
+    @_explain_gcs_errors
     def create(self, key: str, data: bytes) -> bytes | None:
         from google.api_core.exceptions import PreconditionFailed
 
@@ -207,11 +236,13 @@ class GcsStore:
         except PreconditionFailed:
             return self.read(key)
 
+    @_explain_gcs_errors
     def list(self, prefix: str) -> dict[str, int]:
         base = self._name(prefix).rstrip("/") + "/"
         cut = len(self.prefix) + 1 if self.prefix else 0
         return {blob.name[cut:]: blob.size for blob in self.bucket.list_blobs(prefix=base, retry=_retry())}
 
+    @_explain_gcs_errors
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
@@ -279,9 +310,16 @@ def _client():
     """One client per endpoint (it holds a connection pool and is thread-safe)."""
     endpoint = os.environ.get("STORAGE_EMULATOR_HOST")
     if endpoint not in _CLIENTS:
+        from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
-        _CLIENTS[endpoint] = storage.Client()
+        try:
+            _CLIENTS[endpoint] = storage.Client()
+        except DefaultCredentialsError:
+            raise LayerTapError(
+                "gs:// needs Google credentials: Workload Identity on GKE, or "
+                "`gcloud auth application-default login` locally"
+            ) from None
     return _CLIENTS[endpoint]
 
 
