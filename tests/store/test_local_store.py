@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import layertap
 import ml_dtypes
@@ -212,3 +213,35 @@ def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
     writer.add(*make_units(1)[0].args())
     with pytest.raises(LayerTapError, match=str(tmp_path)):
         writer.close()
+
+
+def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, monkeypatch):
+    from layertap.store.fs import LocalStore
+
+    release = threading.Event()
+    real_put = LocalStore.put
+
+    def slow_put(self, key, buffers):
+        if key.startswith("shards/"):
+            release.wait(30)
+        return real_put(self, key, buffers)
+
+    monkeypatch.setattr(LocalStore, "put", slow_put)
+    units = make_units(12)
+    added = []
+    writer = open_writer(str(tmp_path), meta_for(), shard_bytes=1, queue_units=2, parallel_shards=1)
+
+    def produce():
+        for unit in units:
+            writer.add(*unit.args())
+            added.append(unit.unit_id)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join(1.0)
+    # one shard in the store, one sealed waiting for a slot, one being packed, two queued
+    assert producer.is_alive() and len(added) <= 5
+    release.set()
+    producer.join(30)
+    writer.close()
+    assert writer.committed_units() == {u.unit_id for u in units}

@@ -10,7 +10,8 @@
 `add` hands the unit to a bounded queue and returns; a packer thread encodes units into
 the storage dtype and cuts shards of about `shard_bytes`; up to `parallel_shards` shards
 are written or uploaded at once. Memory held is therefore bounded by
-queue_units units + (parallel_shards + 1) shards. A unit is never split across shards,
+queue_units units + (parallel_shards + 1) shards (in-flight shards count twice on GCS,
+where the upload buffer is assembled from the units' arrays). A unit is never split across shards,
 so "unit committed" is exactly "its shard's commit record exists".
 """
 
