@@ -71,7 +71,9 @@ RESOURCES_RULES: list[dict] = [
         f"!has(self.gpusPerHost) || !(self.accelerator in {_MAX_GPUS}) || self.gpusPerHost <= {_MAX_GPUS}[self.accelerator]",
         ".gpusPerHost",
         "more GPUs per host than one node of the accelerator has",
-        f"'a ' + self.accelerator + ' node has at most ' + string({_MAX_GPUS}[self.accelerator]) + ' GPUs'",
+        # A map of whole messages: the server's cost estimate cannot bound string(int).
+        _literal({a.name: f"a {a.name} node has at most {a.max_gpus_per_host} GPUs"
+                  for a in ACCELERATORS.values() if a.kind == "gpu"}) + "[self.accelerator]",
     ),
     _rule(
         f"!has(self.mesh) || {_DEVICES} % self.mesh.model == 0",

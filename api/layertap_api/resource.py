@@ -48,6 +48,7 @@ class ResourcesSpec(ApiModel):
     model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": RESOURCES_RULES}}
 
     accelerator: AcceleratorName = Field(
+        json_schema_extra={"maxLength": 32},  # bounds the CEL cost estimate of messages that quote it
         description="Node-pool accelerator, as GKE labels it: tpu-v5-lite-podslice, tpu-v6e-slice, tpu-v5p-slice, tpu-v4-podslice, nvidia-l4, ..., or cpu.",
     )
     topology: str | None = Field(

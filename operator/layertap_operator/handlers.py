@@ -86,11 +86,12 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
         raise kopf.PermanentError(f"invalid spec: {error}") from None
     jobset, problem = ensure_jobset(spec, owner)
     changed = changed_fields(applied_spec(jobset) or {}, spec.to_wire()) if jobset else []
-    if jobset and not changed:
+    if jobset:
         jobset = follow_suspend(jobset, spec)
     observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed)
     status, events = desired_status(observation, previous, datetime.now(timezone.utc))
-    patch.status.update(status)
+    if any(previous.get(key) != value for key, value in status.items()):
+        patch.status.update(status)  # only on change: a resync that sees nothing new writes nothing
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
