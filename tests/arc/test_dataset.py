@@ -1,0 +1,91 @@
+"""The runner's contract: DatasetSpec + tokenizer -> Samples with labels and provenance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from layertap.arc.augment import Augmentation
+from layertap.arc.budget import BudgetStats
+from layertap.arc.builtin import write_builtin_tasks
+from layertap.arc.dataset import iter_samples, segment_names, select_labels
+from layertap.arc.encoders import build_encoder
+from layertap.arc.segments import TEST_INPUT
+from layertap.errors import LayerTapError
+from layertap_api.spec import DatasetSpec
+
+
+@pytest.fixture(scope="module")
+def small_arc(tmp_path_factory):
+    return write_builtin_tasks(tmp_path_factory.mktemp("arc"), "arcagi1", limit=6)
+
+
+def spec(uri, **fields) -> DatasetSpec:
+    return DatasetSpec.model_validate({"uri": str(uri), "format": "arc-kaggle", "maxTokens": 131072, **fields})
+
+
+def test_samples_carry_tokens_labels_cells_and_provenance(small_arc, tokenizer) -> None:
+    samples = list(iter_samples(spec(small_arc, prompt={"augmentations": 2, "seed": 3}), tokenizer))
+    tasks = {s.meta["task_id"] for s in samples}
+    assert len(tasks) == 12  # 6 training + 6 evaluation tasks
+    assert [s.index for s in samples] == list(range(len(samples)))
+    first = samples[0]
+    assert first.token_ids.dtype == np.int32 and first.segments.dtype == np.int16 and first.cells.dtype == np.int16
+    assert first.meta["copy"] == 0 and first.meta["augmentation"] is None
+    assert tokenizer.decode(first.token_ids).endswith("### Output\n\n```grid")
+    augmented = [s for s in samples if s.meta["copy"] > 0]
+    assert len(augmented) == 2 * len([s for s in samples if s.meta["copy"] == 0])
+    json.dumps([s.meta for s in samples])  # provenance is plain JSON
+    # Provenance reverts: the test-input cells of an augmented sample, mapped back, are an original test input.
+    sample = augmented[0]
+    augmentation = Augmentation.from_json(sample.meta["augmentation"])
+    cells = sample.cells[sample.segments == TEST_INPUT]
+    cells = cells[cells[:, 0] >= 0]
+    grid = np.zeros((cells[:, 0].max() + 1, cells[:, 1].max() + 1), dtype=np.int8)
+    grid[cells[:, 0], cells[:, 1]] = cells[:, 2]
+    original = augmentation.revert_grid(grid)
+    (task,) = [s for s in samples if s.meta["task_id"] == sample.meta["task_id"] and s.meta["copy"] == 0][:1]
+    text = tokenizer.decode(task.token_ids)
+    assert build_encoder("Shape(RowNumber(Minimal))").to_text(original) in text
+
+
+def test_order_is_deterministic_and_max_samples_stops(small_arc, tokenizer) -> None:
+    full = list(iter_samples(spec(small_arc, prompt={"augmentations": 1}), tokenizer))
+    again = list(iter_samples(spec(small_arc, prompt={"augmentations": 1}), tokenizer))
+    assert all(np.array_equal(a.token_ids, b.token_ids) and a.meta == b.meta for a, b in zip(full, again))
+    head = list(iter_samples(spec(small_arc, maxSamples=5, prompt={"augmentations": 1}), tokenizer))
+    assert [s.meta for s in head] == [s.meta for s in full[:5]]
+
+
+def test_token_budget_policies_count_what_they_do(small_arc, tokenizer) -> None:
+    lengths = sorted(len(s.token_ids) for s in iter_samples(spec(small_arc), tokenizer))
+    limit = lengths[len(lengths) // 2]
+    counts = {}
+    for policy in ("drop", "shorten", "truncate"):
+        budget = BudgetStats()
+        samples = list(iter_samples(spec(small_arc, maxTokens=limit, overLimit=policy), tokenizer, budget=budget))
+        assert all(len(s.token_ids) <= limit for s in samples)
+        counts[policy] = (budget, samples)
+    drop, shorten, truncate = (counts[p][0] for p in ("drop", "shorten", "truncate"))
+    over = sum(1 for n in lengths if n > limit)
+    assert drop.dropped == over and drop.kept == len(lengths) - over
+    assert shorten.shortened > 0 and shorten.shortened + shorten.dropped == over
+    assert any(s.meta["shortened"] for s in counts["shorten"][1])
+    assert truncate.truncated == over and len(counts["truncate"][1]) == len(lengths)
+    assert "prompts kept" in str(shorten)
+
+
+def test_training_variant_labels_the_answer(small_arc, tokenizer) -> None:
+    (sample,) = iter_samples(spec(small_arc, maxSamples=1, prompt={"variant": "training"}), tokenizer)
+    answer = select_labels(["answer"])[0]
+    assert (sample.cells[sample.segments == answer][:, 0] >= 0).any()
+    assert segment_names[answer] == "answer"
+
+
+def test_spec_errors_name_the_field(small_arc, tokenizer) -> None:
+    with pytest.raises(LayerTapError, match=r"dataset.prompt.gridEncoder: grid encoder 'Nope'"):
+        next(iter_samples(spec(small_arc, prompt={"gridEncoder": "Nope"}), tokenizer))
+    with pytest.raises(LayerTapError, match=r"dataset.format: 'text-jsonl' is not an ARC format"):
+        next(iter_samples(spec(small_arc, format="text-jsonl"), tokenizer))

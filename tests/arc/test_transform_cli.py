@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+from layertap.arc.readers import read_tasks
+from layertap.cli import main
+
+A, B, C, D = [[1, 2], [3, 4]], [[5]], [[0, 0, 7]], [[9], [8]]
+
+
+def write_rows(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_barc_jsonl_to_arc_json_files_and_solutions(tmp_path, capsys) -> None:
+    rows = [{"examples": [[A, B], [C, D], [D, A]]}, {"examples": [[A, B], [C, D], [D, A]]}, {"examples": [[C, C], [D, D]]}]
+    write_rows(tmp_path / "in.jsonl", rows)
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out")]) == 0
+    assert "3 tasks read, 0 invalid skipped; 2 tasks written, 1 duplicates dropped" in capsys.readouterr().err
+    files = sorted((tmp_path / "out" / "tasks").iterdir())
+    assert len(files) == 2
+    solutions = json.loads((tmp_path / "out" / "solutions.json").read_text())
+    tasks = {t.id: t for t in read_tasks(tmp_path / "out" / "tasks", "arc-json")}
+    assert set(tasks) == set(solutions) == {f.stem for f in files}
+    for task_id, outputs in solutions.items():
+        assert outputs == [p.output.tolist() for p in tasks[task_id].test]
+    # Ids come from content: a second run writes the same names.
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "again")]) == 0
+    assert sorted(f.name for f in (tmp_path / "again" / "tasks").iterdir()) == [f.name for f in files]
+
+
+def test_split_max_samples_and_kaggle_layout(tmp_path) -> None:
+    write_rows(tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D], [D, A], [B, B]]}, {"examples": [[C, C], [D, D], [A, A]]}])
+    args = ["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--layout", "kaggle", "--test-pairs", "2", "--max-samples", "1"]
+    assert main(args) == 0
+    challenges = json.loads((tmp_path / "out" / "challenges.json").read_text())
+    solutions = json.loads((tmp_path / "out" / "solutions.json").read_text())
+    ((task_id, task),) = challenges.items()
+    assert len(task["train"]) == 2 and task["test"] == [{"input": D}, {"input": B}]
+    assert solutions == {task_id: [A, B]}
+    (tmp_path / "out" / "x_challenges.json").write_text(json.dumps(challenges))
+    (tmp_path / "out" / "x_solutions.json").write_text(json.dumps(solutions))
+    (back,) = read_tasks(tmp_path / "out" / "x_challenges.json", "arc-kaggle")
+    assert back.test[1].output.tolist() == B
+
+
+def test_invalid_rows_stop_or_are_counted(tmp_path, capsys) -> None:
+    write_rows(tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D]]}, {"examples": [[[[1, 2], [3]], B], [C, D]]}])
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out")]) == 2
+    assert "in.jsonl, line 2: example 0 input: not rectangular" in capsys.readouterr().err
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--skip-invalid"]) == 0
+    err = capsys.readouterr().err
+    assert "1 tasks read, 1 invalid skipped" in err and "skipped: " in err
+
+
+def test_unsafe_task_ids_are_refused(tmp_path, capsys) -> None:
+    (tmp_path / "all.json").write_text(json.dumps({"../evil": {"train": [{"input": A, "output": B}], "test": [{"input": C}]}}))
+    assert main(["transform", str(tmp_path / "all.json"), str(tmp_path / "out")]) == 2
+    assert "task id '../evil' is not a safe file name" in capsys.readouterr().err
+    assert not (tmp_path / "evil.json").exists()
+
+
+def test_streams_rows_one_at_a_time(tmp_path) -> None:
+    """Tasks are written as their rows are read: a bad row 3000 finds rows 1..2999 already on disk."""
+    with (tmp_path / "big.jsonl").open("w") as f:
+        for i in range(2999):
+            digits = [int(d) for d in f"{i:05d}"]
+            f.write(json.dumps({"examples": [[[digits] * 3, A], [C, D]]}) + "\n")
+        f.write("{broken\n")
+    assert main(["transform", str(tmp_path / "big.jsonl"), str(tmp_path / "out")]) == 2
+    assert len(list((tmp_path / "out" / "tasks").iterdir())) == 2999

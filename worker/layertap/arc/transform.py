@@ -1,0 +1,95 @@
+"""Rewrite ARC-style data as ARC-AGI JSON: one file per task plus Kaggle-layout solutions.
+
+Streams its input (one task in memory at a time); dedupes by content; keeps source ids
+and gives id-less tasks (BARC rows) an id derived from their content, so reruns agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from layertap.arc.task import Task
+from layertap.errors import LayerTapError
+
+Layout = Literal["files", "kaggle"]
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass
+class TransformStats:
+    written: int = 0
+    duplicates: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.written} tasks written, {self.duplicates} duplicates dropped"
+
+
+class _JsonObjectWriter:
+    """Writes {"key": value, ...} one entry at a time, to a temporary file renamed on close."""
+
+    def __init__(self, path: Path):
+        self.path, self.partial = path, path.with_name(path.name + ".partial")
+        self.file = self.partial.open("w", encoding="utf-8")
+        self.file.write("{")
+        self.first = True
+
+    def add(self, key: str, value: object) -> None:
+        self.file.write(("" if self.first else ",\n") + json.dumps(key) + ": " + json.dumps(value, separators=(",", ":")))
+        self.first = False
+
+    def close(self) -> None:
+        self.file.write("}\n")
+        self.file.close()
+        os.replace(self.partial, self.path)
+
+
+def write_tasks(
+    tasks: Iterable[Task],
+    out_dir: Path,
+    *,
+    layout: Layout = "files",
+    dedupe: bool = True,
+    max_tasks: int | None = None,
+) -> TransformStats:
+    """files: `out_dir/tasks/<id>.json` (ARC-AGI form, test outputs included when known) and
+    `out_dir/solutions.json`; kaggle: `out_dir/challenges.json` (no test outputs) and
+    `out_dir/solutions.json`. Solutions map each id to its test outputs, in test order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if layout == "files":
+        (out_dir / "tasks").mkdir(exist_ok=True)
+    solutions = _JsonObjectWriter(out_dir / "solutions.json")
+    challenges = _JsonObjectWriter(out_dir / "challenges.json") if layout == "kaggle" else None
+    stats = TransformStats()
+    seen_content: set[bytes] = set()
+    seen_ids: set[str] = set()
+    for task in tasks:
+        if max_tasks is not None and stats.written >= max_tasks:
+            break
+        digest = hashlib.sha256(task.content_hash().encode()).digest()[:16]
+        if dedupe and digest in seen_content:
+            stats.duplicates += 1
+            continue
+        seen_content.add(digest)
+        if not _SAFE_ID.fullmatch(task.id):
+            raise LayerTapError(f"task id {task.id!r} is not a safe file name ([A-Za-z0-9_.-], at most 128)")
+        if task.id in seen_ids:
+            raise LayerTapError(f"task id {task.id!r} appears twice with different grids")
+        seen_ids.add(task.id)
+        if challenges is None:
+            (out_dir / "tasks" / f"{task.id}.json").write_text(json.dumps(task.to_json(), separators=(",", ":")))
+        else:
+            challenges.add(task.id, task.to_json(test_outputs=False))
+        if all(p.output is not None for p in task.test):
+            solutions.add(task.id, [p.output.tolist() for p in task.test])
+        stats.written += 1
+    solutions.close()
+    if challenges is not None:
+        challenges.close()
+    return stats
