@@ -138,17 +138,22 @@ def test_namespace_list_binds_the_operator_in_those_namespaces_only(render):
     ]
 
 
-def test_operator_cluster_scope_is_read_only_crds(render):
-    rules = named(render(), "ClusterRole", "layertap-operator-cluster")["rules"]
-    assert rules == [
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]}
-    ]
+CRDS_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]}
+NAMESPACES_READ = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+
+
+@pytest.mark.parametrize(
+    ("sets", "rules"), [([], [CRDS_READ]), (["operator.watchNamespaces={a}"], [CRDS_READ, NAMESPACES_READ])]
+)
+def test_operator_cluster_scope_is_read_only_discovery(render, sets, rules):
+    """kopf follows namespaces only when it serves a list of them (otherwise it watches cluster-wide)."""
+    assert named(render(*sets), "ClusterRole", "layertap-operator-cluster")["rules"] == rules
 
 
 def test_operator_role_never_touches_pods_secrets_or_progress_owners(render):
     rules = named(render(), "ClusterRole", "layertap-operator")["rules"]
     granted = {(group, resource): set(rule["verbs"]) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
-    assert granted[("jobset.x-k8s.io", "jobsets")] >= {"create", "get", "list", "watch", "patch"}
+    assert granted[("jobset.x-k8s.io", "jobsets")] == {"create", "get", "list", "watch", "patch"}
     assert granted[("layertap.dev", "activationextractions/status")] == {"get", "patch"}
     assert "*" not in {verb for verbs in granted.values() for verb in verbs}
     assert not {resource for _, resource in granted} & {"pods", "secrets", "configmaps", "*"}
@@ -163,6 +168,12 @@ def test_worker_role_may_only_read_its_resource_and_patch_status(render):
     binding = named(docs, "RoleBinding", "layertap-worker")
     assert binding["metadata"]["namespace"] == "research"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "layertap-worker", "namespace": "research"}]
+
+
+@pytest.mark.parametrize(("sets", "image"), [([], "ghcr.io/layertap/layertap-worker:0.1.0"), (["worker.image.tag=dev"], "ghcr.io/layertap/layertap-worker:dev")])
+def test_operator_knows_the_default_worker_image(render, sets, image):
+    env = {e["name"]: e.get("value") for e in operator_container(render(*sets))["env"]}
+    assert env["LAYERTAP_WORKER_IMAGE"] == image
 
 
 def test_worker_service_account_carries_workload_identity_annotation(render):

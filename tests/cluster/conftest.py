@@ -44,6 +44,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -154,6 +155,21 @@ def _write_service_account_key(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def _wait_etcd(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"etcd exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if json.load(response).get("health") == "true":
+                    return
+        except (urllib.error.URLError, ConnectionError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"etcd not healthy after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
 def _wait_ready(url: str, token: str, ca_file: Path, process: subprocess.Popen, log: Path) -> None:
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else None
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -211,15 +227,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane() -> Iterator[ControlPlane]:
     missing = [name for name in REQUIRED if not (BIN / name).exists()]
     if missing or not JOBSET_CRD.exists():
         pytest.skip(
             f"test control plane not built ({', '.join(missing) or JOBSET_CRD.name} missing in {BIN}): "
             "run bash tests/setup.d/10-controlplane.sh && bash tests/setup.d/20-helm.sh"
         )
-    workdir = tmp_path_factory.mktemp("controlplane")
-    workdir.chmod(0o700)
+    # Not under pytest's basetemp: a concurrent pytest session may prune it while we run.
+    workdir = Path(tempfile.mkdtemp(prefix="layertap-controlplane-"))
     etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     etcd_log = workdir / "etcd.log"
@@ -239,6 +255,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         stdout=etcd_log.open("w"),
         stderr=subprocess.STDOUT,
     )
+    _wait_etcd(etcd_url, etcd, etcd_log)
     token = secrets.token_hex(24)
     tokens = workdir / "tokens.csv"
     tokens.write_text(f'{token},admin,admin,"system:masters"\n')
@@ -259,6 +276,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             f"--token-auth-file={tokens}",
             # RBAC only, as on GKE: the chart's roles are what the tests exercise.
             "--authorization-mode=RBAC",
+            # Owner references that block deletion need rights on the owner, as on strict clusters.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -291,7 +310,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     finally:
         _stop(apiserver)
         _stop(etcd)
-        shutil.rmtree(workdir / "etcd", ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -55,6 +55,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
 {{- end }}
 
+{{- define "layertap.worker.image" -}}
+{{- printf "%s:%s" .Values.worker.image.repository (default .Chart.AppVersion .Values.worker.image.tag) }}
+{{- end }}
+
 {{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
 {{- define "layertap.worker.namespaces" -}}
 {{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
