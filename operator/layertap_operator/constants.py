@@ -35,6 +35,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # kopf's own bookkeeping (handler progress, last handled spec) lives in annotations
 # with this prefix: the status schema has no room for it, and workers own status.progress.
 KOPF_ANNOTATION_PREFIX = "operator.layertap.dev"
+FINALIZER = f"{KOPF_ANNOTATION_PREFIX}/finalizer"
 
 # Operator configuration (its Deployment's environment).
 ENV_DEFAULT_WORKER_IMAGE = "LAYERTAP_WORKER_IMAGE"

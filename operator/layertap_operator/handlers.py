@@ -50,6 +50,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping goes into our annotations: the status schema has no place for it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=c.KOPF_ANNOTATION_PREFIX)
+    # kopf holds each resource with a finalizer while its timer runs, to stop the timer
+    # before the resource goes; the JobSet itself goes by garbage collection.
+    settings.persistence.finalizer = c.FINALIZER
     # One replica (Recreate): no peering objects to create, no RBAC for them.
     settings.peering.standalone = True
     settings.posting.level = logging.INFO

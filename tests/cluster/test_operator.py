@@ -152,6 +152,17 @@ def test_example_makes_exactly_one_jobset_even_across_restarts(control_plane, op
     assert status["phase"] == "Pending" and condition(status, "JobSetCreated")["status"] == "True"
 
 
+def test_deletion_releases_the_resource(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    assert control_plane.get("ae", "qwen-arc", namespace)["metadata"]["finalizers"] == ["operator.layertap.dev/finalizer"]
+    control_plane.kubectl("delete", "ae", "qwen-arc", "-n", namespace, "--timeout=20s")
+    assert control_plane.get_list("ae", namespace) == []
+    # The JobSet goes by garbage collection of its owner reference (no kube-controller-manager here).
+    (jobset,) = control_plane.get_list("jobsets", namespace)
+    assert jobset["metadata"]["ownerReferences"][0]["kind"] == "ActivationExtraction"
+
+
 def test_printer_columns_and_short_names(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("phase"), "a phase")
