@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from layertap.arc.augment import Augmentation
 from layertap.arc.budget import BudgetStats
 from layertap.arc.builtin import write_builtin_tasks

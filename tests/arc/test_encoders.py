@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from layertap.arc.encoders import DEFAULT_ENCODER, build_encoder
 from layertap.arc.grids import GridError
 

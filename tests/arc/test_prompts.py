@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import render_prompt
 from layertap.errors import LayerTapError

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from layertap.arc.colours import grid_to_words
 from layertap.arc.readers import InvalidRecord, ReadStats, read_tasks
 from layertap.arc.records import Split

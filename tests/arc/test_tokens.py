@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
-
 from layertap.arc import segments
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import render_prompt
 from layertap.arc.tokens import label_tokens
 from layertap.model.random_checkpoint import CHAT_TEMPLATE, QWEN2_SPLIT
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 DEFAULT = build_encoder("Shape(RowNumber(Minimal))")
 SYMBOLS = "ñò÷ûąćďęĚĞ"

@@ -11,6 +11,7 @@ text); `select_labels(["test-input"])` gives the labels `extraction.segments` se
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def iter_samples(
             for test_index in range(len(view.test)):
                 fitted = fit_to_budget(
                     view,
-                    lambda t: build(t, test_index),
+                    partial(build, test_index=test_index),
                     dataset.max_tokens,
                     dataset.over_limit,
                     budget,

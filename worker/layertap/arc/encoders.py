@@ -148,7 +148,7 @@ class RepeatNumber(GridEncoder):
 class _Wrapper(GridEncoder):
     def __init__(self, inner: GridEncoder):
         if not isinstance(inner, GridEncoder):
-            raise ValueError(f"{type(self).__name__} wraps a grid encoder, got {inner!r}")
+            raise TypeError(f"{type(self).__name__} wraps a grid encoder, got {inner!r}")
         self.inner = inner
 
     def __str__(self) -> str:

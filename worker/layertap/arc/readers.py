@@ -21,6 +21,7 @@ from layertap.errors import LayerTapError
 
 ArcFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl"]
 ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+LAST_PAIR_IS_TEST = Split(test_pairs=1)
 
 
 class InvalidRecord(LayerTapError):
@@ -49,7 +50,7 @@ def read_tasks(
     uri: str | Path,
     format: ArcFormat,
     *,
-    split: Split = Split(),
+    split: Split = LAST_PAIR_IS_TEST,
     skip_invalid: bool = False,
     stats: ReadStats | None = None,
 ) -> Iterator[Task]:
@@ -179,11 +180,12 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[str, object]]:
 
 
 def _parquet_rows(file: Path) -> Iterator[tuple[str, object]]:
-    import pyarrow.parquet as pq  # only parquet inputs need pyarrow
+    import pyarrow as pa  # only parquet inputs need pyarrow
+    import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(file)
-    except Exception as error:  # pyarrow raises several types for a file that is not parquet
+    except (pa.ArrowException, OSError) as error:
         raise LayerTapError(f"{file}: not a readable parquet file ({error})") from None
     index = 0
     for batch in parquet.iter_batches(batch_size=256):

@@ -41,7 +41,7 @@ class Split:
         return tuple(pairs[:cut]), tuple(pairs[cut:])
 
 
-def task_from_record(record: object, split: Split = Split()) -> Task:
+def task_from_record(record: object, split: Split | None = None) -> Task:
     """The task a record describes; raises GridError with the reason when it is invalid."""
     if not isinstance(record, dict):
         raise GridError(f"expected a JSON object, got {type(record).__name__}")
@@ -50,7 +50,7 @@ def task_from_record(record: object, split: Split = Split()) -> Task:
         task = task_from_json(body, task_id="")
         explicit = next((str(record[k]) for k in ID_KEYS if record.get(k) not in (None, "")), None)
     elif "examples" in record:
-        task = _barc_task(_maybe_json(record["examples"]), split)
+        task = _barc_task(_maybe_json(record["examples"]), split or Split())
         explicit = None
     elif "messages" in record:
         task = _chat_task(_maybe_json(record["messages"]))
