@@ -53,17 +53,18 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> o
 
 
 class Operator:
-    """`kopf run` of layertap_operator.handlers against the test API server."""
+    """`kopf run` of layertap_operator.handlers against the test API server, as the chart's operator account."""
 
-    def __init__(self, control_plane, log: Path) -> None:
-        self.control_plane, self.log = control_plane, log
+    def __init__(self, control_plane, log: Path, kubeconfig: Path) -> None:
+        self.control_plane, self.log, self.kubeconfig = control_plane, log, kubeconfig
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**self.control_plane.env, "LAYERTAP_WORKER_IMAGE": IMAGE, "LAYERTAP_RESYNC_SECONDS": "1"}
+        env = {**self.control_plane.env, "KUBECONFIG": str(self.kubeconfig),
+               "LAYERTAP_WORKER_IMAGE": IMAGE, "LAYERTAP_RESYNC_SECONDS": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kopf", "run", "-m", "layertap_operator.handlers", "--all-namespaces",
              "--standalone", f"--liveness=http://127.0.0.1:{port}/healthz"],
@@ -90,10 +91,26 @@ class Operator:
                 self.process.wait()
 
 
+OPERATOR_NAMESPACE = "layertap-operator-tests"
+
+
+def operator_kubeconfig(control_plane) -> Path:
+    """Credentials of the operator's ServiceAccount, bound cluster-wide by the chart's own RBAC."""
+    control_plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
+    rendered = control_plane.helm(
+        "template", "optest", str(REPO / "charts/layertap"), "-n", OPERATOR_NAMESPACE,
+        "--show-only", "templates/operator/serviceaccount.yaml", "--show-only", "templates/operator/rbac.yaml",
+    ).stdout
+    control_plane.apply(rendered)
+    (account,) = [sa["metadata"]["name"] for sa in control_plane.get_list("serviceaccounts", OPERATOR_NAMESPACE)
+                  if sa["metadata"]["name"].endswith("-operator")]
+    return control_plane.kubeconfig_for(account, OPERATOR_NAMESPACE)
+
+
 @pytest.fixture(scope="module")
 def operator(control_plane, tmp_path_factory) -> Iterator[Operator]:
     control_plane.apply_crd(CRD)
-    op = Operator(control_plane, tmp_path_factory.mktemp("operator") / "kopf.log")
+    op = Operator(control_plane, tmp_path_factory.mktemp("operator") / "kopf.log", operator_kubeconfig(control_plane))
     op.start()
     yield op
     op.stop()
@@ -150,6 +167,24 @@ def test_example_makes_exactly_one_jobset_even_across_restarts(control_plane, op
     assert len(control_plane.get_list("jobsets", namespace)) == 1
     status = status_of(control_plane, namespace)
     assert status["phase"] == "Pending" and condition(status, "JobSetCreated")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"},
+        {"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2},
+        {"accelerator": "tpu-v5p-slice", "topology": "2x2x1", "mesh": {"model": 4}},
+        {"accelerator": "nvidia-h100-80gb", "hosts": 2, "gpusPerHost": 8},
+        {"accelerator": "cpu", "hosts": 2, "cpu": "2", "memory": "4Gi"},
+    ],
+)
+def test_every_kind_of_jobset_is_accepted_by_the_server(control_plane, namespace, resources) -> None:
+    spec = ActivationExtractionSpec.model_validate({**EXAMPLE["spec"], "resources": resources, "queueName": "q",
+                                                    "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 60})
+    jobset = build_jobset(spec, Owner("qwen-arc", namespace, "4f8e2a8c-3c1e-4d8e-9a57-0e1f2a3b4c5d"), IMAGE)
+    # Server-side apply validates strictly: an unknown field is an error, not silently pruned.
+    control_plane.apply(jobset, namespace=namespace, dry_run=True)
 
 
 def test_deletion_releases_the_resource(control_plane, operator, namespace) -> None:
