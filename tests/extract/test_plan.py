@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layertap.extract.plan import make_plan, pack_rows, unit_id
+from layertap.extract.plan import bucket_lengths, make_plan, pack_rows, plan_cost, unit_id
 
 
-def random_lengths(n: int, seed: int = 0, high: int = 300) -> dict[int, int]:
+def random_lengths(n: int, seed: int = 0, low: int = 1, high: int = 300) -> dict[int, int]:
     rng = np.random.default_rng(seed)
-    return {i: int(n) for i, n in enumerate(rng.integers(1, high, size=n))}
+    return {i: int(n) for i, n in enumerate(rng.integers(low, high, size=n))}
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -22,33 +22,65 @@ def test_packing_places_every_sample_once_within_the_row_length(seed):
     assert len(rows) <= 1.05 * sum(lengths.values()) / 384 + 1
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_plan_covers_every_sample_once_in_rows_that_fit(seed):
+    plan = make_plan(random_lengths(700, seed, high=2000), rows_per_step=8)
+    placed = [i for step in plan.steps for row in step.rows for i in row]
+    assert sorted(placed) == sorted(plan.lengths)
+    for step in plan.steps:
+        assert len(step.rows) == 8
+        assert all(sum(plan.lengths[i] for i in row) <= step.row_length for row in step.rows)
+        assert step.max_per_row >= max(len(row) for row in step.rows)
+    assert sum(plan.step_tokens(s) for s in range(plan.num_steps)) == plan.useful_tokens
+    assert sum(plan.step_samples(s) for s in range(plan.num_steps)) == len(plan.lengths)
+
+
+QWEN_0_5B_ATTENTION = 1.2e-4  # runner.attention_weight of Qwen2.5-0.5B
+
+
+def test_mostly_short_samples_get_short_rows_when_that_is_cheaper():
+    lengths = random_lengths(2000, seed=1, low=20, high=400) | {2000: 1999}  # one long outlier
+    plan = make_plan(lengths, rows_per_step=8, attention_weight=QWEN_0_5B_ATTENTION)
+    assert plan.row_lengths[0] == 512 and plan.row_lengths[-1] == 2048
+    assert len(plan.row_lengths) <= 3 and bucket_lengths(1999) == [512, 1024, 2048]
+    row_length_of = {i: step.row_length for step in plan.steps for row in step.rows for i in row}
+    assert row_length_of[2000] == 2048 and row_length_of[0] == 512
+    assert plan_cost(plan, QWEN_0_5B_ATTENTION) < plan_cost(make_plan(lengths, 8, max_buckets=1), QWEN_0_5B_ATTENTION)
+
+
+def test_uniform_lengths_keep_one_row_length_where_buckets_would_pad_more():
+    lengths = random_lengths(2000, seed=1, high=2000)
+    plan = make_plan(lengths, rows_per_step=8, attention_weight=QWEN_0_5B_ATTENTION)
+    assert plan.row_lengths == [2048] and plan.padding_fraction < 0.02
+    assert make_plan(lengths, rows_per_step=8).row_lengths == [2048]  # no attention price: fewest tokens fed
+
+
+def test_a_length_with_less_than_one_step_of_rows_hands_its_samples_up():
+    lengths = {0: 1000, 1: 1000, 2: 50, 3: 60}  # two short samples fill one row, not a step of 4
+    plan = make_plan(lengths, rows_per_step=4, attention_weight=1.0)
+    assert plan.row_lengths == [1024]
+    assert plan.num_steps == 1
+
+
+def test_padding_fraction():
+    plan = make_plan(random_lengths(101, seed=1), rows_per_step=8)
+    fed = sum(8 * s.row_length for s in plan.steps)
+    assert plan.padding_fraction == pytest.approx(1 - plan.useful_tokens / fed)
+    assert 0 < plan.padding_fraction < 0.25
+
+
 def test_plan_is_a_pure_function_of_lengths_and_config():
-    lengths = random_lengths(200, seed=3)
+    lengths = random_lengths(300, seed=3, high=1500)
     shuffled = dict(sorted(lengths.items(), key=lambda kv: -kv[0]))
     a, b = make_plan(lengths, 8), make_plan(shuffled, 8)
     assert a.steps == b.steps and a.fingerprint() == b.fingerprint()
     assert make_plan(lengths, 4).fingerprint() != a.fingerprint()
 
 
-def test_every_step_has_the_same_shape_and_the_last_is_padded_with_empty_rows():
-    plan = make_plan(random_lengths(101, seed=1), rows_per_step=8)
-    assert plan.row_length % 128 == 0 and plan.row_length >= max(plan.lengths.values())
-    assert all(len(step) == 8 for step in plan.steps)
-    assert sum(1 for step in plan.steps for row in step if row) == len(pack_rows(plan.lengths, plan.row_length))
-    assert plan.steps[-1][-1] == () or all(plan.steps[-1])
-    assert plan.max_per_row == max(len(row) for step in plan.steps for row in step)
-    assert sum(plan.step_tokens(s) for s in range(plan.num_steps)) == plan.useful_tokens
-    fed = plan.num_steps * 8 * plan.row_length
-    assert plan.padding_fraction == pytest.approx(1 - plan.useful_tokens / fed)
-
-
-def test_explicit_row_length_must_fit_the_longest_sample():
-    with pytest.raises(ValueError, match="does not fit"):
-        make_plan({0: 300}, 2, row_length=256)
+def test_empty_plan_is_an_error():
     with pytest.raises(ValueError, match="no samples"):
         make_plan({}, 2)
 
 
 def test_unit_ids_are_unique_per_step_and_process():
-    ids = {unit_id(s, p, 3) for s in range(10) for p in range(3)}
-    assert ids == set(range(30))
+    assert {unit_id(s, p, 3) for s in range(10) for p in range(3)} == set(range(30))

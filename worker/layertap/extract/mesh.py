@@ -67,9 +67,9 @@ def rows_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(DATA, *(None,) * (ndim - 1)))
 
 
-def local_rows(mesh: Mesh, rows: int, row_length: int) -> slice:
+def local_rows(mesh: Mesh, rows: int) -> slice:
     """The contiguous block of a step's rows that this process's devices hold."""
-    index_map = rows_sharding(mesh, 2).addressable_devices_indices_map((rows, row_length))
+    index_map = rows_sharding(mesh, 1).addressable_devices_indices_map((rows,))
     starts = sorted({index[0].indices(rows)[:2] for index in index_map.values()})
     lo, hi = starts[0][0], starts[-1][1]
     covered = sum(stop - start for start, stop in starts)

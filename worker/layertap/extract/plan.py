@@ -2,8 +2,9 @@
 
 Every process computes the same plan from the sample lengths and the config alone, so
 the processes agree on the work without talking to each other. Samples are packed end to
-end into rows of one fixed length (best-fit decreasing), so every step has the same shape
-[rows_per_step, row_length] and the step function compiles once.
+end (best-fit decreasing) into rows of a few fixed lengths (buckets), so every step has
+one of a few shapes [rows_per_step, row_length] and the step function compiles once per
+length, never in the steady state.
 
 A unit of work is one step of one process: the rows of that step its devices hold. The
 store makes a unit durable atomically; a restart skips the units already durable.
@@ -20,13 +21,19 @@ ROW_ALIGN = 128  # row lengths are multiples of this: friendly to TPU tiles and 
 
 
 @dataclass(frozen=True)
-class Plan:
-    """rows[step][row] is the tuple of sample indices packed, in order, into that row."""
+class Step:
+    """rows_per_step rows of row_length tokens; rows[r] is the tuple of sample indices packed,
+    in order, into row r (an empty tuple is a padding row)."""
 
     row_length: int
+    max_per_row: int  # K of the pooled outputs: most samples packed in one row of this length
+    rows: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Plan:
     rows_per_step: int
-    max_per_row: int  # most samples packed in one row (the K of the pooled outputs)
-    steps: tuple[tuple[tuple[int, ...], ...], ...]
+    steps: tuple[Step, ...]
     lengths: dict[int, int]  # sample index -> tokens fed
 
     @property
@@ -34,23 +41,28 @@ class Plan:
         return len(self.steps)
 
     @property
+    def row_lengths(self) -> list[int]:
+        """The distinct step shapes: one compilation each."""
+        return sorted({step.row_length for step in self.steps})
+
+    @property
     def useful_tokens(self) -> int:
         return sum(self.lengths.values())
 
     @property
     def padding_fraction(self) -> float:
-        fed = self.num_steps * self.rows_per_step * self.row_length
+        fed = sum(self.rows_per_step * step.row_length for step in self.steps)
         return 1.0 - self.useful_tokens / fed if fed else 0.0
 
     def step_tokens(self, step: int) -> int:
-        return sum(self.lengths[i] for row in self.steps[step] for i in row)
+        return sum(self.lengths[i] for row in self.steps[step].rows for i in row)
 
     def step_samples(self, step: int) -> int:
-        return sum(len(row) for row in self.steps[step])
+        return sum(len(row) for row in self.steps[step].rows)
 
     def fingerprint(self) -> str:
         """Stable hash of the plan: a resumed run must compute the very same plan."""
-        body = json.dumps([self.row_length, self.rows_per_step, self.steps], separators=(",", ":"))
+        body = json.dumps([self.rows_per_step, [(s.row_length, s.rows) for s in self.steps]], separators=(",", ":"))
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -60,6 +72,16 @@ def unit_id(step: int, process_index: int, process_count: int) -> int:
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def bucket_lengths(longest: int, buckets: int = 3) -> list[int]:
+    """Row lengths: the longest sample's, rounded up, and up to `buckets - 1` halvings of it.
+
+    Attention over a packed row costs ~ row length per token, so short samples go into
+    short rows; each length is one compiled shape.
+    """
+    top = round_up(longest, ROW_ALIGN)
+    return sorted({round_up(top >> i, ROW_ALIGN) for i in range(buckets)})
 
 
 def pack_rows(lengths: dict[int, int], row_length: int) -> list[tuple[int, ...]]:
@@ -82,27 +104,46 @@ def pack_rows(lengths: dict[int, int], row_length: int) -> list[tuple[int, ...]]
         rows[row].append(index)
         if space - n > 0:
             bisect.insort(free, (space - n, row))
-    packed = [tuple(sorted(row)) for row in rows]
-    return sorted(packed)
+    return sorted(tuple(sorted(row)) for row in rows)
 
 
-def make_plan(lengths: dict[int, int], rows_per_step: int, row_length: int | None = None) -> Plan:
-    """Plan a run over samples of the given lengths (sample index -> tokens)."""
+def make_plan(lengths: dict[int, int], rows_per_step: int, attention_weight: float = 0.0, max_buckets: int = 3) -> Plan:
+    """Plan a run over samples of the given lengths (sample index -> tokens).
+
+    Tries 1..max_buckets row lengths and keeps the cheapest plan. Cost of a row of length T
+    ~ T * (1 + attention_weight * T): dense work per token fed (padding included) plus
+    attention, which grows with the row length. Short rows cut attention but can pad more.
+    """
     if not lengths:
         raise ValueError("nothing to plan: no samples")
-    longest = max(lengths.values())
-    row_length = row_length or round_up(longest, ROW_ALIGN)
-    if longest > row_length:
-        raise ValueError(f"a sample of {longest} tokens does not fit rows of {row_length}")
-    rows = pack_rows(lengths, row_length)
-    steps = tuple(
-        tuple(rows[start : start + rows_per_step]) + ((),) * max(0, start + rows_per_step - len(rows))
-        for start in range(0, len(rows), rows_per_step)
-    )
-    return Plan(
-        row_length=row_length,
-        rows_per_step=rows_per_step,
-        max_per_row=max(len(row) for row in rows),
-        steps=steps,
-        lengths=dict(lengths),
-    )
+    plans = [_bucketed_plan(lengths, rows_per_step, buckets) for buckets in range(1, max_buckets + 1)]
+    return min(plans, key=lambda plan: (plan_cost(plan, attention_weight), len(plan.row_lengths)))
+
+
+def plan_cost(plan: Plan, attention_weight: float) -> float:
+    return sum(plan.rows_per_step * s.row_length * (1 + attention_weight * s.row_length) for s in plan.steps)
+
+
+def _bucketed_plan(lengths: dict[int, int], rows_per_step: int, buckets: int) -> Plan:
+    """Each sample goes to the shortest row length it fits. A length whose samples fill less
+    than one step hands them up to the next length: a nearly empty step costs more."""
+    row_lengths = bucket_lengths(max(lengths.values()), buckets)
+    by_length: dict[int, dict[int, int]] = {length: {} for length in row_lengths}
+    for index, n in lengths.items():
+        by_length[next(length for length in row_lengths if n <= length)][index] = n
+    steps: list[Step] = []
+    carried: dict[int, int] = {}
+    for length in row_lengths:
+        members = {**carried, **by_length[length]}
+        rows = pack_rows(members, length) if members else []
+        if length != row_lengths[-1] and len(rows) < rows_per_step:
+            carried = members
+            continue
+        carried = {}
+        max_per_row = max(len(row) for row in rows) if rows else 1
+        for start in range(0, len(rows), rows_per_step):
+            chunk = tuple(rows[start : start + rows_per_step])
+            steps.append(Step(length, max_per_row, chunk + ((),) * (rows_per_step - len(chunk))))
+    # dataset order across lengths: a step's place is that of its first sample
+    steps.sort(key=lambda step: (min(i for row in step.rows for i in row), step.row_length))
+    return Plan(rows_per_step=rows_per_step, steps=tuple(steps), lengths=dict(lengths))

@@ -68,7 +68,7 @@ class Prepared:
                 f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
                 f"{plan.useful_tokens} tokens" + (f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""),
                 f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {'excluded' if job.extraction.exclude_special_tokens else 'kept'}",
-                f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {plan.row_length} tokens "
+                f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {'/'.join(map(str, plan.row_lengths))} tokens "
                 f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices",
                 f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {self.config.hidden_size} "
                 f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}",
@@ -89,7 +89,7 @@ class Prepared:
                 "fingerprint": plan.fingerprint(),
                 "steps": plan.num_steps,
                 "rows_per_step": plan.rows_per_step,
-                "row_length": plan.row_length,
+                "row_lengths": plan.row_lengths,
                 "process_count": process_count,
                 "unit": "step * process_count + process_index",
             },
@@ -115,7 +115,8 @@ def prepare(job: JobSpec) -> Prepared:
     samples = {s.index: s for s in dataset.samples if keep[s.index].any()}
     if not samples:
         raise LayerTapError(f"dataset {job.dataset.uri}: no sample has a token left to store after the exclusions")
-    plan = make_plan({i: len(s.token_ids) for i, s in samples.items()}, job.extraction.batch_size)
+    lengths = {i: len(s.token_ids) for i, s in samples.items()}
+    plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
     return Prepared(job, config, layers, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
 
@@ -174,7 +175,7 @@ class UnitSink:
         acts = host_rows(out)
         t2 = time.perf_counter()
         if write:
-            rows = plan.steps[step][self.mine]
+            rows = plan.steps[step].rows[self.mine]
             records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
             t3 = time.perf_counter()
             self.writer.add(
@@ -237,7 +238,7 @@ def execute(
     if model_parallel > 1:
         params = jax.device_put(params, shardings)
     step_fn = make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
-    mine = local_rows(mesh, plan.rows_per_step, plan.row_length)
+    mine = local_rows(mesh, plan.rows_per_step)
 
     _check_process_count(job.output.uri, processes)
     writer_options = {"shard_bytes": shard_bytes} if shard_bytes else {"shard_bytes": job.output.shard_size_mb * 2**20}
@@ -269,8 +270,10 @@ def execute(
     with writer:
         for step in todo:
             t0 = time.perf_counter()
-            rows = plan.steps[step][mine]
-            batch = host.build_batch(rows, prepared.samples, prepared.keep, plan.row_length, plan.max_per_row, prepared.mode)
+            shape = plan.steps[step]
+            batch = host.build_batch(
+                shape.rows[mine], prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
+            )
             arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
             t1 = time.perf_counter()
             out = step_fn(params, arrays)
@@ -304,6 +307,15 @@ def execute(
         times=sink.times,
         compile_seconds=compile_seconds,
     )
+
+
+def attention_weight(config: Qwen2Config) -> float:
+    """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
+    (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
+    d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
+    n, k = config.num_attention_heads, config.num_key_value_heads
+    dense = 2 * (d * (n + 2 * k) * h + n * h * d + 3 * d * f)
+    return 4 * n * h / dense
 
 
 def human_bytes(n: float) -> str:
