@@ -57,15 +57,53 @@ def apply_rotary(x_btnh: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array) -> j
     return x_btnh * cos_bth[:, :, None, :] + rotated_btnh * sin_bth[:, :, None, :]
 
 
-def attention_mask(segment_ids_bt: jax.Array) -> jax.Array:
-    """[B, T, S] True where query t may attend key s: same segment and s <= t.
+# Queries per attention block: small enough that a block's logits stay in cache, large
+# enough for efficient matmuls (measured on CPU in benchmarks/bench_forward.py).
+QUERY_BLOCK = 512
+
+
+def attention_mask(segment_ids_bt: jax.Array, t0: int, t1: int) -> jax.Array:
+    """[B, t1 - t0, t1] True where query t in [t0, t1) may attend key s: same segment and s <= t.
 
     Padding (segment 0) attends only to padding, so no row is empty and nothing is NaN.
     """
-    length = segment_ids_bt.shape[1]
-    same_segment_bts = segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]
-    causal_ts = jnp.tril(jnp.ones((length, length), dtype=bool))
+    same_segment_bts = segment_ids_bt[:, t0:t1, None] == segment_ids_bt[:, None, :t1]
+    causal_ts = jnp.arange(t0, t1)[:, None] >= jnp.arange(t1)[None, :]
     return same_segment_bts & causal_ts
+
+
+def block_causal_attention(
+    q_bktgh: jax.Array,
+    k_bksh: jax.Array,
+    v_bksh: jax.Array,
+    segment_ids_bt: jax.Array,
+    precision: jax.lax.Precision,
+    block: int = QUERY_BLOCK,
+) -> jax.Array:
+    """softmax(q k^T + mask) v, causal within segments, one block of queries at a time.
+
+    Queries [t0, t1) only need keys [0, t1), so later keys are never multiplied: about half
+    the work of full causal attention at long T, and a block's logits stay small. (b, k)
+    lead every operand so that each product is a plain batched matmul whose logits need no
+    transpose; the [B, N, T, S] layout with a transposed result ran several times slower on
+    XLA's CPU backend. Returns [B, K, T, G, H].
+    """
+    length = q_bktgh.shape[2]
+    out_blocks = []
+    for t0 in range(0, length, block):
+        t1 = min(t0 + block, length)
+        logits_bktgs = jnp.einsum(
+            "bktgh,bksh->bktgs",
+            q_bktgh[:, :, t0:t1],
+            k_bksh[:, :, :t1],
+            precision=precision,
+            preferred_element_type=jnp.float32,
+        )
+        mask_bts = attention_mask(segment_ids_bt, t0, t1)
+        logits_bktgs = jnp.where(mask_bts[:, None, :, None, :], logits_bktgs, jnp.finfo(jnp.float32).min)
+        probs_bktgs = jax.nn.softmax(logits_bktgs, axis=-1).astype(v_bksh.dtype)
+        out_blocks.append(jnp.einsum("bktgs,bksh->bktgh", probs_bktgs, v_bksh[:, :, :t1], precision=precision))
+    return jnp.concatenate(out_blocks, axis=2)
 
 
 class Attention(nn.Module):
@@ -75,7 +113,7 @@ class Attention(nn.Module):
     dtype: Dtype
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, mask_bts: jax.Array) -> jax.Array:
+    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
         cfg = self.config
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         g = cfg.queries_per_kv_head
@@ -87,21 +125,18 @@ class Attention(nn.Module):
             return jnp.einsum("btd,dnh->btnh", x_btd, kernel, precision=precision) + bias
 
         q_btnh = apply_rotary(project("q", n), cos_bth, sin_bth)
-        k_bskh = apply_rotary(project("k", k), cos_bth, sin_bth)
-        v_bskh = project("v", k)
+        k_btkh = apply_rotary(project("k", k), cos_bth, sin_bth)
+        v_btkh = project("v", k)
 
-        # Scale queries (T x H values) rather than logits (T x S values).
-        q_btkgh = (q_btnh * jnp.asarray(h**-0.5, self.dtype)).reshape(*q_btnh.shape[:2], k, g, h)
-        logits_bkgts = jnp.einsum(
-            "btkgh,bskh->bkgts", q_btkgh, k_bskh, precision=precision, preferred_element_type=jnp.float32
+        # Scale queries (T x H values) rather than logits (T x S values). Query head
+        # k * G + j shares KV head k, as in HF's repeat_kv.
+        q_btnh = q_btnh * jnp.asarray(h**-0.5, self.dtype)
+        q_bktgh = q_btnh.reshape(*q_btnh.shape[:2], k, g, h).transpose(0, 2, 1, 3, 4)
+        out_bktgh = block_causal_attention(
+            q_bktgh, k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3), segment_ids_bt, precision
         )
-        logits_bkgts = jnp.where(mask_bts[:, None, None], logits_bkgts, jnp.finfo(jnp.float32).min)
-        probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1).astype(self.dtype)
-        out_btkgh = jnp.einsum("bkgts,bskh->btkgh", probs_bkgts, v_bskh, precision=precision)
-
         o_kernel = self.param("o_kernel", nn.initializers.lecun_normal(), (n, h, d)).astype(self.dtype)
-        out_btnh = out_btkgh.reshape(*out_btkgh.shape[:2], n, h)
-        return jnp.einsum("btnh,nhd->btd", out_btnh, o_kernel, precision=precision)
+        return jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
 
 
 class MLP(nn.Module):
@@ -129,9 +164,9 @@ class DecoderBlock(nn.Module):
     dtype: Dtype
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, mask_bts: jax.Array) -> jax.Array:
+    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
         eps = self.config.rms_norm_eps
         attn_in_btd = RMSNorm(eps, self.dtype, name="input_layernorm")(x_btd)
-        x_btd = x_btd + Attention(self.config, self.dtype, name="self_attn")(attn_in_btd, cos_bth, sin_bth, mask_bts)
+        x_btd = x_btd + Attention(self.config, self.dtype, name="self_attn")(attn_in_btd, cos_bth, sin_bth, segment_ids_bt)
         mlp_in_btd = RMSNorm(eps, self.dtype, name="post_attention_layernorm")(x_btd)
         return x_btd + MLP(self.config, self.dtype, name="mlp")(mlp_in_btd)

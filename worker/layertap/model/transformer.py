@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from layertap.model.config import Qwen2Config
-from layertap.model.modules import DecoderBlock, Dtype, attention_mask, rotary_cos_sin
+from layertap.model.modules import DecoderBlock, Dtype, rotary_cos_sin
 from layertap.model.tap import LayerTap
 
 
@@ -29,10 +29,9 @@ class Qwen2Decoder(nn.Module):
         embedding_vd = self.param("embed_tokens", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size))
         x_btd = jnp.take(embedding_vd.astype(self.dtype), token_ids_bt, axis=0)
         cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta, self.dtype)
-        mask_bts = attention_mask(segment_ids_bt)
 
         taps: dict[int, jax.Array] = {}
         for layer in range(self.tap.blocks_to_run):
-            x_btd = DecoderBlock(cfg, self.dtype, name=f"layers_{layer}")(x_btd, cos_bth, sin_bth, mask_bts)
+            x_btd = DecoderBlock(cfg, self.dtype, name=f"layers_{layer}")(x_btd, cos_bth, sin_bth, segment_ids_bt)
             self.tap.maybe_tap(layer, x_btd, taps)
         return self.tap.stack(taps)
