@@ -75,7 +75,9 @@ ACCELERATORS: dict[str, Accelerator] = {
     for a in [
         _tpu(
             "tpu-v4-podslice",
-            _multi_host("ct4p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x12 8x8x16 8x16x16 16x16x16"),
+            _multi_host(
+                "ct4p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x12 8x8x16 8x16x16 16x16x16"
+            ),
         ),
         _tpu(
             "tpu-v5-lite-podslice",
@@ -84,7 +86,9 @@ ACCELERATORS: dict[str, Accelerator] = {
         ),
         _tpu(
             "tpu-v5p-slice",
-            _multi_host("ct5p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x16 8x16x16 16x16x16 16x16x24"),
+            _multi_host(
+                "ct5p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x16 8x16x16 16x16x16 16x16x24"
+            ),
         ),
         _tpu(
             "tpu-v6e-slice",

@@ -72,8 +72,14 @@ RESOURCES_RULES: list[dict] = [
         ".gpusPerHost",
         "more GPUs per host than one node of the accelerator has",
         # A map of whole messages: the server's cost estimate cannot bound string(int).
-        _literal({a.name: f"a {a.name} node has at most {a.max_gpus_per_host} GPUs"
-                  for a in ACCELERATORS.values() if a.kind == "gpu"}) + "[self.accelerator]",
+        _literal(
+            {
+                a.name: f"a {a.name} node has at most {a.max_gpus_per_host} GPUs"
+                for a in ACCELERATORS.values()
+                if a.kind == "gpu"
+            }
+        )
+        + "[self.accelerator]",
     ),
     _rule(
         f"!has(self.mesh) || {_DEVICES} % self.mesh.model == 0",

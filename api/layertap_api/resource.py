@@ -33,11 +33,15 @@ class MeshSpec(ApiModel):
     """The device mesh (data x model). Unset: data parallel over every device."""
 
     model: int = Field(
-        default=1, ge=1, le=1024,
+        default=1,
+        ge=1,
+        le=1024,
         description="Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked by the worker).",
     )
     data: int | None = Field(
-        default=None, ge=1, le=65536,
+        default=None,
+        ge=1,
+        le=65536,
         description="Size of the data axis. Unset: devices / model; if set, data x model must equal the device count.",
     )
 
@@ -52,28 +56,40 @@ class ResourcesSpec(ApiModel):
         description="Node-pool accelerator, as GKE labels it: tpu-v5-lite-podslice, tpu-v6e-slice, tpu-v5p-slice, tpu-v4-podslice, nvidia-l4, ..., or cpu.",
     )
     topology: str | None = Field(
-        default=None, pattern=r"^[0-9]+x[0-9]+(x[0-9]+)?$", max_length=16,
+        default=None,
+        pattern=r"^[0-9]+x[0-9]+(x[0-9]+)?$",
+        max_length=16,
         description="TPU slice topology, e.g. 8x8 (v5e, v6e) or 2x2x4 (v4, v5p). Required for TPU, not allowed otherwise.",
     )
     slices: int = Field(
-        default=1, ge=1, le=64,
+        default=1,
+        ge=1,
+        le=64,
         description="Number of TPU slices (multislice over the data-center network). TPU only.",
     )
     hosts: int | None = Field(
-        default=None, ge=1, le=1024,
+        default=None,
+        ge=1,
+        le=1024,
         description="Number of worker pods on GPU or CPU node pools (default 1). On TPU the topology decides.",
     )
     gpus_per_host: int | None = Field(
-        default=None, ge=1, le=16,
+        default=None,
+        ge=1,
+        le=16,
         description="GPUs per worker pod (default 1), at most what one node of the accelerator has. GPU only.",
     )
     mesh: MeshSpec | None = Field(default=None, description="Device mesh; unset means data parallel over every device.")
     cpu: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN, max_length=16,
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        max_length=16,
         description="CPU request of each worker pod (Kubernetes quantity). Unset: 4 on CPU pools, nothing on TPU/GPU.",
     )
     memory: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN, max_length=16,
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        max_length=16,
         description="Memory request of each worker pod (Kubernetes quantity). Unset: 8Gi on CPU pools, nothing on TPU/GPU.",
     )
 
@@ -113,7 +129,7 @@ class ResourcesSpec(ApiModel):
         return data, model
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ResourcesSpec":
+    def _consistent(self) -> ResourcesSpec:
         info = self.info
         if info.kind == "tpu":
             valid = ", ".join(info.topologies)
@@ -139,9 +155,7 @@ class ResourcesSpec(ApiModel):
                 )
         if self.mesh:
             if self.devices % self.mesh.model:
-                raise ValueError(
-                    f"resources.mesh.model: {self.mesh.model} does not divide the {self.devices} devices"
-                )
+                raise ValueError(f"resources.mesh.model: {self.mesh.model} does not divide the {self.devices} devices")
             if self.mesh.data is not None and self.mesh.data * self.mesh.model != self.devices:
                 raise ValueError(
                     f"resources.mesh.data: data x model = {self.mesh.data * self.mesh.model}, "
@@ -155,11 +169,15 @@ class ActivationExtractionSpec(JobSpec):
 
     resources: ResourcesSpec = Field(description="Accelerator, topology and number of slices or hosts.")
     image: str | None = Field(
-        default=None, min_length=1, max_length=512,
+        default=None,
+        min_length=1,
+        max_length=512,
         description="Worker container image. Unset: the operator's default worker image.",
     )
     service_account_name: str = Field(
-        default="layertap-worker", pattern=DNS_LABEL_PATTERN, max_length=63,
+        default="layertap-worker",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
         description="ServiceAccount of the worker pods: it needs GCS access (Workload Identity) and may patch this resource's status.",
     )
     suspend: bool = Field(
@@ -167,19 +185,25 @@ class ActivationExtractionSpec(JobSpec):
         description="Suspend the run (pods are deleted, committed shards are kept); set back to false to resume.",
     )
     queue_name: str | None = Field(
-        default=None, pattern=DNS_LABEL_PATTERN, max_length=63,
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
         description="Kueue LocalQueue to submit to; the JobSet starts suspended and Kueue admits it.",
     )
     max_restarts: int = Field(
-        default=3, ge=0, le=100,
+        default=3,
+        ge=0,
+        le=100,
         description="How often the whole JobSet may restart after a pod fails (pre-emption, host error); each restart resumes from committed shards.",
     )
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Fail the run if it has not finished this many seconds after it started.",
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay.",
     )
 
@@ -197,5 +221,6 @@ class ActivationExtraction(ApiModel):
     kind: str = Field(default=KIND, description="ActivationExtraction")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: ActivationExtractionSpec = Field(description="What to extract, from what, and where to run it.")
-    status: ExtractionStatus | None = Field(default=None, description="Observed state, written by the operator and the workers.")
-
+    status: ExtractionStatus | None = Field(
+        default=None, description="Observed state, written by the operator and the workers."
+    )

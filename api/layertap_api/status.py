@@ -19,10 +19,13 @@ Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 class Condition(ApiModel):
     """One aspect of the state, as Kubernetes conditions are (metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="What the condition is about, e.g. JobSetCreated, SpecApplied, Completed.")
+    type: str = Field(
+        max_length=316, description="What the condition is about, e.g. JobSetCreated, SpecApplied, Completed."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(
-        max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
         description="CamelCase reason for the last transition, for machines.",
     )
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
@@ -35,7 +38,9 @@ class Condition(ApiModel):
 class Progress(ApiModel):
     """How far the workers are; written only by the workers."""
 
-    samples_done: int | None = Field(default=None, ge=0, description="Samples (prompts) whose activations are committed.")
+    samples_done: int | None = Field(
+        default=None, ge=0, description="Samples (prompts) whose activations are committed."
+    )
     samples_total: int | None = Field(default=None, ge=0, description="Samples in the run after filtering.")
     tokens_done: int | None = Field(default=None, ge=0, description="Tokens whose activations are committed.")
     shards_written: int | None = Field(default=None, ge=0, description="Shards durably written.")
@@ -51,11 +56,14 @@ class ExtractionStatus(ApiModel):
 
     phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] | None = Field(
-        default=None, max_length=16,
+        default=None,
+        max_length=16,
         description="Latest observations: JobSetCreated, SpecApplied, Suspended, Completed, Failed.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    observed_generation: int | None = Field(default=None, ge=0, description="The spec generation the operator last acted on.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation the operator last acted on."
+    )
     job_set_name: str | None = Field(default=None, description="Name of the JobSet running this extraction.")
     start_time: datetime | None = Field(default=None, description="When the JobSet first ran.")
     completion_time: datetime | None = Field(default=None, description="When the run succeeded or failed.")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -92,7 +92,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     if jobset:
         jobset = follow_suspend(jobset, spec)
     observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed)
-    status, events = desired_status(observation, previous, datetime.now(timezone.utc))
+    status, events = desired_status(observation, previous, datetime.now(UTC))
     if any(previous.get(key) != value for key, value in status.items()):
         patch.status.update(status)  # only on change: a resync that sees nothing new writes nothing
     for event in events:
@@ -111,17 +111,25 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
     if jobset is None:
         image = spec.image or os.environ.get(c.ENV_DEFAULT_WORKER_IMAGE)
         if not image:
-            return None, Problem("NoImage", f"set spec.image: the operator has no default ({c.ENV_DEFAULT_WORKER_IMAGE})")
+            return None, Problem(
+                "NoImage", f"set spec.image: the operator has no default ({c.ENV_DEFAULT_WORKER_IMAGE})"
+            )
         try:
             jobset = api.create_namespaced_custom_object(
-                c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL,
-                build_jobset(spec, owner, image), field_manager=c.FIELD_MANAGER,
+                c.JOBSET_GROUP,
+                c.JOBSET_VERSION,
+                owner.namespace,
+                c.JOBSET_PLURAL,
+                build_jobset(spec, owner, image),
+                field_manager=c.FIELD_MANAGER,
             )
         except ApiException as error:
             if error.status == 409:
                 jobset = _get_jobset(api, owner)
             elif error.status in (400, 403, 422):
-                return None, Problem("JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True)
+                return None, Problem(
+                    "JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True
+                )
             else:
                 raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
     owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
@@ -137,16 +145,25 @@ def follow_suspend(jobset: dict, spec: ActivationExtractionSpec) -> dict:
     meta = jobset["metadata"]
     try:
         return _jobsets().patch_namespaced_custom_object(
-            c.JOBSET_GROUP, c.JOBSET_VERSION, meta["namespace"], c.JOBSET_PLURAL, meta["name"],
-            {"spec": {"suspend": spec.suspend}}, field_manager=c.FIELD_MANAGER,
+            c.JOBSET_GROUP,
+            c.JOBSET_VERSION,
+            meta["namespace"],
+            c.JOBSET_PLURAL,
+            meta["name"],
+            {"spec": {"suspend": spec.suspend}},
+            field_manager=c.FIELD_MANAGER,
         )
     except ApiException as error:
-        raise kopf.TemporaryError(f"{'suspending' if spec.suspend else 'resuming'} the JobSet: {_reason(error)}", delay=5) from None
+        raise kopf.TemporaryError(
+            f"{'suspending' if spec.suspend else 'resuming'} the JobSet: {_reason(error)}", delay=5
+        ) from None
 
 
 def _get_jobset(api: kubernetes.client.CustomObjectsApi, owner: Owner) -> dict | None:
     try:
-        return api.get_namespaced_custom_object(c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name)
+        return api.get_namespaced_custom_object(
+            c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name
+        )
     except ApiException as error:
         if error.status == 404:
             return None

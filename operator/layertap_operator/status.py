@@ -110,11 +110,15 @@ def _conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
     else:
         out.append(("JobSetCreated", "False", "Creating", "creating the JobSet"))
     if obs.changed_fields:
-        out.append((
-            "SpecApplied", "False", "ChangeNotApplied",
-            f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; "
-            "delete and re-create the resource to apply them (shards already written to the same output.uri are kept)",
-        ))
+        out.append(
+            (
+                "SpecApplied",
+                "False",
+                "ChangeNotApplied",
+                f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; "
+                "delete and re-create the resource to apply them (shards already written to the same output.uri are kept)",
+            )
+        )
     else:
         out.append(("SpecApplied", "True", "Applied", "the JobSet runs the current spec"))
     if js is not None:
@@ -137,11 +141,16 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
     for type_, status, why, text in _conditions(obs):
         old = before.get(type_)
         unchanged = old is not None and old.get("status") == status
-        conditions.append({
-            "type": type_, "status": status, "reason": why, "message": text,
-            "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,
-            "observedGeneration": obs.generation,
-        })
+        conditions.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": why,
+                "message": text,
+                "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,
+                "observedGeneration": obs.generation,
+            }
+        )
     status = {
         "phase": phase,
         "conditions": conditions,

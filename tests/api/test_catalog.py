@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from layertap_api.catalog import ACCELERATORS, TPU_RESOURCE
 
 TPUS = [a for a in ACCELERATORS.values() if a.kind == "tpu"]
-MACHINE_PREFIX = {"tpu-v4-podslice": "ct4p-", "tpu-v5-lite-podslice": "ct5lp-", "tpu-v5p-slice": "ct5p-", "tpu-v6e-slice": "ct6e-"}
+MACHINE_PREFIX = {
+    "tpu-v4-podslice": "ct4p-",
+    "tpu-v5-lite-podslice": "ct5lp-",
+    "tpu-v5p-slice": "ct5p-",
+    "tpu-v6e-slice": "ct6e-",
+}
 
 
 @pytest.mark.parametrize("accelerator", TPUS, ids=lambda a: a.name)

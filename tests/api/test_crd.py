@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from layertap_api.crd import crd, render
 
 CRD_PATH = Path(__file__).parents[2] / "charts/layertap/crds/layertap.dev_activationextractions.yaml"
@@ -41,7 +40,9 @@ def test_schema_is_structural_and_documented() -> None:
 def test_defaults_reach_nested_objects() -> None:
     spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["extraction"]["default"]["storageDtype"] == "bfloat16"
-    assert spec["properties"]["dataset"]["properties"]["prompt"]["default"]["gridEncoder"] == "Shape(RowNumber(Minimal))"
+    assert (
+        spec["properties"]["dataset"]["properties"]["prompt"]["default"]["gridEncoder"] == "Shape(RowNumber(Minimal))"
+    )
     assert spec["properties"]["resources"]["properties"]["slices"]["default"] == 1
 
 

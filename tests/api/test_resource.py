@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import celpy
 import pytest
-from pydantic import ValidationError
-
 from layertap_api.cel import RESOURCES_RULES
 from layertap_api.resource import ActivationExtractionSpec, ResourcesSpec
+from pydantic import ValidationError
 
 
 @pytest.mark.parametrize(
@@ -18,7 +17,12 @@ from layertap_api.resource import ActivationExtractionSpec, ResourcesSpec
         ({"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2}, 8, 4, (32, 1)),
         ({"accelerator": "tpu-v5p-slice", "topology": "2x2x4", "mesh": {"model": 4}}, 4, 4, (4, 4)),
         ({"accelerator": "tpu-v4-podslice", "topology": "2x2x1"}, 1, 4, (4, 1)),
-        ({"accelerator": "nvidia-h100-80gb", "hosts": 2, "gpusPerHost": 8, "mesh": {"data": 8, "model": 2}}, 2, 8, (8, 2)),
+        (
+            {"accelerator": "nvidia-h100-80gb", "hosts": 2, "gpusPerHost": 8, "mesh": {"data": 8, "model": 2}},
+            2,
+            8,
+            (8, 2),
+        ),
         ({"accelerator": "nvidia-l4"}, 1, 1, (1, 1)),
         ({"accelerator": "cpu", "hosts": 3}, 3, 1, (3, 1)),
     ],
@@ -34,7 +38,11 @@ def test_derived_shape(resources: dict, processes: int, devices_per_host: int, m
 CASES = [
     ({"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"}, None, ""),
     ({"accelerator": "cpu", "hosts": 2, "mesh": {"model": 2}}, None, ""),
-    ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x2x2"}, "topology", "2x2x2 is not a topology of tpu-v5-lite-podslice"),
+    (
+        {"accelerator": "tpu-v5-lite-podslice", "topology": "2x2x2"},
+        "topology",
+        "2x2x2 is not a topology of tpu-v5-lite-podslice",
+    ),
     ({"accelerator": "tpu-v4-podslice", "topology": "8x8"}, "topology", "valid: 2x2x1"),
     ({"accelerator": "tpu-v6e-slice"}, "topology", "required for tpu-v6e-slice"),
     ({"accelerator": "cpu", "topology": "2x2"}, "topology", "only TPU"),
@@ -43,7 +51,11 @@ CASES = [
     ({"accelerator": "cpu", "gpusPerHost": 1}, "gpusPerHost", "only GPU"),
     ({"accelerator": "nvidia-l4", "gpusPerHost": 9}, "gpusPerHost", "at most 8 GPUs"),
     ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x2", "mesh": {"model": 3}}, "mesh.model", "does not divide"),
-    ({"accelerator": "tpu-v5-lite-podslice", "topology": "4x4", "mesh": {"data": 8, "model": 4}}, "mesh.data", "16 devices"),
+    (
+        {"accelerator": "tpu-v5-lite-podslice", "topology": "4x4", "mesh": {"data": 8, "model": 4}},
+        "mesh.data",
+        "16 devices",
+    ),
 ]
 
 

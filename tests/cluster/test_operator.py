@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 from layertap_api.resource import ActivationExtractionSpec
-
 from layertap_operator.builder import Owner, build_jobset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,12 +62,27 @@ class Operator:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**self.control_plane.env, "KUBECONFIG": str(self.kubeconfig),
-               "LAYERTAP_WORKER_IMAGE": IMAGE, "LAYERTAP_RESYNC_SECONDS": "1"}
+        env = {
+            **self.control_plane.env,
+            "KUBECONFIG": str(self.kubeconfig),
+            "LAYERTAP_WORKER_IMAGE": IMAGE,
+            "LAYERTAP_RESYNC_SECONDS": "1",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "-m", "layertap_operator.handlers", "--all-namespaces",
-             "--standalone", f"--liveness=http://127.0.0.1:{port}/healthz"],
-            env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "-m",
+                "layertap_operator.handlers",
+                "--all-namespaces",
+                "--standalone",
+                f"--liveness=http://127.0.0.1:{port}/healthz",
+            ],
+            env=env,
+            stdout=self.log.open("a"),
+            stderr=subprocess.STDOUT,
         )
 
         def healthy() -> bool:
@@ -98,12 +112,22 @@ def operator_kubeconfig(control_plane) -> Path:
     """Credentials of the operator's ServiceAccount, bound cluster-wide by the chart's own RBAC."""
     control_plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     rendered = control_plane.helm(
-        "template", "optest", str(REPO / "charts/layertap"), "-n", OPERATOR_NAMESPACE,
-        "--show-only", "templates/operator/serviceaccount.yaml", "--show-only", "templates/operator/rbac.yaml",
+        "template",
+        "optest",
+        str(REPO / "charts/layertap"),
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--show-only",
+        "templates/operator/serviceaccount.yaml",
+        "--show-only",
+        "templates/operator/rbac.yaml",
     ).stdout
     control_plane.apply(rendered)
-    (account,) = [sa["metadata"]["name"] for sa in control_plane.get_list("serviceaccounts", OPERATOR_NAMESPACE)
-                  if sa["metadata"]["name"].endswith("-operator")]
+    (account,) = [
+        sa["metadata"]["name"]
+        for sa in control_plane.get_list("serviceaccounts", OPERATOR_NAMESPACE)
+        if sa["metadata"]["name"].endswith("-operator")
+    ]
     return control_plane.kubeconfig_for(account, OPERATOR_NAMESPACE)
 
 
@@ -133,8 +157,15 @@ def condition(status: dict, type_: str) -> dict:
 def write_jobset_status(control_plane, namespace: str, status: dict, name: str = "qwen-arc") -> None:
     """What the JobSet controller would do (there is none here)."""
     control_plane.kubectl(
-        "patch", "jobset", name, "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
+        "patch",
+        "jobset",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
     )
 
 
@@ -180,8 +211,15 @@ def test_example_makes_exactly_one_jobset_even_across_restarts(control_plane, op
     ],
 )
 def test_every_kind_of_jobset_is_accepted_by_the_server(control_plane, namespace, resources) -> None:
-    spec = ActivationExtractionSpec.model_validate({**EXAMPLE["spec"], "resources": resources, "queueName": "q",
-                                                    "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 60})
+    spec = ActivationExtractionSpec.model_validate(
+        {
+            **EXAMPLE["spec"],
+            "resources": resources,
+            "queueName": "q",
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": 60,
+        }
+    )
     jobset = build_jobset(spec, Owner("qwen-arc", namespace, "4f8e2a8c-3c1e-4d8e-9a57-0e1f2a3b4c5d"), IMAGE)
     # Server-side apply validates strictly: an unknown field is an error, not silently pruned.
     control_plane.apply(jobset, namespace=namespace, dry_run=True)
@@ -190,7 +228,9 @@ def test_every_kind_of_jobset_is_accepted_by_the_server(control_plane, namespace
 def test_deletion_releases_the_resource(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
-    assert control_plane.get("ae", "qwen-arc", namespace)["metadata"]["finalizers"] == ["operator.layertap.dev/finalizer"]
+    assert control_plane.get("ae", "qwen-arc", namespace)["metadata"]["finalizers"] == [
+        "operator.layertap.dev/finalizer"
+    ]
     control_plane.kubectl("delete", "ae", "qwen-arc", "-n", namespace, "--timeout=20s")
     assert control_plane.get_list("ae", namespace) == []
     # The JobSet goes by garbage collection of its owner reference (no kube-controller-manager here).
@@ -219,8 +259,10 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda s: s["resources"].update(topology="2x2x2"),
-         "spec.resources.topology: Invalid value: 2x2x2 is not a topology of tpu-v5-lite-podslice; valid: 1x1"),
+        (
+            lambda s: s["resources"].update(topology="2x2x2"),
+            "spec.resources.topology: Invalid value: 2x2x2 is not a topology of tpu-v5-lite-podslice; valid: 1x1",
+        ),
         (lambda s: s["resources"].pop("topology"), "spec.resources.topology: Invalid value"),
         (lambda s: s["resources"].update(accelerator="cpu", topology="2x2"), "spec.resources.topology"),
         (lambda s: s["resources"].update(mesh={"model": 3}), "spec.resources.mesh.model"),
@@ -228,7 +270,7 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
         (lambda s: s["extraction"].update(layers=[-1]), "spec.extraction.layers[0]: Invalid value: -1"),
         (lambda s: s["extraction"].update(layers=[3, 3]), "spec.extraction.layers[1]: Duplicate value: 3"),
         (lambda s: s.pop("output"), "spec.output: Required value"),
-        (lambda s: s["dataset"].update(format="csv"), "spec.dataset.format: Unsupported value: \"csv\""),
+        (lambda s: s["dataset"].update(format="csv"), 'spec.dataset.format: Unsupported value: "csv"'),
         (lambda s: s["resources"].update(accelerator="tpu-v7"), "spec.resources.accelerator: Unsupported value"),
     ],
 )
@@ -251,19 +293,39 @@ def test_too_long_name_is_rejected(control_plane, operator, namespace) -> None:
 def test_status_follows_the_jobset_with_events(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
-    write_jobset_status(control_plane, namespace, {"restarts": 1, "replicatedJobsStatus": [
-        {"name": "worker", "ready": 16, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}]})
+    write_jobset_status(
+        control_plane,
+        namespace,
+        {
+            "restarts": 1,
+            "replicatedJobsStatus": [
+                {"name": "worker", "ready": 16, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}
+            ],
+        },
+    )
     running = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Running" and s, "Running")
     assert running["restarts"] == 1 and running["startTime"]
 
-    write_jobset_status(control_plane, namespace, {"conditions": [{
-        "type": "Completed", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully",
-        "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    write_jobset_status(
+        control_plane,
+        namespace,
+        {
+            "conditions": [
+                {
+                    "type": "Completed",
+                    "status": "True",
+                    "reason": "AllJobsCompleted",
+                    "message": "jobset completed successfully",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
     done = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Succeeded" and s, "Succeeded")
     assert done["completionTime"] and condition(done, "Completed")["reason"] == "AllJobsCompleted"
 
     described = control_plane.kubectl("describe", "ae", "qwen-arc", "-n", namespace).stdout
-    events = described[described.index("Events:"):]
+    events = described[described.index("Events:") :]
     for reason in ("JobSetCreated", "Running", "Completed"):
         assert reason in events, described
 
@@ -276,7 +338,9 @@ def test_suspend_and_resume(control_plane, operator, namespace) -> None:
     control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     wait_for(lambda: suspended(True), "the JobSet suspended")
     wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Suspended", "phase Suspended")
-    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    control_plane.kubectl(
+        "patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
     wait_for(lambda: suspended(False), "the JobSet resumed")
     assert condition(status_of(control_plane, namespace), "SpecApplied")["status"] == "True"
 
@@ -285,10 +349,20 @@ def test_unappliable_change_is_reported_not_applied(control_plane, operator, nam
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
     before = control_plane.get("jobset", "qwen-arc", namespace)
-    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge",
-                          "-p", '{"spec":{"dataset":{"uri":"gs://data/other.json"}}}')
-    applied = wait_for(lambda: (c := condition(status_of(control_plane, namespace), "SpecApplied")).get("status") == "False" and c,
-                       "SpecApplied=False")
+    control_plane.kubectl(
+        "patch",
+        "ae",
+        "qwen-arc",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"dataset":{"uri":"gs://data/other.json"}}}',
+    )
+    applied = wait_for(
+        lambda: (c := condition(status_of(control_plane, namespace), "SpecApplied")).get("status") == "False" and c,
+        "SpecApplied=False",
+    )
     assert applied["reason"] == "ChangeNotApplied" and "dataset.uri" in applied["message"]
     assert control_plane.get("jobset", "qwen-arc", namespace)["spec"] == before["spec"]
     described = control_plane.kubectl("describe", "ae", "qwen-arc", "-n", namespace).stdout
@@ -301,20 +375,34 @@ def test_jobset_name_taken_by_someone_else(control_plane, operator, namespace) -
     del foreign["metadata"]["ownerReferences"]
     control_plane.apply(foreign, namespace=namespace)
     create(control_plane, namespace)
-    created = wait_for(lambda: (c := condition(status_of(control_plane, namespace), "JobSetCreated")) and c, "JobSetCreated")
+    created = wait_for(
+        lambda: (c := condition(status_of(control_plane, namespace), "JobSetCreated")) and c, "JobSetCreated"
+    )
     assert (created["status"], created["reason"]) == ("False", "JobSetNameTaken")
     assert "ownerReferences" not in control_plane.get("jobset", "qwen-arc", namespace)["metadata"]
 
 
 # --- the worker side: StatusReporter, and least privilege of the chart's roles ----------------
 
+
 def install_chart_rbac(control_plane, namespace: str) -> None:
     """The chart's operator and worker RBAC for one namespace, exactly as the chart renders it."""
     rendered = control_plane.helm(
-        "template", f"rbac-{namespace}"[:53], str(REPO / "charts/layertap"), "-n", namespace,
-        "--set", f"operator.watchNamespaces={{{namespace}}}", "--set", f"worker.namespaces={{{namespace}}}",
-        "--show-only", "templates/operator/serviceaccount.yaml", "--show-only", "templates/operator/rbac.yaml",
-        "--show-only", "templates/worker/rbac.yaml",
+        "template",
+        f"rbac-{namespace}"[:53],
+        str(REPO / "charts/layertap"),
+        "-n",
+        namespace,
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        f"worker.namespaces={{{namespace}}}",
+        "--show-only",
+        "templates/operator/serviceaccount.yaml",
+        "--show-only",
+        "templates/operator/rbac.yaml",
+        "--show-only",
+        "templates/worker/rbac.yaml",
     ).stdout
     control_plane.apply(rendered)
 
@@ -343,8 +431,16 @@ def test_progress_flows_from_the_reporter_into_kubectl_get(control_plane, operat
     api.patch_namespaced_custom_object_status = counting_patch
     reporter = StatusReporter(api, namespace, "qwen-arc", interval=0.5)
     for done in range(1, 201):
-        reporter.update({"samplesDone": done, "samplesTotal": 200, "tokensDone": 100 * done, "tokensPerSecond": 1234.5,
-                         "percent": done / 2, "etaSeconds": (200 - done) // 10})
+        reporter.update(
+            {
+                "samplesDone": done,
+                "samplesTotal": 200,
+                "tokensDone": 100 * done,
+                "tokensPerSecond": 1234.5,
+                "percent": done / 2,
+                "etaSeconds": (200 - done) // 10,
+            }
+        )
         time.sleep(0.005)
     reporter.close()
     assert 2 <= len(patches) <= 6, f"{len(patches)} patches for 200 updates in ~1s at one per 0.5s"
@@ -365,8 +461,9 @@ def test_worker_identity_may_patch_status_only(control_plane, operator, namespac
     create(control_plane, namespace)
     api = worker_api(control_plane, namespace)
     with pytest.raises(ApiException) as denied:
-        api.patch_namespaced_custom_object("layertap.dev", "v1alpha1", namespace, "activationextractions", "qwen-arc",
-                                           {"spec": {"suspend": True}})
+        api.patch_namespaced_custom_object(
+            "layertap.dev", "v1alpha1", namespace, "activationextractions", "qwen-arc", {"spec": {"suspend": True}}
+        )
     assert denied.value.status == 403
 
 
@@ -393,11 +490,23 @@ def test_worker_identity_may_patch_status_only(control_plane, operator, namespac
 def test_rbac_by_impersonation(control_plane, namespace, account, verb, resource, allowed) -> None:
     install_chart_rbac(control_plane, namespace)
     if account == "operator":
-        (account,) = [sa["metadata"]["name"] for sa in control_plane.get_list("serviceaccounts", namespace)
-                      if sa["metadata"]["name"].endswith("-operator")]
+        (account,) = [
+            sa["metadata"]["name"]
+            for sa in control_plane.get_list("serviceaccounts", namespace)
+            if sa["metadata"]["name"].endswith("-operator")
+        ]
     resource, _, subresource = resource.partition("/")
-    answer = control_plane.kubectl("auth", "can-i", verb, resource, f"--subresource={subresource}", "-n", namespace,
-                                   f"--as=system:serviceaccount:{namespace}:{account}", check=False).stdout.strip()
+    answer = control_plane.kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        f"--subresource={subresource}",
+        "-n",
+        namespace,
+        f"--as=system:serviceaccount:{namespace}:{account}",
+        check=False,
+    ).stdout.strip()
     assert answer == ("yes" if allowed else "no")
 
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from layertap_api.resource import ActivationExtractionSpec
-
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
 
@@ -34,16 +33,46 @@ def env(jobset: dict) -> dict[str, object]:
 
 TABLE = [
     # resources, slices, hosts per slice, device resource and count per pod, node selector, exclusive
-    ({"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"}, 1, 16, ("google.com/tpu", "4"),
-     {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-tpu-topology": "8x8"}, True),
-    ({"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2}, 2, 4, ("google.com/tpu", "4"),
-     {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice", "cloud.google.com/gke-tpu-topology": "4x4"}, True),
-    ({"accelerator": "tpu-v5-lite-podslice", "topology": "2x4"}, 1, 1, ("google.com/tpu", "8"),
-     {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-tpu-topology": "2x4"}, False),
-    ({"accelerator": "tpu-v5p-slice", "topology": "4x4x4"}, 1, 16, ("google.com/tpu", "4"),
-     {"cloud.google.com/gke-tpu-accelerator": "tpu-v5p-slice", "cloud.google.com/gke-tpu-topology": "4x4x4"}, True),
-    ({"accelerator": "nvidia-l4", "hosts": 2, "gpusPerHost": 4}, 1, 2, ("nvidia.com/gpu", "4"),
-     {"cloud.google.com/gke-accelerator": "nvidia-l4"}, False),
+    (
+        {"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"},
+        1,
+        16,
+        ("google.com/tpu", "4"),
+        {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-tpu-topology": "8x8"},
+        True,
+    ),
+    (
+        {"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2},
+        2,
+        4,
+        ("google.com/tpu", "4"),
+        {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice", "cloud.google.com/gke-tpu-topology": "4x4"},
+        True,
+    ),
+    (
+        {"accelerator": "tpu-v5-lite-podslice", "topology": "2x4"},
+        1,
+        1,
+        ("google.com/tpu", "8"),
+        {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-tpu-topology": "2x4"},
+        False,
+    ),
+    (
+        {"accelerator": "tpu-v5p-slice", "topology": "4x4x4"},
+        1,
+        16,
+        ("google.com/tpu", "4"),
+        {"cloud.google.com/gke-tpu-accelerator": "tpu-v5p-slice", "cloud.google.com/gke-tpu-topology": "4x4x4"},
+        True,
+    ),
+    (
+        {"accelerator": "nvidia-l4", "hosts": 2, "gpusPerHost": 4},
+        1,
+        2,
+        ("nvidia.com/gpu", "4"),
+        {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        False,
+    ),
     ({"accelerator": "cpu", "hosts": 3}, 1, 3, None, None, False),
 ]
 
@@ -79,8 +108,14 @@ def test_v5e_8x8_in_full(build, validate_jobset) -> None:
     assert meta["labels"][c.KUEUE_QUEUE_LABEL] == "tpu-queue"
     assert meta["labels"][c.LABEL_EXTRACTION] == "qwen-arc"
     assert meta["ownerReferences"] == [
-        {"apiVersion": "layertap.dev/v1alpha1", "kind": "ActivationExtraction", "name": "qwen-arc",
-         "uid": OWNER.uid, "controller": True, "blockOwnerDeletion": True}
+        {
+            "apiVersion": "layertap.dev/v1alpha1",
+            "kind": "ActivationExtraction",
+            "name": "qwen-arc",
+            "uid": OWNER.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     ]
     spec = jobset["spec"]
     assert spec["suspend"] is True  # queued: Kueue unsuspends on admission

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from layertap_api.resource import ActivationExtractionSpec
-
 from layertap_operator.status import Observation, Problem, applied_spec, changed_fields, desired_status
 
-T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -24,7 +23,9 @@ def jobset(suspend: bool = False, active: int = 0, conditions: tuple[str, ...] =
         "status": {
             "restarts": restarts,
             "replicatedJobsStatus": [{"name": "worker", "active": active, "ready": active}],
-            "conditions": [{"type": t, "status": "True", "reason": f"{t}Reason", "message": f"jobset {t}"} for t in conditions],
+            "conditions": [
+                {"type": t, "status": "True", "reason": f"{t}Reason", "message": f"jobset {t}"} for t in conditions
+            ],
         },
     }
 
@@ -58,7 +59,9 @@ def test_transitions_keep_times_and_events_fire_once(spec) -> None:
     again, events = desired_status(Observation(1, spec, jobset()), first, T0 + timedelta(seconds=10))
     assert events == [] and again == first
 
-    running, events = desired_status(Observation(1, spec, jobset(active=16, restarts=1)), again, T0 + timedelta(minutes=1))
+    running, events = desired_status(
+        Observation(1, spec, jobset(active=16, restarts=1)), again, T0 + timedelta(minutes=1)
+    )
     assert [e.reason for e in events] == ["Running"]
     assert running["startTime"] == "2026-01-02T03:05:05Z" and running["restarts"] == 1
     created = {x["type"]: x for x in running["conditions"]}["JobSetCreated"]
@@ -81,8 +84,10 @@ def test_unappliable_change_is_a_condition_and_a_warning(spec) -> None:
 
 @pytest.mark.parametrize(
     ("problem", "phase", "phase_event"),
-    [(Problem("NoImage", "set spec.image"), "Pending", "Normal"),
-     (Problem("JobSetRejected", "the API server rejected the JobSet", terminal=True), "Failed", "Warning")],
+    [
+        (Problem("NoImage", "set spec.image"), "Pending", "Normal"),
+        (Problem("JobSetRejected", "the API server rejected the JobSet", terminal=True), "Failed", "Warning"),
+    ],
 )
 def test_problem_is_reported(spec, problem, phase, phase_event) -> None:
     status, events = desired_status(Observation(1, spec, None, problem), {}, T0)

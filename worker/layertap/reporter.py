@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import kubernetes
 import urllib3
@@ -101,22 +101,34 @@ class StatusReporter:
             return
         self._last_sent = time.monotonic()
         body = Progress.model_validate(progress).model_dump(mode="json", by_alias=True, exclude_unset=True)
-        body["updateTime"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        body["updateTime"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         for attempt in range(ATTEMPTS):
             try:
                 self.api.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {"progress": body}},
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    self.name,
+                    {"status": {"progress": body}},
                     _request_timeout=REQUEST_TIMEOUT_S,
                 )
                 return
             except ApiException as error:
                 if error.status in (403, 404):
-                    log.warning("status of %s/%s: %s %s; no more progress reports",
-                                self.namespace, self.name, error.status, error.reason)
+                    log.warning(
+                        "status of %s/%s: %s %s; no more progress reports",
+                        self.namespace,
+                        self.name,
+                        error.status,
+                        error.reason,
+                    )
                     self._disabled = True
                     return
                 if error.status not in RETRY_STATUSES or attempt == ATTEMPTS - 1:
-                    log.warning("status of %s/%s not updated: %s %s", self.namespace, self.name, error.status, error.reason)
+                    log.warning(
+                        "status of %s/%s not updated: %s %s", self.namespace, self.name, error.status, error.reason
+                    )
                     return
             except (OSError, urllib3.exceptions.HTTPError) as error:
                 if attempt == ATTEMPTS - 1:
