@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
+from layertap_api.spec import DatasetSpec
 
 from layertap.arc.augment import augmentation_rng, random_augmentation
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
@@ -31,7 +32,7 @@ __all__ = ["ARC_FORMATS", "iter_samples", "segment_names", "select_labels"]
 
 
 def iter_samples(
-    dataset,
+    dataset: DatasetSpec,
     tokenizer,
     *,
     budget: BudgetStats | None = None,

@@ -8,6 +8,7 @@ A bad record raises `InvalidRecord` naming the file, the row and the reason, or 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Literal
 
 from layertap.arc.grids import GridError
 from layertap.arc.records import Split, task_from_record
+from layertap.arc.sources import Source, list_sources
 from layertap.arc.task import Task, task_from_json
 from layertap.errors import LayerTapError
 
@@ -56,17 +58,13 @@ def read_tasks(
 ) -> Iterator[Task]:
     """Tasks in file order (directories: sorted file names). Raises InvalidRecord on the first
     bad record unless `skip_invalid`, which counts it in `stats` instead."""
-    path = Path(uri)
-    if str(uri).startswith("gs://"):
-        raise LayerTapError(f"{uri}: ARC datasets are read from local paths; copy it locally first")
-    if not path.exists():
-        raise LayerTapError(f"{path}: no such file or directory")
+    uri = str(uri)
     stats = stats if stats is not None else ReadStats()
     records = {
         "arc-json": _arc_json,
         "arc-kaggle": _kaggle,
         "barc-jsonl": lambda p: _rows(p, split),
-    }[format](path)
+    }[format](uri)
     for record in records:
         if isinstance(record, InvalidRecord):
             if not skip_invalid:
@@ -77,39 +75,30 @@ def read_tasks(
         yield record
 
 
-def _files(path: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
-    if not files:
-        raise LayerTapError(f"{path}: no {what} files ({', '.join(suffixes)}) in this directory")
-    return files
-
-
-def _load_json(path: Path) -> object:
+def _load_json(source: Source) -> object:
     try:
-        with path.open("rb") as f:
+        with source.open() as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidRecord(str(path), f"not valid JSON ({error})") from None
+        raise InvalidRecord(source.name, f"not valid JSON ({error})") from None
 
 
-def _arc_json(path: Path) -> Iterator[Task | InvalidRecord]:
+def _arc_json(uri: str) -> Iterator[Task | InvalidRecord]:
     """A directory of one-task files (id = file stem), one task file, or one combined
     {id: task} file."""
-    for file in _files(path, (".json",), "ARC JSON"):
+    for source in list_sources(uri, (".json",), "ARC JSON"):
         try:
-            value = _load_json(file)
+            value = _load_json(source)
         except InvalidRecord as error:
             yield error
             continue
         if isinstance(value, dict) and isinstance(value.get("train"), list):
-            yield _task_or_error(value, file.stem, str(file))
+            yield _task_or_error(value, source.file_name.removesuffix(".json"), source.name)
         elif isinstance(value, dict):
             for task_id, task in value.items():
-                yield _task_or_error(task, task_id, f"{file}, task {task_id}")
+                yield _task_or_error(task, task_id, f"{source.name}, task {task_id}")
         else:
-            yield InvalidRecord(str(file), "expected a task or an {id: task} object")
+            yield InvalidRecord(source.name, "expected a task or an {id: task} object")
 
 
 def _task_or_error(value: object, task_id: str, where: str) -> Task | InvalidRecord:
@@ -119,24 +108,23 @@ def _task_or_error(value: object, task_id: str, where: str) -> Task | InvalidRec
         return InvalidRecord(where, str(error))
 
 
-def _kaggle(path: Path) -> Iterator[Task | InvalidRecord]:
+def _kaggle(uri: str) -> Iterator[Task | InvalidRecord]:
     """`*_challenges.json` files with their `*_solutions.json` neighbours (when present)."""
-    for challenges in _files(path, ("challenges.json",), "Kaggle *_challenges.json"):
-        solutions_file = challenges.with_name(challenges.name.replace("challenges", "solutions"))
+    for challenges in list_sources(uri, ("challenges.json",), "Kaggle *_challenges.json"):
         value = _load_json(challenges)
         if not isinstance(value, dict):
-            raise InvalidRecord(str(challenges), "expected an {id: task} object")
-        solutions = _load_json(solutions_file) if solutions_file.exists() else {}
+            raise InvalidRecord(challenges.name, "expected an {id: task} object")
+        solutions_source = challenges.sibling(challenges.file_name.replace("challenges", "solutions"))
+        solutions = {} if solutions_source is None else _load_json(solutions_source)
         if not isinstance(solutions, dict):
-            raise InvalidRecord(str(solutions_file), "expected an {id: [grid, ...]} object")
+            raise InvalidRecord(solutions_source.name, "expected an {id: [grid, ...]} object")
         for task_id, task in value.items():
-            where = f"{challenges}, task {task_id}"
             if task_id in solutions:
                 task = _with_solutions(task, solutions[task_id])
                 if isinstance(task, str):
-                    yield InvalidRecord(f"{solutions_file}, task {task_id}", task)
+                    yield InvalidRecord(f"{solutions_source.name}, task {task_id}", task)
                     continue
-            yield _task_or_error(task, task_id, where)
+            yield _task_or_error(task, task_id, f"{challenges.name}, task {task_id}")
 
 
 def _with_solutions(task: object, outputs: object) -> dict | str:
@@ -152,10 +140,10 @@ def _with_solutions(task: object, outputs: object) -> dict | str:
     return {**task, "test": test}
 
 
-def _rows(path: Path, split: Split) -> Iterator[Task | InvalidRecord]:
+def _rows(uri: str, split: Split) -> Iterator[Task | InvalidRecord]:
     """jsonl (optionally gzipped) lines or parquet rows, in the schemas of `records`."""
-    for file in _files(path, ROW_SUFFIXES, "jsonl or parquet"):
-        rows = _parquet_rows(file) if file.name.endswith(".parquet") else _jsonl_rows(file)
+    for source in list_sources(uri, ROW_SUFFIXES, "jsonl or parquet"):
+        rows = _parquet_rows(source) if source.name.endswith(".parquet") else _jsonl_rows(source)
         for where, row in rows:
             if isinstance(row, InvalidRecord):
                 yield row
@@ -166,11 +154,11 @@ def _rows(path: Path, split: Split) -> Iterator[Task | InvalidRecord]:
                 yield InvalidRecord(where, str(error))
 
 
-def _jsonl_rows(file: Path) -> Iterator[tuple[str, object]]:
-    opener = gzip.open if file.name.endswith(".gz") else open
-    with opener(file, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            where = f"{file}, line {number}"
+def _jsonl_rows(source: Source) -> Iterator[tuple[str, object]]:
+    with source.open() as raw:
+        binary = gzip.GzipFile(fileobj=raw) if source.name.endswith(".gz") else raw
+        for number, line in enumerate(io.TextIOWrapper(binary, encoding="utf-8"), start=1):
+            where = f"{source.name}, line {number}"
             if not line.strip():
                 continue
             try:
@@ -179,16 +167,17 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[str, object]]:
                 yield where, InvalidRecord(where, f"not valid JSON ({error.msg})")
 
 
-def _parquet_rows(file: Path) -> Iterator[tuple[str, object]]:
+def _parquet_rows(source: Source) -> Iterator[tuple[str, object]]:
     import pyarrow as pa  # only parquet inputs need pyarrow
     import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(file)
-    except (pa.ArrowException, OSError) as error:
-        raise LayerTapError(f"{file}: not a readable parquet file ({error})") from None
-    index = 0
-    for batch in parquet.iter_batches(batch_size=256):
-        for row in batch.to_pylist():
-            yield f"{file}, row {index}", row
-            index += 1
+    with source.open() as raw:
+        try:
+            parquet = pq.ParquetFile(raw)
+        except (pa.ArrowException, OSError) as error:
+            raise LayerTapError(f"{source.name}: not a readable parquet file ({error})") from None
+        index = 0
+        for batch in parquet.iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                yield f"{source.name}, row {index}", row
+                index += 1
