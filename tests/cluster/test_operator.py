@@ -345,6 +345,26 @@ def test_suspend_and_resume(control_plane, operator, namespace) -> None:
     assert condition(status_of(control_plane, namespace), "SpecApplied")["status"] == "True"
 
 
+def test_kueue_decides_when_a_queued_run_starts(control_plane, operator, namespace) -> None:
+    queued = copy.deepcopy(EXAMPLE)
+    queued["spec"]["queueName"] = "tpu-v5e"
+    create(control_plane, namespace, queued)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    jobset = control_plane.get("jobset", "qwen-arc", namespace)
+    assert jobset["spec"]["suspend"] is True
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "tpu-v5e"
+    wait_for(lambda: condition(status_of(control_plane, namespace), "Suspended"), "the Suspended condition")
+    status = status_of(control_plane, namespace)
+    assert (status["phase"], condition(status, "Suspended")["reason"]) == ("Pending", "Queued")
+    # Kueue admits the workload by unsuspending the JobSet; the operator must not suspend it again.
+    control_plane.kubectl(
+        "patch", "jobset", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    wait_for(lambda: condition(status_of(control_plane, namespace), "Suspended").get("status") == "False", "admitted")
+    time.sleep(2)  # resync passes
+    assert control_plane.get("jobset", "qwen-arc", namespace)["spec"]["suspend"] is False
+
+
 def test_unappliable_change_is_reported_not_applied(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
