@@ -103,3 +103,14 @@ def test_extract_dataset_reads_gcs(bucket, tokenizer) -> None:
     spec = DatasetSpec(uri=f"gs://{BUCKET}/kaggle", format="arc-kaggle", max_samples=3, max_tokens=131072)
     samples = list(iter_samples(spec, tokenizer))
     assert [s.meta["task_id"] for s in samples] == [t.id for t in bucket for _ in t.test][:3]
+
+
+def test_transform_reads_gcs(bucket, tmp_path, capsys) -> None:
+    from layertap.cli import main
+
+    assert main(["transform", f"gs://{BUCKET}/rows", str(tmp_path / "out")]) == 0
+    written = len(list((tmp_path / "out" / "tasks").iterdir()))
+    # The parquet rows repeat the jsonl rows' grids: one-test tasks are the same task twice.
+    one_test = sum(len(t.test) == 1 for t in bucket)
+    assert written == 2 * len(bucket) - one_test
+    assert f"{written} tasks written, {one_test} duplicates dropped" in capsys.readouterr().err

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from layertap.arc.readers import ROW_SUFFIXES, ReadStats, read_tasks
 from layertap.arc.records import Split
+from layertap.arc.sources import list_sources
 from layertap.arc.transform import write_tasks
 from layertap.errors import LayerTapError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path, help="file or directory: ARC JSON, Kaggle *_challenges.json, .jsonl[.gz] or .parquet")
+    parser.add_argument("input", help="file or directory (local or gs://): ARC JSON, Kaggle *_challenges.json, .jsonl[.gz] or .parquet")
     parser.add_argument("output", type=Path, help="directory to write (created if missing)")
     parser.add_argument(
         "--format",
@@ -34,16 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records instead of stopping")
 
 
-def detect_format(path: Path) -> str:
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else []
-    names = [f.name for f in files]
+def detect_format(uri: str) -> str:
+    names = [source.file_name for source in list_sources(uri, (".json", *ROW_SUFFIXES), "dataset")]
     if any(name.endswith("challenges.json") for name in names):
         return "arc-kaggle"
     if any(name.endswith(ROW_SUFFIXES) for name in names):
         return "barc-jsonl"
     if any(name.endswith(".json") for name in names):
         return "arc-json"
-    raise LayerTapError(f"{path}: cannot tell the format from the file names; pass --format")
+    raise LayerTapError(f"{uri}: cannot tell the format from the file names; pass --format")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
         raise LayerTapError("--test-pairs must be at least 1")
     if args.max_samples is not None and args.max_samples < 1:
         raise LayerTapError("--max-samples must be at least 1")
-    if not args.input.exists():
-        raise LayerTapError(f"{args.input}: no such file or directory")
     fmt = detect_format(args.input) if args.format == "auto" else args.format
     reading = ReadStats()
     tasks = read_tasks(args.input, fmt, split=Split(args.test_pairs), skip_invalid=args.skip_invalid, stats=reading)
