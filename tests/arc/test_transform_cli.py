@@ -44,6 +44,23 @@ def test_split_max_samples_and_kaggle_layout(tmp_path) -> None:
     assert back.test[1].output.tolist() == B
 
 
+def test_no_dedupe_keeps_repeats_under_numbered_ids(tmp_path) -> None:
+    write_rows(tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D]]}] * 3)
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--no-dedupe"]) == 0
+    stems = {p.stem for p in (tmp_path / "out" / "tasks").iterdir()}
+    first = min(stems, key=len)
+    assert stems == {first, f"{first}.1", f"{first}.2"}
+
+
+def test_conflicting_ids_are_an_error(tmp_path, capsys) -> None:
+    rows = [{"id": "t1", "train": [{"input": A, "output": B}], "test": [{"input": C}]},
+            {"id": "t1", "train": [{"input": D, "output": B}], "test": [{"input": C}]}]
+    write_rows(tmp_path / "in.jsonl", rows)
+    assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--layout", "kaggle"]) == 2
+    assert "task id 't1' appears twice with different grids" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []  # no half-written challenges/solutions
+
+
 def test_invalid_rows_stop_or_are_counted(tmp_path, capsys) -> None:
     write_rows(tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D]]}, {"examples": [[[[1, 2], [3]], B], [C, D]]}])
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out")]) == 2

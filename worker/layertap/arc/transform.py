@@ -6,7 +6,6 @@ and gives id-less tasks (BARC rows) an id derived from their content, so reruns 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -49,6 +48,10 @@ class _JsonObjectWriter:
         self.file.close()
         os.replace(self.partial, self.path)
 
+    def abort(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
 
 def write_tasks(
     tasks: Iterable[Task],
@@ -64,32 +67,49 @@ def write_tasks(
     out_dir.mkdir(parents=True, exist_ok=True)
     if layout == "files":
         (out_dir / "tasks").mkdir(exist_ok=True)
-    solutions = _JsonObjectWriter(out_dir / "solutions.json")
-    challenges = _JsonObjectWriter(out_dir / "challenges.json") if layout == "kaggle" else None
+    writers = {"solutions": _JsonObjectWriter(out_dir / "solutions.json")}
+    if layout == "kaggle":
+        writers["challenges"] = _JsonObjectWriter(out_dir / "challenges.json")
     stats = TransformStats()
     seen_content: set[bytes] = set()
-    seen_ids: set[str] = set()
-    for task in tasks:
-        if max_tasks is not None and stats.written >= max_tasks:
-            break
-        digest = hashlib.sha256(task.content_hash().encode()).digest()[:16]
-        if dedupe and digest in seen_content:
-            stats.duplicates += 1
-            continue
-        seen_content.add(digest)
-        if not _SAFE_ID.fullmatch(task.id):
-            raise LayerTapError(f"task id {task.id!r} is not a safe file name ([A-Za-z0-9_.-], at most 128)")
-        if task.id in seen_ids:
-            raise LayerTapError(f"task id {task.id!r} appears twice with different grids")
-        seen_ids.add(task.id)
-        if challenges is None:
-            (out_dir / "tasks" / f"{task.id}.json").write_text(json.dumps(task.to_json(), separators=(",", ":")))
-        else:
-            challenges.add(task.id, task.to_json(test_outputs=False))
-        if all(p.output is not None for p in task.test):
-            solutions.add(task.id, [p.output.tolist() for p in task.test])
-        stats.written += 1
-    solutions.close()
-    if challenges is not None:
-        challenges.close()
+    copies: dict[str, int] = {}  # id -> times seen
+    try:
+        for task in tasks:
+            if max_tasks is not None and stats.written >= max_tasks:
+                break
+            digest = bytes.fromhex(task.content_hash())[:16]
+            if dedupe and digest in seen_content:
+                stats.duplicates += 1
+                continue
+            seen_content.add(digest)
+            _write(_unique_id(task, copies, dedupe), out_dir, writers)
+            stats.written += 1
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
     return stats
+
+
+def _unique_id(task: Task, copies: dict[str, int], dedupe: bool) -> Task:
+    """The task, checked to have a safe id; a kept duplicate (no dedupe) gets `<id>.<n>`."""
+    if not _SAFE_ID.fullmatch(task.id):
+        raise LayerTapError(f"task id {task.id!r} is not a safe file name ([A-Za-z0-9_.-], at most 128)")
+    seen = copies.get(task.id, 0)
+    copies[task.id] = seen + 1
+    if not seen:
+        return task
+    if dedupe:
+        raise LayerTapError(f"task id {task.id!r} appears twice with different grids")
+    return Task(f"{task.id}.{seen}", task.train, task.test)
+
+
+def _write(task: Task, out_dir: Path, writers: dict[str, _JsonObjectWriter]) -> None:
+    if "challenges" in writers:
+        writers["challenges"].add(task.id, task.to_json(test_outputs=False))
+    else:
+        (out_dir / "tasks" / f"{task.id}.json").write_text(json.dumps(task.to_json(), separators=(",", ":")))
+    if all(p.output is not None for p in task.test):
+        writers["solutions"].add(task.id, [p.output.tolist() for p in task.test])
