@@ -54,3 +54,24 @@ def test_training_variant_needs_the_answer(arc_tasks, tokenizer) -> None:
         render_prompt(unsolved, 0, DEFAULT, tokenizer, variant="training")
     with pytest.raises(LayerTapError, match=r"unknown template 'v9'"):
         render_prompt(task, 0, DEFAULT, tokenizer, template="v9")
+
+
+def _with_template(tokenizer, template: str):
+    from copy import deepcopy
+
+    other = deepcopy(tokenizer)
+    other.chat_template = template
+    return other
+
+
+def test_templates_that_add_scaffolding_work_and_ones_that_edit_text_are_refused(arc_tasks, tokenizer) -> None:
+    task = next(t for t in arc_tasks if t.id == "6150a2bd")
+    thinking = _with_template(tokenizer, (
+        "{%- for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{%- if m['role'] == 'assistant' %}<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n{%- endfor %}"
+    ))
+    prompt = render_prompt(task, 0, DEFAULT, thinking)
+    assert prompt.text.endswith("<|im_start|>assistant<think>\n\n</think>\n\n### Output\n\n```grid")
+    trimming = _with_template(tokenizer, "{%- for m in messages %}{{ m['content'] | trim }}\n{%- endfor %}")
+    with pytest.raises(LayerTapError, match=r"chat template changed the system message's text"):
+        render_prompt(task, 0, DEFAULT, trimming, template="output-from-examples-v0")
