@@ -22,17 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-QWEN25_05B = dict(
-    vocab_size=151936,
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    rope_theta=1_000_000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-)
+QWEN25_05B = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
 LAYERS = list(range(10, 24))
 
 
@@ -49,7 +49,6 @@ def main() -> None:
     # XLA's CPU client uses every core of the process; give PyTorch the same number.
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import torch
     import transformers
 
@@ -68,39 +67,41 @@ def main() -> None:
             theirs = transformers.Qwen2Model.from_pretrained(directory, dtype=torch_dtype).eval()
             forward = jax.jit(make_extract_fn(config, LAYERS, jax_dtype))
             for length in args.lengths:
-                shape = (args.batch, length)
-                ids = np.random.default_rng(length).integers(0, config.vocab_size, size=shape, dtype=np.int32)
-                batch = (
-                    jnp.asarray(ids),
-                    jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape),
-                    jnp.ones(shape, jnp.int32),
-                )
-                torch_ids = torch.from_numpy(ids).long()
+                print(compare(forward, params, theirs, config.vocab_size, args.batch, length, args.repeats, dtype), flush=True)
+            del params, theirs  # free one dtype's weights (about 4 GB in float32) before the next
 
-                def ours() -> None:
-                    forward(params, *batch).block_until_ready()
 
-                def reference() -> None:
-                    with torch.inference_mode():
-                        theirs(input_ids=torch_ids)
+def compare(forward, params, theirs, vocab_size: int, batch: int, length: int, repeats: int, dtype: str) -> str:
+    """One table row: interleaved timed forwards of both implementations on the same ids."""
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
 
-                start = time.perf_counter()
-                forward.lower(params, *batch).compile()
-                compile_s = time.perf_counter() - start
-                ours()  # the first call also transfers and caches the executable
-                first_torch_s = timed(reference)
-                ours_s, theirs_s = [], []
-                for _ in range(args.repeats):
-                    ours_s.append(timed(ours))
-                    theirs_s.append(timed(reference))
-                tokens = args.batch * length
-                ours_med, theirs_med = statistics.median(ours_s), statistics.median(theirs_s)
-                print(
-                    f"| {dtype} | {length} | {args.batch} | {tokens / ours_med:.0f} | {tokens / theirs_med:.0f} "
-                    f"| {theirs_med / ours_med:.2f}x | {compile_s:.1f} | {first_torch_s:.1f} |",
-                    flush=True,
-                )
-            del params, theirs
+    shape = (batch, length)
+    ids = np.random.default_rng(length).integers(0, vocab_size, size=shape, dtype=np.int32)
+    inputs = (jnp.asarray(ids), jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape), jnp.ones(shape, jnp.int32))
+    torch_ids = torch.from_numpy(ids).long()
+
+    def ours() -> None:
+        forward(params, *inputs).block_until_ready()
+
+    def reference() -> None:
+        with torch.inference_mode():
+            theirs(input_ids=torch_ids)
+
+    compile_s = timed(lambda: forward.lower(params, *inputs).compile())
+    ours()  # the first call also transfers the inputs and caches the executable
+    first_torch_s = timed(reference)
+    ours_s, theirs_s = [], []
+    for _ in range(repeats):
+        ours_s.append(timed(ours))
+        theirs_s.append(timed(reference))
+    ours_med, theirs_med = statistics.median(ours_s), statistics.median(theirs_s)
+    tokens = batch * length
+    return (
+        f"| {dtype} | {length} | {batch} | {tokens / ours_med:.0f} | {tokens / theirs_med:.0f} "
+        f"| {theirs_med / ours_med:.2f}x | {compile_s:.1f} | {first_torch_s:.1f} |"
+    )
 
 
 def timed(fn) -> float:

@@ -20,8 +20,8 @@ def run(config, params, layers, token_ids, positions=None, segment_ids=None, **k
     positions = np.broadcast_to(np.arange(token_ids.shape[1]) if positions is None else positions, token_ids.shape)
     segment_ids = np.broadcast_to(1 if segment_ids is None else segment_ids, token_ids.shape)
     fn = jax.jit(make_extract_fn(config, layers, **kwargs))
-    as_int32 = lambda a: jnp.asarray(a, jnp.int32)  # noqa: E731
-    return np.asarray(fn(params, as_int32(token_ids), as_int32(positions), as_int32(segment_ids)))
+    inputs = (jnp.asarray(a, jnp.int32) for a in (token_ids, positions, segment_ids))
+    return np.asarray(fn(params, *inputs))
 
 
 def assert_close(actual, expected):
@@ -73,7 +73,8 @@ def test_padding_does_not_change_real_tokens(tiny):
     ids = random_ids(config.vocab_size, 7)
     alone = run(config, params, ALL, ids)
     # A batch of two rows: ours padded to 12 with arbitrary ids, and a longer neighbour.
-    padded = np.stack([np.concatenate([ids, random_ids(config.vocab_size, 5, seed=9)]), random_ids(config.vocab_size, 12, seed=3)])
+    ours_padded = np.concatenate([ids, random_ids(config.vocab_size, 5, seed=9)])
+    padded = np.stack([ours_padded, random_ids(config.vocab_size, 12, seed=3)])
     segments = np.stack([np.r_[np.ones(7), np.zeros(5)], np.ones(12)])
     out = run(config, params, ALL, padded, segment_ids=segments)
     assert np.isfinite(out).all()
@@ -117,7 +118,12 @@ def test_bfloat16_compute_is_close_to_float32(tiny_dir, tiny):
 
 @pytest.mark.parametrize(
     ("layers", "message"),
-    [([4], r"layers \[4\] out of range; the model has 4 layers \(0-3\)"), ([-1], r"layers \[-1\] out of range"), ([1, 1], "duplicate"), ([], "at least one")],
+    [
+        ([4], r"layers \[4\] out of range; the model has 4 layers \(0-3\)"),
+        ([-1], r"layers \[-1\] out of range"),
+        ([1, 1], "duplicate"),
+        ([], "at least one"),
+    ],
 )
 def test_bad_layers_name_the_field(tiny, layers, message):
     config, _ = tiny

@@ -20,7 +20,7 @@ from layertap.model import load_checkpoint, write_random_checkpoint
 from .conftest import random_ids
 from .test_extract import run
 
-torch = pytest.importorskip("torch", reason="parity tests compare against transformers' PyTorch Qwen2 (pip install .[parity])")
+torch = pytest.importorskip("torch", reason="compares against transformers' PyTorch Qwen2 (pip install .[parity])")
 transformers = pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.parity
@@ -30,15 +30,28 @@ BF16_BOUND = 0.1
 
 CONFIGS = {
     # Qwen2.5-0.5B in miniature: tied embeddings, 7 query heads per KV head, theta 1e6.
-    "qwen2.5-0.5b-shaped": dict(
-        hidden_size=224, intermediate_size=608, num_hidden_layers=4, num_attention_heads=14,
-        num_key_value_heads=2, rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-    ),
+    "qwen2.5-0.5b-shaped": {
+        "hidden_size": 224,
+        "intermediate_size": 608,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "rope_theta": 1_000_000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
     # Untied, 2 query heads per KV head, head_dim set apart from hidden_size / heads.
-    "untied-wide-heads": dict(
-        hidden_size=96, intermediate_size=256, num_hidden_layers=5, num_attention_heads=6,
-        num_key_value_heads=3, head_dim=32, rope_theta=10_000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
-    ),
+    "untied-wide-heads": {
+        "hidden_size": 96,
+        "intermediate_size": 256,
+        "num_hidden_layers": 5,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+        "head_dim": 32,
+        "rope_theta": 10_000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+    },
 }
 
 

@@ -128,7 +128,7 @@ def _tensor_reader(directory: Path, stack: ExitStack) -> TensorReader:
                 handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
             except (SafetensorError, OSError, ValueError) as error:
                 raise LayerTapError(f"{file}: not a readable safetensors file ({error})") from error
-        if name not in handles[file].keys():
+        if name not in handles[file].keys():  # noqa: SIM118 - safe_open handles have keys(), not __contains__
             raise LayerTapError(f"{file}: missing tensor {name}")
         try:
             return handles[file].get_tensor(name), file
