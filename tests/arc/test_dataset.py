@@ -33,6 +33,7 @@ def test_samples_carry_tokens_labels_cells_and_provenance(small_arc, tokenizer) 
     first = samples[0]
     assert first.token_ids.dtype == np.int32 and first.segments.dtype == np.int16 and first.cells.dtype == np.int16
     assert first.meta["copy"] == 0 and first.meta["augmentation"] is None
+    assert first.meta["origin"] == f"{small_arc}/arcagi1-eval_challenges.json, task {first.meta['task_id']}"
     assert tokenizer.decode(first.token_ids).endswith("### Output\n\n```grid")
     augmented = [s for s in samples if s.meta["copy"] > 0]
     assert len(augmented) == 2 * len([s for s in samples if s.meta["copy"] == 0])

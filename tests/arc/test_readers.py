@@ -77,6 +77,7 @@ def test_barc_rows_list_and_dict_pairs_with_split(tmp_path) -> None:
     lists, dicts = read_tasks(path, "barc-jsonl")
     assert [p.input.tolist() for p in lists.train] == [A, C] and lists.test[0].output.tolist() == A
     assert lists.id == dicts.id and len(lists.id) == 12  # same content, same deterministic id
+    assert (lists.origin, dicts.origin) == (f"{path}, line 1", f"{path}, line 2")
     two_tests = next(read_tasks(path, "barc-jsonl", split=Split(test_pairs=2)))
     assert len(two_tests.train) == 1 and len(two_tests.test) == 2 and two_tests.id != lists.id
 

@@ -9,7 +9,7 @@ the original task's frame. Random augmentations are drawn from a generator seede
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -85,7 +85,7 @@ class Augmentation:
                 restored[i] = pairs[j]
             pairs = restored
         n_train = len(task.train)
-        return Task(task.id, tuple(pairs[:n_train]), tuple(pairs[n_train:]))
+        return replace(task, train=tuple(pairs[:n_train]), test=tuple(pairs[n_train:]))
 
     def to_json(self) -> dict:
         return {

@@ -4,7 +4,7 @@ train pairs (from the last) until it fits."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -63,7 +63,7 @@ def fit_to_budget(
         )
     if over_limit == "shorten":
         for keep in range(len(task.train) - 1, 0, -1):
-            tokenized = build(Task(task.id, task.train[:keep], task.test))
+            tokenized = build(replace(task, train=task.train[:keep]))
             if len(tokenized.token_ids) <= max_tokens:
                 stats.shortened += 1
                 return tokenized

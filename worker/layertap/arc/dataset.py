@@ -83,21 +83,22 @@ def iter_samples(
                 )
                 if fitted is None:
                     continue
-                yield _sample(index, fitted, task.id, test_index, copy, augmentation, len(view.train))
+                yield _sample(index, fitted, task, test_index, copy, augmentation)
                 index += 1
                 if dataset.max_samples is not None and index >= dataset.max_samples:
                     return
 
 
-def _sample(index, fitted: Tokenized, task_id, test_index, copy, augmentation, train_pairs) -> Sample:
+def _sample(index, fitted: Tokenized, task: Task, test_index, copy, augmentation) -> Sample:
     labels = label_tokens(fitted.prompt, fitted.offsets)
     meta = {
-        "task_id": task_id,
+        "task_id": task.id,
+        "origin": task.origin,
         "test_index": test_index,
         "copy": copy,
         "augmentation": None if augmentation is None else augmentation.to_json(),
         "train_pairs": fitted.train_pairs,
-        "shortened": fitted.train_pairs < train_pairs,
+        "shortened": fitted.train_pairs < len(task.train),
         "truncated": fitted.truncated,
     }
     if labels.merged_cells:

@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -103,7 +103,7 @@ def _arc_json(uri: str) -> Iterator[Task | InvalidRecord]:
 
 def _task_or_error(value: object, task_id: str, where: str) -> Task | InvalidRecord:
     try:
-        return task_from_json(value, task_id)
+        return replace(task_from_json(value, task_id), origin=where)
     except GridError as error:
         return InvalidRecord(where, str(error))
 
@@ -149,7 +149,7 @@ def _rows(uri: str, split: Split) -> Iterator[Task | InvalidRecord]:
                 yield row
                 continue
             try:
-                yield task_from_record(row, split)
+                yield replace(task_from_record(row, split), origin=where)
             except GridError as error:
                 yield InvalidRecord(where, str(error))
 

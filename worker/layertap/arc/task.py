@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,11 +33,13 @@ class Pair:
 
 @dataclass(frozen=True)
 class Task:
-    """One ARC task. `id` is the ARC id (or a content hash for tasks that came without one)."""
+    """One ARC task. `id` is the ARC id (or a content hash for tasks that came without one);
+    `origin` says where it was read ("file, line N"), for provenance only."""
 
     id: str
     train: tuple[Pair, ...]
     test: tuple[Pair, ...]
+    origin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.train:

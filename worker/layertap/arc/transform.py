@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -103,7 +103,7 @@ def _unique_id(task: Task, copies: dict[str, int], dedupe: bool) -> Task:
         return task
     if dedupe:
         raise LayerTapError(f"task id {task.id!r} appears twice with different grids")
-    return Task(f"{task.id}.{seen}", task.train, task.test)
+    return replace(task, id=f"{task.id}.{seen}")
 
 
 def _write(task: Task, out_dir: Path, writers: dict[str, _JsonObjectWriter]) -> None:
