@@ -159,3 +159,15 @@ def test_grids_are_int8_arrays(tmp_path) -> None:
     path = write_jsonl(tmp_path / "r.jsonl", [{"examples": [[A, B], [C, D]]}])
     task = next(read_tasks(path, "barc-jsonl"))
     assert all(p.input.dtype == np.int8 for p in task.train + task.test)
+
+
+def test_barc_induction_chat_has_tests_without_answers(tmp_path, arc_tasks) -> None:
+    """Induction rows end with a program, not a grid: test outputs are unknown; two test inputs
+    separated by a blank line are two test pairs."""
+    task = next(t for t in arc_tasks if len(t.test) == 2)
+    row = barc_chat(task)
+    row["messages"][2]["content"] = "```python\nfrom common import *\n\ndef transform(grid):\n    return grid\n```"
+    write_jsonl(tmp_path / "induction.jsonl", [row])
+    (parsed,) = read_tasks(tmp_path / "induction.jsonl", "barc-jsonl")
+    assert [p.output for p in parsed.test] == [None, None]
+    assert all(np.array_equal(a.input, b.input) for a, b in zip(parsed.test, task.test))

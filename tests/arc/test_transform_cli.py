@@ -86,3 +86,13 @@ def test_streams_rows_one_at_a_time(tmp_path) -> None:
         f.write("{broken\n")
     assert main(["transform", str(tmp_path / "big.jsonl"), str(tmp_path / "out")]) == 2
     assert len(list((tmp_path / "out" / "tasks").iterdir())) == 2999
+
+
+def test_format_is_detected_from_file_names(tmp_path, arc_dir) -> None:
+    from layertap.arc.transform_cli import detect_format
+
+    (tmp_path / "a.json").write_text("{}")
+    write_rows(tmp_path / "b.jsonl", [])
+    assert detect_format(str(arc_dir)) == "arc-kaggle"
+    assert detect_format(str(tmp_path / "a.json")) == "arc-json"
+    assert detect_format(str(tmp_path)) == "barc-jsonl"
