@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if jax.process_index() == 0:
         print(
             f"layertap extract: {summary.steps_run} steps run ({summary.steps_skipped} already done), "
-            f"{summary.tokens_per_second:,.0f} useful tokens/s, {summary.padding_fraction:.1%} padding\n"
+            f"{summary.tokens_per_second:,.0f} useful tokens/s (compilation {summary.compile_seconds:.1f} s apart), "
+            f"{summary.padding_fraction:.1%} padding\n"
             f"  seconds per step: {summary.times.per_step()}",
             flush=True,
         )

@@ -151,11 +151,14 @@ class RunSummary:
     seconds: float
     padding_fraction: float
     times: StepTimes = field(default_factory=StepTimes)
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # included in seconds
+    flush_seconds: float = 0.0  # included in seconds: waiting for the last shards after the last step
 
     @property
     def tokens_per_second(self) -> float:
-        return self.useful_tokens / self.seconds if self.seconds > 0 else 0.0
+        """Useful tokens per second of the steady state (compilation left out)."""
+        steady = self.seconds - self.compile_seconds
+        return self.useful_tokens / steady if steady > 0 else 0.0
 
 
 class UnitSink:
@@ -264,7 +267,7 @@ def execute(
         reporter=reporter if process == 0 else None,
     )
     sink = UnitSink(prepared, writer, progress, mine, unit=lambda s: unit_id(s, process, processes))
-    compile_seconds = 0.0
+    compile_seconds, compiled = 0.0, set()
     started = time.perf_counter()
     pending: tuple[int, jax.Array] | None = None
     with writer:
@@ -278,14 +281,17 @@ def execute(
             t1 = time.perf_counter()
             out = step_fn(params, arrays)
             out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
-            if pending is None:
-                compile_seconds = time.perf_counter() - t1
+            if shape.row_length not in compiled:  # the first step of each row length compiles
+                compiled.add(shape.row_length)
+                compile_seconds += time.perf_counter() - t1
             sink.times.prepare += t1 - t0  # not a step of its own: no add()
             if pending is not None:
                 sink.finish(*pending, write=not mine_done[pending[0]])
             pending = (step, out)
         if pending is not None:
             sink.finish(*pending, write=not mine_done[pending[0]])
+        flush_started = time.perf_counter()
+    flush_seconds = time.perf_counter() - flush_started  # the writer's last shards becoming durable
     sink.all_durable()
     progress.close()
     seconds = time.perf_counter() - started
@@ -306,6 +312,7 @@ def execute(
         padding_fraction=plan.padding_fraction,
         times=sink.times,
         compile_seconds=compile_seconds,
+        flush_seconds=flush_seconds,
     )
 
 
