@@ -17,7 +17,7 @@ mkdir -p bin/crds
 start=$SECONDS
 # Static binaries without local paths or debug tables: smaller, and the same on every machine.
 export CGO_ENABLED=0
-build() { go build -mod=readonly -trimpath -ldflags="-s -w $3" -o "bin/$1" "$2"; }
+build() { go build -mod=readonly -trimpath -ldflags="-s -w ${3:-}" -o "bin/$1" "$2"; }
 # Kubernetes' own build stamps the release into /version; clients (kubectl, helm's
 # kubeVersion check) read it, so do the same.
 k8s=$(go list -mod=readonly -m -f '{{.Version}}' k8s.io/kubernetes)
@@ -34,4 +34,4 @@ cp "$jobset_dir/config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml" bin/cr
 chmod 644 bin/crds/*.yaml
 
 echo "$stamp" > bin/.stamp
-echo "control plane built in $((SECONDS - start))s: $(bin/kube-apiserver --version), etcd $(bin/etcd --version | head -1)"
+echo "control plane built in $((SECONDS - start))s: $(bin/kube-apiserver --version), $(bin/etcd --version | head -1)"
