@@ -190,6 +190,11 @@ def _wait_ready(url: str, token: str, ca_file: Path, process: subprocess.Popen, 
     raise RuntimeError(f"kube-apiserver not ready after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
 
 
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -236,62 +241,65 @@ def control_plane() -> Iterator[ControlPlane]:
         )
     # Not under pytest's basetemp: a concurrent pytest session may prune it while we run.
     workdir = Path(tempfile.mkdtemp(prefix="layertap-controlplane-"))
-    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
-    etcd_url = f"http://127.0.0.1:{etcd_port}"
-    etcd_log = workdir / "etcd.log"
-    etcd = subprocess.Popen(
-        [
-            str(BIN / "etcd"),
-            f"--data-dir={workdir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
-            # Test data is thrown away: skipping fsync makes every write ~10x cheaper.
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ],
-        stdout=etcd_log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    _wait_etcd(etcd_url, etcd, etcd_log)
-    token = secrets.token_hex(24)
-    tokens = workdir / "tokens.csv"
-    tokens.write_text(f'{token},admin,admin,"system:masters"\n')
-    tokens.chmod(0o600)
-    sa_key, sa_pub = _write_service_account_key(workdir)
-    certs = workdir / "certs"
-    server = f"https://127.0.0.1:{api_port}"
-    api_log = workdir / "kube-apiserver.log"
-    apiserver = subprocess.Popen(
-        [
-            str(BIN / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}",
-            # No --tls-cert-file: the server makes a self-signed CA and serving cert here.
-            f"--cert-dir={certs}",
-            f"--token-auth-file={tokens}",
-            # RBAC only, as on GKE: the chart's roles are what the tests exercise.
-            "--authorization-mode=RBAC",
-            # Owner references that block deletion need rights on the owner, as on strict clusters.
-            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
-            f"--service-account-key-file={sa_pub}",
-            f"--service-account-signing-key-file={sa_key}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            # The `kubernetes` Service would point at a loopback address, which is not allowed.
-            "--endpoint-reconciler-type=none",
-            "--v=0",
-        ],
-        stdout=api_log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    processes: list[subprocess.Popen] = []
     try:
+        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_log = workdir / "etcd.log"
+        etcd = _start(
+            [
+                str(BIN / "etcd"),
+                f"--data-dir={workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+                # Test data is thrown away: skipping fsync makes every write ~10x cheaper.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            etcd_log,
+        )
+        processes.append(etcd)
+        _wait_etcd(etcd_url, etcd, etcd_log)
+
+        token = secrets.token_hex(24)
+        tokens = workdir / "tokens.csv"
+        tokens.write_text(f'{token},admin,admin,"system:masters"\n')
+        tokens.chmod(0o600)
+        sa_key, sa_pub = _write_service_account_key(workdir)
+        certs = workdir / "certs"
+        server = f"https://127.0.0.1:{api_port}"
+        api_log = workdir / "kube-apiserver.log"
+        apiserver = _start(
+            [
+                str(BIN / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                # No --tls-cert-file: the server makes a self-signed CA and serving cert here.
+                f"--cert-dir={certs}",
+                f"--token-auth-file={tokens}",
+                # RBAC only, as on GKE: the chart's roles are what the tests exercise.
+                "--authorization-mode=RBAC",
+                # Owner references that block deletion need rights on the owner, as on strict clusters.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                # The `kubernetes` Service would point at a loopback address, which is not allowed.
+                "--endpoint-reconciler-type=none",
+                "--v=0",
+            ],
+            api_log,
+        )
+        processes.append(apiserver)
         ca_file = certs / "apiserver.crt"
         _wait_ready(server, token, ca_file, apiserver, api_log)
+
         kubeconfig = workdir / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server, ca_file, token)))
         kubeconfig.chmod(0o600)
@@ -308,8 +316,8 @@ def control_plane() -> Iterator[ControlPlane]:
         plane.apply_crd(JOBSET_CRD)
         yield plane
     finally:
-        _stop(apiserver)
-        _stop(etcd)
+        for process in reversed(processes):
+            _stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
