@@ -22,7 +22,8 @@ if ! go_is_new_enough; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     zip="golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
-    curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/$zip" -o "$tmp/go.zip"
+    python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+      "https://proxy.golang.org/$zip" "$tmp/go.zip"
     echo "$GO_TOOLCHAIN_SHA256  $tmp/go.zip" | sha256sum -c --quiet
     python3 -m zipfile -e "$tmp/go.zip" "$tmp/x"
     mkdir -p "$(dirname "$toolchain")"
