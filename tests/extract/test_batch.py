@@ -7,13 +7,15 @@ from layertap.data.sample import Sample
 from layertap.extract.batch import build_batch, keep_mask, select_records
 
 
-def sample(index: int, ids: list[int], segments: list[int] | None = None) -> Sample:
+def sample(index: int, ids: list[int], segments: list[int] | None = None, cells=None) -> Sample:
     ids_arr = np.asarray(ids, np.int32)
     segs = np.asarray(segments if segments is not None else [0] * len(ids), np.int16)
-    return Sample(index=index, token_ids=ids_arr, segments=segs)
+    cells = None if cells is None else np.asarray(cells, np.int16)
+    return Sample(index=index, token_ids=ids_arr, segments=segs, meta={"id": index}, cells=cells)
 
 
-SAMPLES = {3: sample(3, [100, 5, 6, 7], [0, 1, 1, 2]), 7: sample(7, [8, 9, 100]), 9: sample(9, [10, 11])}
+GRID_CELLS = [[-1, -1, -1], [0, 0, 5], [0, 1, 6], [-1, -1, -1]]
+SAMPLES = {3: sample(3, [100, 5, 6, 7], [0, 1, 1, 2], GRID_CELLS), 7: sample(7, [8, 9, 100]), 9: sample(9, [10, 11])}
 SPECIAL = np.array([100], np.int32)
 KEEP = {i: keep_mask(s, SPECIAL, None) for i, s in SAMPLES.items()}
 ROWS = [(3, 7), (9,)]
@@ -53,6 +55,9 @@ def test_select_all_takes_kept_tokens_with_their_index_columns():
     np.testing.assert_array_equal(records.token_ids, [5, 6, 7, 8, 9, 10, 11])
     np.testing.assert_array_equal(records.segment, [1, 1, 2, 0, 0, 0, 0])
     np.testing.assert_array_equal(records.activations, acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
+    np.testing.assert_array_equal(records.cell[:3], GRID_CELLS[1:])
+    assert (records.cell[3:] == -1).all() and records.cell.shape == (7, 3)
+    assert records.samples == {3: {"id": 3}, 7: {"id": 7}, 9: {"id": 9}}
 
 
 def test_select_pooled_takes_one_vector_per_sample():
@@ -64,8 +69,11 @@ def test_select_pooled_takes_one_vector_per_sample():
     np.testing.assert_array_equal(last.activations, acts[:, [0, 0, 1], [0, 1, 0]])
     mean = select_records(ROWS, SAMPLES, KEEP, acts, "mean")
     assert (mean.position == -1).all() and (mean.token_ids == -1).all() and (mean.segment == -1).all()
+    assert mean.cell.shape == (3, 3) and (mean.cell == -1).all()
+    np.testing.assert_array_equal(last.cell[0], [-1, -1, -1])  # sample 3's last kept token (7) is no grid cell
 
 
 def test_padding_rows_select_nothing():
     records = select_records([(), ()], SAMPLES, KEEP, np.zeros((1, 2, 8, 4), np.float32), "all")
     assert records.activations.shape == (1, 0, 4) and len(records.sample_index) == 0
+    assert records.cell.shape == (0, 3) and records.samples == {}

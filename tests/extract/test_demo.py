@@ -20,8 +20,13 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
 
     run = layertap.open(str(tmp_path / "demo" / "activations"))
     assert run.layers == [1, 2, 3] and run.storage_dtype == "bfloat16"
-    tasks = {int(i) for i in np.unique(run.read_layer(1).sample_index)}
-    assert len(tasks) >= 3  # one sample per test input of each task
+    layer = run.read_layer(1)
+    provenance = run.samples()
+    assert set(provenance) == {int(i) for i in np.unique(layer.sample_index)}
+    assert len({meta["task_id"] for meta in provenance.values()}) == 3  # every task, with its provenance
+    grid = layer.cell[:, 0] >= 0
+    assert grid.any() and (~grid).any()  # grid-cell tokens carry (row, col, colour), others -1
+    assert set(np.unique(layer.cell[grid, 2])) <= set(range(10))
 
     # the config it wrote reruns the same extraction, which is already complete
     assert main(["extract", "--config", str(tmp_path / "demo" / "extraction.yaml"), "--no-progress"]) == 0

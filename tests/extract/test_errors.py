@@ -49,7 +49,7 @@ def no_text_field(ckpt, data):
         (empty_dataset, (), r"texts.jsonl: no samples"),
         (bad_json_line, (), r"texts.jsonl:2: not valid JSON"),
         (no_text_field, (), r'texts.jsonl:1: expected an object with a string "text" field'),
-        (None, ("--dataset", "/nonexistent.jsonl"), r"dataset.uri: /nonexistent.jsonl: no such file"),
+        (None, ("--dataset", "/nonexistent.jsonl"), r"/nonexistent.jsonl: no such file"),
         (None, ("--batch-size", "0"), r"extraction.batchSize"),
     ],
 )

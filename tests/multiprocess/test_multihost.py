@@ -80,3 +80,22 @@ def test_kill_9_then_restart_of_all_processes_gives_the_uninterrupted_output(che
     assert committed_units(out) == total_units  # every unit exactly once
     assert_same_run(out, reference)
     layertap.open(str(out)).verify()
+
+
+def test_a_model_axis_splits_the_heads_and_gives_the_same_activations(checkpoint, dataset, tmp_path, reference):
+    out, logs = tmp_path / "tp", tmp_path / "logs"
+    codes = wait_all(launch(1, 4, checkpoint, dataset, out, logs, *FLAGS, "--model-parallel", "2"), logs)
+    assert codes == [0], logs_text(logs)
+    for layer in (1, 3):
+        got, want = read_layer_sorted(out, layer), read_layer_sorted(reference, layer)
+        np.testing.assert_array_equal(got["sample_index"], want["sample_index"])
+        np.testing.assert_array_equal(got["position"], want["position"])
+        # split matmuls sum in another order: equal up to float32 rounding
+        np.testing.assert_allclose(got["activations"], want["activations"], rtol=0, atol=1e-4)
+
+
+def test_a_model_axis_that_does_not_divide_the_kv_heads_is_refused(checkpoint, dataset, tmp_path):
+    out, logs = tmp_path / "tp", tmp_path / "logs"
+    (code,) = wait_all(launch(1, 4, checkpoint, dataset, out, logs, *FLAGS, "--model-parallel", "4"), logs)
+    assert code == 2 and "does not divide the model's 2 KV heads" in logs_text(logs)
+    assert not out.exists()

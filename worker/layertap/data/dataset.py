@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
-from pathlib import Path
 
 from layertap_api.spec import DatasetSpec
 
@@ -34,7 +33,7 @@ def load_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     """Read, tokenize and limit the dataset; an empty result is an error naming the file."""
     if spec.format == "text-jsonl":
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        samples = islice(text.text_samples(local_path(spec.uri, "dataset.uri"), encode), spec.max_samples)
+        samples = islice(text.text_samples(spec.uri, encode), spec.max_samples)
         kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
         names, report = text.SEGMENT_NAMES, f"{over} over maxTokens ({spec.over_limit})" if over else ""
         select = exact_names(names)
@@ -87,13 +86,4 @@ def truncate(sample: Sample, n: int) -> Sample:
     cells = None if sample.cells is None else sample.cells[:n]
     meta = {**sample.meta, "truncatedFrom": len(sample.token_ids)}
     return replace(sample, token_ids=sample.token_ids[:n], segments=sample.segments[:n], cells=cells, meta=meta)
-
-
-def local_path(uri: str, field: str) -> Path:
-    if uri.startswith("gs://"):
-        raise LayerTapError(f"{field}: {uri}: reading datasets from gs:// is not supported yet; copy it locally")
-    path = Path(uri)
-    if not path.is_file():
-        raise LayerTapError(f"{field}: {uri}: no such file")
-    return path
 

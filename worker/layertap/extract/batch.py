@@ -41,6 +41,8 @@ class Records:
     sample_index: np.ndarray  # [N] int64
     position: np.ndarray  # [N] int32 token position in the sample (-1 for mean)
     segment: np.ndarray  # [N] int16 segment label (-1 for mean)
+    cell: np.ndarray  # [N, 3] int16 (row, col, colour) of the grid cell a token encodes, else -1
+    samples: dict[int, dict]  # sample index -> provenance (the sample's meta)
 
 
 def keep_mask(sample: Sample, excluded_ids: np.ndarray, segments: frozenset[int] | None) -> np.ndarray:
@@ -95,7 +97,8 @@ def select_records(
     pooled modes (one vector per packed sample).
     """
     L, R, width, D = activations.shape
-    flat, token_ids, sample_index, position, segment = [], [], [], [], []
+    flat, token_ids, sample_index, position, segment, cell = [], [], [], [], [], []
+    provenance = {}
     for r, row in enumerate(rows):
         start = 0
         for k, index in enumerate(row):
@@ -110,15 +113,18 @@ def select_records(
             if mode == "mean":
                 for column in (token_ids, position, segment):
                     column.append(np.array([-1]))
+                cell.append(np.full((1, 3), -1))
             else:
                 token_ids.append(sample.token_ids[picked])
                 position.append(picked)
                 segment.append(sample.segments[picked])
+                cell.append(sample.cells[picked] if sample.cells is not None else np.full((len(picked), 3), -1))
             sample_index.append(np.full(len(flat[-1]), index))
+            provenance[index] = sample.meta
             start += len(sample.token_ids)
 
-    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    def cat(parts: list[np.ndarray], dtype, shape=(0,)) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
     take = cat(flat, np.int64)
     return Records(
@@ -127,4 +133,6 @@ def select_records(
         sample_index=cat(sample_index, np.int64),
         position=cat(position, np.int32),
         segment=cat(segment, np.int16),
+        cell=cat(cell, np.int16, (0, 3)),
+        samples=provenance,
     )

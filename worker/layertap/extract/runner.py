@@ -182,7 +182,14 @@ class UnitSink:
             records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
             t3 = time.perf_counter()
             self.writer.add(
-                self.unit(step), records.activations, records.token_ids, records.sample_index, records.position, records.segment
+                self.unit(step),
+                records.activations,
+                records.token_ids,
+                records.sample_index,
+                records.position,
+                records.segment,
+                cell=records.cell,
+                samples=records.samples,
             )
             self._in_flight[self.unit(step)] = step
         else:  # this process's unit is durable from an earlier attempt; another process's is not

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from layertap_api.spec import DatasetSpec
+
+from layertap.data.dataset import fit_to_limit, load_dataset
+from layertap.data.sample import Sample
+from layertap.data.text import read_texts
+from layertap.errors import LayerTapError
+
+
+class CharTokenizer:
+    """One token per character: keeps these tests about the reader, not about BPE."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        assert add_special_tokens is False
+        return [ord(c) for c in text]
+
+
+def write(path, *records) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def spec(uri: str, **fields) -> DatasetSpec:
+    return DatasetSpec(uri=uri, format="text-jsonl", **fields)
+
+
+def test_text_samples_in_file_order_with_line_provenance(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "abc"}\n\n{"text": "hello", "id": 7}\n')
+    dataset = load_dataset(spec(str(path), maxTokens=8), CharTokenizer())
+    assert [s.index for s in dataset.samples] == [0, 1]
+    assert [s.meta["line"] for s in dataset.samples] == [0, 2] and dataset.samples[0].meta["file"] == str(path)
+    np.testing.assert_array_equal(dataset.samples[1].token_ids, [ord(c) for c in "hello"])
+    assert dataset.samples[0].token_ids.dtype == np.int32 and dataset.samples[0].segments.dtype == np.int16
+    assert dataset.segment_names == {0: "text"} and dataset.segment_labels(["text"]) == {0}
+
+
+def test_max_samples_and_over_limit(tmp_path):
+    path = write(tmp_path / "t.jsonl", {"text": "a" * 20}, {"text": "b" * 5}, {"text": "c" * 30}, {"text": "d"})
+    dropped = load_dataset(spec(path, maxTokens=10), CharTokenizer())
+    assert [s.index for s in dropped.samples] == [1, 3] and "2 over maxTokens (drop)" in dropped.limit_report
+    cut = load_dataset(spec(path, maxTokens=10, overLimit="truncate", maxSamples=3), CharTokenizer())
+    assert [len(s.token_ids) for s in cut.samples] == [10, 5, 10]
+    assert cut.samples[0].meta["truncatedFrom"] == 20
+
+
+def test_unknown_segments_are_named(tmp_path):
+    dataset = load_dataset(spec(write(tmp_path / "t.jsonl", {"text": "x"})), CharTokenizer())
+    with pytest.raises(LayerTapError, match=r"extraction.segments: \['test-input'\] are not segments"):
+        dataset.segment_labels(["test-input"])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", r"t.jsonl: no samples to extract"),
+        ('{"text": "aaaaaaaaaaaa"}\n', r"no samples to extract \(1 over maxTokens \(drop\)\)"),
+        ('{"text": 3}\n', r't.jsonl:1: expected an object with a string "text" field'),
+        ('["text"]\n', r"t.jsonl:1: expected an object"),
+        ('{"text": "ok"}\n{oops\n', r"t.jsonl:2: not valid JSON"),
+    ],
+)
+def test_bad_files_name_the_file_and_line(tmp_path, content, message):
+    (tmp_path / "t.jsonl").write_text(content)
+    with pytest.raises(LayerTapError, match=message):
+        load_dataset(spec(str(tmp_path / "t.jsonl"), maxTokens=8), CharTokenizer())
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(LayerTapError, match=r"nope.jsonl: no such file"):
+        load_dataset(spec(str(tmp_path / "nope.jsonl")), CharTokenizer())
+
+
+def test_a_directory_of_jsonl_files_is_read_in_name_order(tmp_path):
+    write(tmp_path / "b.jsonl", {"text": "bb"})
+    write(tmp_path / "a.jsonl", {"text": "a"}, {"text": "aaa"})
+    (tmp_path / "notes.txt").write_text("ignored")
+    samples = load_dataset(spec(str(tmp_path)), CharTokenizer()).samples
+    assert [len(s.token_ids) for s in samples] == [1, 3, 2] and [s.index for s in samples] == [0, 1, 2]
+    assert samples[2].meta == {"file": str(tmp_path / "b.jsonl"), "line": 0}
+
+
+def test_unsupported_format_is_named():
+    with pytest.raises(LayerTapError, match=r"dataset.format: 'parquet'"):
+        load_dataset(DatasetSpec(uri="x.parquet", format="parquet"), CharTokenizer())
+
+
+def test_fit_to_limit_skips_empty_samples():
+    empty = Sample(0, np.zeros(0, np.int32), np.zeros(0, np.int16))
+    kept, over = fit_to_limit([empty], 8, "drop")
+    assert kept == [] and over == 0
+
+
+def test_read_texts_skips_blank_lines(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('\n  \n{"text": "x"}\n')
+    assert list(read_texts(str(path))) == [(str(path), 2, "x")]
