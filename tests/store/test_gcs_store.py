@@ -51,7 +51,7 @@ def bf16(x):
 def write(uri, units, **kwargs):
     with open_writer(uri, meta_for(), **kwargs) as writer:
         for unit in units:
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
     return writer
 
 
@@ -67,6 +67,8 @@ def check_run(uri, units):
     batch = run.read_layer(5)
     order = np.argsort(batch.token_ids, kind="stable")
     np.testing.assert_array_equal(batch.activations[order], bf16(expected_layer(units, 1)))
+    np.testing.assert_array_equal(batch.cell[order], np.concatenate([u.cell for u in sorted(units, key=lambda u: u.unit_id)]))
+    assert run.samples() == {i: meta for u in units for i, meta in u.samples.items()}
     return manifest
 
 
@@ -119,12 +121,12 @@ def test_server_down_mid_run_then_back(gcs, emulator):
     units = big_units(24)
     writer = open_writer(gcs, meta_for(), shard_bytes=SHARD)
     for unit in units[:10]:
-        writer.add(*unit.args())
+        writer.add(**unit.kwargs())
     emulator.stop()
     restart = threading.Timer(2.0, emulator.start)
     restart.start()
     for unit in units[10:]:
-        writer.add(*unit.args())
+        writer.add(**unit.kwargs())
     assert writer.progress().shards == 0 and not restart.finished.is_set()  # uploads are waiting
     writer.close()
     restart.join()
@@ -144,7 +146,7 @@ def test_resume_of_a_half_written_run(gcs):
         assert writer.committed_units() == set(range(20))
         for unit in units:
             if unit.unit_id not in writer.committed_units():
-                writer.add(*unit.args())
+                writer.add(**unit.kwargs())
     manifest = check_run(gcs, units)
     assert orphan in {s["shard"] for s in manifest["shards"]}  # the same name, now the real shard
 

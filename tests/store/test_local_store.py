@@ -18,7 +18,7 @@ from .units import LAYERS, expected_layer, make_units, meta_for
 def write(uri, units, storage_dtype="bfloat16", **kwargs):
     with open_writer(str(uri), meta_for(storage_dtype), **kwargs) as writer:
         for unit in units:
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
     return writer
 
 
@@ -45,9 +45,38 @@ def test_round_trip_is_exact_up_to_the_storage_cast(tmp_path, units, storage_dty
     batch = run.read_layer(LAYERS[0])
     order = np.argsort(batch.token_ids, kind="stable")
     all_units = sorted(units, key=lambda u: u.unit_id)
-    for column in ("token_ids", "sample_index", "position", "segment"):
+    for column in ("token_ids", "sample_index", "position", "segment", "cell"):
         want = np.concatenate([getattr(u, column) for u in all_units])
         np.testing.assert_array_equal(getattr(batch, column)[order], want)
+
+
+def test_cells_and_sample_provenance_come_back_with_the_rows(tmp_path, units):
+    write(tmp_path, units, shard_bytes=20_000)
+    manifest = finalize_run(str(tmp_path))
+    run = layertap.open(str(tmp_path))
+    assert run.samples() == {i: meta for u in units for i, meta in u.samples.items()}
+    # every shard's sidecar holds exactly the samples of its rows
+    for shard in manifest["shards"]:
+        sidecar = json.loads((tmp_path / shard["samples"]).read_text())
+        assert sidecar["shard"] == shard["shard"]
+        rows = {int(i) for i in run.shards[manifest["shards"].index(shard)].read("sample_index")}
+        assert {int(i) for i in sidecar["samples"]} == rows
+    grid = run.read_layer(5, segments=["test-input"])
+    assert len(grid) > 0 and (grid.cell >= 0).all() and grid.cell.shape == (len(grid), 3)
+    rest = run.read_layer(5, segments=[0, 1])
+    assert (rest.cell == -1).all()
+    meta = run.samples()[int(grid.sample_index[0])]
+    assert meta["task_id"] == f"task{int(grid.sample_index[0]) // 2:03d}"
+
+
+def test_a_unit_without_cells_or_provenance_stores_minus_one_and_no_meta(tmp_path):
+    unit = make_units(1)[0]
+    with open_writer(str(tmp_path), meta_for()) as writer:
+        writer.add(**{**unit.kwargs(), "cell": None, "samples": None})
+    run = layertap.open(str(tmp_path))
+    batch = run.read_layer(2)
+    assert batch.cell.shape == (len(unit.token_ids), 3) and (batch.cell == -1).all()
+    assert run.samples() == {}
 
 
 def test_int8_error_stays_within_half_a_step_of_each_row(tmp_path, units):
@@ -95,9 +124,11 @@ def test_manifest_holds_provenance_sizes_and_checksums(tmp_path, units):
 def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
     units = make_units(20)
     write(tmp_path, units[:8], shard_bytes=10_000)
-    # A crashed attempt left an uploaded-but-uncommitted shard and a half-written temp file.
+    # A crashed attempt left an uploaded-but-uncommitted shard and sidecar, and a half-written temp file.
     orphan = tmp_path / layout.shard_key(0, 999)
     orphan.write_bytes(b"not committed")
+    orphan_sidecar = tmp_path / layout.samples_key(0, 999)
+    orphan_sidecar.write_text('{"samples": {"0": "stale"}}')
     (tmp_path / "shards" / ".tmp-half-written").write_bytes(b"x" * 100)
     assert layertap.open(str(tmp_path)).num_tokens == sum(len(u.token_ids) for u in units[:8])
 
@@ -106,12 +137,14 @@ def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
         assert done == {u.unit_id for u in units[:8]}
         for unit in units:
             if unit.unit_id not in done:
-                writer.add(*unit.args())
+                writer.add(**unit.kwargs())
     manifest = finalize_run(str(tmp_path))
     assert manifest["num_units"] == 20
     seqs = [s["seq"] for s in manifest["shards"]]
     assert len(set(seqs)) == len(seqs)  # numbering continued after the first attempt
     assert not orphan.exists() and not (tmp_path / "shards" / ".tmp-half-written").exists()
+    assert not orphan_sidecar.exists()
+    assert layertap.open(str(tmp_path)).samples() == {i: meta for u in units for i, meta in u.samples.items()}
     got = in_unit_order(layertap.open(str(tmp_path)).read_layer(7), units)
     np.testing.assert_array_equal(got, expected_layer(units, 2).astype(ml_dtypes.bfloat16).astype(np.float32))
 
@@ -127,7 +160,7 @@ def test_processes_write_their_own_shards_and_finalize_merges_them(tmp_path):
     for process in (0, 1):
         with open_writer(str(tmp_path), meta_for(), process, 2, shard_bytes=10_000) as writer:
             for unit in units[process::2]:
-                writer.add(*unit.args())
+                writer.add(**unit.kwargs())
     manifest = finalize_run(str(tmp_path))
     assert manifest["processes"] == [0, 1] and manifest["num_units"] == 12
     assert all(f"-p0000{s['process_index']}-" in s["shard"] for s in manifest["shards"])
@@ -138,11 +171,11 @@ def test_a_unit_written_by_two_processes_fails_finalize(tmp_path):
     units = make_units(3)
     for process in (0, 1):
         with open_writer(str(tmp_path), meta_for(), process, 2) as writer:
-            writer.add(*units[process].args())
+            writer.add(**units[process].kwargs())
     # process 1 (wrongly) also writes unit 0 in a later attempt, not knowing about process 0's
     (tmp_path / "commits" / "p00000").rename(tmp_path / "hidden")
     with open_writer(str(tmp_path), meta_for(), 1, 2) as writer:
-        writer.add(*units[0].args())
+        writer.add(**units[0].kwargs())
     (tmp_path / "hidden").rename(tmp_path / "commits" / "p00000")
     with pytest.raises(LayerTapError, match="unit 0 is in two shards"):
         finalize_run(str(tmp_path))
@@ -188,12 +221,14 @@ def test_reading_a_run_in_progress_sees_only_committed_shards(tmp_path, units):
         (lambda a: dict(a, token_ids=a["token_ids"][:-1]), r"token_ids must be \[N="),
         (lambda a: dict(a, activations=a["activations"].astype(np.int32)), "must be floating point"),
         (lambda a: dict(a, unit_id=1.5), "unit id must be an int or str"),
+        (lambda a: dict(a, cell=a["cell"][:, :2]), r"cell must be \[N=\d+, 3\]"),
+        (lambda a: dict(a, samples={0: {}}), r"samples must describe exactly .* missing \[1\], extra \[\]"),
+        (lambda a: dict(a, samples={**a["samples"], 7: {}}), r"missing \[\], extra \[7\]"),
+        (lambda a: dict(a, samples={0: {"x": np.int64(1)}, 1: {}}), "provenance must be JSON-serialisable"),
     ],
 )
 def test_add_rejects_malformed_units(tmp_path, change, message):
-    unit = make_units(1)[0]
-    names = ("unit_id", "activations", "token_ids", "sample_index", "position", "segment")
-    args = change(dict(zip(names, unit.args())))
+    args = change(make_units(1)[0].kwargs())
     with open_writer(str(tmp_path), meta_for()) as writer:
         with pytest.raises(ValueError, match=message):
             writer.add(**args)
@@ -204,13 +239,13 @@ def test_adding_a_unit_twice_is_refused(tmp_path):
     write(tmp_path, [unit])
     with open_writer(str(tmp_path), meta_for()) as writer:
         with pytest.raises(ValueError, match="unit 0 was already written"):
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
 
 
 def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
     (tmp_path / "shards").write_text("a file where the shards folder should be")
     writer = open_writer(str(tmp_path), meta_for())
-    writer.add(*make_units(1)[0].args())
+    writer.add(**make_units(1)[0].kwargs())
     with pytest.raises(LayerTapError, match=str(tmp_path)):
         writer.close()
 
@@ -233,7 +268,7 @@ def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, mo
 
     def produce():
         for unit in units:
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
             added.append(unit.unit_id)
 
     producer = threading.Thread(target=produce)

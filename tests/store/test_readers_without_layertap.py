@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import layertap
 import numpy as np
 import pytest
-from layertap.store import open_writer
+from layertap.store import finalize_run, open_writer
 
 from .units import make_units, meta_for
 
@@ -24,7 +25,12 @@ def one_liners() -> dict[str, str]:
 
 
 def test_the_doc_has_the_one_liners():
-    assert set(one_liners()) == {"safetensors", "numpy"}
+    assert set(one_liners()) == {"safetensors", "numpy", "samples"}
+
+
+def without_layertap(*lines: str) -> None:
+    program = "\n".join(["import sys; sys.modules['layertap'] = None  # any import of layertap now fails", *lines])
+    subprocess.run([sys.executable, "-c", program], check=True)
 
 
 @pytest.mark.parametrize("storage_dtype", ["bfloat16", "float16", "float32"])
@@ -32,24 +38,42 @@ def test_the_doc_has_the_one_liners():
 def test_one_liner_reads_a_shard_without_layertap(tmp_path, name, storage_dtype):
     with open_writer(str(tmp_path / "run"), meta_for(storage_dtype, layers=[11, 12])) as writer:
         for unit in make_units(4, layers=[11, 12]):
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
     run = layertap.open(str(tmp_path / "run"))
     (shard,) = run.shards
-    out = tmp_path / "x.npy"
-    program = "\n".join([
-        "import sys; sys.modules['layertap'] = None  # any import of layertap now fails",
-        f"path = {str(shard.local_path)!r}",
-        one_liners()[name],
-        f"import numpy; numpy.save({str(out)!r}, numpy.asarray(x).astype('float32'))",
-    ])
-    subprocess.run([sys.executable, "-c", program], check=True)
-    np.testing.assert_array_equal(np.load(out), run.read_layer(12).activations)
+    batch = run.read_layer(12, dtype=None)
+    # the doc reads layer.12; the same line reads any tensor of the shard by its name
+    for tensor, want in {"layer.12": batch.activations, "cell": batch.cell, "sample_index": batch.sample_index}.items():
+        out = tmp_path / f"{tensor}.npy"
+        without_layertap(
+            f"path = {str(shard.local_path)!r}",
+            one_liners()[name].replace('"layer.12"', repr(tensor)),
+            f"import numpy; numpy.save({str(out)!r}, numpy.asarray(x).astype('float64'))",  # exact for all of them
+        )
+        np.testing.assert_array_equal(np.load(out), want.astype(np.float64))
+
+
+def test_sample_provenance_reads_without_layertap(tmp_path):
+    units = make_units(6)
+    with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=5_000) as writer:
+        for unit in units:
+            writer.add(**unit.kwargs())
+    finalize_run(str(tmp_path / "run"))
+    out = tmp_path / "samples.json"
+    without_layertap(
+        f"run = {str(tmp_path / 'run')!r}",
+        one_liners()["samples"],
+        f"json.dump({{str(k): v for k, v in samples.items()}}, open({str(out)!r}, 'w'))",
+    )
+    got = {int(k): v for k, v in json.loads(out.read_text()).items()}
+    assert got == {i: meta for u in units for i, meta in u.samples.items()}
+    assert len(layertap.open(str(tmp_path / "run")).shards) > 1
 
 
 def test_export_to_hugging_face_datasets(tmp_path):
     with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=10_000) as writer:
         for unit in make_units(10):
-            writer.add(*unit.args())
+            writer.add(**unit.kwargs())
     run = layertap.open(str(tmp_path / "run"))
     want = run.read_layer(5, segments=["test-input"])
     assert len(run.shards) > 1
@@ -59,10 +83,11 @@ def test_export_to_hugging_face_datasets(tmp_path):
 import layertap, numpy as np
 ds = layertap.open({str(tmp_path / "run")!r}).to_hf_dataset(5, cache_dir={str(tmp_path / "hf")!r}, segments=["test-input"])
 ds = ds.with_format("numpy")
-np.savez({str(tmp_path / "ds.npz")!r}, activation=ds["activation"], token_id=ds["token_id"], segment=ds["segment"])
+np.savez({str(tmp_path / "ds.npz")!r}, activation=ds["activation"], token_id=ds["token_id"], segment=ds["segment"], cell=ds["cell"])
 """
     subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path)
     got = np.load(tmp_path / "ds.npz")
     np.testing.assert_array_equal(got["activation"], want.activations)
     np.testing.assert_array_equal(got["token_id"], want.token_ids)
     np.testing.assert_array_equal(got["segment"], want.segment)
+    np.testing.assert_array_equal(got["cell"], want.cell)

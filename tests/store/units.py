@@ -18,18 +18,27 @@ class Unit:
     sample_index: np.ndarray
     position: np.ndarray
     segment: np.ndarray
+    cell: np.ndarray  # [N, 3]
+    samples: dict[int, dict]
 
-    def args(self):
-        return (self.unit_id, self.activations, self.token_ids, self.sample_index, self.position, self.segment)
+    def kwargs(self) -> dict:
+        """The arguments of `writer.add` for this unit."""
+        return dict(vars(self))
 
 
 def make_units(count: int, *, seed: int = 0, layers=LAYERS, hidden: int = HIDDEN, start: int = 0) -> list[Unit]:
-    """`count` units of 5-40 tokens; unit u holds samples 2u and 2u+1 and tokens 1000u + i."""
+    """`count` units of 5-40 tokens; unit u holds samples 2u and 2u+1 and tokens 1000u + i.
+
+    Tokens of segment 2 ("test-input") are grid cells (i // 5, i % 5, i % 10), the others -1.
+    """
     rng = np.random.default_rng(seed)
     units = []
     for u in range(start, start + count):
         n = int(rng.integers(5, 40))
         half = n // 2
+        segment = (np.arange(n) % 3).astype(np.int16)
+        i = np.arange(n)
+        cell = np.where((segment == 2)[:, None], np.stack([i // 5, i % 5, i % 10], axis=1), -1).astype(np.int16)
         units.append(
             Unit(
                 unit_id=u,
@@ -37,7 +46,12 @@ def make_units(count: int, *, seed: int = 0, layers=LAYERS, hidden: int = HIDDEN
                 token_ids=(1000 * u + np.arange(n)).astype(np.int32),
                 sample_index=np.where(np.arange(n) < half, 2 * u, 2 * u + 1),
                 position=np.concatenate([np.arange(half), np.arange(n - half)]),
-                segment=(np.arange(n) % 3).astype(np.int16),
+                segment=segment,
+                cell=cell,
+                samples={
+                    2 * u: {"task_id": f"task{u:03d}", "copy": 0, "augmentation": None},
+                    2 * u + 1: {"task_id": f"task{u:03d}", "copy": 1, "augmentation": {"dihedral": u % 8}},
+                },
             )
         )
     return units

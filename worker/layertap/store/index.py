@@ -65,7 +65,7 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
         "total_bytes": total_bytes,
         "bytes_per_token": total_bytes / tokens if tokens else None,
         "shards": [
-            {key: r[key] for key in ("shard", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
+            {key: r[key] for key in ("shard", "samples", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
             for r in records
         ],
     }
@@ -75,17 +75,17 @@ def finalize_run(uri: str, *, delete_orphans: bool = True) -> dict:
     """Merge every process's commit records into manifest.json and return it.
 
     Call it once, after every writer of the run has closed (e.g. on process 0 after a
-    barrier). Idempotent: calling it again rewrites the same manifest. Shards that no
-    commit record names (uploads of an attempt that crashed before committing) are
-    deleted unless `delete_orphans=False`.
+    barrier). Idempotent: calling it again rewrites the same manifest. Shards and sample
+    sidecars that no commit record names (uploads of an attempt that crashed before
+    committing) are deleted unless `delete_orphans=False`.
     """
     store = open_store(uri)
     run_info = read_run_info(store)
     records = read_commits(store)
     check_unique_units(records, uri)
     if delete_orphans:
-        referenced = {r["shard"] for r in records}
-        for key in store.list(layout.SHARDS):
+        referenced = {key for r in records for key in (r["shard"], r["samples"])}
+        for key in [*store.list(layout.SHARDS), *store.list(layout.SAMPLES)]:
             if key not in referenced:
                 store.delete(key)
         store.remove_temporaries()

@@ -9,13 +9,16 @@ RUN_KEY = "run.json"  # the run's provenance, written once by the first writer
 MANIFEST_KEY = "manifest.json"  # written by finalize_run
 SHARDS = "shards"
 COMMITS = "commits"
+SAMPLES = "samples"  # one JSON sidecar per shard: the provenance of the samples it holds
 
-# Per-token columns stored in every shard next to the activations: name -> dtype.
-TOKEN_COLUMNS = {
-    "token_ids": "int32",
-    "sample_index": "int64",
-    "position": "int32",
-    "segment": "int16",
+# Per-token columns stored in every shard next to the activations: name -> (dtype, shape
+# of one row). `cell` is the (row, col, colour) of the grid cell a token encodes, -1 if none.
+TOKEN_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "token_ids": ("int32", ()),
+    "sample_index": ("int64", ()),
+    "position": ("int32", ()),
+    "segment": ("int16", ()),
+    "cell": ("int16", (3,)),
 }
 
 
@@ -40,6 +43,10 @@ def commit_prefix(process_index: int) -> str:
 
 def commit_key(process_index: int, seq: int) -> str:
     return f"{commit_prefix(process_index)}/s{seq:06d}.json"
+
+
+def samples_key(process_index: int, seq: int) -> str:
+    return f"{SAMPLES}/p{process_index:05d}/s{seq:06d}.json"
 
 
 def seq_of_commit_key(key: str) -> int:

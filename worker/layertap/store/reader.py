@@ -3,7 +3,8 @@
     run = layertap.open("gs://bucket/runs/arc-0")
     for batch in run.iter_layer(12, segments=["test-input"]):
         batch.activations   # [n, D] float32 (or the stored dtype with dtype=None)
-        batch.token_ids     # [n] and sample_index, position, segment
+        batch.token_ids     # [n] and sample_index, position, segment, cell [n, 3]
+    run.samples()[i]        # provenance of sample i (ARC: task id, origin, augmentation)
 
 Local shards are memory-mapped; on gs:// each layer is one ranged read per shard (a
 layer's rows are contiguous in the file). A run that is still being written (no
@@ -15,7 +16,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class Batch:
     sample_index: np.ndarray  # [n] int64
     position: np.ndarray  # [n] int32, position of the token in its sample's prompt
     segment: np.ndarray  # [n] int16, segment label of the token
+    cell: np.ndarray  # [n, 3] int16, (row, col, colour) of the grid cell the token encodes, -1 if none
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -96,6 +99,7 @@ class Run:
         self.finalized = finalized
         self._store = store
         self.shards = [Shard(store, entry) for entry in manifest["shards"]]
+        self._samples: dict[int, dict] | None = None
 
     meta = property(lambda self: self.manifest["meta"])
     layers = property(lambda self: list(self.manifest["layers"]))
@@ -112,6 +116,17 @@ class Run:
             f"Run({self.uri!r}: {self.num_tokens} tokens x layers {self.layers} x {self.hidden_size} "
             f"{self.storage_dtype}, {len(self.shards)} shards{state})"
         )
+
+    def samples(self) -> dict[int, dict]:
+        """Sample index -> the provenance the runner recorded (ARC: task_id, origin,
+        test_index, augmentation, ...), for every sample with stored rows."""
+        if self._samples is None:
+            keys = [shard.entry["samples"] for shard in self.shards]
+            with ThreadPoolExecutor(16) as pool:
+                sidecars = list(pool.map(lambda key: json.loads(self._store.read(key)), keys))
+            found = {int(index): meta for sidecar in sidecars for index, meta in sidecar["samples"].items()}
+            self._samples = dict(sorted(found.items()))
+        return self._samples
 
     def iter_layer(
         self,
@@ -158,11 +173,10 @@ class Run:
         batches = list(self.iter_layer(layer, **filters))
         if not batches:
             dtype = filters.get("dtype", np.float32) or dtypes.NUMPY_DTYPES[self.storage_dtype]
-            empty = {k: np.empty(0, v) for k, v in layout.TOKEN_COLUMNS.items()}
+            empty = {k: np.empty((0, *shape), v) for k, (v, shape) in layout.TOKEN_COLUMNS.items()}
             return Batch(activations=np.empty((0, self.hidden_size or 0), dtype), **empty)
-        return Batch(*(np.concatenate(parts) for parts in zip(*(
-            (b.activations, b.token_ids, b.sample_index, b.position, b.segment) for b in batches
-        ))))
+        names = [f.name for f in fields(Batch)]
+        return Batch(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in names})
 
     def memmap(self, layer: int) -> list[np.memmap]:
         """`layer`'s stored rows, one read-only memmap per shard (local runs only).
@@ -186,7 +200,7 @@ class Run:
 
     def to_hf_dataset(self, layer: int, *, cache_dir: str | Path | None = None, dtype: str = "float32", **filters):
         """A Hugging Face `datasets.Dataset` of `layer` (columns: activation, token_id,
-        sample_index, position, segment), memory-mapped from Arrow files in `cache_dir`."""
+        sample_index, position, segment, cell), memory-mapped from Arrow files in `cache_dir`."""
         try:
             import datasets
             import pyarrow as pa
@@ -203,6 +217,7 @@ class Run:
                 "sample_index": batch.sample_index,
                 "position": batch.position,
                 "segment": batch.segment,
+                "cell": pa.FixedSizeListArray.from_arrays(pa.array(batch.cell.reshape(-1)), 3),
             })
             path = out / f"layer{layer}-{i:06d}.arrow"
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as stream:

@@ -3,7 +3,8 @@
     writer = open_writer(uri, meta, process_index, process_count)
     for unit in plan:
         if unit.id in writer.committed_units(): continue      # resume
-        writer.add(unit.id, acts_lnd, token_ids, sample_index, position, segment)
+        writer.add(unit.id, acts_lnd, token_ids, sample_index, position, segment,
+                   cell=cell_n3, samples={index: sample.meta, ...})
     writer.close()
     finalize_run(uri)                                           # once, after all processes
 
@@ -12,7 +13,8 @@ the storage dtype and cuts shards of about `shard_bytes`; up to `parallel_shards
 are written or uploaded at once. Memory held is therefore bounded by
 queue_units units + (parallel_shards + 1) shards (in-flight shards count twice on GCS,
 where the upload buffer is assembled from the units' arrays). A unit is never split across shards,
-so "unit committed" is exactly "its shard's commit record exists".
+so "unit committed" is exactly "its shard's commit record exists". The samples' provenance
+goes to a JSON sidecar per shard, written before the commit record.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class _Unit:
     unit_id: UnitId
     activations_lnd: np.ndarray
     columns: dict[str, np.ndarray]  # the per-token columns of layout.TOKEN_COLUMNS
+    samples: dict[int, dict]  # sample index -> provenance, for the samples of this unit
 
     @property
     def tokens(self) -> int:
@@ -177,8 +180,17 @@ class ShardWriter:
         sample_index: np.ndarray,
         position: np.ndarray,
         segment: np.ndarray,
+        *,
+        cell: np.ndarray | None = None,
+        samples: Mapping[int, Mapping] | None = None,
     ) -> None:
         """Queue one unit: activations [L, N, D] (L = meta layers, in order) and [N] columns.
+
+        cell: [N, 3] (row, col, colour) of the grid cell each token encodes, -1 for tokens
+            that are not a grid cell; None: no token is (all -1).
+        samples: sample index -> JSON-serialisable provenance (task id, origin,
+            augmentation, ...) for exactly the samples in `sample_index`; stored in the
+            shard's sidecar (`Run.samples()` reads it back). None: nothing recorded.
 
         Blocks while the queue is full. The arrays must not be modified afterwards.
         Raises the error of a failed shard write, if any.
@@ -188,7 +200,8 @@ class ShardWriter:
             raise ValueError("add() after close()")
         if unit_id in self._committed or unit_id in self._queued:
             raise ValueError(f"unit {unit_id!r} was already written (check committed_units() before adding)")
-        unit = self._checked_unit(unit_id, activations, token_ids, sample_index, position, segment)
+        given = {"token_ids": token_ids, "sample_index": sample_index, "position": position, "segment": segment}
+        unit = self._checked_unit(unit_id, activations, given, cell, samples)
         self._queued.add(unit_id)
         while True:
             try:
@@ -225,7 +238,7 @@ class ShardWriter:
             except Exception:
                 pass  # the caller's exception is the one to see
 
-    def _checked_unit(self, unit_id, activations, token_ids, sample_index, position, segment) -> _Unit:
+    def _checked_unit(self, unit_id, activations, given: dict, cell, samples) -> _Unit:
         if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
             raise ValueError(f"unit id must be an int or str, got {unit_id!r}")
         acts = np.asarray(activations)
@@ -240,14 +253,15 @@ class ShardWriter:
         elif acts.shape[2] != self._hidden:
             raise ValueError(f"unit {unit_id!r}: hidden size {acts.shape[2]} != {self._hidden} of earlier units")
         n = acts.shape[1]
-        given = {"token_ids": token_ids, "sample_index": sample_index, "position": position, "segment": segment}
+        given["cell"] = np.full((n, 3), -1, np.int16) if cell is None else cell
         columns = {}
-        for name, dtype in layout.TOKEN_COLUMNS.items():
+        for name, (dtype, row_shape) in layout.TOKEN_COLUMNS.items():
             column = np.asarray(given[name])
-            if column.shape != (n,):
-                raise ValueError(f"unit {unit_id!r}: {name} must be [N={n}], got {column.shape}")
+            if column.shape != (n, *row_shape):
+                want = ", ".join([f"N={n}", *map(str, row_shape)])
+                raise ValueError(f"unit {unit_id!r}: {name} must be [{want}], got {column.shape}")
             columns[name] = column.astype(dtype, copy=False)
-        return _Unit(unit_id, acts, columns)
+        return _Unit(unit_id, acts, columns, _checked_samples(unit_id, samples, columns["sample_index"]))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -313,8 +327,14 @@ class ShardWriter:
         }
         key = layout.shard_key(self._process_index, seq)
         size, crc = self._store.put(key, shardfile.buffers(tensors, metadata))
+        # The sidecar goes before the commit record, so a committed shard always has one.
+        samples_key = layout.samples_key(self._process_index, seq)
+        samples = {str(index): meta for unit, _, _ in pending for index, meta in sorted(unit.samples.items())}
+        sidecar = {"format": layout.FORMAT, "shard": key, "samples": samples}
+        self._store.write(samples_key, json.dumps(sidecar, sort_keys=True).encode())
         record = {
             "shard": key,
+            "samples": samples_key,
             "process_index": self._process_index,
             "seq": seq,
             "bytes": size,
@@ -334,3 +354,20 @@ class ShardWriter:
             self._committed.update(unit.unit_id for unit, _, _ in pending)
             p = self._progress
             self._progress = WriterProgress(p.units + len(pending), p.tokens + row, p.shards + 1, p.bytes + size)
+
+
+def _checked_samples(unit_id: UnitId, samples: Mapping[int, Mapping] | None, sample_index: np.ndarray) -> dict[int, dict]:
+    if samples is None:
+        return {}
+    present = {int(i) for i in np.unique(sample_index)}
+    given = {int(i) for i in samples}
+    if given != present:
+        raise ValueError(
+            f"unit {unit_id!r}: samples must describe exactly the samples in sample_index; "
+            f"missing {sorted(present - given)[:5]}, extra {sorted(given - present)[:5]}"
+        )
+    try:
+        json.dumps(list(samples.values()))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"unit {unit_id!r}: sample provenance must be JSON-serialisable: {error}") from None
+    return {int(i): dict(meta) for i, meta in samples.items()}
