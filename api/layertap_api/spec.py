@@ -90,6 +90,19 @@ class DatasetSpec(ApiModel):
         default="drop",
         description="What to do with a prompt over maxTokens: drop it, truncate it, or (ARC) remove train pairs until it fits.",
     )
+    skip_invalid: bool = Field(
+        default=False,
+        description="ARC formats: skip invalid tasks or rows (counted and logged) instead of failing on the first one.",
+    )
+    test_pairs: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description=(
+            "barc-jsonl rows whose examples are one unsplit list (BARC `examples`): the last testPairs "
+            "pairs are test pairs, one prompt each; the others are the train pairs."
+        ),
+    )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="ARC prompt settings.")
 
 

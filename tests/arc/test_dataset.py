@@ -22,7 +22,7 @@ def small_arc(tmp_path_factory):
 
 
 def spec(uri, **fields) -> DatasetSpec:
-    return DatasetSpec.model_validate({"uri": str(uri), "format": "arc-kaggle", "maxTokens": 131072, **fields})
+    return DatasetSpec.model_validate({"format": "arc-kaggle", "maxTokens": 131072, **fields, "uri": str(uri)})
 
 
 def test_samples_carry_tokens_labels_cells_and_provenance(small_arc, tokenizer) -> None:
@@ -89,3 +89,49 @@ def test_spec_errors_name_the_field(small_arc, tokenizer) -> None:
         next(iter_samples(spec(small_arc, prompt={"gridEncoder": "Nope"}), tokenizer))
     with pytest.raises(LayerTapError, match=r"dataset.format: 'text-jsonl' is not an ARC format"):
         next(iter_samples(spec(small_arc, format="text-jsonl"), tokenizer))
+
+
+def barc_rows(path, tasks) -> list[list]:
+    """BARC `examples` rows of real ARC tasks (every pair, train then test) and one bad row (line 2)."""
+    rows = [[[p.input.tolist(), p.output.tolist()] for p in (*t.train, *t.test)] for t in tasks]
+    bad = [[[1, 2], [3]], [[0]]]  # not rectangular
+    lines = [json.dumps({"examples": rows[0]}), json.dumps({"examples": [bad, *rows[1]]})]
+    lines += [json.dumps({"examples": row}) for row in rows[2:]]
+    path.write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def test_barc_rows_honour_skip_invalid_and_test_pairs(tmp_path, arc_tasks, tokenizer, caplog) -> None:
+    tasks = [t for t in arc_tasks if len(t.train) + len(t.test) >= 4][:4]
+    rows = barc_rows(tmp_path / "barc.jsonl", tasks)
+    barc = {"uri": str(tmp_path / "barc.jsonl"), "format": "barc-jsonl"}
+    with pytest.raises(LayerTapError, match=r"barc\.jsonl, line 2: .*not rectangular.*dataset\.skipInvalid: true skips"):
+        list(iter_samples(spec(**barc), tokenizer))
+
+    samples = list(iter_samples(spec(**barc, skipInvalid=True, testPairs=2), tokenizer))
+    kept_lines = [1, 3, 4]  # line 2 is skipped
+    assert [(s.meta["origin"], s.meta["test_index"]) for s in samples] == [
+        (f"{tmp_path}/barc.jsonl, line {line}", test) for line in kept_lines for test in (0, 1)
+    ]
+    for sample, line in zip(samples[::2], kept_lines):
+        assert sample.meta["train_pairs"] == len(rows[line - 1]) - 2
+    # each prompt's test input is that row's test pair (the last two examples)
+    for sample in samples:
+        row = rows[kept_lines[samples.index(sample) // 2] - 1]
+        test_input = np.asarray(row[len(row) - 2 + sample.meta["test_index"]][0])
+        cells = sample.cells[(sample.segments == TEST_INPUT) & (sample.cells[:, 0] >= 0)]
+        grid = np.full(test_input.shape, -1)
+        grid[cells[:, 0], cells[:, 1]] = cells[:, 2]
+        np.testing.assert_array_equal(grid, test_input)
+    assert "skipped 1 invalid records" in caplog.text and "line 2" in caplog.text
+
+
+def test_spec_defaults_read_barc_rows_with_the_last_pair_as_test(tmp_path, arc_tasks, tokenizer) -> None:
+    tasks = [t for t in arc_tasks if len(t.train) + len(t.test) >= 4][:3]
+    rows = barc_rows(tmp_path / "barc.jsonl", tasks)
+    defaults = DatasetSpec.model_validate({"uri": "x", "format": "barc-jsonl"})
+    assert defaults.skip_invalid is False and defaults.test_pairs == 1
+    samples = list(iter_samples(spec(uri=tmp_path / "barc.jsonl", format="barc-jsonl", skipInvalid=True), tokenizer))
+    assert [s.meta["train_pairs"] for s in samples] == [len(rows[0]) - 1, len(rows[2]) - 1]
+    with pytest.raises(ValueError, match="testPairs"):
+        DatasetSpec.model_validate({"uri": "x", "format": "barc-jsonl", "testPairs": 0})

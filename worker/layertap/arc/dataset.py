@@ -2,7 +2,9 @@
 
     for sample in iter_samples(spec.dataset, tokenizer): ...
 
-Order is deterministic: tasks in reading order; per task the original (copy 0) then
+Order is deterministic: tasks in reading order (invalid ones skipped and logged with
+`skipInvalid`, else the first is an error naming its file and row; unsplit BARC examples
+give their last `testPairs` pairs as tests); per task the original (copy 0) then
 `prompt.augmentations` augmented copies; per copy one prompt per test input. Sample
 indices count the samples yielded. `segment_names` maps labels to names (0 = other
 text); `select_labels(["test-input"])` gives the labels `extraction.segments` selects.
@@ -10,6 +12,7 @@ text); `select_labels(["test-input"])` gives the labels `extraction.segments` se
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from functools import partial
 
@@ -20,7 +23,8 @@ from layertap.arc.augment import augmentation_rng, random_augmentation
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import TEMPLATES, render_prompt
-from layertap.arc.readers import ReadStats, read_tasks
+from layertap.arc.readers import InvalidRecord, ReadStats, read_tasks
+from layertap.arc.records import Split
 from layertap.arc.segments import segment_names, select_labels
 from layertap.arc.task import Task
 from layertap.arc.tokens import label_tokens
@@ -29,6 +33,8 @@ from layertap.errors import LayerTapError
 
 ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")
 __all__ = ["ARC_FORMATS", "iter_samples", "segment_names", "select_labels"]
+
+log = logging.getLogger(__name__)
 
 
 def iter_samples(
@@ -53,6 +59,10 @@ def iter_samples(
     if prompt.template not in TEMPLATES:
         raise LayerTapError(f"dataset.prompt.template: unknown {prompt.template!r}; known: {', '.join(TEMPLATES)}")
     budget = budget if budget is not None else BudgetStats()
+    reading = reading if reading is not None else ReadStats()
+    tasks = read_tasks(
+        dataset.uri, dataset.format, split=Split(dataset.test_pairs), skip_invalid=dataset.skip_invalid, stats=reading
+    )
 
     def build(task: Task, test_index: int) -> Tokenized:
         rendered = render_prompt(task, test_index, encoder, tokenizer, prompt.template, prompt.variant)
@@ -64,8 +74,22 @@ def iter_samples(
             len(task.train),
         )
 
+    try:
+        yield from _samples(tasks, dataset, build, budget)
+    except InvalidRecord as error:
+        raise InvalidRecord(error.where, f"{error.reason} (dataset.skipInvalid: true skips and counts such records)") from None
+    finally:
+        if reading.skipped:
+            log.warning(
+                "%s: skipped %d invalid records (dataset.skipInvalid), e.g. %s",
+                dataset.uri, reading.skipped, "; ".join(reading.examples[:3]),
+            )
+
+
+def _samples(tasks, dataset: DatasetSpec, build, budget: BudgetStats) -> Iterator[Sample]:
+    prompt = dataset.prompt
     index = 0
-    for task in read_tasks(dataset.uri, dataset.format, stats=reading):
+    for task in tasks:
         for copy in range(prompt.augmentations + 1):
             augmentation = None
             view = task
