@@ -102,6 +102,14 @@ def test_rerun_after_a_lost_commit_redoes_only_that_unit(checkpoint, dataset, tm
     assert "0 steps run" in capsys.readouterr().out
 
 
+def test_int8_storage_is_within_one_quantisation_step(checkpoint, dataset, tmp_path, reference):
+    assert extract(checkpoint, dataset, tmp_path / "q", "--layers", "1,3", "--storage-dtype", "int8") == 0
+    acts, _, sample_index, position = read_sorted(tmp_path / "q", 3)
+    expected = np.concatenate([ref[1][kept] for _, kept, ref in reference.values()])
+    step = np.abs(expected).max(axis=1, keepdims=True) / 127
+    assert (np.abs(acts - expected) <= 0.5 * step + 1e-6).all()
+
+
 def test_storage_dtype_and_default_layers(checkpoint, dataset, tmp_path):
     assert extract(checkpoint, dataset, tmp_path / "out", "--storage-dtype", "bfloat16", "--dtype", "bfloat16") == 0
     run = layertap.open(str(tmp_path / "out"))

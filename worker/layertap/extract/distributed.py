@@ -12,14 +12,12 @@ No source: a single process, nothing to initialise.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from layertap.errors import LayerTapError
-
-log = logging.getLogger(__name__)
 
 COORDINATOR_PORT = 8476
 # Set by GKE on TPU VMs (and by JAX's TPU cluster detection); their presence means "let JAX detect".
@@ -99,4 +97,9 @@ def initialize(setup: Distributed) -> None:
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(setup.coordinator, setup.num_processes, setup.process_id)
-    log.info("jax.distributed: %s; %d processes, %d devices", setup, jax.process_count(), jax.device_count())
+    print(
+        f"layertap: joined as {setup}: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} of {jax.device_count()} devices here",
+        file=sys.stderr,
+        flush=True,
+    )
