@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layertap.extract.plan import bucket_lengths, make_plan, pack_rows, plan_cost, unit_id
+from layertap.extract.plan import bucket_lengths, make_plan, pack_rows, plan_cost, steps_to_run, unit_id
 
 
 def random_lengths(n: int, seed: int = 0, low: int = 1, high: int = 300) -> dict[int, int]:
@@ -84,3 +84,10 @@ def test_empty_plan_is_an_error():
 
 def test_unit_ids_are_unique_per_step_and_process():
     assert {unit_id(s, p, 3) for s in range(10) for p in range(3)} == set(range(30))
+
+
+def test_a_step_runs_unless_every_process_committed_its_unit():
+    committed = {unit_id(0, 0, 2), unit_id(0, 1, 2), unit_id(1, 1, 2), unit_id(3, 0, 2)}
+    todo, mine_done = steps_to_run(4, committed, process_index=1, process_count=2)
+    assert todo == [1, 2, 3]
+    assert mine_done == [True, True, False, False]  # step 1 runs again, but process 1 writes nothing

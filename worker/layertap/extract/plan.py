@@ -70,6 +70,17 @@ def unit_id(step: int, process_index: int, process_count: int) -> int:
     return step * process_count + process_index
 
 
+def steps_to_run(num_steps: int, committed, process_index: int, process_count: int) -> tuple[list[int], list[bool]]:
+    """(steps to run, whether this process's unit of each step is durable already).
+
+    A step runs unless every process's unit of it is durable: steps are SPMD programs that
+    all processes run together, even one whose own unit needs no writing.
+    """
+    units = [[unit_id(s, p, process_count) in committed for p in range(process_count)] for s in range(num_steps)]
+    todo = [s for s in range(num_steps) if not all(units[s])]
+    return todo, [units[s][process_index] for s in range(num_steps)]
+
+
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 

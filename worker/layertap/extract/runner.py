@@ -9,7 +9,6 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -25,13 +24,12 @@ from layertap.errors import LayerTapError
 from layertap.extract import batch as host
 from layertap.extract.config import default_layers
 from layertap.extract.distributed import Distributed
-from layertap.extract.mesh import DATA, make_mesh, local_rows, param_shardings
-from layertap.extract.plan import Plan, make_plan, unit_id
+from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
+from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
 from layertap.model import Qwen2Config, load_checkpoint, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.progress import Progress
 
-log = logging.getLogger(__name__)
 
 DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
 STORED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
@@ -165,8 +163,9 @@ class UnitSink:
     """The host end of a step: wait for its output, pick this process's records, hand them
     to the writer, and count samples as done once their unit is durable."""
 
-    def __init__(self, prepared: Prepared, writer, progress: Progress, mine: slice, unit) -> None:
-        self.prepared, self.writer, self.progress, self.mine, self.unit = prepared, writer, progress, mine, unit
+    def __init__(self, prepared: Prepared, writer, progress: Progress, mine: slice, process: int, processes: int) -> None:
+        self.prepared, self.writer, self.progress, self.mine = prepared, writer, progress, mine
+        self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
 
@@ -222,8 +221,8 @@ def execute(
     model_parallel: int = 1,
     show_progress: bool = True,
     reporter=None,
-    shard_bytes: int | None = None,
 ) -> RunSummary:
+    """Run the plan's remaining steps on this process's devices, then finalize the run."""
     from jax.experimental import multihost_utils
 
     from layertap.store.index import finalize_run
@@ -239,30 +238,15 @@ def execute(
         )
     if process == 0:
         print(prepared.describe(setup, jax.device_count()), flush=True)
-
-    compute_dtype = DEVICE_DTYPES[job.model.dtype]
-    out_dtype = DEVICE_DTYPES[job.extraction.storage_dtype]
-    extract_fn = make_extract_fn(config, prepared.layers, compute_dtype, jnp.float32 if prepared.mode != "all" else out_dtype)
-    _, params = load_checkpoint(job.model.uri, compute_dtype, sharding=NamedSharding(mesh, P()))
-    shardings = param_shardings(params, mesh)
-    if model_parallel > 1:
-        params = jax.device_put(params, shardings)
-    step_fn = make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
-    mine = local_rows(mesh, plan.rows_per_step)
+    params, step_fn = _load_step(prepared, mesh)  # before anything is written: a bad checkpoint fails here
 
     _check_process_count(job.output.uri, processes)
-    writer_options = {"shard_bytes": shard_bytes} if shard_bytes else {"shard_bytes": job.output.shard_size_mb * 2**20}
-    writer = open_writer(job.output.uri, prepared.writer_meta(processes), process, processes, **writer_options)
+    meta = prepared.writer_meta(processes)
+    writer = open_writer(job.output.uri, meta, process, processes, shard_bytes=job.output.shard_size_mb * 2**20)
     # Every writer has listed what earlier attempts committed before anyone commits anew,
     # so every process derives the same steps to run.
     multihost_utils.sync_global_devices("layertap: writers open")
-    committed = writer.committed_units()
-    mine_done = [unit_id(s, process, processes) in committed for s in range(plan.num_steps)]
-    todo = [
-        s for s in range(plan.num_steps) if not all(unit_id(s, p, processes) in committed for p in range(processes))
-    ]
-
-
+    todo, mine_done = steps_to_run(plan.num_steps, writer.committed_units(), process, processes)
     skipped = sorted(set(range(plan.num_steps)) - set(todo))
     progress = Progress(
         samples_total=len(prepared.samples),
@@ -273,30 +257,10 @@ def execute(
         show_bar=show_progress and process == 0,
         reporter=reporter if process == 0 else None,
     )
-    sink = UnitSink(prepared, writer, progress, mine, unit=lambda s: unit_id(s, process, processes))
-    compile_seconds, compiled = 0.0, set()
+    sink = UnitSink(prepared, writer, progress, local_rows(mesh, plan.rows_per_step), process, processes)
     started = time.perf_counter()
-    pending: tuple[int, jax.Array] | None = None
     with writer:
-        for step in todo:
-            t0 = time.perf_counter()
-            shape = plan.steps[step]
-            batch = host.build_batch(
-                shape.rows[mine], prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
-            )
-            arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
-            t1 = time.perf_counter()
-            out = step_fn(params, arrays)
-            out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
-            if shape.row_length not in compiled:  # the first step of each row length compiles
-                compiled.add(shape.row_length)
-                compile_seconds += time.perf_counter() - t1
-            sink.times.prepare += t1 - t0  # not a step of its own: no add()
-            if pending is not None:
-                sink.finish(*pending, write=not mine_done[pending[0]])
-            pending = (step, out)
-        if pending is not None:
-            sink.finish(*pending, write=not mine_done[pending[0]])
+        compile_seconds = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink)
         flush_started = time.perf_counter()
     flush_seconds = time.perf_counter() - flush_started  # the writer's last shards becoming durable
     sink.all_durable()
@@ -321,6 +285,47 @@ def execute(
         compile_seconds=compile_seconds,
         flush_seconds=flush_seconds,
     )
+
+
+def _load_step(prepared: Prepared, mesh):
+    """The parameters on the mesh and the jitted step."""
+    job, config = prepared.job, prepared.config
+    compute_dtype = DEVICE_DTYPES[job.model.dtype]
+    out_dtype = DEVICE_DTYPES[job.extraction.storage_dtype]
+    # pooled modes reduce in float32 on device before the cast to the storage dtype
+    extract_fn = make_extract_fn(config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32)
+    _, params = load_checkpoint(job.model.uri, compute_dtype, sharding=NamedSharding(mesh, P()))
+    shardings = param_shardings(params, mesh)
+    if mesh.shape[MODEL] > 1:
+        params = jax.device_put(params, shardings)
+    return params, make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
+
+
+def _run_steps(prepared: Prepared, mesh, params, step_fn, todo: list[int], mine_done: list[bool], sink: UnitSink) -> float:
+    """Dispatch each step, then finish the previous one while it runs; returns compile seconds."""
+    plan = prepared.plan
+    compile_seconds, compiled = 0.0, set()
+    pending: tuple[int, jax.Array] | None = None
+    for step in todo:
+        t0 = time.perf_counter()
+        shape = plan.steps[step]
+        batch = host.build_batch(
+            shape.rows[sink.mine], prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
+        )
+        arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
+        t1 = time.perf_counter()
+        out = step_fn(params, arrays)
+        out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
+        if shape.row_length not in compiled:  # the first step of each row length compiles
+            compiled.add(shape.row_length)
+            compile_seconds += time.perf_counter() - t1
+        sink.times.prepare += t1 - t0
+        if pending is not None:
+            sink.finish(*pending, write=not mine_done[pending[0]])
+        pending = (step, out)
+    if pending is not None:
+        sink.finish(*pending, write=not mine_done[pending[0]])
+    return compile_seconds
 
 
 def attention_weight(config: Qwen2Config) -> float:
