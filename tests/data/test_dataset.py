@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from layertap_api.spec import DatasetSpec
-
 from layertap.data.dataset import fit_to_limit, load_dataset
 from layertap.data.sample import Sample
 from layertap.data.text import read_texts
 from layertap.errors import LayerTapError
+from layertap_api.spec import DatasetSpec
 
 
 class CharTokenizer:

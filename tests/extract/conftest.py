@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from layertap.cli import main
 from layertap.model import write_random_checkpoint
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from layertap.data.sample import Sample
 from layertap.extract.batch import build_batch, keep_mask, select_records
 

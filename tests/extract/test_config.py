@@ -3,7 +3,6 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
 from layertap.errors import LayerTapError
 from layertap.extract import cli
 from layertap.extract.config import default_layers, parse_layers
@@ -38,8 +37,19 @@ def test_a_whole_resource_is_read_and_cluster_fields_are_left_to_the_operator(tm
 
 def test_flags_override_the_file(tmp_path):
     (tmp_path / "ae.yaml").write_text(RESOURCE)
-    args = parse("--config", str(tmp_path / "ae.yaml"), "--layers", "3-5", "--positions", "all",
-                 "--batch-size", "16", "--no-exclude-special-tokens", "--model-parallel", "1")
+    args = parse(
+        "--config",
+        str(tmp_path / "ae.yaml"),
+        "--layers",
+        "3-5",
+        "--positions",
+        "all",
+        "--batch-size",
+        "16",
+        "--no-exclude-special-tokens",
+        "--model-parallel",
+        "1",
+    )
     job, model_axis = cli.job_from_args(args, env={})
     assert job.extraction.layers == [3, 4, 5] and job.extraction.positions == "all"
     assert job.extraction.batch_size == 16 and job.extraction.exclude_special_tokens is False
@@ -47,7 +57,9 @@ def test_flags_override_the_file(tmp_path):
 
 
 def test_the_spec_comes_from_the_environment_in_a_cluster():
-    env = {"LAYERTAP_SPEC": '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'}
+    env = {
+        "LAYERTAP_SPEC": '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'
+    }
     job, model_axis = cli.job_from_args(parse(), env=env)
     assert job.dataset.format == "arc-json" and model_axis == 1
 
@@ -56,8 +68,14 @@ def test_the_spec_comes_from_the_environment_in_a_cluster():
     "text, message",
     [
         ("spec:\n  model: {uri: /m}\n  output: {uri: /o}\n", r"ae.yaml: dataset: Field required"),
-        ("model: {uri: /m, dtype: float64}\ndataset: {uri: /d, format: text-jsonl}\noutput: {uri: /o}\n", r"ae.yaml: model.dtype"),
-        ("model: {uri: /m}\ndataset: {uri: /d, format: text-jsonl, maxTokenz: 3}\noutput: {uri: /o}\n", r"dataset.maxTokenz"),
+        (
+            "model: {uri: /m, dtype: float64}\ndataset: {uri: /d, format: text-jsonl}\noutput: {uri: /o}\n",
+            r"ae.yaml: model.dtype",
+        ),
+        (
+            "model: {uri: /m}\ndataset: {uri: /d, format: text-jsonl, maxTokenz: 3}\noutput: {uri: /o}\n",
+            r"dataset.maxTokenz",
+        ),
         ("- just a list\n", r"ae.yaml: expected an ActivationExtraction"),
         ("model: {uri: [\n", r"ae.yaml: not valid YAML"),
     ],

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import layertap
+import numpy as np
 from layertap.cli import main
 
 
 def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    snippet = [line.strip() for line in out.splitlines() if line.startswith("  import layertap") or line.startswith("  acts =")]
+    snippet = [line.strip() for line in out.splitlines() if line.startswith(("  import layertap", "  acts ="))]
     assert len(snippet) == 2, out
     scope: dict = {}
-    exec("\n".join(snippet), scope)  # the two lines the demo tells users to run
+    exec("\n".join(snippet), scope)  # noqa: S102 - the two lines the demo tells users to run
     acts = scope["acts"]
     assert acts.ndim == 2 and acts.shape[1] == 64 and len(acts) > 0 and np.isfinite(acts).all()
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from layertap.errors import LayerTapError
 from layertap.extract.distributed import detect
 
@@ -46,7 +45,11 @@ def test_tpu_vms_are_left_to_jax_detection_even_under_jobset():
         (("h:1", 2, None), {}, "go together"),
         (("h:1", 2, 2), {}, "outside 0..1"),
         ((None, None, None), {**JOBSET_ENV, "JOB_INDEX": "2"}, "process id 10 is outside 0..7"),
-        ((None, None, None), {k: v for k, v in JOBSET_ENV.items() if k != "LAYERTAP_NUM_PROCESSES"}, "LAYERTAP_NUM_PROCESSES"),
+        (
+            (None, None, None),
+            {k: v for k, v in JOBSET_ENV.items() if k != "LAYERTAP_NUM_PROCESSES"},
+            "LAYERTAP_NUM_PROCESSES",
+        ),
     ],
 )
 def test_inconsistent_settings_are_refused(flags, env, message):

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from layertap.extract.plan import bucket_lengths, make_plan, pack_rows, plan_cost, steps_to_run, unit_id
+from layertap.extract.plan import (
+    bucket_lengths,
+    make_plan,
+    pack_rows,
+    plan_cost,
+    steps_to_run,
+    unit_id,
+)
 
 
 def random_lengths(n: int, seed: int = 0, low: int = 1, high: int = 300) -> dict[int, int]:

@@ -27,8 +27,22 @@ class RecordingReporter:
 def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_path):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    args = parser.parse_args(["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl",
-                              "--output", str(tmp_path / "out"), "--batch-size", "1", "--shard-size-mb", "1"])
+    args = parser.parse_args(
+        [
+            "--model",
+            str(checkpoint),
+            "--dataset",
+            str(dataset),
+            "--format",
+            "text-jsonl",
+            "--output",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "1",
+            "--shard-size-mb",
+            "1",
+        ]
+    )
     job, _ = job_from_args(args, env={})
     prepared = prepare(job)
     reporter = RecordingReporter()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import jax.numpy as jnp
+import layertap
 import numpy as np
 import pytest
-
-import layertap
-from layertap.model import load_checkpoint, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.model import (
+    load_checkpoint,
+    load_tokenizer,
+    make_extract_fn,
+    special_token_ids,
+)
 
 from .conftest import TEXTS, extract
 
@@ -104,7 +108,7 @@ def test_rerun_after_a_lost_commit_redoes_only_that_unit(checkpoint, dataset, tm
 
 def test_int8_storage_is_within_one_quantisation_step(checkpoint, dataset, tmp_path, reference):
     assert extract(checkpoint, dataset, tmp_path / "q", "--layers", "1,3", "--storage-dtype", "int8") == 0
-    acts, _, sample_index, position = read_sorted(tmp_path / "q", 3)
+    acts = read_sorted(tmp_path / "q", 3)[0]
     expected = np.concatenate([ref[1][kept] for _, kept, ref in reference.values()])
     step = np.abs(expected).max(axis=1, keepdims=True) / 127
     assert (np.abs(acts - expected) <= 0.5 * step + 1e-6).all()

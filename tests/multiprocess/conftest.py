@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import layertap
 import numpy as np
 import pytest
-
-import layertap
 from layertap.model import write_random_checkpoint
 
 
@@ -25,7 +24,22 @@ def checkpoint(tmp_path_factory) -> Path:
 def dataset(tmp_path_factory) -> Path:
     """Enough samples of varied length for dozens of steps."""
     rng = np.random.default_rng(0)
-    words = "the quick brown fox jumps over a lazy dog while sparse features light up".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "sparse",
+        "features",
+        "light",
+        "up",
+    ]
     path = tmp_path_factory.mktemp("data") / "texts.jsonl"
     lines = [" ".join(rng.choice(words, size=rng.integers(2, 60))) for _ in range(400)]
     lines[7] = "<|im_start|>user\n" + lines[7] + "<|im_end|>"
@@ -82,4 +96,7 @@ def read_layer_sorted(output: Path, layer: int):
     """Rows of a layer in (sample, position) order, whatever the process count that wrote them."""
     batch = layertap.open(str(output)).read_layer(layer)
     order = np.lexsort((batch.position, batch.sample_index))
-    return {name: getattr(batch, name)[order] for name in ("activations", "token_ids", "sample_index", "position", "segment")}
+    return {
+        name: getattr(batch, name)[order]
+        for name in ("activations", "token_ids", "sample_index", "position", "segment")
+    }

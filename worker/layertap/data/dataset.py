@@ -32,7 +32,7 @@ class Dataset:
 def load_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     """Read, tokenize and limit the dataset; an empty result is an error naming the file."""
     if spec.format == "text-jsonl":
-        encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
         samples = islice(text.text_samples(spec.uri, encode), spec.max_samples)
         kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
         names, report = text.SEGMENT_NAMES, f"{over} over maxTokens ({spec.over_limit})" if over else ""
@@ -57,7 +57,9 @@ def exact_names(names: dict[int, str]) -> Callable[[list[str]], list[int]]:
     def select(wanted: list[str]) -> list[int]:
         unknown = [name for name in wanted if name not in by_name]
         if unknown:
-            raise ValueError(f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(by_name)}")
+            raise ValueError(
+                f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(by_name)}"
+            )
         return [by_name[name] for name in wanted]
 
     return select
@@ -86,4 +88,3 @@ def truncate(sample: Sample, n: int) -> Sample:
     cells = None if sample.cells is None else sample.cells[:n]
     meta = {**sample.meta, "truncatedFrom": len(sample.token_ids)}
     return replace(sample, token_ids=sample.token_ids[:n], segments=sample.segments[:n], cells=cells, meta=meta)
-

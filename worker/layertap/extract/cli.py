@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--max-samples", type=int)
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
     spec.add_argument("--over-limit", choices=["drop", "truncate", "shorten"])
-    spec.add_argument("--layers", type=cfg.parse_layers, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)")
+    spec.add_argument(
+        "--layers", type=cfg.parse_layers, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)"
+    )
     spec.add_argument("--positions", choices=["all", "last", "mean"])
     spec.add_argument("--segments", type=lambda text: text.split(","), help="comma-separated segment names to keep")
     spec.add_argument(
@@ -52,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--output", help="output directory or gs:// prefix")
     spec.add_argument("--shard-size-mb", type=int)
     run = parser.add_argument_group("how to run")
-    run.add_argument("--model-parallel", type=int, help="size of the mesh's model axis (default: resources.mesh.model, else 1)")
+    run.add_argument(
+        "--model-parallel", type=int, help="size of the mesh's model axis (default: resources.mesh.model, else 1)"
+    )
     run.add_argument("--coordinator", help="host:port of process 0 (local multi-process runs)")
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
@@ -100,4 +104,3 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
-

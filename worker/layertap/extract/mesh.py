@@ -8,7 +8,8 @@ across devices (Megatron style) and must divide the query and KV head counts.
 from __future__ import annotations
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from layertap.errors import LayerTapError
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from layertap_api.spec import JobSpec
 
 from layertap.data.dataset import Dataset, load_dataset
@@ -27,9 +28,14 @@ from layertap.extract.distributed import Distributed
 from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
-from layertap.model import Qwen2Config, load_checkpoint, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.model import (
+    Qwen2Config,
+    load_checkpoint,
+    load_tokenizer,
+    make_extract_fn,
+    special_token_ids,
+)
 from layertap.progress import Progress
-
 
 DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
 STORED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
@@ -59,17 +65,30 @@ class Prepared:
         return self.rows_stored * per_row
 
     def describe(self, setup: Distributed, devices: int) -> str:
-        job, plan = self.job, self.plan
+        """What the run will do and write, and roughly how much disk it needs."""
+        job, plan, config = self.job, self.plan, self.config
+        limits = f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""
+        specials = "excluded" if job.extraction.exclude_special_tokens else "kept"
+        row_lengths = "/".join(map(str, plan.row_lengths))
         return "\n".join(
             [
-                f"layertap extract: {job.model.uri} ({self.config.num_hidden_layers} layers, hidden {self.config.hidden_size}, {job.model.dtype})",
-                f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
-                f"{plan.useful_tokens} tokens" + (f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""),
-                f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {'excluded' if job.extraction.exclude_special_tokens else 'kept'}",
-                f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {'/'.join(map(str, plan.row_lengths))} tokens "
-                f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices",
-                f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {self.config.hidden_size} "
-                f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}",
+                (
+                    f"layertap extract: {job.model.uri} ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+                    f"{job.model.dtype})"
+                ),
+                (
+                    f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
+                    f"{plan.useful_tokens} tokens{limits}"
+                ),
+                f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {specials}",
+                (
+                    f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {row_lengths} tokens "
+                    f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices"
+                ),
+                (
+                    f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {config.hidden_size} "
+                    f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}"
+                ),
             ]
         )
 
@@ -163,7 +182,9 @@ class UnitSink:
     """The host end of a step: wait for its output, pick this process's records, hand them
     to the writer, and count samples as done once their unit is durable."""
 
-    def __init__(self, prepared: Prepared, writer, progress: Progress, mine: slice, process: int, processes: int) -> None:
+    def __init__(
+        self, prepared: Prepared, writer, progress: Progress, mine: slice, process: int, processes: int
+    ) -> None:
         self.prepared, self.writer, self.progress, self.mine = prepared, writer, progress, mine
         self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
@@ -210,7 +231,10 @@ class UnitSink:
             return
         plan, written = self.prepared.plan, self.writer.progress()
         self.progress.committed(
-            sum(plan.step_samples(s) for s in steps), sum(plan.step_tokens(s) for s in steps), written.shards, written.bytes
+            sum(plan.step_samples(s) for s in steps),
+            sum(plan.step_tokens(s) for s in steps),
+            written.shards,
+            written.bytes,
         )
 
 
@@ -293,7 +317,9 @@ def _load_step(prepared: Prepared, mesh):
     compute_dtype = DEVICE_DTYPES[job.model.dtype]
     out_dtype = DEVICE_DTYPES[job.extraction.storage_dtype]
     # pooled modes reduce in float32 on device before the cast to the storage dtype
-    extract_fn = make_extract_fn(config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32)
+    extract_fn = make_extract_fn(
+        config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32
+    )
     _, params = load_checkpoint(job.model.uri, compute_dtype, sharding=NamedSharding(mesh, P()))
     shardings = param_shardings(params, mesh)
     if mesh.shape[MODEL] > 1:
@@ -301,7 +327,9 @@ def _load_step(prepared: Prepared, mesh):
     return params, make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
 
 
-def _run_steps(prepared: Prepared, mesh, params, step_fn, todo: list[int], mine_done: list[bool], sink: UnitSink) -> float:
+def _run_steps(
+    prepared: Prepared, mesh, params, step_fn, todo: list[int], mine_done: list[bool], sink: UnitSink
+) -> float:
     """Dispatch each step, then finish the previous one while it runs; returns compile seconds."""
     plan = prepared.plan
     compile_seconds, compiled = 0.0, set()
