@@ -84,9 +84,21 @@ def test_a_directory_of_jsonl_files_is_read_in_name_order(tmp_path):
     assert samples[2].meta == {"file": str(tmp_path / "b.jsonl"), "line": 0}
 
 
-def test_unsupported_format_is_named():
-    with pytest.raises(LayerTapError, match=r"dataset.format: 'parquet'"):
-        load_dataset(DatasetSpec(uri="x.parquet", format="parquet"), CharTokenizer())
+def test_parquet_rows_with_a_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["ab", "cde", "f"], "id": [1, 2, 3]}), tmp_path / "part-0.parquet")
+    samples = load_dataset(DatasetSpec(uri=str(tmp_path), format="parquet"), CharTokenizer()).samples
+    assert [len(s.token_ids) for s in samples] == [2, 3, 1]
+    assert samples[1].meta == {"file": str(tmp_path / "part-0.parquet"), "row": 1}
+
+    pq.write_table(pa.table({"prompt": ["x"]}), tmp_path / "part-1.parquet")
+    with pytest.raises(LayerTapError, match=r'part-1.parquet: needs a string column "text"'):
+        load_dataset(DatasetSpec(uri=str(tmp_path), format="parquet"), CharTokenizer())
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(LayerTapError, match=r"bad.parquet: not a readable parquet file"):
+        load_dataset(DatasetSpec(uri=str(tmp_path / "bad.parquet"), format="parquet"), CharTokenizer())
 
 
 def test_fit_to_limit_skips_empty_samples():
@@ -98,4 +110,4 @@ def test_fit_to_limit_skips_empty_samples():
 def test_read_texts_skips_blank_lines(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('\n  \n{"text": "x"}\n')
-    assert list(read_texts(str(path))) == [(str(path), 2, "x")]
+    assert list(read_texts(str(path), "text-jsonl")) == [(str(path), 2, "x")]

@@ -12,8 +12,6 @@ from layertap.data import text
 from layertap.data.sample import Sample
 from layertap.errors import LayerTapError
 
-ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")
-
 
 @dataclass(frozen=True)
 class Dataset:
@@ -31,21 +29,22 @@ class Dataset:
 
 def load_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     """Read, tokenize and limit the dataset; an empty result is an error naming the file."""
-    if spec.format == "text-jsonl":
-        encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
-        samples = islice(text.text_samples(spec.uri, encode), spec.max_samples)
+    if spec.format in text.SUFFIXES:
+
+        def encode(value: str) -> list[int]:
+            return tokenizer.encode(value, add_special_tokens=False)
+
+        samples = islice(text.text_samples(spec.uri, encode, spec.format), spec.max_samples)
         kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
         names, report = text.SEGMENT_NAMES, f"{over} over maxTokens ({spec.over_limit})" if over else ""
         select = exact_names(names)
-    elif spec.format in ARC_FORMATS:
+    else:  # the ARC formats
         from layertap.arc import dataset as arc
         from layertap.arc.budget import BudgetStats
 
         budget = BudgetStats()
         kept = list(arc.iter_samples(spec, tokenizer, budget=budget))  # applies maxSamples and overLimit
         names, report, select = arc.segment_names, str(budget), arc.select_labels
-    else:
-        raise LayerTapError(f"dataset.format: {spec.format!r} is not supported by this worker yet")
     if not kept:
         raise LayerTapError(f"dataset {spec.uri}: no samples to extract" + (f" ({report})" if report else ""))
     return Dataset(samples=kept, segment_names=dict(names), limit_report=report, select=select)
