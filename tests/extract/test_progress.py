@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import layertap
 from layertap.extract import cli
 from layertap.extract.cli import job_from_args
 from layertap.extract.distributed import Distributed
@@ -56,3 +57,6 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
     assert last["tokensDone"] == prepared.plan.useful_tokens and last["percent"] == 100.0
     assert last["shardsWritten"] >= 1 and last["bytesWritten"] > 0 and last["tokensPerSecond"] > 0
     assert summary.steps_run == prepared.plan.num_steps == summary.times.steps
+    # the disk estimate printed at the start is close to what was written
+    written = layertap.open(str(tmp_path / "out")).manifest["total_bytes"]
+    assert abs(prepared.disk_bytes() - written) < 0.1 * written

@@ -9,6 +9,7 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -36,10 +37,12 @@ from layertap.model import (
     special_token_ids,
 )
 from layertap.progress import Progress
+from layertap.store.layout import TOKEN_COLUMNS
 
 DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
 STORED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
-INDEX_BYTES_PER_ROW = 4 + 8 + 4 + 2  # token_ids, sample_index, position, segment
+# the per-row index columns stored next to the activations (token id, sample, position, ...)
+INDEX_BYTES_PER_ROW = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
 
 
 @dataclass(frozen=True)
