@@ -92,6 +92,17 @@ def test_accounts_have_exactly_the_chart_rights(installed, who, verb, resource, 
     assert result.stdout.strip() == ("yes" if allowed else "no"), (result.stdout, result.stderr)
 
 
+def test_install_bundle_is_accepted_by_the_server(installed):
+    """The kubectl bundle, validated and admitted (dry run: the release above owns those objects)."""
+    bundle = REPO / "manifests" / "install.yaml"
+    out = installed.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", str(bundle)
+    ).stdout.splitlines()
+    documents = [doc for doc in yaml.safe_load_all(bundle.read_text()) if doc]
+    assert len(out) == len(documents)
+    assert all(line.endswith("serverside-applied (server dry run)") for line in out), out
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_are_accepted_by_the_server(installed, example):
     out = installed.apply(example, namespace=WATCHED, dry_run=True)
