@@ -11,8 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import kubernetes
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
+from layertap.reporter import StatusReporter
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "layertap"
@@ -178,3 +181,26 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
         operator.wait(timeout=30)
     forbidden = [line for line in log.read_text().splitlines() if "403" in line or "orbidden" in line]
     assert forbidden == [], "\n".join(forbidden)
+
+
+def test_worker_as_installed_reports_progress_and_may_not_touch_the_spec(installed):
+    """The real reporter with the worker ServiceAccount's token, as a worker pod would run it."""
+    resource = yaml.safe_load((REPO / "manifests" / "examples" / "cpu-small.yaml").read_text())
+    resource["metadata"]["name"] = "progress-probe"
+    installed.apply(resource, namespace=WATCHED)
+    config = kubernetes.client.Configuration()
+    kubeconfig = installed.kubeconfig_for("layertap-worker", WATCHED)
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+    api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+
+    reporter = StatusReporter(api, WATCHED, "progress-probe", interval=0.1)
+    reporter.update({"samplesDone": 3, "samplesTotal": 32})
+    reporter.close()
+    progress = installed.get("ae", "progress-probe", WATCHED)["status"]["progress"]
+    assert (progress["samplesDone"], progress["samplesTotal"]) == (3, 32)
+
+    with pytest.raises(ApiException) as denied:
+        api.patch_namespaced_custom_object(
+            "layertap.dev", "v1alpha1", WATCHED, "activationextractions", "progress-probe", {"spec": {"suspend": True}}
+        )
+    assert denied.value.status == 403
