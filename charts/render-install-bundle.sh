@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders manifests/install.yaml, the `kubectl apply` install bundle, from charts/layertap.
-# The operator serves every namespace; the worker ServiceAccount goes to `default` so that
-# `kubectl apply -f manifests/examples/...` works there as is. tests/charts keeps it in sync.
+# The chart's defaults: the operator serves every namespace, the worker ServiceAccount is in
+# `default`, so `kubectl apply -f manifests/examples/...` works as is. tests/charts keeps it in sync.
 #   bash charts/render-install-bundle.sh [HELM [OUTPUT]]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +17,5 @@ namespace=layertap-system
   echo "kind: Namespace"
   echo "metadata:"
   echo "  name: $namespace"
-  "$helm" template layertap charts/layertap --namespace "$namespace" --include-crds \
-    --set 'worker.namespaces={default}'
+  "$helm" template layertap charts/layertap --namespace "$namespace" --include-crds
 } > "$output"

@@ -119,7 +119,8 @@ def test_all_namespaces_binds_the_operator_cluster_wide(render):
     assert binding["roleRef"]["name"] == "layertap-operator"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "layertap-operator", "namespace": "layertap-system"}]
     assert not by_kind(docs, "Role")
-    assert [rb["metadata"]["namespace"] for rb in by_kind(docs, "RoleBinding")] == ["layertap-system"]
+    # The worker account goes where `kubectl apply` without -n puts a resource.
+    assert [rb["metadata"]["namespace"] for rb in by_kind(docs, "RoleBinding")] == ["default"]
 
 
 def test_namespace_list_binds_the_operator_in_those_namespaces_only(render):

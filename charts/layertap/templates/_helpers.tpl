@@ -61,6 +61,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
 {{- define "layertap.worker.namespaces" -}}
-{{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
+{{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list "default") }}
 {{- $namespaces | uniq | toJson }}
 {{- end }}
