@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
     print(f"layertap demo: random Qwen2 in {model_dir}, {args.tasks} ARC tasks in {tasks_file}")
 
+    shutil.rmtree(spec["output"]["uri"], ignore_errors=True)  # each demo run starts afresh
     job = cfg.validate(spec, str(config_file))
     prepared = prepare(job)
     execute(prepared, Distributed("single"), show_progress=not args.no_progress)
