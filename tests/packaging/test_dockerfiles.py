@@ -34,11 +34,26 @@ def pip_install_packages(command: str) -> frozenset[str] | None:
     return None
 
 
+def shell_blocks(markdown: str) -> list[list[str]]:
+    """The lines of each fenced bash/sh/console (or unlabelled) code block."""
+    blocks, current = [], None
+    for line in markdown.splitlines():
+        fence = re.match(r"\s*```(\w*)", line)
+        if fence and current is None:
+            current = [] if fence.group(1) in ("", "bash", "sh", "console") else False
+        elif fence:
+            if current is not False:
+                blocks.append(current)
+            current = None
+        elif isinstance(current, list):
+            current.append(line)
+    return blocks
+
+
 def readme_install_commands() -> set[frozenset[str]]:
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     commands = set()
-    for block in blocks:
-        for line in block.splitlines():
+    for block in shell_blocks((REPO / "README.md").read_text()):
+        for line in block:
             for part in line.split("&&"):
                 packages = pip_install_packages(part.split("#", 1)[0])
                 if packages:
