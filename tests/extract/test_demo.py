@@ -17,7 +17,7 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     acts = scope["acts"]
     assert acts.ndim == 2 and acts.shape[1] == 64 and len(acts) > 0 and np.isfinite(acts).all()
 
-    run = layertap.open(str(tmp_path / "demo" / "activations"))
+    run = layertap.open(str(tmp_path / "demo" / "activations-3-tasks"))
     assert run.layers == [1, 2, 3] and run.storage_dtype == "bfloat16"
     layer = run.read_layer(1)
     provenance = run.samples()
@@ -28,5 +28,9 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     assert set(np.unique(layer.cell[grid, 2])) <= set(range(10))
 
     # the config it wrote reruns the same extraction, which is already complete
-    assert main(["extract", "--config", str(tmp_path / "demo" / "extraction.yaml"), "--no-progress"]) == 0
+    assert main(["extract", "--config", str(tmp_path / "demo" / "extraction-3-tasks.yaml"), "--no-progress"]) == 0
     assert "0 steps run" in capsys.readouterr().out
+    # and so does the demo itself; another task count is a run of its own
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "3", "--no-progress"]) == 0
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "2", "--no-progress"]) == 0
+    assert layertap.open(str(tmp_path / "demo" / "activations-2-tasks")).num_tokens < run.num_tokens

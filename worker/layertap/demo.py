@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import yaml
@@ -25,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def demo_spec(workdir: Path, tasks_file: Path, model_dir: Path) -> dict:
+def demo_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
     """The demo's extraction, as the spec of an ActivationExtraction (camelCase, as in YAML)."""
     return {
         "model": {"uri": str(model_dir), "dtype": "float32"},
         "dataset": {"uri": str(tasks_file), "format": "arc-json", "maxTokens": 2048, "overLimit": "shorten"},
         "extraction": {"positions": "all", "storageDtype": "bfloat16", "batchSize": 4},
-        "output": {"uri": str(workdir / "activations"), "shardSizeMb": 8},
+        "output": {"uri": str(output), "shardSizeMb": 8},
     }
 
 
@@ -54,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     model_dir = workdir / "model"
     if not (model_dir / "config.json").exists():
         write_random_checkpoint(model_dir, seed=0)
-    tasks_file = workdir / "arc-tasks.json"
+    # Another task count is another run (a run resumes only with its own settings), so it
+    # gets its own files; rerunning either one resumes it.
+    suffix = "" if args.tasks == DEMO_TASKS else f"-{args.tasks}-tasks"
+    tasks_file, config_file = workdir / f"arc-tasks{suffix}.json", workdir / f"extraction{suffix}.yaml"
     write_arc_tasks(tasks_file, args.tasks)
-    spec = demo_spec(workdir, tasks_file, model_dir)
-    config_file = workdir / "extraction.yaml"
+    spec = demo_spec(tasks_file, model_dir, workdir / f"activations{suffix}")
     config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
     print(f"layertap demo: random Qwen2 in {model_dir}, {args.tasks} ARC tasks in {tasks_file}")
 
-    shutil.rmtree(spec["output"]["uri"], ignore_errors=True)  # each demo run starts afresh
     job = cfg.validate(spec, str(config_file))
     prepared = prepare(job)
     execute(prepared, Distributed("single"), show_progress=not args.no_progress)
