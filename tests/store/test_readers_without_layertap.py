@@ -77,8 +77,8 @@ def test_export_to_hugging_face_datasets(tmp_path):
     run = layertap.open(str(tmp_path / "run"))
     want = run.read_layer(5, segments=["test-input"])
     assert len(run.shards) > 1
-    # A fresh interpreter: pytest puts tests/ on sys.path, where tests/multiprocess would
-    # shadow the `multiprocess` package that datasets imports.
+    # A fresh interpreter, as a user's would be: datasets' own imports (multiprocess,
+    # fsspec, ...) stay out of the test process.
     program = f"""
 import layertap, numpy as np
 ds = layertap.open({str(tmp_path / "run")!r}).to_hf_dataset(5, cache_dir={str(tmp_path / "hf")!r}, segments=["test-input"])
