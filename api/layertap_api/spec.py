@@ -132,7 +132,7 @@ class ExtractionSpec(ApiModel):
         default="bfloat16", description="dtype of the stored activations (int8 stores a per-row scale)."
     )
     batch_size: int = Field(
-        default=8, ge=1, le=65536, description="Sequences per step across all hosts."
+        default=8, ge=1, le=65536, description="Rows per step across all hosts; each row packs whole prompts end to end."
     )
 
     @model_validator(mode="after")
