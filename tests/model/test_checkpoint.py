@@ -125,3 +125,15 @@ def test_broken_index_is_named(tmp_path):
     index_path.write_text('{"metadata": {}}')
     with pytest.raises(LayerTapError, match=f"{index_path}: not a valid safetensors index"):
         load_checkpoint(directory)
+
+
+def test_bfloat16_weights_on_disk_load_as_float32(ckpt):
+    """Qwen2.5 checkpoints are stored in bfloat16."""
+    import ml_dtypes
+
+    weights = ckpt / "model.safetensors"
+    tensors = {name: t.astype(ml_dtypes.bfloat16) for name, t in load_file(weights).items()}
+    save_file(tensors, weights)
+    _, params = load_checkpoint(ckpt, jnp.float32)
+    expected = tensors["model.layers.1.mlp.up_proj.weight"].astype(np.float32).T
+    np.testing.assert_array_equal(params["layers_1"]["mlp"]["up_kernel"], expected)
