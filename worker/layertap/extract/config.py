@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from layertap.errors import LayerTapError
 
-WORKER_SECTIONS = ("model", "dataset", "extraction", "output")
+# the sections the worker runs, by their wire names
+WORKER_SECTIONS = tuple(field.alias or name for name, field in JobSpec.model_fields.items())
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +37,12 @@ from layertap.model import (
     make_extract_fn,
     special_token_ids,
 )
+from layertap.model.checkpoint import resolve_checkpoint_dir
 from layertap.progress import Progress
+from layertap.store.dtypes import NUMPY_DTYPES
 from layertap.store.layout import TOKEN_COLUMNS
 
 DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
-STORED_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 # the per-row index columns stored next to the activations (token id, sample, position, ...)
 INDEX_BYTES_PER_ROW = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
 
@@ -48,6 +50,7 @@ INDEX_BYTES_PER_ROW = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype,
 @dataclass(frozen=True)
 class Prepared:
     job: JobSpec
+    checkpoint: Path  # the model's local directory (a gs:// model is fetched once, here)
     config: Qwen2Config
     layers: tuple[int, ...]
     dataset: Dataset
@@ -62,7 +65,7 @@ class Prepared:
 
     def disk_bytes(self) -> int:
         dtype = self.job.extraction.storage_dtype
-        per_row = len(self.layers) * self.config.hidden_size * STORED_BYTES[dtype] + INDEX_BYTES_PER_ROW
+        per_row = len(self.layers) * self.config.hidden_size * NUMPY_DTYPES[dtype].itemsize + INDEX_BYTES_PER_ROW
         if dtype == "int8":
             per_row += 4 * len(self.layers)  # a float32 scale per row and layer
         return self.rows_stored * per_row
@@ -118,7 +121,8 @@ class Prepared:
 
 def prepare(job: JobSpec) -> Prepared:
     """Everything every process computes identically before the first step."""
-    config = Qwen2Config.from_file(_checkpoint_config(job.model.uri))
+    checkpoint = resolve_checkpoint_dir(job.model.uri)
+    config = Qwen2Config.from_file(checkpoint / "config.json")
     layers = tuple(sorted(job.extraction.layers or default_layers(config.num_hidden_layers)))
     bad = [layer for layer in layers if layer >= config.num_hidden_layers]
     if bad:
@@ -126,7 +130,7 @@ def prepare(job: JobSpec) -> Prepared:
             f"extraction.layers: {bad} out of range; {job.model.uri} has {config.num_hidden_layers} layers "
             f"(0-{config.num_hidden_layers - 1})"
         )
-    tokenizer = load_tokenizer(job.model.uri)
+    tokenizer = load_tokenizer(checkpoint)
     dataset = load_dataset(job.dataset, tokenizer)
 
     excluded = np.array(sorted(special_token_ids(tokenizer)) if job.extraction.exclude_special_tokens else [], np.int32)
@@ -138,7 +142,7 @@ def prepare(job: JobSpec) -> Prepared:
     lengths = {i: len(s.token_ids) for i, s in samples.items()}
     plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
-    return Prepared(job, config, layers, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
+    return Prepared(job, checkpoint, config, layers, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
 
 
 @dataclass
@@ -323,7 +327,7 @@ def _load_step(prepared: Prepared, mesh):
     extract_fn = make_extract_fn(
         config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32
     )
-    _, params = load_checkpoint(job.model.uri, compute_dtype, sharding=NamedSharding(mesh, P()))
+    _, params = load_checkpoint(prepared.checkpoint, compute_dtype, sharding=NamedSharding(mesh, P()))
     shardings = param_shardings(params, mesh)
     if mesh.shape[MODEL] > 1:
         params = jax.device_put(params, shardings)
@@ -374,12 +378,6 @@ def human_bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} TiB"
-
-
-def _checkpoint_config(uri: str):
-    from layertap.model.checkpoint import resolve_checkpoint_dir
-
-    return resolve_checkpoint_dir(uri) / "config.json"
 
 
 def _check_process_count(uri: str, processes: int) -> None:
