@@ -5,14 +5,8 @@
 Every handler is the same level-based reconcile: on create, resume and spec change for a
 fast reaction, and on a timer so status follows the JobSet even when no event arrives.
 
-Kubernetes permissions it needs (the chart's operator Role/ClusterRole):
-- layertap.dev activationextractions: get, list, watch, patch (kopf's annotations)
-- layertap.dev activationextractions/status: get, patch
-- jobset.x-k8s.io jobsets: get, list, watch, create, patch (suspend/resume)
-- "" events and events.k8s.io events: create, patch (kopf posts and aggregates Events)
-- cluster-wide only: "" namespaces: list, watch; apiextensions.k8s.io
-  customresourcedefinitions: list, watch (kopf's discovery of namespaces and resources)
-The workers need only activationextractions/status: get, patch (`layertap.reporter`).
+The Kubernetes permissions it needs, and the workers', are listed in docs/operator.md
+("RBAC") and granted by the chart's templates/operator/rbac.yaml and worker/rbac.yaml.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def phase_of(obs: Observation) -> tuple[str, str, str]:
     return "Pending", "Starting", "waiting for the worker pods to start"
 
 
-def _conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
+def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, str, str]]:
     """(type, status, reason, message) of each condition the operator owns."""
     js, spec = obs.jobset, obs.spec
     out = []
@@ -115,8 +115,10 @@ def _conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
                 "SpecApplied",
                 "False",
                 "ChangeNotApplied",
-                f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; "
-                "delete and re-create the resource to apply them (shards already written to the same output.uri are kept)",
+                (
+                    f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; delete and "
+                    "re-create the resource to apply them (shards already written to the same output.uri are kept)"
+                ),
             )
         )
     else:
@@ -124,7 +126,7 @@ def _conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
     if js is not None:
         suspended = bool(js.get("spec", {}).get("suspend"))
         reason = ("Suspended" if spec.suspend else "Queued") if suspended else "Resumed"
-        out.append(("Suspended", "True" if suspended else "False", reason, "" if not suspended else phase_of(obs)[2]))
+        out.append(("Suspended", "True" if suspended else "False", reason, phase_message if suspended else ""))
         done = _jobset_conditions(js)
         for kind in ("Completed", "Failed"):
             if kind in done:
@@ -138,7 +140,7 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
     before = {x["type"]: x for x in previous.get("conditions", [])}
     phase, reason, message = phase_of(obs)
     conditions = []
-    for type_, status, why, text in _conditions(obs):
+    for type_, status, why, text in _conditions(obs, message):
         old = before.get(type_)
         unchanged = old is not None and old.get("status") == status
         conditions.append(
