@@ -78,8 +78,7 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {options} in a structural schema")
-        node = {**options[0], **node} if "$ref" not in options[0] else {**node, **options[0]}
-        return structural(node, defs)
+        return structural({**options[0], **node}, defs)
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if node.get("additionalProperties") is False:

@@ -136,7 +136,7 @@ class ExtractionSpec(ApiModel):
     )
 
     @model_validator(mode="after")
-    def _layers_sane(self) -> "ExtractionSpec":
+    def _layers_sane(self) -> ExtractionSpec:
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
             raise ValueError("extraction.layers: duplicate layer indices")
         return self
