@@ -41,7 +41,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -56,6 +55,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from .support import free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "tests" / "controlplane" / "bin"
@@ -134,12 +135,6 @@ def _run(cmd: list[str], env: dict[str, str], input: str | None, check: bool) ->
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_service_account_key(directory: Path) -> tuple[Path, Path]:
     """The key pair the API server signs and verifies ServiceAccount tokens with."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -195,16 +190,6 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _kubeconfig(server: str, ca_file: Path, token: str) -> dict:
     return {
         "apiVersion": "v1",
@@ -243,7 +228,7 @@ def control_plane() -> Iterator[ControlPlane]:
     workdir = Path(tempfile.mkdtemp(prefix="layertap-controlplane-"))
     processes: list[subprocess.Popen] = []
     try:
-        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         etcd_log = workdir / "etcd.log"
         etcd = _start(
@@ -317,7 +302,7 @@ def control_plane() -> Iterator[ControlPlane]:
         yield plane
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

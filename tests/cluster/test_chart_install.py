@@ -4,10 +4,8 @@ and the operator running as its installed ServiceAccount with the Deployment's o
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 from layertap.reporter import StatusReporter
+
+from .support import free_port, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "layertap"
@@ -120,26 +120,11 @@ def test_server_dry_run_really_validates(installed):
     assert "topology" in error.value.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(what: str, check, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
     """The Deployment's container, run here: its args and env, its ServiceAccount's token."""
     deployment = installed.get("deployment", "layertap-operator", SYSTEM)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    port = _free_port()
+    port = free_port()
     args = [a.replace("0.0.0.0:8080", f"127.0.0.1:{port}") for a in container["args"]]
     env = {
         **installed.env,
@@ -160,7 +145,7 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
             return items or None
 
         try:
-            (created,) = _wait_for("the operator's JobSet", jobset)
+            (created,) = wait_for(jobset, "the operator's JobSet", timeout=60)
         except AssertionError as error:
             raise AssertionError(f"{error}\noperator log:\n{log.read_text()[-4000:]}") from None
         assert created["metadata"]["name"] == name
@@ -170,15 +155,16 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
         assert pod["serviceAccountName"] == "layertap-worker"
         assert pod["containers"][0]["image"] == "ghcr.io/layertap/layertap-worker:test"
 
-        status = _wait_for(
-            "the operator's status", lambda: installed.get("ae", name, WATCHED).get("status", {}).get("jobSetName")
+        status = wait_for(
+            lambda: installed.get("ae", name, WATCHED).get("status", {}).get("jobSetName"),
+            "the operator's status",
+            timeout=60,
         )
         assert status == name
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
     finally:
-        operator.terminate()
-        operator.wait(timeout=30)
+        stop(operator)
     forbidden = [line for line in log.read_text().splitlines() if "403" in line or "orbidden" in line]
     assert forbidden == [], "\n".join(forbidden)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import pytest
 import yaml
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
+
+from .support import free_port, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts/layertap/crds/layertap.dev_activationextractions.yaml"
@@ -40,17 +41,6 @@ EXAMPLE = {
 }
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 class Operator:
     """`kopf run` of layertap_operator.handlers against the test API server, as the chart's operator account."""
 
@@ -59,9 +49,7 @@ class Operator:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = {
             **self.control_plane.env,
             "KUBECONFIG": str(self.kubeconfig),
@@ -96,13 +84,8 @@ class Operator:
         wait_for(healthy, "the operator's health endpoint")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop(self.process)
 
 
 OPERATOR_NAMESPACE = "layertap-operator-tests"
@@ -123,12 +106,17 @@ def operator_kubeconfig(control_plane) -> Path:
         "templates/operator/rbac.yaml",
     ).stdout
     control_plane.apply(rendered)
+    return control_plane.kubeconfig_for(operator_account(control_plane, OPERATOR_NAMESPACE), OPERATOR_NAMESPACE)
+
+
+def operator_account(control_plane, namespace: str) -> str:
+    """The name of the operator ServiceAccount the chart made in `namespace`."""
     (account,) = [
         sa["metadata"]["name"]
-        for sa in control_plane.get_list("serviceaccounts", OPERATOR_NAMESPACE)
+        for sa in control_plane.get_list("serviceaccounts", namespace)
         if sa["metadata"]["name"].endswith("-operator")
     ]
-    return control_plane.kubeconfig_for(account, OPERATOR_NAMESPACE)
+    return account
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +321,7 @@ def test_status_follows_the_jobset_with_events(control_plane, operator, namespac
 def test_suspend_and_resume(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
-    suspended = lambda value: control_plane.get("jobset", "qwen-arc", namespace)["spec"].get("suspend") is value  # noqa: E731
+    suspended = lambda value: control_plane.get("jobset", "qwen-arc", namespace)["spec"].get("suspend") is value
     assert suspended(False)
     control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     wait_for(lambda: suspended(True), "the JobSet suspended")
@@ -510,11 +498,7 @@ def test_worker_identity_may_patch_status_only(control_plane, operator, namespac
 def test_rbac_by_impersonation(control_plane, namespace, account, verb, resource, allowed) -> None:
     install_chart_rbac(control_plane, namespace)
     if account == "operator":
-        (account,) = [
-            sa["metadata"]["name"]
-            for sa in control_plane.get_list("serviceaccounts", namespace)
-            if sa["metadata"]["name"].endswith("-operator")
-        ]
+        account = operator_account(control_plane, namespace)
     resource, _, subresource = resource.partition("/")
     answer = control_plane.kubectl(
         "auth",
