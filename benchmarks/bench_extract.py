@@ -81,7 +81,6 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
     shutil.rmtree(output, ignore_errors=True)  # a fresh run, not a resume
     prepared = prepare(cfg.validate(spec, "benchmark"))
     summary = execute(prepared, Distributed("single"), show_progress=False)
-    times, steps = summary.times, max(summary.times.steps, 1)
     forward = bare_forward_seconds(model, prepared, args.dtype)
     forward_total = sum(forward[step.row_length] for step in prepared.plan.steps)
     return {
@@ -93,10 +92,7 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
         "padding": summary.padding_fraction,
         "compile_s": summary.compile_seconds,
         "tokens_per_s": summary.tokens_per_second,
-        "ms_per_step": {
-            phase: 1e3 * getattr(times, phase) / steps
-            for phase in ("prepare", "compute", "device_to_host", "select", "write")
-        },
+        "ms_per_step": summary.times.per_step_ms(),
         "final_flush_ms": 1e3 * summary.flush_seconds,
         # loop time over the bare jitted forward's time for the same steps: 1.0 = no overhead
         "loop_over_forward": (summary.seconds - summary.compile_seconds) / forward_total,

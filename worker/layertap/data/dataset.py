@@ -65,10 +65,10 @@ def exact_names(names: dict[int, str]) -> Callable[[list[str]], list[int]]:
 
 
 def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tuple[list[Sample], int]:
-    """Apply overLimit: drop long samples, or cut them to max_tokens.
+    """Apply overLimit to plain-text samples: drop long ones, or cut them to max_tokens.
 
-    "shorten" (remove ARC train pairs) is the ARC reader's job; a sample still too long
-    after it is cut like "truncate".
+    "shorten" removes ARC train pairs (the ARC reader's job); plain text has none to
+    remove, so it cuts like "truncate".
     """
     kept, over = [], 0
     for sample in samples:

@@ -156,10 +156,14 @@ class StepTimes:
     write: float = 0.0  # handing units to the writer (blocks only when its queue is full)
     steps: int = 0
 
-    def per_step(self) -> str:
+    PHASES = ("prepare", "compute", "device_to_host", "select", "write")
+
+    def per_step_ms(self) -> dict[str, float]:
         n = max(self.steps, 1)
-        phases = ("prepare", "compute", "device_to_host", "select", "write")
-        return ", ".join(f"{phase} {getattr(self, phase) / n * 1e3:.2f} ms" for phase in phases)
+        return {phase: getattr(self, phase) / n * 1e3 for phase in self.PHASES}
+
+    def per_step(self) -> str:
+        return ", ".join(f"{phase} {ms:.2f} ms" for phase, ms in self.per_step_ms().items())
 
     def add(self, **seconds: float) -> None:
         for phase, value in seconds.items():
