@@ -138,7 +138,7 @@ class ExtractionSpec(ApiModel):
     @model_validator(mode="after")
     def _layers_sane(self) -> ExtractionSpec:
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
-            raise ValueError("extraction.layers: duplicate layer indices")
+            raise ValueError("extraction.layers: duplicate layer indices; list each layer once")
         return self
 
 

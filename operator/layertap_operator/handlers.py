@@ -128,7 +128,11 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
                 raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
     owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
     if jobset is not None and owner.uid not in owners:
-        return None, Problem("JobSetNameTaken", f"a JobSet named {owner.name} exists and belongs to something else")
+        return None, Problem(
+            "JobSetNameTaken",
+            f"a JobSet named {owner.name} exists and belongs to something else: "
+            "delete that JobSet, or re-create this resource under another name",
+        )
     return jobset, None
 
 
