@@ -34,7 +34,7 @@ def test_example_runs_on_what_it_says(name):
     resources = spec.resources
     assert (resources.accelerator, resources.topology, resources.slices) == (accelerator, topology, slices)
     assert (resources.process_count, resources.devices) == (pods, devices)
-    data, model = resources.mesh_shape
+    data, _ = resources.mesh_shape
     assert spec.extraction.batch_size % data == 0, "every data-parallel device gets whole sequences"
     assert spec.output.uri.startswith("gs://")
 
