@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
 ATTEMPTS = 4
 REQUEST_TIMEOUT_S = 10
+PROGRESS_FIELDS = frozenset(field.alias for field in Progress.model_fields.values())
 
 
 class StatusReporter:
@@ -62,7 +63,7 @@ class StatusReporter:
 
     def update(self, progress: dict) -> None:
         """Record the latest progress (camelCase keys of status.progress); sent in the background."""
-        unknown = set(progress) - {f.alias for f in Progress.model_fields.values()}
+        unknown = set(progress) - PROGRESS_FIELDS
         if unknown:
             raise ValueError(f"status.progress has no field(s) {sorted(unknown)}")
         with self._wake:
