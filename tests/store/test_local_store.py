@@ -22,7 +22,7 @@ def write(uri, units, storage_dtype="bfloat16", **kwargs):
     return writer
 
 
-def in_unit_order(batch, units):
+def in_unit_order(batch):
     """Rows sorted back into unit order (shards may complete in any order)."""
     order = np.argsort(batch.token_ids, kind="stable")
     return batch.activations[order]
@@ -40,7 +40,7 @@ def test_round_trip_is_exact_up_to_the_storage_cast(tmp_path, units, storage_dty
     assert run.num_tokens == sum(len(u.token_ids) for u in units)
     for i, layer in enumerate(LAYERS):
         batch = run.read_layer(layer)
-        got = in_unit_order(batch, units)
+        got = in_unit_order(batch)
         np.testing.assert_array_equal(got, expected_layer(units, i).astype(cast).astype(np.float32))
     batch = run.read_layer(LAYERS[0])
     order = np.argsort(batch.token_ids, kind="stable")
@@ -82,7 +82,7 @@ def test_a_unit_without_cells_or_provenance_stores_minus_one_and_no_meta(tmp_pat
 def test_int8_error_stays_within_half_a_step_of_each_row(tmp_path, units):
     write(tmp_path, units, "int8")
     run = layertap.open(str(tmp_path))
-    got = in_unit_order(run.read_layer(5), units)
+    got = in_unit_order(run.read_layer(5))
     want = expected_layer(units, 1)
     step = np.abs(want).max(axis=1, keepdims=True) / 127
     assert np.all(np.abs(got - want) <= step / 2 + 1e-6)
@@ -145,7 +145,7 @@ def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
     assert not orphan.exists() and not (tmp_path / "shards" / ".tmp-half-written").exists()
     assert not orphan_sidecar.exists()
     assert layertap.open(str(tmp_path)).samples() == {i: meta for u in units for i, meta in u.samples.items()}
-    got = in_unit_order(layertap.open(str(tmp_path)).read_layer(7), units)
+    got = in_unit_order(layertap.open(str(tmp_path)).read_layer(7))
     np.testing.assert_array_equal(got, expected_layer(units, 2).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 

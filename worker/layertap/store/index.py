@@ -24,9 +24,9 @@ def read_run_info(store: LocalStore | GcsStore) -> dict:
         raise LayerTapError(f"{store.uri}: not a LayerTap run (no {layout.RUN_KEY})") from None
 
 
-def read_commits(store: LocalStore | GcsStore, prefix: str = layout.COMMITS) -> list[dict]:
-    """Every commit record under `prefix`, ordered by (process, shard sequence)."""
-    keys = sorted(key for key in store.list(prefix) if key.endswith(".json"))
+def read_commits(store: LocalStore | GcsStore) -> list[dict]:
+    """Every commit record of the run, ordered by (process, shard sequence)."""
+    keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
     with ThreadPoolExecutor(16) as pool:
         records = list(pool.map(lambda key: json.loads(store.read(key)), keys))
     return sorted(records, key=lambda r: (r["process_index"], r["seq"]))

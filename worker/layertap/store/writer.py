@@ -343,11 +343,11 @@ class ShardWriter:
             "hidden_size": self._hidden,
             "units": units,
         }
-        data = json.dumps(record, sort_keys=True).encode()
-        existing = self._store.create(layout.commit_key(self._process_index, seq), data)
+        commit_key = layout.commit_key(self._process_index, seq)
+        existing = self._store.create(commit_key, json.dumps(record, sort_keys=True).encode())
         if existing is not None and json.loads(existing) != record:
             raise LayerTapError(
-                f"{self.uri}/{layout.commit_key(self._process_index, seq)} was committed by another writer; "
+                f"{self.uri}/{commit_key} was committed by another writer; "
                 f"are two processes running with process_index {self._process_index}?"
             )
         with self._lock:
