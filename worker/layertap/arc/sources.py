@@ -61,9 +61,9 @@ def list_sources(uri: str, suffixes: tuple[str, ...], what: str) -> list[Source]
 def _list_gcs(uri: str, suffixes: tuple[str, ...], what: str) -> list[Source]:
     from layertap.store.fs import open_store
 
-    directory = open_store(uri).list("")
+    store = open_store(uri)
+    directory = store.list("")
     if directory:
-        store = open_store(uri)
         chosen = sorted(k for k in directory if "/" not in k and k.endswith(suffixes))
         if not chosen:
             raise LayerTapError(f"{uri}: no {what} files ({', '.join(suffixes)}) under this prefix")
