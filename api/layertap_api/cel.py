@@ -1,7 +1,7 @@
 """CEL rules (`x-kubernetes-validations`) of the CRD, generated from the accelerator catalog.
 
 They mirror the Python validators of `ResourcesSpec` so that the API server rejects at
-`kubectl apply` what `layertap extract --config` would reject, with the same field named
+`kubectl apply` what the operator's validation would reject, with the same field named
 (`fieldPath`). Only standard CEL is used (no Kubernetes extension libraries), so tests can
 evaluate the rules with a plain CEL interpreter as well as on a real API server.
 """

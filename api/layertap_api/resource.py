@@ -3,7 +3,8 @@
 `ActivationExtractionSpec` is what `spec:` holds. It adds the cluster fields (accelerator,
 image, restarts, Kueue, deadlines) to `JobSpec`, which stays the part the worker runs.
 Every cross-field rule checked here in Python is also a CEL rule in the CRD (see `cel.py`),
-so `kubectl apply` and `layertap extract --config` reject the same specs.
+so `kubectl apply` rejects what the operator's validation would. (`layertap extract --config`
+validates only the JobSpec sections; of the cluster fields it reads `resources.mesh.model`.)
 """
 
 from __future__ import annotations
