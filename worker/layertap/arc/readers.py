@@ -17,7 +17,7 @@ from typing import Literal
 
 from layertap.arc.grids import GridError
 from layertap.arc.records import Split, task_from_record
-from layertap.arc.sources import Source, list_sources
+from layertap.arc.sources import Source, list_sources, open_parquet
 from layertap.arc.task import Task, task_from_json
 from layertap.errors import LayerTapError
 
@@ -168,14 +168,7 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[str, object]]:
 
 
 def _parquet_rows(source: Source) -> Iterator[tuple[str, object]]:
-    import pyarrow as pa  # only parquet inputs need pyarrow
-    import pyarrow.parquet as pq
-
-    with source.open() as raw:
-        try:
-            parquet = pq.ParquetFile(raw)
-        except (pa.ArrowException, OSError) as error:
-            raise LayerTapError(f"{source.name}: not a readable parquet file ({error})") from None
+    with open_parquet(source) as parquet:
         index = 0
         for batch in parquet.iter_batches(batch_size=256):
             for row in batch.to_pylist():

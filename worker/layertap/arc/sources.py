@@ -7,9 +7,11 @@ jsonl streams instead of being downloaded first, and parquet can seek to its foo
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from layertap.errors import LayerTapError
 
@@ -40,6 +42,21 @@ class Source:
             path = Path(self.name).with_name(file_name)
             return Source(str(path)) if path.is_file() else None
         return _gcs_object(self._store, f"{self._key.rpartition('/')[0]}/{file_name}".lstrip("/"))
+
+
+@contextmanager
+def open_parquet(source: Source) -> Iterator[Any]:
+    """A `pyarrow.parquet.ParquetFile` read through the source's stream; a file that is not
+    parquet is an error naming it."""
+    import pyarrow as pa  # only parquet inputs need pyarrow
+    import pyarrow.parquet as pq
+
+    with source.open() as raw:
+        try:
+            parquet = pq.ParquetFile(raw)
+        except (pa.ArrowException, OSError) as error:
+            raise LayerTapError(f"{source.name}: not a readable parquet file ({error})") from None
+        yield parquet
 
 
 def list_sources(uri: str, suffixes: tuple[str, ...], what: str) -> list[Source]:

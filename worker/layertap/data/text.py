@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from layertap.arc.sources import Source, list_sources
+from layertap.arc.sources import Source, list_sources, open_parquet
 from layertap.data.sample import OTHER_SEGMENT, Sample
 from layertap.errors import LayerTapError
 
@@ -61,13 +61,8 @@ def _jsonl_texts(source: Source) -> Iterator[tuple[str, int, str]]:
 
 def _parquet_texts(source: Source) -> Iterator[tuple[str, int, str]]:
     import pyarrow as pa  # only parquet inputs need pyarrow
-    import pyarrow.parquet as pq
 
-    with source.open() as raw:
-        try:
-            parquet = pq.ParquetFile(raw)
-        except (pa.ArrowException, OSError) as error:
-            raise LayerTapError(f"{source.name}: not a readable parquet file ({error})") from None
+    with open_parquet(source) as parquet:
         if "text" not in parquet.schema_arrow.names or not pa.types.is_string(parquet.schema_arrow.field("text").type):
             raise LayerTapError(f'{source.name}: needs a string column "text"; it has {parquet.schema_arrow.names}')
         row = 0
