@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from layertap.errors import LayerTapError
-from layertap.model import load_checkpoint, write_random_checkpoint
+from layertap.model import load_checkpoint, make_extract_fn, write_random_checkpoint
 
 
 def test_kernels_keep_head_structure(tiny_dir, tiny):
@@ -44,6 +44,21 @@ def test_places_params_with_the_given_sharding(tiny_dir):
     device = jax.devices()[0]
     _, params = load_checkpoint(tiny_dir, sharding=jax.sharding.SingleDeviceSharding(device))
     assert all(leaf.devices() == {device} for leaf in jax.tree.leaves(params))
+
+
+def test_loads_only_the_blocks_asked_for(tiny_dir, tiny):
+    config, full = tiny
+    _, first_two = load_checkpoint(tiny_dir, blocks=2)
+    assert set(first_two) == {"embed_tokens", "layers_0", "layers_1"}
+    jax.tree.map(np.testing.assert_array_equal, first_two["layers_1"], full["layers_1"])
+    # the decoder tapped at layer 1 runs on them exactly as on the full params
+    extract = jax.jit(make_extract_fn(config, [1]))
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6) % config.vocab_size
+    positions = np.tile(np.arange(6, dtype=np.int32), (2, 1))
+    segments = np.ones((2, 6), np.int32)
+    np.testing.assert_array_equal(
+        extract(first_two, ids, positions, segments), extract(full, ids, positions, segments)
+    )
 
 
 def test_seed_decides_the_weights(tmp_path):

@@ -331,7 +331,10 @@ def _load_step(prepared: Prepared, mesh):
     extract_fn = make_extract_fn(
         config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32
     )
-    _, params = load_checkpoint(prepared.checkpoint, compute_dtype, sharding=NamedSharding(mesh, P()))
+    # only the blocks up to the last tapped layer: the decoder never runs the others
+    _, params = load_checkpoint(
+        prepared.checkpoint, compute_dtype, sharding=NamedSharding(mesh, P()), blocks=max(prepared.layers) + 1
+    )
     shardings = param_shardings(params, mesh)
     if mesh.shape[MODEL] > 1:
         params = jax.device_put(params, shardings)

@@ -44,6 +44,7 @@ def load_checkpoint(
     *,
     sharding: jax.sharding.Sharding | dict | None = None,
     cache_dir: str | Path | None = None,
+    blocks: int | None = None,
 ) -> tuple[Qwen2Config, dict]:
     """Read config.json and the safetensors weights of a Qwen2 checkpoint.
 
@@ -53,6 +54,8 @@ def load_checkpoint(
     sharding: where the params go: a Sharding or a pytree of them (a global sharding
         works in multi-process runs, as every process reads the same files); None puts
         them on the default device.
+    blocks: load only the first `blocks` decoder blocks (the decoder stops after the last
+        tapped one, `LayerTap.blocks_to_run`); None loads them all.
     The LM head and the final norm are not loaded: extraction never uses them.
     """
     directory = resolve_checkpoint_dir(path, cache_dir)
@@ -60,14 +63,19 @@ def load_checkpoint(
     np_dtype = np.dtype(jnp.dtype(dtype))
     with ExitStack() as stack:
         read = _tensor_reader(directory, stack)
-        host_params = hf_to_params(config, lambda name, shape: _checked(read, name, shape).astype(np_dtype))
+        host_params = hf_to_params(
+            config, lambda name, shape: _checked(read, name, shape).astype(np_dtype), blocks=blocks
+        )
     if sharding is None:
         return config, jax.device_put(host_params)
     return config, jax.device_put(host_params, sharding)
 
 
-def hf_to_params(config: Qwen2Config, get: Callable[[str, tuple[int, ...]], np.ndarray]) -> dict:
-    """Map HF tensor names to the decoder's params; `get(name, hf_shape)` returns one tensor."""
+def hf_to_params(
+    config: Qwen2Config, get: Callable[[str, tuple[int, ...]], np.ndarray], blocks: int | None = None
+) -> dict:
+    """Map HF tensor names to the decoder's params (the first `blocks` decoder blocks, default
+    all); `get(name, hf_shape)` returns one tensor."""
     d, f = config.hidden_size, config.intermediate_size
     n, k, h = config.num_attention_heads, config.num_key_value_heads, config.head_dim
 
@@ -79,7 +87,7 @@ def hf_to_params(config: Qwen2Config, get: Callable[[str, tuple[int, ...]], np.n
         }
 
     params: dict = {"embed_tokens": get("model.embed_tokens.weight", (config.vocab_size, d))}
-    for layer in range(config.num_hidden_layers):
+    for layer in range(config.num_hidden_layers if blocks is None else blocks):
         prefix = f"model.layers.{layer}"
         q, kk, v = (heads_in(f"{prefix}.self_attn.{p}_proj", heads) for p, heads in (("q", n), ("k", k), ("v", k)))
         params[f"layers_{layer}"] = {
