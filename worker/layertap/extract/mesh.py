@@ -32,16 +32,18 @@ _MODEL_PARALLEL_SPECS = {
 
 def make_mesh(model_parallel: int, num_heads: int, num_kv_heads: int) -> Mesh:
     devices = jax.device_count()
+    # --model-parallel on the command line, resources.mesh.model in a resource
+    fix = "; choose a --model-parallel (resources.mesh.model) that divides it"
     if model_parallel < 1 or devices % model_parallel:
-        raise LayerTapError(f"model parallelism {model_parallel} does not divide the {devices} devices")
+        raise LayerTapError(f"model parallelism {model_parallel} does not divide the {devices} devices{fix}")
     if jax.local_device_count() % model_parallel:
         # A model group spanning hosts would make two hosts hold (and write) the same rows.
         raise LayerTapError(
-            f"model parallelism {model_parallel} must divide the {jax.local_device_count()} devices of one host"
+            f"model parallelism {model_parallel} must divide the {jax.local_device_count()} devices of one host{fix}"
         )
     for what, heads in (("attention heads", num_heads), ("KV heads", num_kv_heads)):
         if heads % model_parallel:
-            raise LayerTapError(f"model parallelism {model_parallel} does not divide the model's {heads} {what}")
+            raise LayerTapError(f"model parallelism {model_parallel} does not divide the model's {heads} {what}{fix}")
     # Auto axes: the compiler propagates shardings through the model from those of the
     # inputs and parameters (the model code carries no sharding annotations).
     return jax.make_mesh(
