@@ -39,6 +39,10 @@ def no_text_field(ckpt, data):
     data.write_text('{"prompt": "x"}\n')
 
 
+def only_special_tokens(ckpt, data):
+    write_jsonl(data, ["<|im_start|><|im_end|>"])
+
+
 @pytest.mark.parametrize(
     "break_input, flags, message",
     [
@@ -50,6 +54,7 @@ def no_text_field(ckpt, data):
         (bad_json_line, (), r"texts.jsonl:2: not valid JSON"),
         (no_text_field, (), r'texts.jsonl:1: expected an object with a string "text" field'),
         (None, ("--dataset", "/nonexistent.jsonl"), r"/nonexistent.jsonl: no such file"),
+        (only_special_tokens, (), r"no sample has a token left to store .*excludeSpecialTokens: false"),
         (None, ("--batch-size", "0"), r"extraction.batchSize"),
     ],
 )

@@ -138,7 +138,10 @@ def prepare(job: JobSpec) -> Prepared:
     keep = {s.index: host.keep_mask(s, excluded, segments) for s in dataset.samples}
     samples = {s.index: s for s in dataset.samples if keep[s.index].any()}
     if not samples:
-        raise LayerTapError(f"dataset {job.dataset.uri}: no sample has a token left to store after the exclusions")
+        raise LayerTapError(
+            f"dataset {job.dataset.uri}: no sample has a token left to store after the exclusions; "
+            "select more extraction.segments, or set extraction.excludeSpecialTokens: false"
+        )
     lengths = {i: len(s.token_ids) for i, s in samples.items()}
     plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
