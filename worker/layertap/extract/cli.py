@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import get_args
 
-from layertap_api.spec import JobSpec
+from layertap_api.spec import (
+    ComputeDtype,
+    DatasetFormat,
+    DatasetSpec,
+    JobSpec,
+    Positions,
+    StorageDtype,
+)
 
 from layertap.extract import config as cfg
 
@@ -35,21 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     spec = parser.add_argument_group("spec fields (override the config file)")
     spec.add_argument("--model", help="checkpoint directory or gs:// URI")
-    spec.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
+    spec.add_argument("--dtype", choices=get_args(ComputeDtype), help="compute dtype")
     spec.add_argument("--dataset", help="dataset file or gs:// URI")
-    spec.add_argument("--format", choices=["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"])
+    spec.add_argument("--format", choices=get_args(DatasetFormat))
     spec.add_argument("--max-samples", type=int)
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
-    spec.add_argument("--over-limit", choices=["drop", "truncate", "shorten"])
+    spec.add_argument("--over-limit", choices=get_args(DatasetSpec.model_fields["over_limit"].annotation))
     spec.add_argument(
         "--layers", type=cfg.parse_layers, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)"
     )
-    spec.add_argument("--positions", choices=["all", "last", "mean"])
+    spec.add_argument("--positions", choices=get_args(Positions))
     spec.add_argument("--segments", type=lambda text: text.split(","), help="comma-separated segment names to keep")
     spec.add_argument(
         "--exclude-special-tokens", action=argparse.BooleanOptionalAction, default=None, help="(default: exclude)"
     )
-    spec.add_argument("--storage-dtype", choices=["float32", "bfloat16", "float16", "int8"])
+    spec.add_argument("--storage-dtype", choices=get_args(StorageDtype))
     spec.add_argument("--batch-size", type=int, help="rows per step across all processes")
     spec.add_argument("--output", help="output directory or gs:// prefix")
     spec.add_argument("--shard-size-mb", type=int)
