@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import partial
+from typing import get_args
 
 import numpy as np
 from layertap_api.spec import DatasetSpec
@@ -23,7 +24,7 @@ from layertap.arc.augment import augmentation_rng, random_augmentation
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import TEMPLATES, render_prompt
-from layertap.arc.readers import InvalidRecord, ReadStats, read_tasks
+from layertap.arc.readers import ArcFormat, InvalidRecord, ReadStats, read_tasks
 from layertap.arc.records import Split
 from layertap.arc.segments import segment_names, select_labels
 from layertap.arc.task import Task
@@ -31,7 +32,7 @@ from layertap.arc.tokens import label_tokens
 from layertap.data.sample import Sample
 from layertap.errors import LayerTapError
 
-ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")
+ARC_FORMATS: tuple[str, ...] = get_args(ArcFormat)
 __all__ = ["ARC_FORMATS", "iter_samples", "segment_names", "select_labels"]
 
 log = logging.getLogger(__name__)

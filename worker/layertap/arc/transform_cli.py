@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import get_args
 
-from layertap.arc.readers import ROW_SUFFIXES, ReadStats, read_tasks
+from layertap.arc.readers import ROW_SUFFIXES, ArcFormat, ReadStats, read_tasks
 from layertap.arc.records import Split
 from layertap.arc.sources import list_sources
 from layertap.arc.transform import write_tasks
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path, help="directory to write (created if missing)")
     parser.add_argument(
         "--format",
-        choices=["auto", "arc-json", "arc-kaggle", "barc-jsonl"],
+        choices=["auto", *get_args(ArcFormat)],
         default="auto",
         help="input format (default: from the file names)",
     )
