@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from layertap.arc.grids import NUM_COLOURS
 from layertap.arc.task import Pair, Task
 
 AugmentKind = Literal["dihedral", "colours", "train-order", "swap-test"]
-AUGMENT_KINDS: tuple[AugmentKind, ...] = ("dihedral", "colours", "train-order", "swap-test")
+AUGMENT_KINDS: tuple[AugmentKind, ...] = get_args(AugmentKind)
 # The 8 symmetries of the square: a left-right flip (or not), then k quarter turns anticlockwise.
 DIHEDRAL = ("identity", "rot90", "rot180", "rot270", "flip", "flip-rot90", "flip-rot180", "flip-rot270")
 
