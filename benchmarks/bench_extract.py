@@ -27,15 +27,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-QWEN25_05B_LAYER = {
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "rope_theta": 1_000_000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-}
+from bench_forward import QWEN25_05B
+
+# the layer shapes only: the vocabulary is the test tokenizer's, the depth is --layers-in-model
+QWEN25_05B_LAYER = {key: value for key, value in QWEN25_05B.items() if key not in ("vocab_size", "num_hidden_layers")}
 
 
 def parse_args(description: str, *, gpu: bool = False, **defaults) -> argparse.Namespace:
