@@ -133,10 +133,8 @@ def useful_flops(config, blocks_run: int, lengths) -> float:
     causal attention (QK^T and PV over t + 1 keys at position t). Norms, RoPE, softmax and
     the embedding lookup are left out (small next to these).
     """
-    d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
-    n, k = config.num_attention_heads, config.num_key_value_heads
-    p = d * (n + 2 * k) * h + n * h * d + 3 * d * f
-    return float(blocks_run * sum(2 * p * l + 2 * n * h * l * (l + 1) for l in lengths))
+    p, nh = config.block_matmul_params, config.num_attention_heads * config.head_dim
+    return float(blocks_run * sum(2 * p * l + 2 * nh * l * (l + 1) for l in lengths))
 
 
 def report(results: list[dict], device: str) -> None:

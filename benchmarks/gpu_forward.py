@@ -40,10 +40,8 @@ PEAK_TFLOPS = {
 
 
 def flops_per_token(config, blocks: int, length: int) -> float:
-    d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
-    n, k = config.num_attention_heads, config.num_key_value_heads
-    params = blocks * (d * (n + 2 * k) * h + n * h * d + 3 * d * f)
-    return 2 * params + 2 * blocks * n * h * (length + 1)
+    attention = 2 * config.num_attention_heads * config.head_dim * (length + 1)
+    return blocks * (2 * config.block_matmul_params + attention)
 
 
 def main() -> None:

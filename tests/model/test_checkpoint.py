@@ -61,6 +61,12 @@ def test_loads_only_the_blocks_asked_for(tiny_dir, tiny):
     )
 
 
+def test_block_matmul_params_counts_a_blocks_kernels(tiny):
+    config, params = tiny
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params["layers_0"]) if "kernel" in str(path)]
+    assert len(kernels) == 7 and sum(kernel.size for kernel in kernels) == config.block_matmul_params
+
+
 def test_seed_decides_the_weights(tmp_path):
     a = load_file(write_random_checkpoint(tmp_path / "a", seed=1) / "model.safetensors")
     b = load_file(write_random_checkpoint(tmp_path / "b", seed=1) / "model.safetensors")

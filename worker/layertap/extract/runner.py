@@ -376,10 +376,7 @@ def _run_steps(
 def attention_weight(config: Qwen2Config) -> float:
     """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
-    d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
-    n, k = config.num_attention_heads, config.num_key_value_heads
-    dense = 2 * (d * (n + 2 * k) * h + n * h * d + 3 * d * f)
-    return 4 * n * h / dense
+    return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
 
 
 def human_bytes(n: float) -> str:

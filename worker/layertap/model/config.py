@@ -54,6 +54,14 @@ class Qwen2Config:
     def queries_per_kv_head(self) -> int:
         return self.num_attention_heads // self.num_key_value_heads
 
+    @property
+    def block_matmul_params(self) -> int:
+        """Weights one decoder block multiplies each token by: q/k/v/o projections and the
+        3 MLP matrices (2 FLOPs per weight per token; the FLOP counts build on it)."""
+        d, f, h = self.hidden_size, self.intermediate_size, self.head_dim
+        n, k = self.num_attention_heads, self.num_key_value_heads
+        return d * (n + 2 * k) * h + n * h * d + 3 * d * f
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> Qwen2Config:
         """Build from a HF config dict; `source` names the file in error messages."""
