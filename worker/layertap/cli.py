@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from layertap.errors import LayerTapError
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     name = argv[0]
+    # LayerTap uses transformers for tokenizers only: its advice to install PyTorch is noise here.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     module = importlib.import_module(COMMANDS[name][0])
     command_parser = argparse.ArgumentParser(prog=f"layertap {name}", description=COMMANDS[name][1])
     module.add_arguments(command_parser)

@@ -89,7 +89,7 @@ class Prepared:
                 f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {specials}",
                 (
                     f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {row_lengths} tokens "
-                    f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} devices"
+                    f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} device{'s' if devices != 1 else ''}"
                 ),
                 (
                     f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {config.hidden_size} "
