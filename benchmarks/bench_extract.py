@@ -73,7 +73,7 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
         "output": {"uri": str(output), "shardSizeMb": 64},
     }
     shutil.rmtree(output, ignore_errors=True)  # a fresh run, not a resume
-    prepared = prepare(cfg.validate(spec, "benchmark"))
+    prepared = prepare(cfg.worker_spec(spec, "benchmark"))
     summary = execute(prepared, Distributed("single"), show_progress=False)
     forward = bare_forward_seconds(model, prepared, args.dtype)
     forward_total = sum(forward[step.row_length] for step in prepared.plan.steps)

@@ -202,7 +202,7 @@ def bench_containers(tokens: int, repeat: int, root: Path) -> list[dict]:
 
 def bench_store(uri: str, tokens: int, unit_tokens: int = 512, shard_mb: int = 64) -> dict:
     import layertap
-    from layertap.store import finalize_run, open_writer
+    from layertap.store import TokenRecords, finalize_run, open_writer
 
     shard = make_shard(unit_tokens)
     units = tokens // unit_tokens
@@ -210,7 +210,8 @@ def bench_store(uri: str, tokens: int, unit_tokens: int = 512, shard_mb: int = 6
     t0 = time.perf_counter()
     with open_writer(uri, meta, shard_bytes=shard_mb * 2**20) as writer:
         for u in range(units):
-            writer.add(u, shard["acts"], shard["token_ids"], shard["sample_index"] + 2 * u, shard["position"], shard["segment"])
+            columns = {name: shard[name] for name in ("token_ids", "position", "segment")}
+            writer.add(u, TokenRecords.of(shard["acts"], sample_index=shard["sample_index"] + 2 * u, **columns))
     write_s = time.perf_counter() - t0
     manifest = finalize_run(uri)
     run = layertap.open(uri)
@@ -233,10 +234,10 @@ def bench_store(uri: str, tokens: int, unit_tokens: int = 512, shard_mb: int = 6
 
 def bench_emulator_ceiling(uri: str, megabytes: int = 64) -> dict:
     """One object written and read with google-cloud-storage alone: the emulator's speed."""
-    from layertap.store import fs
+    from layertap.io import open_store
 
     data = np.random.default_rng(0).integers(0, 255, megabytes * 2**20, dtype=np.uint8).tobytes()
-    store = fs.open_store(uri)
+    store = open_store(uri)
     t0 = time.perf_counter()
     store.write("ceiling.bin", data)
     write_s = time.perf_counter() - t0

@@ -3,8 +3,8 @@
 `ActivationExtractionSpec` is what `spec:` holds. It adds the cluster fields (accelerator,
 image, restarts, Kueue, deadlines) to `JobSpec`, which stays the part the worker runs.
 Every cross-field rule checked here in Python is also a CEL rule in the CRD (see `cel.py`),
-so `kubectl apply` rejects what the operator's validation would. (`layertap extract --config`
-validates only the JobSpec sections; of the cluster fields it reads `resources.mesh.model`.)
+so `kubectl apply` rejects what the operator's validation would. The workers run
+`worker_spec()`: the JobSpec sections and `resources.mesh`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from layertap_api.catalog import ACCELERATORS, Accelerator, AcceleratorName, SliceShape
 from layertap_api.cel import RESOURCES_RULES
-from layertap_api.spec import ApiModel, JobSpec
+from layertap_api.spec import ApiModel, JobSpec, MeshSpec, WorkerSpec
 from layertap_api.status import ExtractionStatus
 
 GROUP = "layertap.dev"
@@ -28,23 +28,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
-class MeshSpec(ApiModel):
-    """The device mesh (data x model). Unset: data parallel over every device."""
-
-    model: int = Field(
-        default=1,
-        ge=1,
-        le=1024,
-        description="Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked by the worker).",
-    )
-    data: int | None = Field(
-        default=None,
-        ge=1,
-        le=65536,
-        description="Size of the data axis. Unset: devices / model; if set, data x model must equal the device count.",
-    )
 
 
 class ResourcesSpec(ApiModel):
@@ -208,9 +191,10 @@ class ActivationExtractionSpec(JobSpec):
         description="Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay.",
     )
 
-    def job_spec(self) -> JobSpec:
-        """The part the worker runs, without the cluster fields."""
-        return JobSpec.model_validate({name: getattr(self, name) for name in JobSpec.model_fields})
+    def worker_spec(self) -> WorkerSpec:
+        """What the workers run: the job sections and the device mesh, without the other cluster fields."""
+        job = {name: getattr(self, name) for name in JobSpec.model_fields}
+        return WorkerSpec.model_validate({**job, "mesh": self.resources.mesh or MeshSpec()})
 
 
 class ActivationExtraction(ApiModel):

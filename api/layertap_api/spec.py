@@ -158,3 +158,30 @@ class JobSpec(ApiModel):
         default_factory=ExtractionSpec, description="Which activations to keep."
     )
     output: OutputSpec = Field(description="Where to write them.")
+
+
+class MeshSpec(ApiModel):
+    """The device mesh (data x model). Unset: data parallel over every device."""
+
+    model: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked by the worker).",
+    )
+    data: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Size of the data axis. Unset: devices / model; if set, data x model must equal the device count.",
+    )
+
+
+class WorkerSpec(JobSpec):
+    """What a worker process runs: the job and how its devices are laid out.
+
+    Built from a resource (`ActivationExtractionSpec.worker_spec()`), or locally from a job
+    spec and `--model-parallel`; never read from a file under this shape.
+    """
+
+    mesh: MeshSpec = Field(default_factory=MeshSpec, description="The device mesh (data x model).")

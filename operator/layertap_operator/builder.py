@@ -8,9 +8,9 @@ cannot lose a process and go on. The workers resume from committed shards.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from layertap_api import contract as wire
 from layertap_api.catalog import TPU_TOPOLOGY_LABEL
 from layertap_api.resource import ActivationExtractionSpec
 
@@ -76,7 +76,7 @@ def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> di
         "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
         "replicatedJobs": [
             {
-                "name": c.REPLICATED_JOB,
+                "name": wire.REPLICATED_JOB,
                 "replicas": res.slices,
                 "template": {"metadata": {"labels": labels(owner)}, "spec": job_spec},
             }
@@ -101,13 +101,13 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
         },
         "containers": [
             {
-                "name": c.CONTAINER,
+                "name": wire.CONTAINER,
                 "image": image,
                 "command": ["layertap", "extract"],
                 # The spec (mesh included) comes in LAYERTAP_SPEC; progress goes to the status.
                 "args": ["--no-progress"],
                 "env": _env(spec, owner),
-                "ports": [{"name": "coordinator", "containerPort": c.COORDINATOR_PORT, "protocol": "TCP"}],
+                "ports": [{"name": "coordinator", "containerPort": wire.COORDINATOR_PORT, "protocol": "TCP"}],
                 "resources": _container_resources(spec),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
@@ -146,24 +146,24 @@ def _container_resources(spec: ActivationExtractionSpec) -> dict:
 
 def _env(spec: ActivationExtractionSpec, owner: Owner) -> list[dict]:
     res = spec.resources
-    job_index = {"fieldRef": {"fieldPath": f"metadata.annotations['{c.JOBSET_JOB_INDEX_ANNOTATION}']"}}
+    job_index = {"fieldRef": {"fieldPath": wire.JOB_INDEX_FIELD_PATH}}
     env = [
-        {"name": c.ENV_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"))},
-        {"name": c.ENV_EXTRACTION_NAME, "value": owner.name},
-        {"name": c.ENV_EXTRACTION_NAMESPACE, "value": owner.namespace},
-        {"name": c.ENV_JOBSET_NAME, "value": owner.name},
-        {"name": c.ENV_REPLICATED_JOB_NAME, "value": c.REPLICATED_JOB},
-        {"name": c.ENV_JOB_INDEX, "valueFrom": job_index},
-        {"name": c.ENV_PROCESSES_PER_JOB, "value": str(res.hosts_per_slice)},
-        {"name": c.ENV_NUM_PROCESSES, "value": str(res.process_count)},
-        {"name": c.ENV_COORDINATOR_PORT, "value": str(c.COORDINATOR_PORT)},
+        {"name": wire.ENV_SPEC, "value": wire.encode_spec(spec.to_wire())},
+        {"name": wire.ENV_EXTRACTION_NAME, "value": owner.name},
+        {"name": wire.ENV_EXTRACTION_NAMESPACE, "value": owner.namespace},
+        {"name": wire.ENV_JOBSET_NAME, "value": owner.name},
+        {"name": wire.ENV_REPLICATED_JOB_NAME, "value": wire.REPLICATED_JOB},
+        {"name": wire.ENV_JOB_INDEX, "valueFrom": job_index},
+        {"name": wire.ENV_PROCESSES_PER_JOB, "value": str(res.hosts_per_slice)},
+        {"name": wire.ENV_NUM_PROCESSES, "value": str(res.process_count)},
+        {"name": wire.ENV_COORDINATOR_PORT, "value": str(wire.COORDINATOR_PORT)},
         {"name": "HOME", "value": c.SCRATCH_DIR},
-        {"name": c.ENV_CACHE, "value": f"{c.SCRATCH_DIR}/layertap-cache"},
+        {"name": wire.ENV_CACHE, "value": f"{c.SCRATCH_DIR}/layertap-cache"},
     ]
     if res.info.kind == "tpu" and res.slices > 1:
         env += [
-            {"name": c.ENV_MEGASCALE_COORDINATOR, "value": f"{owner.name}-{c.REPLICATED_JOB}-0-0.{owner.name}"},
-            {"name": c.ENV_MEGASCALE_NUM_SLICES, "value": str(res.slices)},
-            {"name": c.ENV_MEGASCALE_SLICE_ID, "valueFrom": job_index},
+            {"name": wire.ENV_MEGASCALE_COORDINATOR, "value": wire.coordinator_host(owner.name)},
+            {"name": wire.ENV_MEGASCALE_NUM_SLICES, "value": str(res.slices)},
+            {"name": wire.ENV_MEGASCALE_SLICE_ID, "valueFrom": job_index},
         ]
     return env

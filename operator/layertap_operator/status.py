@@ -8,14 +8,13 @@ times stable. Events are emitted on transitions only, so a periodic pass adds no
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
 
-from layertap_operator import constants as c
 
 # Spec fields a running JobSet can follow; any other change needs a new JobSet.
 APPLIABLE_FIELDS = frozenset({"suspend"})
@@ -51,8 +50,8 @@ def applied_spec(jobset: dict) -> dict | None:
     for job in jobset.get("spec", {}).get("replicatedJobs", []):
         for container in job["template"]["spec"]["template"]["spec"].get("containers", []):
             for var in container.get("env", []):
-                if var.get("name") == c.ENV_SPEC and "value" in var:
-                    return json.loads(var["value"])
+                if var.get("name") == wire.ENV_SPEC and "value" in var:
+                    return wire.decode_spec(var["value"])
     return None
 
 

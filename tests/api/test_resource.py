@@ -94,12 +94,12 @@ SPEC = {
 }
 
 
-def test_spec_defaults_and_job_spec() -> None:
+def test_spec_defaults_and_worker_spec() -> None:
     spec = ActivationExtractionSpec.model_validate(SPEC)
     assert (spec.max_restarts, spec.suspend, spec.service_account_name) == (3, False, "layertap-worker")
-    job = spec.job_spec()
+    job = spec.worker_spec()
     assert job.output.uri == "gs://out/run1"
-    assert "resources" not in job.to_wire()
+    assert "resources" not in job.to_wire() and job.mesh.model == 1
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from layertap.arc import sources
+from layertap.io import gcs as gcs_store
 from layertap.arc.builtin import write_builtin_tasks
 from layertap.arc.dataset import iter_samples
 from layertap.arc.readers import InvalidRecord, read_tasks
@@ -29,7 +29,7 @@ def emulator_url(gcs_emulator):
 def bucket(emulator_url, monkeypatch, tmp_path):
     """The emulator's bucket holding ARC data in three layouts; small reads force many ranges."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator_url)
-    monkeypatch.setattr(sources, "READ_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(gcs_store, "READ_CHUNK_BYTES", 4096)
     from google.cloud import storage
 
     client = storage.Client()

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from layertap.data.dataset import fit_to_limit, load_dataset
 from layertap.data.sample import Sample
-from layertap.data.text import read_texts
+from layertap.data.text import fit_to_limit, read_texts
+from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
 from layertap_api.spec import DatasetSpec
 

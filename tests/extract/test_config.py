@@ -5,7 +5,8 @@ import argparse
 import pytest
 from layertap.errors import LayerTapError
 from layertap.extract import cli
-from layertap.extract.config import default_layers, parse_layers
+from layertap.extract.config import parse_layers
+from layertap.model.tap import default_layers
 
 RESOURCE = """
 apiVersion: layertap.dev/v1alpha1
@@ -29,7 +30,8 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_a_whole_resource_is_read_and_cluster_fields_are_left_to_the_operator(tmp_path):
     (tmp_path / "ae.yaml").write_text(RESOURCE)
-    job, model_axis = cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+    job = cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+    model_axis = job.mesh.model
     assert job.model.uri == "/models/qwen" and job.dataset.max_tokens == 512
     assert job.extraction.layers == [10, 12] and job.extraction.positions == "last"
     assert model_axis == 2
@@ -50,7 +52,8 @@ def test_flags_override_the_file(tmp_path):
         "--model-parallel",
         "1",
     )
-    job, model_axis = cli.job_from_args(args, env={})
+    job = cli.job_from_args(args, env={})
+    model_axis = job.mesh.model
     assert job.extraction.layers == [3, 4, 5] and job.extraction.positions == "all"
     assert job.extraction.batch_size == 16 and job.extraction.exclude_special_tokens is False
     assert job.dataset.max_tokens == 512 and model_axis == 1
@@ -60,7 +63,8 @@ def test_the_spec_comes_from_the_environment_in_a_cluster():
     env = {
         "LAYERTAP_SPEC": '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'
     }
-    job, model_axis = cli.job_from_args(parse(), env=env)
+    job = cli.job_from_args(parse(), env=env)
+    model_axis = job.mesh.model
     assert job.dataset.format == "arc-json" and model_axis == 1
 
 

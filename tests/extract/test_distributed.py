@@ -30,9 +30,9 @@ def test_jobset_env_gives_the_first_pod_as_coordinator_and_a_global_process_id()
     assert (setup.num_processes, setup.process_id) == (8, 1 * 4 + 2)
 
 
-def test_jobset_subdomain_and_port_can_be_set():
-    setup = detect(env={**JOBSET_ENV, "LAYERTAP_SUBDOMAIN": "net", "LAYERTAP_COORDINATOR_PORT": "9000"})
-    assert setup.coordinator == "arc-0-workers-0-0.net:9000"
+def test_jobset_coordinator_port_can_be_set():
+    setup = detect(env={**JOBSET_ENV, "LAYERTAP_COORDINATOR_PORT": "9000"})
+    assert setup.coordinator == "arc-0-workers-0-0.arc-0:9000"
 
 
 def test_tpu_vms_are_left_to_jax_detection_even_under_jobset():

@@ -44,7 +44,7 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
             "1",
         ]
     )
-    job, _ = job_from_args(args, env={})
+    job = job_from_args(args, env={})
     prepared = prepare(job)
     reporter = RecordingReporter()
     summary = execute(prepared, Distributed("single"), show_progress=False, reporter=reporter)

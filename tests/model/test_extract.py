@@ -119,8 +119,8 @@ def test_bfloat16_compute_is_close_to_float32(tiny_dir, tiny):
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ([4], r"layers \[4\] out of range; the model has 4 layers \(0-3\)"),
-        ([-1], r"layers \[-1\] out of range"),
+        ([4], r"\[4\] out of range; the model has 4 layers \(0-3\)"),
+        ([-1], r"\[-1\] out of range"),
         ([1, 1], "duplicate"),
         ([], "at least one"),
     ],

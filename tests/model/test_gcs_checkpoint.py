@@ -20,11 +20,11 @@ def emulator(gcs_emulator):
 
 
 def test_gs_checkpoint_equals_local(tiny_dir, tiny, emulator, monkeypatch, tmp_path):
-    from layertap.store import fs
+    from layertap.io import open_store
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
     uri = f"gs://{BUCKET}/models/{uuid.uuid4().hex[:8]}"
-    store = fs.open_store(uri)
+    store = open_store(uri)
     for path in tiny_dir.iterdir():
         store.write(path.name, path.read_bytes())
 

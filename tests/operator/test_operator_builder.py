@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
@@ -95,9 +96,9 @@ def test_shape_per_accelerator(resources, slices, hosts, device, selector, exclu
     assert pod(jobset).get("nodeSelector") == selector
     annotations = jobset["metadata"].get("annotations", {})
     assert (annotations.get(c.EXCLUSIVE_TOPOLOGY_ANNOTATION) == "cloud.google.com/gke-nodepool") is exclusive
-    assert env(jobset)[c.ENV_NUM_PROCESSES] == str(slices * hosts)
-    assert env(jobset)[c.ENV_PROCESSES_PER_JOB] == str(hosts)
-    assert (c.ENV_MEGASCALE_NUM_SLICES in env(jobset)) is (slices > 1)
+    assert env(jobset)[wire.ENV_NUM_PROCESSES] == str(slices * hosts)
+    assert env(jobset)[wire.ENV_PROCESSES_PER_JOB] == str(hosts)
+    assert (wire.ENV_MEGASCALE_NUM_SLICES in env(jobset)) is (slices > 1)
 
 
 def test_v5e_8x8_in_full(build, validate_jobset) -> None:
@@ -132,18 +133,18 @@ def test_v5e_8x8_in_full(build, validate_jobset) -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     e = env(jobset)
     # The worker gets the validated spec with the defaults filled in, and finds its place from JobSet.
-    shipped = ActivationExtractionSpec.model_validate(json.loads(e[c.ENV_SPEC]))
+    shipped = ActivationExtractionSpec.model_validate(json.loads(e[wire.ENV_SPEC]))
     assert shipped.extraction.layers == list(range(10, 24)) and shipped.extraction.storage_dtype == "bfloat16"
-    assert e[c.ENV_JOBSET_NAME] == "qwen-arc" and e[c.ENV_REPLICATED_JOB_NAME] == c.REPLICATED_JOB
-    assert e[c.ENV_JOB_INDEX] == {"fieldRef": {"fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"}}
-    assert (e[c.ENV_EXTRACTION_NAME], e[c.ENV_EXTRACTION_NAMESPACE]) == ("qwen-arc", "research")
+    assert e[wire.ENV_JOBSET_NAME] == "qwen-arc" and e[wire.ENV_REPLICATED_JOB_NAME] == wire.REPLICATED_JOB
+    assert e[wire.ENV_JOB_INDEX] == {"fieldRef": {"fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"}}
+    assert (e[wire.ENV_EXTRACTION_NAME], e[wire.ENV_EXTRACTION_NAMESPACE]) == ("qwen-arc", "research")
 
 
 def test_multislice_environment(build) -> None:
     e = env(build(resources={"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2}))
-    assert e[c.ENV_MEGASCALE_COORDINATOR] == "qwen-arc-worker-0-0.qwen-arc"
-    assert e[c.ENV_MEGASCALE_NUM_SLICES] == "2"
-    assert e[c.ENV_MEGASCALE_SLICE_ID] == e[c.ENV_JOB_INDEX]
+    assert e[wire.ENV_MEGASCALE_COORDINATOR] == "qwen-arc-worker-0-0.qwen-arc"
+    assert e[wire.ENV_MEGASCALE_NUM_SLICES] == "2"
+    assert e[wire.ENV_MEGASCALE_SLICE_ID] == e[wire.ENV_JOB_INDEX]
 
 
 @pytest.mark.parametrize(("fields", "suspended"), [({}, False), ({"suspend": True}, True), ({"queueName": "q"}, True)])
@@ -154,7 +155,7 @@ def test_suspend(fields: dict, suspended: bool, build) -> None:
 def test_mesh_and_requests_reach_the_pod(build) -> None:
     jobset = build(resources={"accelerator": "cpu", "hosts": 2, "mesh": {"model": 2}, "cpu": "8", "memory": "32Gi"})
     container = pod(jobset)["containers"][0]
-    assert json.loads(env(jobset)[c.ENV_SPEC])["resources"]["mesh"] == {"model": 2}
+    assert json.loads(env(jobset)[wire.ENV_SPEC])["resources"]["mesh"] == {"model": 2}
     assert container["resources"] == {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "32Gi"}}
 
 

@@ -10,9 +10,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 from gcs_emulator import Emulator, FaultyProxy
-from layertap.store import finalize_run, fs, layout, open_writer
+from layertap.io import gcs as gcs_store
+from layertap.io import open_store
+from layertap.io.fetch import fetch_dir
+from layertap.store import finalize_run, layout, open_writer
 
-from .units import expected_layer, make_units, meta_for
+from .units import add, expected_layer, make_units, meta_for
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
 BUCKET = "layertap-test"
@@ -32,7 +35,7 @@ def gcs(emulator, monkeypatch):
     """A fresh gs:// prefix on the emulator; small upload chunks so that a shard takes several."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
     monkeypatch.setenv("LAYERTAP_GCS_RETRY_SECONDS", "60")
-    monkeypatch.setattr(fs, "UPLOAD_CHUNK_BYTES", 256 * 1024)
+    monkeypatch.setattr(gcs_store, "UPLOAD_CHUNK_BYTES", 256 * 1024)
     return f"gs://{BUCKET}/runs/{uuid.uuid4().hex[:8]}"
 
 
@@ -51,7 +54,7 @@ def bf16(x):
 def write(uri, units, **kwargs):
     with open_writer(uri, meta_for(), **kwargs) as writer:
         for unit in units:
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
     return writer
 
 
@@ -59,9 +62,9 @@ def check_run(uri, units):
     """The run holds every unit exactly once, every shard object is committed and intact."""
     manifest = finalize_run(uri)
     assert sorted(u for s in manifest["shards"] for u, _, _ in s["units"]) == sorted(u.unit_id for u in units)
-    objects = fs.open_store(uri).list(layout.SHARDS)
+    objects = open_store(uri).list(layout.SHARDS)
     assert sorted(objects) == sorted(s["shard"] for s in manifest["shards"])  # no partial or orphan object
-    assert all(objects[s["shard"]] == s["bytes"] for s in manifest["shards"])
+    assert all(objects[s["shard"]].size == s["bytes"] for s in manifest["shards"])
     run = layertap.open(uri)
     run.verify()
     batch = run.read_layer(5)
@@ -121,12 +124,12 @@ def test_server_down_mid_run_then_back(gcs, emulator):
     units = big_units(24)
     writer = open_writer(gcs, meta_for(), shard_bytes=SHARD)
     for unit in units[:10]:
-        writer.add(**unit.kwargs())
+        add(writer, **unit.kwargs())
     emulator.stop()
     restart = threading.Timer(2.0, emulator.start)
     restart.start()
     for unit in units[10:]:
-        writer.add(**unit.kwargs())
+        add(writer, **unit.kwargs())
     assert writer.progress().shards == 0 and not restart.finished.is_set()  # uploads are waiting
     writer.close()
     restart.join()
@@ -136,7 +139,7 @@ def test_server_down_mid_run_then_back(gcs, emulator):
 def test_resume_of_a_half_written_run(gcs):
     units = big_units(30)
     write(gcs, units[:20], shard_bytes=SHARD)
-    store = fs.open_store(gcs)
+    store = open_store(gcs)
     own = [layout.seq_of_commit_key(k) for k in store.list(layout.commit_prefix(0))]
     # The crashed attempt had uploaded its next shard, but died before committing it.
     orphan = layout.shard_key(0, max(own) + 1)
@@ -146,13 +149,13 @@ def test_resume_of_a_half_written_run(gcs):
         assert writer.committed_units() == set(range(20))
         for unit in units:
             if unit.unit_id not in writer.committed_units():
-                writer.add(**unit.kwargs())
+                add(writer, **unit.kwargs())
     manifest = check_run(gcs, units)
     assert orphan in {s["shard"] for s in manifest["shards"]}  # the same name, now the real shard
 
 
 def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_path):
-    store = fs.open_store(f"{gcs}/ckpt")
+    store = open_store(f"{gcs}/ckpt")
     files = {
         "config.json": b'{"model_type": "qwen2"}',
         "model.safetensors": np.arange(300_000, dtype=np.uint8).tobytes(),
@@ -160,19 +163,19 @@ def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_
     }
     for key, data in files.items():
         store.write(key, data)
-    local = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
+    local = fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
     copied = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
     assert {k: v for k, v in copied.items() if not k.startswith(".")} == files
     before = (local / "model.safetensors").stat().st_mtime_ns
     store.write("config.json", b'{"model_type": "qwen2", "changed": true}')
-    again = fs.fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
+    again = fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
     assert again == local and (local / "config.json").read_bytes().endswith(b"true}")
     assert (local / "model.safetensors").stat().st_mtime_ns == before  # not downloaded again
 
 
 def test_fetch_dir_of_an_empty_prefix_says_so(gcs, tmp_path):
     with pytest.raises(layertap.errors.LayerTapError, match="no objects under this prefix"):
-        fs.fetch_dir(f"{gcs}/nothing-here", tmp_path)
+        fetch_dir(f"{gcs}/nothing-here", tmp_path)
 
 
 def test_access_denied_says_what_the_service_account_needs(gcs, proxy):

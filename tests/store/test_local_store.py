@@ -12,13 +12,13 @@ import pytest
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, layout, open_writer
 
-from .units import LAYERS, expected_layer, make_units, meta_for
+from .units import LAYERS, add, expected_layer, make_units, meta_for
 
 
 def write(uri, units, storage_dtype="bfloat16", **kwargs):
     with open_writer(str(uri), meta_for(storage_dtype), **kwargs) as writer:
         for unit in units:
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
     return writer
 
 
@@ -72,7 +72,7 @@ def test_cells_and_sample_provenance_come_back_with_the_rows(tmp_path, units):
 def test_a_unit_without_cells_or_provenance_stores_minus_one_and_no_meta(tmp_path):
     unit = make_units(1)[0]
     with open_writer(str(tmp_path), meta_for()) as writer:
-        writer.add(**{**unit.kwargs(), "cell": None, "samples": None})
+        add(writer, **{**unit.kwargs(), "cell": None, "samples": None})
     run = layertap.open(str(tmp_path))
     batch = run.read_layer(2)
     assert batch.cell.shape == (len(unit.token_ids), 3) and (batch.cell == -1).all()
@@ -137,7 +137,7 @@ def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
         assert done == {u.unit_id for u in units[:8]}
         for unit in units:
             if unit.unit_id not in done:
-                writer.add(**unit.kwargs())
+                add(writer, **unit.kwargs())
     manifest = finalize_run(str(tmp_path))
     assert manifest["num_units"] == 20
     seqs = [s["seq"] for s in manifest["shards"]]
@@ -160,7 +160,7 @@ def test_processes_write_their_own_shards_and_finalize_merges_them(tmp_path):
     for process in (0, 1):
         with open_writer(str(tmp_path), meta_for(), process, 2, shard_bytes=10_000) as writer:
             for unit in units[process::2]:
-                writer.add(**unit.kwargs())
+                add(writer, **unit.kwargs())
     manifest = finalize_run(str(tmp_path))
     assert manifest["processes"] == [0, 1] and manifest["num_units"] == 12
     assert all(f"-p0000{s['process_index']}-" in s["shard"] for s in manifest["shards"])
@@ -171,11 +171,11 @@ def test_a_unit_written_by_two_processes_fails_finalize(tmp_path):
     units = make_units(3)
     for process in (0, 1):
         with open_writer(str(tmp_path), meta_for(), process, 2) as writer:
-            writer.add(**units[process].kwargs())
+            add(writer, **units[process].kwargs())
     # process 1 (wrongly) also writes unit 0 in a later attempt, not knowing about process 0's
     (tmp_path / "commits" / "p00000").rename(tmp_path / "hidden")
     with open_writer(str(tmp_path), meta_for(), 1, 2) as writer:
-        writer.add(**units[0].kwargs())
+        add(writer, **units[0].kwargs())
     (tmp_path / "hidden").rename(tmp_path / "commits" / "p00000")
     with pytest.raises(LayerTapError, match="unit 0 is in two shards"):
         finalize_run(str(tmp_path))
@@ -231,7 +231,7 @@ def test_add_rejects_malformed_units(tmp_path, change, message):
     args = change(make_units(1)[0].kwargs())
     with open_writer(str(tmp_path), meta_for()) as writer:
         with pytest.raises(ValueError, match=message):
-            writer.add(**args)
+            add(writer, **args)
 
 
 def test_adding_a_unit_twice_is_refused(tmp_path):
@@ -239,19 +239,19 @@ def test_adding_a_unit_twice_is_refused(tmp_path):
     write(tmp_path, [unit])
     with open_writer(str(tmp_path), meta_for()) as writer:
         with pytest.raises(ValueError, match="unit 0 was already written"):
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
 
 
 def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
     (tmp_path / "shards").write_text("a file where the shards folder should be")
     writer = open_writer(str(tmp_path), meta_for())
-    writer.add(**make_units(1)[0].kwargs())
+    add(writer, **make_units(1)[0].kwargs())
     with pytest.raises(LayerTapError, match=str(tmp_path)):
         writer.close()
 
 
 def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, monkeypatch):
-    from layertap.store.fs import LocalStore
+    from layertap.io.local import LocalStore
 
     release = threading.Event()
     real_put = LocalStore.put
@@ -268,7 +268,7 @@ def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, mo
 
     def produce():
         for unit in units:
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
             added.append(unit.unit_id)
 
     producer = threading.Thread(target=produce)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from layertap.store import finalize_run, open_writer
 
-from .units import make_units, meta_for
+from .units import add, make_units, meta_for
 
 FORMAT_DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 
@@ -38,7 +38,7 @@ def without_layertap(*lines: str) -> None:
 def test_one_liner_reads_a_shard_without_layertap(tmp_path, name, storage_dtype):
     with open_writer(str(tmp_path / "run"), meta_for(storage_dtype, layers=[11, 12])) as writer:
         for unit in make_units(4, layers=[11, 12]):
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
     run = layertap.open(str(tmp_path / "run"))
     (shard,) = run.shards
     batch = run.read_layer(12, dtype=None)
@@ -57,7 +57,7 @@ def test_sample_provenance_reads_without_layertap(tmp_path):
     units = make_units(6)
     with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=5_000) as writer:
         for unit in units:
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
     finalize_run(str(tmp_path / "run"))
     out = tmp_path / "samples.json"
     without_layertap(
@@ -73,7 +73,7 @@ def test_sample_provenance_reads_without_layertap(tmp_path):
 def test_export_to_hugging_face_datasets(tmp_path):
     with open_writer(str(tmp_path / "run"), meta_for(), shard_bytes=10_000) as writer:
         for unit in make_units(10):
-            writer.add(**unit.kwargs())
+            add(writer, **unit.kwargs())
     run = layertap.open(str(tmp_path / "run"))
     want = run.read_layer(5, segments=["test-input"])
     assert len(run.shards) > 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from layertap.store import TokenRecords
 
 LAYERS = [2, 5, 7]
 HIDDEN = 24
@@ -22,8 +23,13 @@ class Unit:
     samples: dict[int, dict]
 
     def kwargs(self) -> dict:
-        """The arguments of `writer.add` for this unit."""
+        """The unit's fields, for `add`."""
         return dict(vars(self))
+
+
+def add(writer, unit_id, activations, samples, **columns) -> None:
+    """`writer.add` of one unit given as arrays (see Unit)."""
+    writer.add(unit_id, TokenRecords.of(activations, **columns), samples)
 
 
 def make_units(count: int, *, seed: int = 0, layers=LAYERS, hidden: int = HIDDEN, start: int = 0) -> list[Unit]:

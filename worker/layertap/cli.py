@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS
+
 from layertap.errors import LayerTapError
 
 # name -> (module, one-line help)
@@ -40,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        return int(module.run(args) or EXIT_SUCCESS)
     except LayerTapError as error:
         print(f"layertap {name}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"layertap {name}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

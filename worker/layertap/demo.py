@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
     print(f"layertap demo: random Qwen2 in {model_dir}, {args.tasks} ARC tasks in {tasks_file}")
 
-    job = cfg.validate(spec, str(config_file))
+    job = cfg.worker_spec(spec, str(config_file))
     prepared = prepare(job)
     execute(prepared, Distributed("single"), show_progress=not args.no_progress)
 

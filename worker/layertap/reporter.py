@@ -13,7 +13,6 @@ RBAC: the worker's ServiceAccount needs `get` and `patch` on `activationextracti
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -24,7 +23,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from layertap_api.resource import GROUP, PLURAL, VERSION
 from layertap_api.status import Progress
-from layertap_operator.constants import ENV_EXTRACTION_NAME, ENV_EXTRACTION_NAMESPACE
+
+from layertap.environment import worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,26 @@ class StatusReporter:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None, **kwargs) -> StatusReporter | None:
-        env = os.environ if environ is None else environ
-        name, namespace = env.get(ENV_EXTRACTION_NAME), env.get(ENV_EXTRACTION_NAMESPACE)
-        if not name or not namespace:
+    def from_environment(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        api: kubernetes.client.CustomObjectsApi | None = None,
+        **kwargs,
+    ) -> StatusReporter | None:
+        """A reporter for the resource named in the environment; `api` defaults to a client
+        with the pod's in-cluster credentials."""
+        resource = worker_environment(environ).extraction
+        if resource is None:
             return None
-        config = kubernetes.client.Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=config)
-        except kubernetes.config.ConfigException as error:
-            log.info("no in-cluster credentials (%s): progress goes to the log only", error)
-            return None
-        api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+        if api is None:
+            config = kubernetes.client.Configuration()
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=config)
+            except kubernetes.config.ConfigException as error:
+                log.info("no in-cluster credentials (%s): progress goes to the log only", error)
+                return None
+            api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+        namespace, name = resource
         return cls(api, namespace, name, **kwargs)
 
     def update(self, progress: dict) -> None:

@@ -29,13 +29,23 @@ from layertap.arc.records import Split
 from layertap.arc.segments import segment_names, select_labels
 from layertap.arc.task import Task
 from layertap.arc.tokens import label_tokens
+from layertap.data.dataset import Dataset, no_samples
 from layertap.data.sample import Sample
 from layertap.errors import LayerTapError
 
 ARC_FORMATS: tuple[str, ...] = get_args(ArcFormat)
-__all__ = ["ARC_FORMATS", "iter_samples", "segment_names", "select_labels"]
+__all__ = ["ARC_FORMATS", "iter_samples", "load_arc_dataset", "segment_names", "select_labels"]
 
 log = logging.getLogger(__name__)
+
+
+def load_arc_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
+    """Every sample of an ARC dataset (maxSamples and overLimit applied), with the ARC segments."""
+    budget = BudgetStats()
+    samples = list(iter_samples(spec, tokenizer, budget=budget))
+    if not samples:
+        raise no_samples(spec.uri, str(budget))
+    return Dataset(samples=samples, segment_names=dict(segment_names), limit_report=str(budget), select=select_labels)
 
 
 def iter_samples(

@@ -17,7 +17,7 @@ from typing import Literal
 
 from layertap.arc.grids import GridError
 from layertap.arc.records import Split, task_from_record
-from layertap.arc.sources import Source, list_sources, open_parquet
+from layertap.io.sources import Source, list_sources, open_parquet
 from layertap.arc.task import Task, task_from_json
 from layertap.errors import LayerTapError
 

@@ -13,7 +13,7 @@ from typing import get_args
 
 from layertap.arc.readers import ROW_SUFFIXES, ArcFormat, ReadStats, read_tasks
 from layertap.arc.records import Split
-from layertap.arc.sources import list_sources
+from layertap.io.sources import list_sources
 from layertap.arc.transform import write_tasks
 from layertap.errors import LayerTapError
 

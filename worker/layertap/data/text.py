@@ -11,17 +11,68 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from itertools import islice
 
 import numpy as np
+from layertap_api.spec import DatasetSpec
 
-from layertap.arc.sources import Source, list_sources, open_parquet
+from layertap.data.dataset import Dataset, no_samples
 from layertap.data.sample import OTHER_SEGMENT, Sample
 from layertap.errors import LayerTapError
+from layertap.io.sources import Source, list_sources, open_parquet
 
 SEGMENT_NAMES = {OTHER_SEGMENT: "text"}
 SUFFIXES = {"text-jsonl": ".jsonl", "parquet": ".parquet"}
 PARQUET_BATCH_ROWS = 1024
+
+
+def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
+    """Read, tokenize (no added special tokens) and limit a text-jsonl or parquet dataset."""
+
+    def encode(value: str) -> list[int]:
+        return tokenizer.encode(value, add_special_tokens=False)
+
+    samples = islice(text_samples(spec.uri, encode, spec.format), spec.max_samples)
+    kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
+    report = f"{over} over maxTokens ({spec.over_limit})" if over else ""
+    if not kept:
+        raise no_samples(spec.uri, report)
+    return Dataset(samples=kept, segment_names=dict(SEGMENT_NAMES), limit_report=report, select=_select)
+
+
+def _select(wanted: list[str]) -> list[int]:
+    by_name = {name: label for label, name in SEGMENT_NAMES.items()}
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise ValueError(f"extraction.segments: {unknown} are not segments of this dataset; it has {sorted(by_name)}")
+    return [by_name[name] for name in wanted]
+
+
+def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tuple[list[Sample], int]:
+    """Apply overLimit to plain-text samples: drop long ones, or cut them to max_tokens.
+
+    "shorten" removes ARC train pairs (the ARC reader's job); plain text has none to
+    remove, so it cuts like "truncate".
+    """
+    kept, over = [], 0
+    for sample in samples:
+        if len(sample.token_ids) == 0:
+            continue
+        if len(sample.token_ids) > max_tokens:
+            over += 1
+            if policy == "drop":
+                continue
+            sample = truncate(sample, max_tokens)
+        kept.append(sample)
+    return kept, over
+
+
+def truncate(sample: Sample, n: int) -> Sample:
+    cells = None if sample.cells is None else sample.cells[:n]
+    meta = {**sample.meta, "truncatedFrom": len(sample.token_ids)}
+    return replace(sample, token_ids=sample.token_ids[:n], segments=sample.segments[:n], cells=cells, meta=meta)
 
 
 def read_texts(uri: str, format: str = "text-jsonl") -> Iterator[tuple[str, int, str]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layertap.data.sample import Sample
+from layertap.store.records import TokenRecords
 
 Row = tuple[int, ...]
 
@@ -30,19 +31,6 @@ class HostBatch:
         if self.weights is not None:
             named["weights"] = self.weights
         return named
-
-
-@dataclass(frozen=True)
-class Records:
-    """The rows one unit stores: N activations of L layers, with their index columns."""
-
-    activations: np.ndarray  # [L, N, D]
-    token_ids: np.ndarray  # [N] int32 (-1 for mean)
-    sample_index: np.ndarray  # [N] int64
-    position: np.ndarray  # [N] int32 token position in the sample (-1 for mean)
-    segment: np.ndarray  # [N] int16 segment label (-1 for mean)
-    cell: np.ndarray  # [N, 3] int16 (row, col, colour) of the grid cell a token encodes, else -1
-    samples: dict[int, dict]  # sample index -> provenance (the sample's meta)
 
 
 def keep_mask(sample: Sample, excluded_ids: np.ndarray, segments: frozenset[int] | None) -> np.ndarray:
@@ -90,8 +78,9 @@ def select_records(
     keep: Mapping[int, np.ndarray],
     activations: np.ndarray,
     mode: str,
-) -> Records:
-    """Pick the stored rows out of a step's output for these rows.
+) -> tuple[TokenRecords, dict[int, dict]]:
+    """Pick the stored rows out of a step's output for these rows: the records, and the
+    provenance (meta) of the samples they hold.
 
     activations: [L, R, T, D] for `all` (every token of every row), [L, R, K, D] for the
     pooled modes (one vector per packed sample).
@@ -127,12 +116,12 @@ def select_records(
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
     take = cat(flat, np.int64)
-    return Records(
-        activations=activations.reshape(L, R * width, D)[:, take],
+    records = TokenRecords.of(
+        activations.reshape(L, R * width, D)[:, take],
         token_ids=cat(token_ids, np.int32),
         sample_index=cat(sample_index, np.int64),
         position=cat(position, np.int32),
         segment=cat(segment, np.int16),
         cell=cat(cell, np.int16, (0, 3)),
-        samples=provenance,
     )
+    return records, provenance

@@ -6,15 +6,17 @@ import argparse
 import os
 from typing import get_args
 
+from layertap_api.contract import ENV_SPEC
 from layertap_api.spec import (
     ComputeDtype,
     DatasetFormat,
     DatasetSpec,
-    JobSpec,
     Positions,
     StorageDtype,
+    WorkerSpec,
 )
 
+from layertap.environment import worker_environment
 from layertap.extract import config as cfg
 
 # flag dest -> "section.field" of the spec (camelCase, as in the YAML file)
@@ -39,7 +41,7 @@ SPEC_FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", help="YAML file: an ActivationExtraction resource or just its spec (default: $LAYERTAP_SPEC)"
+        "--config", help=f"YAML file: an ActivationExtraction resource or just its spec (default: ${ENV_SPEC})"
     )
     spec = parser.add_argument_group("spec fields (override the config file)")
     spec.add_argument("--model", help="checkpoint directory or gs:// URI")
@@ -71,21 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def job_from_args(args: argparse.Namespace, env=os.environ) -> tuple[JobSpec, int]:
-    """The validated job and the model-axis size, from --config (or LAYERTAP_SPEC) and flags."""
+def job_from_args(args: argparse.Namespace, env=os.environ) -> WorkerSpec:
+    """The validated spec this worker runs, from --config (or LAYERTAP_SPEC) and flags."""
     if args.config:
         raw, source = cfg.read_spec_file(args.config), args.config
-    elif "LAYERTAP_SPEC" in env:
-        raw, source = cfg.parse_spec(env["LAYERTAP_SPEC"], "LAYERTAP_SPEC"), "LAYERTAP_SPEC"
+    elif (spec_json := worker_environment(env).spec_json) is not None:
+        raw, source = cfg.parse_spec(spec_json, ENV_SPEC), ENV_SPEC
     else:
         raw, source = {}, "command line"
     overrides = {field: getattr(args, dest) for dest, field in SPEC_FLAGS.items()}
-    job = cfg.validate(cfg.apply_overrides(cfg.worker_part(raw), overrides), source)
-    return job, args.model_parallel or cfg.mesh_model_axis(raw) or 1
+    return cfg.worker_spec(cfg.apply_overrides(raw, overrides), source, model_parallel=args.model_parallel)
 
 
 def run(args: argparse.Namespace) -> int:
-    job, model_parallel = job_from_args(args)
+    job = job_from_args(args)
     from layertap.extract import distributed
 
     setup = distributed.detect(args.coordinator, args.num_processes, args.process_id)
@@ -99,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     summary = execute(
         prepare(job),
         setup,
-        model_parallel=model_parallel,
         show_progress=not args.no_progress,
         reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,
     )

@@ -1,19 +1,19 @@
-"""The run's job spec: a YAML file (a whole ActivationExtraction or just its spec), with flags on top."""
+"""The worker's spec: a YAML or JSON document (a whole ActivationExtraction, its spec, or
+just the job sections), with command-line flags on top, validated into a `WorkerSpec`."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from layertap_api.spec import JobSpec
-from pydantic import ValidationError
+from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.spec import JobSpec, MeshSpec, WorkerSpec
+from pydantic import BaseModel, ValidationError
 
 from layertap.errors import LayerTapError
 
-# the sections the worker runs, by their wire names
-WORKER_SECTIONS = tuple(field.alias or name for name, field in JobSpec.model_fields.items())
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -39,17 +39,6 @@ def parse_spec(text: str, source: str) -> dict[str, Any]:
     return document
 
 
-def worker_part(spec: dict[str, Any]) -> dict[str, Any]:
-    """The sections the worker runs; cluster fields (resources, image, ...) are the operator's."""
-    return {key: spec[key] for key in WORKER_SECTIONS if key in spec}
-
-
-def mesh_model_axis(spec: dict[str, Any]) -> int | None:
-    """resources.mesh.model of a full resource spec, if set."""
-    mesh = (spec.get("resources") or {}).get("mesh") or {}
-    return mesh.get("model")
-
-
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set "section.field" keys (camelCase, as on the wire) whose value is not None."""
     merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
@@ -61,19 +50,28 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return merged
 
 
-def validate(raw: dict[str, Any], source: str) -> JobSpec:
+def worker_spec(document: dict[str, Any], source: str, *, model_parallel: int | None = None) -> WorkerSpec:
+    """What this worker runs. A document with `resources` is a whole resource spec and is
+    validated as one (the workers run its job sections and `resources.mesh`); otherwise it
+    holds the job sections only. `model_parallel` (--model-parallel) replaces the mesh."""
+    if "resources" in document:
+        spec = _validated(ActivationExtractionSpec, document, source).worker_spec()
+    else:
+        spec = WorkerSpec.model_validate(_validated(JobSpec, document, source).model_dump())
+    if model_parallel is not None:
+        mesh = _validated(MeshSpec, {"model": model_parallel}, "--model-parallel")
+        spec = spec.model_copy(update={"mesh": mesh})
+    return spec
+
+
+def _validated(model: type[Model], raw: dict[str, Any], source: str) -> Model:
     try:
-        return JobSpec.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
         )
         raise LayerTapError(f"{source}: {problems}") from None
-
-
-def default_layers(num_layers: int) -> list[int]:
-    """The upper part of the model: 10-23 for a 24-layer model."""
-    return list(range(math.floor(10 * num_layers / 24), num_layers))
 
 
 def parse_layers(text: str) -> list[int]:

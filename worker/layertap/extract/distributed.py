@@ -4,9 +4,9 @@ Three sources, first match wins:
 1. explicit flags (`--coordinator`, `--num-processes`, `--process-id`) for local runs;
 2. TPU VMs (GKE TPU node pools, which set TPU_WORKER_HOSTNAMES): JAX detects the slice
    (and, with the MEGASCALE_* variables, the slices) itself;
-3. JobSet on CPU/GPU pools: the coordinator is the JobSet's first pod by its DNS name,
-   `<jobset>-<replicatedJob>-0-0.<subdomain>`; the process id is
-   `JOB_INDEX * LAYERTAP_PROCESSES_PER_JOB + JOB_COMPLETION_INDEX` (one Job per slice).
+3. JobSet on CPU/GPU pools: the placement the operator wrote into the pod
+   (`layertap_api.contract.Placement`): the coordinator is the JobSet's first pod by its
+   DNS name, the process id `slice * processes per slice + host`.
 No source: a single process, nothing to initialise.
 """
 
@@ -17,9 +17,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from layertap.environment import worker_environment
 from layertap.errors import LayerTapError
 
-COORDINATOR_PORT = 8476
 # Set by GKE on TPU VMs (and by JAX's TPU cluster detection); their presence means "let JAX detect".
 TPU_ENV_KEYS = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "TPU_WORKER_ID")
 
@@ -51,23 +51,10 @@ def from_flags(coordinator: str | None, num_processes: int | None, process_id: i
 
 
 def from_jobset_env(env: Mapping[str, str]) -> Distributed | None:
-    if "JOBSET_NAME" not in env:
+    placement = worker_environment(env).placement
+    if placement is None:
         return None
-    try:
-        jobset, replicated_job = env["JOBSET_NAME"], env["REPLICATED_JOB_NAME"]
-        per_job = int(env.get("LAYERTAP_PROCESSES_PER_JOB", "1"))
-        total = int(env["LAYERTAP_NUM_PROCESSES"])
-        process_id = int(env.get("JOB_INDEX", "0")) * per_job + int(env.get("JOB_COMPLETION_INDEX", "0"))
-    except KeyError as missing:
-        raise LayerTapError(f"JobSet environment: {missing.args[0]} is not set") from None
-    except ValueError as error:
-        raise LayerTapError(f"JobSet environment: {error}") from None
-    if not 0 <= process_id < total:
-        raise LayerTapError(f"JobSet environment: process id {process_id} is outside 0..{total - 1}")
-    subdomain = env.get("LAYERTAP_SUBDOMAIN", jobset)
-    port = env.get("LAYERTAP_COORDINATOR_PORT", str(COORDINATOR_PORT))
-    coordinator = f"{jobset}-{replicated_job}-0-0.{subdomain}:{port}"
-    return Distributed("jobset", coordinator, total, process_id)
+    return Distributed("jobset", placement.coordinator, placement.num_processes, placement.process_id)
 
 
 def detect(

@@ -2,7 +2,8 @@
 
 Default: pure data parallel (a 0.5B model fits one chip); each device holds a full copy of
 the parameters and a slice of the rows. A model axis > 1 splits attention heads and the MLP
-across devices (Megatron style) and must divide the query and KV head counts.
+across devices (Megatron style) and must divide the query and KV head counts. A data axis
+given in the spec must match the devices the run really has.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from layertap_api.spec import MeshSpec
 
 from layertap.errors import LayerTapError
 
@@ -30,12 +32,18 @@ _MODEL_PARALLEL_SPECS = {
 }
 
 
-def make_mesh(model_parallel: int, num_heads: int, num_kv_heads: int) -> Mesh:
-    devices = jax.device_count()
+def make_mesh(spec: MeshSpec, num_heads: int, num_kv_heads: int) -> Mesh:
+    """The (data, model) mesh of `resources.mesh` over every device of the run."""
+    devices, model_parallel = jax.device_count(), spec.model
     # --model-parallel on the command line, resources.mesh.model in a resource
     fix = "; choose a --model-parallel (resources.mesh.model) that divides it"
     if model_parallel < 1 or devices % model_parallel:
         raise LayerTapError(f"model parallelism {model_parallel} does not divide the {devices} devices{fix}")
+    if spec.data is not None and spec.data * model_parallel != devices:
+        raise LayerTapError(
+            f"resources.mesh: data x model = {spec.data} x {model_parallel} = {spec.data * model_parallel} devices, "
+            f"but this run has {devices}; unset mesh.data to use every device"
+        )
     if jax.local_device_count() % model_parallel:
         # A model group spanning hosts would make two hosts hold (and write) the same rows.
         raise LayerTapError(

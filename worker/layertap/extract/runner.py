@@ -9,7 +9,6 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,40 +18,29 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from layertap_api.spec import JobSpec
+from layertap_api.spec import WorkerSpec
 
-from layertap.data.dataset import Dataset, load_dataset
+from layertap.data.dataset import Dataset
 from layertap.data.sample import Sample
+from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
 from layertap.extract import batch as host
-from layertap.extract.config import default_layers
 from layertap.extract.distributed import Distributed
 from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
-from layertap.model import (
-    Qwen2Config,
-    load_checkpoint,
-    load_tokenizer,
-    make_extract_fn,
-    special_token_ids,
-)
-from layertap.model.checkpoint import resolve_checkpoint_dir
+from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.model.checkpoint import load_params, resolve_checkpoint_dir
 from layertap.progress import Progress
-from layertap.store.dtypes import NUMPY_DTYPES
-from layertap.store.layout import TOKEN_COLUMNS
-
-DEVICE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "int8": jnp.float32}
-# the per-row index columns stored next to the activations (token id, sample, position, ...)
-INDEX_BYTES_PER_ROW = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
+from layertap.store import dtypes
 
 
 @dataclass(frozen=True)
 class Prepared:
-    job: JobSpec
+    job: WorkerSpec
     checkpoint: Path  # the model's local directory (a gs:// model is fetched once, here)
-    config: Qwen2Config
-    layers: tuple[int, ...]
+    config: Qwen2Config  # read once, here
+    tap: LayerTap  # the layers, resolved once, here: the forward, the loaded blocks and the stored order
     dataset: Dataset
     samples: dict[int, Sample]  # the samples with at least one kept token, by index
     keep: dict[int, np.ndarray]  # sample index -> [T] bool kept tokens
@@ -63,11 +51,12 @@ class Prepared:
     def mode(self) -> str:
         return self.job.extraction.positions
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self.tap.layers
+
     def disk_bytes(self) -> int:
-        dtype = self.job.extraction.storage_dtype
-        per_row = len(self.layers) * self.config.hidden_size * NUMPY_DTYPES[dtype].itemsize + INDEX_BYTES_PER_ROW
-        if dtype == "int8":
-            per_row += 4 * len(self.layers)  # a float32 scale per row and layer
+        per_row = dtypes.stored_bytes_per_row(self.job.extraction.storage_dtype, len(self.layers), self.config.hidden_size)
         return self.rows_stored * per_row
 
     def describe(self, setup: Distributed, devices: int) -> str:
@@ -119,17 +108,11 @@ class Prepared:
         }
 
 
-def prepare(job: JobSpec) -> Prepared:
+def prepare(job: WorkerSpec) -> Prepared:
     """Everything every process computes identically before the first step."""
     checkpoint = resolve_checkpoint_dir(job.model.uri)
     config = Qwen2Config.from_file(checkpoint / "config.json")
-    layers = tuple(sorted(job.extraction.layers or default_layers(config.num_hidden_layers)))
-    bad = [layer for layer in layers if layer >= config.num_hidden_layers]
-    if bad:
-        raise LayerTapError(
-            f"extraction.layers: {bad} out of range; {job.model.uri} has {config.num_hidden_layers} layers "
-            f"(0-{config.num_hidden_layers - 1})"
-        )
+    tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri)
     tokenizer = load_tokenizer(checkpoint)
     dataset = load_dataset(job.dataset, tokenizer)
 
@@ -145,7 +128,7 @@ def prepare(job: JobSpec) -> Prepared:
     lengths = {i: len(s.token_ids) for i, s in samples.items()}
     plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
-    return Prepared(job, checkpoint, config, layers, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
+    return Prepared(job, checkpoint, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
 
 
 @dataclass
@@ -213,18 +196,9 @@ class UnitSink:
         t2 = time.perf_counter()
         if write:
             rows = plan.steps[step].rows[self.mine]
-            records = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
+            records, samples = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
             t3 = time.perf_counter()
-            self.writer.add(
-                self.unit(step),
-                records.activations,
-                records.token_ids,
-                records.sample_index,
-                records.position,
-                records.segment,
-                cell=records.cell,
-                samples=records.samples,
-            )
+            self.writer.add(self.unit(step), records, samples)
             self._in_flight[self.unit(step)] = step
         else:  # this process's unit is durable from an earlier attempt; another process's is not
             t3 = time.perf_counter()
@@ -256,7 +230,6 @@ def execute(
     prepared: Prepared,
     setup: Distributed,
     *,
-    model_parallel: int = 1,
     show_progress: bool = True,
     reporter=None,
 ) -> RunSummary:
@@ -268,7 +241,7 @@ def execute(
 
     job, plan, config = prepared.job, prepared.plan, prepared.config
     process, processes = jax.process_index(), jax.process_count()
-    mesh = make_mesh(model_parallel, config.num_attention_heads, config.num_key_value_heads)
+    mesh = make_mesh(job.mesh, config.num_attention_heads, config.num_key_value_heads)
     if plan.rows_per_step % mesh.shape[DATA]:
         raise LayerTapError(
             f"extraction.batchSize: {plan.rows_per_step} rows per step do not split over the {mesh.shape[DATA]} "
@@ -327,16 +300,14 @@ def execute(
 
 def _load_step(prepared: Prepared, mesh):
     """The parameters on the mesh and the jitted step."""
-    job, config = prepared.job, prepared.config
-    compute_dtype = DEVICE_DTYPES[job.model.dtype]
-    out_dtype = DEVICE_DTYPES[job.extraction.storage_dtype]
+    job, config, tap = prepared.job, prepared.config, prepared.tap
+    compute_dtype = jnp.dtype(job.model.dtype)
+    out_dtype = jnp.dtype(dtypes.producer_dtype(job.extraction.storage_dtype))
     # pooled modes reduce in float32 on device before the cast to the storage dtype
-    extract_fn = make_extract_fn(
-        config, prepared.layers, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32
-    )
+    extract_fn = make_extract_fn(config, tap, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32)
     # only the blocks up to the last tapped layer: the decoder never runs the others
-    _, params = load_checkpoint(
-        prepared.checkpoint, compute_dtype, sharding=NamedSharding(mesh, P()), blocks=max(prepared.layers) + 1
+    params = load_params(
+        prepared.checkpoint, config, compute_dtype, sharding=NamedSharding(mesh, P()), blocks=tap.blocks_to_run
     )
     shardings = param_shardings(params, mesh)
     if mesh.shape[MODEL] > 1:
@@ -389,7 +360,7 @@ def human_bytes(n: float) -> str:
 
 def _check_process_count(uri: str, processes: int) -> None:
     """A run's units are per process: resuming with another process count is refused up front."""
-    from layertap.store.fs import open_store
+    from layertap.io import open_store
     from layertap.store.index import read_run_info
     from layertap.store.layout import RUN_KEY
 

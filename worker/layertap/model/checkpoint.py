@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from layertap_api.contract import ENV_CACHE
 from safetensors import SafetensorError, safe_open
 
 from layertap.errors import LayerTapError
@@ -23,13 +24,13 @@ from layertap.model.modules import Dtype
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-DEFAULT_CACHE_DIR = Path(os.environ.get("LAYERTAP_CACHE", Path.home() / ".cache" / "layertap")) / "models"
+DEFAULT_CACHE_DIR = Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "layertap")) / "models"
 
 
 def resolve_checkpoint_dir(path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local directory holding the checkpoint; gs:// URIs are copied to `cache_dir` first."""
     if str(path).startswith("gs://"):
-        from layertap.store.fs import fetch_dir  # only gs:// checkpoints need the storage stack
+        from layertap.io.fetch import fetch_dir  # only gs:// checkpoints need the storage stack
 
         return Path(fetch_dir(str(path), Path(cache_dir or DEFAULT_CACHE_DIR)))
     local = Path(path)
@@ -60,6 +61,19 @@ def load_checkpoint(
     """
     directory = resolve_checkpoint_dir(path, cache_dir)
     config = Qwen2Config.from_file(directory / "config.json")
+    return config, load_params(directory, config, dtype, sharding=sharding, blocks=blocks)
+
+
+def load_params(
+    directory: Path,
+    config: Qwen2Config,
+    dtype: Dtype = jnp.float32,
+    *,
+    sharding: jax.sharding.Sharding | dict | None = None,
+    blocks: int | None = None,
+) -> dict:
+    """The weights of a local checkpoint directory whose config is already read (see
+    `load_checkpoint` for the arguments)."""
     np_dtype = np.dtype(jnp.dtype(dtype))
     with ExitStack() as stack:
         read = _tensor_reader(directory, stack)
@@ -67,8 +81,8 @@ def load_checkpoint(
             config, lambda name, shape: _checked(read, name, shape).astype(np_dtype), blocks=blocks
         )
     if sharding is None:
-        return config, jax.device_put(host_params)
-    return config, jax.device_put(host_params, sharding)
+        return jax.device_put(host_params)
+    return jax.device_put(host_params, sharding)
 
 
 def hf_to_params(

@@ -17,7 +17,7 @@ ExtractFn = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
 
 def make_extract_fn(
     config: Qwen2Config,
-    layers: Sequence[int],
+    layers: LayerTap | Sequence[int],
     compute_dtype: Dtype = jnp.float32,
     out_dtype: Dtype | None = None,
 ) -> ExtractFn:
@@ -27,10 +27,11 @@ def make_extract_fn(
     1, 2, ... for the sequences packed in a row; attention is causal within a segment and
     positions restart at 0 for each sequence. Output layer i is the residual stream after
     decoder block `layers[i]` (HF hidden_states[layers[i] + 1], before the final norm), in
-    `out_dtype` (default: the compute dtype). The function is pure and not yet jitted, so
+    `out_dtype` (default: the compute dtype). `layers` is a LayerTap, or layer indices
+    checked against the config. The function is pure and not yet jitted, so
     the caller chooses shardings and donation.
     """
-    tap = LayerTap.validated(layers, config.num_hidden_layers)
+    tap = layers if isinstance(layers, LayerTap) else LayerTap.validated(layers, config.num_hidden_layers)
     compute_dtype = jnp.dtype(compute_dtype)
     if compute_dtype not in (jnp.float32, jnp.bfloat16):
         raise ValueError(f"compute dtype must be float32 or bfloat16, got {compute_dtype}")

@@ -7,6 +7,7 @@ hooks patched in from outside. The config also tells the decoder where to stop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,8 +24,17 @@ class LayerTap:
     layers: tuple[int, ...]
 
     @classmethod
-    def validated(cls, layers: Sequence[int], num_layers: int, field: str = "extraction.layers") -> LayerTap:
-        """A tap for a model with `num_layers` blocks; bad input names `field`."""
+    def for_model(cls, requested: Sequence[int] | None, num_layers: int, model: str = "the model") -> LayerTap:
+        """The tap of `extraction.layers` (in increasing order; None: the upper part of the
+        model, `default_layers`) for a model of `num_layers` blocks named `model` in errors."""
+        layers = sorted(requested) if requested is not None else default_layers(num_layers)
+        return cls.validated(layers, num_layers, model=model)
+
+    @classmethod
+    def validated(
+        cls, layers: Sequence[int], num_layers: int, field: str = "extraction.layers", model: str = "the model"
+    ) -> LayerTap:
+        """A tap of these layers, in this order; bad input names `field`."""
         layers = tuple(int(layer) for layer in layers)
         if not layers:
             raise LayerTapError(f"{field}: at least one layer is needed")
@@ -33,7 +43,7 @@ class LayerTap:
         out_of_range = [layer for layer in layers if not 0 <= layer < num_layers]
         if out_of_range:
             raise LayerTapError(
-                f"{field}: layers {out_of_range} out of range; the model has {num_layers} layers (0-{num_layers - 1})"
+                f"{field}: {out_of_range} out of range; {model} has {num_layers} layers (0-{num_layers - 1})"
             )
         return cls(layers)
 
@@ -50,3 +60,8 @@ class LayerTap:
     def stack(self, taps: dict[int, jax.Array]) -> jax.Array:
         """[len(layers), B, T, D] in the requested order."""
         return jnp.stack([taps[layer] for layer in self.layers])
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The upper part of the model: 10-23 for a 24-layer model."""
+    return list(range(math.floor(10 * num_layers / 24), num_layers))

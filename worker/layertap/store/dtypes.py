@@ -7,13 +7,15 @@ error of any element is at most max|row| / 254 (see docs/format.md for measured 
 
 from __future__ import annotations
 
-from typing import Literal
+import math
 
 import ml_dtypes
 import numpy as np
+from layertap_api.spec import StorageDtype
 
-StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
+from layertap.store.layout import TOKEN_COLUMNS
 
+# Keyed by the spec's StorageDtype names (a test checks that the two lists agree).
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype(np.float32),
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
@@ -34,6 +36,20 @@ SAFETENSORS_NAMES: dict[np.dtype, str] = {
 FROM_SAFETENSORS: dict[str, np.dtype] = {name: dtype for dtype, name in SAFETENSORS_NAMES.items()}
 
 INT8_MAX = 127
+
+
+def producer_dtype(storage_dtype: StorageDtype) -> np.dtype:
+    """The dtype to hand activations to the writer in: the storage dtype itself, or float32
+    for int8 (quantized per row when written)."""
+    return NUMPY_DTYPES["float32" if storage_dtype == "int8" else storage_dtype]
+
+
+def stored_bytes_per_row(storage_dtype: StorageDtype, num_layers: int, hidden_size: int) -> int:
+    """Bytes one stored token takes in a shard: its activations in every layer (with the
+    int8 scales) and its index columns."""
+    per_layer = hidden_size * NUMPY_DTYPES[storage_dtype].itemsize + (4 if storage_dtype == "int8" else 0)
+    index = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
+    return num_layers * per_layer + index
 
 
 def check_storage_dtype(name: str) -> StorageDtype:

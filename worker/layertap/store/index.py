@@ -14,17 +14,17 @@ from datetime import datetime, timezone
 
 from layertap.errors import LayerTapError
 from layertap.store import layout
-from layertap.store.fs import GcsStore, LocalStore, open_store
+from layertap.io import Store, open_store
 
 
-def read_run_info(store: LocalStore | GcsStore) -> dict:
+def read_run_info(store: Store) -> dict:
     try:
         return json.loads(store.read(layout.RUN_KEY))
     except FileNotFoundError:
         raise LayerTapError(f"{store.uri}: not a LayerTap run (no {layout.RUN_KEY})") from None
 
 
-def read_commits(store: LocalStore | GcsStore) -> list[dict]:
+def read_commits(store: Store) -> list[dict]:
     """Every commit record of the run, ordered by (process, shard sequence)."""
     keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
     with ThreadPoolExecutor(16) as pool:

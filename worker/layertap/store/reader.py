@@ -17,7 +17,6 @@ import json
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -25,32 +24,18 @@ import crc32c
 import numpy as np
 
 from layertap.errors import LayerTapError
+from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.fs import GcsStore, LocalStore, open_store
 from layertap.store.index import build_manifest, read_commits, read_run_info
+from layertap.store.records import TokenRecords
 
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Rows of one layer: one row per stored token."""
-
-    activations: np.ndarray  # [n, D]
-    token_ids: np.ndarray  # [n] int32
-    sample_index: np.ndarray  # [n] int64
-    position: np.ndarray  # [n] int32, position of the token in its sample's prompt
-    segment: np.ndarray  # [n] int16, segment label of the token
-    cell: np.ndarray  # [n, 3] int16, (row, col, colour) of the grid cell the token encodes, -1 if none
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
 
 
 class Shard:
     """One shard file; its tensors by name."""
 
-    def __init__(self, store: LocalStore | GcsStore, entry: dict) -> None:
+    def __init__(self, store: Store, entry: dict) -> None:
         self._store = store
         self.key: str = entry["shard"]
         self.entry = entry
@@ -93,7 +78,7 @@ class Shard:
 class Run:
     """A run written by LayerTap: its manifest, provenance and shards."""
 
-    def __init__(self, store: LocalStore | GcsStore, manifest: dict, finalized: bool) -> None:
+    def __init__(self, store: Store, manifest: dict, finalized: bool) -> None:
         self.uri = store.uri
         self.manifest = manifest
         self.finalized = finalized
@@ -136,8 +121,8 @@ class Run:
         tokens: Iterable[int] | None = None,
         exclude_tokens: Iterable[int] | None = None,
         dtype: np.dtype | str | None = np.float32,
-    ) -> Iterator[Batch]:
-        """One Batch per shard of `layer`'s rows, optionally filtered.
+    ) -> Iterator[TokenRecords]:
+        """The rows of `layer`, one TokenRecords ([n, D] activations) per shard, optionally filtered.
 
         segments: keep tokens with these segment labels (ints, or names listed in the
             run's meta `segment_names`). tokens / exclude_tokens: keep / drop these token
@@ -166,17 +151,15 @@ class Run:
                 scale = scale[mask]
             activations = dtypes.decode(values, scale, dtype)
             rows = {k: v if everything else v[mask] for k, v in columns.items()}
-            yield Batch(activations=activations, **rows)
+            yield TokenRecords(activations, **rows)
 
-    def read_layer(self, layer: int, **filters) -> Batch:
+    def read_layer(self, layer: int, **filters) -> TokenRecords:
         """All (filtered) rows of a layer in memory; for small runs and tests."""
         batches = list(self.iter_layer(layer, **filters))
         if not batches:
             dtype = filters.get("dtype", np.float32) or dtypes.NUMPY_DTYPES[self.storage_dtype]
-            empty = {k: np.empty((0, *shape), v) for k, (v, shape) in layout.TOKEN_COLUMNS.items()}
-            return Batch(activations=np.empty((0, self.hidden_size or 0), dtype), **empty)
-        names = [f.name for f in fields(Batch)]
-        return Batch(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in names})
+            return TokenRecords.empty(self.hidden_size or 0, dtype)
+        return TokenRecords.concatenate(batches)
 
     def memmap(self, layer: int) -> list[np.memmap]:
         """`layer`'s stored rows, one read-only memmap per shard (local runs only).

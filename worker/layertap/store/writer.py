@@ -3,8 +3,8 @@
     writer = open_writer(uri, meta, process_index, process_count)
     for unit in plan:
         if unit.id in writer.committed_units(): continue      # resume
-        writer.add(unit.id, acts_lnd, token_ids, sample_index, position, segment,
-                   cell=cell_n3, samples={index: sample.meta, ...})
+        writer.add(unit.id, TokenRecords.of(acts_lnd, token_ids=..., sample_index=..., ...),
+                   samples={index: sample.meta, ...})
     writer.close()
     finalize_run(uri)                                           # once, after all processes
 
@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from layertap.errors import LayerTapError
+from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.fs import GcsStore, LocalStore, open_store
 from layertap.store.index import read_commits
+from layertap.store.records import TokenRecords
 
 UnitId = int | str
 _CLOSE = object()
@@ -52,13 +53,12 @@ class WriterProgress:
 @dataclass
 class _Unit:
     unit_id: UnitId
-    activations_lnd: np.ndarray
-    columns: dict[str, np.ndarray]  # the per-token columns of layout.TOKEN_COLUMNS
+    records: TokenRecords  # activations [L, N, D]
     samples: dict[int, dict]  # sample index -> provenance, for the samples of this unit
 
     @property
     def tokens(self) -> int:
-        return self.activations_lnd.shape[1]
+        return len(self.records)
 
 
 def open_writer(
@@ -101,7 +101,7 @@ def _checked_meta(meta: Mapping) -> dict:
         raise ValueError(f"writer meta must be JSON-serialisable: {error}") from None
 
 
-def _claim_run(store: LocalStore | GcsStore, meta: dict) -> None:
+def _claim_run(store: Store, meta: dict) -> None:
     """Write run.json unless it exists; if it does, it must describe the same run."""
     from layertap import __version__
 
@@ -128,7 +128,7 @@ def _claim_run(store: LocalStore | GcsStore, meta: dict) -> None:
 class ShardWriter:
     def __init__(
         self,
-        store: LocalStore | GcsStore,
+        store: Store,
         meta: dict,
         process_index: int,
         shard_bytes: int,
@@ -172,25 +172,12 @@ class ShardWriter:
         with self._lock:
             return self._progress
 
-    def add(
-        self,
-        unit_id: UnitId,
-        activations: np.ndarray,
-        token_ids: np.ndarray,
-        sample_index: np.ndarray,
-        position: np.ndarray,
-        segment: np.ndarray,
-        *,
-        cell: np.ndarray | None = None,
-        samples: Mapping[int, Mapping] | None = None,
-    ) -> None:
-        """Queue one unit: activations [L, N, D] (L = meta layers, in order) and [N] columns.
+    def add(self, unit_id: UnitId, records: TokenRecords, samples: Mapping[int, Mapping] | None = None) -> None:
+        """Queue one unit: records with activations [L, N, D] (L = meta layers, in order).
 
-        cell: [N, 3] (row, col, colour) of the grid cell each token encodes, -1 for tokens
-            that are not a grid cell; None: no token is (all -1).
         samples: sample index -> JSON-serialisable provenance (task id, origin,
-            augmentation, ...) for exactly the samples in `sample_index`; stored in the
-            shard's sidecar (`Run.samples()` reads it back). None: nothing recorded.
+            augmentation, ...) for exactly the samples in `records.sample_index`; stored in
+            the shard's sidecar (`Run.samples()` reads it back). None: nothing recorded.
 
         Blocks while the queue is full. The arrays must not be modified afterwards.
         Raises the error of a failed shard write, if any.
@@ -200,8 +187,7 @@ class ShardWriter:
             raise ValueError("add() after close()")
         if unit_id in self._committed or unit_id in self._queued:
             raise ValueError(f"unit {unit_id!r} was already written (check committed_units() before adding)")
-        given = {"token_ids": token_ids, "sample_index": sample_index, "position": position, "segment": segment}
-        unit = self._checked_unit(unit_id, activations, given, cell, samples)
+        unit = self._checked_unit(unit_id, records, samples)
         self._queued.add(unit_id)
         while True:
             try:
@@ -238,10 +224,10 @@ class ShardWriter:
             except Exception:
                 pass  # the caller's exception is the one to see
 
-    def _checked_unit(self, unit_id, activations, given: dict, cell, samples) -> _Unit:
+    def _checked_unit(self, unit_id, records: TokenRecords, samples) -> _Unit:
         if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
             raise ValueError(f"unit id must be an int or str, got {unit_id!r}")
-        acts = np.asarray(activations)
+        acts = records.activations
         if acts.ndim != 3 or acts.shape[0] != len(self._layers):
             raise ValueError(
                 f"unit {unit_id!r}: activations must be [L={len(self._layers)}, N, D], got {acts.shape}"
@@ -252,16 +238,11 @@ class ShardWriter:
             self._hidden = acts.shape[2]
         elif acts.shape[2] != self._hidden:
             raise ValueError(f"unit {unit_id!r}: hidden size {acts.shape[2]} != {self._hidden} of earlier units")
-        n = acts.shape[1]
-        given["cell"] = np.full((n, 3), -1, np.int16) if cell is None else cell
-        columns = {}
-        for name, (dtype, row_shape) in layout.TOKEN_COLUMNS.items():
-            column = np.asarray(given[name])
-            if column.shape != (n, *row_shape):
-                want = ", ".join([f"N={n}", *map(str, row_shape)])
-                raise ValueError(f"unit {unit_id!r}: {name} must be [{want}], got {column.shape}")
-            columns[name] = column.astype(dtype, copy=False)
-        return _Unit(unit_id, acts, columns, _checked_samples(unit_id, samples, columns["sample_index"]))
+        try:
+            records = TokenRecords.of(acts, **records.columns())  # stored dtypes, one row per token
+        except ValueError as error:
+            raise ValueError(f"unit {unit_id!r}: {error}") from None
+        return _Unit(unit_id, records, _checked_samples(unit_id, samples, records.sample_index))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -280,9 +261,9 @@ class ShardWriter:
                 unit = self._queue.get()
                 if unit is _CLOSE or self._error is not None:
                     break
-                values, scales = dtypes.encode(unit.activations_lnd, self._storage_dtype)
+                values, scales = dtypes.encode(unit.records.activations, self._storage_dtype)
                 size = values.nbytes + (scales.nbytes if scales is not None else 0)
-                size += sum(c.nbytes for c in unit.columns.values())
+                size += sum(c.nbytes for c in unit.records.columns().values())
                 if pending and pending_bytes + size > self._shard_bytes:
                     self._seal(pending)
                     pending, pending_bytes = [], 0
@@ -314,7 +295,7 @@ class ShardWriter:
             if self._storage_dtype == "int8":
                 tensors[layout.scale_tensor(layer)] = [scales[i] for _, _, scales in pending]
         for name in layout.TOKEN_COLUMNS:
-            tensors[name] = [unit.columns[name] for unit, _, _ in pending]
+            tensors[name] = [getattr(unit.records, name) for unit, _, _ in pending]
         units, row = [], 0
         for unit, _, _ in pending:
             units.append([unit.unit_id, row, row + unit.tokens])

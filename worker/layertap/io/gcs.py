@@ -1,28 +1,22 @@
-"""One small storage layer for local paths and gs:// (google-cloud-storage).
-
-A `Store` is rooted at a run's URI and addresses objects by relative keys
-("shards/...", "commits/..."). Every write is atomic: a reader sees the whole object or
-nothing (a rename locally; a single object upload on GCS). Set STORAGE_EMULATOR_HOST to
-point the GCS client at an emulator (fake-gcs-server in the tests).
-"""
+"""A gs://bucket/prefix as a Store (google-cloud-storage). Objects are immutable once
+written; uploads are resumable, preconditioned and retried; reads are ranged."""
 
 from __future__ import annotations
 
 import base64
 import functools
-import json
+import io
 import os
 import struct
-import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import crc32c
 
 from layertap.errors import LayerTapError
+from layertap.io.store import ObjectInfo, split_gcs
 
-GCS_SCHEME = "gs://"
 # A resumable upload sends the object in chunks of this size; a failed chunk is retried
 # from the last byte the server confirmed (a multiple of 256 KiB, as GCS requires).
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
@@ -30,18 +24,7 @@ MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024  # google-cloud-storage uploads larger o
 # Retries with exponential backoff on 408/429/5xx and dropped connections, for this long
 # (LAYERTAP_GCS_RETRY_SECONDS overrides it).
 RETRY_SECONDS = 300.0
-
-
-def is_gcs(uri: str) -> bool:
-    return uri.startswith(GCS_SCHEME)
-
-
-def split_gcs(uri: str) -> tuple[str, str]:
-    """gs://bucket/some/prefix -> ("bucket", "some/prefix")."""
-    bucket, _, prefix = uri[len(GCS_SCHEME) :].partition("/")
-    if not bucket:
-        raise LayerTapError(f"{uri}: a gs:// URI needs a bucket name (gs://BUCKET/path)")
-    return bucket, prefix.strip("/")
+READ_CHUNK_BYTES = 8 * 1024 * 1024  # a stream's buffer: one ranged request per chunk
 
 
 def crc32c_hex(value: int) -> str:
@@ -55,101 +38,6 @@ def crc32c_from_gcs(b64: str) -> str:
 
 def crc32c_to_gcs(hex_value: str) -> str:
     return base64.b64encode(struct.pack(">I", int(hex_value, 16))).decode()
-
-
-def open_store(uri: str) -> LocalStore | GcsStore:
-    return GcsStore(uri) if is_gcs(uri) else LocalStore(uri)
-
-
-class LocalStore:
-    """A directory. Writes go to a temporary file in the same directory, then rename."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.root = Path(uri)
-
-    def local_path(self, key: str) -> Path:
-        return self.root / key
-
-    def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        with open(self.root / key, "rb") as f:
-            f.seek(start)
-            return f.read() if end is None else f.read(end - start)
-
-    def exists(self, key: str) -> bool:
-        return (self.root / key).exists()
-
-    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
-        """Write an object atomically (replacing any earlier one); returns (size, crc32c)."""
-        path = self.root / key
-        tmp = self._tmp(path)
-        crc, size = crc32c.CRC32CHash(), 0
-        try:
-            with open(tmp, "wb") as f:
-                for buf in buffers:
-                    f.write(buf)
-                    crc.update(buf)
-                    size += len(buf)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self._sync_dir(path.parent)
-        return size, crc.hexdigest()
-
-    def write(self, key: str, data: bytes) -> None:
-        self.put(key, [memoryview(data)])
-
-    def create(self, key: str, data: bytes) -> bytes | None:
-        """Create the object if absent: None if created, else the bytes already there."""
-        path = self.root / key
-        tmp = self._tmp(path)
-        try:
-            tmp.write_bytes(data)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.link(tmp, path)  # atomic create-if-absent
-        except FileExistsError:
-            return path.read_bytes()
-        finally:
-            tmp.unlink(missing_ok=True)
-        self._sync_dir(path.parent)
-        return None
-
-    def list(self, prefix: str) -> dict[str, int]:
-        """{key: size} of the objects under `prefix` (a folder), temporary files excluded."""
-        base = self.root / prefix
-        if not base.is_dir():
-            return {}
-        return {
-            path.relative_to(self.root).as_posix(): path.stat().st_size
-            for path in base.rglob("*")
-            if path.is_file() and not path.name.startswith(".tmp-")
-        }
-
-    def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
-
-    def remove_temporaries(self) -> int:
-        """Delete temporary files left by a crashed writer; returns how many."""
-        stale = list(self.root.rglob(".tmp-*")) if self.root.is_dir() else []
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return len(stale)
-
-    @staticmethod
-    def _tmp(path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:12]}")
-
-    @staticmethod
-    def _sync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _explain_gcs_errors(method):
@@ -210,6 +98,17 @@ class GcsStore:
         except NotFound as error:
             raise FileNotFoundError(f"{self.uri}/{key}") from error
 
+    def open(self, key: str) -> BinaryIO:
+        info = self.stat(key)
+        if info is None:
+            raise FileNotFoundError(f"{self.uri}/{key}")
+        return io.BufferedReader(_RangeReader(self, key, info.size), READ_CHUNK_BYTES)
+
+    @_explain_gcs_errors
+    def stat(self, key: str) -> ObjectInfo | None:
+        blob = self.bucket.get_blob(self._name(key), retry=_retry())
+        return None if blob is None else ObjectInfo(blob.size, str(blob.generation))
+
     @_explain_gcs_errors
     def exists(self, key: str) -> bool:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
@@ -237,10 +136,18 @@ class GcsStore:
             return self.read(key)
 
     @_explain_gcs_errors
-    def list(self, prefix: str) -> dict[str, int]:
-        base = self._name(prefix).rstrip("/") + "/"
+    def list(self, prefix: str) -> dict[str, ObjectInfo]:
+        base = self._name(prefix).rstrip("/") + "/" if (prefix or self.prefix) else ""
         cut = len(self.prefix) + 1 if self.prefix else 0
-        return {blob.name[cut:]: blob.size for blob in self.bucket.list_blobs(prefix=base, retry=_retry())}
+        return {
+            blob.name[cut:]: ObjectInfo(blob.size, str(blob.generation))
+            for blob in self.bucket.list_blobs(prefix=base, retry=_retry())
+            if not blob.name.endswith("/")  # folder placeholders some tools create
+        }
+
+    @_explain_gcs_errors
+    def download(self, key: str, path: Path) -> None:
+        self.bucket.blob(self._name(key)).download_to_filename(str(path), retry=_retry(), checksum="auto")
 
     @_explain_gcs_errors
     def delete(self, key: str) -> None:
@@ -330,44 +237,31 @@ def _retry():
     return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(seconds)
 
 
-def fetch_dir(uri: str, cache_dir: str | os.PathLike, *, threads: int = 8) -> Path:
-    """A local copy of a directory: gs://bucket/path is downloaded into `cache_dir`
-    (only the files whose generation changed since the last fetch); a local path is
-    returned as is."""
-    if not is_gcs(uri):
-        path = Path(uri)
-        if not path.is_dir():
-            raise LayerTapError(f"{uri}: no such directory")
-        return path
-    store = GcsStore(uri)
-    bucket, prefix = split_gcs(uri)
-    target = Path(cache_dir) / bucket / prefix
-    target.mkdir(parents=True, exist_ok=True)
-    stamp_path = target / ".layertap-fetched.json"
-    stamps = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
-    base = store._name("").rstrip("/") + "/" if store.prefix else ""
-    blobs = [b for b in store.bucket.list_blobs(prefix=base, retry=_retry()) if not b.name.endswith("/")]
-    if not blobs:
-        raise LayerTapError(f"{uri}: no objects under this prefix (is the path right, and readable?)")
+class _RangeReader(io.RawIOBase):
+    """A read-only, seekable view of one object, fetched in ranged reads."""
 
-    def download(blob) -> tuple[str, int]:
-        relative = blob.name[len(base) :]
-        path = target / relative
-        if stamps.get(relative) == blob.generation and path.exists():
-            return relative, blob.generation
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:12]}")
-        try:
-            blob.download_to_filename(str(tmp), retry=_retry(), checksum="auto")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return relative, blob.generation
+    def __init__(self, store: GcsStore, key: str, size: int):
+        self.store, self.key, self.size, self.position = store, key, size, 0
 
-    with ThreadPoolExecutor(threads) as pool:
-        fetched = dict(pool.map(download, blobs))
-    # Several processes on one host may fetch into the same cache: replace, never rewrite.
-    tmp = stamp_path.with_name(f".tmp-{stamp_path.name}-{uuid.uuid4().hex[:12]}")
-    tmp.write_text(json.dumps(fetched, sort_keys=True))
-    os.replace(tmp, stamp_path)
-    return target
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        end = min(self.size, self.position + len(buffer))
+        if end <= self.position:
+            return 0
+        data = self.store.read(self.key, self.position, end)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)

@@ -1,0 +1,56 @@
+"""The package boundaries, read from the source: who may import whom.
+
+- the worker (`worker/layertap`) never imports the operator or kopf: the worker image has neither;
+- the operator never imports the worker or JAX: the operator image has neither;
+- `api/` imports neither: both sides share it (the operator <-> worker contract lives there);
+- plain-text datasets (`layertap.data`) never import the ARC pipeline (`layertap.arc`).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports (absolute names; `from a import b` counts as a and a.b)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def offenders(folder: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    out = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        bad = sorted(name for name in imports(path) if any(name == f or name.startswith(f"{f}.") for f in forbidden))
+        if bad:
+            out[str(path.relative_to(ROOT))] = bad
+    return out
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        ("worker/layertap", ("layertap_operator", "kopf")),
+        ("operator/layertap_operator", ("layertap", "jax", "flax")),
+        ("api/layertap_api", ("layertap", "layertap_operator", "kopf", "kubernetes", "jax")),
+        ("worker/layertap/data", ("layertap.arc",)),
+    ],
+)
+def test_no_forbidden_imports(folder, forbidden):
+    assert offenders(folder, forbidden) == {}
+
+
+def test_the_check_sees_imports():
+    """The graph check itself finds an import when there is one."""
+    assert "layertap_api.contract" in imports(ROOT / "worker/layertap/environment.py")
+    assert offenders("worker/layertap", ("layertap_api",))  # the worker does use the shared contract
