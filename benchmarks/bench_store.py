@@ -1,5 +1,6 @@
 """Storage throughput: shard containers compared, then LayerTap's writer and reader on
-local disk and on the GCS emulator, bytes per token, and the int8 error.
+local disk and on the GCS emulator (reads with and without checksums), bytes per token,
+the int8 error, and the cost of fingerprinting a 1 GiB checkpoint file.
 
     .venv/bin/python benchmarks/bench_store.py [--tokens 4096] [--repeat 3] [--out DIR]
 
@@ -214,11 +215,13 @@ def bench_store(uri: str, tokens: int, unit_tokens: int = 512, shard_mb: int = 6
             writer.add(u, TokenRecords.of(shard["acts"], sample_index=shard["sample_index"] + 2 * u, **columns))
     write_s = time.perf_counter() - t0
     manifest = finalize_run(uri)
-    run = layertap.open(uri)
-    t0 = time.perf_counter()
-    rows = sum(len(b) for b in run.iter_layer(12, dtype=None))
-    read_s = time.perf_counter() - t0
-    assert rows == units * unit_tokens
+    read_s = {}
+    for checksums in (True, False, True, False):  # interleaved; the second of each counts
+        run = layertap.open(uri, checksums=checksums)
+        t0 = time.perf_counter()
+        rows = sum(len(b) for b in run.iter_layer(12, dtype=None))
+        read_s[checksums] = time.perf_counter() - t0
+        assert rows == units * unit_tokens
     payload = units * unit_tokens * MIN_BYTES_PER_TOKEN
     return {
         "uri": uri.split("/")[0] + "//..." if uri.startswith("gs://") else "local disk",
@@ -226,7 +229,8 @@ def bench_store(uri: str, tokens: int, unit_tokens: int = 512, shard_mb: int = 6
         "shards": manifest["num_shards"],
         "write_MBps": payload / write_s / 1e6,
         "write_tokens_per_s": units * unit_tokens / write_s,
-        "read_layer_MBps": payload / len(LAYERS) / read_s / 1e6,
+        "read_layer_MBps": payload / len(LAYERS) / read_s[True] / 1e6,
+        "read_unchecked_MBps": payload / len(LAYERS) / read_s[False] / 1e6,
         "bytes_per_token": manifest["bytes_per_token"],
         "overhead_vs_minimum": manifest["bytes_per_token"] / MIN_BYTES_PER_TOKEN - 1,
     }
@@ -271,9 +275,26 @@ def int8_error(tokens: int) -> list[dict]:
     return rows
 
 
+def fingerprint_cost(root: Path, gigabytes: float = 1.0, repeat: int = 3) -> dict:
+    """Seconds to fingerprint one checkpoint file (size + CRC32C, as a run's identity does),
+    from the page cache: the first read of a file on a cold disk adds the disk's time."""
+    from layertap.io import open_store
+    from layertap.io.fingerprint import fingerprint
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "model.safetensors"
+    chunk = np.random.default_rng(2).integers(0, 255, 64 * 2**20, dtype=np.uint8).tobytes()
+    with open(path, "wb") as f:
+        for _ in range(int(gigabytes * 16)):
+            f.write(chunk)
+    store = open_store(str(root))
+    seconds = timed(lambda: fingerprint(store, path.name), repeat)
+    return {"GiB": path.stat().st_size / 2**30, "seconds": seconds}
+
+
 def with_emulator(fn):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from store.gcs_emulator import Emulator
+    from gcs_emulator import Emulator
 
     root = Path(tempfile.mkdtemp(prefix="layertap-bench-gcs-"))
     server = Emulator(root / "data")
@@ -309,11 +330,11 @@ def main() -> None:
 
         results.append(with_emulator(on_emulator))
         print(f"\n## LayerTap writer + reader ({args.tokens * 4} tokens in 512-token units, 64 MiB shards)\n")
-        print("| target | write MB/s | tokens/s | read one layer MB/s | bytes/token | over the 25,088 B minimum |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| target | write MB/s | tokens/s | read one layer MB/s (checked) | unchecked | bytes/token | over the 25,088 B minimum |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in results:
             print(f"| {r['uri']} | {r['write_MBps']:.0f} | {r['write_tokens_per_s']:.0f} | {r['read_layer_MBps']:.0f} | "
-                  f"{r['bytes_per_token']:.1f} | {100 * r['overhead_vs_minimum']:.3f}% |")
+                  f"{r['read_unchecked_MBps']:.0f} | {r['bytes_per_token']:.1f} | {100 * r['overhead_vs_minimum']:.3f}% |")
         print(f"\nThe emulator itself (one 64 MiB object, google-cloud-storage alone): write {ceiling['write_MBps']:.0f} MB/s, "
               f"read {ceiling['read_MBps']:.0f} MB/s.")
         print("\n## int8 with a per-row scale\n")
@@ -322,6 +343,9 @@ def main() -> None:
         for r in int8_error(args.tokens):
             print(f"| {r['data']} | {r['int8_rel_rms']:.4f} | {r['int8_max_err_over_row_absmax']:.4f} | "
                   f"{r['int8_cosine_min']:.5f} | {r['bf16_rel_rms']:.4f} |")
+        cost = fingerprint_cost(root / "fingerprint")
+        print(f"\n## Fingerprint of a checkpoint file (page cache)\n\n{cost['GiB']:.2f} GiB: {cost['seconds']:.2f} s "
+              f"({cost['GiB'] / cost['seconds']:.1f} GiB/s)")
     finally:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -92,7 +92,10 @@ class DatasetSpec(ApiModel):
     )
     skip_invalid: bool = Field(
         default=False,
-        description="ARC formats: skip invalid tasks or rows (counted and logged) instead of failing on the first one.",
+        description=(
+            "Skip records that cannot be read (tasks, rows or lines: not JSON, not UTF-8, missing or invalid "
+            "fields), counted and reported, instead of failing on the first one. A truncated file still fails."
+        ),
     )
     test_pairs: int = Field(
         default=1,

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from layertap.arc.readers import read_tasks
 from layertap.cli import main
 
@@ -58,7 +60,7 @@ def test_conflicting_ids_are_an_error(tmp_path, capsys) -> None:
     write_rows(tmp_path / "in.jsonl", rows)
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--layout", "kaggle"]) == 2
     assert "task id 't1' appears twice with different grids" in capsys.readouterr().err
-    assert list((tmp_path / "out").iterdir()) == []  # no half-written challenges/solutions
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.jsonl"]  # no half-written output, no staging left
 
 
 def test_invalid_rows_stop_or_are_counted(tmp_path, capsys) -> None:
@@ -78,14 +80,53 @@ def test_unsafe_task_ids_are_refused(tmp_path, capsys) -> None:
 
 
 def test_streams_rows_one_at_a_time(tmp_path) -> None:
-    """Tasks are written as their rows are read: a bad row 3000 finds rows 1..2999 already on disk."""
+    """Each task is written before the next is read (one in memory at a time); a failure
+    at the end leaves no output at all."""
+    from layertap.arc.task import task_from_json
+    from layertap.arc.transform import write_tasks
+
+    def tasks():
+        for i in range(30):
+            if i:  # the previous task is already on disk, in the staging directory
+                (staging,) = tmp_path.glob(".out.partial-*")
+                assert len(list((staging / "tasks").iterdir())) == i
+            yield task_from_json({"train": [{"input": [[i % 10] * (i % 30 + 1)], "output": A}], "test": [{"input": C}]}, f"t{i}")
+        raise ValueError("the input broke at the end")
+
+    with pytest.raises(ValueError, match="broke"):
+        write_tasks(tasks(), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_transform_leaves_no_partial_output(tmp_path, capsys) -> None:
     with (tmp_path / "big.jsonl").open("w") as f:
-        for i in range(2999):
+        for i in range(300):
             digits = [int(d) for d in f"{i:05d}"]
             f.write(json.dumps({"examples": [[[digits] * 3, A], [C, D]]}) + "\n")
         f.write("{broken\n")
     assert main(["transform", str(tmp_path / "big.jsonl"), str(tmp_path / "out")]) == 2
-    assert len(list((tmp_path / "out" / "tasks").iterdir())) == 2999
+    assert "big.jsonl, line 301: not valid JSON" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+
+
+def test_a_non_empty_output_is_refused_unless_overwritten(tmp_path, capsys) -> None:
+    write_rows(tmp_path / "one.jsonl", [{"examples": [[A, B], [C, D]]}])
+    write_rows(tmp_path / "two.jsonl", [{"examples": [[C, C], [D, D]]}, {"examples": [[B, B], [D, D]]}])
+    assert main(["transform", str(tmp_path / "one.jsonl"), str(tmp_path / "out")]) == 0
+    assert main(["transform", str(tmp_path / "two.jsonl"), str(tmp_path / "out")]) == 2
+    assert "out is not empty: write to a new directory, or pass --overwrite" in capsys.readouterr().err
+    assert len(list((tmp_path / "out" / "tasks").iterdir())) == 1  # untouched
+    assert main(["transform", str(tmp_path / "two.jsonl"), str(tmp_path / "out"), "--overwrite"]) == 0
+    tasks = list((tmp_path / "out" / "tasks").iterdir())
+    solutions = json.loads((tmp_path / "out" / "solutions.json").read_text())
+    assert len(tasks) == 2 and set(solutions) == {t.stem for t in tasks}  # only the second dataset
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "out", "two.jsonl"]
+
+
+def test_zero_tasks_written_is_a_warning(tmp_path, capsys) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["transform", str(tmp_path / "empty.jsonl"), str(tmp_path / "out"), "--format", "barc-jsonl"]) == 0
+    assert "warning: no task was written" in capsys.readouterr().err
 
 
 def test_format_is_detected_from_file_names(tmp_path, arc_dir) -> None:

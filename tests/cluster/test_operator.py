@@ -271,6 +271,17 @@ def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator
     assert control_plane.get_list("ae", namespace) == []
 
 
+@pytest.mark.parametrize("misspell", [lambda s: s.update(extration={}), lambda s: s["dataset"].update(maxTokenz=3)])
+def test_unknown_fields_are_refused_by_kubectl_apply(control_plane, operator, namespace, misspell) -> None:
+    """kubectl's default field validation is Strict: the server refuses unknown fields
+    rather than pruning them silently (docs/operator.md, "Unknown fields")."""
+    failed = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(misspell)), check=False
+    )
+    assert failed.returncode != 0 and "unknown field" in failed.stderr, failed.stderr
+    assert control_plane.get_list("ae", namespace) == []
+
+
 def test_too_long_name_is_rejected(control_plane, operator, namespace) -> None:
     failed = control_plane.kubectl(
         "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 49)), check=False

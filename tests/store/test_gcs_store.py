@@ -136,6 +136,26 @@ def test_server_down_mid_run_then_back(gcs, emulator):
     check_run(gcs, units)
 
 
+def test_a_shard_damaged_in_place_is_recomputed_on_resume(gcs):
+    """GCS lists each object's CRC32C: a committed shard whose bytes changed (same size) is
+    not trusted, without reading it."""
+    units = big_units(6)
+    manifest = finalize_run(write(gcs, units, shard_bytes=SHARD).uri)
+    store = open_store(gcs)
+    entry = manifest["shards"][0]
+    data = bytearray(store.read(entry["shard"]))
+    data[len(data) // 2] ^= 0x01
+    store.write(entry["shard"], bytes(data))
+    with open_writer(gcs, meta_for(), shard_bytes=SHARD) as writer:
+        assert "has CRC32C" in writer.untrusted[layout.commit_key(0, entry["seq"])]
+        lost = {unit for unit, _, _ in entry["units"]}
+        assert writer.committed_units() == {u.unit_id for u in units} - lost
+        for unit in units:
+            if unit.unit_id in lost:
+                add(writer, **unit.kwargs())
+    check_run(gcs, units)
+
+
 def test_resume_of_a_half_written_run(gcs):
     units = big_units(30)
     write(gcs, units[:20], shard_bytes=SHARD)

@@ -117,7 +117,7 @@ def test_manifest_holds_provenance_sizes_and_checksums(tmp_path, units):
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(LayerTapError, match="crc32c"):
+    with pytest.raises(LayerTapError, match="CRC32C"):
         layertap.open(str(tmp_path)).verify()
 
 
@@ -151,7 +151,7 @@ def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
 
 def test_resume_with_other_settings_is_refused(tmp_path, units):
     write(tmp_path, units[:2])
-    with pytest.raises(LayerTapError, match=r"different settings \(layers differ\)"):
+    with pytest.raises(LayerTapError, match=r"other inputs or settings: layers: \[2, 5, 7\] -> \[1, 2, 3\]"):
         open_writer(str(tmp_path), meta_for(layers=[1, 2, 3]))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("layertap.extract.cli", "extract residual-stream activations to a local path or gs://"),
     "demo": ("layertap.demo", "build a tiny random Qwen2 + tokenizer and run an extraction on it"),
     "transform": ("layertap.arc.transform_cli", "turn BARC / Hugging Face ARC-style data into ARC-AGI JSON"),
+    "verify": ("layertap.store.verify_cli", "check every shard of a run against its checksums"),
 }
 
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     name = argv[0]
+    # Warnings (skipped records, shards recomputed) read like the errors, without a logger name.
+    logging.basicConfig(format=f"layertap {name}: %(levelname)s: %(message)s", level=logging.WARNING)
     # LayerTap uses transformers for tokenizers only: its advice to install PyTorch is noise here.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     module = importlib.import_module(COMMANDS[name][0])

@@ -24,12 +24,13 @@ from layertap.arc.augment import augmentation_rng, random_augmentation
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import TEMPLATES, render_prompt
-from layertap.arc.readers import ArcFormat, InvalidRecord, ReadStats, read_tasks
+from layertap.arc.readers import ArcFormat, read_tasks
 from layertap.arc.records import Split
 from layertap.arc.segments import segment_names, select_labels
 from layertap.arc.task import Task
 from layertap.arc.tokens import label_tokens
 from layertap.data.dataset import Dataset, no_samples
+from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
 from layertap.data.sample import Sample
 from layertap.errors import LayerTapError
 
@@ -41,11 +42,12 @@ log = logging.getLogger(__name__)
 
 def load_arc_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     """Every sample of an ARC dataset (maxSamples and overLimit applied), with the ARC segments."""
-    budget = BudgetStats()
-    samples = list(iter_samples(spec, tokenizer, budget=budget))
+    budget, reading = BudgetStats(), ReadStats()
+    samples = list(iter_samples(spec, tokenizer, budget=budget, reading=reading))
+    report = "; ".join(part for part in (str(budget), reading.report()) if part)
     if not samples:
-        raise no_samples(spec.uri, str(budget))
-    return Dataset(samples=samples, segment_names=dict(segment_names), limit_report=str(budget), select=select_labels)
+        raise no_samples(spec.uri, report)
+    return Dataset(samples=samples, segment_names=dict(segment_names), limit_report=report, select=select_labels)
 
 
 def iter_samples(
@@ -88,7 +90,7 @@ def iter_samples(
     try:
         yield from _samples(tasks, dataset, build, budget)
     except InvalidRecord as error:
-        raise InvalidRecord(error.where, f"{error.reason} (dataset.skipInvalid: true skips and counts such records)") from None
+        raise InvalidRecord(error.where, f"{error.reason} ({SKIP_HINT})") from None
     finally:
         if reading.skipped:
             log.warning(

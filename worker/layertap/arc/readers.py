@@ -7,45 +7,21 @@ A bad record raises `InvalidRecord` naming the file, the row and the reason, or 
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from layertap.arc.grids import GridError
 from layertap.arc.records import Split, task_from_record
-from layertap.io.sources import Source, list_sources, open_parquet
 from layertap.arc.task import Task, task_from_json
-from layertap.errors import LayerTapError
+from layertap.data.invalid import InvalidRecord, ReadStats
+from layertap.io.sources import Source, iter_lines, list_sources, open_parquet
 
 ArcFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl"]
 ROW_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 LAST_PAIR_IS_TEST = Split(test_pairs=1)
-
-
-class InvalidRecord(LayerTapError):
-    """One task, line or row that cannot be read; the message names where and why."""
-
-    def __init__(self, where: str, reason: str):
-        super().__init__(f"{where}: {reason}")
-        self.where, self.reason = where, reason
-
-
-@dataclass
-class ReadStats:
-    """What a read did: tasks read, records skipped (with the first few reasons)."""
-
-    read: int = 0
-    skipped: int = 0
-    examples: list[str] = field(default_factory=list)
-
-    def skip(self, error: InvalidRecord) -> None:
-        self.skipped += 1
-        if len(self.examples) < 5:
-            self.examples.append(str(error))
 
 
 def read_tasks(
@@ -155,16 +131,17 @@ def _rows(uri: str, split: Split) -> Iterator[Task | InvalidRecord]:
 
 
 def _jsonl_rows(source: Source) -> Iterator[tuple[str, object]]:
-    with source.open() as raw:
-        binary = gzip.GzipFile(fileobj=raw) if source.name.endswith(".gz") else raw
-        for number, line in enumerate(io.TextIOWrapper(binary, encoding="utf-8"), start=1):
-            where = f"{source.name}, line {number}"
-            if not line.strip():
-                continue
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield where, InvalidRecord(where, f"not valid JSON ({error.msg})")
+    for number, line in iter_lines(source):
+        where = f"{source.name}, line {number}"
+        if line is None:
+            yield where, InvalidRecord(where, "not valid UTF-8")
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as error:
+            yield where, InvalidRecord(where, f"not valid JSON ({error.msg})")
 
 
 def _parquet_rows(source: Source) -> Iterator[tuple[str, object]]:

@@ -2,6 +2,9 @@
 
 Streams its input (one task in memory at a time); dedupes by content; keeps source ids
 and gives id-less tasks (BARC rows) an id derived from their content, so reruns agree.
+Atomic: everything is written into a temporary directory beside the output, renamed into
+place only when the whole input was read; a failure leaves no partial output. An output
+that holds something already is refused unless `overwrite`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,11 +36,10 @@ class TransformStats:
 
 
 class _JsonObjectWriter:
-    """Writes {"key": value, ...} one entry at a time, to a temporary file renamed on close."""
+    """Writes {"key": value, ...} one entry at a time."""
 
     def __init__(self, path: Path):
-        self.path, self.partial = path, path.with_name(path.name + ".partial")
-        self.file = self.partial.open("w", encoding="utf-8")
+        self.file = path.open("w", encoding="utf-8")
         self.file.write("{")
         self.first = True
 
@@ -46,11 +50,6 @@ class _JsonObjectWriter:
     def close(self) -> None:
         self.file.write("}\n")
         self.file.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        self.file.close()
-        self.partial.unlink(missing_ok=True)
 
 
 def write_tasks(
@@ -60,34 +59,61 @@ def write_tasks(
     layout: Layout = "files",
     dedupe: bool = True,
     max_tasks: int | None = None,
+    overwrite: bool = False,
 ) -> TransformStats:
     """files: `out_dir/tasks/<id>.json` (ARC-AGI form, test outputs included when known) and
     `out_dir/solutions.json`; kaggle: `out_dir/challenges.json` (no test outputs) and
     `out_dir/solutions.json`. Solutions map each id to its test outputs, in test order."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LayerTapError(f"{out_dir} is a file: the output must be a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise LayerTapError(
+            f"{out_dir} is not empty: write to a new directory, or pass --overwrite to replace what it holds"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        stats = _write_all(tasks, staging, layout, dedupe, max_tasks)
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return stats
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished directory to `out_dir`, replacing what was there."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _write_all(
+    tasks: Iterable[Task], out_dir: Path, layout: Layout, dedupe: bool, max_tasks: int | None
+) -> TransformStats:
     if layout == "files":
-        (out_dir / "tasks").mkdir(exist_ok=True)
+        (out_dir / "tasks").mkdir()
     writers = {"solutions": _JsonObjectWriter(out_dir / "solutions.json")}
     if layout == "kaggle":
         writers["challenges"] = _JsonObjectWriter(out_dir / "challenges.json")
     stats = TransformStats()
     seen_content: set[bytes] = set()
     copies: dict[str, int] = {}  # id -> times seen
-    try:
-        for task in tasks:
-            if max_tasks is not None and stats.written >= max_tasks:
-                break
-            digest = bytes.fromhex(task.content_hash())[:16]
-            if dedupe and digest in seen_content:
-                stats.duplicates += 1
-                continue
-            seen_content.add(digest)
-            _write(_unique_id(task, copies, dedupe), out_dir, writers)
-            stats.written += 1
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+    for task in tasks:
+        if max_tasks is not None and stats.written >= max_tasks:
+            break
+        digest = bytes.fromhex(task.content_hash())[:16]
+        if dedupe and digest in seen_content:
+            stats.duplicates += 1
+            continue
+        seen_content.add(digest)
+        _write(_unique_id(task, copies, dedupe), out_dir, writers)
+        stats.written += 1
     for writer in writers.values():
         writer.close()
     return stats

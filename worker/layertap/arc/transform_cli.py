@@ -11,16 +11,17 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from layertap.arc.readers import ROW_SUFFIXES, ArcFormat, ReadStats, read_tasks
+from layertap.arc.readers import ROW_SUFFIXES, ArcFormat, read_tasks
 from layertap.arc.records import Split
-from layertap.io.sources import list_sources
 from layertap.arc.transform import write_tasks
+from layertap.data.invalid import ReadStats
 from layertap.errors import LayerTapError
+from layertap.io.sources import list_sources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="file or directory (local or gs://): ARC JSON, Kaggle *_challenges.json, .jsonl[.gz] or .parquet")
-    parser.add_argument("output", type=Path, help="directory to write (created if missing)")
+    parser.add_argument("output", type=Path, help="directory to write (created if missing; must be empty, see --overwrite)")
     parser.add_argument(
         "--format",
         choices=["auto", *get_args(ArcFormat)],
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=None, metavar="N", help="stop after writing N tasks")
     parser.add_argument("--no-dedupe", dest="dedupe", action="store_false", help="keep tasks whose grids repeat an earlier task's")
     parser.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="replace what the output directory holds")
 
 
 def detect_format(uri: str) -> str:
@@ -55,9 +57,17 @@ def run(args: argparse.Namespace) -> int:
     fmt = detect_format(args.input) if args.format == "auto" else args.format
     reading = ReadStats()
     tasks = read_tasks(args.input, fmt, split=Split(args.test_pairs), skip_invalid=args.skip_invalid, stats=reading)
-    stats = write_tasks(tasks, args.output, layout=args.layout, dedupe=args.dedupe, max_tasks=args.max_samples)
+    stats = write_tasks(
+        tasks, args.output, layout=args.layout, dedupe=args.dedupe, max_tasks=args.max_samples, overwrite=args.overwrite
+    )
     print(f"{args.input} ({fmt}): {reading.read} tasks read, {reading.skipped} invalid skipped; {stats} to {args.output}",
           file=sys.stderr)
     for example in reading.examples:
         print(f"  skipped: {example}", file=sys.stderr)
+    if stats.written == 0:
+        print(
+            f"layertap transform: warning: no task was written to {args.output}; is {args.input} empty, or is "
+            "--format (or --skip-invalid) wrong?",
+            file=sys.stderr,
+        )
     return 0

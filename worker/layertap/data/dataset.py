@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from layertap.errors import LayerTapError
 
@@ -14,6 +14,7 @@ class Dataset:
     segment_names: dict[int, str]  # segment label -> name
     limit_report: str  # what maxTokens / overLimit did, for the run's summary
     select: Callable[[list[str]], list[int]]  # extraction.segments names -> labels
+    files: dict[str, dict] = field(default_factory=dict)  # each file read -> {"bytes", "crc32c"}
 
     def segment_labels(self, names: list[str]) -> frozenset[int]:
         try:

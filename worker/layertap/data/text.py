@@ -4,12 +4,13 @@
 - parquet: one row per record (e.g. a Hugging Face `datasets` export), a "text" column.
 
 The URI is a file or a directory of such files (read in name order), local or gs://
-(streamed in ranged reads, never downloaded whole).
+(streamed in ranged reads, never downloaded whole). A record that cannot be read (not
+UTF-8, not JSON, no string "text") is an error naming file and line, or with
+`dataset.skipInvalid` is skipped and counted.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -19,9 +20,10 @@ import numpy as np
 from layertap_api.spec import DatasetSpec
 
 from layertap.data.dataset import Dataset, no_samples
+from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
 from layertap.data.sample import OTHER_SEGMENT, Sample
 from layertap.errors import LayerTapError
-from layertap.io.sources import Source, list_sources, open_parquet
+from layertap.io.sources import Source, iter_lines, list_sources, open_parquet
 
 SEGMENT_NAMES = {OTHER_SEGMENT: "text"}
 SUFFIXES = {"text-jsonl": ".jsonl", "parquet": ".parquet"}
@@ -34,9 +36,12 @@ def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     def encode(value: str) -> list[int]:
         return tokenizer.encode(value, add_special_tokens=False)
 
-    samples = islice(text_samples(spec.uri, encode, spec.format), spec.max_samples)
+    reading = ReadStats()
+    samples = islice(text_samples(spec.uri, encode, spec.format, spec.skip_invalid, reading), spec.max_samples)
     kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
-    report = f"{over} over maxTokens ({spec.over_limit})" if over else ""
+    report = "; ".join(
+        part for part in (f"{over} over maxTokens ({spec.over_limit})" if over else "", reading.report()) if part
+    )
     if not kept:
         raise no_samples(spec.uri, report)
     return Dataset(samples=kept, segment_names=dict(SEGMENT_NAMES), limit_report=report, select=_select)
@@ -75,16 +80,33 @@ def truncate(sample: Sample, n: int) -> Sample:
     return replace(sample, token_ids=sample.token_ids[:n], segments=sample.segments[:n], cells=cells, meta=meta)
 
 
-def read_texts(uri: str, format: str = "text-jsonl") -> Iterator[tuple[str, int, str]]:
-    """(file, record number from 0, text) of every record; a bad record is an error naming it."""
+def read_texts(
+    uri: str, format: str = "text-jsonl", skip_invalid: bool = False, stats: ReadStats | None = None
+) -> Iterator[tuple[str, int, str]]:
+    """(file, record number from 0, text) of every record; a bad record is an error naming
+    it, or with `skip_invalid` is counted in `stats` and skipped."""
+    stats = stats if stats is not None else ReadStats()
     read = _jsonl_texts if format == "text-jsonl" else _parquet_texts
     for source in list_sources(uri, (SUFFIXES[format],), format):
-        yield from read(source)
+        for record in read(source):
+            if isinstance(record, InvalidRecord):
+                if not skip_invalid:
+                    raise InvalidRecord(record.where, f"{record.reason} ({SKIP_HINT})")
+                stats.skip(record)
+                continue
+            stats.read += 1
+            yield record
 
 
-def text_samples(uri: str, encode: Callable[[str], list[int]], format: str = "text-jsonl") -> Iterator[Sample]:
+def text_samples(
+    uri: str,
+    encode: Callable[[str], list[int]],
+    format: str = "text-jsonl",
+    skip_invalid: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Sample]:
     """Tokenized samples in reading order; the sample index counts the records read."""
-    for index, (file, record, text) in enumerate(read_texts(uri, format)):
+    for index, (file, record, text) in enumerate(read_texts(uri, format, skip_invalid, stats)):
         token_ids = np.asarray(encode(text), dtype=np.int32)
         yield Sample(
             index=index,
@@ -94,23 +116,28 @@ def text_samples(uri: str, encode: Callable[[str], list[int]], format: str = "te
         )
 
 
-def _jsonl_texts(source: Source) -> Iterator[tuple[str, int, str]]:
-    """Blank lines are skipped; numbers are 0-based lines (errors show them 1-based)."""
-    with io.TextIOWrapper(source.open(), encoding="utf-8") as lines:
-        for number, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise LayerTapError(f"{source.name}:{number + 1}: not valid JSON ({error.msg})") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise LayerTapError(f'{source.name}:{number + 1}: expected an object with a string "text" field')
-            yield source.name, number, text
+def _jsonl_texts(source: Source) -> Iterator[tuple[str, int, str] | InvalidRecord]:
+    """Blank lines are skipped; records are numbered by their 0-based line (errors show it 1-based)."""
+    for number, line in iter_lines(source):
+        where = f"{source.name}:{number}"
+        if line is None:
+            yield InvalidRecord(where, "not valid UTF-8")
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield InvalidRecord(where, f"not valid JSON ({error.msg})")
+            continue
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            yield InvalidRecord(where, 'expected an object with a string "text" field')
+            continue
+        yield source.name, number - 1, text
 
 
-def _parquet_texts(source: Source) -> Iterator[tuple[str, int, str]]:
+def _parquet_texts(source: Source) -> Iterator[tuple[str, int, str] | InvalidRecord]:
     import pyarrow as pa  # only parquet inputs need pyarrow
 
     with open_parquet(source) as parquet:
@@ -120,6 +147,7 @@ def _parquet_texts(source: Source) -> Iterator[tuple[str, int, str]]:
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
             for text in batch.column(0).to_pylist():
                 if text is None:
-                    raise LayerTapError(f'{source.name}, row {row}: "text" is null')
-                yield source.name, row, text
+                    yield InvalidRecord(f"{source.name}, row {row}", '"text" is null')
+                else:
+                    yield source.name, row, text
                 row += 1

@@ -17,6 +17,7 @@ from layertap_api.spec import (
 )
 
 from layertap.environment import worker_environment
+from layertap.errors import LayerTapError
 from layertap.extract import config as cfg
 
 # flag dest -> "section.field" of the spec (camelCase, as in the YAML file)
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
     spec.add_argument("--over-limit", choices=get_args(DatasetSpec.model_fields["over_limit"].annotation))
     spec.add_argument(
-        "--layers", type=cfg.parse_layers, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)"
+        "--layers", type=_layers_flag, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)"
     )
     spec.add_argument("--positions", choices=get_args(Positions))
     spec.add_argument("--segments", type=lambda text: text.split(","), help="comma-separated segment names to keep")
@@ -71,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _layers_flag(text: str) -> list[int]:
+    """--layers for argparse: a bad value is a usage error (exit 2, no traceback)."""
+    try:
+        return cfg.parse_layers(text)
+    except LayerTapError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--layers {text!r}: ")) from None
 
 
 def job_from_args(args: argparse.Namespace, env=os.environ) -> WorkerSpec:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import yaml
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_api.spec import JobSpec, MeshSpec, WorkerSpec
+from layertap_api.validation import explain
 from pydantic import BaseModel, ValidationError
 
 from layertap.errors import LayerTapError
@@ -68,19 +69,19 @@ def _validated(model: type[Model], raw: dict[str, Any], source: str) -> Model:
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-        )
-        raise LayerTapError(f"{source}: {problems}") from None
+        raise LayerTapError(f"{source}: {explain(error, model)}") from None
 
 
 def parse_layers(text: str) -> list[int]:
     """'10-23', '3,5,7' or '0-3,8' -> a list of layer indices."""
     layers: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            layers.extend(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise LayerTapError(f"--layers {text!r}: expected e.g. 10-23 or 3,5,7") from None
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            start, stop = int(first), int(last or first)
+        except ValueError:
+            raise LayerTapError(f"--layers {text!r}: expected e.g. 10-23 or 3,5,7") from None
+        if stop < start:
+            raise LayerTapError(f"--layers {text!r}: the range {part.strip()} is empty; write it low-high")
+        layers.extend(range(start, stop + 1))
     return layers

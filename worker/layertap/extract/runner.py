@@ -30,7 +30,9 @@ from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shar
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
 from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
-from layertap.model.checkpoint import load_params, resolve_checkpoint_dir
+from layertap.io import open_store
+from layertap.io.fingerprint import fingerprints
+from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.progress import Progress
 from layertap.store import dtypes
 
@@ -39,6 +41,7 @@ from layertap.store import dtypes
 class Prepared:
     job: WorkerSpec
     checkpoint: Path  # the model's local directory (a gs:// model is fetched once, here)
+    checkpoint_files: dict[str, dict]  # file -> {"bytes", "crc32c"}: the model's identity by content
     config: Qwen2Config  # read once, here
     tap: LayerTap  # the layers, resolved once, here: the forward, the loaded blocks and the stored order
     dataset: Dataset
@@ -93,8 +96,13 @@ class Prepared:
             "layers": list(self.layers),
             "storage_dtype": job.extraction.storage_dtype,
             "hidden_size": self.config.hidden_size,
-            "model": {"uri": job.model.uri, "dtype": job.model.dtype, "config": self.config.to_hf_dict()},
-            "dataset": job.dataset.to_wire(),
+            "model": {
+                "uri": job.model.uri,
+                "dtype": job.model.dtype,
+                "config": self.config.to_hf_dict(),
+                "files": self.checkpoint_files,
+            },
+            "dataset": {**job.dataset.to_wire(), "files": self.dataset.files},
             "extraction": job.extraction.to_wire(),
             "segment_names": {name: label for label, name in sorted(self.dataset.segment_names.items())},
             "plan": {
@@ -112,6 +120,7 @@ def prepare(job: WorkerSpec) -> Prepared:
     """Everything every process computes identically before the first step."""
     checkpoint = resolve_checkpoint_dir(job.model.uri)
     config = Qwen2Config.from_file(checkpoint / "config.json")
+    files = fingerprints(open_store(str(checkpoint)), checkpoint_files(checkpoint))
     tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri)
     tokenizer = load_tokenizer(checkpoint)
     dataset = load_dataset(job.dataset, tokenizer)
@@ -128,7 +137,7 @@ def prepare(job: WorkerSpec) -> Prepared:
     lengths = {i: len(s.token_ids) for i, s in samples.items()}
     plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
-    return Prepared(job, checkpoint, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
+    return Prepared(job, checkpoint, files, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
 
 
 @dataclass
@@ -360,7 +369,6 @@ def human_bytes(n: float) -> str:
 
 def _check_process_count(uri: str, processes: int) -> None:
     """A run's units are per process: resuming with another process count is refused up front."""
-    from layertap.io import open_store
     from layertap.store.index import read_run_info
     from layertap.store.layout import RUN_KEY
 

@@ -107,7 +107,7 @@ class GcsStore:
     @_explain_gcs_errors
     def stat(self, key: str) -> ObjectInfo | None:
         blob = self.bucket.get_blob(self._name(key), retry=_retry())
-        return None if blob is None else ObjectInfo(blob.size, str(blob.generation))
+        return None if blob is None else _info(blob)
 
     @_explain_gcs_errors
     def exists(self, key: str) -> bool:
@@ -140,7 +140,7 @@ class GcsStore:
         base = self._name(prefix).rstrip("/") + "/" if (prefix or self.prefix) else ""
         cut = len(self.prefix) + 1 if self.prefix else 0
         return {
-            blob.name[cut:]: ObjectInfo(blob.size, str(blob.generation))
+            blob.name[cut:]: _info(blob)
             for blob in self.bucket.list_blobs(prefix=base, retry=_retry())
             if not blob.name.endswith("/")  # folder placeholders some tools create
         }
@@ -204,6 +204,10 @@ class GcsStore:
         raise LayerTapError(
             f"{self.uri}/{key}: 3 uploads did not leave the bytes we sent; is another writer using this output?"
         )
+
+
+def _info(blob) -> ObjectInfo:
+    return ObjectInfo(blob.size, str(blob.generation), crc32c_from_gcs(blob.crc32c) if blob.crc32c else None)
 
 
 def _same_object(blob, size: int, crc: str) -> bool:

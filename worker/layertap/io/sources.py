@@ -1,19 +1,27 @@
 """Dataset files, local or on gs://, opened as seekable binary streams.
 
 A gs:// object is read in ranged requests, so a multi-GB jsonl streams instead of being
-downloaded first, and parquet can seek to its footer.
+downloaded first, and parquet can seek to its footer. `recording()` collects the files a
+reader lists, whatever its format: they are the dataset's content, fingerprinted into the
+run's identity.
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from layertap.errors import LayerTapError
+from layertap.io.fingerprint import fingerprint
 from layertap.io.store import Store, is_gcs, open_store
+
+_recorded: ContextVar[dict[str, Source] | None] = ContextVar("layertap_recorded_sources", default=None)
 
 
 @dataclass(frozen=True)
@@ -31,10 +39,34 @@ class Source:
     def open(self) -> BinaryIO:
         return self.store.open(self.key)
 
+    def fingerprint(self) -> dict:
+        """{"bytes", "crc32c"} of the file's content."""
+        return fingerprint(self.store, self.key)
+
     def sibling(self, file_name: str) -> Source | None:
         """The file `file_name` in the same directory, if it exists."""
         key = f"{self.key.rpartition('/')[0]}/{file_name}".lstrip("/")
         return _source(self.store, key) if self.store.stat(key) is not None else None
+
+
+def iter_lines(source: Source) -> Iterator[tuple[int, str | None]]:
+    """(line number from 1, text) of each line of a text file (`.gz` decompressed on the
+    fly); text is None for a line that is not valid UTF-8. A truncated or corrupt gzip
+    stream is an error naming the file and the last line read whole."""
+    number = 0
+    with source.open() as raw:
+        binary = gzip.GzipFile(fileobj=raw) if source.name.endswith(".gz") else raw
+        try:
+            for number, data in enumerate(binary, start=1):
+                try:
+                    yield number, data.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield number, None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise LayerTapError(
+                f"{source.name}: the gzip stream is truncated or corrupt after line {number}, the last one read whole "
+                f"({error}); the file is incomplete: copy or write it again"
+            ) from None
 
 
 @contextmanager
@@ -86,7 +118,21 @@ def _list_gcs(uri: str, suffixes: tuple[str, ...], what: str) -> list[Source]:
     return [_source(parent_store, name)]
 
 
+@contextmanager
+def recording() -> Iterator[dict[str, Source]]:
+    """Every source listed while the block runs (in this context), by name."""
+    token = _recorded.set({})
+    try:
+        yield _recorded.get()
+    finally:
+        _recorded.reset(token)
+
+
 def _source(store: Store, key: str) -> Source:
     root = store.uri.rstrip("/")
     name = f"{root}/{key}" if is_gcs(root) else str(Path(root) / key)
-    return Source(name, store, key)
+    source = Source(name, store, key)
+    recorded = _recorded.get()
+    if recorded is not None:
+        recorded[name] = source
+    return source

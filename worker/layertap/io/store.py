@@ -24,6 +24,7 @@ class ObjectInfo:
 
     size: int
     version: str  # changes whenever the object is rewritten: the GCS generation, a local mtime
+    crc32c: str | None = None  # 8 hex digits, where the listing has it for free (GCS)
 
 
 class Store(Protocol):

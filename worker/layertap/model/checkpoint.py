@@ -24,6 +24,17 @@ from layertap.model.modules import Dtype
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+# What a tokenizer may be read from (transformers' fast tokenizers and Qwen's chat template).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 DEFAULT_CACHE_DIR = Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "layertap")) / "models"
 
 
@@ -37,6 +48,15 @@ def resolve_checkpoint_dir(path: str | Path, cache_dir: str | Path | None = None
     if not local.is_dir():
         raise LayerTapError(f"{local}: checkpoint directory not found")
     return local
+
+
+def checkpoint_files(directory: Path) -> list[str]:
+    """The files of a checkpoint that LayerTap reads: config, weights (and index), tokenizer."""
+    weights = {file.relative_to(directory).as_posix() for _, file in _weight_files(directory) if file.is_file()}
+    if (directory / INDEX_FILE).exists() and SINGLE_FILE not in weights:
+        weights.add(INDEX_FILE)
+    present = [name for name in ("config.json", *TOKENIZER_FILES) if (directory / name).is_file()]
+    return sorted(weights | set(present))
 
 
 def load_checkpoint(

@@ -1,35 +1,115 @@
 """Commit records -> the run's index: what is durable, and the manifest.
 
 Each process writes one small commit record per shard, after the shard itself is durable;
-a shard without a commit record does not exist for readers. `finalize_run` merges the
-records of all processes into manifest.json and deletes the uncommitted leftovers of
-crashed attempts.
+a shard without a commit record does not exist for readers. A record is trusted only while
+its shard and sidecar are there with the recorded size (and CRC32C, where the store's
+listing has it): `scan_commits` sorts records into intact and broken, so that a resume
+recomputes the units of a missing or damaged shard instead of listing it. `finalize_run`
+merges the records of all processes into manifest.json and deletes the uncommitted
+leftovers of crashed attempts.
 """
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from layertap.errors import LayerTapError
+from layertap.io import ObjectInfo, Store, open_store
 from layertap.store import layout
-from layertap.io import Store, open_store
+
+RECORD_KEYS = ("shard", "samples", "process_index", "seq", "bytes", "crc32c", "tokens", "hidden_size", "units")
+
+
+def read_json(store: Store, key: str, what: str) -> dict:
+    """A JSON object of the run; missing: FileNotFoundError; damaged: a LayerTapError naming it."""
+    data = store.read(key)
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LayerTapError(f"{store.uri}/{key}: the {what} is damaged (not valid JSON: {error})") from None
+    if not isinstance(value, dict):
+        raise LayerTapError(f"{store.uri}/{key}: the {what} is damaged (not a JSON object)")
+    return value
 
 
 def read_run_info(store: Store) -> dict:
     try:
-        return json.loads(store.read(layout.RUN_KEY))
+        info = read_json(store, layout.RUN_KEY, "run's provenance")
     except FileNotFoundError:
         raise LayerTapError(f"{store.uri}: not a LayerTap run (no {layout.RUN_KEY})") from None
+    if not isinstance(info.get("meta"), dict):
+        raise LayerTapError(f"{store.uri}/{layout.RUN_KEY}: the run's provenance is damaged (no meta)")
+    return info
+
+
+@dataclass
+class CommitScan:
+    """The commit records of a run, sorted by what can be trusted."""
+
+    intact: list[dict] = field(default_factory=list)  # ordered by (process, shard sequence)
+    # key of each record that cannot be trusted -> why (unreadable, shard missing or damaged)
+    broken: dict[str, str] = field(default_factory=dict)
+
+    def raise_if_broken(self, uri: str, advice: str) -> None:
+        if self.broken:
+            key, why = min(self.broken.items())
+            more = f" (and {len(self.broken) - 1} more)" if len(self.broken) > 1 else ""
+            raise LayerTapError(f"{uri}/{key}: {why}{more}; {advice}")
+
+
+def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
+    """Every commit record, checked against the shard and sidecar it names when
+    `check_shards` (one listing each; no shard is read)."""
+    keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
+    shards = store.list(layout.SHARDS) if check_shards else {}
+    sidecars = store.list(layout.SAMPLES) if check_shards else {}
+
+    def load(key: str) -> tuple[str, dict | None, str]:
+        try:
+            record = read_json(store, key, "commit record")
+        except LayerTapError as error:
+            return key, None, str(error).split(": ", 1)[1]
+        except FileNotFoundError:
+            return key, None, "the commit record vanished while it was read"
+        missing = [name for name in RECORD_KEYS if name not in record]
+        return key, record, f"the commit record is damaged (no {', '.join(missing)})" if missing else ""
+
+    with ThreadPoolExecutor(16) as pool:
+        loaded = list(pool.map(load, keys))
+    scan = CommitScan()
+    for key, record, problem in loaded:
+        if not problem and check_shards:
+            problem = _shard_problem(record, shards, sidecars)
+        if problem:
+            scan.broken[key] = problem
+        else:
+            scan.intact.append(record)
+    scan.intact.sort(key=lambda r: (r["process_index"], r["seq"]))
+    return scan
+
+
+def _shard_problem(record: dict, shards: dict[str, ObjectInfo], sidecars: dict[str, ObjectInfo]) -> str:
+    shard = shards.get(record["shard"])
+    if shard is None:
+        return f"its shard {record['shard']} is missing"
+    if shard.size != record["bytes"]:
+        return f"its shard {record['shard']} has {shard.size} bytes, the record says {record['bytes']}"
+    if shard.crc32c is not None and shard.crc32c != record["crc32c"]:
+        return f"its shard {record['shard']} has CRC32C {shard.crc32c}, the record says {record['crc32c']}"
+    if record["samples"] not in sidecars:
+        return f"its sample sidecar {record['samples']} is missing"
+    return ""
 
 
 def read_commits(store: Store) -> list[dict]:
-    """Every commit record of the run, ordered by (process, shard sequence)."""
-    keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
-    with ThreadPoolExecutor(16) as pool:
-        records = list(pool.map(lambda key: json.loads(store.read(key)), keys))
-    return sorted(records, key=lambda r: (r["process_index"], r["seq"]))
+    """Every commit record of the run, ordered by (process, shard sequence); an unreadable
+    record is an error naming it."""
+    scan = scan_commits(store, check_shards=False)
+    scan.raise_if_broken(store.uri, "delete it and resume the run to recompute its shard")
+    return scan.intact
 
 
 def check_unique_units(records: list[dict], uri: str) -> None:
@@ -66,6 +146,7 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
         "bytes_per_token": total_bytes / tokens if tokens else None,
         "shards": [
             {key: r[key] for key in ("shard", "samples", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
+            | ({"tensors": r["tensors"]} if "tensors" in r else {})
             for r in records
         ],
     }
@@ -81,7 +162,9 @@ def finalize_run(uri: str, *, delete_orphans: bool = True) -> dict:
     """
     store = open_store(uri)
     run_info = read_run_info(store)
-    records = read_commits(store)
+    scan = scan_commits(store)
+    scan.raise_if_broken(uri, "resume the run (the same command) to recompute what is missing")
+    records = scan.intact
     check_unique_units(records, uri)
     if delete_orphans:
         referenced = {key for r in records for key in (r["shard"], r["samples"])}

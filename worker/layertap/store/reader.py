@@ -9,11 +9,14 @@
 Local shards are memory-mapped; on gs:// each layer is one ranged read per shard (a
 layer's rows are contiguous in the file). A run that is still being written (no
 manifest yet) reads as far as its commit records go.
+
+Every tensor read is checked against the CRC32C its commit record holds (runs written
+before per-tensor checksums: the whole shard once); a mismatch is an error naming the
+shard. `layertap.open(uri, checksums=False)` skips the checks for trusted local reads.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,28 +29,73 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.index import build_manifest, read_commits, read_run_info
+from layertap.store.index import build_manifest, read_commits, read_json, read_run_info
 from layertap.store.records import TokenRecords
 
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
 
 
+RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
+
+
 class Shard:
     """One shard file; its tensors by name."""
 
-    def __init__(self, store: Store, entry: dict) -> None:
+    def __init__(self, store: Store, entry: dict, checksums: bool = True) -> None:
         self._store = store
         self.key: str = entry["shard"]
         self.entry = entry
+        self.checksums = checksums
+        self._checked: set[str] = set()  # memory-mapped tensors whose bytes were checked
+
+    @property
+    def where(self) -> str:
+        return f"{self._store.uri}/{self.key}"
 
     @cached_property
     def tensors(self) -> dict[str, shardfile.TensorInfo]:
-        prefix = self._store.read(self.key, 0, _HEADER_GUESS)
-        needed = shardfile.header_size(prefix)
-        if needed > len(prefix):
-            prefix = self._store.read(self.key, 0, needed)
-        header_len, header = shardfile.parse_header(prefix)
-        return shardfile.tensor_table(header_len, header)
+        prefix = self._read(0, _HEADER_GUESS)
+        try:
+            needed = shardfile.header_size(prefix)
+            if needed > len(prefix):
+                prefix = self._read(0, needed)
+            header_len, header = shardfile.parse_header(prefix)
+            return shardfile.tensor_table(header_len, header)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # json errors are ValueErrors
+            raise LayerTapError(f"{self.where}: the shard's header is damaged ({error}); {RECOMPUTE}") from None
+
+    def _read(self, start: int, end: int | None = None) -> bytes:
+        try:
+            return self._store.read(self.key, start, end)
+        except FileNotFoundError:
+            raise LayerTapError(f"{self.where}: the shard is missing; {RECOMPUTE}") from None
+
+    def _check(self, name: str, data) -> None:
+        """Raise if `data` (a tensor's bytes) is not what was written."""
+        if not self.checksums:
+            return
+        expected = self.entry.get("tensors", {}).get(name)
+        if expected is None:  # written before per-tensor checksums: check the whole shard, once
+            if "*" not in self._checked:
+                self.verify()
+                self._checked.add("*")
+            return
+        got = f"{crc32c.crc32c(data):08x}"
+        if got != expected:
+            raise LayerTapError(
+                f"{self.where}: tensor {name} has CRC32C {got}, its commit record says {expected}: the shard is "
+                f"damaged; {RECOMPUTE}"
+            )
+
+    def verify(self) -> None:
+        """Check the whole file's size and CRC32C against its commit record."""
+        data = self._read(0)
+        crc = f"{crc32c.crc32c(data):08x}"
+        if len(data) != self.entry["bytes"] or crc != self.entry["crc32c"]:
+            raise LayerTapError(
+                f"{self.where}: {len(data)} bytes with CRC32C {crc}, its commit record says "
+                f"{self.entry['bytes']} bytes with CRC32C {self.entry['crc32c']}: the shard is damaged; {RECOMPUTE}"
+            )
 
     @property
     def local_path(self) -> Path | None:
@@ -60,30 +108,41 @@ class Shard:
             raise LayerTapError(f"{self._store.uri}/{self.key}: no tensor {name!r}") from None
 
     def read(self, name: str) -> np.ndarray:
-        """A tensor read into memory: one ranged read (a file read, or one GCS request)."""
+        """A tensor read into memory: one ranged read (a file read, or one GCS request), checked."""
         info = self._info(name)
-        data = self._store.read(self.key, info.offset, info.offset + info.nbytes)
+        data = self._read(info.offset, info.offset + info.nbytes)
+        if len(data) != info.nbytes:
+            raise LayerTapError(f"{self.where}: the shard is truncated (tensor {name}); {RECOMPUTE}")
+        self._check(name, data)
         return np.frombuffer(data, dtype=info.dtype).reshape(info.shape)
 
     def memmap(self, name: str) -> np.ndarray:
-        """A tensor as a read-only memmap (local shards only): nothing is read until used."""
+        """A tensor as a read-only memmap (local shards only). With checksums on, the tensor
+        is read through once to check it; nothing more is read until used."""
         info = self._info(name)
         if self.local_path is None:
             raise LayerTapError(f"{self._store.uri}: memmap needs a local run; copy it first (gcloud storage cp -r)")
         if info.nbytes == 0:
             return np.empty(info.shape, info.dtype)
-        return np.memmap(self.local_path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
+        try:
+            mapped = np.memmap(self.local_path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
+        except (FileNotFoundError, ValueError) as error:  # ValueError: the file is shorter than the tensor
+            raise LayerTapError(f"{self.where}: the shard is missing or truncated ({error}); {RECOMPUTE}") from None
+        if name not in self._checked:
+            self._check(name, mapped.reshape(-1).view(np.uint8))
+            self._checked.add(name)
+        return mapped
 
 
 class Run:
     """A run written by LayerTap: its manifest, provenance and shards."""
 
-    def __init__(self, store: Store, manifest: dict, finalized: bool) -> None:
+    def __init__(self, store: Store, manifest: dict, finalized: bool, checksums: bool = True) -> None:
         self.uri = store.uri
         self.manifest = manifest
         self.finalized = finalized
         self._store = store
-        self.shards = [Shard(store, entry) for entry in manifest["shards"]]
+        self.shards = [Shard(store, entry, checksums) for entry in manifest["shards"]]
         self._samples: dict[int, dict] | None = None
 
     meta = property(lambda self: self.manifest["meta"])
@@ -108,7 +167,7 @@ class Run:
         if self._samples is None:
             keys = [shard.entry["samples"] for shard in self.shards]
             with ThreadPoolExecutor(16) as pool:
-                sidecars = list(pool.map(lambda key: json.loads(self._store.read(key)), keys))
+                sidecars = list(pool.map(self._sidecar, keys))
             found = {int(index): meta for sidecar in sidecars for index, meta in sidecar["samples"].items()}
             self._samples = dict(sorted(found.items()))
         return self._samples
@@ -170,16 +229,33 @@ class Run:
         name = self._layer_tensor(layer)
         return [shard.memmap(name) for shard in self.shards]
 
-    def verify(self) -> None:
-        """Check every shard's size and CRC32C against the manifest."""
+    def _sidecar(self, key: str) -> dict:
+        try:
+            sidecar = read_json(self._store, key, "sample sidecar")
+        except FileNotFoundError:
+            raise LayerTapError(f"{self.uri}/{key}: the sample sidecar is missing; {RECOMPUTE}") from None
+        if not isinstance(sidecar.get("samples"), dict):
+            raise LayerTapError(f"{self.uri}/{key}: the sample sidecar is damaged (no samples object)")
+        return sidecar
+
+    def problems(self) -> list[str]:
+        """Every shard's size and CRC32C against its commit record, every sidecar readable:
+        what is wrong, one line each (empty: the run is intact)."""
+        found = []
         for shard in self.shards:
-            data = self._store.read(shard.key)
-            crc = f"{crc32c.crc32c(data):08x}"
-            if len(data) != shard.entry["bytes"] or crc != shard.entry["crc32c"]:
-                raise LayerTapError(
-                    f"{self.uri}/{shard.key}: {len(data)} bytes crc32c {crc}, manifest says "
-                    f"{shard.entry['bytes']} bytes crc32c {shard.entry['crc32c']}"
-                )
+            for check in (shard.verify, lambda: self._sidecar(shard.entry["samples"])):
+                try:
+                    check()
+                except LayerTapError as error:
+                    found.append(str(error))
+        return found
+
+    def verify(self) -> None:
+        """Raise a LayerTapError naming what is damaged, if anything is."""
+        found = self.problems()
+        if found:
+            more = f" (and {len(found) - 1} more problems: `layertap verify {self.uri}` lists them)" if len(found) > 1 else ""
+            raise LayerTapError(found[0] + more)
 
     def to_hf_dataset(self, layer: int, *, cache_dir: str | Path | None = None, dtype: str = "float32", **filters):
         """A Hugging Face `datasets.Dataset` of `layer` (columns: activation, token_id,
@@ -229,15 +305,22 @@ class Run:
         return np.asarray(labels, np.int64)
 
 
-def open_run(uri: str) -> Run:
-    """Open a run (local path or gs://). Before finalize_run, reads the committed shards."""
+def open_run(uri: str, *, checksums: bool = True) -> Run:
+    """Open a run (local path or gs://). Before finalize_run, reads the committed shards.
+    `checksums=False` skips the CRC32C check of what is read (trusted local copies)."""
     store = open_store(uri)
     try:
-        manifest = json.loads(store.read(layout.MANIFEST_KEY))
+        manifest = read_json(store, layout.MANIFEST_KEY, "manifest")
         finalized = True
     except FileNotFoundError:
         manifest = build_manifest(read_run_info(store), read_commits(store))
         finalized = False
     if manifest.get("format") != layout.FORMAT:
         raise LayerTapError(f"{uri}/{layout.MANIFEST_KEY}: format {manifest.get('format')!r} is not {layout.FORMAT}")
-    return Run(store, manifest, finalized)
+    missing = [key for key in ("meta", "layers", "storage_dtype", "hidden_size", "num_tokens", "shards") if key not in manifest]
+    if missing:
+        raise LayerTapError(
+            f"{uri}/{layout.MANIFEST_KEY}: the manifest is damaged (no {', '.join(missing)}); "
+            "delete it and resume the run to write it again"
+        )
+    return Run(store, manifest, finalized, checksums)

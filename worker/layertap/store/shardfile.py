@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import crc32c
 import numpy as np
 
 from layertap.store.dtypes import FROM_SAFETENSORS, SAFETENSORS_NAMES
@@ -66,6 +67,14 @@ def buffers(
         for chunk in chunks:
             if chunk.nbytes:
                 yield memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+
+
+def tensor_crc32c(chunks: Sequence[np.ndarray]) -> str:
+    """CRC32C (8 hex digits) of a tensor's bytes as the shard stores them (chunks end to end)."""
+    value = 0
+    for chunk in chunks:
+        value = crc32c.crc32c(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8), value)
+    return f"{value:08x}"
 
 
 def header_size(prefix: bytes) -> int:

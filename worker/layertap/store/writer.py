@@ -20,6 +20,7 @@ goes to a JSON sidecar per shard, written before the commit record.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Mapping
@@ -32,8 +33,10 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.index import read_commits
+from layertap.store.index import read_json, scan_commits
 from layertap.store.records import TokenRecords
+
+log = logging.getLogger(__name__)
 
 UnitId = int | str
 _CLOSE = object()
@@ -83,7 +86,13 @@ def open_writer(
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     meta = _checked_meta(meta)
     store = open_store(uri)
-    _claim_run(store, meta)
+    root = store.local_path("")
+    if root is not None and root.exists() and not root.is_dir():
+        raise LayerTapError(f"{uri} is a file: the output must be a directory (or gs:// prefix); choose another output.uri")
+    try:
+        _claim_run(store, meta)
+    except OSError as error:  # a file where the directory should be, no permission, a full disk
+        raise LayerTapError(f"{uri}: cannot write the run here ({error.strerror or error}); choose another output.uri") from None
     return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards)
 
 
@@ -111,18 +120,36 @@ def _claim_run(store: Store, meta: dict) -> None:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "meta": meta,
     }
-    existing = store.create(layout.RUN_KEY, json.dumps(info, indent=1, sort_keys=True).encode())
-    if existing is None:
+    if store.create(layout.RUN_KEY, json.dumps(info, indent=1, sort_keys=True).encode()) is None:
         return
-    old = json.loads(existing)
+    old = read_json(store, layout.RUN_KEY, "run's provenance")
     if old.get("format") != layout.FORMAT:
         raise LayerTapError(f"{store.uri}/{layout.RUN_KEY}: format {old.get('format')!r} is not {layout.FORMAT}")
-    if old["meta"] != meta:
-        keys = sorted(k for k in old["meta"].keys() | meta.keys() if old["meta"].get(k) != meta.get(k))
+    if old.get("meta") != meta:
+        changes = differences(old.get("meta") or {}, meta)
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise LayerTapError(
-            f"{store.uri} already holds a run with different settings ({', '.join(keys)} differ); "
-            "resume with the same settings, or write to a new output.uri"
+            f"{store.uri} already holds a run with other inputs or settings: {shown}. A run resumes only with the "
+            "same model, data and settings: restore them, or write to a new output.uri"
         )
+
+
+def differences(old: object, new: object, path: str = "") -> list[str]:
+    """What changed between two JSON values, as 'path: old -> new' (leaves only)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(old.keys() | new.keys()):
+            name = f"[{json.dumps(key)}]" if "." in str(key) else (f".{key}" if path else str(key))
+            out += differences(old.get(key), new.get(key), f"{path}{name}")
+        return out
+    if old == new:
+        return []
+    return [f"{path or 'meta'}: {_short_json(old)} -> {_short_json(new)}"]
+
+
+def _short_json(value: object, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ShardWriter:
@@ -145,10 +172,19 @@ class ShardWriter:
 
         # What earlier attempts made durable (every process's records: the plan may have
         # been split differently then), and where this process's shard numbering resumes.
-        records = read_commits(store)
-        self._committed = {unit_id for r in records for unit_id, _, _ in r["units"]}
-        own = [r["seq"] for r in records if r["process_index"] == process_index]
+        # A record whose shard is missing or damaged is not trusted: its units are computed
+        # again (every process sees the same), and its owner deletes it.
+        scan = scan_commits(store)
+        self.untrusted = dict(scan.broken)  # commit key -> why: the units are recomputed
+        self._committed = {unit_id for r in scan.intact for unit_id, _, _ in r["units"]}
+        own_prefix = layout.commit_prefix(process_index) + "/"
+        own = [r["seq"] for r in scan.intact if r["process_index"] == process_index]
+        own += [layout.seq_of_commit_key(key) for key in scan.broken if key.startswith(own_prefix)]
         self._next_seq = max(own, default=-1) + 1
+        for key, why in sorted(scan.broken.items()):
+            log.warning("%s/%s: %s; its units will be computed again", store.uri, key, why)
+            if key.startswith(own_prefix):
+                store.delete(key)
         self._queued: set = set()
 
         self._lock = threading.Lock()
@@ -296,6 +332,7 @@ class ShardWriter:
                 tensors[layout.scale_tensor(layer)] = [scales[i] for _, _, scales in pending]
         for name in layout.TOKEN_COLUMNS:
             tensors[name] = [getattr(unit.records, name) for unit, _, _ in pending]
+        tensor_crcs = {name: shardfile.tensor_crc32c(chunks) for name, chunks in sorted(tensors.items())}
         units, row = [], 0
         for unit, _, _ in pending:
             units.append([unit.unit_id, row, row + unit.tokens])
@@ -323,6 +360,7 @@ class ShardWriter:
             "tokens": row,
             "hidden_size": self._hidden,
             "units": units,
+            "tensors": tensor_crcs,  # CRC32C of each tensor: readers check what they read
         }
         commit_key = layout.commit_key(self._process_index, seq)
         existing = self._store.create(commit_key, json.dumps(record, sort_keys=True).encode())

