@@ -28,16 +28,17 @@ def free_port() -> int:
 
 
 class Emulator:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root
+        self.host = host  # the e2e tier serves it on the cluster bridge, where pods reach it
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = open(self.root.parent / "fake-gcs-server.log", "ab")
         self._process = subprocess.Popen(
-            [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+            [str(BINARY), "-scheme", "http", "-host", self.host, "-port", str(self.port),
              "-backend", "filesystem", "-filesystem-root", str(self.root), "-log-level", "warn"],
             stdout=log, stderr=log,
         )

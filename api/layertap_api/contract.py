@@ -46,6 +46,10 @@ COORDINATOR_PORT = 8476  # jax.distributed's coordinator, served by process 0
 JOBSET_JOB_INDEX_ANNOTATION = "jobset.sigs.k8s.io/job-index"
 JOB_INDEX_FIELD_PATH = f"metadata.annotations['{JOBSET_JOB_INDEX_ANNOTATION}']"
 
+# Where a failing worker writes why (Kubernetes' default terminationMessagePath); the
+# operator shows it in the resource's status.
+TERMINATION_LOG = "/dev/termination-log"
+
 # -- exit codes ----------------------------------------------------------------------------
 EXIT_SUCCESS = 0
 EXIT_INVALID = 2  # the spec or its inputs are wrong: a restart cannot help

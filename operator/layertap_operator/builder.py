@@ -4,6 +4,12 @@ One replicated Job per slice (`replicas = slices`), one pod per host (`paralleli
 completions = hosts`, Indexed), `backoffLimit: 0`: a failed host fails its Job and the
 JobSet restarts the whole group (`failurePolicy.maxRestarts`), because a JAX program
 cannot lose a process and go on. The workers resume from committed shards.
+
+Failures are told apart (the exit codes of `layertap_api.contract`): a worker that exits
+with EXIT_INVALID (the spec or its inputs are wrong) fails its Job at once through the
+Job's `podFailurePolicy`, and the JobSet fails without a restart; a pod disrupted by the
+cluster (preemption, maintenance: the `DisruptionTarget` condition) restarts the JobSet
+without counting against `maxRestarts`; any other failure restarts it and counts.
 """
 
 from __future__ import annotations
@@ -15,6 +21,26 @@ from layertap_api.catalog import TPU_TOPOLOGY_LABEL
 from layertap_api.resource import ActivationExtractionSpec
 
 from layertap_operator import constants as c
+
+
+# The JobSet's reaction to a failed Job, by the podFailurePolicy rule that failed it (the
+# Job controller's message names the rule's index: "... matching FailJob rule at index N").
+INVALID_SPEC_RULE = "InvalidSpec"
+DISRUPTED_RULE = "Disrupted"
+FAILURE_RULES = [
+    {
+        "name": INVALID_SPEC_RULE,
+        "action": "FailJobSet",
+        "onJobFailureReasons": ["PodFailurePolicy"],
+        "onJobFailureMessagePatterns": ["rule at index 0"],
+    },
+    {
+        "name": DISRUPTED_RULE,
+        "action": "RestartJobSetAndIgnoreMaxRestarts",
+        "onJobFailureReasons": ["PodFailurePolicy"],
+        "onJobFailureMessagePatterns": ["rule at index 1"],
+    },
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,17 @@ def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> di
         "completions": res.hosts_per_slice,
         "completionMode": "Indexed",
         "backoffLimit": 0,
+        "podFailurePolicy": {
+            "rules": [
+                # Rule 0: the worker says its spec or inputs are wrong: no retry can help.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": wire.CONTAINER, "operator": "In", "values": [wire.EXIT_INVALID]},
+                },
+                # Rule 1: the cluster took the pod away (preemption, maintenance, eviction).
+                {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
         "template": {"metadata": {"labels": labels(owner)}, "spec": _pod_spec(spec, owner, image)},
     }
     if spec.active_deadline_seconds is not None:
@@ -71,7 +108,7 @@ def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> di
     jobset_spec: dict = {
         # With Kueue, the JobSet waits suspended until Kueue admits it.
         "suspend": spec.suspend or spec.queue_name is not None,
-        "failurePolicy": {"maxRestarts": spec.max_restarts},
+        "failurePolicy": {"maxRestarts": spec.max_restarts, "rules": FAILURE_RULES},
         # Process 0 is the JAX coordinator, reached by its hostname before it is Ready.
         "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
         "replicatedJobs": [
@@ -104,6 +141,8 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
                 "name": wire.CONTAINER,
                 "image": image,
                 "command": ["layertap", "extract"],
+                # The worker writes why it failed to /dev/termination-log; a crash leaves its log tail.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 # The spec (mesh included) comes in LAYERTAP_SPEC; progress goes to the status.
                 "args": ["--no-progress"],
                 "env": _env(spec, owner),

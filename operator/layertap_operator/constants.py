@@ -19,6 +19,7 @@ JOBSET_VERSION = "v1alpha2"
 JOBSET_PLURAL = "jobsets"
 JOBSET_API_VERSION = f"{JOBSET_GROUP}/{JOBSET_VERSION}"
 EXCLUSIVE_TOPOLOGY_ANNOTATION = "alpha.jobset.sigs.k8s.io/exclusive-topology"
+JOBSET_RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"  # on each pod: which attempt it belongs to
 GKE_NODEPOOL_LABEL = "cloud.google.com/gke-nodepool"
 
 # Labels on the JobSet and its pods, pointing back to the resource.
@@ -28,6 +29,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_EXTRACTION = "layertap.dev/extraction"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+KUEUE_WORKLOADS = "workloads"
 
 # kopf's own bookkeeping (handler progress, last handled spec) lives in annotations
 # with this prefix: the status schema has no room for it, and workers own status.progress.

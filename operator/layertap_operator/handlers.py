@@ -25,10 +25,20 @@ from pydantic import ValidationError
 
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
-from layertap_operator.status import Observation, Problem, applied_spec, changed_fields, desired_status
+from layertap_operator.status import (
+    Observation,
+    PodState,
+    Problem,
+    applied_spec,
+    changed_fields,
+    desired_status,
+    pod_state,
+)
 
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
 RESYNC_SECONDS = float(os.environ.get(c.ENV_RESYNC_SECONDS, "10"))
+REQUEST_TIMEOUT_S = 30  # no call of ours may hang a handler (and with it the resync timer)
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -85,7 +95,10 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     changed = changed_fields(applied_spec(jobset) or {}, spec.to_wire()) if jobset else []
     if jobset:
         jobset = follow_suspend(jobset, spec)
-    observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed)
+    pods = observed_pods(owner, jobset) if jobset else ()
+    queued = jobset and spec.queue_name and jobset["spec"].get("suspend")
+    admission = kueue_admission(owner, jobset) if queued else ""
+    observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed, pods, admission)
     status, events = desired_status(observation, previous, datetime.now(UTC))
     if any(previous.get(key) != value for key, value in status.items()):
         patch.status.update(status)  # only on change: a resync that sees nothing new writes nothing
@@ -95,6 +108,42 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
 
 def _jobsets() -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi()
+
+
+def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
+    """The worker pods of the JobSet's current attempt (best effort: none if unreadable)."""
+    api = kubernetes.client.CoreV1Api()
+    try:
+        pods = api.list_namespaced_pod(
+            owner.namespace, label_selector=f"{c.LABEL_EXTRACTION}={owner.name}", _request_timeout=REQUEST_TIMEOUT_S
+        ).items
+    except (ApiException, OSError) as error:
+        log.warning("listing the pods of %s/%s: %s", owner.namespace, owner.name, error)
+        return ()
+    attempt = str(jobset.get("status", {}).get("restarts", 0))
+    serialize = api.api_client.sanitize_for_serialization
+    return tuple(
+        pod_state(serialize(pod))
+        for pod in pods
+        if (pod.metadata.labels or {}).get(c.JOBSET_RESTART_ATTEMPT_LABEL, attempt) == attempt
+    )
+
+
+def kueue_admission(owner: Owner, jobset: dict) -> str:
+    """Why Kueue has not admitted the JobSet yet: its Workload's QuotaReserved message."""
+    try:
+        workloads = _jobsets().list_namespaced_custom_object(
+            c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, _request_timeout=REQUEST_TIMEOUT_S
+        )["items"]
+    except (ApiException, OSError):
+        return ""  # no Kueue here, or no right to read it: the phase says "queued" alone
+    uid = jobset["metadata"].get("uid")
+    for workload in workloads:
+        if uid in [ref.get("uid") for ref in workload["metadata"].get("ownerReferences", [])]:
+            for condition in workload.get("status", {}).get("conditions", []):
+                if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
+                    return condition.get("message", "")
+    return ""
 
 
 def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | None, Problem | None]:
@@ -116,6 +165,7 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
                 c.JOBSET_PLURAL,
                 build_jobset(spec, owner, image),
                 field_manager=c.FIELD_MANAGER,
+                _request_timeout=REQUEST_TIMEOUT_S,
             )
         except ApiException as error:
             if error.status == 409:
@@ -150,6 +200,7 @@ def follow_suspend(jobset: dict, spec: ActivationExtractionSpec) -> dict:
             meta["name"],
             {"spec": {"suspend": spec.suspend}},
             field_manager=c.FIELD_MANAGER,
+            _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as error:
         raise kopf.TemporaryError(
@@ -160,7 +211,8 @@ def follow_suspend(jobset: dict, spec: ActivationExtractionSpec) -> dict:
 def _get_jobset(api: kubernetes.client.CustomObjectsApi, owner: Owner) -> dict | None:
     try:
         return api.get_namespaced_custom_object(
-            c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name
+            c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name,
+            _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as error:
         if error.status == 404:

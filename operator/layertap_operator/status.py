@@ -1,9 +1,13 @@
 """Observations -> the operator's part of the status, and the Events worth posting. Pure.
 
-Level-based: the status is recomputed from what is observed now (the JobSet, problems met
-while reconciling) and the previous status only keeps transition times and start/end
-times stable. Events are emitted on transitions only, so a periodic pass adds none.
-`status.progress` is the workers'; nothing here reads or writes it.
+Level-based: the status is recomputed from what is observed now (the JobSet, its pods,
+Kueue's workload, problems met while reconciling) and the previous status only keeps
+transition times and start/end times stable. Events are emitted on transitions only, so a
+periodic pass adds none. `status.progress` is the workers'; nothing here reads or writes it.
+
+The phase says what runs, not what was asked: Running only while a worker pod runs; a run
+that waits says why (the scheduler's message, Kueue's, a container that cannot start); a
+failed run says what failed (the worker's termination message).
 """
 
 from __future__ import annotations
@@ -30,12 +34,49 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class PodState:
+    """What the status needs of one worker pod."""
+
+    name: str
+    phase: str  # Pending, Running, Succeeded, Failed
+    unschedulable: str = ""  # the scheduler's message while the pod cannot be placed
+    waiting: tuple[str, str] | None = None  # (reason, message) of a container that cannot start
+    exit_code: int | None = None  # of a terminated container
+    message: str = ""  # its termination message (or log tail)
+
+
+# Container waiting reasons that are not just "starting" (the kubelet's names).
+STUCK_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+     "CreateContainerError", "RunContainerError", "CrashLoopBackOff"}
+)
+
+
+def pod_state(pod: dict) -> PodState:
+    """The status-relevant part of a pod as the API returns it."""
+    status = pod.get("status") or {}
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+    unschedulable = scheduled.get("message", "") if scheduled.get("reason") == "Unschedulable" else ""
+    waiting, exit_code, message = None, None, ""
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if "waiting" in state and state["waiting"].get("reason") in STUCK_REASONS:
+            waiting = (state["waiting"]["reason"], state["waiting"].get("message", ""))
+        if "terminated" in state:
+            exit_code = state["terminated"].get("exitCode")
+            message = state["terminated"].get("message", "")
+    return PodState(pod["metadata"]["name"], status.get("phase", "Pending"), unschedulable, waiting, exit_code, message)
+
+
+@dataclass(frozen=True)
 class Observation:
     generation: int
     spec: ActivationExtractionSpec
     jobset: dict | None = None
     problem: Problem | None = None
     changed_fields: list[str] = field(default_factory=list)
+    pods: tuple[PodState, ...] = ()  # the worker pods of the JobSet's current attempt
+    admission: str = ""  # while Kueue holds the run: why (its workload's QuotaReserved message)
 
 
 @dataclass(frozen=True)
@@ -85,15 +126,40 @@ def phase_of(obs: Observation) -> tuple[str, str, str]:
     if "Completed" in done:
         return "Succeeded", "Completed", done["Completed"].get("message") or "all workers finished"
     if "Failed" in done:
-        return "Failed", "Failed", done["Failed"].get("message") or "the JobSet failed"
+        return "Failed", done["Failed"].get("reason") or "Failed", _failure(done["Failed"], obs.pods)
     if js.get("spec", {}).get("suspend"):
         if obs.spec.suspend:
             return "Suspended", "Suspended", "spec.suspend is true: set it to false to resume"
-        return "Pending", "Queued", f"waiting for Kueue to admit it from queue {obs.spec.queue_name}"
-    jobs = js.get("status", {}).get("replicatedJobsStatus", [])
-    if any(j.get("active", 0) or j.get("ready", 0) for j in jobs):
-        return "Running", "Running", "workers are running"
+        why = f": {obs.admission}" if obs.admission else ""
+        return "Pending", "Queued", f"waiting for Kueue to admit it from queue {obs.spec.queue_name}{why}"
+    pods = obs.pods
+    if any(p.phase == "Running" for p in pods):
+        running = sum(p.phase == "Running" for p in pods)
+        return "Running", "Running", f"{running} of {obs.spec.resources.process_count} worker pods are running"
+    unschedulable = [p for p in pods if p.unschedulable]
+    if unschedulable:
+        return (
+            "Pending",
+            "Unschedulable",
+            f"{len(unschedulable)} of {obs.spec.resources.process_count} worker pods cannot be scheduled: "
+            f"{unschedulable[0].unschedulable}",
+        )
+    stuck = next((p for p in pods if p.waiting), None)
+    if stuck is not None:
+        reason, message = stuck.waiting
+        return "Pending", reason, f"worker pod {stuck.name} cannot start: {reason}: {message}"
     return "Pending", "Starting", "waiting for the worker pods to start"
+
+
+def _failure(condition: dict, pods: tuple[PodState, ...]) -> str:
+    """The JobSet's failure, with the cause the failed worker gave (its last message line)."""
+    message = condition.get("message") or "the JobSet failed"
+    failed = next((p for p in pods if p.exit_code and p.message.strip()), None)
+    if failed is None:
+        failed = next((p for p in pods if p.exit_code), None)
+        return message if failed is None else f"{message}; worker pod {failed.name} exited with code {failed.exit_code}"
+    cause = failed.message.strip().splitlines()[-1]
+    return f"{message}; worker pod {failed.name} exited with code {failed.exit_code}: {cause}"
 
 
 def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, str, str]]:

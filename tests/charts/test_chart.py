@@ -151,13 +151,15 @@ def test_operator_cluster_scope_is_read_only_discovery(render, sets, rules):
     assert named(render(*sets), "ClusterRole", "layertap-operator-cluster")["rules"] == rules
 
 
-def test_operator_role_never_touches_pods_secrets_or_progress_owners(render):
+def test_operator_role_only_reads_pods_and_never_secrets(render):
     rules = named(render(), "ClusterRole", "layertap-operator")["rules"]
     granted = {(group, resource): set(rule["verbs"]) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
     assert granted[("jobset.x-k8s.io", "jobsets")] == {"create", "get", "list", "watch", "patch"}
     assert granted[("layertap.dev", "activationextractions/status")] == {"get", "patch"}
+    # Pods and Kueue's workloads are read to say why a run waits or failed; never written.
+    assert granted[("", "pods")] == {"get", "list"} and granted[("kueue.x-k8s.io", "workloads")] == {"get", "list"}
     assert "*" not in {verb for verbs in granted.values() for verb in verbs}
-    assert not {resource for _, resource in granted} & {"pods", "secrets", "configmaps", "*"}
+    assert not {resource for _, resource in granted} & {"secrets", "configmaps", "*"}
 
 
 def test_worker_role_may_only_read_its_resource_and_patch_status(render):

@@ -15,7 +15,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from layertap.reporter import StatusReporter
 
-from .support import free_port, stop, wait_for
+from kube import free_port, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "layertap"
@@ -69,6 +69,8 @@ CAN_I = [
     (OPERATOR, "delete", "jobsets.jobset.x-k8s.io", WATCHED, False),
     (OPERATOR, "delete", "activationextractions.layertap.dev", WATCHED, False),
     (OPERATOR, "create", "pods", WATCHED, False),
+    (OPERATOR, "list", "pods", WATCHED, True),
+    (OPERATOR, "delete", "pods", WATCHED, False),
     (OPERATOR, "get", "secrets", WATCHED, False),
     (OPERATOR, "get", "secrets", SYSTEM, False),
     (OPERATOR, "create", "customresourcedefinitions.apiextensions.k8s.io", None, False),
@@ -128,7 +130,7 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
     args = [a.replace("0.0.0.0:8080", f"127.0.0.1:{port}") for a in container["args"]]
     env = {
         **installed.env,
-        **{e["name"]: e["value"] for e in container["env"]},
+        **{e["name"]: e["value"] for e in container["env"] if "value" in e},
         "KUBECONFIG": str(installed.kubeconfig_for(deployment["spec"]["template"]["spec"]["serviceAccountName"], SYSTEM)),
     }
     log = tmp_path / "operator.log"

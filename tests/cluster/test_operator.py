@@ -21,7 +21,7 @@ import yaml
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
 
-from .support import free_port, stop, wait_for
+from kube import free_port, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts/layertap/crds/layertap.dev_activationextractions.yaml"
@@ -154,6 +154,26 @@ def write_jobset_status(control_plane, namespace: str, status: dict, name: str =
         "--type=merge",
         "-p",
         json.dumps({"status": status}),
+    )
+
+
+def run_worker_pod(control_plane, namespace: str, attempt: int, name: str = "qwen-arc") -> None:
+    """What the Job controller and a kubelet would do (there are none here): a worker pod of
+    the JobSet's attempt, running."""
+    control_plane.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}, namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-worker-0-0-abcde",
+            "labels": {"layertap.dev/extraction": name, "jobset.sigs.k8s.io/restart-attempt": str(attempt)},
+        },
+        "spec": {"containers": [{"name": "worker", "image": "worker:1"}]},
+    }
+    control_plane.apply(pod, namespace)
+    control_plane.kubectl(
+        "patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Running"}}),
     )
 
 
@@ -302,6 +322,7 @@ def test_status_follows_the_jobset_with_events(control_plane, operator, namespac
             ],
         },
     )
+    run_worker_pod(control_plane, namespace, attempt=1)  # Running means a worker pod runs
     running = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Running" and s, "Running")
     assert running["restarts"] == 1 and running["startTime"]
 

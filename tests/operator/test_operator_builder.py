@@ -120,7 +120,14 @@ def test_v5e_8x8_in_full(build, validate_jobset) -> None:
     ]
     spec = jobset["spec"]
     assert spec["suspend"] is True  # queued: Kueue unsuspends on admission
-    assert spec["failurePolicy"] == {"maxRestarts": 5}
+    assert spec["failurePolicy"]["maxRestarts"] == 5
+    # An invalid spec fails at once; a disruption restarts without counting; the rest counts.
+    rules = {rule["name"]: rule["action"] for rule in spec["failurePolicy"]["rules"]}
+    assert rules == {"InvalidSpec": "FailJobSet", "Disrupted": "RestartJobSetAndIgnoreMaxRestarts"}
+    job = spec["replicatedJobs"][0]["template"]["spec"]
+    invalid, disrupted = job["podFailurePolicy"]["rules"]
+    assert invalid["onExitCodes"]["values"] == [wire.EXIT_INVALID] and invalid["action"] == "FailJob"
+    assert disrupted["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert spec["ttlSecondsAfterFinished"] == 600
     assert spec["network"]["enableDNSHostnames"] is True
     assert spec["replicatedJobs"][0]["template"]["spec"]["activeDeadlineSeconds"] == 7200

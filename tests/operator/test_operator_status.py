@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from layertap_api.resource import ActivationExtractionSpec
-from layertap_operator.status import Observation, Problem, applied_spec, changed_fields, desired_status
+from layertap_operator.status import (
+    Observation,
+    PodState,
+    Problem,
+    applied_spec,
+    changed_fields,
+    desired_status,
+    pod_state,
+)
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -30,12 +38,15 @@ def jobset(suspend: bool = False, active: int = 0, conditions: tuple[str, ...] =
     }
 
 
+RUNNING = (PodState("qwen-arc-worker-0-0-x", "Running"),)
+
+
 @pytest.mark.parametrize(
     ("observed", "extra", "phase"),
     [
         (None, {}, "Pending"),
         (jobset(), {}, "Pending"),
-        (jobset(active=16), {}, "Running"),
+        (jobset(active=16), {}, "Pending"),  # Jobs active, but no worker pod runs yet
         (jobset(suspend=True), {"suspend": True}, "Suspended"),
         (jobset(suspend=True), {"queueName": "tpu"}, "Pending"),
         (jobset(active=3, conditions=("Completed",)), {}, "Succeeded"),
@@ -60,7 +71,7 @@ def test_transitions_keep_times_and_events_fire_once(spec) -> None:
     assert events == [] and again == first
 
     running, events = desired_status(
-        Observation(1, spec, jobset(active=16, restarts=1)), again, T0 + timedelta(minutes=1)
+        Observation(1, spec, jobset(active=16, restarts=1), pods=RUNNING), again, T0 + timedelta(minutes=1)
     )
     assert [e.reason for e in events] == ["Running"]
     assert running["startTime"] == "2026-01-02T03:05:05Z" and running["restarts"] == 1
@@ -74,7 +85,9 @@ def test_transitions_keep_times_and_events_fire_once(spec) -> None:
 
 def test_unappliable_change_is_a_condition_and_a_warning(spec) -> None:
     changed = ["dataset.uri", "extraction.layers"]
-    status, events = desired_status(Observation(2, spec, jobset(active=1), changed_fields=changed), {}, T0)
+    status, events = desired_status(
+        Observation(2, spec, jobset(active=1), changed_fields=changed, pods=RUNNING), {}, T0
+    )
     applied = {x["type"]: x for x in status["conditions"]}["SpecApplied"]
     assert (applied["status"], applied["reason"], applied["observedGeneration"]) == ("False", "ChangeNotApplied", 2)
     assert "dataset.uri, extraction.layers" in applied["message"]
@@ -114,3 +127,51 @@ def test_applied_spec_reads_the_workers_environment(spec) -> None:
 
     built = build_jobset(spec, Owner("qwen-arc", "ns", "uid-1"), "image:1")
     assert applied_spec(built) == spec.to_wire()
+
+
+def pod(phase: str = "Pending", conditions=(), container=None) -> dict:
+    return {
+        "metadata": {"name": "qwen-arc-worker-0-1-abcde"},
+        "status": {"phase": phase, "conditions": list(conditions), "containerStatuses": [container] if container else []},
+    }
+
+
+UNSCHEDULABLE = {
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/8 nodes are available: 8 node(s) didn't match Pod's node affinity/selector.",
+}
+
+
+@pytest.mark.parametrize(
+    ("pods", "observed", "phase", "reason", "message"),
+    [
+        ([pod("Running"), pod()], jobset(active=1), "Running", "Running", "1 of 16 worker pods are running"),
+        ([pod(conditions=[UNSCHEDULABLE])] * 2, jobset(active=1), "Pending", "Unschedulable",
+         "2 of 16 worker pods cannot be scheduled: 0/8 nodes are available: 8 node(s) didn't match"),
+        ([pod(container={"state": {"waiting": {"reason": "ErrImagePull", "message": "no such image x:1"}}})],
+         jobset(active=1), "Pending", "ErrImagePull", "cannot start: ErrImagePull: no such image x:1"),
+        ([pod(container={"state": {"waiting": {"reason": "ContainerCreating"}}})], jobset(active=1), "Pending",
+         "Starting", "waiting for the worker pods to start"),
+        ([pod("Failed", container={"state": {"terminated": {"exitCode": 2, "message": "layertap extract: error: "
+          "extraction.layers: [30] out of range"}}})], jobset(conditions=("Failed",)), "Failed", "FailedReason",
+         "jobset Failed; worker pod qwen-arc-worker-0-1-abcde exited with code 2: layertap extract: error: "
+         "extraction.layers: [30] out of range"),
+        ([pod("Failed", container={"state": {"terminated": {"exitCode": 137}}})], jobset(conditions=("Failed",)),
+         "Failed", "FailedReason", "exited with code 137"),
+    ],
+)
+def test_the_phase_says_what_the_pods_do(spec, pods, observed, phase, reason, message) -> None:
+    states = tuple(pod_state(p) for p in pods)
+    status, events = desired_status(Observation(1, spec, observed, pods=states), {}, T0)
+    assert (status["phase"], events[0].reason) == (phase, reason)
+    assert message in events[0].message
+
+
+def test_a_queued_run_says_why_kueue_holds_it(spec_dict) -> None:
+    spec = ActivationExtractionSpec.model_validate({**spec_dict(), "queueName": "tpu"})
+    why = "couldn't assign flavors to pod set worker: insufficient unused quota for google.com/tpu"
+    status, events = desired_status(Observation(1, spec, jobset(suspend=True), admission=why), {}, T0)
+    assert (status["phase"], events[0].reason) == ("Pending", "Queued")
+    assert events[0].message.endswith(f"from queue tpu: {why}")

@@ -13,7 +13,7 @@ from gcs_emulator import Emulator, FaultyProxy
 from layertap.io import gcs as gcs_store
 from layertap.io import open_store
 from layertap.io.fetch import fetch_dir
-from layertap.store import finalize_run, layout, open_writer
+from layertap.store import TokenRecords, finalize_run, layout, open_writer
 
 from .units import add, expected_layer, make_units, meta_for
 
@@ -94,6 +94,19 @@ def test_round_trip(gcs):
     assert len(first_chars) > 1
     run = layertap.open(gcs)
     assert run.finalized and len(run.read_layer(2, segments=["test-input"])) > 0
+
+
+def test_a_shard_of_only_empty_units_reads_back(gcs):
+    """A process whose rows of a step are all padding commits a unit of no tokens; its empty
+    tensors are read without a request (GCS answers an empty range with 416)."""
+    empty = TokenRecords.of(
+        np.zeros((3, 0, 24), np.float32), **{name: np.zeros(0) for name in ("token_ids", "sample_index", "position", "segment")}
+    )
+    with open_writer(gcs, meta_for()) as writer:
+        writer.add(0, empty, {})
+    finalize_run(gcs)
+    run = layertap.open(gcs)
+    assert run.num_tokens == 0 and len(run.read_layer(5)) == 0 and run.problems() == []
 
 
 def test_upload_errors_are_retried_without_partial_or_duplicate_shards(gcs, proxy):

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS
+from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS, TERMINATION_LOG
 
 from layertap.errors import LayerTapError
 
@@ -48,11 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or EXIT_SUCCESS)
     except LayerTapError as error:
-        print(f"layertap {name}: error: {error}", file=sys.stderr)
+        message = f"layertap {name}: error: {error}"
+        print(message, file=sys.stderr)
+        write_termination_message(message)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"layertap {name}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def write_termination_message(message: str) -> None:
+    """In a Kubernetes container, tell the cluster why this process failed (the pod's status
+    carries it, and the operator puts it in the resource's status); elsewhere, nothing."""
+    try:
+        fd = os.open(TERMINATION_LOG, os.O_WRONLY | os.O_TRUNC)  # no O_CREAT: only where the kubelet made it
+    except OSError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as log:
+        log.write(message[-4096:])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class Progress:
     def computed(self, tokens: int) -> None:
         self.tokens_computed += tokens
         self._bar.update(tokens)
+        if self._reporter is not None:  # rate and ETA move with every step; done counts stay durable-only
+            self._reporter.update(self.as_status())
 
     def committed(self, samples: int, tokens: int, shards: int, bytes_: int) -> None:
         """Samples/tokens newly durable; shards/bytes: this process's writer totals."""
