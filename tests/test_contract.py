@@ -82,14 +82,14 @@ def test_every_pod_finds_its_place_from_the_builders_environment(example):
             slice_id,
         )
         setup = detect(env=env)
-        if contract.ENV_MEGASCALE_COORDINATOR in env:  # TPU multislice: libtpu and JAX's detection
-            assert setup.source == "tpu"
+        assert (setup.source, setup.process_id, setup.num_processes) == ("jobset", process_id, res.process_count)
+        assert setup.coordinator == placement.coordinator and setup.slice_id == slice_id
+        if contract.ENV_MEGASCALE_COORDINATOR in env:  # TPU multislice: what libtpu reads
             assert env[contract.ENV_MEGASCALE_SLICE_ID] == str(slice_id)
             assert env[contract.ENV_MEGASCALE_NUM_SLICES] == str(res.slices)
             assert env[contract.ENV_MEGASCALE_COORDINATOR] == placement.coordinator.rsplit(":", 1)[0]
-        else:
-            assert (setup.source, setup.process_id, setup.num_processes) == ("jobset", process_id, res.process_count)
-            assert setup.coordinator == placement.coordinator
+        # On GKE, TPU pods also get TPU_WORKER_HOSTNAMES/TPU_WORKER_ID, and JAX detects the slice.
+        assert detect(env={**env, "TPU_WORKER_HOSTNAMES": "a,b", "TPU_WORKER_ID": str(host)}).source == "tpu"
         # The coordinator is process 0's DNS name in the JobSet's headless service, on the declared port.
         host0 = contract.pod_hostname(name, 0, 0)
         assert placement.coordinator == f"{host0}.{subdomain}:{container['ports'][0]['containerPort']}"

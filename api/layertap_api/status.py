@@ -55,6 +55,16 @@ class ExtractionStatus(ApiModel):
     """Observed state of an ActivationExtraction."""
 
     phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    reason: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the phase is what it is, CamelCase: e.g. Starting, Unschedulable, Queued, Running, Completed.",
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=32768,
+        description="The same for people: what the workers do, why they wait (the scheduler's or Kueue's words), or what failed.",
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         max_length=16,

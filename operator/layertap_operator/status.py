@@ -193,9 +193,10 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
         reason = ("Suspended" if spec.suspend else "Queued") if suspended else "Resumed"
         out.append(("Suspended", "True" if suspended else "False", reason, phase_message if suspended else ""))
         done = _jobset_conditions(js)
-        for kind in ("Completed", "Failed"):
-            if kind in done:
-                out.append((kind, "True", done[kind].get("reason") or kind, done[kind].get("message", "")))
+        if "Completed" in done:
+            out.append(("Completed", "True", done["Completed"].get("reason") or "Completed", done["Completed"].get("message", "")))
+        if "Failed" in done:  # with the cause the failed worker gave
+            out.append(("Failed", "True", done["Failed"].get("reason") or "Failed", phase_message))
     return out
 
 
@@ -220,6 +221,8 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         )
     status = {
         "phase": phase,
+        "reason": reason,
+        "message": message,
         "conditions": conditions,
         "observedGeneration": obs.generation,
         "outputURI": obs.spec.output.uri,
@@ -233,7 +236,7 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         status["completionTime"] = previous.get("completionTime") or stamp
 
     events = []
-    if phase != previous.get("phase"):
+    if (phase, reason) != (previous.get("phase"), previous.get("reason")):  # e.g. Starting -> Unschedulable
         events.append(Event("Warning" if phase == "Failed" else "Normal", reason, f"{phase}: {message}"))
     for cond in conditions:
         old = before.get(cond["type"])

@@ -11,7 +11,7 @@ import time
 import pytest
 from kube import wait_for
 
-from .conftest import NAMESPACE, assert_same_output, kill_process, local_reference, progress_values
+from workflow import NAMESPACE, assert_same_output, kill_process, local_reference, progress_values
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,3 +29,148 @@ def test_multihost_v5e_runs_to_succeeded_with_the_output_of_a_local_run(e2e):
     assert {p["spec"]["nodeName"].rsplit("-", 1)[0] for p in pods} == {"v5e-4x4"}
     reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
     assert_same_output(e2e.read_output(), reference)
+
+
+def test_multislice_v6e_gives_every_pod_its_process_and_slice(e2e):
+    spec = e2e.spec("tpu-v6e-slice", "4x4", resources={"slices": 2}, extraction={"batchSize": 32})
+    e2e.apply(spec)
+    status = e2e.wait_phase("Succeeded")
+    assert status["progress"]["samplesDone"] == status["progress"]["samplesTotal"]
+    pods = e2e.pods()
+    assert len(pods) == 8
+    # One Job per slice, each on a node pool of its own (JobSet's exclusive topology, placed by the scheduler).
+    pools = {}
+    for pod in pods:
+        slice_id = pod["metadata"]["annotations"]["jobset.sigs.k8s.io/job-index"]
+        pools.setdefault(int(slice_id), set()).add(pod["spec"]["nodeName"].rsplit("-", 1)[0])
+    assert sorted(len(p) for p in pools.values()) == [1, 1] and len(set.union(*pools.values())) == 2
+    for directory in e2e.pod_directories():
+        slice_id, host = (int(x) for x in directory.name.split("-worker-")[1].split("-")[:2])
+        log = (directory / "container.log").read_text()
+        assert f"joined as process {slice_id * 4 + host}/8 in slice {slice_id}," in log, log[-2000:]
+        assert f"MEGASCALE_SLICE_ID={slice_id} " in (directory / "setup.sh").read_text()
+    reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
+    assert_same_output(e2e.read_output(), reference)
+
+
+LONGER = {"dataset": {"prompt": {"augmentations": 3}}}  # about 10 steps: time to act mid-run
+
+
+def test_kill_9_of_a_worker_restarts_the_jobset_and_resumes_exactly(e2e):
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", **LONGER)
+    e2e.apply(spec)
+    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    victim = e2e.pod_directories()[1]
+    kill_process(victim, signal.SIGKILL)
+    restarted = wait_for(lambda: e2e.status().get("restarts"), "the JobSet to restart", 120)
+    assert restarted == 1
+    status = e2e.wait_phase("Succeeded", timeout=400)
+    assert status["restarts"] == 1
+    failed = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
+    assert failed["status"]["restarts"] == 1
+    reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
+    assert_same_output(e2e.read_output(), reference)  # nothing missing, nothing twice
+
+
+def test_an_invalid_worker_configuration_fails_at_once_without_restarts(e2e):
+    started = time.monotonic()
+    e2e.apply(e2e.spec("tpu-v5-lite-podslice", "4x4", extraction={"layers": [1, 30]}))
+    status = e2e.wait_phase("Failed", timeout=180)
+    assert time.monotonic() - started < 120
+    assert status["restarts"] == 0
+    message = next(c for c in status["conditions"] if c["type"] == "Failed")["message"]
+    assert "exited with code 2: layertap extract: error: extraction.layers: [30] out of range" in message, message
+    jobset = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
+    assert jobset["status"]["restarts"] == 0
+
+
+def operator_directory(e2e):
+    root = e2e.cluster.workdir / "podrunner" / "pods"
+    return max(root.glob("layertap-system_layertap-operator-*"), key=lambda d: d.stat().st_mtime)
+
+
+def test_operator_killed_mid_reconcile_makes_exactly_one_jobset(e2e):
+    e2e.apply(e2e.spec("tpu-v5-lite-podslice", "4x4"))
+    kill_process(operator_directory(e2e), signal.SIGKILL)  # at once: creation is in flight or just done
+    e2e.wait_phase("Running", timeout=120)
+    kill_process(operator_directory(e2e), signal.SIGKILL)  # and again while it runs
+    status = e2e.wait_phase("Succeeded", timeout=300)
+    jobsets = json.loads(e2e.cluster.kubectl("get", "jobsets", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    assert [j["metadata"]["name"] for j in jobsets if j["metadata"]["name"].startswith(e2e.name)] == [e2e.name]
+    assert status["progress"]["samplesDone"] == status["progress"]["samplesTotal"]
+    operator = json.loads(e2e.cluster.kubectl(
+        "get", "pods", "-n", "layertap-system", "-l", "app.kubernetes.io/component=operator", "-o", "json").stdout)
+    assert max(p["status"]["containerStatuses"][0]["restartCount"] for p in operator["items"]) >= 2
+
+
+def test_suspend_mid_run_then_resume_finishes_with_the_same_output(e2e):
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", **LONGER)
+    e2e.apply(spec)
+    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    e2e.cluster.kubectl("patch", "ae", e2e.name, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    e2e.wait_phase("Suspended", timeout=120)
+    wait_for(lambda: not e2e.pods(), "the worker pods to go away", 120)
+    e2e.cluster.kubectl("patch", "ae", e2e.name, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    status = e2e.wait_phase("Succeeded", timeout=400)
+    assert status["restarts"] == 0  # a suspension is no failure
+    reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
+    assert_same_output(e2e.read_output(), reference)
+
+
+def test_kueue_runs_one_slice_and_holds_the_second_until_it_finishes(e2e):
+    quota = [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "v5e-2x2"},
+         "spec": {"nodeLabels": {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                                 "cloud.google.com/gke-tpu-topology": "2x2"}}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "one-v5e-slice"},
+         "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["google.com/tpu"], "flavors": [
+             {"name": "v5e-2x2", "resources": [{"name": "google.com/tpu", "nominalQuota": "4"}]}]}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": "tpu-v5e", "namespace": NAMESPACE}, "spec": {"clusterQueue": "one-v5e-slice"}},
+    ]
+    e2e.cluster.plane.apply(quota)
+    spec = e2e.spec("tpu-v5-lite-podslice", "2x2", queueName="tpu-v5e", extraction={"batchSize": 4}, **LONGER)
+    first, second = f"{e2e.name}a", f"{e2e.name}b"
+    e2e.apply(spec, first)
+    e2e.wait_phase("Running", timeout=120, name=first)
+    e2e.apply(spec, second)
+
+    def held():
+        status = e2e.status(second)
+        return status.get("phase") == "Pending" and "insufficient unused quota" in json.dumps(status) and status
+
+    waiting = wait_for(held, "the second run to be held by Kueue", 60)
+    assert e2e.pods(second) == [] and waiting["reason"] == "Queued"
+    assert waiting["message"].startswith("waiting for Kueue to admit it from queue tpu-v5e: couldn't assign flavors")
+    e2e.wait_phase("Succeeded", timeout=400, name=first)
+    e2e.wait_phase("Succeeded", timeout=400, name=second)
+
+
+def test_too_few_tpu_nodes_says_why_it_waits(e2e):
+    e2e.apply(e2e.spec("tpu-v5-lite-podslice", "8x8", extraction={"batchSize": 64}))  # no 8x8 pool here
+    status = wait_for(lambda: (s := e2e.status()).get("reason") == "Unschedulable" and s,
+                      "the scheduler's reason in the status", 60)
+    assert status["phase"] == "Pending" and "worker pods cannot be scheduled: 0/" in status["message"]
+    assert "didn't match Pod's node affinity/selector" in status["message"]  # the scheduler's own words
+    def event():
+        described = e2e.cluster.kubectl("describe", "ae", e2e.name, "-n", NAMESPACE).stdout
+        return "Unschedulable" in described[described.index("Events:"):]
+
+    wait_for(event, "an Unschedulable event", 30)
+    e2e.cluster.kubectl("delete", "ae", e2e.name, "-n", NAMESPACE, "--wait=true", "--timeout=60s")
+
+
+def test_deleting_the_resource_removes_its_jobset_jobs_and_pods(e2e):
+    e2e.apply(e2e.spec("tpu-v5-lite-podslice", "4x4", **LONGER))
+    e2e.wait_phase("Running", timeout=120)
+    e2e.cluster.kubectl("delete", "ae", e2e.name, "-n", NAMESPACE, "--wait=true", "--timeout=60s")
+
+    def gone():
+        selector = f"layertap.dev/extraction={e2e.name}"
+        left = [
+            e2e.cluster.kubectl("get", kind, "-n", NAMESPACE, "-l", selector, "-o", "name").stdout.strip()
+            for kind in ("jobsets", "jobs", "pods")
+        ]
+        return not any(left)
+
+    wait_for(gone, "the JobSet, its Jobs and pods to be deleted", 120)

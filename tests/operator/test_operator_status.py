@@ -175,3 +175,13 @@ def test_a_queued_run_says_why_kueue_holds_it(spec_dict) -> None:
     status, events = desired_status(Observation(1, spec, jobset(suspend=True), admission=why), {}, T0)
     assert (status["phase"], events[0].reason) == ("Pending", "Queued")
     assert events[0].message.endswith(f"from queue tpu: {why}")
+
+
+def test_a_new_reason_in_the_same_phase_is_an_event(spec) -> None:
+    starting, _ = desired_status(Observation(1, spec, jobset(active=1)), {}, T0)
+    stuck = (pod_state(pod(conditions=[UNSCHEDULABLE])),)
+    waiting, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), starting, T0)
+    assert (starting["phase"], waiting["phase"]) == ("Pending", "Pending")
+    assert [e.reason for e in events] == ["Unschedulable"]
+    again, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), waiting, T0)
+    assert events == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import get_args
 
-from layertap_api.contract import ENV_SPEC
+from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED
 from layertap_api.spec import (
     ComputeDtype,
     DatasetFormat,
@@ -104,14 +105,25 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from layertap.extract.runner import execute, prepare
+    from layertap.extract.stopping import stop_on_termination
     from layertap.reporter import StatusReporter
 
-    summary = execute(
-        prepare(job),
-        setup,
-        show_progress=not args.no_progress,
-        reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,
-    )
+    with stop_on_termination() as stop:
+        summary = execute(
+            prepare(job),
+            setup,
+            show_progress=not args.no_progress,
+            reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,
+            stop=stop,
+        )
+    if summary.stopped:
+        print(
+            f"layertap extract: stopped by {summary.stopped} after {summary.steps_run} steps; what they computed "
+            "is committed, and the same command resumes",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     if jax.process_index() == 0:
         print(
             f"layertap extract: {summary.steps_run} steps run ({summary.steps_skipped} already done), "

@@ -21,7 +21,8 @@ from layertap.environment import worker_environment
 from layertap.errors import LayerTapError
 
 # Set by GKE on TPU VMs (and by JAX's TPU cluster detection); their presence means "let JAX detect".
-TPU_ENV_KEYS = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "TPU_WORKER_ID")
+# GKE injects these into TPU pods (the MEGASCALE_* ones are ours, not a sign of TPU VMs).
+TPU_ENV_KEYS = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID")
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,18 @@ class Distributed:
     coordinator: str | None = None
     num_processes: int = 1
     process_id: int = 0
+    slice_id: int | None = None  # which slice (JobSet Job) this process is in
 
     def __str__(self) -> str:
         if self.source == "single":
             return "single process"
         if self.source == "tpu":
             return "TPU slice (JAX auto-detection)"
-        return f"process {self.process_id}/{self.num_processes}, coordinator {self.coordinator} (from {self.source})"
+        where = f" in slice {self.slice_id}" if self.slice_id is not None else ""
+        return (
+            f"process {self.process_id}/{self.num_processes}{where}, coordinator {self.coordinator} "
+            f"(from {self.source})"
+        )
 
 
 def from_flags(coordinator: str | None, num_processes: int | None, process_id: int | None) -> Distributed | None:
@@ -54,7 +60,9 @@ def from_jobset_env(env: Mapping[str, str]) -> Distributed | None:
     placement = worker_environment(env).placement
     if placement is None:
         return None
-    return Distributed("jobset", placement.coordinator, placement.num_processes, placement.process_id)
+    return Distributed(
+        "jobset", placement.coordinator, placement.num_processes, placement.process_id, placement.slice_id
+    )
 
 
 def detect(

@@ -29,6 +29,7 @@ from layertap.extract.distributed import Distributed
 from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
+from layertap.extract.stopping import StopRequest
 from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
@@ -176,6 +177,7 @@ class RunSummary:
     times: StepTimes = field(default_factory=StepTimes)
     compile_seconds: float = 0.0  # included in seconds
     flush_seconds: float = 0.0  # included in seconds: waiting for the last shards after the last step
+    stopped: str = ""  # what stopped the run early (e.g. SIGTERM); the committed units are kept
 
     @property
     def tokens_per_second(self) -> float:
@@ -241,8 +243,11 @@ def execute(
     *,
     show_progress: bool = True,
     reporter=None,
+    stop: StopRequest | None = None,
 ) -> RunSummary:
-    """Run the plan's remaining steps on this process's devices, then finalize the run."""
+    """Run the plan's remaining steps on this process's devices, then finalize the run. When
+    `stop` is set, stop at the next step boundary: what was computed becomes durable, the
+    run is not finalized (a rerun resumes it)."""
     from jax.experimental import multihost_utils
 
     from layertap.store.index import finalize_run
@@ -280,12 +285,25 @@ def execute(
     sink = UnitSink(prepared, writer, progress, local_rows(mesh, plan.rows_per_step), process, processes)
     started = time.perf_counter()
     with writer:
-        compile_seconds = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink)
+        compile_seconds, ran = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink, stop)
         flush_started = time.perf_counter()
     flush_seconds = time.perf_counter() - flush_started  # the writer's last shards becoming durable
     sink.all_durable()
     progress.close()
     seconds = time.perf_counter() - started
+    summary = RunSummary(
+        steps_run=len(ran),
+        steps_skipped=len(skipped),
+        useful_tokens=sum(plan.step_tokens(s) for s in ran),
+        seconds=seconds,
+        padding_fraction=plan.padding_fraction,
+        times=sink.times,
+        compile_seconds=compile_seconds,
+        flush_seconds=flush_seconds,
+        stopped=stop.signal if stop else "",
+    )
+    if stop:
+        return summary  # the other processes are stopping too: no barrier, no finalize
 
     multihost_utils.sync_global_devices("layertap: all units durable")
     if process == 0:
@@ -295,16 +313,7 @@ def execute(
             f"({human_bytes(manifest['total_bytes'])}) to {job.output.uri}",
             flush=True,
         )
-    return RunSummary(
-        steps_run=len(todo),
-        steps_skipped=len(skipped),
-        useful_tokens=sum(plan.step_tokens(s) for s in todo),
-        seconds=seconds,
-        padding_fraction=plan.padding_fraction,
-        times=sink.times,
-        compile_seconds=compile_seconds,
-        flush_seconds=flush_seconds,
-    )
+    return summary
 
 
 def _load_step(prepared: Prepared, mesh):
@@ -325,13 +334,25 @@ def _load_step(prepared: Prepared, mesh):
 
 
 def _run_steps(
-    prepared: Prepared, mesh, params, step_fn, todo: list[int], mine_done: list[bool], sink: UnitSink
-) -> float:
-    """Dispatch each step, then finish the previous one while it runs; returns compile seconds."""
+    prepared: Prepared,
+    mesh,
+    params,
+    step_fn,
+    todo: list[int],
+    mine_done: list[bool],
+    sink: UnitSink,
+    stop: StopRequest | None,
+) -> tuple[float, list[int]]:
+    """Dispatch each step, then finish the previous one while it runs, until done or asked to
+    stop; returns compile seconds and the steps run."""
     plan = prepared.plan
     compile_seconds, compiled = 0.0, set()
     pending: tuple[int, jax.Array] | None = None
+    ran: list[int] = []
     for step in todo:
+        if stop:
+            break
+        ran.append(step)
         t0 = time.perf_counter()
         shape = plan.steps[step]
         batch = host.build_batch(
@@ -350,7 +371,7 @@ def _run_steps(
         pending = (step, out)
     if pending is not None:
         sink.finish(*pending, write=not mine_done[pending[0]])
-    return compile_seconds
+    return compile_seconds, ran
 
 
 def attention_weight(config: Qwen2Config) -> float:
