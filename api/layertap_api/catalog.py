@@ -113,3 +113,10 @@ AcceleratorName = Literal[tuple(ACCELERATORS)]  # type: ignore[valid-type]
 def tpu_chips_by_topology() -> dict[str, int]:
     """Every TPU topology in the catalog -> its chip count (for the CEL mesh rule)."""
     return {t: s.chips for a in ACCELERATORS.values() for t, s in a.topologies.items()}
+
+
+def tpu_hosts_by_topology() -> dict[str, dict[str, int]]:
+    """accelerator -> topology -> hosts (VMs, one pod each) of every TPU slice shape."""
+    return {
+        a.name: {t: shape.hosts for t, shape in a.topologies.items()} for a in ACCELERATORS.values() if a.kind == "tpu"
+    }

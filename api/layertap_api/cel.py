@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 
-from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology
+from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology, tpu_hosts_by_topology
 
-# Pod hostnames are <jobset>-worker-<slice>-<host> and must stay within a 63-character DNS
-# label: 15 characters go to "-worker-" and the indices (up to 2 + 4 digits).
-MAX_NAME_LENGTH = 48
+# The JobSet's pods are named <name>-worker-<slice>-<host>-<5 random characters>, and the
+# JobSet webhook requires that to be a DNS-1035 label of at most 63 characters: the name gets
+# 63 - 15 = 48 characters, less the digits of the last slice and host index (names.py).
+NAME_BUDGET = 48
 
 
 def _literal(value: object) -> str:
@@ -40,6 +41,7 @@ _TOPOLOGIES = _literal({a.name: list(a.topologies) for a in ACCELERATORS.values(
 _TOPOLOGY_LISTS = _literal({a.name: ", ".join(a.topologies) for a in ACCELERATORS.values() if a.kind == "tpu"})
 _MAX_GPUS = _literal({a.name: a.max_gpus_per_host for a in ACCELERATORS.values() if a.kind == "gpu"})
 _CHIPS = _literal(tpu_chips_by_topology())
+_HOSTS = _literal(tpu_hosts_by_topology())
 # Device count; 0 for an invalid topology (reported by its own rule, and the mesh rules pass).
 _DEVICES = (
     f"({_TPU} ? ((has(self.topology) && self.topology in {_CHIPS}) ? {_CHIPS}[self.topology] * self.slices : 0)"
@@ -62,6 +64,12 @@ RESOURCES_RULES: list[dict] = [
     _rule(f"{_TPU} || !has(self.topology)", ".topology", "only TPU accelerators have a topology; use hosts"),
     _rule(f"!{_TPU} || !has(self.hosts)", ".hosts", "on TPU the topology decides the hosts; remove hosts"),
     _rule(f"{_TPU} || self.slices == 1", ".slices", "multislice is TPU only; use hosts"),
+    _rule(
+        f"self.slices == 1 || !{_TPU} || !has(self.topology) || !(self.accelerator in {_HOSTS})"
+        f" || !(self.topology in {_HOSTS}[self.accelerator]) || {_HOSTS}[self.accelerator][self.topology] > 1",
+        ".slices",
+        "multislice needs a multi-host topology: GKE runs multislice only on multi-host TPU node pools",
+    ),
     _rule(
         f"!has(self.gpusPerHost) || self.accelerator in {_MAX_GPUS}",
         ".gpusPerHost",
@@ -93,10 +101,40 @@ RESOURCES_RULES: list[dict] = [
     ),
 ]
 
+def name_too_long(limit: int) -> str:
+    """The message for a name over `limit` characters (Python and the CRD say the same)."""
+    return (
+        f"metadata.name must be at most {limit} characters for this topology: the JobSet names its pods "
+        "NAME-worker-SLICE-HOST-xxxxx, which must fit a 63-character DNS label"
+    )
+
+
+def _digits(n: str) -> str:
+    """CEL for the number of decimal digits of a non-negative int below 10,000."""
+    return f"({n} < 10 ? 1 : {n} < 100 ? 2 : {n} < 1000 ? 3 : 4)"
+
+
+_RES = "self.spec.resources"
+_HOSTS_PER_SLICE = (
+    f"((has({_RES}.topology) && {_RES}.accelerator in {_HOSTS} && {_RES}.topology in {_HOSTS}[{_RES}.accelerator])"
+    f" ? {_HOSTS}[{_RES}.accelerator][{_RES}.topology] : (has({_RES}.hosts) ? {_RES}.hosts : 1))"
+)
+_SLICES = f"(has({_RES}.slices) ? {_RES}.slices : 1)"
+MAX_NAME = f"({NAME_BUDGET} - {_digits(f'({_SLICES} - 1)')} - {_digits(f'({_HOSTS_PER_SLICE} - 1)')})"
+
 ROOT_RULES: list[dict] = [
     _rule(
-        f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
         None,
-        f"metadata.name must be at most {MAX_NAME_LENGTH} characters (it names the JobSet and its pods' hostnames)",
-    )
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter): "
+        "it names the JobSet, its pods and their hostnames",
+    ),
+    _rule(
+        f"size(self.metadata.name) <= {MAX_NAME}",
+        None,
+        "metadata.name is too long for this topology: the JobSet's pod names must fit 63 characters",
+        # One literal per possible limit: the server's cost estimate cannot bound string(int).
+        "".join(f"{MAX_NAME} == {n} ? {_literal(name_too_long(n))} : " for n in range(NAME_BUDGET - 8, NAME_BUDGET))
+        + _literal(name_too_long(NAME_BUDGET)),
+    ),
 ]

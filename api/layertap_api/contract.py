@@ -11,7 +11,7 @@ A worker pod gets (docs/architecture.md, "Operator <-> worker"):
 - where it sits in the JobSet: `JOBSET_NAME`, `REPLICATED_JOB_NAME`, `JOB_INDEX` (the slice:
   one Job per slice, from JobSet's job-index annotation through the downward API),
   `JOB_COMPLETION_INDEX` (the host in the slice, set by Kubernetes for Indexed Jobs),
-  `LAYERTAP_PROCESSES_PER_JOB`, `LAYERTAP_NUM_PROCESSES`, `LAYERTAP_COORDINATOR_PORT`;
+  `LAYERTAP_PROCESSES_PER_JOB`, `LAYERTAP_NUM_PROCESSES`, `JAX_COORDINATOR_PORT`;
 - on TPU multislice, the `MEGASCALE_*` variables libtpu reads.
 """
 
@@ -31,17 +31,34 @@ ENV_JOB_INDEX = "JOB_INDEX"  # which slice (Job) the pod is in
 ENV_JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # the host in the slice; Kubernetes sets it
 ENV_PROCESSES_PER_JOB = "LAYERTAP_PROCESSES_PER_JOB"
 ENV_NUM_PROCESSES = "LAYERTAP_NUM_PROCESSES"
-ENV_COORDINATOR_PORT = "LAYERTAP_COORDINATOR_PORT"
+ENV_COORDINATOR_PORT = "JAX_COORDINATOR_PORT"  # JAX reads it too, in its GKE TPU detection
 ENV_CACHE = "LAYERTAP_CACHE"  # where the worker caches fetched checkpoints
+ENV_METRICS_PORT = "LAYERTAP_METRICS_PORT"  # the worker serves Prometheus metrics there
+ENV_RESTART_ATTEMPT = "LAYERTAP_RESTART_ATTEMPT"  # the JobSet restart attempt (its pod label, downward API)
+JOBSET_RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
+ENV_JAX_PLATFORMS = "JAX_PLATFORMS"  # JAX fails instead of falling back to CPU
+# Set only by a test cluster whose nodes simulate their accelerator with CPU devices (the
+# e2e pod runner): the platform stood in for, e.g. "tpu". Never set on a real cluster.
+ENV_SIMULATED_ACCELERATOR = "LAYERTAP_SIMULATED_ACCELERATOR"
+# JAX's platform name for each accelerator kind of the catalog.
+JAX_PLATFORM = {"tpu": "tpu", "gpu": "cuda", "cpu": "cpu"}
 # Multislice (TPU over the data-center network): read by libtpu.
 ENV_MEGASCALE_COORDINATOR = "MEGASCALE_COORDINATOR_ADDRESS"
 ENV_MEGASCALE_NUM_SLICES = "MEGASCALE_NUM_SLICES"
 ENV_MEGASCALE_SLICE_ID = "MEGASCALE_SLICE_ID"
+ENV_MEGASCALE_PORT = "MEGASCALE_PORT"
 
 # -- the pods ----------------------------------------------------------------------------
 REPLICATED_JOB = "worker"  # the JobSet's one replicated Job
 CONTAINER = "worker"
-COORDINATOR_PORT = 8476  # jax.distributed's coordinator, served by process 0
+# jax.distributed's coordinator, served by process 0. 8482 is the port JAX's own GKE TPU
+# detection uses (jax/_src/clusters/cloud_tpu_cluster.py), so the declared port, our JobSet
+# placement and JAX's detection agree; JAX_COORDINATOR_PORT makes it explicit to both.
+COORDINATOR_PORT = 8482
+# The port libtpu's megascale (multislice, over the data-center network) runtime listens on;
+# its default is not documented, so it is set (as KubeRay's TPU webhook sets it) and declared.
+MEGASCALE_PORT = 8081
+METRICS_PORT = 9400  # the worker's /metrics
 # JobSet's annotation holding the Job's index within its replicated Job (sigs.k8s.io/jobset).
 JOBSET_JOB_INDEX_ANNOTATION = "jobset.sigs.k8s.io/job-index"
 JOB_INDEX_FIELD_PATH = f"metadata.annotations['{JOBSET_JOB_INDEX_ANNOTATION}']"

@@ -9,13 +9,14 @@ so `kubectl apply` rejects what the operator's validation would. The workers run
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from layertap_api.catalog import ACCELERATORS, Accelerator, AcceleratorName, SliceShape
-from layertap_api.cel import RESOURCES_RULES
-from layertap_api.spec import ApiModel, JobSpec, MeshSpec, WorkerSpec
+from layertap_api.cel import NAME_BUDGET, RESOURCES_RULES, name_too_long
+from layertap_api.spec import ApiModel, ExpectedDevices, JobSpec, MeshSpec, WorkerSpec
 from layertap_api.status import ExtractionStatus
 
 GROUP = "layertap.dev"
@@ -28,6 +29,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # what JobSet requires of its pod names
 
 
 class ResourcesSpec(ApiModel):
@@ -106,6 +108,12 @@ class ResourcesSpec(ApiModel):
         return self.process_count * self.devices_per_host
 
     @property
+    def max_name_length(self) -> int:
+        """The longest resource name whose JobSet pod names (NAME-worker-SLICE-HOST-xxxxx) fit a
+        63-character DNS label, as JobSet's webhook requires (cel.py has the same rule)."""
+        return NAME_BUDGET - len(str(self.slices - 1)) - len(str(self.hosts_per_slice - 1))
+
+    @property
     def mesh_shape(self) -> tuple[int, int]:
         """(data, model) of the device mesh."""
         model = self.mesh.model if self.mesh else 1
@@ -125,6 +133,11 @@ class ResourcesSpec(ApiModel):
                 )
             if self.hosts is not None:
                 raise ValueError("resources.hosts: on TPU the topology decides the hosts; remove hosts")
+            if self.slices > 1 and self.hosts_per_slice == 1:
+                raise ValueError(
+                    f"resources.slices: multislice needs a multi-host topology: GKE runs multislice only on "
+                    f"multi-host TPU node pools, and {self.topology} is one host; use a larger topology"
+                )
         else:
             if self.topology is not None:
                 raise ValueError("resources.topology: only TPU accelerators have a topology; use hosts")
@@ -190,11 +203,47 @@ class ActivationExtractionSpec(JobSpec):
         ge=0,
         description="Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay.",
     )
+    termination_grace_period_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description=(
+            "How long a worker may take to stop when its pod is deleted (suspend, restart, preemption): it stops at "
+            "the next step boundary and commits what it computed. Unset: Kubernetes' 30 seconds."
+        ),
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="PriorityClass of the worker pods (scheduling and preemption among pods).",
+    )
+    workload_priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="Kueue WorkloadPriorityClass of the run (admission order and preemption among queued runs); needs queueName.",
+    )
+    privileged: bool = Field(
+        default=False,
+        description=(
+            "Run the worker containers privileged, as root. Only for TPU node pools on GKE before 1.28, where "
+            "containers needed it to reach the TPUs; from 1.28 GKE needs neither (docs/gke.md)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _priority_needs_a_queue(self) -> ActivationExtractionSpec:
+        if self.workload_priority_class_name and not self.queue_name:
+            raise ValueError("workloadPriorityClassName: a Kueue priority needs queueName (the run must be queued)")
+        return self
 
     def worker_spec(self) -> WorkerSpec:
         """What the workers run: the job sections and the device mesh, without the other cluster fields."""
         job = {name: getattr(self, name) for name in JobSpec.model_fields}
-        return WorkerSpec.model_validate({**job, "mesh": self.resources.mesh or MeshSpec()})
+        res = self.resources
+        devices = ExpectedDevices(platform=res.info.kind, per_host=res.devices_per_host, accelerator=res.accelerator)
+        return WorkerSpec.model_validate({**job, "mesh": res.mesh or MeshSpec(), "devices": devices})
 
 
 class ActivationExtraction(ApiModel):
@@ -209,3 +258,23 @@ class ActivationExtraction(ApiModel):
     status: ExtractionStatus | None = Field(
         default=None, description="Observed state, written by the operator and the workers."
     )
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> ActivationExtraction:
+        problem = name_problem(self.metadata.get("name", ""), self.spec.resources)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def name_problem(name: str, resources: ResourcesSpec) -> str:
+    """Why `name` cannot name a resource with these resources ('' if it can): the CRD's rules."""
+    if not re.fullmatch(DNS_1035_PATTERN, name):
+        return (
+            f"metadata.name {name!r} must be a DNS-1035 label (lower-case letters, digits and '-', starting "
+            "with a letter): it names the JobSet, its pods and their hostnames"
+        )
+    limit = resources.max_name_length
+    if len(name) > limit:
+        return name_too_long(limit)
+    return ""

@@ -150,6 +150,14 @@ class OutputSpec(ApiModel):
     shard_size_mb: int = Field(
         default=256, ge=1, le=8192, description="Upper bound of one shard's size in MiB."
     )
+    compilation_cache: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Where compiled XLA programs are kept so that a restarted worker does not compile again "
+            '(gs://... or a path; share one between runs of the same model and shapes). Unset: <uri>/.jax-cache; "off": nowhere.'
+        ),
+    )
 
 
 class JobSpec(ApiModel):
@@ -180,6 +188,14 @@ class MeshSpec(ApiModel):
     )
 
 
+class ExpectedDevices(ApiModel):
+    """The accelerator devices each worker host must have: what the resource asked for."""
+
+    platform: Literal["tpu", "gpu", "cpu"] = Field(description="JAX's platform name of the devices.")
+    per_host: int = Field(ge=1, description="Devices one worker process must see.")
+    accelerator: str = Field(description="The node-pool accelerator, for messages.")
+
+
 class WorkerSpec(JobSpec):
     """What a worker process runs: the job and how its devices are laid out.
 
@@ -188,3 +204,6 @@ class WorkerSpec(JobSpec):
     """
 
     mesh: MeshSpec = Field(default_factory=MeshSpec, description="The device mesh (data x model).")
+    devices: ExpectedDevices | None = Field(
+        default=None, description="The devices each host must have (a resource's accelerator); None: any."
+    )

@@ -118,3 +118,59 @@ def test_spec_errors_name_the_field(change: dict, match: str) -> None:
     data = {k: v for k, v in data.items() if v is not None}
     with pytest.raises(ValidationError, match=match):
         ActivationExtractionSpec.model_validate(data)
+
+
+def _root_rules_failing(resource: dict) -> list[str]:
+    """The CRD's root rules (on the whole object) as the API server evaluates them."""
+    from layertap_api.cel import ROOT_RULES
+
+    env = celpy.Environment()
+    obj = celpy.json_to_cel(resource)
+    failing = []
+    for rule in ROOT_RULES:
+        if not env.program(env.compile(rule["rule"])).evaluate({"self": obj}):
+            expression = rule.get("messageExpression")
+            failing.append(str(env.program(env.compile(expression)).evaluate({"self": obj})) if expression else rule["message"])
+    return failing
+
+
+@pytest.mark.parametrize(
+    ("name", "resources", "limit"),
+    [
+        ("a" * 45, {"accelerator": "tpu-v5-lite-podslice", "topology": "8x8"}, 45),  # 16 hosts: 2 digits
+        ("a" * 46, {"accelerator": "tpu-v5-lite-podslice", "topology": "4x4"}, 46),  # 4 hosts: 1 digit
+        ("a" * 42, {"accelerator": "tpu-v5p-slice", "topology": "16x16x24", "slices": 64}, 42),
+        ("a" * 46, {"accelerator": "cpu"}, 46),
+    ],
+)
+def test_the_name_limit_follows_the_topology(name, resources, limit) -> None:
+    from layertap_api.resource import ActivationExtraction
+
+    spec = {**SPEC, "resources": resources}
+    resource = {"apiVersion": "layertap.dev/v1alpha1", "kind": "ActivationExtraction", "metadata": {"name": name}, "spec": spec}
+    ActivationExtraction.model_validate(resource)
+    assert _root_rules_failing({**resource, "spec": {**spec, "resources": {"slices": 1, **resources}}}) == []
+    longer = {**resource, "metadata": {"name": name + "b"}}
+    with pytest.raises(ValidationError, match=f"at most {limit} characters"):
+        ActivationExtraction.model_validate(longer)
+    (message,) = _root_rules_failing({**longer, "spec": {**spec, "resources": {"slices": 1, **resources}}})
+    assert message.startswith(f"metadata.name must be at most {limit} characters for this topology")
+
+
+@pytest.mark.parametrize("name", ["2024-arc", "run.v2", "Qwen", "arc-"])
+def test_a_name_must_be_a_dns_1035_label(name) -> None:
+    from layertap_api.resource import ActivationExtraction
+
+    resource = {"metadata": {"name": name}, "spec": SPEC}
+    with pytest.raises(ValidationError, match="DNS-1035 label"):
+        ActivationExtraction.model_validate(resource)
+    assert any("DNS-1035" in m for m in _root_rules_failing({**resource, "spec": {**SPEC, "resources": {**SPEC["resources"], "slices": 1}}}))
+
+
+def test_multislice_needs_a_multi_host_topology() -> None:
+    single_host = {"accelerator": "tpu-v6e-slice", "topology": "2x2", "slices": 2}
+    with pytest.raises(ValidationError, match="resources.slices: multislice needs a multi-host topology"):
+        ResourcesSpec.model_validate(single_host)
+    assert {r["fieldPath"] for r in _failing_cel_rules(single_host)} == {".slices"}
+    ResourcesSpec.model_validate({**single_host, "topology": "4x4"})
+    assert _failing_cel_rules({**single_host, "topology": "4x4"}) == []
