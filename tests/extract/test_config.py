@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
+import yaml
 from layertap.errors import LayerTapError
 from layertap.extract import cli
 from layertap.extract.config import parse_layers
@@ -35,6 +37,7 @@ def test_a_whole_resource_is_read_and_cluster_fields_are_left_to_the_operator(tm
     assert job.model.uri == "/models/qwen" and job.dataset.max_tokens == 512
     assert job.extraction.layers == [10, 12] and job.extraction.positions == "last"
     assert model_axis == 2
+    assert job.devices is None  # run by hand: the TPUs are the cluster's, this machine runs on what it has
 
 
 def test_flags_override_the_file(tmp_path):
@@ -66,6 +69,13 @@ def test_the_spec_comes_from_the_environment_in_a_cluster():
     job = cli.job_from_args(parse(), env=env)
     model_axis = job.mesh.model
     assert job.dataset.format == "arc-json" and model_axis == 1
+
+
+def test_in_a_cluster_the_worker_expects_the_resources_devices():
+    resource = yaml.safe_load(RESOURCE)
+    env = {"LAYERTAP_SPEC": json.dumps(resource["spec"])}
+    devices = cli.job_from_args(parse(), env=env).devices
+    assert (devices.platform, devices.per_host, devices.accelerator) == ("tpu", 4, "tpu-v5-lite-podslice")
 
 
 @pytest.mark.parametrize(

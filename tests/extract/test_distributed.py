@@ -26,12 +26,12 @@ def test_flags_win_over_the_environment():
 def test_jobset_env_gives_the_first_pod_as_coordinator_and_a_global_process_id():
     setup = detect(env=JOBSET_ENV)
     assert setup.source == "jobset"
-    assert setup.coordinator == "arc-0-workers-0-0.arc-0:8476"
+    assert setup.coordinator == "arc-0-workers-0-0.arc-0:8482"
     assert (setup.num_processes, setup.process_id) == (8, 1 * 4 + 2)
 
 
 def test_jobset_coordinator_port_can_be_set():
-    setup = detect(env={**JOBSET_ENV, "LAYERTAP_COORDINATOR_PORT": "9000"})
+    setup = detect(env={**JOBSET_ENV, "JAX_COORDINATOR_PORT": "9000"})
     assert setup.coordinator == "arc-0-workers-0-0.arc-0:9000"
 
 

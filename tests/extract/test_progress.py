@@ -1,14 +1,20 @@
-"""Progress reaches the resource status through the reporter; counts are of durable units."""
+"""Progress reaches the resource status through the reporter (counts are of durable units),
+and Prometheus through the worker's /metrics endpoint."""
 
 from __future__ import annotations
 
 import argparse
+import socket
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 import layertap
 from layertap.extract import cli
 from layertap.extract.cli import job_from_args
 from layertap.extract.distributed import Distributed
 from layertap.extract.runner import execute, prepare
+from layertap.metrics import WorkerMetrics
 
 
 class RecordingReporter:
@@ -25,7 +31,7 @@ class RecordingReporter:
         self.closed = True
 
 
-def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_path):
+def _prepared(checkpoint, dataset, out):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(
@@ -37,15 +43,18 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
             "--format",
             "text-jsonl",
             "--output",
-            str(tmp_path / "out"),
+            str(out),
             "--batch-size",
             "1",
             "--shard-size-mb",
             "1",
         ]
     )
-    job = job_from_args(args, env={})
-    prepared = prepare(job)
+    return prepare(job_from_args(args, env={}))
+
+
+def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_path):
+    prepared = _prepared(checkpoint, dataset, tmp_path / "out")
     reporter = RecordingReporter()
     summary = execute(prepared, Distributed("single"), show_progress=False, reporter=reporter)
 
@@ -60,3 +69,35 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
     # the disk estimate printed at the start is close to what was written
     written = layertap.open(str(tmp_path / "out")).manifest["total_bytes"]
     assert abs(prepared.disk_bytes() - written) < 0.1 * written
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_the_worker_serves_its_progress_as_prometheus_metrics(checkpoint, dataset, tmp_path):
+    prepared = _prepared(checkpoint, dataset, tmp_path / "out")
+    metrics = WorkerMetrics()
+    assert metrics.serve(env={}) is None  # no port asked for: nothing listens
+    port = _free_port()
+    assert metrics.serve(env={"LAYERTAP_METRICS_PORT": str(port), "LAYERTAP_RESTART_ATTEMPT": "2"}) == port
+    before = _scrape(port)
+    assert before["layertap_worker_tokens_total"] == 0 and before["layertap_worker_restart_attempt"] == 2
+
+    execute(prepared, Distributed("single"), show_progress=False, metrics=metrics)
+
+    after = _scrape(port)
+    plan = prepared.plan
+    assert after["layertap_worker_tokens_total"] == plan.useful_tokens
+    assert after["layertap_worker_committed_tokens_total"] == plan.useful_tokens
+    assert after["layertap_worker_steps_total"] == after["layertap_worker_step_seconds_count"] == plan.num_steps
+    assert after["layertap_worker_step_seconds_sum"] > 0
+    written = layertap.open(str(tmp_path / "out")).manifest["total_bytes"]
+    assert 0 < after["layertap_worker_bytes_written"] <= written + 4096

@@ -75,10 +75,10 @@ def test_hadolint_is_clean(image):
 
 @pytest.mark.parametrize("image", DOCKERFILES)
 def test_image_installs_with_the_readme_command(image):
-    (packages,) = run_commands(DOCKERFILES[image])
-    assert packages in readme_install_commands(), (
-        f"Dockerfile.{image} installs {sorted(packages)}, which no `pip install` line of README.md does"
-    )
+    for packages in run_commands(DOCKERFILES[image]):
+        assert packages in readme_install_commands(), (
+            f"Dockerfile.{image} installs {sorted(packages)}, which no `pip install` line of README.md does"
+        )
 
 
 def test_operator_image_installs_only_the_operator_extra():
@@ -86,11 +86,17 @@ def test_operator_image_installs_only_the_operator_extra():
     assert packages == {".[operator]"}
 
 
-def test_worker_image_pins_jax_for_tpu():
-    (packages,) = run_commands(DOCKERFILES["worker"])
-    (jax,) = [p for p in packages if p.startswith("jax")]
-    assert re.fullmatch(r"jax\[tpu\]==\d+\.\d+\.\d+", jax)
-    assert ".[worker]" in packages
+def test_worker_images_pin_jax_for_tpu_and_cuda():
+    """One Dockerfile, two targets: `cuda` and the default (last) `tpu`, the same JAX."""
+    stages = {args.split(" AS ")[-1]: i for i, (kind, args) in enumerate(instructions(DOCKERFILES["worker"])) if kind == "FROM"}
+    assert list(stages)[-2:] == ["cuda", "tpu"]
+    extras = {}
+    for packages in run_commands(DOCKERFILES["worker"]):
+        (jax,) = [p for p in packages if p.startswith("jax")]
+        match = re.fullmatch(r"jax\[(tpu|cuda12)\]==(\d+\.\d+\.\d+)", jax)
+        assert match and ".[worker]" in packages
+        extras[match.group(1)] = match.group(2)
+    assert set(extras) == {"tpu", "cuda12"} and len(set(extras.values())) == 1
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)

@@ -20,6 +20,7 @@ from layertap_api.spec import (
 from layertap.environment import worker_environment
 from layertap.errors import LayerTapError
 from layertap.extract import config as cfg
+from layertap.extract.devices import check_devices
 
 # flag dest -> "section.field" of the spec (camelCase, as in the YAML file)
 SPEC_FLAGS = {
@@ -38,6 +39,7 @@ SPEC_FLAGS = {
     "batch_size": "extraction.batchSize",
     "output": "output.uri",
     "shard_size_mb": "output.shardSizeMb",
+    "compilation_cache": "output.compilationCache",
 }
 
 
@@ -65,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--batch-size", type=int, help="rows per step across all processes")
     spec.add_argument("--output", help="output directory or gs:// prefix")
     spec.add_argument("--shard-size-mb", type=int)
+    spec.add_argument(
+        "--compilation-cache", help='where compiled programs are kept (default: OUTPUT/.jax-cache; "off": nowhere)'
+    )
     run = parser.add_argument_group("how to run")
     run.add_argument(
         "--model-parallel", type=int, help="size of the mesh's model axis (default: resources.mesh.model, else 1)"
@@ -92,7 +97,10 @@ def job_from_args(args: argparse.Namespace, env=os.environ) -> WorkerSpec:
     else:
         raw, source = {}, "command line"
     overrides = {field: getattr(args, dest) for dest, field in SPEC_FLAGS.items()}
-    return cfg.worker_spec(cfg.apply_overrides(raw, overrides), source, model_parallel=args.model_parallel)
+    job = cfg.worker_spec(cfg.apply_overrides(raw, overrides), source, model_parallel=args.model_parallel)
+    if args.config:  # a resource run by hand: its accelerator is the cluster's, not this machine's
+        job = job.model_copy(update={"devices": None})
+    return job
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,12 +109,18 @@ def run(args: argparse.Namespace) -> int:
 
     setup = distributed.detect(args.coordinator, args.num_processes, args.process_id)
     distributed.initialize(setup)
+    check_devices(job.devices)
+    distributed.report_joined(setup)
 
     import jax
 
     from layertap.extract.runner import execute, prepare
     from layertap.extract.stopping import stop_on_termination
+    from layertap.metrics import WorkerMetrics
     from layertap.reporter import StatusReporter
+
+    metrics = WorkerMetrics()
+    metrics.serve()  # only where the JobSet asked for it (LAYERTAP_METRICS_PORT)
 
     with stop_on_termination() as stop:
         summary = execute(
@@ -115,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress,
             reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,
             stop=stop,
+            metrics=metrics,
         )
     if summary.stopped:
         print(

@@ -92,6 +92,14 @@ def initialize(setup: Distributed) -> None:
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(setup.coordinator, setup.num_processes, setup.process_id)
+
+
+def report_joined(setup: Distributed) -> None:
+    """Say where this process sits (after the device check: this starts JAX's backends)."""
+    import jax
+
+    if setup.source == "single":
+        return
     print(
         f"layertap: joined as {setup}: process {jax.process_index()} of {jax.process_count()}, "
         f"{jax.local_device_count()} of {jax.device_count()} devices here",

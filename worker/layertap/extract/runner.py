@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from layertap_api.spec import WorkerSpec
+from layertap_api.spec import OutputSpec, WorkerSpec
 
 from layertap.data.dataset import Dataset
 from layertap.data.sample import Sample
 from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
 from layertap.extract import batch as host
+from layertap.extract.compile_cache import CompilationCache, cache_uri
 from layertap.extract.distributed import Distributed
 from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
@@ -33,6 +34,7 @@ from layertap.extract.stopping import StopRequest
 from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
+from layertap.metrics import WorkerMetrics
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.progress import Progress
 from layertap.store import dtypes
@@ -191,9 +193,17 @@ class UnitSink:
     to the writer, and count samples as done once their unit is durable."""
 
     def __init__(
-        self, prepared: Prepared, writer, progress: Progress, mine: slice, process: int, processes: int
+        self,
+        prepared: Prepared,
+        writer,
+        progress: Progress,
+        mine: slice,
+        process: int,
+        processes: int,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.prepared, self.writer, self.progress, self.mine = prepared, writer, progress, mine
+        self.metrics = metrics
         self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
@@ -217,6 +227,8 @@ class UnitSink:
         t4 = time.perf_counter()
         self.times.add(compute=t1 - t0, device_to_host=t2 - t1, select=t3 - t2, write=t4 - t3)
         self.progress.computed(plan.step_tokens(step))
+        if self.metrics is not None:
+            self.metrics.step(plan.step_tokens(step), t4 - t0)
         durable = self.writer.committed_units()
         self._committed([self._in_flight.pop(u) for u in list(self._in_flight) if u in durable])
 
@@ -229,12 +241,10 @@ class UnitSink:
         if not steps:
             return
         plan, written = self.prepared.plan, self.writer.progress()
-        self.progress.committed(
-            sum(plan.step_samples(s) for s in steps),
-            sum(plan.step_tokens(s) for s in steps),
-            written.shards,
-            written.bytes,
-        )
+        tokens = sum(plan.step_tokens(s) for s in steps)
+        self.progress.committed(sum(plan.step_samples(s) for s in steps), tokens, written.shards, written.bytes)
+        if self.metrics is not None:
+            self.metrics.committed(tokens, written.bytes)
 
 
 def execute(
@@ -244,6 +254,7 @@ def execute(
     show_progress: bool = True,
     reporter=None,
     stop: StopRequest | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> RunSummary:
     """Run the plan's remaining steps on this process's devices, then finalize the run. When
     `stop` is set, stop at the next step boundary: what was computed becomes durable, the
@@ -263,6 +274,7 @@ def execute(
         )
     if process == 0:
         print(prepared.describe(setup, jax.device_count()), flush=True)
+    cache = open_compilation_cache(job.output, process)
     params, step_fn = _load_step(prepared, mesh)  # before anything is written: a bad checkpoint fails here
 
     _check_process_count(job.output.uri, processes)
@@ -282,14 +294,16 @@ def execute(
         show_bar=show_progress and process == 0,
         reporter=reporter if process == 0 else None,
     )
-    sink = UnitSink(prepared, writer, progress, local_rows(mesh, plan.rows_per_step), process, processes)
+    sink = UnitSink(prepared, writer, progress, local_rows(mesh, plan.rows_per_step), process, processes, metrics)
     started = time.perf_counter()
     with writer:
-        compile_seconds, ran = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink, stop)
+        compile_seconds, ran = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink, stop, cache)
         flush_started = time.perf_counter()
     flush_seconds = time.perf_counter() - flush_started  # the writer's last shards becoming durable
     sink.all_durable()
     progress.close()
+    if cache is not None:
+        cache.close()
     seconds = time.perf_counter() - started
     summary = RunSummary(
         steps_run=len(ran),
@@ -342,9 +356,10 @@ def _run_steps(
     mine_done: list[bool],
     sink: UnitSink,
     stop: StopRequest | None,
+    cache: CompilationCache | None = None,
 ) -> tuple[float, list[int]]:
     """Dispatch each step, then finish the previous one while it runs, until done or asked to
-    stop; returns compile seconds and the steps run."""
+    stop; returns compile seconds and the steps run. Each new program goes to the cache at once."""
     plan = prepared.plan
     compile_seconds, compiled = 0.0, set()
     pending: tuple[int, jax.Array] | None = None
@@ -365,6 +380,8 @@ def _run_steps(
         if shape.row_length not in compiled:  # the first step of each row length compiles
             compiled.add(shape.row_length)
             compile_seconds += time.perf_counter() - t1
+            if cache is not None:
+                cache.save()
         sink.times.prepare += t1 - t0
         if pending is not None:
             sink.finish(*pending, write=not mine_done[pending[0]])
@@ -372,6 +389,18 @@ def _run_steps(
     if pending is not None:
         sink.finish(*pending, write=not mine_done[pending[0]])
     return compile_seconds, ran
+
+
+def open_compilation_cache(output: OutputSpec, process: int) -> CompilationCache | None:
+    """The run's persistent compilation cache, fetched and enabled (None: output.compilationCache off)."""
+    uri = cache_uri(output)
+    if uri is None:
+        return None
+    cache = CompilationCache(uri, writer=process == 0)
+    fetched = cache.enable()
+    if process == 0:
+        print(f"compilation cache {uri}: {fetched} compiled programs found", flush=True)
+    return cache
 
 
 def attention_weight(config: Qwen2Config) -> float:
