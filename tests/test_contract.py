@@ -36,7 +36,7 @@ def pods(jobset: dict):
                     "name": f"{hostname}-x7k2p",
                     "namespace": jobset["metadata"]["namespace"],
                     "annotations": {contract.JOBSET_JOB_INDEX_ANNOTATION: str(slice_id)},
-                    "labels": dict(job["template"]["metadata"]["labels"]),
+                    "labels": {**job["template"]["metadata"]["labels"], contract.JOBSET_RESTART_ATTEMPT_LABEL: "0"},
                     "hostname": hostname,
                 }
                 (container,) = job["template"]["spec"]["containers"]
@@ -94,6 +94,10 @@ def test_every_pod_finds_its_place_from_the_builders_environment(example):
         host0 = contract.pod_hostname(name, 0, 0)
         assert placement.coordinator == f"{host0}.{subdomain}:{container['ports'][0]['containerPort']}"
         assert (host0 == metadata["hostname"]) is (process_id == 0)
+
+        # The metrics port the worker serves on is the one the pod declares for scraping.
+        declared = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert env[contract.ENV_METRICS_PORT] == str(declared["metrics"]) and env[contract.ENV_RESTART_ATTEMPT] == "0"
 
         reporter = StatusReporter.from_environment(env, api=object())
         assert (reporter.namespace, reporter.name) == (NAMESPACE, name)

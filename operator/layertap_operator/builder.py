@@ -79,7 +79,9 @@ def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> di
     metadata: dict = {
         "name": owner.name,
         "namespace": owner.namespace,
-        "labels": labels(owner) | ({c.KUEUE_QUEUE_LABEL: spec.queue_name} if spec.queue_name else {}),
+        "labels": labels(owner)
+        | ({c.KUEUE_QUEUE_LABEL: spec.queue_name} if spec.queue_name else {})
+        | ({c.KUEUE_PRIORITY_LABEL: spec.workload_priority_class_name} if spec.workload_priority_class_name else {}),
         "ownerReferences": [owner_reference(owner)],
     }
     if res.info.kind == "tpu" and res.hosts_per_slice > 1:
@@ -126,13 +128,16 @@ def build_jobset(spec: ActivationExtractionSpec, owner: Owner, image: str) -> di
 
 def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
     res, info = spec.resources, spec.resources.info
+    # Non-root and unprivileged: GKE (1.28 and later) needs neither for TPUs. `spec.privileged`
+    # is for older clusters, where TPU containers had to be privileged.
+    user = 0 if spec.privileged else c.WORKER_UID
     pod: dict = {
         "restartPolicy": "Never",
         "serviceAccountName": spec.service_account_name,
         "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.WORKER_UID,
-            "runAsGroup": c.WORKER_UID,
+            "runAsNonRoot": not spec.privileged,
+            "runAsUser": user,
+            "runAsGroup": user,
             "fsGroup": c.WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
@@ -146,9 +151,9 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
                 # The spec (mesh included) comes in LAYERTAP_SPEC; progress goes to the status.
                 "args": ["--no-progress"],
                 "env": _env(spec, owner),
-                "ports": [{"name": "coordinator", "containerPort": wire.COORDINATOR_PORT, "protocol": "TCP"}],
+                "ports": _ports(spec),
                 "resources": _container_resources(spec),
-                "securityContext": {
+                "securityContext": {"privileged": True} if spec.privileged else {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
                     "capabilities": {"drop": ["ALL"]},
@@ -159,6 +164,10 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
         # JAX compile cache, the downloaded checkpoint, and shards before upload.
         "volumes": [{"name": "scratch", "emptyDir": {}}],
     }
+    if spec.termination_grace_period_seconds is not None:
+        pod["terminationGracePeriodSeconds"] = spec.termination_grace_period_seconds
+    if spec.priority_class_name:
+        pod["priorityClassName"] = spec.priority_class_name
     if info.kind == "tpu":
         pod["nodeSelector"] = {info.node_label: res.accelerator, TPU_TOPOLOGY_LABEL: res.topology}
     elif info.kind == "gpu":
@@ -166,6 +175,18 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
     if info.device_resource:
         pod["tolerations"] = [{"key": info.device_resource, "operator": "Exists", "effect": "NoSchedule"}]
     return pod
+
+
+def _ports(spec: ActivationExtractionSpec) -> list[dict]:
+    """The ports the workers listen on: JAX's coordinator (process 0), and on TPU multislice
+    the megascale port libtpu talks over between slices."""
+    ports = [
+        {"name": "coordinator", "containerPort": wire.COORDINATOR_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": wire.METRICS_PORT, "protocol": "TCP"},
+    ]
+    if spec.resources.info.kind == "tpu" and spec.resources.slices > 1:
+        ports.append({"name": "megascale", "containerPort": wire.MEGASCALE_PORT, "protocol": "TCP"})
+    return ports
 
 
 def _container_resources(spec: ActivationExtractionSpec) -> dict:
@@ -196,12 +217,19 @@ def _env(spec: ActivationExtractionSpec, owner: Owner) -> list[dict]:
         {"name": wire.ENV_PROCESSES_PER_JOB, "value": str(res.hosts_per_slice)},
         {"name": wire.ENV_NUM_PROCESSES, "value": str(res.process_count)},
         {"name": wire.ENV_COORDINATOR_PORT, "value": str(wire.COORDINATOR_PORT)},
+        {"name": wire.ENV_JAX_PLATFORMS, "value": wire.JAX_PLATFORM[res.info.kind]},
+        {"name": wire.ENV_METRICS_PORT, "value": str(wire.METRICS_PORT)},
+        {
+            "name": wire.ENV_RESTART_ATTEMPT,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{wire.JOBSET_RESTART_ATTEMPT_LABEL}']"}},
+        },
         {"name": "HOME", "value": c.SCRATCH_DIR},
         {"name": wire.ENV_CACHE, "value": f"{c.SCRATCH_DIR}/layertap-cache"},
     ]
     if res.info.kind == "tpu" and res.slices > 1:
         env += [
             {"name": wire.ENV_MEGASCALE_COORDINATOR, "value": wire.coordinator_host(owner.name)},
+            {"name": wire.ENV_MEGASCALE_PORT, "value": str(wire.MEGASCALE_PORT)},
             {"name": wire.ENV_MEGASCALE_NUM_SLICES, "value": str(res.slices)},
             {"name": wire.ENV_MEGASCALE_SLICE_ID, "valueFrom": job_index},
         ]

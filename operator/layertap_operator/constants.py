@@ -6,9 +6,10 @@ What the worker reads (environment keys, ports, hostnames, exit codes) is the co
 
 from __future__ import annotations
 
+from layertap_api.contract import JOBSET_RESTART_ATTEMPT_LABEL
 from layertap_api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION"]
+__all__ = ["API_VERSION", "GROUP", "JOBSET_RESTART_ATTEMPT_LABEL", "KIND", "PLURAL", "VERSION"]
 
 OPERATOR_NAME = "layertap-operator"
 FIELD_MANAGER = OPERATOR_NAME
@@ -19,7 +20,6 @@ JOBSET_VERSION = "v1alpha2"
 JOBSET_PLURAL = "jobsets"
 JOBSET_API_VERSION = f"{JOBSET_GROUP}/{JOBSET_VERSION}"
 EXCLUSIVE_TOPOLOGY_ANNOTATION = "alpha.jobset.sigs.k8s.io/exclusive-topology"
-JOBSET_RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"  # on each pod: which attempt it belongs to
 GKE_NODEPOOL_LABEL = "cloud.google.com/gke-nodepool"
 
 # Labels on the JobSet and its pods, pointing back to the resource.
@@ -29,6 +29,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_EXTRACTION = "layertap.dev/extraction"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # a WorkloadPriorityClass
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 KUEUE_WORKLOADS = "workloads"
@@ -39,8 +40,10 @@ KOPF_ANNOTATION_PREFIX = "operator.layertap.dev"
 FINALIZER = f"{KOPF_ANNOTATION_PREFIX}/finalizer"
 
 # Operator configuration (its Deployment's environment).
-ENV_DEFAULT_WORKER_IMAGE = "LAYERTAP_WORKER_IMAGE"
+ENV_DEFAULT_WORKER_IMAGE = "LAYERTAP_WORKER_IMAGE"  # TPU and CPU node pools
+ENV_DEFAULT_GPU_WORKER_IMAGE = "LAYERTAP_WORKER_GPU_IMAGE"  # NVIDIA GPU node pools (CUDA)
 ENV_RESYNC_SECONDS = "LAYERTAP_RESYNC_SECONDS"  # how often status is recomputed from the JobSet
+ENV_METRICS_PORT = "LAYERTAP_METRICS_PORT"  # where the operator serves /metrics (unset: nowhere)
 
 WORKER_UID = 65532  # the user of Dockerfile.worker
 SCRATCH_DIR = "/tmp"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
+from layertap_operator.metrics import METRICS
 from layertap_operator.status import (
     Observation,
     PodState,
@@ -64,27 +66,50 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
+    if port := METRICS.serve():
+        log.info("serving Prometheus metrics on :%d/metrics", port)
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.resume(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile(body, patch)
+    measured_reconcile(body, patch)
 
 
 # The first pass waits one interval: creation is the create handler's (no duplicate Events).
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile(body, patch)
+    measured_reconcile(body, patch)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    """Make the JobSet match the spec as far as it can, then write what is observed."""
+# optional: deletion never waits on this handler (the JobSet goes by garbage collection).
+@kopf.on.delete(*RESOURCE, optional=True)
+def on_delete(body: kopf.Body, **_: Any) -> None:
+    METRICS.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def measured_reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
+    """reconcile, counted by outcome and timed, for the operator's /metrics."""
+    started, outcome = time.perf_counter(), "error"
+    try:
+        outcome = reconcile(body, patch)
+    except kopf.PermanentError:
+        outcome = "invalid"
+        raise
+    finally:
+        METRICS.reconciles.labels(outcome).inc()
+        METRICS.reconcile_seconds.observe(time.perf_counter() - started)
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch) -> str:
+    """Make the JobSet match the spec as far as it can, then write what is observed.
+    Returns the outcome: "ok", or "problem" when a condition needs the user."""
     previous = dict(body.get("status") or {})
-    if previous.get("phase") in ("Succeeded", "Failed") and previous.get("jobSetName"):
-        return  # finished; its JobSet may be gone (ttlSecondsAfterFinished) and must not come back
     meta = body["metadata"]
+    if previous.get("phase") in ("Succeeded", "Failed") and previous.get("jobSetName"):
+        METRICS.saw(meta["namespace"], meta["name"], previous["phase"])
+        return "ok"  # finished; its JobSet may be gone (ttlSecondsAfterFinished) and must not come back
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     try:
         spec = ActivationExtractionSpec.model_validate(dict(body["spec"]))
@@ -94,8 +119,10 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     jobset, problem = ensure_jobset(spec, owner)
     changed = changed_fields(applied_spec(jobset) or {}, spec.to_wire()) if jobset else []
     if jobset:
-        jobset = follow_suspend(jobset, spec)
+        jobset = follow_suspend(jobset, spec, owner)
     pods = observed_pods(owner, jobset) if jobset else ()
+    if jobset and not pods and not problem and not jobset["spec"].get("suspend"):  # pods are due, yet none came
+        problem = missing_service_account(spec, owner)
     queued = jobset and spec.queue_name and jobset["spec"].get("suspend")
     admission = kueue_admission(owner, jobset) if queued else ""
     observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed, pods, admission)
@@ -104,6 +131,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
         patch.status.update(status)  # only on change: a resync that sees nothing new writes nothing
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    METRICS.saw(owner.namespace, owner.name, status.get("phase"))
+    return "problem" if problem else "ok"
 
 
 def _jobsets() -> kubernetes.client.CustomObjectsApi:
@@ -129,20 +158,40 @@ def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
     )
 
 
-def kueue_admission(owner: Owner, jobset: dict) -> str:
-    """Why Kueue has not admitted the JobSet yet: its Workload's QuotaReserved message."""
+def _workload(owner: Owner, jobset: dict) -> dict | None:
+    """Kueue's Workload of the JobSet (None without Kueue, or before Kueue made it)."""
     try:
         workloads = _jobsets().list_namespaced_custom_object(
             c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, _request_timeout=REQUEST_TIMEOUT_S
         )["items"]
     except (ApiException, OSError):
-        return ""  # no Kueue here, or no right to read it: the phase says "queued" alone
+        return None
     uid = jobset["metadata"].get("uid")
-    for workload in workloads:
-        if uid in [ref.get("uid") for ref in workload["metadata"].get("ownerReferences", [])]:
-            for condition in workload.get("status", {}).get("conditions", []):
-                if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
-                    return condition.get("message", "")
+    return next(
+        (w for w in workloads if uid in [ref.get("uid") for ref in w["metadata"].get("ownerReferences", [])]), None
+    )
+
+
+def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
+    workload = _workload(owner, jobset)
+    if workload is None or workload.get("spec", {}).get("active", True) == active:
+        return
+    try:
+        _jobsets().patch_namespaced_custom_object(
+            c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, workload["metadata"]["name"],
+            {"spec": {"active": active}}, _request_timeout=REQUEST_TIMEOUT_S,
+        )
+    except ApiException as error:
+        raise kopf.TemporaryError(f"{'activating' if active else 'deactivating'} the Kueue workload: {_reason(error)}", delay=5) from None
+
+
+def kueue_admission(owner: Owner, jobset: dict) -> str:
+    """Why Kueue has not admitted the JobSet yet: its Workload's QuotaReserved message
+    ('' without Kueue, or without the right to read it: the phase says "queued" alone)."""
+    workload = _workload(owner, jobset) or {}
+    for condition in workload.get("status", {}).get("conditions", []):
+        if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
+            return condition.get("message", "")
     return ""
 
 
@@ -152,11 +201,10 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
     api = _jobsets()
     jobset = _get_jobset(api, owner)
     if jobset is None:
-        image = spec.image or os.environ.get(c.ENV_DEFAULT_WORKER_IMAGE)
+        default = c.ENV_DEFAULT_GPU_WORKER_IMAGE if spec.resources.info.kind == "gpu" else c.ENV_DEFAULT_WORKER_IMAGE
+        image = spec.image or os.environ.get(default)
         if not image:
-            return None, Problem(
-                "NoImage", f"set spec.image: the operator has no default ({c.ENV_DEFAULT_WORKER_IMAGE})"
-            )
+            return None, Problem("NoImage", f"set spec.image: the operator has no default ({default})")
         try:
             jobset = api.create_namespaced_custom_object(
                 c.JOBSET_GROUP,
@@ -167,6 +215,7 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
                 field_manager=c.FIELD_MANAGER,
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
+            METRICS.jobsets_created.inc()
         except ApiException as error:
             if error.status == 409:
                 jobset = _get_jobset(api, owner)
@@ -186,9 +235,32 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
     return jobset, None
 
 
-def follow_suspend(jobset: dict, spec: ActivationExtractionSpec) -> dict:
-    """Suspend or resume the JobSet as spec.suspend says; with Kueue, Kueue decides."""
-    if spec.queue_name or bool(jobset["spec"].get("suspend")) == spec.suspend:
+def missing_service_account(spec: ActivationExtractionSpec, owner: Owner) -> Problem | None:
+    """Without its ServiceAccount the Job controller cannot create a single worker pod."""
+    try:
+        kubernetes.client.CoreV1Api().read_namespaced_service_account(
+            spec.service_account_name, owner.namespace, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return Problem(
+                "ServiceAccountMissing",
+                f"spec.serviceAccountName {spec.service_account_name} does not exist in namespace {owner.namespace}, "
+                "so no worker pod can be created: install the chart with this namespace in worker.namespaces, or "
+                "name an existing ServiceAccount",
+            )
+    except OSError:
+        pass
+    return None
+
+
+def follow_suspend(jobset: dict, spec: ActivationExtractionSpec, owner: Owner) -> dict:
+    """Suspend or resume the JobSet as spec.suspend says. With Kueue, the way Kueue provides:
+    its Workload is deactivated (Kueue then evicts and suspends the JobSet) or activated."""
+    if spec.queue_name:
+        set_workload_active(owner, jobset, active=not spec.suspend)
+        return jobset
+    if bool(jobset["spec"].get("suspend")) == spec.suspend:
         return jobset
     meta = jobset["metadata"]
     try:

@@ -115,6 +115,9 @@ def _jobset_conditions(jobset: dict) -> dict[str, dict]:
     return {x["type"]: x for x in jobset.get("status", {}).get("conditions", []) if x.get("status") == "True"}
 
 
+PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+
+
 def phase_of(obs: Observation) -> tuple[str, str, str]:
     """(phase, reason, message)."""
     js = obs.jobset
@@ -186,6 +189,9 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
                 ),
             )
         )
+    elif js is not None and spec.suspend and not js.get("spec", {}).get("suspend"):
+        how = "Kueue is evicting it (its Workload is deactivated)" if spec.queue_name else "the JobSet is being suspended"
+        out.append(("SpecApplied", "False", "Suspending", f"spec.suspend is true and the workers still run: {how}"))
     else:
         out.append(("SpecApplied", "True", "Applied", "the JobSet runs the current spec"))
     if js is not None:

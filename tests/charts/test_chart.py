@@ -7,6 +7,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+from layertap_api.resource import ActivationExtractionSpec
+from layertap_operator.builder import Owner, build_jobset
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "layertap"
 
@@ -29,6 +31,14 @@ VALUE_SETS = {
         "operator.serviceAccount.name=existing",
         "worker.serviceAccount.create=false",
     ],
+}
+
+
+EXAMPLE_SPEC = {
+    "model": {"uri": "gs://models/qwen2.5-0.5b"},
+    "dataset": {"uri": "gs://data/arc-agi/evaluation.json", "format": "arc-json"},
+    "output": {"uri": "gs://activations/run"},
+    "resources": {"accelerator": "tpu-v5-lite-podslice", "topology": "4x4"},
 }
 
 
@@ -106,10 +116,40 @@ def test_operator_pod_is_locked_down(render):
 def test_probes_hit_kopfs_health_endpoint(render, port):
     container = operator_container(render(f"operator.healthPort={port}"))
     assert f"--liveness=http://0.0.0.0:{port}/healthz" in container["args"]
-    (container_port,) = container["ports"]
+    (container_port,) = [p for p in container["ports"] if p["name"] == "health"]
     assert container_port["containerPort"] == port
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": container_port["name"]}
+
+
+def test_operator_serves_metrics_on_the_named_port(render):
+    container = operator_container(render("operator.metricsPort=9500"))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LAYERTAP_METRICS_PORT"] == "9500"
+    assert {"name": "metrics", "containerPort": 9500, "protocol": "TCP"} in container["ports"]
+
+
+def test_managed_prometheus_scrapes_the_operator_and_every_worker(render):
+    assert not [d for d in render() if d["apiVersion"].startswith("monitoring.googleapis.com")]  # off by default
+
+    docs = render("metrics.podMonitoring.enabled=true", "metrics.podMonitoring.interval=15s")
+    (operator_monitor,) = by_kind(docs, "PodMonitoring")
+    (deployment,) = by_kind(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert operator_monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert operator_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert operator_monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+
+    # Workers: the selector must match the labels the operator puts on the pods it makes,
+    # and the port name the one it declares on their container.
+    (worker_monitor,) = by_kind(docs, "ClusterPodMonitoring")
+    jobset = build_jobset(ActivationExtractionSpec.model_validate(EXAMPLE_SPEC), Owner("run", "research", "u"), "w:1")
+    (job,) = jobset["spec"]["replicatedJobs"]
+    pod = job["template"]["spec"]["template"]
+    assert worker_monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert worker_monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    (worker,) = pod["spec"]["containers"]
+    assert "metrics" in [p["name"] for p in worker["ports"]]
 
 
 def test_all_namespaces_binds_the_operator_cluster_wide(render):
@@ -157,7 +197,8 @@ def test_operator_role_only_reads_pods_and_never_secrets(render):
     assert granted[("jobset.x-k8s.io", "jobsets")] == {"create", "get", "list", "watch", "patch"}
     assert granted[("layertap.dev", "activationextractions/status")] == {"get", "patch"}
     # Pods and Kueue's workloads are read to say why a run waits or failed; never written.
-    assert granted[("", "pods")] == {"get", "list"} and granted[("kueue.x-k8s.io", "workloads")] == {"get", "list"}
+    assert granted[("", "pods")] == {"get", "list"} and granted[("", "serviceaccounts")] == {"get"}
+    assert granted[("kueue.x-k8s.io", "workloads")] == {"get", "list", "patch"}
     assert "*" not in {verb for verbs in granted.values() for verb in verbs}
     assert not {resource for _, resource in granted} & {"secrets", "configmaps", "*"}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
 
@@ -49,12 +50,13 @@ class Operator:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        port = free_port()
+        port, self.metrics_port = free_port(), free_port()
         env = {
             **self.control_plane.env,
             "KUBECONFIG": str(self.kubeconfig),
             "LAYERTAP_WORKER_IMAGE": IMAGE,
             "LAYERTAP_RESYNC_SECONDS": "1",
+            "LAYERTAP_METRICS_PORT": str(self.metrics_port),
         }
         self.process = subprocess.Popen(
             [
@@ -86,6 +88,15 @@ class Operator:
     def stop(self) -> None:
         if self.process:
             stop(self.process)
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Its /metrics, as {(sample name, sorted labels): value}."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
 
 OPERATOR_NAMESPACE = "layertap-operator-tests"
@@ -208,6 +219,26 @@ def test_example_makes_exactly_one_jobset_even_across_restarts(control_plane, op
     assert status["phase"] == "Pending" and condition(status, "JobSetCreated")["status"] == "True"
 
 
+def test_the_operator_serves_prometheus_metrics(control_plane, operator, namespace) -> None:
+    def pending() -> float:
+        return operator.metrics().get(("layertap_extractions", (("phase", "Pending"),)), 0)
+
+    account = ActivationExtractionSpec.model_validate(EXAMPLE["spec"]).service_account_name
+    control_plane.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}, namespace)
+    before, pending_before = operator.metrics(), pending()
+    created = ("layertap_operator_jobsets_created_total", ())
+    create(control_plane, namespace)
+    wait_for(lambda: operator.metrics()[created] == before[created] + 1, "the JobSet creation counted")
+    wait_for(lambda: pending() == pending_before + 1, "the new resource counted as Pending")
+    ok = ("layertap_operator_reconciles_total", (("outcome", "ok"),))
+    wait_for(lambda: operator.metrics().get(ok, 0) > before.get(ok, 0), "a reconcile counted as ok")
+    after = operator.metrics()
+    assert after[("layertap_operator_reconcile_seconds_count", ())] > before[("layertap_operator_reconcile_seconds_count", ())]
+
+    control_plane.kubectl("delete", "ae", "qwen-arc", "-n", namespace, "--wait=true")
+    wait_for(lambda: pending() == pending_before, "the deleted resource no longer counted")
+
+
 @pytest.mark.parametrize(
     "resources",
     [
@@ -302,11 +333,22 @@ def test_unknown_fields_are_refused_by_kubectl_apply(control_plane, operator, na
     assert control_plane.get_list("ae", namespace) == []
 
 
-def test_too_long_name_is_rejected(control_plane, operator, namespace) -> None:
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("x" * 46, "metadata.name must be at most 45 characters for this topology"),  # v5e 8x8: 16 hosts
+        ("2024-arc", "must be a DNS-1035 label"),
+    ],
+)
+def test_names_the_jobset_webhook_would_refuse_are_rejected(control_plane, operator, namespace, name, expected) -> None:
     failed = control_plane.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 49)), check=False
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, name)), check=False
     )
-    assert "metadata.name must be at most 48 characters" in failed.stderr, failed.stderr
+    assert failed.returncode != 0 and expected in failed.stderr, failed.stderr
+    accepted = control_plane.kubectl(
+        "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 45))
+    )
+    assert "created" in accepted.stdout
 
 
 def test_status_follows_the_jobset_with_events(control_plane, operator, namespace) -> None:

@@ -177,3 +177,36 @@ def test_the_schema_check_catches_mistakes(build, validate_jobset) -> None:
     problems = validate_jobset(jobset)
     assert any("failurePolicy.maxRestart: unknown field" in p for p in problems)
     assert any("replicas" in p and "integer" in p for p in problems)
+
+
+def test_unprivileged_non_root_unless_asked(build, validate_jobset) -> None:
+    plain = pod(build())
+    assert plain["securityContext"]["runAsNonRoot"] is True and plain["securityContext"]["runAsUser"] == 65532
+    assert "privileged" not in plain["containers"][0]["securityContext"]
+    privileged = build(privileged=True)
+    assert validate_jobset(privileged) == []
+    p = pod(privileged)
+    assert p["containers"][0]["securityContext"] == {"privileged": True}
+    assert (p["securityContext"]["runAsNonRoot"], p["securityContext"]["runAsUser"]) == (False, 0)
+
+
+def test_grace_period_priorities_and_platform_reach_the_pods(build, validate_jobset) -> None:
+    jobset = build(
+        terminationGracePeriodSeconds=120, priorityClassName="research-high", queueName="tpu",
+        workloadPriorityClassName="urgent",
+    )
+    assert validate_jobset(jobset) == []
+    p = pod(jobset)
+    assert (p["terminationGracePeriodSeconds"], p["priorityClassName"]) == (120, "research-high")
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "urgent"
+    assert env(jobset)["JAX_PLATFORMS"] == "tpu" and env(jobset)["JAX_COORDINATOR_PORT"] == "8482"
+    assert env(build(resources={"accelerator": "nvidia-l4", "hosts": 2}))["JAX_PLATFORMS"] == "cuda"
+    assert env(build(resources={"accelerator": "cpu"}))["JAX_PLATFORMS"] == "cpu"
+
+
+def test_multislice_declares_the_megascale_port(build) -> None:
+    jobset = build(resources={"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2})
+    ports = {p["name"]: p["containerPort"] for p in pod(jobset)["containers"][0]["ports"]}
+    assert ports == {"coordinator": wire.COORDINATOR_PORT, "megascale": wire.MEGASCALE_PORT, "metrics": wire.METRICS_PORT}
+    assert env(jobset)["MEGASCALE_PORT"] == str(wire.MEGASCALE_PORT)
+    assert {p["name"] for p in pod(build())["containers"][0]["ports"]} == {"coordinator", "metrics"}

@@ -185,3 +185,14 @@ def test_a_new_reason_in_the_same_phase_is_an_event(spec) -> None:
     assert [e.reason for e in events] == ["Unschedulable"]
     again, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), waiting, T0)
     assert events == []
+
+
+def test_spec_applied_tells_whether_a_suspend_has_taken(spec_dict) -> None:
+    for extra, how in (({}, "the JobSet is being suspended"), ({"queueName": "tpu"}, "Kueue is evicting it")):
+        spec = ActivationExtractionSpec.model_validate({**spec_dict(), "suspend": True, **extra})
+        status, _ = desired_status(Observation(2, spec, jobset(active=1), pods=RUNNING), {}, T0)
+        applied = {x["type"]: x for x in status["conditions"]}["SpecApplied"]
+        assert (applied["status"], applied["reason"]) == ("False", "Suspending") and how in applied["message"]
+        done, _ = desired_status(Observation(2, spec, jobset(suspend=True)), status, T0)
+        assert {x["type"]: x for x in done["conditions"]}["SpecApplied"]["status"] == "True"
+        assert done["phase"] == "Suspended"

@@ -59,6 +59,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.worker.image.repository (default .Chart.AppVersion .Values.worker.image.tag) }}
 {{- end }}
 
+{{- define "layertap.worker.gpuImage" -}}
+{{- printf "%s:%s" .Values.worker.gpuImage.repository (default .Chart.AppVersion .Values.worker.gpuImage.tag) }}
+{{- end }}
+
 {{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
 {{- define "layertap.worker.namespaces" -}}
 {{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list "default") }}
