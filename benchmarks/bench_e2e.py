@@ -1,4 +1,4 @@
-"""Latencies of the whole product on the simulated GKE TPU cluster (tests/e2e/cluster.py):
+"""Latencies of the whole product on the simulated GKE TPU cluster (tests/e2e/simulated_gke.py):
 kubectl apply -> Running -> Succeeded for a v5e 4x4 run, and kill -9 of a worker -> JobSet
 restarted -> workers running again -> first new progress report.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
-from cluster import running_cluster  # noqa: E402
+from simulated_gke import running_cluster  # noqa: E402
 from workflow import E2E, install, kill_process, upload_inputs  # noqa: E402
 
 

@@ -1,8 +1,8 @@
-"""The e2e tier: LayerTap installed with helm on the simulated GKE TPU cluster of cluster.py,
+"""The e2e tier: LayerTap installed with helm on the simulated GKE TPU cluster of simulated_gke.py,
 extractions applied with kubectl and run by real controllers and real worker processes.
 
 Fixtures:
-- ``cluster`` (session): the running cluster (cluster.Cluster), with the chart installed
+- ``cluster`` (session): the running cluster (simulated_gke.Cluster), with the chart installed
   (operator pod run by the pod runner, worker ServiceAccount in NAMESPACE), a tiny random
   Qwen2 checkpoint and real ARC tasks uploaded to the GCS emulator;
 - ``e2e`` (function): an E2E helper bound to that cluster (apply, wait, read the output).
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster import Cluster, missing, running_cluster  # noqa: E402
+from simulated_gke import Cluster, missing, running_cluster  # noqa: E402
 from workflow import E2E, install, upload_inputs  # noqa: E402
 
 

@@ -7,7 +7,7 @@
 #   sudo bash tests/e2e/local-cluster.sh down
 #
 # Needs root (network namespaces) and what `bash tests/run.sh` sets up: .venv and the
-# binaries in tests/controlplane/bin (built from pinned Go modules; see tests/e2e/cluster.py).
+# binaries in tests/controlplane/bin (built from pinned Go modules; see tests/e2e/simulated_gke.py).
 # State lives in $LAYERTAP_E2E_DIR (default /tmp/layertap-local-cluster).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -29,7 +29,7 @@ case "${1:-}" in
       echo "already up; '$0 down' first"; exit 1
     fi
     rm -rf "$dir" && mkdir -p "$dir"
-    nohup "$python" tests/e2e/cluster.py up "$dir" > "$dir/cluster.log" 2>&1 &
+    nohup "$python" tests/e2e/simulated_gke.py up "$dir" > "$dir/cluster.log" 2>&1 &
     echo $! > "$dir/pid"
     for _ in $(seq 120); do
       [ -f "$dir/cluster.json" ] && break

@@ -26,8 +26,10 @@ local process instead of a container:
   deleted with grace 0, as a kubelet does once its containers are gone.
 
 What stands in for GKE itself, named so: a node's accelerators (`google.com/tpu`,
-`nvidia.com/gpu` limits) are simulated by as many CPU devices (JAX_PLATFORMS=cpu and
-`--xla_force_host_platform_device_count`); GCS is the emulator (STORAGE_EMULATOR_HOST,
+`nvidia.com/gpu` limits) are simulated by as many CPU devices (JAX_PLATFORMS=cpu,
+`--xla_force_host_platform_device_count`, and LAYERTAP_SIMULATED_ACCELERATOR naming the
+platform stood in for), except on a node annotated as broken, whose pods keep the
+JobSet's JAX_PLATFORMS and find no accelerator at all; GCS is the emulator (STORAGE_EMULATOR_HOST,
 standing in for Workload Identity's access); the API server is reached at its own address
 (there is no kube-proxy for the `kubernetes` Service's cluster IP). Readiness and liveness
 probes are not run: a started container counts as ready.
@@ -62,11 +64,12 @@ SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 ACCELERATOR_RESOURCES = ("google.com/tpu", "nvidia.com/gpu")
 IMAGES = {"layertap-operator": REPO / "Dockerfile.operator", "layertap-worker": REPO / "Dockerfile.worker"}
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+BROKEN_ACCELERATOR_ANNOTATION = "layertap.dev/simulate-broken-accelerator"  # simulated_gke.py sets it on some nodes
 
 
 @dataclass(frozen=True)
 class Config:
-    """What the cluster tells the runner (a JSON file, see cluster.py)."""
+    """What the cluster tells the runner (a JSON file, see simulated_gke.py)."""
 
     kubeconfig: str
     workdir: str
@@ -90,14 +93,27 @@ class Image:
     passwd: tuple[str, ...] = ()  # /etc/passwd lines of the users the image creates
 
 
-def read_image(dockerfile: Path) -> Image:
-    """ENTRYPOINT, CMD, ENV, USER and `useradd` users of the final stage (exec form only, as
-    ours are written)."""
-    stage = dockerfile.read_text().split("\nFROM ")[-1]
-    lines = re.sub(r"\\\n\s*", " ", stage).splitlines()
-    entrypoint, cmd, env, user, passwd = [], [], {}, None, []
-    for line in lines:
+def read_image(dockerfile: Path, target: str | None = None) -> Image:
+    """ENTRYPOINT, CMD, ENV, USER and `useradd` users of a build target (default: the last
+    stage), through the stages it builds on (exec forms only, as ours are written)."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    stages: dict[str, tuple[str, list[str]]] = {}
+    order = []
+    for line in text.splitlines():
         word, _, rest = line.strip().partition(" ")
+        if word == "FROM":
+            base, _, name = rest.partition(" AS ")
+            order.append(name.strip() or f"stage{len(order)}")
+            stages[order[-1]] = (base.strip(), [])
+        elif order and word and not word.startswith("#"):
+            stages[order[-1]][1].append(line.strip())
+    chain, stage = [], target or order[-1]
+    while stage in stages:
+        chain.insert(0, stage)
+        stage = stages[stage][0]
+    entrypoint, cmd, env, user, passwd = [], [], {}, None, []
+    for line in (line for name in chain for line in stages[name][1]):
+        word, _, rest = line.partition(" ")
         useradd = re.search(r"useradd .*--uid (\d+).*--home-dir (\S+) (\S+)", rest) if word == "RUN" else None
         if useradd:
             uid, home, name = useradd.groups()
@@ -266,7 +282,7 @@ class PodRunner:
         self.make_network(sandbox)
         uid, gid, groups = self.identity(pod, container, image)
         mounts = self.volumes(pod, container, directory, uid, gid)
-        env = self.environment(pod, container, image, ip)
+        env = self.environment(pod, container, image, ip, self.nodes[spec.node_name])
         argv = (container.command or image.entrypoint) + (
             container.args if container.args is not None else ([] if container.command else image.cmd)
         )
@@ -282,7 +298,7 @@ class PodRunner:
 
     def make_network(self, sandbox: Sandbox) -> None:
         prefix = ipaddress.ip_network(self.config.subnet).prefixlen
-        # Noted first, so that whoever cleans up after us finds it (cluster.py).
+        # Noted first, so that whoever cleans up after us finds it (simulated_gke.py).
         (self.workdir / "netns").mkdir(parents=True, exist_ok=True)
         (self.workdir / "netns" / sandbox.netns).touch()
         commands = [
@@ -389,7 +405,7 @@ class PodRunner:
             raise PodError("CreateContainerConfigError", f"fieldRef {path}: not supported by the pod runner")
         return simple[path] or ""
 
-    def environment(self, pod, container, image: Image, ip: str) -> dict[str, str]:
+    def environment(self, pod, container, image: Image, ip: str, node) -> dict[str, str]:
         env = dict(image.env)
         env.update(
             {
@@ -417,7 +433,9 @@ class PodRunner:
                 env[var.name] = base64.b64decode(data[ref.key]).decode()
         # GKE stand-ins: accelerators simulated by CPU devices, GCS by the emulator.
         chips = next((int(limits[name]) for name in ACCELERATOR_RESOURCES if name in limits), 0)
-        if chips:
+        broken = (node.metadata.annotations or {}).get(BROKEN_ACCELERATOR_ANNOTATION) == "true"
+        if chips and not broken:
+            env["LAYERTAP_SIMULATED_ACCELERATOR"] = "tpu" if "google.com/tpu" in limits else "gpu"
             env["JAX_PLATFORMS"] = "cpu"
             env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={chips}"
         env.update(self.config.extra_env)
@@ -503,7 +521,10 @@ class PodRunner:
                     return
         message = self.termination_message(pod, running, exit_code)
         log.info("%s/%s exited with %d", running.namespace, running.name, exit_code)
-        if not stopping and not self.stopping:  # a runner going away leaves its pods as they were
+        # The terminal status, also of a pod being deleted (as a kubelet writes it before the pod
+        # goes: the Job controller's pod failure policy reads it); a runner going away leaves
+        # its pods as they were.
+        if not self.stopping:
             self.patch_status(running, self.terminated_status(pod, running, exit_code, finished, message))
         self.teardown(running)
         running.finished.set()

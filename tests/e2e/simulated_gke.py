@@ -15,7 +15,7 @@
 
 Needs root (network namespaces, a bridge, mount namespaces) and the binaries of
 tests/setup.d/10-controlplane.sh and 20-helm.sh. Used by tests/e2e/conftest.py, and by a
-person through tests/e2e/local-cluster.sh (`python tests/e2e/cluster.py up DIR`).
+person through tests/e2e/local-cluster.sh (`python tests/e2e/simulated_gke.py up DIR`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from layertap_api.catalog import ACCELERATORS, GPU_RESOURCE, TPU_ACCELERATOR_LAB
 
 E2E_BINARIES = ("kube-controller-manager", "kube-scheduler", "jobset", "kueue", "kwok")
 FAKE_NODE_LABEL = "layertap.dev/fake-node"
+BROKEN_ACCELERATOR_ANNOTATION = "layertap.dev/simulate-broken-accelerator"
 NODEPOOL_LABEL = "cloud.google.com/gke-nodepool"
 BUCKET = "layertap-e2e"
 KUEUE_FRAMEWORKS = ["batch/job", "jobset.x-k8s.io/jobset"]
@@ -71,9 +72,10 @@ class NodePool:
     labels: dict[str, str]
     capacity: dict[str, str]
     taints: tuple[dict, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
-def tpu_pool(name: str, accelerator: str, topology: str) -> NodePool:
+def tpu_pool(name: str, accelerator: str, topology: str, broken: bool = False) -> NodePool:
     """A TPU slice as GKE makes it: one node per host, the accelerator and topology labels,
     `google.com/tpu` chips per node, and the `google.com/tpu` NoSchedule taint."""
     shape = ACCELERATORS[accelerator].topologies[topology]
@@ -87,6 +89,8 @@ def tpu_pool(name: str, accelerator: str, topology: str) -> NodePool:
         },
         {"cpu": "24", "memory": "48Gi", "pods": "110", TPU_RESOURCE: str(shape.chips_per_host)},
         ({"key": TPU_RESOURCE, "value": "present", "effect": "NoSchedule"},),
+        # The pod runner simulates no chips on a broken node: its pods see no TPU at all.
+        ((BROKEN_ACCELERATOR_ANNOTATION, "true"),) if broken else (),
     )
 
 
@@ -98,6 +102,7 @@ NODE_POOLS = (
     tpu_pool("v5e-2x2-b", "tpu-v5-lite-podslice", "2x2"),
     tpu_pool("v6e-4x4-a", "tpu-v6e-slice", "4x4"),  # two multi-host slices for multislice
     tpu_pool("v6e-4x4-b", "tpu-v6e-slice", "4x4"),
+    tpu_pool("v6e-2x4-broken", "tpu-v6e-slice", "2x4", broken=True),  # a node whose TPUs cannot be opened
 )
 
 
@@ -360,6 +365,7 @@ def _nodes(pool: NodePool) -> Iterator[dict]:
             "kind": "Node",
             "metadata": {
                 "name": name,
+                "annotations": dict(pool.annotations),
                 "labels": {
                     FAKE_NODE_LABEL: "true",
                     NODEPOOL_LABEL: pool.name,

@@ -1,14 +1,16 @@
 """helm install -> kubectl apply -> the operator's JobSet -> Jobs -> pods placed on TPU node
 pools -> workers running multi-host extraction -> progress in the status -> Succeeded, on
-the simulated GKE TPU cluster (cluster.py), with kills, suspends and queueing on the way."""
+the simulated GKE TPU cluster (simulated_gke.py), with kills, suspends and queueing on the way."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from kube import wait_for
 
 from workflow import NAMESPACE, assert_same_output, kill_process, local_reference, progress_values
@@ -64,12 +66,31 @@ def test_kill_9_of_a_worker_restarts_the_jobset_and_resumes_exactly(e2e):
     kill_process(victim, signal.SIGKILL)
     restarted = wait_for(lambda: e2e.status().get("restarts"), "the JobSet to restart", 120)
     assert restarted == 1
+    # Each worker of the new attempt serves its own Prometheus metrics on the declared port.
+    metrics = wait_for(lambda: worker_metrics(e2e, attempt="1"), "a worker of attempt 1 to report a step", 300)
+    assert metrics["layertap_worker_restart_attempt"] == 1 and metrics["layertap_worker_tokens_total"] > 0
     status = e2e.wait_phase("Succeeded", timeout=400)
     assert status["restarts"] == 1
     failed = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
     assert failed["status"]["restarts"] == 1
     reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
     assert_same_output(e2e.read_output(), reference)  # nothing missing, nothing twice
+
+
+def worker_metrics(e2e, attempt: str) -> dict[str, float] | None:
+    """/metrics of a running worker pod of that JobSet restart attempt, once it finished a step."""
+    for pod in e2e.pods():
+        ip = pod["status"].get("podIP")
+        if pod["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") != attempt or not ip:
+            continue
+        try:
+            text = urllib.request.urlopen(f"http://{ip}:9400/metrics", timeout=2).read().decode()
+        except OSError:
+            continue
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        if samples.get("layertap_worker_steps_total"):
+            return samples
+    return None
 
 
 def test_an_invalid_worker_configuration_fails_at_once_without_restarts(e2e):
@@ -174,3 +195,71 @@ def test_deleting_the_resource_removes_its_jobset_jobs_and_pods(e2e):
         return not any(left)
 
     wait_for(gone, "the JobSet, its Jobs and pods to be deleted", 120)
+
+
+def test_a_node_whose_accelerator_cannot_be_opened_fails_loudly_not_on_cpu(e2e):
+    """JAX would fall back to CPU; JAX_PLATFORMS and the worker's device check stop it."""
+    e2e.apply(e2e.spec("tpu-v6e-slice", "2x4", extraction={"batchSize": 8}))  # only the broken pool has 2x4
+    status = e2e.wait_phase("Failed", timeout=180)
+    assert status["restarts"] == 0  # a configuration error: no restart of every host
+    assert "resources.accelerator tpu-v6e-slice: JAX could not start its tpu backend" in status["message"], status
+
+
+def test_a_namespace_without_the_worker_account_says_so(e2e):
+    e2e.cluster.kubectl("create", "namespace", "elsewhere")
+    resource = {
+        "apiVersion": "layertap.dev/v1alpha1", "kind": "ActivationExtraction",
+        "metadata": {"name": e2e.name, "namespace": "elsewhere"}, "spec": e2e.spec("tpu-v5-lite-podslice", "4x4"),
+    }
+    e2e.cluster.plane.apply(resource)
+
+    def status():
+        return json.loads(e2e.cluster.kubectl("get", "ae", e2e.name, "-n", "elsewhere", "-o", "json").stdout).get("status", {})
+
+    waiting = wait_for(lambda: (s := status()).get("reason") == "ServiceAccountMissing" and s, "the reason", 60)
+    assert waiting["phase"] == "Pending"
+    assert "spec.serviceAccountName layertap-worker does not exist in namespace elsewhere" in waiting["message"]
+
+
+def test_an_evicted_worker_restarts_the_run_without_counting_against_max_restarts(e2e):
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", maxRestarts=0, **LONGER)  # any counted restart would fail it
+    e2e.apply(spec)
+    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    victim = sorted(p["metadata"]["name"] for p in e2e.pods())[1]
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": NAMESPACE}}
+    e2e.cluster.kubectl("create", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{victim}/eviction", "-f", "-",
+                        input=json.dumps(eviction))
+    status = e2e.wait_phase("Succeeded", timeout=400)
+    jobset = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
+    assert jobset["status"]["restarts"] == 1 and jobset["status"].get("restartsCountTowardsMax", 0) == 0
+    assert status["restarts"] == 1
+    reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
+    assert_same_output(e2e.read_output(), reference)
+
+
+def test_suspend_with_kueue_deactivates_the_workload_and_resumes(e2e):
+    e2e.cluster.plane.apply([
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "v5e-4x4"},
+         "spec": {"nodeLabels": {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                                 "cloud.google.com/gke-tpu-topology": "4x4"}}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "v5e-4x4"},
+         "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["google.com/tpu"], "flavors": [
+             {"name": "v5e-4x4", "resources": [{"name": "google.com/tpu", "nominalQuota": "16"}]}]}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": "v5e-4x4", "namespace": NAMESPACE}, "spec": {"clusterQueue": "v5e-4x4"}},
+    ])
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", queueName="v5e-4x4", **LONGER)
+    e2e.apply(spec)
+    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    e2e.cluster.kubectl("patch", "ae", e2e.name, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    suspended = e2e.wait_phase("Suspended", timeout=120)
+    wait_for(lambda: not e2e.pods(), "the worker pods to go away", 120)
+    workloads = json.loads(e2e.cluster.kubectl("get", "workloads", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    mine = [w for w in workloads if w["metadata"]["name"].startswith(f"jobset-{e2e.name}")]
+    assert [w["spec"]["active"] for w in mine] == [False]
+    applied = next(c for c in e2e.status()["conditions"] if c["type"] == "SpecApplied")
+    assert applied["status"] == "True" and suspended["phase"] == "Suspended"
+    e2e.cluster.kubectl("patch", "ae", e2e.name, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    e2e.wait_phase("Succeeded", timeout=400)
+    reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
+    assert_same_output(e2e.read_output(), reference)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from cluster import Cluster
+from simulated_gke import Cluster
 from kube import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
