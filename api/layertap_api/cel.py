@@ -125,13 +125,13 @@ MAX_NAME = f"({NAME_BUDGET} - {_digits(f'({_SLICES} - 1)')} - {_digits(f'({_HOST
 ROOT_RULES: list[dict] = [
     _rule(
         "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-        None,
+        ".metadata.name",
         "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter): "
         "it names the JobSet, its pods and their hostnames",
     ),
     _rule(
         f"size(self.metadata.name) <= {MAX_NAME}",
-        None,
+        ".metadata.name",
         "metadata.name is too long for this topology: the JobSet's pod names must fit 63 characters",
         # One literal per possible limit: the server's cost estimate cannot bound string(int).
         "".join(f"{MAX_NAME} == {n} ? {_literal(name_too_long(n))} : " for n in range(NAME_BUDGET - 8, NAME_BUDGET))

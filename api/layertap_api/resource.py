@@ -32,6 +32,11 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # what JobSet requires of its pod names
 
 
+# A CPU pool's worker pod requests, when the spec sets none.
+DEFAULT_CPU = "4"
+DEFAULT_MEMORY = "8Gi"
+
+
 class ResourcesSpec(ApiModel):
     """Where the workers run: the accelerator and how many of them."""
 
@@ -106,6 +111,14 @@ class ResourcesSpec(ApiModel):
     @property
     def devices(self) -> int:
         return self.process_count * self.devices_per_host
+
+    @property
+    def shape(self) -> str:
+        """What runs, for people: `8x8`, `2x4x4` (2 slices of 4x4), `2x(8 GPU)`, `1x(4 CPU)`."""
+        if self.topology:
+            return self.topology if self.slices == 1 else f"{self.slices}x{self.topology}"
+        per_host = f"{self.devices_per_host} GPU" if self.info.kind == "gpu" else f"{self.cpu or DEFAULT_CPU} CPU"
+        return f"{self.hosts_per_slice}x({per_host})"
 
     @property
     def max_name_length(self) -> int:

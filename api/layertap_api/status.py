@@ -48,7 +48,21 @@ class Progress(ApiModel):
     tokens_per_second: float | None = Field(default=None, ge=0, description="Recent throughput over all hosts.")
     eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds until done.")
     percent: float | None = Field(default=None, ge=0, le=100, description="samplesDone / samplesTotal in percent.")
+    completed: str | None = Field(
+        default=None, max_length=16, description="The same for people, e.g. 45.2% (the PROGRESS column)."
+    )
+    eta: str | None = Field(
+        default=None, max_length=32, description="etaSeconds for people, e.g. 2h13m (the ETA column); gone when no worker runs."
+    )
     update_time: datetime | None = Field(default=None, description="When the workers last reported.")
+
+
+class LastError(ApiModel):
+    """The last error a worker met, as it said it; written only by the workers."""
+
+    message: str = Field(max_length=4096, description="One line: what failed, the field or file, what to do.")
+    pod: str | None = Field(default=None, description="The worker pod that failed.")
+    time: datetime | None = Field(default=None, description="When.")
 
 
 class ExtractionStatus(ApiModel):
@@ -79,4 +93,10 @@ class ExtractionStatus(ApiModel):
     completion_time: datetime | None = Field(default=None, description="When the run succeeded or failed.")
     restarts: int | None = Field(default=None, ge=0, description="How often the JobSet restarted.")
     progress: Progress | None = Field(default=None, description="Progress reported by the workers.")
+    last_error: LastError | None = Field(default=None, description="The last error a worker reported.")
     output_uri: str | None = Field(default=None, alias="outputURI", description="Where the run is written.")
+    accelerator: str | None = Field(default=None, description="The accelerator the JobSet runs on.")
+    shape: str | None = Field(
+        default=None,
+        description="What the JobSet runs, e.g. 8x8, 2x4x4 (2 slices of 4x4), 2x(8 GPU): the applied spec's, until a change is applied.",
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from layertap_api import contract as wire
 from layertap_api.catalog import TPU_TOPOLOGY_LABEL
-from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.resource import DEFAULT_CPU, DEFAULT_MEMORY, ActivationExtractionSpec
 
 from layertap_operator import constants as c
 
@@ -195,8 +195,8 @@ def _container_resources(spec: ActivationExtractionSpec) -> dict:
     limits: dict[str, str] = {}
     if info.device_resource:
         requests[info.device_resource] = limits[info.device_resource] = str(res.devices_per_host)
-    cpu = res.cpu or ("4" if info.kind == "cpu" else None)
-    memory = res.memory or ("8Gi" if info.kind == "cpu" else None)
+    cpu = res.cpu or (DEFAULT_CPU if info.kind == "cpu" else None)
+    memory = res.memory or (DEFAULT_MEMORY if info.kind == "cpu" else None)
     if cpu:
         requests["cpu"] = cpu
     if memory:

@@ -11,9 +11,11 @@ The Kubernetes permissions it needs, and the workers', are listed in docs/operat
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +64,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # One replica (Recreate): no peering objects to create, no RBAC for them.
     settings.peering.standalone = True
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = c.OPERATOR_NAME  # the "From" of kubectl describe's events
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
@@ -73,14 +76,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(*RESOURCE)
 @kopf.on.resume(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    measured_reconcile(body, patch)
+def on_change(name: str, namespace: str, **_: Any) -> None:
+    measured_reconcile(namespace, name)
 
 
-# The first pass waits one interval: creation is the create handler's (no duplicate Events).
+# The first pass waits one interval: creation is the create handler's.
 @kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    measured_reconcile(body, patch)
+def resync(name: str, namespace: str, **_: Any) -> None:
+    measured_reconcile(namespace, name)
+
+
+# The JobSets it made: any change (pods started, finished, failed, the JobSet deleted)
+# reaches the resource's status at once instead of at the next resync.
+@kopf.on.event(c.JOBSET_GROUP, c.JOBSET_VERSION, c.JOBSET_PLURAL, labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+def on_jobset(body: kopf.Body, namespace: str, **_: Any) -> None:
+    owner = (body["metadata"].get("labels") or {}).get(c.LABEL_EXTRACTION)
+    if owner:
+        try:
+            measured_reconcile(namespace, owner)
+        except kopf.PermanentError:
+            pass  # already posted as InvalidSpec by the resource's own handlers
 
 
 # optional: deletion never waits on this handler (the JobSet goes by garbage collection).
@@ -89,11 +104,28 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     METRICS.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
-def measured_reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    """reconcile, counted by outcome and timed, for the operator's /metrics."""
+# One pass at a time per resource: the resource's handlers and its JobSet's events would
+# otherwise race on the same transition and post its Event twice.
+_passes: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+
+
+def measured_reconcile(namespace: str, name: str) -> None:
+    """One reconcile pass on the resource as the API server has it now, counted by outcome and
+    timed for the operator's /metrics. The status goes in with a merge patch, and only when it changed."""
     started, outcome = time.perf_counter(), "error"
     try:
-        outcome = reconcile(body, patch)
+        with _passes[(namespace, name)]:
+            body = _get_resource(namespace, name)
+            if body is None:  # deleted: also undoes a pass that counted it while on_delete ran
+                METRICS.forget(namespace, name)
+                outcome = "gone"
+                return
+            patch = kopf.Patch()
+            outcome = reconcile(body, patch)
+            if patch:
+                _resources().patch_namespaced_custom_object_status(
+                    c.GROUP, c.VERSION, namespace, c.PLURAL, name, dict(patch), _request_timeout=REQUEST_TIMEOUT_S
+                )
     except kopf.PermanentError:
         outcome = "invalid"
         raise
@@ -102,11 +134,29 @@ def measured_reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
         METRICS.reconcile_seconds.observe(time.perf_counter() - started)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch) -> str:
+def _resources() -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi()
+
+
+def _get_resource(namespace: str, name: str) -> dict | None:
+    try:
+        return _resources().get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise kopf.TemporaryError(f"reading the resource: {_reason(error)}", delay=5) from None
+
+
+def reconcile(body: dict, patch: kopf.Patch) -> str:
     """Make the JobSet match the spec as far as it can, then write what is observed.
     Returns the outcome: "ok", or "problem" when a condition needs the user."""
     previous = dict(body.get("status") or {})
     meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        METRICS.forget(meta["namespace"], meta["name"])
+        return "ok"  # going: garbage collection takes the JobSet, which must not come back
     if previous.get("phase") in ("Succeeded", "Failed") and previous.get("jobSetName"):
         METRICS.saw(meta["namespace"], meta["name"], previous["phase"])
         return "ok"  # finished; its JobSet may be gone (ttlSecondsAfterFinished) and must not come back
@@ -116,8 +166,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> str:
     except ValidationError as error:
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(f"invalid spec: {error}") from None
-    jobset, problem = ensure_jobset(spec, owner)
-    changed = changed_fields(applied_spec(jobset) or {}, spec.to_wire()) if jobset else []
+    jobset, problem, created = ensure_jobset(spec, owner)
+    applied = applied_spec(jobset) if jobset else None
+    changed = changed_fields(applied or {}, spec.to_wire()) if jobset else []
     if jobset:
         jobset = follow_suspend(jobset, spec, owner)
     pods = observed_pods(owner, jobset) if jobset else ()
@@ -125,7 +176,17 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> str:
         problem = missing_service_account(spec, owner)
     queued = jobset and spec.queue_name and jobset["spec"].get("suspend")
     admission = kueue_admission(owner, jobset) if queued else ""
-    observation = Observation(meta.get("generation", 0), spec, jobset, problem, changed, pods, admission)
+    observation = Observation(
+        meta.get("generation", 0),
+        spec,
+        jobset,
+        problem,
+        changed,
+        pods,
+        admission,
+        applied=_parsed(applied),
+        recreated=created and bool(previous.get("jobSetName")),
+    )
     status, events = desired_status(observation, previous, datetime.now(UTC))
     if any(previous.get(key) != value for key, value in status.items()):
         patch.status.update(status)  # only on change: a resync that sees nothing new writes nothing
@@ -195,16 +256,25 @@ def kueue_admission(owner: Owner, jobset: dict) -> str:
     return ""
 
 
-def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | None, Problem | None]:
-    """The resource's JobSet, created if absent. Its fixed name makes a repeated create a conflict,
-    so an operator restarted mid-reconcile finds the JobSet instead of making a second one."""
+def _parsed(applied: dict | None) -> ActivationExtractionSpec | None:
+    """The applied spec as a model; None if absent or written by an operator of another schema."""
+    try:
+        return ActivationExtractionSpec.model_validate(applied) if applied else None
+    except ValidationError:
+        return None
+
+
+def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | None, Problem | None, bool]:
+    """The resource's JobSet, created if absent (the flag: by this call). Its fixed name makes a
+    repeated create a conflict, so an operator restarted mid-reconcile finds the JobSet instead
+    of making a second one."""
     api = _jobsets()
-    jobset = _get_jobset(api, owner)
+    jobset, created = _get_jobset(api, owner), False
     if jobset is None:
         default = c.ENV_DEFAULT_GPU_WORKER_IMAGE if spec.resources.info.kind == "gpu" else c.ENV_DEFAULT_WORKER_IMAGE
         image = spec.image or os.environ.get(default)
         if not image:
-            return None, Problem("NoImage", f"set spec.image: the operator has no default ({default})")
+            return None, Problem("NoImage", f"set spec.image: the operator has no default ({default})"), False
         try:
             jobset = api.create_namespaced_custom_object(
                 c.JOBSET_GROUP,
@@ -216,13 +286,14 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
             METRICS.jobsets_created.inc()
+            created = True
         except ApiException as error:
             if error.status == 409:
                 jobset = _get_jobset(api, owner)
             elif error.status in (400, 403, 422):
                 return None, Problem(
                     "JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True
-                )
+                ), False
             else:
                 raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
     owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
@@ -231,8 +302,8 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
             "JobSetNameTaken",
             f"a JobSet named {owner.name} exists and belongs to something else: "
             "delete that JobSet, or re-create this resource under another name",
-        )
-    return jobset, None
+        ), False
+    return jobset, None, created
 
 
 def missing_service_account(spec: ActivationExtractionSpec, owner: Owner) -> Problem | None:

@@ -22,6 +22,8 @@ from layertap_api.resource import ActivationExtractionSpec
 
 # Spec fields a running JobSet can follow; any other change needs a new JobSet.
 APPLIABLE_FIELDS = frozenset({"suspend"})
+# Reasons that are the normal course of a run; any other is worth a Warning event.
+NORMAL_REASONS = frozenset({"Creating", "Starting", "Queued", "Running", "Suspended", "Completed"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ class Observation:
     changed_fields: list[str] = field(default_factory=list)
     pods: tuple[PodState, ...] = ()  # the worker pods of the JobSet's current attempt
     admission: str = ""  # while Kueue holds the run: why (its workload's QuotaReserved message)
+    applied: ActivationExtractionSpec | None = None  # the spec the JobSet was built from
+    recreated: bool = False  # the resource had a JobSet, it was gone, and a new one was made
+
+    @property
+    def running(self) -> ActivationExtractionSpec:
+        """The spec that runs: the JobSet's until a change is applied (only suspend ever is)."""
+        return self.applied or self.spec
 
 
 @dataclass(frozen=True)
@@ -136,15 +145,16 @@ def phase_of(obs: Observation) -> tuple[str, str, str]:
         why = f": {obs.admission}" if obs.admission else ""
         return "Pending", "Queued", f"waiting for Kueue to admit it from queue {obs.spec.queue_name}{why}"
     pods = obs.pods
+    total = obs.running.resources.process_count
     if any(p.phase == "Running" for p in pods):
         running = sum(p.phase == "Running" for p in pods)
-        return "Running", "Running", f"{running} of {obs.spec.resources.process_count} worker pods are running"
+        return "Running", "Running", f"{running} of {_pods(total)} {'is' if running == 1 else 'are'} running"
     unschedulable = [p for p in pods if p.unschedulable]
     if unschedulable:
         return (
             "Pending",
             "Unschedulable",
-            f"{len(unschedulable)} of {obs.spec.resources.process_count} worker pods cannot be scheduled: "
+            f"{len(unschedulable)} of {_pods(total)} cannot be scheduled: "
             f"{unschedulable[0].unschedulable}",
         )
     stuck = next((p for p in pods if p.waiting), None)
@@ -152,6 +162,10 @@ def phase_of(obs: Observation) -> tuple[str, str, str]:
         reason, message = stuck.waiting
         return "Pending", reason, f"worker pod {stuck.name} cannot start: {reason}: {message}"
     return "Pending", "Starting", "waiting for the worker pods to start"
+
+
+def _pods(n: int) -> str:
+    return f"{n} worker pod{'' if n == 1 else 's'}"
 
 
 def _failure(condition: dict, pods: tuple[PodState, ...]) -> str:
@@ -170,9 +184,9 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
     js, spec = obs.jobset, obs.spec
     out = []
     if js is not None:
-        res = spec.resources
-        shape = f"{res.slices} x {res.hosts_per_slice} pods" if res.slices > 1 else f"{res.hosts_per_slice} pods"
-        out.append(("JobSetCreated", "True", "Created", f"JobSet {js['metadata']['name']} runs {shape}"))
+        res = obs.running.resources
+        pods = f"{res.slices} slices x {_pods(res.hosts_per_slice)}" if res.slices > 1 else _pods(res.hosts_per_slice)
+        out.append(("JobSetCreated", "True", "Created", f"JobSet {js['metadata']['name']} runs {pods} on {res.accelerator} {res.shape}"))
     elif obs.problem:
         out.append(("JobSetCreated", "False", obs.problem.reason, obs.problem.message))
     else:
@@ -184,14 +198,18 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
                 "False",
                 "ChangeNotApplied",
                 (
-                    f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}; delete and "
-                    "re-create the resource to apply them (shards already written to the same output.uri are kept)"
+                    f"a running JobSet cannot follow changes to {', '.join(obs.changed_fields)}: it still runs "
+                    "the spec it was made from. To apply them, delete the resource and create it again with a new "
+                    "output.uri (an output holds one run's settings; the worker refuses to mix them)"
                 ),
             )
         )
     elif js is not None and spec.suspend and not js.get("spec", {}).get("suspend"):
         how = "Kueue is evicting it (its Workload is deactivated)" if spec.queue_name else "the JobSet is being suspended"
         out.append(("SpecApplied", "False", "Suspending", f"spec.suspend is true and the workers still run: {how}"))
+    elif js is None:
+        why = obs.problem.reason if obs.problem else "Creating"
+        out.append(("SpecApplied", "False", why, "no JobSet runs yet"))
     else:
         out.append(("SpecApplied", "True", "Applied", "the JobSet runs the current spec"))
     if js is not None:
@@ -204,6 +222,11 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
         if "Failed" in done:  # with the cause the failed worker gave
             out.append(("Failed", "True", done["Failed"].get("reason") or "Failed", phase_message))
     return out
+
+
+# status.progress keys that describe workers running now (the rest stays true afterwards);
+# a Succeeded run keeps its last rate (what it ran at) and an ETA of 0s.
+LIVE_PROGRESS = ("tokensPerSecond", "etaSeconds", "eta")
 
 
 def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dict, list[Event]]:
@@ -231,7 +254,9 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         "message": message,
         "conditions": conditions,
         "observedGeneration": obs.generation,
-        "outputURI": obs.spec.output.uri,
+        "outputURI": obs.running.output.uri,
+        "accelerator": obs.running.resources.accelerator,
+        "shape": obs.running.resources.shape,
     }
     if obs.jobset is not None:
         status["jobSetName"] = obs.jobset["metadata"]["name"]
@@ -240,18 +265,22 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         status["startTime"] = start
     if phase in ("Succeeded", "Failed"):
         status["completionTime"] = previous.get("completionTime") or stamp
+    live = {key: None for key in LIVE_PROGRESS if (previous.get("progress") or {}).get(key) is not None}
+    if phase in ("Suspended", "Failed") and live:
+        status["progress"] = live  # a merge patch: drops the rate and ETA of workers stopped for good
 
     events = []
+    if obs.recreated:
+        events.append(Event("Warning", "JobSetRecreated", "the JobSet was deleted while the run was not finished; "
+                            "a new one resumes it from the committed shards"))
     if (phase, reason) != (previous.get("phase"), previous.get("reason")):  # e.g. Starting -> Unschedulable
-        events.append(Event("Warning" if phase == "Failed" else "Normal", reason, f"{phase}: {message}"))
+        warning = phase == "Failed" or reason not in NORMAL_REASONS
+        events.append(Event("Warning" if warning else "Normal", reason, f"{phase}: {message}"))
     for cond in conditions:
-        old = before.get(cond["type"])
-        if old is not None and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
-            continue
-        if cond["type"] == "JobSetCreated" and cond["status"] == "True":
+        old = before.get(cond["type"]) or {}
+        if cond["type"] == "JobSetCreated" and cond["status"] == "True" and old.get("status") != "True":
             events.append(Event("Normal", "JobSetCreated", cond["message"]))
-        if cond["type"] == "JobSetCreated" and cond["status"] == "False" and cond["reason"] != "Creating":
-            events.append(Event("Warning", cond["reason"], cond["message"]))
-        if cond["type"] == "SpecApplied" and cond["status"] == "False":
+        # each rejected change once, naming its fields (a second change is a new message)
+        if cond["reason"] == "ChangeNotApplied" and old.get("message") != cond["message"]:
             events.append(Event("Warning", "SpecChangeNotApplied", cond["message"]))
     return status, events

@@ -30,7 +30,7 @@ def test_schema_is_structural_and_documented() -> None:
     text = yaml.safe_dump(schema)
     for forbidden in ("$ref", "anyOf", "$defs", "additionalProperties: false", "title:", "const:", "null"):
         assert forbidden not in text, forbidden
-    for path, node in _walk(schema["properties"]["spec"], "spec"):
+    for path, node in [*_walk(schema["properties"]["spec"], "spec"), *_walk(schema["properties"]["status"], "status")]:
         assert "type" in node, f"{path} has no type"
         assert path.endswith("[]") or node.get("description"), f"{path} has no description"
         if node["type"] == "object" and "properties" in node:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import time
@@ -49,13 +50,13 @@ class Operator:
         self.control_plane, self.log, self.kubeconfig = control_plane, log, kubeconfig
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, resync_seconds: float = 1) -> None:
         port, self.metrics_port = free_port(), free_port()
         env = {
             **self.control_plane.env,
             "KUBECONFIG": str(self.kubeconfig),
             "LAYERTAP_WORKER_IMAGE": IMAGE,
-            "LAYERTAP_RESYNC_SECONDS": "1",
+            "LAYERTAP_RESYNC_SECONDS": str(resync_seconds),
             "LAYERTAP_METRICS_PORT": str(self.metrics_port),
         }
         self.process = subprocess.Popen(
@@ -279,10 +280,10 @@ def test_deletion_releases_the_resource(control_plane, operator, namespace) -> N
 
 def test_printer_columns_and_short_names(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
-    wait_for(lambda: status_of(control_plane, namespace).get("phase"), "a phase")
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
     for short in ("ae", "actx"):
         header, row = control_plane.kubectl("get", short, "-n", namespace).stdout.splitlines()
-        assert header.split() == ["NAME", "PHASE", "PROGRESS", "TOKENS/S", "ETA(S)", "AGE"]
+        assert header.split() == ["NAME", "PHASE", "REASON", "PROGRESS", "TOKENS/S", "ETA", "RESTARTS", "LAST-REPORT", "AGE"]
         assert row.split()[:2] == ["qwen-arc", "Pending"]
     wide = control_plane.kubectl("get", "ae", "-n", namespace, "-o", "wide").stdout
     assert "tpu-v5-lite-podslice" in wide and "8x8" in wide and "gs://activations/qwen-arc" in wide
@@ -336,15 +337,15 @@ def test_unknown_fields_are_refused_by_kubectl_apply(control_plane, operator, na
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("x" * 46, "metadata.name must be at most 45 characters for this topology"),  # v5e 8x8: 16 hosts
-        ("2024-arc", "must be a DNS-1035 label"),
+        ("x" * 46, "metadata.name: Invalid value: metadata.name must be at most 45 characters for this topology"),  # v5e 8x8: 16 hosts
+        ("2024-arc", "metadata.name: Invalid value: metadata.name must be a DNS-1035 label"),
     ],
 )
 def test_names_the_jobset_webhook_would_refuse_are_rejected(control_plane, operator, namespace, name, expected) -> None:
     failed = control_plane.kubectl(
         "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, name)), check=False
     )
-    assert failed.returncode != 0 and expected in failed.stderr, failed.stderr
+    assert failed.returncode != 0 and expected in failed.stderr and "<nil>" not in failed.stderr, failed.stderr
     accepted = control_plane.kubectl(
         "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 45))
     )
@@ -529,8 +530,7 @@ def test_progress_flows_from_the_reporter_into_kubectl_get(control_plane, operat
     progress = status_of(control_plane, namespace)["progress"]
     assert (progress["samplesDone"], progress["tokensDone"], progress["percent"]) == (200, 20000, 100)
     assert progress["updateTime"]
-    _, row = control_plane.kubectl("get", "ae", "qwen-arc", "-n", namespace).stdout.splitlines()
-    assert row.split()[1:5] == ["Pending", "100", "1234.5", "0"]
+    assert columns(control_plane, namespace)["TOKENS/S"] == "1234.5"
 
     time.sleep(3)  # several operator resync passes: they never overwrite the workers' progress
     assert status_of(control_plane, namespace)["progress"] == progress
@@ -604,3 +604,143 @@ def test_reporter_is_quiet_without_a_cluster(tmp_path) -> None:
     reporter.close()  # logged, not raised
     with pytest.raises(ValueError, match="samplesDoen"):
         reporter.update({"samplesDoen": 1})
+
+
+def columns(control_plane, namespace: str, *flags: str) -> dict[str, str]:
+    """`kubectl get ae qwen-arc` as {column: value}, cut where kubectl aligns the header."""
+    header, row = control_plane.kubectl("get", "ae", "qwen-arc", "-n", namespace, *flags).stdout.splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    cells = [row[start:end].strip() for start, end in zip(starts, [*starts[1:], None])]
+    return dict(zip(header.split(), cells, strict=True))
+
+
+def test_kubectl_get_reads_like_kubectls_own_tables(control_plane, operator, namespace) -> None:
+    install_chart_rbac(control_plane, namespace)
+    multislice = copy.deepcopy(EXAMPLE)
+    multislice["spec"]["resources"] = {"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2}
+    create(control_plane, namespace, multislice)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    run_worker_pod(control_plane, namespace, attempt=0)
+    wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Running", "Running")
+    worker = worker_api(control_plane, namespace)
+    from layertap.reporter import StatusReporter
+
+    reporter = StatusReporter(worker, namespace, "qwen-arc", interval=0)
+    reporter.update({"samplesDone": 50, "samplesTotal": 400, "percent": 12.5, "completed": "12.5%",
+                     "tokensPerSecond": 1234.5, "etaSeconds": 7980, "eta": "2h13m"})  # fmt: skip
+    reporter.close()
+
+    shown = columns(control_plane, namespace)
+    ages = {key: shown.pop(key) for key in ("LAST-REPORT", "AGE")}
+    assert shown == {"NAME": "qwen-arc", "PHASE": "Running", "REASON": "Running", "PROGRESS": "12.5%",
+                     "TOKENS/S": "1234.5", "ETA": "2h13m", "RESTARTS": "0"}  # fmt: skip
+    assert all(re.fullmatch(r"\d+s", age) for age in ages.values()), ages
+    wide = columns(control_plane, namespace, "-o", "wide")
+    assert [wide[key] for key in ("ACCELERATOR", "SHAPE", "JOBSET", "OUTPUT")] == [
+        "tpu-v6e-slice", "2x4x4", "qwen-arc", "gs://activations/qwen-arc"
+    ]  # fmt: skip
+
+    # Suspended: the rate and ETA of workers that no longer run are gone; what is done stays.
+    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for(lambda: columns(control_plane, namespace)["PHASE"] == "Suspended", "Suspended")
+    shown = columns(control_plane, namespace)
+    assert (shown["PROGRESS"], shown["TOKENS/S"], shown["ETA"]) == ("12.5%", "", "")
+
+
+def test_a_changed_topology_leaves_the_shape_of_what_runs(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    patch = {"spec": {"resources": {"topology": "4x8"}}}
+    control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    wait_for(lambda: condition(status_of(control_plane, namespace), "SpecApplied").get("status") == "False", "SpecApplied")
+    status = status_of(control_plane, namespace)
+    assert status["shape"] == "8x8" and "runs 16 worker pods" in condition(status, "JobSetCreated")["message"]
+    assert "new output.uri" in condition(status, "SpecApplied")["message"]
+    assert columns(control_plane, namespace, "-o", "wide")["SHAPE"] == "8x8"
+
+
+def test_events_come_from_the_operator(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+
+    def events():
+        return [e for e in control_plane.get_list("events", namespace) if e["involvedObject"]["name"] == "qwen-arc"]
+
+    wait_for(events, "an Event")
+    assert {e["source"]["component"] for e in events()} == {"layertap-operator"}
+    assert {e["reportingComponent"] for e in events()} == {"layertap-operator"}
+
+
+def test_a_failing_worker_says_why_in_the_status(control_plane, operator, namespace) -> None:
+    from layertap.reporter import StatusReporter
+
+    install_chart_rbac(control_plane, namespace)
+    create(control_plane, namespace)
+    message = "layertap extract: error: extraction.layers: [30] out of range for a model of 24 layers"
+    StatusReporter(worker_api(control_plane, namespace), namespace, "qwen-arc").report_error(message, pod="qwen-arc-worker-0-0")
+    error = status_of(control_plane, namespace)["lastError"]
+    assert (error["message"], error["pod"]) == (message, "qwen-arc-worker-0-0") and error["time"]
+
+
+def test_the_failed_pods_own_words_reach_the_condition_the_event_and_kubectl_get(control_plane, operator, namespace) -> None:
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    run_worker_pod(control_plane, namespace, attempt=0)
+    cause = "layertap extract: error: extraction.layers: [30] out of range for a model of 24 layers"
+    terminated = {"exitCode": 2, "reason": "Error", "message": cause + "\n", "startedAt": "2026-01-01T00:00:00Z",
+                  "finishedAt": "2026-01-01T00:00:05Z"}  # what a kubelet writes from /dev/termination-log
+    control_plane.kubectl(
+        "patch", "pod", "qwen-arc-worker-0-0-abcde", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Failed", "containerStatuses": [
+            {"name": "worker", "image": "worker:1", "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"terminated": terminated}}]}}),
+    )  # fmt: skip
+    write_jobset_status(control_plane, namespace, {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "FailedJobs", "lastTransitionTime": "2026-01-01T00:00:06Z",
+         "message": "jobset failed due to FailJobSetFailurePolicyAction"}]})  # fmt: skip
+    wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Failed", "Failed")
+    expected = f"worker pod qwen-arc-worker-0-0-abcde exited with code 2: {cause}"
+    assert expected in condition(status_of(control_plane, namespace), "Failed")["message"]
+    assert expected in columns(control_plane, namespace, "-o", "wide")["MESSAGE"]
+    warnings = [e for e in control_plane.get_list("events", namespace) if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings if expected in e["message"]] == ["FailedJobs"], warnings
+
+
+def test_kubectl_explain_describes_every_field(control_plane, operator) -> None:
+    """kubectl explain reads the server's OpenAPI, published from the CRD's schema: every
+    field's description (from the pydantic models) must reach it."""
+    from layertap_api.resource import ActivationExtractionSpec
+
+    def described(path: str, model) -> None:
+        for name, field in model.model_fields.items():
+            text = control_plane.kubectl("explain", f"activationextraction.{path}.{field.alias or name}").stdout
+            assert " ".join(field.description.split()[:4]) in " ".join(text.split()), (path, name, text)
+
+    described("spec", ActivationExtractionSpec)
+    described("spec.resources", ActivationExtractionSpec.model_fields["resources"].annotation)
+
+
+def test_the_jobsets_changes_reach_the_status_without_waiting_for_a_resync(control_plane, operator, namespace) -> None:
+    operator.stop()
+    operator.start(resync_seconds=300)  # only the JobSet watch can make the status follow in time
+    try:
+        create(control_plane, namespace)
+        wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+        run_worker_pod(control_plane, namespace, attempt=0)
+        write_jobset_status(control_plane, namespace, {"replicatedJobsStatus": [
+            {"name": "worker", "ready": 1, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}]})  # fmt: skip
+        wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Running", "Running", timeout=10)
+
+        # A JobSet deleted under a running resource comes back, and says so.
+        control_plane.kubectl("delete", "jobset", "qwen-arc", "-n", namespace, "--wait=false")
+        wait_for(lambda: any(e["reason"] == "JobSetRecreated" and e["type"] == "Warning"
+                             for e in control_plane.get_list("events", namespace)), "a JobSetRecreated Warning", 15)  # fmt: skip
+        assert control_plane.get("jobset", "qwen-arc", namespace)["metadata"]["labels"]["layertap.dev/extraction"] == "qwen-arc"
+
+        write_jobset_status(control_plane, namespace, {"conditions": [
+            {"type": "Completed", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]})  # fmt: skip
+        wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Succeeded", "Succeeded", timeout=10)
+    finally:
+        operator.stop()
+        operator.start()

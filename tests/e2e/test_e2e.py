@@ -59,15 +59,21 @@ LONGER = {"dataset": {"prompt": {"augmentations": 3}}}  # about 10 steps: time t
 
 
 def test_kill_9_of_a_worker_restarts_the_jobset_and_resumes_exactly(e2e):
-    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", **LONGER)
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", dataset={"prompt": {"augmentations": 6}})  # about 20 steps
     e2e.apply(spec)
-    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    # Killed as soon as a worker made a step durable (its metrics say so at once; the status
+    # only at the reporter's next beat), so that most of the run is left to the next attempt.
+    wait_for(lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
+             "a first committed step", 300)
     victim = e2e.pod_directories()[1]
     kill_process(victim, signal.SIGKILL)
     restarted = wait_for(lambda: e2e.status().get("restarts"), "the JobSet to restart", 120)
     assert restarted == 1
     # Each worker of the new attempt serves its own Prometheus metrics on the declared port.
-    metrics = wait_for(lambda: worker_metrics(e2e, attempt="1"), "a worker of attempt 1 to report a step", 300)
+    try:
+        metrics = wait_for(lambda: worker_metrics(e2e, attempt="1"), "a worker of attempt 1 to report a step", 300)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{e2e.pod_table()}\n{e2e.logs()}") from None
     assert metrics["layertap_worker_restart_attempt"] == 1 and metrics["layertap_worker_tokens_total"] > 0
     status = e2e.wait_phase("Succeeded", timeout=400)
     assert status["restarts"] == 1
@@ -77,8 +83,8 @@ def test_kill_9_of_a_worker_restarts_the_jobset_and_resumes_exactly(e2e):
     assert_same_output(e2e.read_output(), reference)  # nothing missing, nothing twice
 
 
-def worker_metrics(e2e, attempt: str) -> dict[str, float] | None:
-    """/metrics of a running worker pod of that JobSet restart attempt, once it finished a step."""
+def worker_metrics(e2e, attempt: str, counter: str = "layertap_worker_steps_total") -> dict[str, float] | None:
+    """/metrics of a running worker pod of that JobSet restart attempt, once `counter` moved."""
     for pod in e2e.pods():
         ip = pod["status"].get("podIP")
         if pod["metadata"]["labels"].get("jobset.sigs.k8s.io/restart-attempt") != attempt or not ip:
@@ -88,7 +94,7 @@ def worker_metrics(e2e, attempt: str) -> dict[str, float] | None:
         except OSError:
             continue
         samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-        if samples.get("layertap_worker_steps_total"):
+        if samples.get(counter):
             return samples
     return None
 
@@ -101,6 +107,9 @@ def test_an_invalid_worker_configuration_fails_at_once_without_restarts(e2e):
     assert status["restarts"] == 0
     message = next(c for c in status["conditions"] if c["type"] == "Failed")["message"]
     assert "exited with code 2: layertap extract: error: extraction.layers: [30] out of range" in message, message
+    # The worker's own words, with the pod that said them, kept in the status for kubectl describe.
+    error = status["lastError"]
+    assert "extraction.layers: [30] out of range" in error["message"] and error["pod"].startswith(f"{e2e.name}-worker-")
     jobset = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
     assert jobset["status"]["restarts"] == 0
 

@@ -114,6 +114,13 @@ class E2E:
         root = self.cluster.workdir / "podrunner" / "pods"
         return sorted(root.glob(f"{NAMESPACE}_{name or self.name}-worker-*"))
 
+    def pod_table(self, name: str | None = None) -> str:
+        """kubectl's own view of this resource's pods, for a failing test's message."""
+        selector = f"layertap.dev/extraction={name or self.name}"
+        return self.cluster.kubectl(
+            "get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "wide", "-L", "jobset.sigs.k8s.io/restart-attempt"
+        ).stdout
+
     def logs(self, name: str | None = None) -> str:
         return "\n".join(
             f"--- {d.name}\n" + (d / "container.log").read_text(errors="replace")[-3000:]

@@ -7,14 +7,15 @@ import argparse
 import socket
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import layertap
+import pytest
 from layertap.extract import cli
 from layertap.extract.cli import job_from_args
 from layertap.extract.distributed import Distributed
 from layertap.extract.runner import execute, prepare
 from layertap.metrics import WorkerMetrics
+from layertap.progress import human_duration
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class RecordingReporter:
@@ -64,6 +65,7 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
     last = reporter.updates[-1]
     assert last["samplesDone"] == last["samplesTotal"] == len(prepared.samples)
     assert last["tokensDone"] == prepared.plan.useful_tokens and last["percent"] == 100.0
+    assert last["completed"] == "100.0%" and last["eta"] == "0s"  # the PROGRESS and ETA columns
     assert last["shardsWritten"] >= 1 and last["bytesWritten"] > 0 and last["tokensPerSecond"] > 0
     assert summary.steps_run == prepared.plan.num_steps == summary.times.steps
     # the disk estimate printed at the start is close to what was written
@@ -101,3 +103,11 @@ def test_the_worker_serves_its_progress_as_prometheus_metrics(checkpoint, datase
     assert after["layertap_worker_step_seconds_sum"] > 0
     written = layertap.open(str(tmp_path / "out")).manifest["total_bytes"]
     assert 0 < after["layertap_worker_bytes_written"] <= written + 4096
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (45, "45s"), (60, "1m"), (450, "7m30s"), (2520, "42m"), (7980, "2h13m"), (86400, "1d"), (100800, "1d4h")],
+)
+def test_eta_reads_like_a_kubectl_age(seconds, shown):
+    assert human_duration(seconds) == shown

@@ -65,7 +65,7 @@ def test_phase_follows_the_jobset(spec_dict, observed, extra, phase) -> None:
 def test_transitions_keep_times_and_events_fire_once(spec) -> None:
     first, events = desired_status(Observation(1, spec, jobset()), {}, T0)
     assert [(e.reason, e.type) for e in events] == [("Starting", "Normal"), ("JobSetCreated", "Normal")]
-    assert "JobSet qwen-arc runs 16 pods" in events[1].message
+    assert events[1].message == "JobSet qwen-arc runs 16 worker pods on tpu-v5-lite-podslice 8x8"
 
     again, events = desired_status(Observation(1, spec, jobset()), first, T0 + timedelta(seconds=10))
     assert events == [] and again == first
@@ -83,36 +83,81 @@ def test_transitions_keep_times_and_events_fire_once(spec) -> None:
     assert later["completionTime"] == "2026-01-02T04:04:05Z"
 
 
-def test_unappliable_change_is_a_condition_and_a_warning(spec) -> None:
-    changed = ["dataset.uri", "extraction.layers"]
-    status, events = desired_status(
-        Observation(2, spec, jobset(active=1), changed_fields=changed, pods=RUNNING), {}, T0
-    )
+def test_unappliable_change_is_a_condition_and_a_warning_each_time(spec_dict) -> None:
+    running = ActivationExtractionSpec.model_validate(spec_dict())
+    wire = spec_dict()
+    wanted = ActivationExtractionSpec.model_validate({**wire, "resources": {**wire["resources"], "topology": "4x8"}})
+    observed = Observation(2, wanted, jobset(active=1), changed_fields=["resources.topology"], pods=RUNNING, applied=running)
+    status, events = desired_status(observed, {}, T0)
     applied = {x["type"]: x for x in status["conditions"]}["SpecApplied"]
     assert (applied["status"], applied["reason"], applied["observedGeneration"]) == ("False", "ChangeNotApplied", 2)
-    assert "dataset.uri, extraction.layers" in applied["message"]
+    assert "resources.topology" in applied["message"] and "new output.uri" in applied["message"]
     assert ("Warning", "SpecChangeNotApplied") in [(e.type, e.reason) for e in events]
-    assert status["phase"] == "Running"  # the old spec keeps running
+    # what runs is described, not what was asked
+    assert status["phase"] == "Running" and status["message"] == "1 of 16 worker pods is running"
+    assert (status["accelerator"], status["shape"]) == ("tpu-v5-lite-podslice", "8x8")
+    created = {x["type"]: x for x in status["conditions"]}["JobSetCreated"]
+    assert created["message"].endswith("runs 16 worker pods on tpu-v5-lite-podslice 8x8")
+
+    _, again = desired_status(observed, status, T0 + timedelta(seconds=10))
+    assert again == []  # the same rejected change: no new event
+    second = Observation(
+        3, wanted, jobset(active=1), changed_fields=["resources.topology", "image"], pods=RUNNING, applied=running
+    )
+    _, events = desired_status(second, status, T0 + timedelta(seconds=20))
+    assert [(e.type, e.reason) for e in events] == [("Warning", "SpecChangeNotApplied")]
+    assert "resources.topology, image" in events[0].message
 
 
 @pytest.mark.parametrize(
-    ("problem", "phase", "phase_event"),
+    ("problem", "phase"),
     [
-        (Problem("NoImage", "set spec.image"), "Pending", "Normal"),
-        (Problem("JobSetRejected", "the API server rejected the JobSet", terminal=True), "Failed", "Warning"),
+        (Problem("NoImage", "set spec.image"), "Pending"),
+        (Problem("JobSetRejected", "the API server rejected the JobSet", terminal=True), "Failed"),
     ],
 )
-def test_problem_is_reported(spec, problem, phase, phase_event) -> None:
+def test_problem_is_reported_once_as_a_warning(spec, problem, phase) -> None:
     status, events = desired_status(Observation(1, spec, None, problem), {}, T0)
     assert status["phase"] == phase
-    assert {x["type"]: x["reason"] for x in status["conditions"]}["JobSetCreated"] == problem.reason
-    assert [(e.type, e.reason) for e in events] == [(phase_event, problem.reason), ("Warning", problem.reason)]
+    conditions = {x["type"]: x for x in status["conditions"]}
+    assert conditions["JobSetCreated"]["reason"] == problem.reason
+    assert (conditions["SpecApplied"]["status"], conditions["SpecApplied"]["reason"]) == ("False", problem.reason)
+    assert [(e.type, e.reason) for e in events] == [("Warning", problem.reason)]
 
 
-def test_status_never_touches_progress(spec) -> None:
-    previous = {"phase": "Running", "progress": {"samplesDone": 5}}
-    status, _ = desired_status(Observation(1, spec, jobset(active=1)), previous, T0)
+def test_no_jobset_yet_is_not_an_applied_spec(spec) -> None:
+    status, _ = desired_status(Observation(1, spec, None), {}, T0)
+    applied = {x["type"]: x for x in status["conditions"]}["SpecApplied"]
+    assert (applied["status"], applied["reason"], applied["message"]) == ("False", "Creating", "no JobSet runs yet")
+
+
+def test_a_recreated_jobset_is_a_warning(spec) -> None:
+    previous, _ = desired_status(Observation(1, spec, jobset(active=1), pods=RUNNING), {}, T0)
+    _, events = desired_status(Observation(1, spec, jobset(), recreated=True), previous, T0 + timedelta(seconds=5))
+    assert ("Warning", "JobSetRecreated") in [(e.type, e.reason) for e in events]
+
+
+def test_status_keeps_the_workers_progress_while_they_run(spec) -> None:
+    previous = {"phase": "Running", "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"}}
+    status, _ = desired_status(Observation(1, spec, jobset(active=1), pods=RUNNING), previous, T0)
     assert "progress" not in status
+
+
+def test_a_finished_run_keeps_the_rate_it_ran_at(spec) -> None:
+    previous = {"phase": "Running", "progress": {"samplesDone": 9, "tokensPerSecond": 900.0, "etaSeconds": 0, "eta": "0s"}}
+    status, _ = desired_status(Observation(1, spec, jobset(conditions=("Completed",))), previous, T0)
+    assert status["phase"] == "Succeeded" and "progress" not in status
+
+
+@pytest.mark.parametrize("observed", [jobset(suspend=True), jobset(conditions=("Failed",))])
+def test_rate_and_eta_go_when_the_workers_are_stopped(spec_dict, observed) -> None:
+    spec = ActivationExtractionSpec.model_validate({**spec_dict(), "suspend": bool(observed["spec"]["suspend"])})
+    previous = {"phase": "Running", "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"}}
+    status, _ = desired_status(Observation(1, spec, observed), previous, T0)
+    assert status["progress"] == {"tokensPerSecond": None, "etaSeconds": None, "eta": None}  # merge patch: removed
+    after = {**previous, **status, "progress": {"samplesDone": 5}}
+    again, _ = desired_status(Observation(1, spec, observed), after, T0)
+    assert "progress" not in again  # nothing left to clear
 
 
 def test_changed_fields_ignores_suspend_and_finds_nested_changes() -> None:
@@ -147,7 +192,7 @@ UNSCHEDULABLE = {
 @pytest.mark.parametrize(
     ("pods", "observed", "phase", "reason", "message"),
     [
-        ([pod("Running"), pod()], jobset(active=1), "Running", "Running", "1 of 16 worker pods are running"),
+        ([pod("Running"), pod()], jobset(active=1), "Running", "Running", "1 of 16 worker pods is running"),
         ([pod(conditions=[UNSCHEDULABLE])] * 2, jobset(active=1), "Pending", "Unschedulable",
          "2 of 16 worker pods cannot be scheduled: 0/8 nodes are available: 8 node(s) didn't match"),
         ([pod(container={"state": {"waiting": {"reason": "ErrImagePull", "message": "no such image x:1"}}})],

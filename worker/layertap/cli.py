@@ -50,11 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     except LayerTapError as error:
         message = f"layertap {name}: error: {error}"
         print(message, file=sys.stderr)
-        write_termination_message(message)
+        tell_the_cluster(message)
         return EXIT_INVALID
+    except Exception as error:  # a bug or a transient failure: the traceback follows, the pod is retried
+        tell_the_cluster(f"layertap {name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        raise
     except KeyboardInterrupt:
         print(f"layertap {name}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def tell_the_cluster(message: str) -> None:
+    """Why this worker fails, where Kubernetes and the operator look: the pod's termination
+    message and the resource's status.lastError (both only inside a cluster)."""
+    write_termination_message(message)
+    from layertap.reporter import StatusReporter
+
+    reporter = StatusReporter.from_environment()
+    if reporter is not None:
+        reporter.report_error(message, pod=os.environ.get("HOSTNAME"))
 
 
 def write_termination_message(message: str) -> None:

@@ -67,6 +67,7 @@ class Progress:
     def as_status(self) -> dict:
         """status.progress of the resource (camelCase keys)."""
         rate = self.tokens_per_second
+        percent = round(100.0 * self.samples_committed / self.samples_total, 1) if self.samples_total else 100.0
         status = {
             "samplesDone": self.samples_committed,
             "samplesTotal": self.samples_total,
@@ -74,10 +75,12 @@ class Progress:
             "shardsWritten": self.shards_written,
             "bytesWritten": self.bytes_written,
             "tokensPerSecond": round(rate, 1),
-            "percent": round(100.0 * self.samples_committed / self.samples_total, 1) if self.samples_total else 100.0,
+            "percent": percent,
+            "completed": f"{percent:.1f}%",
         }
         if rate > 0:
             status["etaSeconds"] = round((self.tokens_total - self.tokens_computed) / rate)
+            status["eta"] = human_duration(status["etaSeconds"])
         return status
 
     def close(self) -> None:
@@ -85,3 +88,17 @@ class Progress:
         if self._reporter is not None:
             self._reporter.update(self.as_status())
             self._reporter.close()
+
+
+def human_duration(seconds: int) -> str:
+    """Seconds as kubectl shows ages: 45s, 7m30s, 42m, 2h13m, 3d4h."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 60:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 1:
+        return f"{minutes}m"
+    if days < 1:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"

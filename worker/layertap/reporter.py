@@ -105,6 +105,19 @@ class StatusReporter:
                     return
             self._send(self._take())
 
+    def report_error(self, message: str, pod: str | None = None) -> None:
+        """Put why this worker fails into status.lastError, at once (one try: it is exiting)."""
+        error = {"message": message[-4096:], "time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        if pod:
+            error["pod"] = pod
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {"lastError": error}},
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as failure:
+            log.warning("status.lastError of %s/%s not written: %s", self.namespace, self.name, failure)
+
     def _send(self, progress: dict) -> None:
         if not progress or self._disabled:
             return
