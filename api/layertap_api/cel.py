@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology, tpu_hosts_by_topology
+from layertap_api.spec import ARC_FORMATS
 
 # The JobSet's pods are named <name>-worker-<slice>-<host>-<5 random characters>, and the
 # JobSet webhook requires that to be a DNS-1035 label of at most 63 characters: the name gets
@@ -123,6 +124,12 @@ _SLICES = f"(has({_RES}.slices) ? {_RES}.slices : 1)"
 MAX_NAME = f"({NAME_BUDGET} - {_digits(f'({_SLICES} - 1)')} - {_digits(f'({_HOSTS_PER_SLICE} - 1)')})"
 
 ROOT_RULES: list[dict] = [
+    _rule(
+        "!has(self.spec.mode) || self.spec.mode != 'predict' || self.spec.dataset.format in "
+        + _literal(list(ARC_FORMATS)),
+        ".spec.dataset.format",
+        "mode predict answers ARC tasks: dataset.format must be one of " + ", ".join(ARC_FORMATS),
+    ),
     _rule(
         "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
         ".metadata.name",

@@ -49,6 +49,7 @@ PRINTER_COLUMNS = [
     {"name": "Shape", "type": "string", "jsonPath": ".status.shape", "priority": 1},
     {"name": "JobSet", "type": "string", "jsonPath": ".status.jobSetName", "priority": 1},
     {"name": "Output", "type": "string", "jsonPath": ".status.outputURI", "priority": 1},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 
@@ -89,6 +90,9 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         del node["additionalProperties"]
     if node.get("default", 0) is None:
         del node["default"]
+    for bound in ("Minimum", "Maximum"):  # JSON Schema's numeric form -> OpenAPI v3's boolean flag
+        if isinstance(node.get(f"exclusive{bound}"), (int, float)) and not isinstance(node[f"exclusive{bound}"], bool):
+            node[bound.lower()], node[f"exclusive{bound}"] = node[f"exclusive{bound}"], True
     out = {key: structural(value, defs) for key, value in node.items() if key not in _DROP}
     if "properties" in node:
         out["properties"] = {name: structural(prop, defs) for name, prop in node["properties"].items()}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"]
+ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")  # the formats mode predict reads
 ComputeDtype = Literal["float32", "bfloat16"]
 StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
 Positions = Literal["all", "last", "mean"]
@@ -160,15 +161,65 @@ class OutputSpec(ApiModel):
     )
 
 
+class ViewsSpec(ApiModel):
+    """The augmented views of each ARC test input that prediction answers and votes over."""
+
+    dihedral: bool = Field(
+        default=True, description="All 8 rotations and reflections of the task; false: the task as given only."
+    )
+    colour_permutations: int = Field(
+        default=0, ge=0, le=8, description="Extra copies of the views with colours 1-9 permuted (0, the background, kept)."
+    )
+    reorder_examples: bool = Field(default=False, description="Shuffle the order of the train pairs in each view but the first.")
+    seed: int = Field(default=0, ge=0, description="Seed of the colour permutations and example orders.")
+
+
+class SamplingSpec(ApiModel):
+    temperature: float = Field(default=0.0, ge=0, le=10, description="0: greedy decoding; otherwise sampled at this temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling: sample from the most probable tokens of this total probability.")
+    seed: int = Field(default=0, ge=0, description="Seed of the sampling (per prompt: the same prompt draws the same tokens on any host).")
+
+
+class PredictionSpec(ApiModel):
+    """ARC test-time inference (mode predict): answers generated for every view, voted into
+    a Kaggle submission, scored when the dataset carries the solutions."""
+
+    views: ViewsSpec = Field(default_factory=ViewsSpec, description="Augmented views of each test input.")
+    max_new_tokens: int = Field(
+        default=1024, ge=1, le=16384, description="Token budget of one answer (a 30x30 grid takes about 1000 with the default encoder)."
+    )
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Greedy or sampled decoding.")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Prompts generated together, across all hosts.")
+    activations: bool = Field(
+        default=False,
+        description="Also store the residual stream of extraction.layers over each prompt and its generated answer.",
+    )
+
+
 class JobSpec(ApiModel):
     """The part of the spec the worker runs; the resource's spec extends it with cluster fields."""
 
+    mode: Literal["extract", "predict"] = Field(
+        default="extract",
+        description="extract: store activations over the prompts; predict: generate ARC answers (see prediction).",
+    )
     model: ModelSpec = Field(description="The checkpoint to run.")
     dataset: DatasetSpec = Field(description="The prompts to run it on.")
     extraction: ExtractionSpec = Field(
         default_factory=ExtractionSpec, description="Which activations to keep."
     )
+    prediction: PredictionSpec = Field(
+        default_factory=PredictionSpec, description="How to generate answers (mode predict)."
+    )
     output: OutputSpec = Field(description="Where to write them.")
+
+    @model_validator(mode="after")
+    def _predict_needs_arc(self) -> JobSpec:
+        if self.mode == "predict" and self.dataset.format not in ARC_FORMATS:
+            raise ValueError(
+                f"mode predict answers ARC tasks: dataset.format must be one of {', '.join(ARC_FORMATS)}, not {self.dataset.format}"
+            )
+        return self
 
 
 class MeshSpec(ApiModel):

@@ -39,7 +39,7 @@ class Progress(ApiModel):
     """How far the workers are; written only by the workers."""
 
     samples_done: int | None = Field(
-        default=None, ge=0, description="Samples (prompts) whose activations are committed."
+        default=None, ge=0, description="Samples (prompts) whose activations are committed; mode predict: answers committed."
     )
     samples_total: int | None = Field(default=None, ge=0, description="Samples in the run after filtering.")
     tokens_done: int | None = Field(default=None, ge=0, description="Tokens whose activations are committed.")
@@ -55,6 +55,12 @@ class Progress(ApiModel):
         default=None, max_length=32, description="etaSeconds for people, e.g. 2h13m (the ETA column); gone when no worker runs."
     )
     update_time: datetime | None = Field(default=None, description="When the workers last reported.")
+    tasks_done: int | None = Field(default=None, ge=0, description="Mode predict: tasks whose every answer is committed.")
+    tasks_total: int | None = Field(default=None, ge=0, description="Mode predict: tasks in the run.")
+    score: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Mode predict with solutions: the ARC Prize score over the tasks done so far (mean over tasks).",
+    )  # fmt: skip
 
 
 class LastError(ApiModel):

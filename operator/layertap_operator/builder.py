@@ -145,7 +145,7 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
             {
                 "name": wire.CONTAINER,
                 "image": image,
-                "command": ["layertap", "extract"],
+                "command": ["layertap", spec.mode],  # the subcommand of the same name runs each mode
                 # The worker writes why it failed to /dev/termination-log; a crash leaves its log tail.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 # The spec (mesh included) comes in LAYERTAP_SPEC; progress goes to the status.

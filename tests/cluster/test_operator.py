@@ -312,6 +312,9 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
         (lambda s: s.pop("output"), "spec.output: Required value"),
         (lambda s: s["dataset"].update(format="csv"), 'spec.dataset.format: Unsupported value: "csv"'),
         (lambda s: s["resources"].update(accelerator="tpu-v7"), "spec.resources.accelerator: Unsupported value"),
+        (lambda s: s.update(mode="predict", prediction={"sampling": {"topP": 0}}), "spec.prediction.sampling.topP: Invalid value: 0"),
+        (lambda s: s.update(mode="predict") or s["dataset"].update(format="text-jsonl"),
+         "spec.dataset.format: Invalid value: mode predict answers ARC tasks"),
     ],
 )
 def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator, namespace, change, expected) -> None:

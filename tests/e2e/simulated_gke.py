@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
 
 from gcs_emulator import Emulator  # noqa: E402
 from kube import BIN, ControlPlane, free_port, running_control_plane, stop, wait_for  # noqa: E402
-from layertap_api.catalog import ACCELERATORS, GPU_RESOURCE, TPU_ACCELERATOR_LABEL, TPU_RESOURCE, TPU_TOPOLOGY_LABEL  # noqa: E402
+from layertap_api.catalog import ACCELERATORS, TPU_ACCELERATOR_LABEL, TPU_RESOURCE, TPU_TOPOLOGY_LABEL  # noqa: E402
 
 E2E_BINARIES = ("kube-controller-manager", "kube-scheduler", "jobset", "kueue", "kwok")
 FAKE_NODE_LABEL = "layertap.dev/fake-node"

@@ -5,7 +5,10 @@ the simulated GKE TPU cluster (simulated_gke.py), with kills, suspends and queue
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -272,3 +275,23 @@ def test_suspend_with_kueue_deactivates_the_workload_and_resumes(e2e):
     e2e.wait_phase("Succeeded", timeout=400)
     reference = local_reference(e2e.cluster, spec, f"gs://{e2e.cluster.bucket}/local/{e2e.name}")
     assert_same_output(e2e.read_output(), reference)
+
+
+def test_a_prediction_runs_as_a_jobset_and_reports_its_score(e2e):
+    """mode predict: the same operator, JobSet and pods, running `layertap predict` over 4 hosts."""
+    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", mode="predict", dataset={"maxSamples": 2},
+                    prediction={"maxNewTokens": 16, "batchSize": 8})  # fmt: skip
+    e2e.apply(spec)
+    status = e2e.wait_phase("Succeeded", timeout=400)
+    progress = status["progress"]
+    assert progress["samplesDone"] == progress["samplesTotal"] and progress["samplesTotal"] % 8 == 0, progress
+    assert progress["score"] == 0.0  # a random model; the score is there because the tasks carry solutions
+    assert progress["tasksDone"] == progress["tasksTotal"] == 2
+    summary = "\n".join((d / "container.log").read_text() for d in e2e.pod_directories())
+    assert f"layertap predict: 2 tasks, {progress['samplesTotal']} answers" in summary, e2e.logs()
+    uri = f"gs://{e2e.cluster.bucket}/runs/{e2e.name}"
+    script = f"import layertap.io.store as s, json; print(s.open_store({uri!r}).read('submission.json').decode())"
+    read = subprocess.run([sys.executable, "-c", script], env={**os.environ, "STORAGE_EMULATOR_HOST": e2e.cluster.gcs},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    assert len(json.loads(read.stdout)) == 2

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-
-import jax.monitoring
+from compiles import counting_compiles
 
 from .conftest import extract, write_jsonl
-
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def counting_compiles():
-    count = [0]
-
-    def listener(event: str, _seconds: float, **_kwargs) -> None:
-        if event == BACKEND_COMPILE:
-            count[0] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield count
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def texts(n: int) -> list[str]:

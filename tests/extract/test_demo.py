@@ -34,3 +34,18 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "3", "--no-progress"]) == 0
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "2", "--no-progress"]) == 0
     assert layertap.open(str(tmp_path / "demo" / "activations-2-tasks")).num_tokens < run.num_tokens
+
+
+def test_demo_predict_answers_real_tasks_and_says_where_the_files_are(tmp_path, capsys):
+    import json
+
+    assert main(["demo", "--predict", "--workdir", str(tmp_path / "demo"), "--tasks", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    files = dict(line.strip().split(": ", 1) for line in out.splitlines() if line.startswith("  ") and ": /" in line)
+    assert set(files) == {"submission", "results", "score"}, out
+    submission = json.loads(open(files["submission"]).read())
+    assert len(submission) == 2 and all(set(t[0]) == {"attempt_1", "attempt_2"} for t in submission.values())
+    assert json.loads(open(files["score"]).read())["total"] == 0.0 and "ARC Prize score: 0.000" in out
+    # the config it wrote resumes the same prediction: nothing is generated again
+    assert main(["predict", "--config", str(tmp_path / "demo" / "prediction-2-tasks.yaml"), "--no-progress"]) == 0
+    assert "already committed" in capsys.readouterr().out

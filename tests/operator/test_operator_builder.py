@@ -166,6 +166,13 @@ def test_mesh_and_requests_reach_the_pod(build) -> None:
     assert container["resources"] == {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "32Gi"}}
 
 
+@pytest.mark.parametrize("mode", ["extract", "predict"])
+def test_the_worker_runs_the_subcommand_of_the_mode(build, mode) -> None:
+    jobset = build(mode=mode)
+    assert pod(jobset)["containers"][0]["command"] == ["layertap", mode]
+    assert json.loads(env(jobset)[wire.ENV_SPEC])["mode"] == mode
+
+
 def test_same_input_same_jobset(build) -> None:
     assert build() == build()
 

@@ -20,6 +20,7 @@ from layertap.errors import LayerTapError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("layertap.extract.cli", "extract residual-stream activations to a local path or gs://"),
+    "predict": ("layertap.predict.cli", "answer ARC tasks: generate, vote over augmented views, write a Kaggle submission"),
     "demo": ("layertap.demo", "build a tiny random Qwen2 + tokenizer and run an extraction on it"),
     "transform": ("layertap.arc.transform_cli", "turn BARC / Hugging Face ARC-style data into ARC-AGI JSON"),
     "verify": ("layertap.store.verify_cli", "check every shard of a run against its checksums"),

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tasks", type=int, default=DEMO_TASKS, help="ARC tasks to run (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--predict", action="store_true", help="answer the tasks instead (mode predict: generate, vote, submit, score)"
+    )
 
 
 def demo_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
@@ -31,6 +34,18 @@ def demo_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
         "dataset": {"uri": str(tasks_file), "format": "arc-json", "maxTokens": 2048, "overLimit": "shorten"},
         "extraction": {"positions": "all", "storageDtype": "bfloat16", "batchSize": 4},
         "output": {"uri": str(output), "shardSizeMb": 8},
+    }
+
+
+def demo_prediction_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
+    """The demo's prediction: the same tasks, 8 dihedral views each, short answers (a random
+    model's answers are noise; the files and the score are what the demo shows)."""
+    return {
+        "mode": "predict",
+        "model": {"uri": str(model_dir), "dtype": "float32"},
+        "dataset": {"uri": str(tasks_file), "format": "arc-json", "maxTokens": 2048, "overLimit": "shorten"},
+        "prediction": {"maxNewTokens": 48, "batchSize": 8},
+        "output": {"uri": str(output)},
     }
 
 
@@ -59,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     suffix = "" if args.tasks == DEMO_TASKS else f"-{args.tasks}-tasks"
     tasks_file, config_file = workdir / f"arc-tasks{suffix}.json", workdir / f"extraction{suffix}.yaml"
     write_arc_tasks(tasks_file, args.tasks)
+    if args.predict:
+        return predict(workdir, model_dir, tasks_file, suffix, args)
     spec = demo_spec(tasks_file, model_dir, workdir / f"activations{suffix}")
     config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
     print(f"layertap demo: random Qwen2 in {model_dir}, {args.tasks} ARC tasks in {tasks_file}")
@@ -76,4 +93,28 @@ def run(args: argparse.Namespace) -> int:
         f"  acts = run.read_layer({layer}, segments=['test-input']).activations  "
         f"# [tokens, {prepared.config.hidden_size}] float32, layer {layer}, test-input grid tokens"
     )
+    return 0
+
+
+def predict(workdir: Path, model_dir: Path, tasks_file: Path, suffix: str, args: argparse.Namespace) -> int:
+    """The demo's prediction, through the same code as `layertap predict`."""
+    from tqdm import tqdm
+
+    from layertap.extract import config as cfg
+    from layertap.predict.runner import execute, prepare
+
+    config_file = workdir / f"prediction{suffix}.yaml"
+    spec = demo_prediction_spec(tasks_file, model_dir, workdir / f"prediction{suffix}")
+    config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
+    print(f"layertap demo: random Qwen2 in {model_dir} answers {args.tasks} ARC tasks from {tasks_file}")
+    prepared = prepare(cfg.worker_spec(spec, str(config_file)))
+    with tqdm(total=len(prepared.units), unit="answer", disable=args.no_progress or None) as bar:
+        summary = execute(prepared, progress=lambda done, total, _: bar.update(done - bar.n))
+    dropped = prepared.dropped.total()
+    print(f"\n{len(prepared.units)} answers ({len(prepared.tasks)} tasks x their test inputs x 8 views"
+          f"{f', less {dropped} views whose prompt exceeds dataset.maxTokens' if dropped else ''}), "
+          f"{summary.tokens_generated:,} tokens generated; rerun or resume with `layertap predict --config {config_file}`:")  # fmt: skip
+    for name, uri in summary.outputs.items():
+        print(f"  {name}: {uri}")
+    print(f"  ARC Prize score: {summary.score:.3f} (a random model's answers are wrong; the pipeline is what runs)")
     return 0

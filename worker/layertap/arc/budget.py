@@ -24,6 +24,20 @@ class Tokenized:
     truncated: bool = False
 
 
+def tokenized_prompt(task: Task, test_index: int, encoder, tokenizer, template: str, variant) -> Tokenized:
+    """The prompt for `task.test[test_index]`, tokenized with each token's character span."""
+    from layertap.arc.prompts import render_prompt
+
+    rendered = render_prompt(task, test_index, encoder, tokenizer, template, variant)
+    encoding = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    return Tokenized(
+        rendered,
+        np.asarray(encoding["input_ids"], dtype=np.int32),
+        np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2),
+        len(task.train),
+    )
+
+
 @dataclass
 class BudgetStats:
     """Prompts kept as they were, shortened (train pairs removed), truncated, and dropped."""

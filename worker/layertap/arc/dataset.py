@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from functools import partial
 from typing import get_args
 
-import numpy as np
 from layertap_api.spec import DatasetSpec
 
 from layertap.arc.augment import augmentation_rng, random_augmentation
-from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget
+from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget, tokenized_prompt
 from layertap.arc.encoders import build_encoder
-from layertap.arc.prompts import TEMPLATES, render_prompt
+from layertap.arc.prompts import TEMPLATES
 from layertap.arc.readers import ArcFormat, read_tasks
 from layertap.arc.records import Split
 from layertap.arc.segments import segment_names, select_labels
@@ -78,14 +77,7 @@ def iter_samples(
     )
 
     def build(task: Task, test_index: int) -> Tokenized:
-        rendered = render_prompt(task, test_index, encoder, tokenizer, prompt.template, prompt.variant)
-        encoding = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
-        return Tokenized(
-            rendered,
-            np.asarray(encoding["input_ids"], dtype=np.int32),
-            np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2),
-            len(task.train),
-        )
+        return tokenized_prompt(task, test_index, encoder, tokenizer, prompt.template, prompt.variant)
 
     try:
         yield from _samples(tasks, dataset, build, budget)

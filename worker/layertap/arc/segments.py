@@ -19,10 +19,15 @@ def example_label(k: int, grid: str) -> int:
     return 2 + 2 * k + (grid == "output")
 
 
+# Tokens the model generated (mode predict), after the prompt: not part of any prompt grid.
+GENERATED = example_label(MAX_EXAMPLES, "output") + 1
+
 segment_names: dict[int, str] = {OTHER: "other", SYSTEM: "system", TEST_INPUT: "test-input", ANSWER: "answer"}
 for _k in range(1, MAX_EXAMPLES + 1):
     segment_names[example_label(_k, "input")] = f"example-{_k}-input"
     segment_names[example_label(_k, "output")] = f"example-{_k}-output"
+# A prediction's activations also hold the generated tokens (extraction runs never do).
+prediction_segment_names = {**segment_names, GENERATED: "generated"}
 
 # Names that select several labels at once.
 SEGMENT_GROUPS: dict[str, tuple[int, ...]] = {

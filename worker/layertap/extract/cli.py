@@ -88,16 +88,20 @@ def _layers_flag(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(error).removeprefix(f"--layers {text!r}: ")) from None
 
 
-def job_from_args(args: argparse.Namespace, env=os.environ) -> WorkerSpec:
-    """The validated spec this worker runs, from --config (or LAYERTAP_SPEC) and flags."""
+def job_from_args(args: argparse.Namespace, env=os.environ, flags: dict[str, str] = SPEC_FLAGS, mode: str | None = None) -> WorkerSpec:
+    """The validated spec this worker runs, from --config (or LAYERTAP_SPEC) and `flags`
+    (flag dest -> "section.field"); `mode` replaces the spec's."""
     if args.config:
         raw, source = cfg.read_spec_file(args.config), args.config
     elif (spec_json := worker_environment(env).spec_json) is not None:
         raw, source = cfg.parse_spec(spec_json, ENV_SPEC), ENV_SPEC
     else:
         raw, source = {}, "command line"
-    overrides = {field: getattr(args, dest) for dest, field in SPEC_FLAGS.items()}
-    job = cfg.worker_spec(cfg.apply_overrides(raw, overrides), source, model_parallel=args.model_parallel)
+    overrides = {field: getattr(args, dest) for dest, field in flags.items()}
+    raw = cfg.apply_overrides(raw, overrides)
+    if mode is not None:
+        raw["mode"] = mode
+    job = cfg.worker_spec(raw, source, model_parallel=getattr(args, "model_parallel", None))
     if args.config:  # a resource run by hand: its accelerator is the cluster's, not this machine's
         job = job.model_copy(update={"devices": None})
     return job

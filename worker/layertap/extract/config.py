@@ -41,13 +41,18 @@ def parse_spec(text: str, source: str) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set "section.field" keys (camelCase, as on the wire) whose value is not None."""
-    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    """Set "section.field" (or deeper, "prediction.sampling.seed") keys, camelCase as on the
+    wire, whose value is not None; `raw` itself is left as it was."""
+    merged = dict(raw)
     for dotted, value in overrides.items():
         if value is None:
             continue
-        section, field = dotted.split(".")
-        merged.setdefault(section, {})[field] = value
+        *sections, field = dotted.split(".")
+        node = merged
+        for section in sections:
+            node[section] = dict(node.get(section) or {})
+            node = node[section]
+        node[field] = value
     return merged
 
 

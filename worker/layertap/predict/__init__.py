@@ -1,0 +1,1 @@
+"""ARC test-time inference: generate answers over augmented views, vote, submit, score."""
