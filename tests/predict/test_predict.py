@@ -215,3 +215,23 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
         expected = np.asarray(forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32)))[0, 0]
         ours = layer3.activations[rows][np.argsort(layer3.position[rows])]
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))))
+
+
+def test_a_checkpoint_without_its_lm_head_is_refused_and_writes_nothing(tasks_file, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    headless = write_random_checkpoint(tmp_path / "model", seed=0, tie_word_embeddings=False)
+    tensors = load_file(headless / "model.safetensors")
+    del tensors["lm_head.weight"]
+    save_file(tensors, headless / "model.safetensors")
+    with pytest.raises(LayerTapError, match="lm_head.weight.*generation needs the LM head"):
+        execute(prepare(job_of(spec(headless, tasks_file, tmp_path / "out"))))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_grid_out_of_range_is_named_with_its_task(checkpoint, tmp_path):
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps({"bad-colour": {"train": [{"input": [[1]], "output": [[12]]}], "test": [{"input": [[1]]}]}}))
+    with pytest.raises(LayerTapError, match="tasks.json, task bad-colour: .*12"):
+        prepare(job_of(spec(checkpoint, tasks, tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

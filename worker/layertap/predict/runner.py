@@ -149,6 +149,9 @@ def execute(
 ) -> PredictSummary:
     """Generate every unit not committed yet (this process's share), then, on process 0, vote."""
     job, summary = prepared.job, PredictSummary()
+    # The weights first: a checkpoint that cannot generate (no LM head) leaves no output behind.
+    dtype = jnp.dtype(job.model.dtype)
+    params = load_params(prepared.checkpoint, prepared.config, dtype, head=True)
     store = open_store(job.output.uri)
     claim(store, prepared.identity)
     committed = committed_units(store)
@@ -165,8 +168,6 @@ def execute(
     mine = batches[process_index::process_count]
 
     encoder = build_encoder(job.dataset.prompt.grid_encoder)
-    dtype = jnp.dtype(job.model.dtype)
-    params = load_params(prepared.checkpoint, prepared.config, dtype, head=True)
     sampling = Sampling(job.prediction.sampling.temperature, job.prediction.sampling.top_p, job.prediction.sampling.seed)
     generate = jax.jit(make_generate_fn(prepared.config, job.prediction.max_new_tokens,
                                         stop_token_ids(prepared.tokenizer, encoder.answer_prefix), sampling, dtype,
