@@ -9,9 +9,10 @@ ends up in `kubectl explain`.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"]
@@ -78,11 +79,58 @@ class PromptSpec(ApiModel):
     )
 
 
+class SelectionSpec(ApiModel):
+    """Which tasks (ARC formats) or records (text formats) a run uses. Applied in this order,
+    each step keeping dataset order: ids, offset, sample, limit; then maxSamples caps the prompts.
+    Every host applies it to the same dataset in the same order, so every host selects the same."""
+
+    ids: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=(
+            "Keep only these tasks, by ARC task id (text formats: a record's 0-based position among the "
+            'records read, e.g. "17"), in dataset order. An id not in the dataset is an error.'
+        ),
+    )
+    offset: int = Field(
+        default=0, ge=0, description="Skip the first N tasks or records (those left by ids), in dataset order."
+    )
+    sample: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Keep a random subset of N of the tasks or records left after ids and offset, in dataset order; "
+            "drawn from seed and their ids only, so the same on every host and for any host count. "
+            "More than are left is an error."
+        ),
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Keep at most the first N tasks or records left after ids, offset and sample."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the random subset (sample).")
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_once(cls, ids: list[str] | None) -> list[str] | None:
+        repeated = sorted(task_id for task_id, n in Counter(ids or ()).items() if n > 1)
+        if repeated:
+            raise ValueError(f"{', '.join(repeated[:5])} listed more than once; list each id once")
+        return ids
+
+
 class DatasetSpec(ApiModel):
     uri: str = Field(min_length=1, description="Dataset file or directory: gs://... or a path.")
     format: DatasetFormat = Field(description="How to read the dataset.")
     max_samples: int | None = Field(
-        default=None, ge=1, description="Stop after this many samples (prompts). Unset: the whole dataset."
+        default=None, ge=1, description="Stop after this many samples (prompts), counted after select. Unset: the whole dataset."
+    )
+    select: SelectionSpec | None = Field(
+        default=None,
+        description=(
+            "Which tasks (ARC formats; all prompts of a selected task are kept) or records (text formats) "
+            "to use: ids, then offset, then a seeded random sample, then limit. Unset: all of them."
+        ),
     )
     max_tokens: int = Field(
         default=2048, ge=8, le=131072, description="Longest prompt in tokens; longer ones follow overLimit."

@@ -100,8 +100,9 @@ def on_jobset(body: kopf.Body, namespace: str, **_: Any) -> None:
 
 # optional: deletion never waits on this handler (the JobSet goes by garbage collection).
 @kopf.on.delete(*RESOURCE, optional=True)
-def on_delete(body: kopf.Body, **_: Any) -> None:
-    METRICS.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+def on_delete(name: str, namespace: str, **_: Any) -> None:
+    with _passes[(namespace, name)]:  # after a pass in flight, which would count it again
+        METRICS.forget(namespace, name)
 
 
 # One pass at a time per resource: the resource's handlers and its JobSet's events would

@@ -135,3 +135,40 @@ def test_spec_defaults_read_barc_rows_with_the_last_pair_as_test(tmp_path, arc_t
     assert [s.meta["train_pairs"] for s in samples] == [len(rows[0]) - 1, len(rows[2]) - 1]
     with pytest.raises(ValueError, match="testPairs"):
         DatasetSpec.model_validate({"uri": "x", "format": "barc-jsonl", "testPairs": 0})
+
+
+def test_select_keeps_exactly_the_selected_tasks_with_all_their_prompts(small_arc, tokenizer) -> None:
+    from layertap.datasets import load_dataset
+
+    augmented = {"augmentations": 1, "seed": 2}
+    full = load_dataset(spec(small_arc, prompt=augmented), tokenizer).samples
+    order = list(dict.fromkeys(s.meta["task_id"] for s in full))  # task ids in dataset order
+    assert len(order) == 12
+    wanted = [order[7], order[2], order[10]]
+    selected = load_dataset(spec(small_arc, prompt=augmented, select={"ids": wanted}), tokenizer)
+    kept = [s for s in full if s.meta["task_id"] in wanted]  # every prompt: copies and test inputs
+    assert [s.meta for s in selected.samples] == [s.meta for s in kept]
+    assert all(np.array_equal(a.token_ids, b.token_ids) for a, b in zip(selected.samples, kept))
+    assert [s.index for s in selected.samples] == list(range(len(kept)))
+    assert {s.meta["copy"] for s in selected.samples} == {0, 1}
+
+    def task_ids(**select):
+        samples = load_dataset(spec(small_arc, select=select), tokenizer).samples
+        return list(dict.fromkeys(s.meta["task_id"] for s in samples))
+
+    assert task_ids(offset=3, limit=4) == order[3:7]
+    sampled = task_ids(sample=5, seed=9)
+    assert len(sampled) == 5 and sampled == [t for t in order if t in sampled] and task_ids(sample=5, seed=9) == sampled
+    assert task_ids(ids=wanted, offset=1) == [order[7], order[10]]
+    # maxSamples still counts prompts, after the selection
+    capped = load_dataset(spec(small_arc, maxSamples=1, select={"ids": [order[5]]}), tokenizer).samples
+    assert [s.meta["task_id"] for s in capped] == [order[5]]
+
+
+def test_a_bad_selection_names_the_field_and_the_dataset(small_arc, tokenizer) -> None:
+    from layertap.datasets import load_dataset
+
+    with pytest.raises(LayerTapError, match=rf"^dataset.select.ids: task\(s\) nope not in {small_arc} \(12 tasks\)$"):
+        load_dataset(spec(small_arc, select={"ids": ["nope"]}), tokenizer)
+    with pytest.raises(LayerTapError, match=rf"^dataset.select.offset: 12 is past the end of {small_arc} \(12 tasks\)$"):
+        load_dataset(spec(small_arc, select={"offset": 12}), tokenizer)

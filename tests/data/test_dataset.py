@@ -111,3 +111,26 @@ def test_read_texts_skips_blank_lines(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('\n  \n{"text": "x"}\n')
     assert list(read_texts(str(path), "text-jsonl")) == [(str(path), 2, "x")]
+
+
+def test_select_keeps_exactly_the_selected_records(tmp_path):
+    path = write(tmp_path / "t.jsonl", *({"text": letter * (i + 1)} for i, letter in enumerate("abcdefgh")))
+
+    def texts(**select) -> list[str]:
+        samples = load_dataset(spec(path, select=select), CharTokenizer()).samples
+        assert [s.meta["line"] for s in samples] == [s.index for s in samples]  # the id is the record's position
+        return ["".join(map(chr, s.token_ids)) for s in samples]
+
+    assert texts(ids=["6", "1"]) == ["bb", "ggggggg"]
+    assert texts(offset=5) == ["ffffff", "ggggggg", "hhhhhhhh"]
+    assert texts(offset=2, limit=2) == ["ccc", "dddd"]
+    sampled = texts(sample=3, seed=1)
+    assert len(sampled) == 3 and sampled == sorted(sampled, key=len) and texts(sample=3, seed=1) == sampled
+    assert texts(ids=["0", "2", "4", "6"], offset=1, limit=2) == ["ccc", "eeeee"]
+    kept = load_dataset(spec(path, select={"offset": 1}, maxSamples=2), CharTokenizer()).samples
+    assert [s.index for s in kept] == [1, 2]  # maxSamples counts after the selection
+
+    with pytest.raises(LayerTapError, match=r"dataset.select.ids: record\(s\) 8, x not in .*t.jsonl \(8 records; a text record's id is its 0-based position"):
+        load_dataset(spec(path, select={"ids": ["8", "x"]}), CharTokenizer())
+    with pytest.raises(LayerTapError, match=r"dataset.select.offset: 9 is past the end of .*t.jsonl \(8 records\)"):
+        load_dataset(spec(path, select={"offset": 9}), CharTokenizer())

@@ -477,6 +477,10 @@ class PodRunner:
             lines.append(f"mkdir -p {shlex.quote(target)} && mount --bind {shlex.quote(source)} {shlex.quote(target)}")
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        if any(VENV.is_relative_to(target) for _, target, _ in mounts):
+            # A volume (the /tmp emptyDir, for a checkout under /tmp) hides the virtualenv's own
+            # path, which its scripts' shebangs name: show it there again, as an image would.
+            lines.append(f"mkdir -p {shlex.quote(str(VENV))} && mount --bind /opt/layertap {shlex.quote(str(VENV))}")
         privileges = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
         privileges += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
         context = container.security_context

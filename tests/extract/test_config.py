@@ -116,3 +116,18 @@ def test_layer_ranges():
     assert parse_layers("1,3,5-6") == [1, 3, 5, 6]
     with pytest.raises(LayerTapError, match="--layers"):
         parse_layers("ten")
+
+
+def test_selection_flags_set_dataset_select(tmp_path):
+    (tmp_path / "ae.yaml").write_text(RESOURCE)
+    config = ("--config", str(tmp_path / "ae.yaml"))
+    job = cli.job_from_args(parse(*config, "--task-ids", "3,1,7", "--offset", "1", "--sample", "2", "--select-seed", "9", "--limit", "1"), env={})
+    selection = job.dataset.select
+    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (["3", "1", "7"], 1, 2, 9, 1)
+    assert job.dataset.max_tokens == 512  # the rest of dataset is the file's
+    assert cli.job_from_args(parse(*config), env={}).dataset.select is None  # unset: no selection, outputs as before
+    assert cli.job_from_args(parse(*config, "--limit", "5"), env={}).dataset.select.limit == 5
+    with pytest.raises(LayerTapError, match=r"ae.yaml: dataset.select.offset: Input should be greater than or equal to 0"):
+        cli.job_from_args(parse(*config, "--offset", "-1"), env={})
+    with pytest.raises(LayerTapError, match=r"dataset.select.ids: Value error, 3 listed more than once"):
+        cli.job_from_args(parse(*config, "--task-ids", "3,3"), env={})

@@ -17,7 +17,7 @@ def corrupt_weights(ckpt, data):
 
 def other_architecture(ckpt, data):
     config = json.loads((ckpt / "config.json").read_text())
-    config |= {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+    config |= {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]}
     (ckpt / "config.json").write_text(json.dumps(config))
 
 

@@ -35,7 +35,7 @@ def model(checkpoint):
 
 @pytest.fixture(scope="module")
 def hf_model(checkpoint):
-    return transformers.Qwen2ForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
 
 
 def prompts(vocab_size: int, lengths: list[int], seed: int = 1) -> list[np.ndarray]:

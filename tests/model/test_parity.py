@@ -40,6 +40,36 @@ CONFIGS = {
         "rms_norm_eps": 1e-6,
         "tie_word_embeddings": True,
     },
+    # Qwen3: q/k RMSNorm per head, no biases, head_dim set apart, tied.
+    "qwen3-qk-norm": {
+        "model_type": "qwen3",
+        "hidden_size": 96,
+        "intermediate_size": 192,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "rope_theta": 1_000_000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
+    # Llama 3: rope scaling of type llama3 (factor 8 on long wavelengths), no biases, untied.
+    "llama3-rope-scaling": {
+        "model_type": "llama",
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "rope_theta": 500_000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "rope_type": "llama3",
+        "rope_factor": 8.0,
+        "rope_low_freq_factor": 1.0,
+        "rope_high_freq_factor": 4.0,
+        "rope_original_max_positions": 64,  # small, so that 300 positions reach the scaled band
+    },
     # Untied, 2 query heads per KV head, head_dim set apart from hidden_size / heads.
     "untied-wide-heads": {
         "hidden_size": 96,
@@ -62,7 +92,7 @@ def checkpoint(request, tmp_path_factory):
 
 def hf_layers(directory, token_ids: np.ndarray, dtype) -> np.ndarray:
     """[L, B, T, D] outputs of every decoder block, before the final norm, as float32."""
-    model = transformers.Qwen2ForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="eager").eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="eager").eval()
     # HF's last hidden state has the final norm applied; ours (the raw block output) does not.
     model.model.norm = torch.nn.Identity()
     with torch.inference_mode():

@@ -235,3 +235,36 @@ def test_a_grid_out_of_range_is_named_with_its_task(checkpoint, tmp_path):
     with pytest.raises(LayerTapError, match="tasks.json, task bad-colour: .*12"):
         prepare(job_of(spec(checkpoint, tasks, tmp_path / "out")))
     assert not (tmp_path / "out").exists()
+
+
+def test_select_picks_the_tasks_before_max_samples_caps_them(checkpoint, tasks_file, tmp_path):
+    document = spec(checkpoint, tasks_file, tmp_path / "out")
+    document["dataset"]["select"] = {"ids": [TASKS[2], TASKS[0]]}
+    prepared = prepare(job_of(document))
+    assert [t.id for t in prepared.tasks] == [TASKS[0], TASKS[2]]  # dataset order
+    assert {u.view.task_id for u in prepared.units} == {TASKS[0], TASKS[2]} and len(prepared.units) == 16
+    assert prepared.identity["dataset"]["select"]["ids"] == [TASKS[2], TASKS[0]]  # a resume must select the same
+
+    document["dataset"].update(select={"offset": 1}, maxSamples=1)
+    assert [t.id for t in prepare(job_of(document)).tasks] == [TASKS[1]]
+    document["dataset"].update(select={"ids": [TASKS[1], "ffffffff"]})
+    with pytest.raises(LayerTapError, match=rf"^dataset.select.ids: task\(s\) ffffffff not in {tasks_file} \(3 tasks\)$"):
+        prepare(job_of(document))
+    assert not (tmp_path / "out").exists()
+
+
+def test_selection_flags_of_predict(tmp_path):
+    import argparse
+
+    from layertap.extract.cli import job_from_args
+    from layertap.predict import cli as predict_cli
+
+    parser = argparse.ArgumentParser()
+    predict_cli.add_arguments(parser)
+    args = parser.parse_args(["--model", "/m", "--dataset", "/d.json", "--format", "arc-json", "--output", "/o",
+                              "--task-ids", "a, b", "--offset", "1", "--sample", "1", "--select-seed", "3",
+                              "--limit", "1", "--max-tasks", "1", "--seed", "5"])  # fmt: skip
+    job = job_from_args(args, env={}, flags=predict_cli.SPEC_FLAGS, mode="predict")
+    selection = job.dataset.select
+    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (["a", "b"], 1, 1, 3, 1)
+    assert job.prediction.sampling.seed == 5 and job.dataset.max_samples == 1  # --seed stays the sampling seed

@@ -4,10 +4,11 @@
 
 Order is deterministic: tasks in reading order (invalid ones skipped and logged with
 `skipInvalid`, else the first is an error naming its file and row; unsplit BARC examples
-give their last `testPairs` pairs as tests); per task the original (copy 0) then
-`prompt.augmentations` augmented copies; per copy one prompt per test input. Sample
-indices count the samples yielded. `segment_names` maps labels to names (0 = other
-text); `select_labels(["test-input"])` gives the labels `extraction.segments` selects.
+give their last `testPairs` pairs as tests), the ones `dataset.select` picks; per task
+the original (copy 0) then `prompt.augmentations` augmented copies; per copy one prompt
+per test input. Sample indices count the samples yielded. `segment_names` maps labels to
+names (0 = other text); `select_labels(["test-input"])` gives the labels
+`extraction.segments` selects.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from layertap.arc.tokens import label_tokens
 from layertap.data.dataset import Dataset, no_samples
 from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
 from layertap.data.sample import Sample
+from layertap.data.selection import select
 from layertap.errors import LayerTapError
 
 ARC_FORMATS: tuple[str, ...] = get_args(ArcFormat)
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def load_arc_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
-    """Every sample of an ARC dataset (maxSamples and overLimit applied), with the ARC segments."""
+    """Every sample of an ARC dataset (select, maxSamples and overLimit applied), with the ARC segments."""
     budget, reading = BudgetStats(), ReadStats()
     samples = list(iter_samples(spec, tokenizer, budget=budget, reading=reading))
     report = "; ".join(part for part in (str(budget), reading.report()) if part)
@@ -75,6 +77,9 @@ def iter_samples(
     tasks = read_tasks(
         dataset.uri, dataset.format, split=Split(dataset.test_pairs), skip_invalid=dataset.skip_invalid, stats=reading
     )
+    # dataset.select picks whole tasks before any prompt is built. Every host reads the same
+    # tasks in the same order and selects the same ones, so the global plan stays deterministic.
+    tasks = select(tasks, lambda task: task.id, dataset.select, uri=dataset.uri, unit="task")
 
     def build(task: Task, test_index: int) -> Tokenized:
         return tokenized_prompt(task, test_index, encoder, tokenizer, prompt.template, prompt.variant)

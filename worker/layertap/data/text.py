@@ -22,6 +22,7 @@ from layertap_api.spec import DatasetSpec
 from layertap.data.dataset import Dataset, no_samples
 from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
 from layertap.data.sample import OTHER_SEGMENT, Sample
+from layertap.data.selection import select
 from layertap.errors import LayerTapError
 from layertap.io.sources import Source, iter_lines, list_sources, open_parquet
 
@@ -31,13 +32,19 @@ PARQUET_BATCH_ROWS = 1024
 
 
 def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
-    """Read, tokenize (no added special tokens) and limit a text-jsonl or parquet dataset."""
+    """Read, select (dataset.select), tokenize (no added special tokens) and limit a text-jsonl
+    or parquet dataset."""
 
     def encode(value: str) -> list[int]:
         return tokenizer.encode(value, add_special_tokens=False)
 
     reading = ReadStats()
-    samples = islice(text_samples(spec.uri, encode, spec.format, spec.skip_invalid, reading), spec.max_samples)
+    records = enumerate(read_texts(spec.uri, spec.format, spec.skip_invalid, reading))
+    # dataset.select picks records (id: the record's position, its sample index) before any is
+    # tokenized. Every host reads the same records in the same order and selects the same ones.
+    records = select(records, lambda record: str(record[0]), spec.select, uri=spec.uri, unit="record",
+                     ids_hint="a text record's id is its 0-based position among the records read")  # fmt: skip
+    samples = islice(_tokenized(records, encode, spec.format), spec.max_samples)
     kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
     report = "; ".join(
         part for part in (f"{over} over maxTokens ({spec.over_limit})" if over else "", reading.report()) if part
@@ -106,7 +113,13 @@ def text_samples(
     stats: ReadStats | None = None,
 ) -> Iterator[Sample]:
     """Tokenized samples in reading order; the sample index counts the records read."""
-    for index, (file, record, text) in enumerate(read_texts(uri, format, skip_invalid, stats)):
+    return _tokenized(enumerate(read_texts(uri, format, skip_invalid, stats)), encode, format)
+
+
+def _tokenized(
+    records: Iterable[tuple[int, tuple[str, int, str]]], encode: Callable[[str], list[int]], format: str
+) -> Iterator[Sample]:
+    for index, (file, record, text) in records:
         token_ids = np.asarray(encode(text), dtype=np.int32)
         yield Sample(
             index=index,

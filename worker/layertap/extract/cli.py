@@ -29,6 +29,11 @@ SPEC_FLAGS = {
     "dataset": "dataset.uri",
     "format": "dataset.format",
     "max_samples": "dataset.maxSamples",
+    "task_ids": "dataset.select.ids",
+    "offset": "dataset.select.offset",
+    "limit": "dataset.select.limit",
+    "sample": "dataset.select.sample",
+    "select_seed": "dataset.select.seed",
     "max_tokens": "dataset.maxTokens",
     "over_limit": "dataset.overLimit",
     "layers": "extraction.layers",
@@ -52,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--dtype", choices=get_args(ComputeDtype), help="compute dtype")
     spec.add_argument("--dataset", help="dataset file or gs:// URI")
     spec.add_argument("--format", choices=get_args(DatasetFormat))
-    spec.add_argument("--max-samples", type=int)
+    spec.add_argument("--max-samples", type=int, help="stop after N prompts (counted after the selection)")
+    add_selection_arguments(spec, "tasks (ARC) or records (text)")
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
     spec.add_argument("--over-limit", choices=get_args(DatasetSpec.model_fields["over_limit"].annotation))
     spec.add_argument(
@@ -78,6 +84,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_selection_arguments(group, units: str) -> None:
+    """The flags of dataset.select: applied in the order ids, offset, sample, limit."""
+    group.add_argument(
+        "--task-ids", type=_ids_flag, help="comma-separated task ids to keep (text: record positions from 0)"
+    )
+    group.add_argument("--offset", type=int, help=f"skip the first N {units}")
+    group.add_argument("--sample", type=int, help=f"a random subset of N {units} (after --task-ids and --offset)")
+    group.add_argument("--select-seed", type=int, help="seed of --sample (default 0)")
+    group.add_argument("--limit", type=int, help=f"keep at most N {units} (after --sample)")
+
+
+def _ids_flag(text: str) -> list[str]:
+    """--task-ids a,b,c; spaces around an id are dropped."""
+    return [part.strip() for part in text.split(",")]
 
 
 def _layers_flag(text: str) -> list[int]:

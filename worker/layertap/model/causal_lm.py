@@ -59,7 +59,7 @@ class Qwen2CausalLM(nn.Module):
     def _blocks(self, token_ids_bt, positions_bt, segment_ids_bt, caches, prefill: bool):
         cfg = self.config
         x_btd = jnp.take(self.embed_tokens.astype(self.dtype), token_ids_bt, axis=0)
-        cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta, self.dtype)
+        cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg, self.dtype)
         new_caches, taps = [], {}
         for layer, (block, cache) in enumerate(zip(self.layers, caches, strict=True)):
             x_btd, cache = block(x_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill)

@@ -1,4 +1,5 @@
-"""Hugging Face safetensors checkpoints -> (Qwen2Config, params pytree), without torch.
+"""Hugging Face safetensors checkpoints -> (Qwen2Config, params pytree), without torch
+(Qwen2, Qwen3 and Llama 3 name their tensors alike; the config says which ones exist).
 
 The params pytree is what `Qwen2Decoder` (linen) expects; HF's `[out, in]` Linear weights
 are transposed and split into heads here, once, on the host.
@@ -127,25 +128,26 @@ def hf_to_params(
     d, f = config.hidden_size, config.intermediate_size
     n, k, h = config.num_attention_heads, config.num_key_value_heads, config.head_dim
 
-    def heads_in(name: str, heads: int) -> dict[str, np.ndarray]:
-        # HF Linear weight [heads*H, D] -> kernel [D, heads, H]; bias [heads*H] -> [heads, H].
-        return {
-            "kernel": get(f"{name}.weight", (heads * h, d)).T.reshape(d, heads, h),
-            "bias": get(f"{name}.bias", (heads * h,)).reshape(heads, h),
-        }
+    def attention(prefix: str) -> dict[str, np.ndarray | dict]:
+        out: dict[str, np.ndarray | dict] = {}
+        for name, heads in (("q", n), ("k", k), ("v", k)):
+            # HF Linear weight [heads*H, D] -> kernel [D, heads, H]; bias [heads*H] -> [heads, H].
+            out[f"{name}_kernel"] = get(f"{prefix}.{name}_proj.weight", (heads * h, d)).T.reshape(d, heads, h)
+            if config.qkv_bias:
+                out[f"{name}_bias"] = get(f"{prefix}.{name}_proj.bias", (heads * h,)).reshape(heads, h)
+        out["o_kernel"] = get(f"{prefix}.o_proj.weight", (d, n * h)).T.reshape(n, h, d)
+        if config.o_bias:
+            out["o_bias"] = get(f"{prefix}.o_proj.bias", (d,))
+        if config.qk_norm:
+            out |= {f"{name}_norm": {"scale": get(f"{prefix}.{name}_norm.weight", (h,))} for name in ("q", "k")}
+        return out
 
     params: dict = {"embed_tokens": get("model.embed_tokens.weight", (config.vocab_size, d))}
     for layer in range(config.num_hidden_layers if blocks is None else blocks):
         prefix = f"model.layers.{layer}"
-        q, kk, v = (heads_in(f"{prefix}.self_attn.{p}_proj", heads) for p, heads in (("q", n), ("k", k), ("v", k)))
         params[f"layers_{layer}"] = {
             "input_layernorm": {"scale": get(f"{prefix}.input_layernorm.weight", (d,))},
-            "self_attn": {
-                "q_kernel": q["kernel"], "q_bias": q["bias"],
-                "k_kernel": kk["kernel"], "k_bias": kk["bias"],
-                "v_kernel": v["kernel"], "v_bias": v["bias"],
-                "o_kernel": get(f"{prefix}.self_attn.o_proj.weight", (d, n * h)).T.reshape(n, h, d),
-            },
+            "self_attn": attention(f"{prefix}.self_attn"),
             "post_attention_layernorm": {"scale": get(f"{prefix}.post_attention_layernorm.weight", (d,))},
             "mlp": {
                 "gate_kernel": get(f"{prefix}.mlp.gate_proj.weight", (f, d)).T,

@@ -1,4 +1,5 @@
-"""The Qwen2 building blocks in Flax linen: RMSNorm, rotary embedding, attention, MLP, block.
+"""The decoder's building blocks in Flax linen: RMSNorm, rotary embedding, attention, MLP,
+block; Qwen2, and Qwen3 and Llama 3 where their configs say how they differ.
 
 Why linen rather than NNX: the extraction step is a pure function `(params, batch) -> taps`
 that a jitted, sharded step takes as an argument. Linen's parameters already are that
@@ -43,10 +44,26 @@ class RMSNorm(nn.Module):
         return scale_d.astype(self.dtype) * normed_btd.astype(self.dtype)
 
 
-def rotary_cos_sin(positions_bt: jax.Array, head_dim: int, theta: float, dtype: Dtype) -> tuple[jax.Array, jax.Array]:
+def rotary_inv_freq(config: Qwen2Config) -> jax.Array:
+    """[H/2] rotary frequencies in float32, as HF computes them (default, or llama3 scaling:
+    long wavelengths slowed by `factor`, short ones kept, a smooth blend between)."""
+    h = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+    if config.rope_type == "default":
+        return inv_freq
+    old_context = config.rope_original_max_positions
+    low_wavelen, high_wavelen = old_context / config.rope_low_freq_factor, old_context / config.rope_high_freq_factor
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / config.rope_factor, inv_freq)
+    smooth = (old_context / wavelen - config.rope_low_freq_factor) / (config.rope_high_freq_factor - config.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / config.rope_factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def rotary_cos_sin(positions_bt: jax.Array, config: Qwen2Config, dtype: Dtype) -> tuple[jax.Array, jax.Array]:
     """cos and sin [B, T, H] of the rotary angles, computed in float32 as HF does."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles_bth = positions_bt.astype(jnp.float32)[..., None] * inv_freq
+    angles_bth = positions_bt.astype(jnp.float32)[..., None] * rotary_inv_freq(config)
     angles_bth = jnp.concatenate([angles_bth, angles_bth], axis=-1)
     return jnp.cos(angles_bth).astype(dtype), jnp.sin(angles_bth).astype(dtype)
 
@@ -194,8 +211,12 @@ class Attention(nn.Module):
 
         def project(name: str, heads: int) -> jax.Array:
             kernel = self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (d, heads, h)).astype(self.dtype)
-            bias = self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
-            return jnp.einsum("btd,dnh->btnh", x_btd, kernel, precision=precision) + bias
+            out_btnh = jnp.einsum("btd,dnh->btnh", x_btd, kernel, precision=precision)
+            if cfg.qkv_bias:
+                out_btnh = out_btnh + self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
+            if cfg.qk_norm and name in ("q", "k"):  # Qwen3: each head normalised before rotary
+                out_btnh = RMSNorm(cfg.rms_norm_eps, self.dtype, name=f"{name}_norm")(out_btnh)
+            return out_btnh
 
         q_btnh = apply_rotary(project("q", n), cos_bth, sin_bth)
         k_btkh = apply_rotary(project("k", k), cos_bth, sin_bth)
@@ -215,6 +236,8 @@ class Attention(nn.Module):
             out_bktgh = cached_attention(q_bktgh, cache, positions_bt, precision)
         o_kernel = self.param("o_kernel", nn.initializers.lecun_normal(), (n, h, d)).astype(self.dtype)
         out_btd = jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
+        if cfg.o_bias:
+            out_btd = out_btd + self.param("o_bias", nn.initializers.zeros, (d,)).astype(self.dtype)
         return out_btd if cache is None else (out_btd, cache)
 
 

@@ -1,4 +1,5 @@
-"""A small random Qwen2 checkpoint with a real tokenizer, for tests and the demo (no model hub).
+"""A small random checkpoint (Qwen2 by default; Qwen3 or Llama with model_type=...) with a
+real tokenizer, for tests and the demo (no model hub).
 
 Weights are numpy random numbers written with safetensors (no torch); the tokenizer is a
 byte-level BPE trained on a small built-in corpus with Qwen2's pre-tokenizer (digits are
@@ -91,15 +92,17 @@ def random_weights(config: Qwen2Config, seed: int = 0) -> dict[str, np.ndarray]:
     tensors = {"model.embed_tokens.weight": normal(config.vocab_size, d, std=1.0)}
     for layer in range(config.num_hidden_layers):
         p = f"model.layers.{layer}"
+        tensors[f"{p}.input_layernorm.weight"] = scale()
+        for name, heads in (("q", n), ("k", k), ("v", k)):  # drawn in this order: seeds give the same weights
+            tensors[f"{p}.self_attn.{name}_proj.weight"] = normal(heads * h, d, std=d**-0.5)
+            if config.qkv_bias:
+                tensors[f"{p}.self_attn.{name}_proj.bias"] = normal(heads * h, std=0.1)
+        tensors[f"{p}.self_attn.o_proj.weight"] = normal(d, n * h, std=(n * h) ** -0.5)
+        if config.o_bias:
+            tensors[f"{p}.self_attn.o_proj.bias"] = normal(d, std=0.1)
+        if config.qk_norm:
+            tensors |= {f"{p}.self_attn.{name}_norm.weight": (1.0 + normal(h, std=0.1)) for name in ("q", "k")}
         tensors |= {
-            f"{p}.input_layernorm.weight": scale(),
-            f"{p}.self_attn.q_proj.weight": normal(n * h, d, std=d**-0.5),
-            f"{p}.self_attn.q_proj.bias": normal(n * h, std=0.1),
-            f"{p}.self_attn.k_proj.weight": normal(k * h, d, std=d**-0.5),
-            f"{p}.self_attn.k_proj.bias": normal(k * h, std=0.1),
-            f"{p}.self_attn.v_proj.weight": normal(k * h, d, std=d**-0.5),
-            f"{p}.self_attn.v_proj.bias": normal(k * h, std=0.1),
-            f"{p}.self_attn.o_proj.weight": normal(d, n * h, std=(n * h) ** -0.5),
             f"{p}.post_attention_layernorm.weight": scale(),
             f"{p}.mlp.gate_proj.weight": normal(f, d, std=d**-0.5),
             f"{p}.mlp.up_proj.weight": normal(f, d, std=d**-0.5),

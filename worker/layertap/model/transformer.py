@@ -28,7 +28,7 @@ class Qwen2Decoder(nn.Module):
         cfg = self.config
         embedding_vd = self.param("embed_tokens", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size))
         x_btd = jnp.take(embedding_vd.astype(self.dtype), token_ids_bt, axis=0)
-        cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg.head_dim, cfg.rope_theta, self.dtype)
+        cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg, self.dtype)
 
         taps: dict[int, jax.Array] = {}
         for layer in range(self.tap.blocks_to_run):

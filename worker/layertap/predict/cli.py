@@ -11,6 +11,7 @@ from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED
 from layertap_api.spec import ComputeDtype
 
 from layertap.arc.readers import ArcFormat
+from layertap.extract.cli import add_selection_arguments
 
 # flag dest -> field of the spec (camelCase, as in the YAML file)
 SPEC_FLAGS = {
@@ -19,6 +20,11 @@ SPEC_FLAGS = {
     "dataset": "dataset.uri",
     "format": "dataset.format",
     "max_tasks": "dataset.maxSamples",
+    "task_ids": "dataset.select.ids",
+    "offset": "dataset.select.offset",
+    "limit": "dataset.select.limit",
+    "sample": "dataset.select.sample",
+    "select_seed": "dataset.select.seed",
     "max_tokens": "dataset.maxTokens",
     "output": "output.uri",
     "max_new_tokens": "prediction.maxNewTokens",
@@ -38,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--dtype", choices=get_args(ComputeDtype), help="compute dtype")
     spec.add_argument("--dataset", help="ARC dataset file or gs:// URI")
     spec.add_argument("--format", choices=get_args(ArcFormat))
-    spec.add_argument("--max-tasks", type=int, help="answer only the first N tasks")
+    spec.add_argument("--max-tasks", type=int, help="answer only the first N tasks (after the selection)")
+    add_selection_arguments(spec, "tasks")
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
     spec.add_argument("--output", help="output directory or gs:// prefix")
     spec.add_argument("--max-new-tokens", type=int, help="token budget of one answer")

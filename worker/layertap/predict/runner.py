@@ -32,6 +32,7 @@ from layertap.arc.task import Task
 from layertap.arc.views import View
 from layertap.arc.vote import parse_candidate
 from layertap.data.invalid import ReadStats
+from layertap.data.selection import select
 from layertap.errors import LayerTapError
 from layertap.extract.stopping import StopRequest
 from layertap.io import sources
@@ -99,8 +100,11 @@ def prepare(job: WorkerSpec) -> Prepared:
         raise LayerTapError(f"dataset.prompt.gridEncoder: {error}") from None
     reading, budget = ReadStats(), BudgetStats()
     with sources.recording() as read:
-        tasks = list(read_tasks(job.dataset.uri, job.dataset.format, split=Split(job.dataset.test_pairs),
-                                skip_invalid=job.dataset.skip_invalid, stats=reading))  # fmt: skip
+        tasks = read_tasks(job.dataset.uri, job.dataset.format, split=Split(job.dataset.test_pairs),
+                           skip_invalid=job.dataset.skip_invalid, stats=reading)  # fmt: skip
+        # dataset.select picks tasks; every process reads the same tasks in the same order and
+        # selects the same ones, so the unit list (the global plan) is the same on every host.
+        tasks = list(select(tasks, lambda task: task.id, job.dataset.select, uri=job.dataset.uri, unit="task"))
     if job.dataset.max_samples is not None:
         tasks = tasks[: job.dataset.max_samples]
     if not tasks:
