@@ -180,3 +180,26 @@ def test_an_untied_checkpoint_without_its_head_is_refused(tmp_path):
     load_checkpoint(directory)  # extraction never needs it
     with pytest.raises(LayerTapError, match="lm_head.weight.*generation needs the LM head"):
         load_checkpoint(directory, head=True)
+
+
+def test_a_row_stops_where_its_tokens_complete_a_fence(model):
+    from layertap.model.generate import RunStop
+
+    config, params = model
+    batch, lengths = padded(prompts(config.vocab_size, [6]), 8)
+    free = make_generate_fn(config, NEW_TOKENS)(params, batch, lengths, np.zeros(1, np.int32))
+    tokens = np.asarray(free.tokens[0]).tolist()
+    texts = ["a"] * config.vocab_size
+    texts[tokens[-1]] = "x``"  # two backticks; the run completes where a token after it adds one more
+    texts[tokens[-2]] = "`" if tokens[-2] != tokens[-1] else texts[tokens[-1]]
+    run = [0]
+    expected = None
+    for position, token in enumerate(tokens, 1):  # the same rule, on the host
+        text = texts[token]
+        lead = len(text) - len(text.lstrip("`"))
+        if "```" in text or run[0] + lead >= 3:
+            expected = position
+            break
+        run[0] = run[0] + len(text) if text and not text.strip("`") else len(text) - len(text.rstrip("`"))
+    stopped = make_generate_fn(config, NEW_TOKENS, stop_run=RunStop.of_texts(texts))(params, batch, lengths, np.zeros(1, np.int32))
+    assert int(stopped.count[0]) == (expected or NEW_TOKENS)

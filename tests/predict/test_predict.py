@@ -268,3 +268,15 @@ def test_selection_flags_of_predict(tmp_path):
     selection = job.dataset.select
     assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (["a", "b"], 1, 1, 3, 1)
     assert job.prediction.sampling.seed == 5 and job.dataset.max_samples == 1  # --seed stays the sampling seed
+
+
+def test_a_task_whose_every_view_is_over_the_limit_is_reported_and_still_submitted(checkpoint, tasks_file, tmp_path):
+    document = spec(checkpoint, tasks_file, tmp_path / "out")
+    document["dataset"].update(maxTokens=2048, overLimit="drop")  # 00d62c1b's prompts take 2976 tokens
+    summary = execute(prepare(job_of(document)))
+    assert summary.units_run == 16 and summary.tasks_done == 3  # the dropped task is done: nothing to run
+    submission = read_submission(LocalStore(str(tmp_path / "out")))
+    assert submission["00d62c1b"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["dropped_views"] == 8 and results["tasks"]["00d62c1b"][0]["dropped_views"] == 8
+    assert json.loads((tmp_path / "out" / "score.json").read_text())["tasks"]["00d62c1b"]["score"] == 0.0

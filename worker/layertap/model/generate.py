@@ -39,6 +39,34 @@ class Sampling:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
+@dataclass(frozen=True)
+class RunStop:
+    """Stop once the text holds `length` repeats of one character (a code fence: ``` ), found
+    across token boundaries: per vocabulary entry, how many of the character it starts with
+    (`lead`), ends with (`tail`), holds in all when it is nothing else (`whole`, else -1), and
+    whether it holds the whole run inside (`inside`). The loop carries the current run."""
+
+    lead: np.ndarray  # [V] int32
+    tail: np.ndarray  # [V] int32
+    whole: np.ndarray  # [V] int32
+    inside: np.ndarray  # [V] bool
+    length: int
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str], char: str = "`", length: int = 3) -> RunStop:
+        """From each token id's text, in id order."""
+        lead = np.array([len(t) - len(t.lstrip(char)) for t in texts], np.int32)
+        tail = np.array([len(t) - len(t.rstrip(char)) for t in texts], np.int32)
+        whole = np.array([len(t) if t and not t.strip(char) else -1 for t in texts], np.int32)
+        inside = np.array([char * length in t for t in texts], bool)
+        return cls(lead, tail, whole, inside, length)
+
+    def step(self, run_b: jax.Array, token_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(whether `token_b` completes the run, the run after it)."""
+        lead, tail, whole, inside = (jnp.asarray(table)[token_b] for table in (self.lead, self.tail, self.whole, self.inside))
+        return inside | (run_b + lead >= self.length), jnp.where(whole >= 0, run_b + whole, tail)
+
+
 @flax.struct.dataclass
 class Generated:
     """tokens [B, N] (after a row stops: `pad_id`), logprobs [B, N] (of each chosen token under
@@ -64,10 +92,11 @@ def make_generate_fn(
     compute_dtype: Dtype = jnp.float32,
     pad_id: int = 0,
     tap: LayerTap | None = None,
+    stop_run: RunStop | None = None,
 ) -> GenerateFn:
     """`(params, prompt_ids[B, P], length[B], sample_id[B]) -> Generated`, pure and not yet
     jitted. Rows are right-padded prompts of `length` tokens (>= 1); a row stops after it
-    generates one of `stop_ids` or `max_new_tokens` tokens. params must hold the head
+    generates one of `stop_ids`, the token that completes `stop_run`, or `max_new_tokens` tokens. params must hold the head
     (`load_checkpoint(..., head=True)`)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -84,20 +113,28 @@ def make_generate_fn(
         logits_bv, caches, prompt_taps = model.apply(variables, prompt_bp, length_b, caches, method=Qwen2CausalLM.prefill)
         token_b, logprob_b = choose(logits_bv, keys_b, 0)
         stop_v = jnp.asarray(is_stop_v)
+
+        def stops(token_b: jax.Array, run_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+            if stop_run is None:
+                return stop_v[token_b], run_b
+            closes_b, run_b = stop_run.step(run_b, token_b)
+            return stop_v[token_b] | closes_b, run_b
+
+        done_b, run_b = stops(token_b, jnp.zeros_like(length_b))
         tokens_bn = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token_b)
         logprobs_bn = jnp.zeros((batch, max_new_tokens), jnp.float32).at[:, 0].set(logprob_b)
         taps = None
         if tap is not None:
             taps = jnp.zeros((len(tap.layers), batch, prompt_len + max_new_tokens, config.hidden_size), model.dtype)
             taps = taps.at[:, :, :prompt_len].set(prompt_taps)
-        state = (jnp.int32(1), token_b, stop_v[token_b], jnp.ones_like(length_b), tokens_bn, logprobs_bn, caches, taps)
+        state = (jnp.int32(1), token_b, done_b, run_b, jnp.ones_like(length_b), tokens_bn, logprobs_bn, caches, taps)
 
         def running(state) -> jax.Array:
             step, _, done_b, *_ = state
             return (step < max_new_tokens) & ~jnp.all(done_b)
 
         def step_once(state):
-            step, token_b, done_b, count_b, tokens_bn, logprobs_bn, caches, taps = state
+            step, token_b, done_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps = state
             position_b = length_b + step - 1  # where the previous token sits
             logits_bv, caches, step_taps = model.apply(variables, token_b, position_b, caches, method=Qwen2CausalLM.decode)
             token_b, logprob_b = choose(logits_bv, keys_b, step)
@@ -107,9 +144,10 @@ def make_generate_fn(
             if taps is not None:  # the previous token's streams, at its slot after the prompt bucket
                 taps = jax.lax.dynamic_update_slice_in_dim(taps, step_taps, prompt_len + step - 1, axis=2)
             count_b = count_b + (~done_b).astype(count_b.dtype)
-            return step + 1, token_b, done_b | stop_v[token_b], count_b, tokens_bn, logprobs_bn, caches, taps
+            stopping_b, run_b = stops(token_b, run_b)
+            return step + 1, token_b, done_b | stopping_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps
 
-        _, _, _, count_b, tokens_bn, logprobs_bn, _, taps = jax.lax.while_loop(running, step_once, state)
+        _, _, _, _, count_b, tokens_bn, logprobs_bn, _, taps = jax.lax.while_loop(running, step_once, state)
         return Generated(tokens_bn, logprobs_bn, count_b, taps)
 
     return generate

@@ -115,7 +115,7 @@ class RunningScore:
         solved = [t for t in done if all(pair.output is not None for pair in t.test)]
         if not solved:
             return len(done), None
-        answers = [a for t in solved for k in self.units_by_task[t.id] for a in [self.answers[k]]]
+        answers = [self.answers[k] for t in solved for k in self.units_by_task.get(t.id, ())]
         views = {a["unit"]: View.from_json(a["view"]) for a in answers}
         grouped = candidates_by_test(solved, answers, views)
         entries = {t.id: submission_entry([vote(grouped[t.id, i]) for i in range(len(t.test))]) for t in solved}

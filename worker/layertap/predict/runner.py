@@ -40,7 +40,7 @@ from layertap.io.fingerprint import fingerprints
 from layertap.io.store import Store, open_store
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.model.config import Qwen2Config
-from layertap.model.generate import Sampling, make_generate_fn
+from layertap.model.generate import RunStop, Sampling, make_generate_fn
 from layertap.model.tokenizer import load_tokenizer
 from layertap.model.tap import LayerTap
 from layertap.predict import results
@@ -127,14 +127,20 @@ def prepare(job: WorkerSpec) -> Prepared:
     return Prepared(job, checkpoint, config, tokenizer, tasks, units, dropped, budget, identity, tap)
 
 
-def stop_token_ids(tokenizer, answer_prefix: str) -> list[int]:
-    """End of turn and end of text; and, when answers open a code fence, every token whose
-    text closes one (the grid is complete there)."""
-    ids = {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")} | {tokenizer.eos_token_id}
-    if FENCE in answer_prefix:
-        vocab = tokenizer.get_vocab()
-        ids |= {i for i in vocab.values() if FENCE in tokenizer.decode([i])}
+def stop_token_ids(tokenizer) -> list[int]:
+    """End of turn and end of text (Qwen's and Llama 3's, where the vocabulary has them) and the
+    tokenizer's EOS."""
+    vocab = tokenizer.get_vocab()
+    ids = {vocab.get(t) for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")} | {tokenizer.eos_token_id}
     return sorted(i for i in ids if i is not None and i >= 0)
+
+
+def fence_stop(tokenizer, vocab_size: int, answer_prefix: str) -> RunStop | None:
+    """When answers open a code fence, the closing fence ends the grid: a stop on ``` however
+    the tokenizer splits it."""
+    if FENCE not in answer_prefix:
+        return None
+    return RunStop.of_texts([tokenizer.decode([i]) for i in range(vocab_size)], FENCE[0], len(FENCE))
 
 
 def bucket_length(length: int, limit: int) -> int:
@@ -173,9 +179,10 @@ def execute(
 
     encoder = build_encoder(job.dataset.prompt.grid_encoder)
     sampling = Sampling(job.prediction.sampling.temperature, job.prediction.sampling.top_p, job.prediction.sampling.seed)
-    generate = jax.jit(make_generate_fn(prepared.config, job.prediction.max_new_tokens,
-                                        stop_token_ids(prepared.tokenizer, encoder.answer_prefix), sampling, dtype,
-                                        tap=prepared.tap))  # fmt: skip
+    generate = jax.jit(make_generate_fn(
+        prepared.config, job.prediction.max_new_tokens, stop_token_ids(prepared.tokenizer), sampling, dtype,
+        tap=prepared.tap, stop_run=fence_stop(prepared.tokenizer, prepared.config.vocab_size, encoder.answer_prefix),
+    ))  # fmt: skip
     done = len(committed)
     seq = next_sequence(store, process_index)
     compiled = {}
