@@ -460,6 +460,7 @@ class PodRunner:
             f"mkdir {pod_dir} && mount --bind {sandbox.directory} {pod_dir}",
             "mount -t tmpfs -o mode=755 tmpfs /opt",
             f"mkdir -p /opt/layertap && mount --bind {VENV} /opt/layertap",
+            f"mkdir /run/.repo && mount --bind {REPO} /run/.repo",  # for a volume that hides the checkout
             *interpreter_mounts(),
             # A private /dev with the usual devices and the termination message file.
             "mkdir -p /run/hostdev && mount --bind /dev /run/hostdev",
@@ -477,10 +478,11 @@ class PodRunner:
             lines.append(f"mkdir -p {shlex.quote(target)} && mount --bind {shlex.quote(source)} {shlex.quote(target)}")
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
-        if any(VENV.is_relative_to(target) for _, target, _ in mounts):
-            # A volume (the /tmp emptyDir, for a checkout under /tmp) hides the virtualenv's own
-            # path, which its scripts' shebangs name: show it there again, as an image would.
-            lines.append(f"mkdir -p {shlex.quote(str(VENV))} && mount --bind /opt/layertap {shlex.quote(str(VENV))}")
+        if any(REPO.is_relative_to(target) for _, target, _ in mounts):
+            # A volume (the /tmp emptyDir, for a checkout under /tmp) hides the checkout, where
+            # the virtualenv's scripts (their shebangs) and the editable install point: show it
+            # there again, as an image holds its installation.
+            lines.append(f"mkdir -p {shlex.quote(str(REPO))} && mount --bind /run/.repo {shlex.quote(str(REPO))}")
         privileges = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
         privileges += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
         context = container.security_context
