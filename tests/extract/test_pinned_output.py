@@ -14,7 +14,6 @@ import json
 import crc32c
 import layertap
 import numpy as np
-import pytest
 from layertap.cli import main
 from layertap.demo import write_arc_tasks
 from layertap.store import layout
