@@ -76,14 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument(
         "--compilation-cache", help='where compiled programs are kept (default: OUTPUT/.jax-cache; "off": nowhere)'
     )
-    run = parser.add_argument_group("how to run")
+    run = add_run_arguments(parser)
     run.add_argument(
         "--model-parallel", type=int, help="size of the mesh's model axis (default: resources.mesh.model, else 1)"
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser):
+    """The "how to run" flags every worker command takes: where this process sits in a
+    multi-process run, and the progress bar. Returns the group."""
+    run = parser.add_argument_group("how to run")
     run.add_argument("--coordinator", help="host:port of process 0 (local multi-process runs)")
     run.add_argument("--num-processes", type=int)
     run.add_argument("--process-id", type=int)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return run
 
 
 def add_selection_arguments(group, units: str) -> None:

@@ -11,7 +11,7 @@ from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED
 from layertap_api.spec import ComputeDtype
 
 from layertap.arc.readers import ArcFormat
-from layertap.extract.cli import add_selection_arguments
+from layertap.extract.cli import add_run_arguments, add_selection_arguments
 
 # flag dest -> field of the spec (camelCase, as in the YAML file)
 SPEC_FLAGS = {
@@ -55,11 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--temperature", type=float, help="0: greedy (default)")
     spec.add_argument("--top-p", type=float)
     spec.add_argument("--seed", type=int, help="sampling seed")
-    run = parser.add_argument_group("how to run")
-    run.add_argument("--coordinator", help="host:port of process 0 (local multi-process runs)")
-    run.add_argument("--num-processes", type=int)
-    run.add_argument("--process-id", type=int)
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
