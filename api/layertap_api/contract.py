@@ -33,6 +33,7 @@ ENV_PROCESSES_PER_JOB = "LAYERTAP_PROCESSES_PER_JOB"
 ENV_NUM_PROCESSES = "LAYERTAP_NUM_PROCESSES"
 ENV_COORDINATOR_PORT = "JAX_COORDINATOR_PORT"  # JAX reads it too, in its GKE TPU detection
 ENV_CACHE = "LAYERTAP_CACHE"  # where the worker caches fetched checkpoints
+ENV_GCS_RETRY_SECONDS = "LAYERTAP_GCS_RETRY_SECONDS"  # how long GCS calls are retried (a user's knob)
 ENV_METRICS_PORT = "LAYERTAP_METRICS_PORT"  # the worker serves Prometheus metrics there
 ENV_RESTART_ATTEMPT = "LAYERTAP_RESTART_ATTEMPT"  # the JobSet restart attempt (its pod label, downward API)
 JOBSET_RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"

@@ -12,6 +12,7 @@ import pytest
 from gcs_emulator import Emulator, FaultyProxy
 from layertap.io import gcs as gcs_store
 from layertap.io import open_store
+from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 from layertap.io.fetch import fetch_dir
 from layertap.store import TokenRecords, finalize_run, layout, open_writer
 
@@ -34,7 +35,7 @@ def emulator(tmp_path_factory):
 def gcs(emulator, monkeypatch):
     """A fresh gs:// prefix on the emulator; small upload chunks so that a shard takes several."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
-    monkeypatch.setenv("LAYERTAP_GCS_RETRY_SECONDS", "60")
+    monkeypatch.setenv(ENV_GCS_RETRY_SECONDS, "60")
     monkeypatch.setattr(gcs_store, "UPLOAD_CHUNK_BYTES", 256 * 1024)
     return f"gs://{BUCKET}/runs/{uuid.uuid4().hex[:8]}"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import crc32c
+from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 
 from layertap.errors import LayerTapError
 from layertap.io.store import ObjectInfo, split_gcs
@@ -239,7 +240,7 @@ def _client():
 def _retry():
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    seconds = float(os.environ.get("LAYERTAP_GCS_RETRY_SECONDS", RETRY_SECONDS))
+    seconds = float(os.environ.get(ENV_GCS_RETRY_SECONDS, RETRY_SECONDS))
     return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(seconds)
 
 
