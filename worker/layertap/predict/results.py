@@ -21,6 +21,7 @@ from layertap.arc.views import View
 from layertap.arc.vote import Candidate, Ranked, unparseable, vote
 from layertap.io.store import Store
 from layertap.predict.units import Dropped
+from layertap.store.index import read_json
 
 CANDIDATES = "candidates/"  # committed answers: PROCESS-SEQ.json, one per batch
 RESULTS_KEY = "results.json"
@@ -98,24 +99,38 @@ def _test_report(candidates: list[Candidate], ranked: list[Ranked], dropped: int
     }
 
 
-class RunningScore:
-    """Tasks done and the score over them so far, from the committed answers of every process
-    (each commit file is read once)."""
+class AnswerLog:
+    """The committed answers of every process, by unit; each commit file is read once, so
+    refreshing as the run goes reads only what is new."""
 
-    def __init__(self, store: Store, tasks: Sequence[Task], units_by_task: dict[str, set[str]]) -> None:
-        self.store, self.tasks, self.units_by_task = store, list(tasks), units_by_task
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.read: set[str] = set()
         self.answers: dict[str, dict] = {}
 
-    def update(self) -> tuple[int, float | None]:
+    def refresh(self) -> dict[str, dict]:
         for key in sorted(set(self.store.list(CANDIDATES)) - self.read):
-            self.answers.update((a["unit"], a) for a in json.loads(self.store.read(key))["answers"])
+            self.answers.update((a["unit"], a) for a in read_json(self.store, key, "committed answers")["answers"])
             self.read.add(key)
-        done = [t for t in self.tasks if self.units_by_task.get(t.id, set()) <= self.answers.keys()]
+        return self.answers
+
+
+class RunningScore:
+    """Tasks done and the score over them so far, from the committed answers of every process."""
+
+    def __init__(
+        self, store: Store, tasks: Sequence[Task], units_by_task: dict[str, set[str]], log: AnswerLog | None = None
+    ) -> None:
+        self.tasks, self.units_by_task = list(tasks), units_by_task
+        self.log = log or AnswerLog(store)
+
+    def update(self) -> tuple[int, float | None]:
+        committed = self.log.refresh()
+        done = [t for t in self.tasks if self.units_by_task.get(t.id, set()) <= committed.keys()]
         solved = [t for t in done if all(pair.output is not None for pair in t.test)]
         if not solved:
             return len(done), None
-        answers = [self.answers[k] for t in solved for k in self.units_by_task.get(t.id, ())]
+        answers = [committed[k] for t in solved for k in self.units_by_task.get(t.id, ())]
         views = {a["unit"]: View.from_json(a["view"]) for a in answers}
         grouped = candidates_by_test(solved, answers, views)
         entries = {t.id: submission_entry([vote(grouped[t.id, i]) for i in range(len(t.test))]) for t in solved}

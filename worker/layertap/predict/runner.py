@@ -44,7 +44,7 @@ from layertap.model.generate import RunStop, Sampling, make_generate_fn
 from layertap.model.tokenizer import load_tokenizer
 from layertap.model.tap import LayerTap
 from layertap.predict import results
-from layertap.predict.results import CANDIDATES, RunningScore
+from layertap.predict.results import CANDIDATES, AnswerLog, RunningScore
 from layertap.predict.activations import activations_uri, open_activations, unit_records
 from layertap.predict.units import Dropped, Unit, build_units, check_dataset
 from layertap.store.index import finalize_run, read_json
@@ -164,7 +164,8 @@ def execute(
     params = load_params(prepared.checkpoint, prepared.config, dtype, head=True)
     store = open_store(job.output.uri)
     claim(store, prepared.identity)
-    committed = committed_units(store)
+    log = AnswerLog(store)
+    committed = set(log.refresh())
     writer = None
     if prepared.tap is not None:
         writer = open_activations(prepared, list(prepared.tap.layers), process_index, process_count)
@@ -191,7 +192,7 @@ def execute(
         units_by_task: dict[str, set[str]] = {}
         for unit in prepared.units:
             units_by_task.setdefault(unit.view.task_id, set()).add(unit.key)
-        running = RunningScore(store, prepared.tasks, units_by_task)
+        running = RunningScore(store, prepared.tasks, units_by_task, log)
         summary.tasks_done, summary.score_so_far = running.update()
     for batch in mine:
         if stop:  # SIGTERM: what is committed stays, the same command resumes
@@ -236,7 +237,7 @@ def execute(
     if barrier is not None:
         barrier("layertap-predict-generated")
     if process_index == 0:
-        summary.outputs, summary.score = finalize(store, prepared)
+        summary.outputs, summary.score = finalize(store, prepared, log)
         if writer is not None:
             finalize_run(activations_uri(job.output.uri))
             summary.outputs["activations"] = activations_uri(job.output.uri)
@@ -275,24 +276,13 @@ def claim(store: Store, identity: dict) -> None:
         )
 
 
-def committed_answers(store: Store) -> list[dict]:
-    answers = []
-    for key in sorted(store.list(CANDIDATES)):
-        answers += read_json(store, key, "committed answers")["answers"]
-    return answers
-
-
-def committed_units(store: Store) -> set[str]:
-    return {answer["unit"] for answer in committed_answers(store)}
-
-
 def next_sequence(store: Store, process_index: int) -> int:
     mine = [k for k in store.list(CANDIDATES) if Path(k).name.startswith(f"{process_index:05d}-")]
     return 1 + max((int(Path(k).stem.split("-")[1]) for k in mine), default=-1)
 
 
-def finalize(store: Store, prepared: Prepared) -> tuple[dict[str, str], float | None]:
+def finalize(store: Store, prepared: Prepared, log: AnswerLog | None = None) -> tuple[dict[str, str], float | None]:
     """Vote over every committed answer and write the submission, results and score."""
-    answers = committed_answers(store)
+    answers = list((log or AnswerLog(store)).refresh().values())
     views = {answer["unit"]: View.from_json(answer["view"]) for answer in answers}
     return results.write_all(store, prepared.tasks, answers, views, prepared.dropped)
