@@ -124,7 +124,7 @@ def measured_reconcile(namespace: str, name: str) -> None:
             patch = kopf.Patch()
             outcome = reconcile(body, patch)
             if patch:
-                _resources().patch_namespaced_custom_object_status(
+                _custom_objects().patch_namespaced_custom_object_status(
                     c.GROUP, c.VERSION, namespace, c.PLURAL, name, dict(patch), _request_timeout=REQUEST_TIMEOUT_S
                 )
     except kopf.PermanentError:
@@ -135,13 +135,14 @@ def measured_reconcile(namespace: str, name: str) -> None:
         METRICS.reconcile_seconds.observe(time.perf_counter() - started)
 
 
-def _resources() -> kubernetes.client.CustomObjectsApi:
+def _custom_objects() -> kubernetes.client.CustomObjectsApi:
+    """The API of custom resources: ours, JobSets and Kueue's Workloads alike."""
     return kubernetes.client.CustomObjectsApi()
 
 
 def _get_resource(namespace: str, name: str) -> dict | None:
     try:
-        return _resources().get_namespaced_custom_object(
+        return _custom_objects().get_namespaced_custom_object(
             c.GROUP, c.VERSION, namespace, c.PLURAL, name, _request_timeout=REQUEST_TIMEOUT_S
         )
     except ApiException as error:
@@ -197,10 +198,6 @@ def reconcile(body: dict, patch: kopf.Patch) -> str:
     return "problem" if problem else "ok"
 
 
-def _jobsets() -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi()
-
-
 def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
     """The worker pods of the JobSet's current attempt (best effort: none if unreadable)."""
     api = kubernetes.client.CoreV1Api()
@@ -223,7 +220,7 @@ def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
 def _workload(owner: Owner, jobset: dict) -> dict | None:
     """Kueue's Workload of the JobSet (None without Kueue, or before Kueue made it)."""
     try:
-        workloads = _jobsets().list_namespaced_custom_object(
+        workloads = _custom_objects().list_namespaced_custom_object(
             c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, _request_timeout=REQUEST_TIMEOUT_S
         )["items"]
     except (ApiException, OSError):
@@ -239,7 +236,7 @@ def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
     if workload is None or workload.get("spec", {}).get("active", True) == active:
         return
     try:
-        _jobsets().patch_namespaced_custom_object(
+        _custom_objects().patch_namespaced_custom_object(
             c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, workload["metadata"]["name"],
             {"spec": {"active": active}}, _request_timeout=REQUEST_TIMEOUT_S,
         )
@@ -269,7 +266,7 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
     """The resource's JobSet, created if absent (the flag: by this call). Its fixed name makes a
     repeated create a conflict, so an operator restarted mid-reconcile finds the JobSet instead
     of making a second one."""
-    api = _jobsets()
+    api = _custom_objects()
     jobset, created = _get_jobset(api, owner), False
     if jobset is None:
         default = c.ENV_DEFAULT_GPU_WORKER_IMAGE if spec.resources.info.kind == "gpu" else c.ENV_DEFAULT_WORKER_IMAGE
@@ -336,7 +333,7 @@ def follow_suspend(jobset: dict, spec: ActivationExtractionSpec, owner: Owner) -
         return jobset
     meta = jobset["metadata"]
     try:
-        return _jobsets().patch_namespaced_custom_object(
+        return _custom_objects().patch_namespaced_custom_object(
             c.JOBSET_GROUP,
             c.JOBSET_VERSION,
             meta["namespace"],

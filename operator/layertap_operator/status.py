@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.status import Phase
 
 
 # Spec fields a running JobSet can follow; any other change needs a new JobSet.
@@ -124,7 +125,7 @@ def _jobset_conditions(jobset: dict) -> dict[str, dict]:
     return {x["type"]: x for x in jobset.get("status", {}).get("conditions", []) if x.get("status") == "True"}
 
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+PHASES: tuple[str, ...] = get_args(Phase)  # the API's phases, for metrics by phase
 
 
 def phase_of(obs: Observation) -> tuple[str, str, str]:
