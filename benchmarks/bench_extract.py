@@ -115,11 +115,11 @@ def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) ->
         ids = np.zeros((rows, length), np.int32)
         positions = np.tile(np.arange(length, dtype=np.int32), (rows, 1))
         segments = np.ones((rows, length), np.int32)
-        forward(params, ids, positions, segments).block_until_ready()
+        jax.block_until_ready(forward(params, ids, positions, segments))
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
-            forward(params, ids, positions, segments).block_until_ready()
+            jax.block_until_ready(forward(params, ids, positions, segments))
             runs.append(time.perf_counter() - start)
         seconds[length] = statistics.median(runs)
     return seconds

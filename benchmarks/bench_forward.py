@@ -73,6 +73,7 @@ def main() -> None:
 
 def compare(forward, params, theirs, vocab_size: int, batch: int, length: int, repeats: int, dtype: str) -> str:
     """One table row: interleaved timed forwards of both implementations on the same ids."""
+    import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -83,7 +84,7 @@ def compare(forward, params, theirs, vocab_size: int, batch: int, length: int, r
     torch_ids = torch.from_numpy(ids).long()
 
     def ours() -> None:
-        forward(params, *inputs).block_until_ready()
+        jax.block_until_ready(forward(params, *inputs))
 
     def reference() -> None:
         with torch.inference_mode():

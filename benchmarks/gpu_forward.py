@@ -85,11 +85,11 @@ def main() -> None:
                 start = time.perf_counter()
                 compiled = forward.lower(params, *inputs).compile()
                 compile_s = time.perf_counter() - start
-                compiled(params, *inputs).block_until_ready()
+                jax.block_until_ready(compiled(params, *inputs))
                 times = []
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    compiled(params, *inputs).block_until_ready()
+                    jax.block_until_ready(compiled(params, *inputs))
                     times.append(time.perf_counter() - start)
                 step_s = statistics.median(times)
                 tokens_per_s = batch * length / step_s

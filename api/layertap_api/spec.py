@@ -10,16 +10,23 @@ ends up in `kubectl explain`.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from layertap_api.hub import is_hub, parse_hub_uri
 
 DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "parquet"]
 ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")  # the formats mode predict reads
 ComputeDtype = Literal["float32", "bfloat16"]
 StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
 Positions = Literal["all", "last", "mean"]
+# Where in a decoder block activations are captured, in block order (TransformerLens' hook
+# names; docs/format.md maps each to its Hugging Face module).
+Site = Literal["resid_pre", "attn_z", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_post"]
+SITES: tuple[Site, ...] = get_args(Site)
+PREDICT_SITES_MESSAGE = "mode predict stores the residual stream (resid_post) only: remove extraction.sites"
 LayerIndex = Annotated[int, Field(ge=0, le=511)]
 
 
@@ -41,11 +48,22 @@ class ApiModel(BaseModel):
 class ModelSpec(ApiModel):
     uri: str = Field(
         min_length=1,
-        description="Hugging Face-format checkpoint directory: gs://bucket/path, or a path inside the image or on a mounted volume.",
+        description=(
+            "Hugging Face-format checkpoint: gs://bucket/path, a path inside the image or on a mounted volume, or a "
+            "Hugging Face Hub model hf://ORG/NAME[@REVISION] (a branch, tag or commit sha; read through the Hub's "
+            "cache, HF_HUB_CACHE)."
+        ),
     )
     dtype: ComputeDtype = Field(
         default="bfloat16", description="Compute dtype of the forward pass."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _hub_uri_well_formed(cls, uri: str) -> str:
+        if is_hub(uri):
+            parse_hub_uri(uri, "model")
+        return uri
 
 
 class PromptSpec(ApiModel):
@@ -120,8 +138,34 @@ class SelectionSpec(ApiModel):
 
 
 class DatasetSpec(ApiModel):
-    uri: str = Field(min_length=1, description="Dataset file or directory: gs://... or a path.")
-    format: DatasetFormat = Field(description="How to read the dataset.")
+    uri: str = Field(
+        min_length=1,
+        description=(
+            "Dataset file or directory: gs://... or a path; or, for text-jsonl and parquet, a Hugging Face Hub "
+            "dataset hf://ORG/NAME[@REVISION] (see split, config)."
+        ),
+    )
+    format: DatasetFormat = Field(
+        description="How to read the dataset (an hf:// dataset: the format of the split's data files, parquet or text-jsonl)."
+    )
+    column: str = Field(
+        default="text",
+        min_length=1,
+        description="text-jsonl and parquet: the string field (text-jsonl) or column (parquet) holding each record's text.",
+    )
+    split: str = Field(
+        default="train",
+        min_length=1,
+        description="hf:// datasets: the split to read, by the repository's README configs or its file names.",
+    )
+    config: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "hf:// datasets: the configuration (the Hub's subset, config_name in the README). "
+            "Unset: the one marked default, the one named default, or the only one."
+        ),
+    )
     max_samples: int | None = Field(
         default=None, ge=1, description="Stop after this many samples (prompts), counted after select. Unset: the whole dataset."
     )
@@ -157,6 +201,22 @@ class DatasetSpec(ApiModel):
     )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="ARC prompt settings.")
 
+    @model_validator(mode="after")
+    def _hub_fields(self) -> DatasetSpec:
+        if is_hub(self.uri):
+            if self.format in ARC_FORMATS:
+                raise ValueError(
+                    f"dataset.format: an hf:// dataset is read as text (parquet or text-jsonl), not {self.format}"
+                )
+            try:
+                parse_hub_uri(self.uri, "dataset")
+            except ValueError as error:
+                raise ValueError(f"dataset.uri: {error}") from None
+        elif self.split != "train" or self.config is not None:
+            field = "config" if self.config is not None else "split"
+            raise ValueError(f"dataset.{field}: only hf:// datasets have splits and configs; remove it")
+        return self
+
 
 class ExtractionSpec(ApiModel):
     layers: list[LayerIndex] | None = Field(
@@ -167,6 +227,18 @@ class ExtractionSpec(ApiModel):
         description=(
             "Decoder layers whose output residual stream is stored (0-based; layer i is Hugging Face "
             "hidden_states[i+1]). Unset: the upper part of the model, layers 10-23 for a 24-layer model."
+        ),
+    )
+    sites: list[Site] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(SITES),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=(
+            "What to store at each of the layers: resid_pre (the block's input), attn_z (each head's output "
+            "before the output projection, heads x head size), attn_out, resid_mid (after attention's residual "
+            "add), mlp_hidden (silu(gate) * up, intermediate width), mlp_out, resid_post (the block's output). "
+            "Unset: resid_post."
         ),
     )
     positions: Positions = Field(
@@ -191,6 +263,8 @@ class ExtractionSpec(ApiModel):
     def _layers_sane(self) -> ExtractionSpec:
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
             raise ValueError("extraction.layers: duplicate layer indices; list each layer once")
+        if self.sites is not None and len(set(self.sites)) != len(self.sites):
+            raise ValueError("extraction.sites: duplicate sites; list each site once")
         return self
 
 
@@ -267,6 +341,8 @@ class JobSpec(ApiModel):
             raise ValueError(
                 f"mode predict answers ARC tasks: dataset.format must be one of {', '.join(ARC_FORMATS)}, not {self.dataset.format}"
             )
+        if self.mode == "predict" and self.extraction.sites not in (None, ["resid_post"]):
+            raise ValueError(PREDICT_SITES_MESSAGE)
         return self
 
 

@@ -31,7 +31,7 @@ def reference(checkpoint):
     for index, text in enumerate(TEXTS):
         ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), np.int32)
         acts = forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))
-        out[index] = (ids, ~np.isin(ids, special), np.asarray(acts)[:, 0])
+        out[index] = (ids, ~np.isin(ids, special), np.asarray(acts["resid_post"])[:, 0])
     return out
 
 

@@ -21,7 +21,7 @@ def run(config, params, layers, token_ids, positions=None, segment_ids=None, **k
     segment_ids = np.broadcast_to(1 if segment_ids is None else segment_ids, token_ids.shape)
     fn = jax.jit(make_extract_fn(config, layers, **kwargs))
     inputs = (jnp.asarray(a, jnp.int32) for a in (token_ids, positions, segment_ids))
-    return np.asarray(fn(params, *inputs))
+    return np.asarray(fn(params, *inputs)["resid_post"])
 
 
 def assert_close(actual, expected):

@@ -153,7 +153,7 @@ def test_taps_during_generation_are_the_extraction_forwards(model):
     out = make_generate_fn(config, NEW_TOKENS, tap=tap)(params, *padded([row], 8), np.zeros(1, np.int32))
     sequence = np.concatenate([row, np.asarray(out.tokens[0, :-1])])[None]
     positions = np.arange(sequence.shape[1], dtype=np.int32)[None]
-    expected = make_extract_fn(config, tap)(params, sequence, positions, np.ones_like(sequence))[:, 0]
+    expected = make_extract_fn(config, tap)(params, sequence, positions, np.ones_like(sequence))["resid_post"][:, 0]
     taps = np.asarray(out.taps[:, 0])
     ours = np.concatenate([taps[:, : len(row)], taps[:, 8 : 8 + NEW_TOKENS - 1]], axis=1)
     np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(np.square(expected)))))

@@ -212,7 +212,7 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
         rows = layer3.sample_index == index
         assert (generated.sample_index == index).sum() == answers[meta["unit"]]["tokens"] - 1
         ids = layer3.token_ids[rows][np.argsort(layer3.position[rows])]
-        expected = np.asarray(forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32)))[0, 0]
+        expected = np.asarray(forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))["resid_post"])[0, 0]
         ours = layer3.activations[rows][np.argsort(layer3.position[rows])]
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))))
 

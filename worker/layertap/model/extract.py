@@ -12,7 +12,7 @@ from layertap.model.modules import Dtype
 from layertap.model.tap import LayerTap
 from layertap.model.transformer import Qwen2Decoder
 
-ExtractFn = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
+ExtractFn = Callable[[dict, jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
 
 
 def make_extract_fn(
@@ -21,14 +21,15 @@ def make_extract_fn(
     compute_dtype: Dtype = jnp.float32,
     out_dtype: Dtype | None = None,
 ) -> ExtractFn:
-    """`(params, token_ids[B,T], positions[B,T], segment_ids[B,T]) -> [len(layers), B, T, D]`.
+    """`(params, token_ids[B,T], positions[B,T], segment_ids[B,T]) -> {site: [len(layers), B, T, ...]}`.
 
     token_ids, positions and segment_ids are int32. segment_ids is 0 for padding and
     1, 2, ... for the sequences packed in a row; attention is causal within a segment and
-    positions restart at 0 for each sequence. Output layer i is the residual stream after
-    decoder block `layers[i]` (HF hidden_states[layers[i] + 1], before the final norm), in
-    `out_dtype` (default: the compute dtype). `layers` is a LayerTap, or layer indices
-    checked against the config. The function is pure and not yet jitted, so
+    positions restart at 0 for each sequence. The output holds each of the tap's sites
+    (`tap.py`; default resid_post only), its i-th entry taken at block `layers[i]`
+    (resid_post is HF hidden_states[layers[i] + 1], before the final norm), of shape
+    `site_shape` per token, in `out_dtype` (default: the compute dtype). `layers` is a
+    LayerTap, or layer indices (resid_post) checked against the config. The function is pure and not yet jitted, so
     the caller chooses shardings and donation.
     """
     tap = layers if isinstance(layers, LayerTap) else LayerTap.validated(layers, config.num_hidden_layers)
@@ -38,8 +39,10 @@ def make_extract_fn(
     out_dtype = jnp.dtype(out_dtype or compute_dtype)
     decoder = Qwen2Decoder(config, tap, compute_dtype)
 
-    def extract(params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
-        taps_lbtd = decoder.apply({"params": params}, token_ids_bt, positions_bt, segment_ids_bt)
-        return taps_lbtd.astype(out_dtype)
+    def extract(
+        params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array
+    ) -> dict[str, jax.Array]:
+        _, sown = decoder.apply({"params": params}, token_ids_bt, positions_bt, segment_ids_bt, mutable=["taps"])
+        return {site: taps.astype(out_dtype) for site, taps in tap.collect(sown["taps"]).items()}
 
     return extract

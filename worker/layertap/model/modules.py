@@ -25,6 +25,11 @@ from layertap.model.config import Qwen2Config
 Dtype = Any
 
 
+def sow_site(module: nn.Module, site: str, value: jax.Array) -> None:
+    """Keep `value` in the `taps` collection as `site` (LayerTap.collect reads it back)."""
+    module.sow("taps", site, value, init_fn=lambda: None, reduce_fn=lambda _, new: new)
+
+
 def dot_precision(dtype: Dtype) -> jax.lax.Precision:
     """float32 compute means float32 dots everywhere (TPUs default to bfloat16 passes)."""
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
@@ -192,6 +197,7 @@ class Attention(nn.Module):
 
     config: Qwen2Config
     dtype: Dtype
+    capture_z: bool = False  # sow attn_z: each head's output before o_proj, [B, T, N, H]
 
     @nn.compact
     def __call__(
@@ -234,6 +240,8 @@ class Attention(nn.Module):
             )
         else:
             out_bktgh = cached_attention(q_bktgh, cache, positions_bt, precision)
+        if self.capture_z:  # query head k * G + g, as HF's o_proj input orders them
+            sow_site(self, "attn_z", out_bktgh.transpose(0, 2, 1, 3, 4).reshape(*out_bktgh.shape[:1], -1, n, h))
         o_kernel = self.param("o_kernel", nn.initializers.lecun_normal(), (n, h, d)).astype(self.dtype)
         out_btd = jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
         if cfg.o_bias:
@@ -246,6 +254,7 @@ class MLP(nn.Module):
 
     config: Qwen2Config
     dtype: Dtype
+    capture_hidden: bool = False  # sow mlp_hidden: silu(gate(x)) * up(x), [B, T, F]
 
     @nn.compact
     def __call__(self, x_btd: jax.Array) -> jax.Array:
@@ -256,15 +265,24 @@ class MLP(nn.Module):
         down_fd = self.param("down_kernel", nn.initializers.lecun_normal(), (f, d)).astype(self.dtype)
         gate_btf = jnp.einsum("btd,df->btf", x_btd, gate_df, precision=precision)
         up_btf = jnp.einsum("btd,df->btf", x_btd, up_df, precision=precision)
-        return jnp.einsum("btf,fd->btd", jax.nn.silu(gate_btf) * up_btf, down_fd, precision=precision)
+        hidden_btf = jax.nn.silu(gate_btf) * up_btf
+        if self.capture_hidden:
+            sow_site(self, "mlp_hidden", hidden_btf)
+        return jnp.einsum("btf,fd->btd", hidden_btf, down_fd, precision=precision)
 
 
 class DecoderBlock(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)). With a cache
-    (generation, see `Attention`) it returns the block's new cache as well."""
+    (generation, see `Attention`) it returns the block's new cache as well.
+
+    `sites` (extraction) are sown where the block computes them (`tap.py` names them);
+    `stage` < 2 stops the block early (1: after attention, 0: before it), when nothing
+    after that point is captured."""
 
     config: Qwen2Config
     dtype: Dtype
+    sites: frozenset[str] = frozenset()
+    stage: int = 2
 
     @nn.compact
     def __call__(
@@ -278,12 +296,26 @@ class DecoderBlock(nn.Module):
         prefill: bool = False,
     ) -> jax.Array | tuple[jax.Array, LayerCache]:
         eps = self.config.rms_norm_eps
+        self._capture("resid_pre", x_btd)
+        if self.stage == 0:
+            return x_btd
         attn_in_btd = RMSNorm(eps, self.dtype, name="input_layernorm")(x_btd)
-        attended = Attention(self.config, self.dtype, name="self_attn")(
+        attended = Attention(self.config, self.dtype, "attn_z" in self.sites, name="self_attn")(
             attn_in_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill
         )
         attn_out_btd, cache = attended if cache is not None else (attended, None)
+        self._capture("attn_out", attn_out_btd)
         x_btd = x_btd + attn_out_btd
+        self._capture("resid_mid", x_btd)
+        if self.stage == 1:
+            return x_btd
         mlp_in_btd = RMSNorm(eps, self.dtype, name="post_attention_layernorm")(x_btd)
-        x_btd = x_btd + MLP(self.config, self.dtype, name="mlp")(mlp_in_btd)
+        mlp_out_btd = MLP(self.config, self.dtype, "mlp_hidden" in self.sites, name="mlp")(mlp_in_btd)
+        self._capture("mlp_out", mlp_out_btd)
+        x_btd = x_btd + mlp_out_btd
+        self._capture("resid_post", x_btd)
         return x_btd if cache is None else (x_btd, cache)
+
+    def _capture(self, site: str, value: jax.Array) -> None:
+        if site in self.sites:
+            sow_site(self, site, value)

@@ -1,4 +1,4 @@
-"""The Qwen2 decoder up to the last tapped layer: no final norm, no LM head."""
+"""The Qwen2 decoder up to the last tapped site: no final norm, no LM head."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from layertap.model.tap import LayerTap
 
 
 class Qwen2Decoder(nn.Module):
-    """Token ids -> the residual streams named by `tap`, [len(tap.layers), B, T, D].
+    """Token ids -> the residual stream after the last block run. What the tap asks for is
+    sown into the `taps` collection (`LayerTap.collect` stacks it).
 
-    Blocks are unrolled in Python, one per layer up to the last tapped one: the compiler
-    sees straight-line code (no per-layer weight slicing as in a scan), and only the
-    tapped streams stay alive.
+    Blocks are unrolled in Python, one per layer up to the last tapped one, and that one runs
+    only as far as its sites need: the compiler sees straight-line code (no per-layer weight
+    slicing as in a scan), and only the captured activations stay alive.
     """
 
     config: Qwen2Config
@@ -29,9 +30,9 @@ class Qwen2Decoder(nn.Module):
         embedding_vd = self.param("embed_tokens", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size))
         x_btd = jnp.take(embedding_vd.astype(self.dtype), token_ids_bt, axis=0)
         cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg, self.dtype)
-
-        taps: dict[int, jax.Array] = {}
-        for layer in range(self.tap.blocks_to_run):
-            x_btd = DecoderBlock(cfg, self.dtype, name=f"layers_{layer}")(x_btd, cos_bth, sin_bth, segment_ids_bt)
-            self.tap.maybe_tap(layer, x_btd, taps)
-        return self.tap.stack(taps)
+        for layer in range(max(self.tap.layers) + 1):
+            block = DecoderBlock(
+                cfg, self.dtype, self.tap.sites_at(layer), self.tap.stage(layer), name=f"layers_{layer}"
+            )
+            x_btd = block(x_btd, cos_bth, sin_bth, segment_ids_bt)
+        return x_btd
