@@ -34,6 +34,13 @@ ENV_NUM_PROCESSES = "LAYERTAP_NUM_PROCESSES"
 ENV_COORDINATOR_PORT = "JAX_COORDINATOR_PORT"  # JAX reads it too, in its GKE TPU detection
 ENV_CACHE = "LAYERTAP_CACHE"  # where the worker caches fetched checkpoints
 ENV_GCS_RETRY_SECONDS = "LAYERTAP_GCS_RETRY_SECONDS"  # how long GCS calls are retried (a user's knob)
+# hf:// models and datasets (layertap.io.hub), huggingface_hub's own variables, read when a
+# source is resolved: the cache (HF_HUB_CACHE, else HF_HOME/hub; a volume every host of a
+# run mounts lets one host's download serve the others), offline (cache only) and a token.
+ENV_HF_HUB_CACHE = "HF_HUB_CACHE"
+ENV_HF_HOME = "HF_HOME"
+ENV_HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
+ENV_HF_TOKEN = "HF_TOKEN"  # private and gated repositories (from a Secret)
 ENV_METRICS_PORT = "LAYERTAP_METRICS_PORT"  # the worker serves Prometheus metrics there
 ENV_RESTART_ATTEMPT = "LAYERTAP_RESTART_ATTEMPT"  # the JobSet restart attempt (its pod label, downward API)
 JOBSET_RESTART_ATTEMPT_LABEL = "jobset.sigs.k8s.io/restart-attempt"
