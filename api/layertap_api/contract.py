@@ -39,6 +39,7 @@ ENV_GCS_RETRY_SECONDS = "LAYERTAP_GCS_RETRY_SECONDS"  # how long GCS calls are r
 # run mounts lets one host's download serve the others), offline (cache only) and a token.
 ENV_HF_HUB_CACHE = "HF_HUB_CACHE"
 ENV_HF_HOME = "HF_HOME"
+ENV_XDG_CACHE_HOME = "XDG_CACHE_HOME"  # HF_HOME's default is under it
 ENV_HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
 ENV_HF_TOKEN = "HF_TOKEN"  # private and gated repositories (from a Secret)
 ENV_METRICS_PORT = "LAYERTAP_METRICS_PORT"  # the worker serves Prometheus metrics there

@@ -94,7 +94,7 @@ def test_parquet_rows_with_a_text_column(tmp_path):
     assert samples[1].meta == {"file": str(tmp_path / "part-0.parquet"), "row": 1}
 
     pq.write_table(pa.table({"prompt": ["x"]}), tmp_path / "part-1.parquet")
-    with pytest.raises(LayerTapError, match=r'part-1.parquet: needs a string column "text"'):
+    with pytest.raises(LayerTapError, match=r"dataset.column: 'text' is not a column of .*part-1.parquet \(columns: prompt\)"):
         load_dataset(DatasetSpec(uri=str(tmp_path), format="parquet"), CharTokenizer())
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(LayerTapError, match=r"bad.parquet: not a readable parquet file"):

@@ -1,12 +1,16 @@
-"""Plain-text datasets, one sample per record with a string "text" field.
+"""Plain-text datasets, one sample per record with a string field `dataset.column` ("text").
 
 - text-jsonl: one JSON object per line;
-- parquet: one row per record (e.g. a Hugging Face `datasets` export), a "text" column.
+- parquet: one row per record (e.g. a Hugging Face `datasets` export), a string column.
 
 The URI is a file or a directory of such files (read in name order), local or gs://
-(streamed in ranged reads, never downloaded whole). A record that cannot be read (not
-UTF-8, not JSON, no string "text") is an error naming file and line, or with
-`dataset.skipInvalid` is skipped and counted.
+(streamed in ranged reads, never downloaded whole), or a Hugging Face Hub dataset
+hf://ORG/NAME[@REVISION]: the files of `dataset.split` (of `dataset.config`), fetched into
+the Hub's cache (`layertap.io.hub`) and streamed from there. Parquet is read a batch of rows
+at a time and jsonl a line at a time, so no file is ever held in memory whole. A parquet file
+without the column is an error naming dataset.column before any record is used; a record
+that cannot be read (not UTF-8, not JSON, no string field) is an error naming file and line,
+or with `dataset.skipInvalid` is skipped and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import replace
 from itertools import islice
 
 import numpy as np
+from layertap_api.hub import is_hub
 from layertap_api.spec import DatasetSpec
 
 from layertap.data.dataset import Dataset, no_samples
@@ -39,7 +44,10 @@ def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
         return tokenizer.encode(value, add_special_tokens=False)
 
     reading = ReadStats()
-    records = enumerate(read_texts(spec.uri, spec.format, spec.skip_invalid, reading))
+    texts = read_texts(
+        spec.uri, spec.format, spec.skip_invalid, reading, column=spec.column, split=spec.split, config=spec.config
+    )
+    records = enumerate(texts)
     # dataset.select picks records (id: the record's position, its sample index) before any is
     # tokenized. Every host reads the same records in the same order and selects the same ones.
     records = select(records, lambda record: str(record[0]), spec.select, uri=spec.uri, unit="record",
@@ -88,14 +96,22 @@ def truncate(sample: Sample, n: int) -> Sample:
 
 
 def read_texts(
-    uri: str, format: str = "text-jsonl", skip_invalid: bool = False, stats: ReadStats | None = None
+    uri: str,
+    format: str = "text-jsonl",
+    skip_invalid: bool = False,
+    stats: ReadStats | None = None,
+    *,
+    column: str = "text",
+    split: str = "train",
+    config: str | None = None,
 ) -> Iterator[tuple[str, int, str]]:
     """(file, record number from 0, text) of every record; a bad record is an error naming
-    it, or with `skip_invalid` is counted in `stats` and skipped."""
+    it, or with `skip_invalid` is counted in `stats` and skipped. `split` and `config` pick
+    the files of an hf:// dataset."""
     stats = stats if stats is not None else ReadStats()
     read = _jsonl_texts if format == "text-jsonl" else _parquet_texts
-    for source in list_sources(uri, (SUFFIXES[format],), format):
-        for record in read(source):
+    for source in text_sources(uri, format, split=split, config=config):
+        for record in read(source, column):
             if isinstance(record, InvalidRecord):
                 if not skip_invalid:
                     raise InvalidRecord(record.where, f"{record.reason} ({SKIP_HINT})")
@@ -103,6 +119,17 @@ def read_texts(
                 continue
             stats.read += 1
             yield record
+
+
+def text_sources(uri: str, format: str, *, split: str = "train", config: str | None = None) -> list[Source]:
+    """The files of a text dataset, in reading order: a file, a directory, or one split of an
+    hf:// dataset (its files of this format)."""
+    suffixes = (SUFFIXES[format],)
+    if is_hub(uri):
+        from layertap.io.hub import dataset_sources  # only hf:// needs huggingface_hub
+
+        return dataset_sources(uri, split=split, config=config, suffixes=suffixes, what=format)
+    return list_sources(uri, suffixes, format)
 
 
 def text_samples(
@@ -129,7 +156,7 @@ def _tokenized(
         )
 
 
-def _jsonl_texts(source: Source) -> Iterator[tuple[str, int, str] | InvalidRecord]:
+def _jsonl_texts(source: Source, column: str = "text") -> Iterator[tuple[str, int, str] | InvalidRecord]:
     """Blank lines are skipped; records are numbered by their 0-based line (errors show it 1-based)."""
     for number, line in iter_lines(source):
         where = f"{source.name}:{number}"
@@ -143,24 +170,38 @@ def _jsonl_texts(source: Source) -> Iterator[tuple[str, int, str] | InvalidRecor
         except json.JSONDecodeError as error:
             yield InvalidRecord(where, f"not valid JSON ({error.msg})")
             continue
-        text = record.get("text") if isinstance(record, dict) else None
+        text = record.get(column) if isinstance(record, dict) else None
         if not isinstance(text, str):
-            yield InvalidRecord(where, 'expected an object with a string "text" field')
+            reason = f"expected an object with a string {json.dumps(column)} field{_fields_hint(record, column)}"
+            yield InvalidRecord(where, reason)
             continue
         yield source.name, number - 1, text
 
 
-def _parquet_texts(source: Source) -> Iterator[tuple[str, int, str] | InvalidRecord]:
+def _fields_hint(record: object, column: str) -> str:
+    """Where a record has no such field at all, the fields it has (the column may be misnamed)."""
+    if not isinstance(record, dict) or column in record:
+        return ""
+    return f" (dataset.column; this record has {', '.join(map(str, record)) or 'no fields'})"
+
+
+def _parquet_texts(source: Source, column: str = "text") -> Iterator[tuple[str, int, str] | InvalidRecord]:
     import pyarrow as pa  # only parquet inputs need pyarrow
 
     with open_parquet(source) as parquet:
-        if "text" not in parquet.schema_arrow.names or not pa.types.is_string(parquet.schema_arrow.field("text").type):
-            raise LayerTapError(f'{source.name}: needs a string column "text"; it has {parquet.schema_arrow.names}')
+        schema = parquet.schema_arrow
+        if column not in schema.names:
+            raise LayerTapError(
+                f"dataset.column: {column!r} is not a column of {source.name} (columns: {', '.join(schema.names)})"
+            )
+        kind = schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise LayerTapError(f"dataset.column: {column!r} of {source.name} holds {kind}, not strings")
         row = 0
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[column]):
             for text in batch.column(0).to_pylist():
                 if text is None:
-                    yield InvalidRecord(f"{source.name}, row {row}", '"text" is null')
+                    yield InvalidRecord(f"{source.name}, row {row}", f"{json.dumps(column)} is null")
                 else:
                     yield source.name, row, text
                 row += 1

@@ -128,11 +128,19 @@ def recording() -> Iterator[dict[str, Source]]:
         _recorded.reset(token)
 
 
+def named_source(store: Store, key: str, name: str) -> Source:
+    """A dataset file shown, and recorded in the run's identity, as `name` rather than where it
+    lies (an hf:// file by its repository and commit, not by its path in this host's cache)."""
+    return _recorded_source(Source(name, store, key))
+
+
 def _source(store: Store, key: str) -> Source:
     root = store.uri.rstrip("/")
-    name = f"{root}/{key}" if is_gcs(root) else str(Path(root) / key)
-    source = Source(name, store, key)
+    return _recorded_source(Source(f"{root}/{key}" if is_gcs(root) else str(Path(root) / key), store, key))
+
+
+def _recorded_source(source: Source) -> Source:
     recorded = _recorded.get()
     if recorded is not None:
-        recorded[name] = source
+        recorded[source.name] = source
     return source
