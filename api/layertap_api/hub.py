@@ -57,6 +57,9 @@ def parse_hub_uri(uri: str, repo_type: RepoType) -> HubRef:
         repo_id = repo_id.removeprefix("datasets/")
     if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
         raise ValueError(f"{uri!r}: {repo_id!r} is not a {repo_type} repository id; expected {form}")
-    if at and (not revision or any(c.isspace() for c in revision)):
-        raise ValueError(f"{uri!r}: the revision after '@' is empty or has spaces; expected {form}")
+    if at and (not revision or any(c.isspace() for c in revision) or ".." in revision or revision.startswith("/")):
+        # git refuses such names too; '..' would also climb out of the cache's refs/ folder
+        raise ValueError(
+            f"{uri!r}: the revision after '@' is empty, has spaces, '..' or a leading '/'; expected {form}"
+        )
     return HubRef(repo_id, repo_type, revision or None)

@@ -16,6 +16,7 @@ from layertap.io import hub as hf
 from layertap.model.checkpoint import TOKENIZER_FILES, checkpoint_files
 from layertap.model.config import Qwen2Config
 from layertap_api import contract
+from layertap_api.hub import HubRef, parse_hub_uri
 from layertap_api.spec import DatasetSpec
 
 TEXTS = ["alpha beta", "gamma", "delta epsilon zeta", "eta", "theta iota", "kappa", "lambda mu nu"]
@@ -63,6 +64,7 @@ def test_a_model_resolves_by_default_branch_branch_tag_and_commit(hub, checkpoin
         ("hf://org/tiny@v9", r"hf://org/tiny@v9: not in the local cache .*\(`hf download org/tiny --revision v9`"),
         ("hf://org/tiny@" + "0" * 40, r"hf://org/tiny@0{40}: not in the local cache"),
         ("hf://org--tiny", r"model.uri: 'hf://org--tiny': 'org--tiny' is not a model repository id"),
+        ("hf://org/tiny@../../x", r"model.uri: .* the revision after '@' is empty, has spaces, '\.\.' or a leading '/'"),
     ],
 )
 def test_a_model_the_cache_lacks_offline_is_named_with_what_to_do(hub, checkpoint, uri, message):
@@ -101,6 +103,27 @@ def test_the_cache_and_offline_are_read_from_the_environment_each_time():
     assert hf.hub_cache({"HF_HOME": "/h"}) == hf.Path("/h/hub")
     assert hf.hub_cache({"XDG_CACHE_HOME": "/x"}) == hf.Path("/x/huggingface/hub")
     assert hf.offline({"HF_HUB_OFFLINE": "1"}) and hf.offline({"HF_HUB_OFFLINE": "true"})
+
+
+@pytest.mark.parametrize(
+    "uri, kind, expected",
+    [
+        ("hf://Qwen/Qwen2.5-0.5B", "model", HubRef("Qwen/Qwen2.5-0.5B", "model")),
+        ("hf://gpt2@refs/pr/1", "model", HubRef("gpt2", "model", "refs/pr/1")),
+        ("hf://datasets/org/data@v1.0", "dataset", HubRef("org/data", "dataset", "v1.0")),
+        ("hf://org/data", "dataset", HubRef("org/data", "dataset")),
+    ],
+)
+def test_hub_references_parse_as_the_hub_spells_them(uri, kind, expected):
+    ref = parse_hub_uri(uri, kind)
+    assert ref == expected and not ref.pinned and ref.at("a" * 40).pinned
+    assert str(ref).replace("datasets/", "") == uri.replace("datasets/", "")
+
+
+@pytest.mark.parametrize("uri", ["hf://", "hf://a/b/c", "hf://datasets/a/b", "hf://a/b@", "hf://-a/b", "hf://a/b.git", "gs://a/b"])
+def test_malformed_hub_references_are_refused(uri):
+    with pytest.raises(ValueError, match=r"expected hf://ORG/NAME or hf://ORG/NAME@REVISION"):
+        parse_hub_uri(uri, "model")
 
 
 # -- datasets -------------------------------------------------------------------------------

@@ -125,7 +125,8 @@ def dataset_sources(uri: str, *, split: str, config: str | None, suffixes: tuple
     if not chosen:
         shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
         raise LayerTapError(
-            f"dataset.format: split {split!r} of {where} has no {what} files ({', '.join(suffixes)}); its files: {shown}"
+            f"dataset.format: split {split!r} of {where} has no {what} files ({', '.join(suffixes)}); "
+            f"its files: {shown}"
         )
     data = snapshot(ref.at(card.commit), answer, tuple(_literal_pattern(f) for f in chosen))
     missing = [f for f in chosen if not (data.path / f).is_file()]
@@ -153,7 +154,8 @@ def ask(ref: HubRef) -> Answer:
             down = isinstance(error, HfHubHTTPError) and (status is None or status >= 500)
             if not (down or (_unreachable(error) and not isinstance(error, HfHubHTTPError))):
                 raise
-            why = f"the Hub cannot be reached ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            why = f"the Hub cannot be reached ({type(error).__name__}: {first_line})"
             log.warning("%s: %s; reading the cache %s only", ref, why, hub_cache())
             return Answer(cache_only=why)
     return Answer(info.sha, tuple(sibling.rfilename for sibling in info.siblings or ()))
@@ -231,23 +233,28 @@ def _explained(ref: HubRef, cache_only: str) -> Iterator[None]:
             f"({ENV_HF_TOKEN}) cannot read"
         ) from None
     except RevisionNotFoundError:
-        raise LayerTapError(f"{ref}: the repository has no revision {ref.revision!r} (a branch, tag or commit sha)") from None
+        raise LayerTapError(
+            f"{ref}: the repository has no revision {ref.revision!r} (a branch, tag or commit sha)"
+        ) from None
     except LocalEntryNotFoundError as error:
         incomplete = type(error).__name__ == "IncompleteSnapshotError"
         raise LayerTapError(_not_cached(ref, cache_only, "only part of it is there" if incomplete else "")) from None
     except HfHubHTTPError as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         raise LayerTapError(f"{ref}: the Hub answered {status} ({str(error).splitlines()[0]})") from None
+    except ValueError as error:  # huggingface_hub's own check of an id or revision
+        raise LayerTapError(f"{ref}: {error}") from None
     except OSError as error:
         if error.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise LayerTapError(
                 f"{ref}: cannot write to the cache {hub_cache()} ({error.strerror}); set {ENV_HF_HUB_CACHE} to a "
                 "writable folder with room for it"
             ) from None
-        raise LayerTapError(_not_cached(ref, f"the Hub cannot be reached ({type(error).__name__}: {error})")) from None
+        raise LayerTapError(_not_cached(ref, cache_only, f"{type(error).__name__}: {error}")) from None
     except Exception as error:
         if _unreachable(error):
-            raise LayerTapError(_not_cached(ref, f"the Hub cannot be reached ({type(error).__name__}: {error})")) from None
+            why = f"the Hub cannot be reached ({type(error).__name__}: {error})"
+            raise LayerTapError(_not_cached(ref, why)) from None
         raise
 
 
@@ -264,4 +271,5 @@ def _not_cached(ref: HubRef, why: str, detail: str = "") -> str:
 
 def _unreachable(error: BaseException) -> bool:
     """A network failure (httpx's errors are not OSErrors; the others are)."""
-    return isinstance(error, OSError) or type(error).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
+    library = type(error).__module__.split(".")[0]
+    return isinstance(error, OSError) or library in ("httpx", "httpx2", "requests", "urllib3")

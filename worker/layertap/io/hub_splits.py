@@ -82,7 +82,9 @@ def _choose_config(configs: list, config: str | None, where: str) -> dict:
     named = {str(c.get("config_name", "default")): c for c in configs if isinstance(c, dict)}
     if config is not None:
         if config not in named:
-            raise LayerTapError(f"dataset.config: {config!r} is not a configuration of {where} (configs: {', '.join(named)})")
+            raise LayerTapError(
+                f"dataset.config: {config!r} is not a configuration of {where} (configs: {', '.join(named)})"
+            )
         return named[config]
     marked = [c for c in named.values() if c.get("default")]
     if marked:
@@ -91,7 +93,9 @@ def _choose_config(configs: list, config: str | None, where: str) -> dict:
         return named["default"]
     if len(named) == 1:
         return next(iter(named.values()))
-    raise LayerTapError(f"dataset.config: {where} has configurations {', '.join(named)} and none is the default; choose one")
+    raise LayerTapError(
+        f"dataset.config: {where} has configurations {', '.join(named)} and none is the default; choose one"
+    )
 
 
 def _from_data_files(files: list[str], data_files, data_dir: str | None) -> dict[str, list[str]]:
