@@ -48,12 +48,14 @@ def test_pooling_weights_select_the_kept_tokens_of_each_sample(mode):
 
 def test_select_all_takes_kept_tokens_with_their_index_columns():
     acts = np.arange(3 * 2 * 8 * 4, dtype=np.float32).reshape(3, 2, 8, 4)  # [L, R, T, D]
-    records, samples = select_records(ROWS, SAMPLES, KEEP, acts, "all")
+    heads = np.arange(3 * 2 * 8 * 6, dtype=np.float32).reshape(3, 2, 8, 2, 3)  # [L, R, T, N, H]
+    records, samples = select_records(ROWS, SAMPLES, KEEP, {"resid_post": acts, "attn_z": heads}, "all")
     np.testing.assert_array_equal(records.sample_index, [3, 3, 3, 7, 7, 9, 9])
     np.testing.assert_array_equal(records.position, [1, 2, 3, 0, 1, 0, 1])
     np.testing.assert_array_equal(records.token_ids, [5, 6, 7, 8, 9, 10, 11])
     np.testing.assert_array_equal(records.segment, [1, 1, 2, 0, 0, 0, 0])
-    np.testing.assert_array_equal(records.activations, acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
+    np.testing.assert_array_equal(records.activations["resid_post"], acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
+    np.testing.assert_array_equal(records.activations["attn_z"], heads[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
     np.testing.assert_array_equal(records.cell[:3], GRID_CELLS[1:])
     assert (records.cell[3:] == -1).all() and records.cell.shape == (7, 3)
     assert samples == {3: {"id": 3}, 7: {"id": 7}, 9: {"id": 9}}
@@ -61,18 +63,18 @@ def test_select_all_takes_kept_tokens_with_their_index_columns():
 
 def test_select_pooled_takes_one_vector_per_sample():
     acts = np.random.default_rng(0).normal(size=(2, 2, 2, 4)).astype(np.float32)  # [L, R, K, D]
-    last, _ = select_records(ROWS, SAMPLES, KEEP, acts, "last")
+    last, _ = select_records(ROWS, SAMPLES, KEEP, {"resid_post": acts}, "last")
     np.testing.assert_array_equal(last.sample_index, [3, 7, 9])
     np.testing.assert_array_equal(last.position, [3, 1, 1])
     np.testing.assert_array_equal(last.token_ids, [7, 9, 11])
-    np.testing.assert_array_equal(last.activations, acts[:, [0, 0, 1], [0, 1, 0]])
-    mean, _ = select_records(ROWS, SAMPLES, KEEP, acts, "mean")
+    np.testing.assert_array_equal(last.activations["resid_post"], acts[:, [0, 0, 1], [0, 1, 0]])
+    mean, _ = select_records(ROWS, SAMPLES, KEEP, {"resid_post": acts}, "mean")
     assert (mean.position == -1).all() and (mean.token_ids == -1).all() and (mean.segment == -1).all()
     assert mean.cell.shape == (3, 3) and (mean.cell == -1).all()
     np.testing.assert_array_equal(last.cell[0], [-1, -1, -1])  # sample 3's last kept token (7) is no grid cell
 
 
 def test_padding_rows_select_nothing():
-    records, samples = select_records([(), ()], SAMPLES, KEEP, np.zeros((1, 2, 8, 4), np.float32), "all")
-    assert records.activations.shape == (1, 0, 4) and len(records.sample_index) == 0
+    records, samples = select_records([(), ()], SAMPLES, KEEP, {"resid_post": np.zeros((1, 2, 8, 4), np.float32)}, "all")
+    assert records.activations["resid_post"].shape == (1, 0, 4) and len(records.sample_index) == 0
     assert records.cell.shape == (0, 3) and samples == {}

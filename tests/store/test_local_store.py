@@ -217,7 +217,8 @@ def test_reading_a_run_in_progress_sees_only_committed_shards(tmp_path, units):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda a: dict(a, activations=a["activations"][:2]), r"activations must be \[L=3, N, D\]"),
+        (lambda a: dict(a, activations=a["activations"][:2]), r"resid_post activations must be \[L=3, N, \.\.\.\]"),
+        (lambda a: dict(a, activations={"mlp_out": a["activations"]}), r"must hold the sites \['resid_post'\], got \['mlp_out'\]"),
         (lambda a: dict(a, token_ids=a["token_ids"][:-1]), r"token_ids must be \[N="),
         (lambda a: dict(a, activations=a["activations"].astype(np.int32)), "must be floating point"),
         (lambda a: dict(a, unit_id=1.5), "unit id must be an int or str"),

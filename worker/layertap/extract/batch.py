@@ -76,16 +76,16 @@ def select_records(
     rows: Sequence[Row],
     samples: Mapping[int, Sample],
     keep: Mapping[int, np.ndarray],
-    activations: np.ndarray,
+    activations: Mapping[str, np.ndarray],
     mode: str,
 ) -> tuple[TokenRecords, dict[int, dict]]:
     """Pick the stored rows out of a step's output for these rows: the records, and the
     provenance (meta) of the samples they hold.
 
-    activations: [L, R, T, D] for `all` (every token of every row), [L, R, K, D] for the
-    pooled modes (one vector per packed sample).
+    activations: site -> [L, R, T, ...] for `all` (every token of every row), [L, R, K, ...]
+    for the pooled modes (one value per packed sample).
     """
-    L, R, width, D = activations.shape
+    L, R, width = next(iter(activations.values())).shape[:3]
     flat, token_ids, sample_index, position, segment, cell = [], [], [], [], [], []
     provenance = {}
     for r, row in enumerate(rows):
@@ -117,7 +117,7 @@ def select_records(
 
     take = cat(flat, np.int64)
     records = TokenRecords.of(
-        activations.reshape(L, R * width, D)[:, take],
+        {site: acts.reshape(L, R * width, *acts.shape[3:])[:, take] for site, acts in activations.items()},
         token_ids=cat(token_ids, np.int32),
         sample_index=cat(sample_index, np.int64),
         position=cat(position, np.int32),

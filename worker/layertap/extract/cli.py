@@ -9,6 +9,7 @@ from typing import get_args
 
 from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED
 from layertap_api.spec import (
+    SITES,
     ComputeDtype,
     DatasetFormat,
     DatasetSpec,
@@ -37,6 +38,7 @@ SPEC_FLAGS = {
     "max_tokens": "dataset.maxTokens",
     "over_limit": "dataset.overLimit",
     "layers": "extraction.layers",
+    "sites": "extraction.sites",
     "positions": "extraction.positions",
     "segments": "extraction.segments",
     "exclude_special_tokens": "extraction.excludeSpecialTokens",
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--over-limit", choices=get_args(DatasetSpec.model_fields["over_limit"].annotation))
     spec.add_argument(
         "--layers", type=_layers_flag, help="e.g. 10-23 or 3,5,7 (default: the upper part, 10-23 of 24)"
+    )
+    spec.add_argument(
+        "--sites", type=_sites_flag, help=f"comma-separated, from {','.join(SITES)} (default: resid_post)"
     )
     spec.add_argument("--positions", choices=get_args(Positions))
     spec.add_argument("--segments", type=lambda text: text.split(","), help="comma-separated segment names to keep")
@@ -107,6 +112,15 @@ def add_selection_arguments(group, units: str) -> None:
 def _ids_flag(text: str) -> list[str]:
     """--task-ids a,b,c; spaces around an id are dropped."""
     return [part.strip() for part in text.split(",")]
+
+
+def _sites_flag(text: str) -> list[str]:
+    """--sites for argparse: an unknown site is a usage error naming the choices."""
+    sites = [part.strip() for part in text.split(",")]
+    unknown = [site for site in sites if site not in SITES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not a site; choose from {', '.join(SITES)}")
+    return sites
 
 
 def _layers_flag(text: str) -> list[int]:

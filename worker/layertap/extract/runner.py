@@ -9,6 +9,7 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import global_batch, host_rows, make_step
 from layertap.extract.stopping import StopRequest
 from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.model.tap import DEFAULT_SITES, site_shape
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
 from layertap.metrics import WorkerMetrics
@@ -46,7 +48,7 @@ class Prepared:
     checkpoint: Path  # the model's local directory (a gs:// model is fetched once, here)
     checkpoint_files: dict[str, dict]  # file -> {"bytes", "crc32c"}: the model's identity by content
     config: Qwen2Config  # read once, here
-    tap: LayerTap  # the layers, resolved once, here: the forward, the loaded blocks and the stored order
+    tap: LayerTap  # layers and sites, resolved once, here: the forward, the loaded blocks and the stored order
     dataset: Dataset
     samples: dict[int, Sample]  # the samples with at least one kept token, by index
     keep: dict[int, np.ndarray]  # sample index -> [T] bool kept tokens
@@ -61,8 +63,13 @@ class Prepared:
     def layers(self) -> tuple[int, ...]:
         return self.tap.layers
 
+    @property
+    def site_widths(self) -> list[int]:
+        """Values one token stores at each site of one layer."""
+        return [math.prod(site_shape(site, self.config)) for site in self.tap.sites]
+
     def disk_bytes(self) -> int:
-        per_row = dtypes.stored_bytes_per_row(self.job.extraction.storage_dtype, len(self.layers), self.config.hidden_size)
+        per_row = dtypes.stored_bytes_per_row(self.job.extraction.storage_dtype, len(self.layers), self.site_widths)
         return self.rows_stored * per_row
 
     def describe(self, setup: Distributed, devices: int) -> str:
@@ -81,13 +88,13 @@ class Prepared:
                     f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
                     f"{plan.useful_tokens} tokens{limits}"
                 ),
-                f"  layers    {list(self.layers)}; positions {self.mode}; special tokens {specials}",
+                f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
                 (
                     f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {row_lengths} tokens "
                     f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} device{'s' if devices != 1 else ''}"
                 ),
                 (
-                    f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {config.hidden_size} "
+                    f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {' + '.join(map(str, self.site_widths))} "
                     f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}"
                 ),
             ]
@@ -95,8 +102,10 @@ class Prepared:
 
     def writer_meta(self, process_count: int) -> dict:
         job, plan = self.job, self.plan
+        sites = {} if self.tap.sites == DEFAULT_SITES else {"sites": list(self.tap.sites)}  # resid_post runs as before
         return {
             "layers": list(self.layers),
+            **sites,
             "storage_dtype": job.extraction.storage_dtype,
             "hidden_size": self.config.hidden_size,
             "model": {
@@ -124,7 +133,7 @@ def prepare(job: WorkerSpec) -> Prepared:
     checkpoint = resolve_checkpoint_dir(job.model.uri)
     config = Qwen2Config.from_file(checkpoint / "config.json")
     files = fingerprints(open_store(str(checkpoint)), checkpoint_files(checkpoint))
-    tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri)
+    tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri, sites=job.extraction.sites)
     tokenizer = load_tokenizer(checkpoint)
     dataset = load_dataset(job.dataset, tokenizer)
 
@@ -208,10 +217,10 @@ class UnitSink:
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
 
-    def finish(self, step: int, out: jax.Array, write: bool) -> None:
+    def finish(self, step: int, out: dict[str, jax.Array], write: bool) -> None:
         prepared, plan = self.prepared, self.prepared.plan
         t0 = time.perf_counter()
-        out.block_until_ready()
+        jax.block_until_ready(out)
         t1 = time.perf_counter()
         acts = host_rows(out)
         t2 = time.perf_counter()
@@ -362,7 +371,7 @@ def _run_steps(
     stop; returns compile seconds and the steps run. Each new program goes to the cache at once."""
     plan = prepared.plan
     compile_seconds, compiled = 0.0, set()
-    pending: tuple[int, jax.Array] | None = None
+    pending: tuple[int, dict[str, jax.Array]] | None = None
     ran: list[int] = []
     for step in todo:
         if stop:
@@ -376,7 +385,8 @@ def _run_steps(
         arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
         t1 = time.perf_counter()
         out = step_fn(params, arrays)
-        out.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
+        for array in out.values():
+            array.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
         if shape.row_length not in compiled:  # the first step of each row length compiles
             compiled.add(shape.row_length)
             compile_seconds += time.perf_counter() - t1

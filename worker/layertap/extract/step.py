@@ -1,7 +1,8 @@
 """The jitted step: a packed batch in, the activations to store out, on the mesh.
 
-`all` returns [L, R, T, D]; `last` and `mean` reduce each packed sample to one vector on
-device ([L, R, K, D]), which cuts the device-to-host copy by a factor of about T / K.
+The output holds each captured site, [L, R, T, ...] for `all`; `last` and `mean` reduce each
+packed sample to one value on device ([L, R, K, ...]), which cuts the device-to-host copy
+by a factor of about T / K.
 """
 
 from __future__ import annotations
@@ -16,22 +17,24 @@ from jax.sharding import PartitionSpec as P
 
 from layertap.extract.mesh import DATA, rows_sharding
 
-Step = Callable[[dict, dict[str, jax.Array]], jax.Array]
+Step = Callable[[dict, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
 def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dict) -> Step:
-    """extract_fn: the model's pure `(params, token_ids, positions, segment_ids) -> [L,B,T,D]`,
+    """extract_fn: the model's pure `(params, token_ids, positions, segment_ids) -> {site: [L,B,T,...]}`,
     returning float32 for the pooled modes (pooling happens before the cast to out_dtype)."""
 
-    def step(params: dict, batch: dict[str, jax.Array]) -> jax.Array:
-        acts_lbtd = extract_fn(params, batch["token_ids"], batch["positions"], batch["segment_ids"])
+    def step(params: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        acts = extract_fn(params, batch["token_ids"], batch["positions"], batch["segment_ids"])
         if mode == "all":
-            return acts_lbtd.astype(out_dtype)
+            return {site: acts_lbt_.astype(out_dtype) for site, acts_lbt_ in acts.items()}
         # weights [B, K, T]: one-hot at the last kept token, or 1/n over the kept tokens.
-        pooled_lbkd = jnp.einsum(
-            "lbtd,bkt->lbkd", acts_lbtd.astype(jnp.float32), batch["weights"], precision=jax.lax.Precision.HIGHEST
-        )
-        return pooled_lbkd.astype(out_dtype)
+        return {
+            site: jnp.einsum(
+                "lbt...,bkt->lbk...", acts_lbt_.astype(jnp.float32), batch["weights"], precision=jax.lax.Precision.HIGHEST
+            ).astype(out_dtype)
+            for site, acts_lbt_ in acts.items()
+        }
 
     batch_shardings = {
         "token_ids": rows_sharding(mesh, 2),
@@ -40,11 +43,8 @@ def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dic
     }
     if mode != "all":
         batch_shardings["weights"] = rows_sharding(mesh, 3)
-    return jax.jit(
-        step,
-        in_shardings=(param_shardings, batch_shardings),
-        out_shardings=NamedSharding(mesh, P(None, DATA, None, None)),
-    )
+    # every site's rows split over the data axis, whatever its rank ([L, R, T, D], attn_z: one more)
+    return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=NamedSharding(mesh, P(None, DATA)))
 
 
 def global_batch(arrays: dict, mesh: Mesh, rows_per_step: int) -> dict[str, jax.Array]:
@@ -57,9 +57,13 @@ def global_batch(arrays: dict, mesh: Mesh, rows_per_step: int) -> dict[str, jax.
     }
 
 
-def host_rows(out: jax.Array) -> np.ndarray:
-    """[L, r, ., D] numpy of the rows this process holds (one copy of each), in row order."""
-    by_start = {}
-    for shard in out.addressable_shards:
-        by_start.setdefault(shard.index[1].start or 0, shard)
-    return np.concatenate([np.asarray(by_start[start].data) for start in sorted(by_start)], axis=1)
+def host_rows(out: dict[str, jax.Array]) -> dict[str, np.ndarray]:
+    """site -> [L, r, ., ...] numpy of the rows this process holds (one copy of each), in row order."""
+
+    def rows(array: jax.Array) -> np.ndarray:
+        by_start = {}
+        for shard in array.addressable_shards:
+            by_start.setdefault(shard.index[1].start or 0, shard)
+        return np.concatenate([np.asarray(by_start[start].data) for start in sorted(by_start)], axis=1)
+
+    return {site: rows(array) for site, array in out.items()}

@@ -44,10 +44,13 @@ def producer_dtype(storage_dtype: StorageDtype) -> np.dtype:
     return NUMPY_DTYPES["float32" if storage_dtype == "int8" else storage_dtype]
 
 
-def stored_bytes_per_row(storage_dtype: StorageDtype, num_layers: int, hidden_size: int) -> int:
-    """Bytes one stored token takes in a shard: its activations in every layer (with the
-    int8 scales) and its index columns."""
-    per_layer = hidden_size * NUMPY_DTYPES[storage_dtype].itemsize + (4 if storage_dtype == "int8" else 0)
+def stored_bytes_per_row(storage_dtype: StorageDtype, num_layers: int, widths: int | list[int]) -> int:
+    """Bytes one stored token takes in a shard: its activations at every layer and site
+    (`widths`: the values of one token at each site, e.g. [896] for resid_post alone; with
+    the int8 scales) and its index columns."""
+    widths = [widths] if isinstance(widths, int) else widths
+    scales = 4 * len(widths) if storage_dtype == "int8" else 0
+    per_layer = sum(widths) * NUMPY_DTYPES[storage_dtype].itemsize + scales
     index = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
     return num_layers * per_layer + index
 
@@ -58,23 +61,24 @@ def check_storage_dtype(name: str) -> StorageDtype:
     return name  # type: ignore[return-value]
 
 
-def encode(x_lnd: np.ndarray, storage_dtype: StorageDtype) -> tuple[np.ndarray, np.ndarray | None]:
-    """[L, N, D] activations -> (values in the storage dtype, [L, N] float32 scales or None)."""
+def encode(x_ln: np.ndarray, storage_dtype: StorageDtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """[L, N, ...] activations -> (values in the storage dtype, [L, N] float32 scales or None;
+    a row is one token's values at one layer, whatever their shape)."""
     target = NUMPY_DTYPES[storage_dtype]
     if storage_dtype != "int8":
-        return np.ascontiguousarray(x_lnd.astype(target, copy=False)), None
-    x = x_lnd.astype(np.float32, copy=False)
+        return np.ascontiguousarray(x_ln.astype(target, copy=False)), None
+    x = x_ln.astype(np.float32, copy=False).reshape(*x_ln.shape[:2], -1)
     absmax_ln = np.abs(x).max(axis=-1)
     scale_ln = absmax_ln / INT8_MAX
     # An all-zero row encodes as zeros; any scale works, 1 avoids dividing by zero.
     safe_ln = np.where(scale_ln > 0, scale_ln, 1.0).astype(np.float32)
     q = np.rint(x / safe_ln[..., None])
-    return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8), scale_ln.astype(np.float32)
+    return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8).reshape(x_ln.shape), scale_ln.astype(np.float32)
 
 
 def decode(values_nd: np.ndarray, scale_n: np.ndarray | None, dtype: np.dtype | str | None) -> np.ndarray:
     """Stored rows -> activations; `dtype=None` keeps the stored dtype (int8 always decodes)."""
     if scale_n is not None:
-        out = values_nd.astype(np.float32) * scale_n[:, None]
+        out = values_nd.astype(np.float32) * scale_n.reshape(-1, *[1] * (values_nd.ndim - 1))
         return out if dtype is None else out.astype(dtype, copy=False)
     return values_nd if dtype is None else values_nd.astype(dtype, copy=False)

@@ -138,6 +138,9 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
         "layers": meta["layers"],
         "storage_dtype": meta["storage_dtype"],
         "hidden_size": records[0]["hidden_size"] if records else None,
+        "sites": meta.get("sites", [layout.DEFAULT_SITE]),
+        # one token's shape at each site (resid_post runs: [hidden_size])
+        "shapes": (records[0].get("shapes") or {layout.DEFAULT_SITE: [records[0]["hidden_size"]]}) if records else None,
         "processes": sorted({r["process_index"] for r in records}),
         "num_shards": len(records),
         "num_units": sum(len(r["units"]) for r in records),

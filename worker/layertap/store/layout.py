@@ -22,12 +22,15 @@ TOKEN_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 
 
-def layer_tensor(layer: int) -> str:
-    return f"layer.{layer}"
+DEFAULT_SITE = "resid_post"  # stored as layer.{i}, the name runs had before sites existed
 
 
-def scale_tensor(layer: int) -> str:
-    return f"layer.{layer}.scale"
+def layer_tensor(layer: int, site: str = DEFAULT_SITE) -> str:
+    return f"layer.{layer}" if site == DEFAULT_SITE else f"layer.{layer}.{site}"
+
+
+def scale_tensor(layer: int, site: str = DEFAULT_SITE) -> str:
+    return f"{layer_tensor(layer, site)}.scale"
 
 
 def shard_key(process_index: int, seq: int) -> str:

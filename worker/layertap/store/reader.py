@@ -149,6 +149,8 @@ class Run:
     layers = property(lambda self: list(self.manifest["layers"]))
     storage_dtype = property(lambda self: self.manifest["storage_dtype"])
     hidden_size = property(lambda self: self.manifest["hidden_size"])
+    # runs written before sites existed store resid_post alone
+    sites = property(lambda self: list(self.manifest.get("sites", [layout.DEFAULT_SITE])))
     num_tokens = property(lambda self: self.manifest["num_tokens"])
 
     def __len__(self) -> int:
@@ -156,10 +158,19 @@ class Run:
 
     def __repr__(self) -> str:
         state = "" if self.finalized else ", not finalized"
+        sites = f" x sites {', '.join(self.sites)}" if self.sites != [layout.DEFAULT_SITE] else f" x {self.hidden_size}"
         return (
-            f"Run({self.uri!r}: {self.num_tokens} tokens x layers {self.layers} x {self.hidden_size} "
+            f"Run({self.uri!r}: {self.num_tokens} tokens x layers {self.layers}{sites} "
             f"{self.storage_dtype}, {len(self.shards)} shards{state})"
         )
+
+    def shape(self, site: str = layout.DEFAULT_SITE) -> tuple[int, ...]:
+        """One token's shape at `site` (e.g. (896,); attn_z: (heads, head size)); () before any shard."""
+        self._check_site(site)
+        shapes = self.manifest.get("shapes") or {}
+        if site in shapes:
+            return tuple(shapes[site])
+        return (self.hidden_size,) if self.hidden_size else ()
 
     def samples(self) -> dict[int, dict]:
         """Sample index -> the provenance the runner recorded (ARC: task_id, origin,
@@ -176,18 +187,20 @@ class Run:
         self,
         layer: int,
         *,
+        site: str = layout.DEFAULT_SITE,
         segments: Iterable[int | str] | None = None,
         tokens: Iterable[int] | None = None,
         exclude_tokens: Iterable[int] | None = None,
         dtype: np.dtype | str | None = np.float32,
     ) -> Iterator[TokenRecords]:
-        """The rows of `layer`, one TokenRecords ([n, D] activations) per shard, optionally filtered.
+        """The rows of `layer` at `site`, one TokenRecords ([n, D] activations; [n, *shape(site)])
+        per shard, optionally filtered.
 
         segments: keep tokens with these segment labels (ints, or names listed in the
             run's meta `segment_names`). tokens / exclude_tokens: keep / drop these token
             ids. dtype: the activations' dtype (None: as stored; int8 is always decoded).
         """
-        name = self._layer_tensor(layer)
+        name = self._layer_tensor(layer, site)
         keep_segments = None if segments is None else self._segment_labels(segments)
         keep_tokens = None if tokens is None else np.fromiter(tokens, np.int64)
         drop_tokens = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
@@ -205,28 +218,28 @@ class Run:
             everything = bool(mask.all())
             values = shard.read(name)
             values = values if everything else values[mask]
-            scale = shard.read(layout.scale_tensor(layer)) if self.storage_dtype == "int8" else None
+            scale = shard.read(layout.scale_tensor(layer, site)) if self.storage_dtype == "int8" else None
             if scale is not None and not everything:
                 scale = scale[mask]
             activations = dtypes.decode(values, scale, dtype)
             rows = {k: v if everything else v[mask] for k, v in columns.items()}
             yield TokenRecords(activations, **rows)
 
-    def read_layer(self, layer: int, **filters) -> TokenRecords:
-        """All (filtered) rows of a layer in memory; for small runs and tests."""
-        batches = list(self.iter_layer(layer, **filters))
+    def read_layer(self, layer: int, *, site: str = layout.DEFAULT_SITE, **filters) -> TokenRecords:
+        """All (filtered) rows of a layer at a site in memory; for small runs and tests."""
+        batches = list(self.iter_layer(layer, site=site, **filters))
         if not batches:
             dtype = filters.get("dtype", np.float32) or dtypes.NUMPY_DTYPES[self.storage_dtype]
-            return TokenRecords.empty(self.hidden_size or 0, dtype)
+            return TokenRecords.empty(self.shape(site) or (0,), dtype)
         return TokenRecords.concatenate(batches)
 
-    def memmap(self, layer: int) -> list[np.memmap]:
-        """`layer`'s stored rows, one read-only memmap per shard (local runs only).
+    def memmap(self, layer: int, site: str = layout.DEFAULT_SITE) -> list[np.memmap]:
+        """`layer`'s stored rows at `site`, one read-only memmap per shard (local runs only).
 
-        For int8 runs these are the codes; `shard.memmap(f"layer.{layer}.scale")` holds
-        the per-row scales.
+        For int8 runs these are the codes; `shard.memmap(layout.scale_tensor(layer, site))`
+        holds the per-row scales.
         """
-        name = self._layer_tensor(layer)
+        name = self._layer_tensor(layer, site)
         return [shard.memmap(name) for shard in self.shards]
 
     def _sidecar(self, key: str) -> dict:
@@ -259,7 +272,8 @@ class Run:
 
     def to_hf_dataset(self, layer: int, *, cache_dir: str | Path | None = None, dtype: str = "float32", **filters):
         """A Hugging Face `datasets.Dataset` of `layer` (columns: activation, token_id,
-        sample_index, position, segment, cell), memory-mapped from Arrow files in `cache_dir`."""
+        sample_index, position, segment, cell), memory-mapped from Arrow files in `cache_dir`.
+        `site=...` picks the site; a row's values are flattened (attn_z: heads x head size)."""
         try:
             import datasets
             import pyarrow as pa
@@ -269,16 +283,16 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
         parts = []
         for i, batch in enumerate(self.iter_layer(layer, dtype=dtype, **filters)):
-            flat = pa.array(np.ascontiguousarray(batch.activations).reshape(-1))
+            rows = np.ascontiguousarray(batch.activations).reshape(len(batch), -1)
             table = pa.table({
-                "activation": pa.FixedSizeListArray.from_arrays(flat, batch.activations.shape[1]),
+                "activation": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1]),
                 "token_id": batch.token_ids,
                 "sample_index": batch.sample_index,
                 "position": batch.position,
                 "segment": batch.segment,
                 "cell": pa.FixedSizeListArray.from_arrays(pa.array(batch.cell.reshape(-1)), 3),
             })
-            path = out / f"layer{layer}-{i:06d}.arrow"
+            path = out / f"layer{layer}-{filters.get('site', layout.DEFAULT_SITE)}-{i:06d}.arrow"
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as stream:
                 stream.write_table(table)
             parts.append(datasets.Dataset.from_file(str(path)))
@@ -286,10 +300,15 @@ class Run:
             raise LayerTapError(f"{self.uri}: no rows of layer {layer} match the filters")
         return datasets.concatenate_datasets(parts)
 
-    def _layer_tensor(self, layer: int) -> str:
+    def _layer_tensor(self, layer: int, site: str) -> str:
+        self._check_site(site)
         if layer not in self.layers:
             raise LayerTapError(f"{self.uri}: layer {layer} was not extracted (layers: {self.layers})")
-        return layout.layer_tensor(layer)
+        return layout.layer_tensor(layer, site)
+
+    def _check_site(self, site: str) -> None:
+        if site not in self.sites:
+            raise LayerTapError(f"{self.uri}: site {site!r} was not extracted (sites: {', '.join(self.sites)})")
 
     def _segment_labels(self, segments: Iterable[int | str]) -> np.ndarray:
         names = self.meta.get("segment_names") or {}

@@ -2,9 +2,10 @@
 the reader.
 
 A record set holds activations and, per token, the index columns of
-`layout.TOKEN_COLUMNS` (in their stored dtypes). The runner builds one per unit of work
-(activations [L, N, D], layers in the run's order); the reader returns one per shard and
-layer (activations [N, D]).
+`layout.TOKEN_COLUMNS` (in their stored dtypes). The runner builds one per unit of work:
+activations by site, each [L, N, *site shape] with layers in the run's order (a bare
+[L, N, D] array is resid_post alone); the reader returns one per shard, layer and site
+(activations [N, *site shape]).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from layertap.store.layout import TOKEN_COLUMNS
+from layertap.store.layout import DEFAULT_SITE, TOKEN_COLUMNS
 
 
 @dataclass(frozen=True)
 class TokenRecords:
-    activations: np.ndarray  # [L, N, D] for a unit of work; [N, D] for one layer read back
+    activations: np.ndarray | dict[str, np.ndarray]  # a unit: site -> [L, N, ...]; read back: [N, ...]
     token_ids: np.ndarray  # [N] int32 (-1 for mean)
     sample_index: np.ndarray  # [N] int64, the sample's index in the dataset order
     position: np.ndarray  # [N] int32, the token's position in its sample (-1 for mean)
@@ -26,10 +27,21 @@ class TokenRecords:
     cell: np.ndarray  # [N, 3] int16, (row, col, colour) of the grid cell a token encodes, -1 if none
 
     @classmethod
-    def of(cls, activations: np.ndarray, *, cell: np.ndarray | None = None, **columns: np.ndarray) -> TokenRecords:
+    def of(
+        cls, activations: np.ndarray | dict[str, np.ndarray], *, cell: np.ndarray | None = None, **columns: np.ndarray
+    ) -> TokenRecords:
         """Records with the columns cast to their stored dtypes and checked against N = the
-        activations' rows (cell None: no token is a grid cell)."""
-        n = np.shape(activations)[-2] if np.ndim(activations) >= 2 else -1
+        activations' rows (cell None: no token is a grid cell). `activations`: [L, N, D] or
+        [N, D] arrays, or site -> [L, N, ...] arrays."""
+        if isinstance(activations, dict):
+            rows = {np.shape(value)[1] if np.ndim(value) >= 2 else -1 for value in activations.values()}
+            if len(rows) != 1:
+                raise ValueError(f"every site needs the same rows [L, N, ...], got {_shapes(activations)}")
+            n = rows.pop()
+            activations = {site: np.asarray(value) for site, value in activations.items()}
+        else:
+            n = np.shape(activations)[-2] if np.ndim(activations) >= 2 else -1
+            activations = np.asarray(activations)
         columns["cell"] = np.full((max(n, 0), 3), -1, np.int16) if cell is None else cell
         unknown = set(columns) - set(TOKEN_COLUMNS)
         if unknown:
@@ -43,7 +55,11 @@ class TokenRecords:
                 want = ", ".join([f"N={n}", *map(str, row_shape)])
                 raise ValueError(f"{name} must be [{want}], got {column.shape}")
             checked[name] = column.astype(dtype, copy=False)
-        return cls(np.asarray(activations), **checked)
+        return cls(activations, **checked)
+
+    def by_site(self) -> dict[str, np.ndarray]:
+        """A unit's activations by site (a bare array is resid_post)."""
+        return dict(self.activations) if isinstance(self.activations, dict) else {DEFAULT_SITE: self.activations}
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -58,7 +74,11 @@ class TokenRecords:
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
     @classmethod
-    def empty(cls, hidden_size: int, dtype) -> TokenRecords:
-        """No rows of one layer."""
+    def empty(cls, shape: int | tuple[int, ...], dtype) -> TokenRecords:
+        """No rows of one layer and site, whose rows have this shape (an int: [D])."""
         columns = {name: np.empty((0, *shape), column_dtype) for name, (column_dtype, shape) in TOKEN_COLUMNS.items()}
-        return cls(np.empty((0, hidden_size), dtype), **columns)
+        return cls(np.empty((0, *np.atleast_1d(shape)), dtype), **columns)
+
+
+def _shapes(activations: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{site} {np.shape(value)}" for site, value in activations.items())

@@ -3,7 +3,7 @@
     writer = open_writer(uri, meta, process_index, process_count)
     for unit in plan:
         if unit.id in writer.committed_units(): continue      # resume
-        writer.add(unit.id, TokenRecords.of(acts_lnd, token_ids=..., sample_index=..., ...),
+        writer.add(unit.id, TokenRecords.of({site: acts_ln_, ...}, token_ids=..., sample_index=..., ...),
                    samples={index: sample.meta, ...})
     writer.close()
     finalize_run(uri)                                           # once, after all processes
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ class WriterProgress:
 @dataclass
 class _Unit:
     unit_id: UnitId
-    records: TokenRecords  # activations [L, N, D]
+    records: TokenRecords  # activations: site -> [L, N, ...]
     samples: dict[int, dict]  # sample index -> provenance, for the samples of this unit
 
     @property
@@ -78,9 +79,11 @@ def open_writer(
 
     meta: JSON-serialisable provenance of the run, stored in run.json and the manifest.
         It must hold `layers` (list of layer indices, in the order of the activations'
-        first axis) and `storage_dtype` (float32, bfloat16, float16 or int8); everything
-        else (model, config hash, tokenizer, prompt settings, code version, ...) is kept
-        as given. Resuming with a different meta is an error: a run has one provenance.
+        first axis) and `storage_dtype` (float32, bfloat16, float16 or int8), and may
+        hold `sites` (the sites of each unit's activations, in stored order; unset:
+        resid_post alone); everything else (model, config hash, tokenizer, prompt
+        settings, code version, ...) is kept as given. Resuming with a different meta is
+        an error: a run has one provenance.
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
@@ -104,6 +107,9 @@ def _checked_meta(meta: Mapping) -> dict:
     if not layers or not all(isinstance(layer, int) and layer >= 0 for layer in layers):
         raise ValueError(f"writer meta 'layers' must be non-negative ints, got {layers!r}")
     dtypes.check_storage_dtype(meta["storage_dtype"])
+    sites = meta.get("sites", [layout.DEFAULT_SITE])
+    if not sites or not all(isinstance(site, str) and site for site in sites) or len(set(sites)) != len(sites):
+        raise ValueError(f"writer meta 'sites' must be distinct names, got {sites!r}")
     try:
         return json.loads(json.dumps(dict(meta), sort_keys=True))
     except TypeError as error:
@@ -165,10 +171,11 @@ class ShardWriter:
         self.uri = store.uri
         self._store = store
         self._layers: list[int] = meta["layers"]
+        self._sites: list[str] = meta.get("sites", [layout.DEFAULT_SITE])
         self._storage_dtype: dtypes.StorageDtype = meta["storage_dtype"]
         self._process_index = process_index
         self._shard_bytes = shard_bytes
-        self._hidden: int | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}  # site -> one token's shape, from the first unit
 
         # What earlier attempts made durable (every process's records: the plan may have
         # been split differently then), and where this process's shard numbering resumes.
@@ -209,7 +216,8 @@ class ShardWriter:
             return self._progress
 
     def add(self, unit_id: UnitId, records: TokenRecords, samples: Mapping[int, Mapping] | None = None) -> None:
-        """Queue one unit: records with activations [L, N, D] (L = meta layers, in order).
+        """Queue one unit: records with activations by site (meta `sites`), each
+        [L, N, ...] (L = meta layers, in order); a bare [L, N, D] array is resid_post.
 
         samples: sample index -> JSON-serialisable provenance (task id, origin,
             augmentation, ...) for exactly the samples in `records.sample_index`; stored in
@@ -263,19 +271,21 @@ class ShardWriter:
     def _checked_unit(self, unit_id, records: TokenRecords, samples) -> _Unit:
         if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
             raise ValueError(f"unit id must be an int or str, got {unit_id!r}")
-        acts = records.activations
-        if acts.ndim != 3 or acts.shape[0] != len(self._layers):
-            raise ValueError(
-                f"unit {unit_id!r}: activations must be [L={len(self._layers)}, N, D], got {acts.shape}"
-            )
-        if acts.dtype not in _FLOAT_INPUTS:
-            raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
-        if self._hidden is None:
-            self._hidden = acts.shape[2]
-        elif acts.shape[2] != self._hidden:
-            raise ValueError(f"unit {unit_id!r}: hidden size {acts.shape[2]} != {self._hidden} of earlier units")
+        by_site = records.by_site()
+        if sorted(by_site) != sorted(self._sites):
+            raise ValueError(f"unit {unit_id!r}: activations must hold the sites {self._sites}, got {sorted(by_site)}")
+        for site, acts in by_site.items():
+            if acts.ndim < 3 or acts.shape[0] != len(self._layers):
+                raise ValueError(
+                    f"unit {unit_id!r}: {site} activations must be [L={len(self._layers)}, N, ...], got {acts.shape}"
+                )
+            if acts.dtype not in _FLOAT_INPUTS:
+                raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
+            shape = self._shapes.setdefault(site, acts.shape[2:])
+            if acts.shape[2:] != shape:
+                raise ValueError(f"unit {unit_id!r}: {site} rows of shape {acts.shape[2:]} != {shape} of earlier units")
         try:
-            records = TokenRecords.of(acts, **records.columns())  # stored dtypes, one row per token
+            records = TokenRecords.of(by_site, **records.columns())  # stored dtypes, one row per token
         except ValueError as error:
             raise ValueError(f"unit {unit_id!r}: {error}") from None
         return _Unit(unit_id, records, _checked_samples(unit_id, samples, records.sample_index))
@@ -290,15 +300,17 @@ class ShardWriter:
     # -- the packer thread ------------------------------------------------------------
 
     def _pack(self) -> None:
-        pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]] = []
+        pending: list[tuple[_Unit, dict, dict]] = []  # unit, site -> values, site -> scales
         pending_bytes = 0
         try:
             while True:
                 unit = self._queue.get()
                 if unit is _CLOSE or self._error is not None:
                     break
-                values, scales = dtypes.encode(unit.records.activations, self._storage_dtype)
-                size = values.nbytes + (scales.nbytes if scales is not None else 0)
+                encoded = {site: dtypes.encode(acts, self._storage_dtype) for site, acts in unit.records.activations.items()}
+                values = {site: v for site, (v, _) in encoded.items()}
+                scales = {site: s for site, (_, s) in encoded.items()}
+                size = sum(v.nbytes for v in values.values()) + sum(s.nbytes for s in scales.values() if s is not None)
                 size += sum(c.nbytes for c in unit.records.columns().values())
                 if pending and pending_bytes + size > self._shard_bytes:
                     self._seal(pending)
@@ -310,7 +322,7 @@ class ShardWriter:
         except BaseException as error:  # surfaced to the caller by add()/close()
             self._error = self._error or error
 
-    def _seal(self, pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]]) -> None:
+    def _seal(self, pending: list[tuple[_Unit, dict, dict]]) -> None:
         seq = self._next_seq
         self._next_seq += 1
         self._slots.acquire()  # bounds the shards in memory / in flight
@@ -324,12 +336,13 @@ class ShardWriter:
 
     # -- shard writer threads ---------------------------------------------------------
 
-    def _write_shard(self, seq: int, pending: list[tuple[_Unit, np.ndarray, np.ndarray | None]]) -> None:
+    def _write_shard(self, seq: int, pending: list[tuple[_Unit, dict, dict]]) -> None:
         tensors: dict[str, list[np.ndarray]] = {}
-        for i, layer in enumerate(self._layers):
-            tensors[layout.layer_tensor(layer)] = [values[i] for _, values, _ in pending]
-            if self._storage_dtype == "int8":
-                tensors[layout.scale_tensor(layer)] = [scales[i] for _, _, scales in pending]
+        for site in self._sites:
+            for i, layer in enumerate(self._layers):
+                tensors[layout.layer_tensor(layer, site)] = [values[site][i] for _, values, _ in pending]
+                if self._storage_dtype == "int8":
+                    tensors[layout.scale_tensor(layer, site)] = [scales[site][i] for _, _, scales in pending]
         for name in layout.TOKEN_COLUMNS:
             tensors[name] = [getattr(unit.records, name) for unit, _, _ in pending]
         tensor_crcs = {name: shardfile.tensor_crc32c(chunks) for name, chunks in sorted(tensors.items())}
@@ -343,6 +356,8 @@ class ShardWriter:
             "storage_dtype": self._storage_dtype,
             "units": json.dumps(units),
         }
+        if self._sites != [layout.DEFAULT_SITE]:  # a resid_post run's shards stay as they always were
+            metadata["sites"] = json.dumps(self._sites)
         key = layout.shard_key(self._process_index, seq)
         size, crc = self._store.put(key, shardfile.buffers(tensors, metadata))
         # The sidecar goes before the commit record, so a committed shard always has one.
@@ -358,10 +373,12 @@ class ShardWriter:
             "bytes": size,
             "crc32c": crc,
             "tokens": row,
-            "hidden_size": self._hidden,
+            "hidden_size": math.prod(self._shapes[self._sites[0]]),
             "units": units,
             "tensors": tensor_crcs,  # CRC32C of each tensor: readers check what they read
         }
+        if self._sites != [layout.DEFAULT_SITE]:
+            record["shapes"] = {site: list(self._shapes[site]) for site in self._sites}
         commit_key = layout.commit_key(self._process_index, seq)
         existing = self._store.create(commit_key, json.dumps(record, sort_keys=True).encode())
         if existing is not None and json.loads(existing) != record:
