@@ -315,6 +315,9 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
         (lambda s: s.update(mode="predict", prediction={"sampling": {"topP": 0}}), "spec.prediction.sampling.topP: Invalid value: 0"),
         (lambda s: s.update(mode="predict") or s["dataset"].update(format="text-jsonl"),
          "spec.dataset.format: Invalid value: mode predict answers ARC tasks"),
+        (lambda s: s["extraction"].update(sites=["resid_post", "hook_q"]), 'spec.extraction.sites[1]: Unsupported value: "hook_q"'),
+        (lambda s: s.update(mode="predict") or s["extraction"].update(sites=["mlp_out"]),
+         "spec.extraction.sites: Invalid value: mode predict stores the residual stream (resid_post) only"),
     ],
 )
 def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator, namespace, change, expected) -> None:

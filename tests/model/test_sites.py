@@ -39,7 +39,8 @@ def hf_sites(directory, token_ids: np.ndarray) -> dict[str, np.ndarray]:
     transformers = pytest.importorskip("transformers")
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager").eval()
     config = model.config
-    heads, head_dim = config.num_attention_heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     seen: dict[str, list] = {site: [] for site in SITES}
 
     def keep(site, take):

@@ -142,6 +142,7 @@ def test_a_resume_with_other_settings_is_refused_naming_them(checkpoint, tasks_f
          else s["dataset"].update(prompt={"variant": "training"}), "prediction writes inference prompts"),
         (lambda s: s["dataset"].update(maxTokens=64, overLimit="drop"), "no prompt fits dataset.maxTokens=64"),
         (lambda s: s["dataset"].update(format="text-jsonl"), "mode predict answers ARC tasks: dataset.format must be one of"),
+        (lambda s: s.setdefault("extraction", {}).update(sites=["mlp_out"]), "mode predict stores the residual stream"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_message(checkpoint, tasks_file, tmp_path, change, message):
