@@ -174,6 +174,13 @@ class ResourcesSpec(ApiModel):
         return self
 
 
+class SecretKey(ApiModel):
+    """One key of a Secret in the resource's namespace."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="The Secret's name.")
+    key: str = Field(default="token", min_length=1, max_length=253, description="The key holding the value.")
+
+
 class ActivationExtractionSpec(JobSpec):
     """What `spec:` of an ActivationExtraction holds."""
 
@@ -236,6 +243,13 @@ class ActivationExtractionSpec(JobSpec):
         pattern=DNS_LABEL_PATTERN,
         max_length=253,
         description="Kueue WorkloadPriorityClass of the run (admission order and preemption among queued runs); needs queueName.",
+    )
+    hub_token_secret: SecretKey | None = Field(
+        default=None,
+        description=(
+            "A Secret key holding a Hugging Face token, given to the workers as HF_TOKEN: needed for hf:// "
+            "sources in private or gated repositories (e.g. Llama 3). The token never enters the spec or the logs."
+        ),
     )
     privileged: bool = Field(
         default=False,

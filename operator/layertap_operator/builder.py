@@ -226,6 +226,9 @@ def _env(spec: ActivationExtractionSpec, owner: Owner) -> list[dict]:
         {"name": "HOME", "value": c.SCRATCH_DIR},
         {"name": wire.ENV_CACHE, "value": f"{c.SCRATCH_DIR}/layertap-cache"},
     ]
+    if spec.hub_token_secret is not None:
+        secret = spec.hub_token_secret
+        env.append({"name": wire.ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
     if res.info.kind == "tpu" and res.slices > 1:
         env += [
             {"name": wire.ENV_MEGASCALE_COORDINATOR, "value": wire.coordinator_host(owner.name)},

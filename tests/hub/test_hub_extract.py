@@ -73,9 +73,6 @@ def test_a_hub_dataset_extracts_what_its_files_extract_locally(hub, checkpoint, 
     assert meta["dataset"]["uri"] == "hf://org/data" and meta["dataset"]["split"] == "train"
 
 
-# layertap.model.checkpoint.resolve_checkpoint_dir sends hf:// to layertap.io.hub.model_dir
-# once that hook is in (docs/architecture.md, I/O); until then model.uri hf:// is refused there.
-@pytest.mark.xfail(strict=True, reason="needs the hf:// hook in layertap.model.checkpoint.resolve_checkpoint_dir")
 def test_a_hub_model_extracts_what_its_files_extract_locally(hub, checkpoint, tmp_path, local_parquet):
     write_commit(hub, "org/tiny", directory_files(checkpoint))
     dataset_repo(hub)
@@ -108,3 +105,15 @@ def test_a_missing_column_fails_before_the_model_runs(hub, checkpoint, tmp_path,
     err = capsys.readouterr().err
     assert "dataset.column: 'prompt' is not a column of hf://datasets/org/data@" in err and "(columns: text, id)" in err
     assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_dataset_fields_as_flags(hub, checkpoint, tmp_path, capsys):
+    """--split, --column and --dataset-config reach the spec: a split that is not there is named."""
+    dataset_repo(hub)
+    flags = ["extract", "--model", str(checkpoint), "--dataset", "hf://org/data", "--format", "parquet", "--no-progress"]
+    assert main([*flags, "--output", str(tmp_path / "a"), "--split", "test"]) == 2
+    assert "test" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*flags, "--output", str(tmp_path / "b"), "--column", "id"]) == 2
+    assert "dataset.column" in capsys.readouterr().err
+    assert main([*flags, "--output", str(tmp_path / "c"), "--split", "train", "--column", "text", "--layers", "1"]) == 0
+    assert layertap.open(str(tmp_path / "c")).num_tokens > 0

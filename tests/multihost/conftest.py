@@ -53,8 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(processes: int, devices: int, checkpoint: Path, dataset: Path, output: Path, logs: Path, *flags: str):
-    """Start `processes` extract processes with `devices` CPU devices each; returns the Popen list."""
+def launch(
+    processes: int, devices: int, checkpoint: Path, dataset: Path, output: Path, logs: Path, *flags: str, rank_env=None
+):
+    """Start `processes` extract processes with `devices` CPU devices each (`rank_env(rank)`:
+    environment of one process on top of the shared one); returns the Popen list."""
     port = free_port()
     env = {
         **os.environ,
@@ -72,7 +75,8 @@ def launch(processes: int, devices: int, checkpoint: Path, dataset: Path, output
     for rank in range(processes):
         rank_argv = argv + (["--process-id", str(rank)] if processes > 1 else [])
         log = (logs / f"p{rank}.log").open("w")
-        procs.append(subprocess.Popen(rank_argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+        own = {**env, **(rank_env(rank) if rank_env else {})}
+        procs.append(subprocess.Popen(rank_argv, env=own, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
 

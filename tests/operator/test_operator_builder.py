@@ -154,6 +154,13 @@ def test_multislice_environment(build) -> None:
     assert e[wire.ENV_MEGASCALE_SLICE_ID] == e[wire.ENV_JOB_INDEX]
 
 
+def test_a_hub_token_comes_from_its_secret_and_never_from_the_spec(build) -> None:
+    assert wire.ENV_HF_TOKEN not in env(build())
+    e = env(build(model={"uri": "hf://meta-llama/Llama-3.2-1B"}, hubTokenSecret={"name": "hf-token"}))
+    assert e[wire.ENV_HF_TOKEN] == {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    assert json.loads(e[wire.ENV_SPEC])["hubTokenSecret"] == {"name": "hf-token", "key": "token"}  # a name, no value
+
+
 @pytest.mark.parametrize(("fields", "suspended"), [({}, False), ({"suspend": True}, True), ({"queueName": "q"}, True)])
 def test_suspend(fields: dict, suspended: bool, build) -> None:
     assert build(**fields)["spec"]["suspend"] is suspended

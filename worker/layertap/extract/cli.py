@@ -29,6 +29,9 @@ SPEC_FLAGS = {
     "dtype": "model.dtype",
     "dataset": "dataset.uri",
     "format": "dataset.format",
+    "column": "dataset.column",
+    "split": "dataset.split",
+    "dataset_config": "dataset.config",
     "max_samples": "dataset.maxSamples",
     "task_ids": "dataset.select.ids",
     "offset": "dataset.select.offset",
@@ -55,10 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", help=f"YAML file: an ActivationExtraction resource or just its spec (default: ${ENV_SPEC})"
     )
     spec = parser.add_argument_group("spec fields (override the config file)")
-    spec.add_argument("--model", help="checkpoint directory or gs:// URI")
+    spec.add_argument("--model", help="checkpoint directory, gs:// URI or hf://ORG/NAME[@REVISION]")
     spec.add_argument("--dtype", choices=get_args(ComputeDtype), help="compute dtype")
-    spec.add_argument("--dataset", help="dataset file or gs:// URI")
+    spec.add_argument("--dataset", help="dataset file, gs:// URI or (text formats) hf://ORG/NAME[@REVISION]")
     spec.add_argument("--format", choices=get_args(DatasetFormat))
+    spec.add_argument("--column", help="text formats: the field or column holding the text (default: text)")
+    spec.add_argument("--split", help="hf:// datasets: the split (default: train)")
+    spec.add_argument("--dataset-config", help="hf:// datasets: the configuration (the Hub's subset)")
     spec.add_argument("--max-samples", type=int, help="stop after N prompts (counted after the selection)")
     add_selection_arguments(spec, "tasks (ARC) or records (text)")
     spec.add_argument("--max-tokens", type=int, help="longest prompt in tokens")
@@ -169,9 +175,16 @@ def run(args: argparse.Namespace) -> int:
     metrics = WorkerMetrics()
     metrics.serve()  # only where the JobSet asked for it (LAYERTAP_METRICS_PORT)
 
+    from jax.experimental import multihost_utils
+
+    from layertap.io.hub_share import prepared_once_per_run
+
     with stop_on_termination() as stop:
+        prepared = prepared_once_per_run(
+            job, prepare, jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices
+        )
         summary = execute(
-            prepare(job),
+            prepared,
             setup,
             show_progress=not args.no_progress,
             reporter=StatusReporter.from_environment() if jax.process_index() == 0 else None,

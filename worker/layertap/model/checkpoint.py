@@ -40,7 +40,12 @@ DEFAULT_CACHE_DIR = Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "lay
 
 
 def resolve_checkpoint_dir(path: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A local directory holding the checkpoint; gs:// URIs are copied to `cache_dir` first."""
+    """A local directory holding the checkpoint; gs:// URIs are copied to `cache_dir` first,
+    hf:// ones resolved through the Hugging Face cache (`layertap.io.hub`)."""
+    if str(path).startswith("hf://"):
+        from layertap.io.hub import model_dir  # only hf:// models need huggingface_hub
+
+        return model_dir(str(path))
     if str(path).startswith("gs://"):
         from layertap.io.fetch import fetch_dir  # only gs:// checkpoints need the storage stack
 

@@ -77,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
     from layertap.predict.runner import execute, prepare
     from layertap.reporter import StatusReporter
 
-    prepared = prepare(job)
+    from layertap.io.hub_share import prepared_once_per_run
+
+    prepared = prepared_once_per_run(
+        job, prepare, jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices
+    )
     first = jax.process_index() == 0
     bar = tqdm(total=len(prepared.units), unit="answer", disable=args.no_progress or not first or None, file=sys.stderr)
     reporter = StatusReporter.from_environment() if first else None
