@@ -48,6 +48,8 @@ class Accelerator:
     kind: Literal["tpu", "gpu", "cpu"]
     topologies: dict[str, SliceShape] = field(default_factory=dict)
     max_gpus_per_host: int = 0
+    # dense bfloat16 peak of one chip, from the vendor's data sheet (the cost model's basis)
+    peak_tflops: float | None = None
 
     @property
     def node_label(self) -> str | None:
@@ -58,11 +60,12 @@ class Accelerator:
         return {"tpu": TPU_RESOURCE, "gpu": GPU_RESOURCE}.get(self.kind)
 
 
-def _tpu(name: str, shapes: list[tuple[str, str, int]]) -> Accelerator:
+def _tpu(name: str, peak_tflops: float, shapes: list[tuple[str, str, int]]) -> Accelerator:
     return Accelerator(
         name=name,
         kind="tpu",
         topologies={t: SliceShape(t, machine, per_host) for t, machine, per_host in shapes},
+        peak_tflops=peak_tflops,
     )
 
 
@@ -75,33 +78,37 @@ ACCELERATORS: dict[str, Accelerator] = {
     for a in [
         _tpu(
             "tpu-v4-podslice",
+            275,
             _multi_host(
                 "ct4p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x12 8x8x16 8x16x16 16x16x16"
             ),
         ),
         _tpu(
             "tpu-v5-lite-podslice",
+            197,
             [("1x1", "ct5lp-hightpu-1t", 1), ("2x2", "ct5lp-hightpu-4t", 4), ("2x4", "ct5lp-hightpu-8t", 8)]
             + _multi_host("ct5lp-hightpu-4t", "4x4 4x8 8x8 8x16 16x16"),
         ),
         _tpu(
             "tpu-v5p-slice",
+            459,
             _multi_host(
                 "ct5p-hightpu-4t", "2x2x1 2x2x2 2x2x4 2x4x4 4x4x4 4x4x8 4x8x8 8x8x8 8x8x16 8x16x16 16x16x16 16x16x24"
             ),
         ),
         _tpu(
             "tpu-v6e-slice",
+            918,
             [("1x1", "ct6e-standard-1t", 1), ("2x2", "ct6e-standard-4t", 4), ("2x4", "ct6e-standard-8t", 8)]
             + _multi_host("ct6e-standard-4t", "4x4 4x8 8x8 8x16 16x16"),
         ),
-        Accelerator("nvidia-tesla-t4", "gpu", max_gpus_per_host=4),
-        Accelerator("nvidia-l4", "gpu", max_gpus_per_host=8),
-        Accelerator("nvidia-tesla-a100", "gpu", max_gpus_per_host=16),
-        Accelerator("nvidia-a100-80gb", "gpu", max_gpus_per_host=8),
-        Accelerator("nvidia-h100-80gb", "gpu", max_gpus_per_host=8),
-        Accelerator("nvidia-h100-mega-80gb", "gpu", max_gpus_per_host=8),
-        Accelerator("nvidia-h200-141gb", "gpu", max_gpus_per_host=8),
+        Accelerator("nvidia-tesla-t4", "gpu", max_gpus_per_host=4, peak_tflops=65),  # fp16: T4 has no bf16
+        Accelerator("nvidia-l4", "gpu", max_gpus_per_host=8, peak_tflops=121),
+        Accelerator("nvidia-tesla-a100", "gpu", max_gpus_per_host=16, peak_tflops=312),
+        Accelerator("nvidia-a100-80gb", "gpu", max_gpus_per_host=8, peak_tflops=312),
+        Accelerator("nvidia-h100-80gb", "gpu", max_gpus_per_host=8, peak_tflops=989),
+        Accelerator("nvidia-h100-mega-80gb", "gpu", max_gpus_per_host=8, peak_tflops=989),
+        Accelerator("nvidia-h200-141gb", "gpu", max_gpus_per_host=8, peak_tflops=989),
         Accelerator("cpu", "cpu"),
     ]
 }

@@ -57,10 +57,30 @@ class Progress(ApiModel):
     update_time: datetime | None = Field(default=None, description="When the workers last reported.")
     tasks_done: int | None = Field(default=None, ge=0, description="Mode predict: tasks whose every answer is committed.")
     tasks_total: int | None = Field(default=None, ge=0, description="Mode predict: tasks in the run.")
+    estimate: Estimate | None = Field(
+        default=None, description="The pre-flight estimate, kept beside the measured figures after the run."
+    )
     score: float | None = Field(
         default=None, ge=0, le=1,
         description="Mode predict with solutions: the ARC Prize score over the tasks done so far (mean over tasks).",
     )  # fmt: skip
+
+
+class Estimate(ApiModel):
+    """What the run will take, computed by the workers before the first step (docs/estimate.md)."""
+
+    samples: int = Field(ge=0, description="Samples (prompts) to run.")
+    tokens: int = Field(ge=0, description="Their tokens.")
+    padding_fraction: float = Field(ge=0, le=1, description="Share of the computed positions that are padding.")
+    rows: int = Field(ge=0, description="Activation rows to store (tokens, or samples for positions last/mean).")
+    bytes: int = Field(ge=0, description="Bytes to write.")
+    flops: float = Field(ge=0, description="Floating-point operations of the forward passes, padding included.")
+    seconds: float | None = Field(
+        default=None, ge=0, description="Expected compute time on these devices (unset: their throughput is unknown)."
+    )
+    chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
+    devices: int = Field(ge=1, description="Devices running the forward.")
+    basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
 
 
 class LastError(ApiModel):

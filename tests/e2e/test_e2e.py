@@ -28,6 +28,13 @@ def test_multihost_v5e_runs_to_succeeded_with_the_output_of_a_local_run(e2e):
     assert status["phase"] == "Succeeded", (status, e2e.logs())
     assert len(seen) >= 2, (seen, e2e.logs())  # progress moved while it ran
     assert seen[-1]["samplesDone"] == seen[-1]["samplesTotal"] and seen[-1]["percent"] == 100.0
+    # the pre-flight estimate, made before the first step, stays beside the measured figures
+    estimate = status["progress"]["estimate"]
+    assert estimate["tokens"] == seen[-1]["tokensDone"] and estimate["samples"] == seen[-1]["samplesTotal"]
+    assert estimate["devices"] == 16 and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in estimate["basis"]
+    assert estimate["seconds"] > 0 and estimate["chipHours"] == pytest.approx(estimate["seconds"] * 16 / 3600, rel=0.01)
+    described = e2e.cluster.kubectl("describe", "ae", e2e.name, "-n", NAMESPACE).stdout
+    assert "Estimate:" in described and "Chip Hours:" in described
     pods = e2e.pods()
     assert len(pods) == 4 and {p["status"]["phase"] for p in pods} == {"Succeeded"}
     assert len({p["spec"]["nodeName"] for p in pods}) == 4  # one host per node of the v5e-4x4 pool

@@ -31,7 +31,19 @@ def test_rows_pack_samples_with_restarting_positions_and_numbered_segments():
     np.testing.assert_array_equal(batch.positions[0], [0, 1, 2, 3, 0, 1, 2, 0])
     np.testing.assert_array_equal(batch.segment_ids[0], [1, 1, 1, 1, 2, 2, 2, 0])
     np.testing.assert_array_equal(batch.segment_ids[1], [1, 1, 0, 0, 0, 0, 0, 0])
-    assert batch.weights is None and set(batch.arrays()) == {"token_ids", "positions", "segment_ids"}
+    assert batch.weights is None and "weights" not in batch.arrays()
+    # what the statistics see: the stored (kept) tokens, their labels, positions and places
+    np.testing.assert_array_equal(batch.stored[0], [0, 1, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(batch.labels[0], [0, 1, 1, 2, 0, 0, 0, -1])
+    np.testing.assert_array_equal(batch.entry_positions[1], [0, 1, -1, -1, -1, -1, -1, -1])
+    np.testing.assert_array_equal(batch.places[0, 5], [7, 1, 9])  # sample 7, position 1, token 9
+
+
+def test_pooled_entries_are_samples():
+    batch = build_batch(ROWS, SAMPLES, KEEP, row_length=8, max_per_row=2, mode="mean")
+    np.testing.assert_array_equal(batch.stored, [[1, 1], [1, 0]])
+    assert (batch.labels == -1).all() and (batch.entry_positions == -1).all()
+    np.testing.assert_array_equal(batch.places[..., 0], [[3, 7], [9, -1]])
 
 
 @pytest.mark.parametrize("mode", ["last", "mean"])

@@ -59,8 +59,10 @@ def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_pat
     reporter = RecordingReporter()
     summary = execute(prepared, Distributed("single"), show_progress=False, reporter=reporter)
 
-    assert reporter.closed and len(reporter.updates) >= 2
-    done = [update["samplesDone"] for update in reporter.updates]
+    assert reporter.closed and len(reporter.updates) >= 3
+    estimate, *updates = reporter.updates
+    assert list(estimate) == ["estimate"] and estimate["estimate"]["samples"] == len(prepared.samples)  # first
+    done = [update["samplesDone"] for update in updates]
     assert done == sorted(done)  # monotone
     last = reporter.updates[-1]
     assert last["samplesDone"] == last["samplesTotal"] == len(prepared.samples)

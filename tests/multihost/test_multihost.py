@@ -38,6 +38,19 @@ def assert_same_run(a, b):
         # bit for bit: each row is computed alone whatever the sharding (pure data parallel)
         for column in ("activations", "sample_index", "position", "token_ids", "segment"):
             np.testing.assert_array_equal(got[column], want[column], err_msg=column)
+        assert_same_stats(layertap.open(str(a)).stats().layer(layer), layertap.open(str(b)).stats().layer(layer))
+
+
+def assert_same_stats(got, want):
+    """Statistics merged over other hosts, shards and restarts: counted once, equal up to
+    float64 rounding of the merge order."""
+    assert got.count == want.count
+    np.testing.assert_array_equal(got.norm_counts, want.norm_counts)
+    np.testing.assert_array_equal(got.extreme_fraction, want.extreme_fraction)
+    np.testing.assert_array_equal(got.absmax, want.absmax)
+    assert got.massive_tokens == want.massive_tokens and got.norm_by_segment.keys() == want.norm_by_segment.keys()
+    np.testing.assert_allclose(got.mean, want.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.var, want.var, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("processes, devices", [(2, 2), (1, 4)])

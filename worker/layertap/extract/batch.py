@@ -25,11 +25,19 @@ class HostBatch:
     positions: np.ndarray  # [R, T] int32
     segment_ids: np.ndarray  # [R, T] int32
     weights: np.ndarray | None  # [R, K, T] float32, pooled modes only
+    # What the step stores, per entry of its output (W: T tokens for `all`, K samples pooled),
+    # for the statistics computed on device: 1 where stored, and the entry's segment label and
+    # position (-1 for pooled entries); `places` names each entry (sample, position, token).
+    stored: np.ndarray  # [R, W] float32
+    labels: np.ndarray  # [R, W] int32
+    entry_positions: np.ndarray  # [R, W] int32
+    places: np.ndarray  # [R, W, 3] int64: sample index, position, token id (-1: none)
 
     def arrays(self) -> dict[str, np.ndarray]:
         named = {"token_ids": self.token_ids, "positions": self.positions, "segment_ids": self.segment_ids}
         if self.weights is not None:
             named["weights"] = self.weights
+        named |= {"stored": self.stored, "labels": self.labels, "entry_positions": self.entry_positions}
         return named
 
 
@@ -54,22 +62,35 @@ def build_batch(
     positions = np.zeros(shape, np.int32)
     segment_ids = np.zeros(shape, np.int32)
     weights = None if mode == "all" else np.zeros((len(rows), max_per_row, row_length), np.float32)
+    entries = (len(rows), row_length if mode == "all" else max_per_row)
+    stored = np.zeros(entries, np.float32)
+    labels = np.full(entries, -1, np.int32)
+    entry_positions = np.full(entries, -1, np.int32)
+    places = np.full((*entries, 3), -1, np.int64)
     for r, row in enumerate(rows):
         start = 0
         for k, index in enumerate(row):
-            ids = samples[index].token_ids
+            sample = samples[index]
+            ids = sample.token_ids
             end = start + len(ids)
             token_ids[r, start:end] = ids
             positions[r, start:end] = np.arange(len(ids))
             segment_ids[r, start:end] = k + 1
-            if weights is not None:
-                kept = np.flatnonzero(keep[index]) + start
+            kept = np.flatnonzero(keep[index])
+            if weights is None:
+                stored[r, start + kept] = 1.0
+                labels[r, start:end] = sample.segments
+                entry_positions[r, start:end] = np.arange(len(ids))
+                places[r, start:end] = np.stack([np.full(len(ids), index), np.arange(len(ids)), ids], axis=1)
+            else:
                 if mode == "last":
-                    weights[r, k, kept[-1]] = 1.0
+                    weights[r, k, start + kept[-1]] = 1.0
                 else:
-                    weights[r, k, kept] = 1.0 / len(kept)
+                    weights[r, k, start + kept] = 1.0 / len(kept)
+                stored[r, k] = 1.0
+                places[r, k, 0] = index
             start = end
-    return HostBatch(token_ids, positions, segment_ids, weights)
+    return HostBatch(token_ids, positions, segment_ids, weights, stored, labels, entry_positions, places)
 
 
 def select_records(

@@ -10,6 +10,7 @@ process; a restart skips the units already durable.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from layertap.data.dataset import Dataset
 from layertap.data.sample import Sample
 from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
+from layertap.estimate import Devices, estimate
+from layertap.estimate import describe as describe_estimate
 from layertap.extract import batch as host
 from layertap.extract.compile_cache import CompilationCache, cache_uri
 from layertap.extract.distributed import Distributed
@@ -39,7 +42,7 @@ from layertap.io.fingerprint import fingerprints
 from layertap.metrics import WorkerMetrics
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.progress import Progress
-from layertap.store import dtypes
+from layertap.store import dtypes, statistics
 
 
 @dataclass(frozen=True)
@@ -217,18 +220,23 @@ class UnitSink:
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
 
-    def finish(self, step: int, out: dict[str, jax.Array], write: bool) -> None:
+    def finish(self, step: int, out: dict, batch: host.HostBatch, write: bool) -> None:
         prepared, plan = self.prepared, self.prepared.plan
         t0 = time.perf_counter()
         jax.block_until_ready(out)
         t1 = time.perf_counter()
-        acts = host_rows(out)
+        mine = host_rows(out)
         t2 = time.perf_counter()
         if write:
             rows = plan.steps[step].rows[self.mine]
-            records, samples = host.select_records(rows, prepared.samples, prepared.keep, acts, prepared.mode)
+            records, samples = host.select_records(rows, prepared.samples, prepared.keep, mine["acts"], prepared.mode)
+            stats = {
+                (site, layer): partial
+                for site, partials in mine["stats"].items()
+                for layer, partial in zip(prepared.layers, statistics.from_rows(partials, batch.places), strict=True)
+            }
             t3 = time.perf_counter()
-            self.writer.add(self.unit(step), records, samples)
+            self.writer.add(self.unit(step), records, samples, stats=stats)
             self._in_flight[self.unit(step)] = step
         else:  # this process's unit is durable from an earlier attempt; another process's is not
             t3 = time.perf_counter()
@@ -282,7 +290,10 @@ def execute(
             f"data-parallel devices; use a multiple of {mesh.shape[DATA]}"
         )
     if process == 0:
-        print(prepared.describe(setup, jax.device_count()), flush=True)
+        expected = estimate(prepared, run_devices(job))
+        print(prepared.describe(setup, jax.device_count()) + f"\n  estimate  {describe_estimate(expected)}", flush=True)
+        if reporter is not None:
+            reporter.update({"estimate": expected})  # before the first step: kubectl describe shows it
     cache = open_compilation_cache(job.output, process)
     params, step_fn = _load_step(prepared, mesh)  # before anything is written: a bad checkpoint fails here
 
@@ -371,7 +382,7 @@ def _run_steps(
     stop; returns compile seconds and the steps run. Each new program goes to the cache at once."""
     plan = prepared.plan
     compile_seconds, compiled = 0.0, set()
-    pending: tuple[int, dict[str, jax.Array]] | None = None
+    pending: tuple[int, dict, host.HostBatch] | None = None
     ran: list[int] = []
     for step in todo:
         if stop:
@@ -385,7 +396,7 @@ def _run_steps(
         arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
         t1 = time.perf_counter()
         out = step_fn(params, arrays)
-        for array in out.values():
+        for array in jax.tree.leaves(out):
             array.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
         if shape.row_length not in compiled:  # the first step of each row length compiles
             compiled.add(shape.row_length)
@@ -395,10 +406,17 @@ def _run_steps(
         sink.times.prepare += t1 - t0
         if pending is not None:
             sink.finish(*pending, write=not mine_done[pending[0]])
-        pending = (step, out)
+        pending = (step, out, batch)
     if pending is not None:
         sink.finish(*pending, write=not mine_done[pending[0]])
     return compile_seconds, ran
+
+
+def run_devices(job: WorkerSpec) -> Devices:
+    """The devices this run computes on, for the estimate."""
+    device = jax.devices()[0]
+    accelerator = job.devices.accelerator if job.devices is not None else None
+    return Devices(jax.device_count(), device.platform, accelerator, device.device_kind, len(os.sched_getaffinity(0)))
 
 
 def open_compilation_cache(output: OutputSpec, process: int) -> CompilationCache | None:

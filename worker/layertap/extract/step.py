@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from layertap.extract.mesh import DATA, rows_sharding
+from layertap.extract.statistics import row_statistics
 
 Step = Callable[[dict, dict[str, jax.Array]], dict[str, jax.Array]]
 
@@ -24,17 +25,20 @@ def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dic
     """extract_fn: the model's pure `(params, token_ids, positions, segment_ids) -> {site: [L,B,T,...]}`,
     returning float32 for the pooled modes (pooling happens before the cast to out_dtype)."""
 
-    def step(params: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    def step(params: dict, batch: dict[str, jax.Array]) -> dict[str, dict[str, jax.Array]]:
         acts = extract_fn(params, batch["token_ids"], batch["positions"], batch["segment_ids"])
-        if mode == "all":
-            return {site: acts_lbt_.astype(out_dtype) for site, acts_lbt_ in acts.items()}
-        # weights [B, K, T]: one-hot at the last kept token, or 1/n over the kept tokens.
-        return {
-            site: jnp.einsum(
-                "lbt...,bkt->lbk...", acts_lbt_.astype(jnp.float32), batch["weights"], precision=jax.lax.Precision.HIGHEST
-            ).astype(out_dtype)
-            for site, acts_lbt_ in acts.items()
+        if mode != "all":  # weights [B, K, T]: one-hot at the last kept token, or 1/n over the kept tokens
+            acts = {
+                site: jnp.einsum("lbt...,bkt->lbk...", acts_lbt_, batch["weights"], precision=jax.lax.Precision.HIGHEST)
+                for site, acts_lbt_ in acts.items()
+            }
+        acts = {site: a.astype(out_dtype) for site, a in acts.items()}
+        # statistics of exactly the values the writer gets (int8: before quantisation), per row
+        stats = {
+            site: row_statistics(acts_lbw_, batch["stored"], batch["labels"], batch["entry_positions"])
+            for site, acts_lbw_ in acts.items()
         }
+        return {"acts": acts, "stats": stats}
 
     batch_shardings = {
         "token_ids": rows_sharding(mesh, 2),
@@ -43,7 +47,10 @@ def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dic
     }
     if mode != "all":
         batch_shardings["weights"] = rows_sharding(mesh, 3)
-    # every site's rows split over the data axis, whatever its rank ([L, R, T, D], attn_z: one more)
+    for name in ("stored", "labels", "entry_positions"):
+        batch_shardings[name] = rows_sharding(mesh, 2)
+    # every output's rows split over the data axis, whatever its rank ([L, R, T, D], attn_z: one
+    # more; the statistics [L, R, ...])
     return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=NamedSharding(mesh, P(None, DATA)))
 
 
@@ -57,8 +64,9 @@ def global_batch(arrays: dict, mesh: Mesh, rows_per_step: int) -> dict[str, jax.
     }
 
 
-def host_rows(out: dict[str, jax.Array]) -> dict[str, np.ndarray]:
-    """site -> [L, r, ., ...] numpy of the rows this process holds (one copy of each), in row order."""
+def host_rows(out: dict) -> dict:
+    """The same dict (of dicts) of [L, r, ...] numpy: the rows this process holds (one copy of
+    each), in row order."""
 
     def rows(array: jax.Array) -> np.ndarray:
         by_start = {}
@@ -66,4 +74,4 @@ def host_rows(out: dict[str, jax.Array]) -> dict[str, np.ndarray]:
             by_start.setdefault(shard.index[1].start or 0, shard)
         return np.concatenate([np.asarray(by_start[start].data) for start in sorted(by_start)], axis=1)
 
-    return {site: rows(array) for site, array in out.items()}
+    return jax.tree.map(rows, out)

@@ -66,6 +66,7 @@ def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
     keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
     shards = store.list(layout.SHARDS) if check_shards else {}
     sidecars = store.list(layout.SAMPLES) if check_shards else {}
+    stats = store.list(layout.STATS) if check_shards else {}
 
     def load(key: str) -> tuple[str, dict | None, str]:
         try:
@@ -82,7 +83,7 @@ def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
     scan = CommitScan()
     for key, record, problem in loaded:
         if not problem and check_shards:
-            problem = _shard_problem(record, shards, sidecars)
+            problem = _shard_problem(record, shards, sidecars, stats)
         if problem:
             scan.broken[key] = problem
         else:
@@ -91,7 +92,9 @@ def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
     return scan
 
 
-def _shard_problem(record: dict, shards: dict[str, ObjectInfo], sidecars: dict[str, ObjectInfo]) -> str:
+def _shard_problem(
+    record: dict, shards: dict[str, ObjectInfo], sidecars: dict[str, ObjectInfo], stats: dict[str, ObjectInfo]
+) -> str:
     shard = shards.get(record["shard"])
     if shard is None:
         return f"its shard {record['shard']} is missing"
@@ -101,6 +104,8 @@ def _shard_problem(record: dict, shards: dict[str, ObjectInfo], sidecars: dict[s
         return f"its shard {record['shard']} has CRC32C {shard.crc32c}, the record says {record['crc32c']}"
     if record["samples"] not in sidecars:
         return f"its sample sidecar {record['samples']} is missing"
+    if "stats" in record and record["stats"]["key"] not in stats:
+        return f"its statistics {record['stats']['key']} are missing"
     return ""
 
 
@@ -149,10 +154,40 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
         "bytes_per_token": total_bytes / tokens if tokens else None,
         "shards": [
             {key: r[key] for key in ("shard", "samples", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
-            | ({"tensors": r["tensors"]} if "tensors" in r else {})
+            | {key: r[key] for key in ("tensors", "stats") if key in r}
             for r in records
         ],
     }
+
+
+def read_stats_file(store: Store, entry: dict) -> dict:
+    """One statistics file, checked against its size and CRC32C: (site, layer) -> partial."""
+    import crc32c
+    from safetensors.numpy import load
+
+    from layertap.store import statistics
+
+    try:
+        data = store.read(entry["key"])
+    except FileNotFoundError:
+        raise LayerTapError(f"{store.uri}/{entry['key']}: the statistics file is missing") from None
+    if len(data) != entry["bytes"] or f"{crc32c.crc32c(data):08x}" != entry["crc32c"]:
+        raise LayerTapError(f"{store.uri}/{entry['key']}: the statistics file is damaged (size or CRC32C differ)")
+    return statistics.decode(load(data))
+
+
+def write_merged_stats(store: Store, records: list[dict]) -> dict:
+    """Every shard's statistics merged into one file at the run's root; its manifest entry."""
+    import crc32c
+    from safetensors.numpy import save
+
+    from layertap.store import statistics
+
+    with ThreadPoolExecutor(16) as pool:
+        parts = list(pool.map(lambda r: read_stats_file(store, r["stats"]), records))
+    data = save(statistics.encode(statistics.merge_all(parts)), metadata={"format": layout.FORMAT})
+    store.write(layout.STATS_KEY, data)
+    return {"key": layout.STATS_KEY, "bytes": len(data), "crc32c": f"{crc32c.crc32c(data):08x}"}
 
 
 def finalize_run(uri: str, *, delete_orphans: bool = True) -> dict:
@@ -171,10 +206,13 @@ def finalize_run(uri: str, *, delete_orphans: bool = True) -> dict:
     check_unique_units(records, uri)
     if delete_orphans:
         referenced = {key for r in records for key in (r["shard"], r["samples"])}
-        for key in [*store.list(layout.SHARDS), *store.list(layout.SAMPLES)]:
+        referenced |= {r["stats"]["key"] for r in records if "stats" in r}
+        for key in [*store.list(layout.SHARDS), *store.list(layout.SAMPLES), *store.list(layout.STATS)]:
             if key not in referenced:
                 store.delete(key)
         store.remove_temporaries()
     manifest = build_manifest(run_info, records)
+    if records and all("stats" in r for r in records):
+        manifest["statistics"] = write_merged_stats(store, records)
     store.write(layout.MANIFEST_KEY, json.dumps(manifest, indent=1).encode())
     return manifest

@@ -10,6 +10,8 @@ MANIFEST_KEY = "manifest.json"  # written by finalize_run
 SHARDS = "shards"
 COMMITS = "commits"
 SAMPLES = "samples"  # one JSON sidecar per shard: the provenance of the samples it holds
+STATS = "stats"  # one statistics file per shard (store/statistics.py)
+STATS_KEY = "stats.safetensors"  # every shard's statistics merged, written by finalize_run
 
 # Per-token columns stored in every shard next to the activations: name -> (dtype, shape
 # of one row). `cell` is the (row, col, colour) of the grid cell a token encodes, -1 if none.
@@ -50,6 +52,10 @@ def commit_key(process_index: int, seq: int) -> str:
 
 def samples_key(process_index: int, seq: int) -> str:
     return f"{SAMPLES}/p{process_index:05d}/s{seq:06d}.json"
+
+
+def stats_key(process_index: int, seq: int) -> str:
+    return f"{STATS}/p{process_index:05d}/s{seq:06d}.safetensors"
 
 
 def seq_of_commit_key(key: str) -> int:

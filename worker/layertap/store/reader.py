@@ -29,8 +29,9 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.index import build_manifest, read_commits, read_json, read_run_info
+from layertap.store.index import build_manifest, read_commits, read_json, read_run_info, read_stats_file
 from layertap.store.records import TokenRecords
+from layertap.store.statistics import RunStats, merge_all
 
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
 
@@ -172,6 +173,24 @@ class Run:
             return tuple(shapes[site])
         return (self.hidden_size,) if self.hidden_size else ()
 
+    def stats(self) -> RunStats:
+        """Per layer and site: count, mean and variance per dimension, norm histogram and
+        quantiles, max |x|, the dimensions most often extreme and the tokens of largest norm
+        (`layertap.store.statistics`), merged from what is committed (finished runs: read
+        from stats.safetensors)."""
+        merged = self.manifest.get("statistics")
+        if merged is not None:
+            return RunStats(read_stats_file(self._store, merged))
+        entries = [shard.entry.get("stats") for shard in self.shards]
+        if not entries or any(entry is None for entry in entries):
+            raise LayerTapError(
+                f"{self.uri}: this run has no statistics (written by `layertap predict`, or by a LayerTap "
+                "from before statistics were kept)"
+            )
+        with ThreadPoolExecutor(16) as pool:
+            parts = list(pool.map(lambda entry: read_stats_file(self._store, entry), entries))
+        return RunStats(merge_all(parts))
+
     def samples(self) -> dict[int, dict]:
         """Sample index -> the provenance the runner recorded (ARC: task_id, origin,
         test_index, augmentation, ...), for every sample with stored rows."""
@@ -256,7 +275,10 @@ class Run:
         what is wrong, one line each (empty: the run is intact)."""
         found = []
         for shard in self.shards:
-            for check in (shard.verify, lambda: self._sidecar(shard.entry["samples"])):
+            checks = [shard.verify, lambda: self._sidecar(shard.entry["samples"])]
+            if "stats" in shard.entry:
+                checks.append(lambda: read_stats_file(self._store, shard.entry["stats"]))
+            for check in checks:
                 try:
                     check()
                 except LayerTapError as error:

@@ -29,11 +29,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import crc32c
 import numpy as np
 
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
-from layertap.store import dtypes, layout, shardfile
+from layertap.store import dtypes, layout, shardfile, statistics
 from layertap.store.index import read_json, scan_commits
 from layertap.store.records import TokenRecords
 
@@ -59,6 +60,7 @@ class _Unit:
     unit_id: UnitId
     records: TokenRecords  # activations: site -> [L, N, ...]
     samples: dict[int, dict]  # sample index -> provenance, for the samples of this unit
+    stats: dict | None = None  # (site, layer) -> the statistics of its rows (store/statistics.py)
 
     @property
     def tokens(self) -> int:
@@ -215,13 +217,22 @@ class ShardWriter:
         with self._lock:
             return self._progress
 
-    def add(self, unit_id: UnitId, records: TokenRecords, samples: Mapping[int, Mapping] | None = None) -> None:
+    def add(
+        self,
+        unit_id: UnitId,
+        records: TokenRecords,
+        samples: Mapping[int, Mapping] | None = None,
+        stats: Mapping | None = None,
+    ) -> None:
         """Queue one unit: records with activations by site (meta `sites`), each
         [L, N, ...] (L = meta layers, in order); a bare [L, N, D] array is resid_post.
 
         samples: sample index -> JSON-serialisable provenance (task id, origin,
             augmentation, ...) for exactly the samples in `records.sample_index`; stored in
             the shard's sidecar (`Run.samples()` reads it back). None: nothing recorded.
+        stats: (site, layer) -> the statistics of exactly these rows
+            (`statistics.from_rows`), merged per shard into its statistics file
+            (`Run.stats()` reads them back). None: the run keeps no statistics.
 
         Blocks while the queue is full. The arrays must not be modified afterwards.
         Raises the error of a failed shard write, if any.
@@ -232,6 +243,7 @@ class ShardWriter:
         if unit_id in self._committed or unit_id in self._queued:
             raise ValueError(f"unit {unit_id!r} was already written (check committed_units() before adding)")
         unit = self._checked_unit(unit_id, records, samples)
+        unit.stats = None if stats is None else dict(stats)
         self._queued.add(unit_id)
         while True:
             try:
@@ -336,6 +348,15 @@ class ShardWriter:
 
     # -- shard writer threads ---------------------------------------------------------
 
+    def _write_stats(self, seq: int, units: list[dict | None]) -> dict | None:
+        """The shard's statistics file (its units' merged), if its units have statistics."""
+        if any(stats is None for stats in units):
+            return None
+        data = _stats_file(statistics.merge_all(units))
+        key = layout.stats_key(self._process_index, seq)
+        self._store.write(key, data)
+        return {"key": key, "bytes": len(data), "crc32c": f"{crc32c.crc32c(data):08x}"}
+
     def _write_shard(self, seq: int, pending: list[tuple[_Unit, dict, dict]]) -> None:
         tensors: dict[str, list[np.ndarray]] = {}
         for site in self._sites:
@@ -360,11 +381,13 @@ class ShardWriter:
             metadata["sites"] = json.dumps(self._sites)
         key = layout.shard_key(self._process_index, seq)
         size, crc = self._store.put(key, shardfile.buffers(tensors, metadata))
-        # The sidecar goes before the commit record, so a committed shard always has one.
+        # The sidecar (and the statistics) go before the commit record, so a committed shard
+        # always has them.
         samples_key = layout.samples_key(self._process_index, seq)
         samples = {str(index): meta for unit, _, _ in pending for index, meta in sorted(unit.samples.items())}
         sidecar = {"format": layout.FORMAT, "shard": key, "samples": samples}
         self._store.write(samples_key, json.dumps(sidecar, sort_keys=True).encode())
+        stats_entry = self._write_stats(seq, [unit.stats for unit, _, _ in pending])
         record = {
             "shard": key,
             "samples": samples_key,
@@ -379,6 +402,8 @@ class ShardWriter:
         }
         if self._sites != [layout.DEFAULT_SITE]:
             record["shapes"] = {site: list(self._shapes[site]) for site in self._sites}
+        if stats_entry is not None:
+            record["stats"] = stats_entry
         commit_key = layout.commit_key(self._process_index, seq)
         existing = self._store.create(commit_key, json.dumps(record, sort_keys=True).encode())
         if existing is not None and json.loads(existing) != record:
@@ -390,6 +415,12 @@ class ShardWriter:
             self._committed.update(unit.unit_id for unit, _, _ in pending)
             p = self._progress
             self._progress = WriterProgress(p.units + len(pending), p.tokens + row, p.shards + 1, p.bytes + size)
+
+
+def _stats_file(partials: dict) -> bytes:
+    from safetensors.numpy import save
+
+    return save(statistics.encode(partials), metadata={"format": layout.FORMAT})
 
 
 def _checked_samples(unit_id: UnitId, samples: Mapping[int, Mapping] | None, sample_index: np.ndarray) -> dict[int, dict]:

@@ -1,0 +1,59 @@
+"""The pre-flight estimate: its FLOP count against XLA's own count of the compiled forward,
+and what `layertap extract` prints before the first step."""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import pytest
+from layertap.estimate import Devices, attention_pairs, estimate, forward_flops
+from layertap.extract.cli import add_arguments, job_from_args
+from layertap.extract.runner import prepare
+from layertap.model import LayerTap, load_checkpoint, make_extract_fn
+
+from .conftest import extract
+
+
+@pytest.mark.parametrize("length", [100, 300])
+def test_forward_flops_match_xla_cost_analysis(checkpoint, length):
+    config, params = load_checkpoint(checkpoint)
+    tap = LayerTap.for_model([1, 3], config.num_hidden_layers)
+    shape = (2, length)
+    args = (jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32), jnp.ones(shape, jnp.int32))
+    compiled = jax.jit(make_extract_fn(config, tap)).lower(params, *args).compile()
+    counted = compiled.cost_analysis()["flops"]  # dots and elementwise work alike
+    modelled = forward_flops(config, tap.blocks_to_run, 2, [length])
+    assert modelled == pytest.approx(counted, rel=0.15)  # elementwise ops are the difference
+
+
+def test_attention_pairs_follow_the_query_blocks():
+    assert attention_pairs(128) == 128 * 128
+    assert attention_pairs(300) == 128 * 128 + 128 * 256 + 44 * 300
+    assert attention_pairs(2048) < 2048 * 2048 * 0.6  # causal: about half of the full square
+
+
+def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl",
+         "--output", str(tmp_path / "out"), "--layers", "1,3"]
+    )  # fmt: skip
+    prepared = prepare(job_from_args(args))
+    tpu = estimate(prepared, Devices(16, "tpu", "tpu-v5-lite-podslice"))
+    cpu = estimate(prepared, Devices(1, "cpu", cores=2))
+    assert tpu["tokens"] == prepared.plan.useful_tokens and tpu["rows"] == prepared.rows_stored
+    assert tpu["bytes"] == prepared.disk_bytes() and tpu["flops"] == cpu["flops"] > 0
+    assert tpu["seconds"] == pytest.approx(tpu["flops"] / (16 * 0.4 * 197e12))
+    assert tpu["chipHours"] == pytest.approx(tpu["seconds"] * 16 / 3600, rel=1e-3)
+    assert "2 cores" in cpu["basis"] and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu["basis"]
+    assert "seconds" not in estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU"))
+
+
+def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, tmp_path, capsys):
+    assert extract(checkpoint, dataset, tmp_path / "out", "--layers", "3") == 0
+    out = capsys.readouterr().out
+    assert out.index("  estimate  ") < out.index("steps run")
+    assert "GFLOP: about" in out and "GFLOP/s per core measured in float32" in out

@@ -1,0 +1,121 @@
+"""The pre-flight estimate: what a run will take, before its first step (docs/estimate.md).
+
+The cost model, stated: FLOPs are counted for what the step computes, padding included:
+per block, 2 FLOPs per weight per position (q/k/v/o and the MLP) plus the attention
+products over the keys the block-causal kernel visits (queries in blocks of 128 against
+the keys up to each block's end). Time is FLOPs / (devices x throughput): on TPU and GPU
+an assumed ACCELERATOR_EFFICIENCY of the chip's dense bfloat16 peak (the catalog's data
+sheet figure); on CPU the throughput measured here per core (docs/benchmarks.md). Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layertap_api.catalog import ACCELERATORS
+
+from layertap.model.modules import QUERY_BLOCK
+
+ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the extraction forward
+# Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass): 211 tokens/s x 0.82 GFLOP
+# per token in float32 (173 GFLOP/s); bfloat16 runs at 0.53-0.60x of float32 on XLA's CPU.
+CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.048}
+# jax's device_kind -> the catalog's accelerator, for runs outside the cluster
+DEVICE_KINDS = {
+    "TPU v4": "tpu-v4-podslice",
+    "TPU v5 lite": "tpu-v5-lite-podslice",
+    "TPU v5e": "tpu-v5-lite-podslice",
+    "TPU v5": "tpu-v5p-slice",
+    "TPU v5p": "tpu-v5p-slice",
+    "TPU v6 lite": "tpu-v6e-slice",
+    "TPU v6e": "tpu-v6e-slice",
+    "Tesla T4": "nvidia-tesla-t4",
+    "NVIDIA L4": "nvidia-l4",
+    "NVIDIA A100": "nvidia-tesla-a100",
+    "NVIDIA H100": "nvidia-h100-80gb",
+    "NVIDIA H200": "nvidia-h200-141gb",
+}
+
+
+@dataclass(frozen=True)
+class Devices:
+    """What runs the forward: `accelerator` (a catalog name) or the local platform."""
+
+    count: int
+    platform: str  # cpu, gpu, tpu
+    accelerator: str | None = None  # catalog name; None: from device_kind, or the CPU model
+    device_kind: str = ""
+    cores: int = 1  # CPU only: the cores XLA uses
+
+    def throughput(self, dtype: str) -> tuple[float | None, str]:
+        """FLOP/s of one device, and the basis of that figure (None: unknown device). The
+        accelerator the resource asked for comes first: the estimate is for the chosen chips."""
+        name = self.accelerator
+        if name is None and self.platform != "cpu":
+            name = next((a for kind, a in DEVICE_KINDS.items() if self.device_kind.startswith(kind)), None)
+        peak = ACCELERATORS[name].peak_tflops if name in ACCELERATORS else None
+        if peak is not None:
+            return peak * 1e12 * ACCELERATOR_EFFICIENCY, f"{name}: {ACCELERATOR_EFFICIENCY:.0%} of {peak:g} TFLOP/s (bf16 peak) per chip"
+        if self.platform == "cpu":
+            per_core = CPU_TFLOPS_PER_CORE[dtype]
+            return per_core * self.cores * 1e12, f"CPU: {per_core * 1e3:.0f} GFLOP/s per core measured in {dtype}, {self.cores} cores"
+        return None, f"no throughput known for {self.device_kind or self.platform}: no time estimate"
+
+
+def attention_pairs(length: int, block: int = QUERY_BLOCK) -> int:
+    """(query, key) pairs the block-causal kernel multiplies in a row of `length` positions."""
+    return sum(min(block, length - start) * min(start + block, length) for start in range(0, length, block))
+
+
+def forward_flops(config, blocks: int, rows_per_step: int, row_lengths: list[int]) -> float:
+    """FLOPs of the steps (one row length per step), padding rows and positions included."""
+    dense = 2 * config.block_matmul_params
+    attention = 4 * config.num_attention_heads * config.head_dim  # q.k and weights.v, 2 FLOPs each
+    per_row = {t: dense * t + attention * attention_pairs(t) for t in set(row_lengths)}
+    return float(blocks * rows_per_step * sum(per_row[t] for t in row_lengths))
+
+
+def estimate(prepared, devices: Devices) -> dict:
+    """The status.progress.estimate of a prepared run (camelCase, as the API has it)."""
+    plan = prepared.plan
+    flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, plan.rows_per_step, [s.row_length for s in plan.steps])
+    rate, basis = devices.throughput(prepared.job.model.dtype)
+    seconds = flops / (devices.count * rate) if rate else None
+    out = {
+        "samples": len(prepared.samples),
+        "tokens": plan.useful_tokens,
+        "paddingFraction": round(plan.padding_fraction, 4),
+        "rows": prepared.rows_stored,
+        "bytes": prepared.disk_bytes(),
+        "flops": flops,
+        "devices": devices.count,
+        "basis": basis,
+    }
+    if seconds is not None:
+        out |= {"seconds": seconds, "chipHours": seconds * devices.count / 3600}
+    return out
+
+
+def describe(e: dict) -> str:
+    """One line for the log: FLOPs, time and device-hours."""
+    if "seconds" not in e:
+        return f"{flops_text(e['flops'])}; {e['basis']}"
+    return (
+        f"{flops_text(e['flops'])}: about {duration(e['seconds'])} on {e['devices']} device"
+        f"{'s' if e['devices'] != 1 else ''} ({e['chipHours']:.3g} device-hours; {e['basis']})"
+    )
+
+
+def flops_text(flops: float) -> str:
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops / 1e9:.3g} GFLOP"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours = seconds // 60, seconds // 3600
+    return f"{minutes}m{seconds % 60:02d}s" if hours == 0 else f"{hours}h{minutes % 60:02d}m"
