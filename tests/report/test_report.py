@@ -217,3 +217,16 @@ def test_a_run_without_statistics_gets_them_computed_from_its_rows(arc_run, repo
     html = (tmp_path / "report" / "report.html").read_text()
     assert "computed from the stored rows (the run was written without statistics)" in html
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(p.name for p in report_dir.iterdir())
+
+
+def test_a_run_without_grids_gets_the_statistics_figures_alone(arc_run, tmp_path, capsys):
+    """One row per sample (positions: last; text datasets likewise) has no grid cells to draw."""
+    pooled = tmp_path / "pooled"
+    shutil.copytree(arc_run, pooled, ignore=shutil.ignore_patterns(".jax-cache"))
+    manifest = json.loads((pooled / "manifest.json").read_text())
+    manifest["meta"]["extraction"]["positions"] = "last"  # what the choice of figures reads
+    (pooled / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["report", str(pooled), "--output", str(tmp_path / "report")]) == 0
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(["report.html", *STATS_FIGURES])
+    assert main(["report", str(pooled), "--output", str(tmp_path / "again"), "--tasks", "007bbfb7"]) == 2
+    assert "--tasks: " in capsys.readouterr().err and not (tmp_path / "again").exists()
