@@ -11,7 +11,7 @@ CSS = """
 body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 24px; color: #222; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 12px; }
 h2 { font-size: 17px; margin: 28px 0 6px; }
-table.summary { border-collapse: collapse; font-size: 13px; }
+table.summary { border-collapse: collapse; font-size: 13px; margin-bottom: 10px; }
 table.summary th { text-align: left; padding: 2px 16px 2px 0; color: #555; font-weight: normal; }
 table.summary td { padding: 2px 0; font-family: "DejaVu Sans Mono", monospace; }
 p.caption { font-size: 13px; color: #444; max-width: 70em; margin: 0 0 8px; }
