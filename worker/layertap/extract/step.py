@@ -21,9 +21,10 @@ from layertap.extract.statistics import row_statistics
 Step = Callable[[dict, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
-def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dict) -> Step:
+def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dict, statistics: bool = True) -> Step:
     """extract_fn: the model's pure `(params, token_ids, positions, segment_ids) -> {site: [L,B,T,...]}`,
-    returning float32 for the pooled modes (pooling happens before the cast to out_dtype)."""
+    returning float32 for the pooled modes (pooling happens before the cast to out_dtype).
+    `statistics=False` (benchmarks only: what the statistics cost) leaves them out."""
 
     def step(params: dict, batch: dict[str, jax.Array]) -> dict[str, dict[str, jax.Array]]:
         acts = extract_fn(params, batch["token_ids"], batch["positions"], batch["segment_ids"])
@@ -37,6 +38,7 @@ def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dic
         stats = {
             site: row_statistics(acts_lbw_, batch["stored"], batch["labels"], batch["entry_positions"])
             for site, acts_lbw_ in acts.items()
+            if statistics
         }
         return {"acts": acts, "stats": stats}
 
