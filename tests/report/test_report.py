@@ -14,7 +14,8 @@ import pytest
 from layertap.cli import main
 from layertap.report import data, figures, quantity
 from layertap.report.figures import ARC_COLOURS
-from layertap.report.stats import ComputedLayerStats, has_statistics, norm_edges
+from layertap.report.stats import has_statistics
+from layertap.store.statistics import LayerStats, layer_of_rows, norm_edges
 from safetensors.numpy import save_file
 
 from .browser import Elements, rgb
@@ -160,7 +161,7 @@ def test_statistics_computed_from_the_rows_match_the_runs_own(arc_run):
     if not has_statistics(run):
         pytest.skip("this run has no statistics of its own to compare with (run.stats() not in this tree)")
     for layer in run.layers:
-        kept, computed = run.stats().layer(layer, site="resid_post"), ComputedLayerStats.of(run, layer, "resid_post")
+        kept, computed = run.stats().layer(layer, site="resid_post"), layer_of_rows(run.iter_layer(layer))
         assert computed.count == kept.count == run.num_tokens
         for field in ("mean", "var", "absmax", "extreme_fraction"):
             np.testing.assert_allclose(getattr(computed, field), getattr(kept, field), rtol=1e-5, atol=1e-6, err_msg=field)
@@ -189,7 +190,7 @@ def test_the_outlier_figure_shows_the_dimensions_often_extreme():
     for layer in (4, 8, 12):
         absmax, share = np.ones(width), np.zeros(width)
         absmax[[65, 377]], share[[65, 377, 12]] = 400.0, [layer / 12, 0.4, 0.01]
-        stats[layer] = ComputedLayerStats(
+        stats[layer] = LayerStats(
             count=100, mean=np.zeros(width), var=np.ones(width), absmax=absmax, extreme_fraction=share, norm_mean=1.0,
             norm_std=0.0, norm_edges=norm_edges(), norm_counts=np.zeros(len(norm_edges()) - 1), massive_tokens=[],
             norm_by_segment={}, norm_by_position=[],

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layertap.errors import LayerTapError
+
 EXTREME = 10.0  # |x_d| above 10x the token's RMS: a "massive activation" dimension
 BINS_PER_OCTAVE = 16  # norm histogram: bins 2^(1/16) = 4.4% wide
 MIN_EXPONENT, MAX_EXPONENT = -10, 20  # norms 2^-10 .. 2^20; below and above: first and last bin
@@ -72,6 +74,43 @@ def from_rows(rows: Mapping[str, np.ndarray], places: Sequence[np.ndarray]) -> l
         partial.update(_top(found))
         out.append(partial)
     return out
+
+
+def of_rows(x: np.ndarray, segment: np.ndarray, position: np.ndarray, sample_index: np.ndarray, token_ids: np.ndarray) -> Partial:
+    """The statistics of rows read back ([N, ...] values and their token columns), in numpy:
+    what the extraction computes on device, for runs written without statistics."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    mean = x.mean(0) if len(x) else np.zeros(x.shape[1])
+    norms = np.linalg.norm(x, axis=1)
+    bins = np.floor((np.log2(np.maximum(norms, 1e-30)) - MIN_EXPONENT) * BINS_PER_OCTAVE).astype(np.int64) + 1
+    labelled, placed = segment >= 0, position >= 0
+    labels = np.clip(segment[labelled], 0, SEGMENT_LABELS - 1)
+    buckets = np.clip([int(p).bit_length() for p in position[placed]], 0, POSITION_BUCKETS - 1).astype(np.int64)
+
+    def by(keys: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+        return np.bincount(keys, weights, minlength=size)[:size]
+
+    top = np.argsort(-norms, kind="stable")[:TOP_TOKENS]
+    return {
+        "count": np.array([len(x)], np.int64),
+        "mean": mean,
+        "m2": ((x - mean) ** 2).sum(0),
+        "absmax": np.abs(x).max(0).astype(np.float32) if len(x) else np.zeros(x.shape[1], np.float32),
+        "extreme": (np.abs(x) > EXTREME * (norms / np.sqrt(x.shape[1]))[:, None]).sum(0).astype(np.int64),
+        "norm_hist": np.bincount(np.clip(bins, 0, NORM_BINS - 1), minlength=NORM_BINS).astype(np.int64),
+        "norm_sum": np.array([norms.sum()]),
+        "norm_sumsq": np.array([(norms**2).sum()]),
+        "segment_count": by(labels, None, SEGMENT_LABELS).astype(np.int64),
+        "segment_sum": by(labels, norms[labelled], SEGMENT_LABELS),
+        "segment_sumsq": by(labels, norms[labelled] ** 2, SEGMENT_LABELS),
+        "position_count": by(buckets, None, POSITION_BUCKETS).astype(np.int64),
+        "position_sum": by(buckets, norms[placed], POSITION_BUCKETS),
+        "position_sumsq": by(buckets, norms[placed] ** 2, POSITION_BUCKETS),
+        "top_norm": norms[top].astype(np.float32),
+        "top_sample": sample_index[top].astype(np.int64),
+        "top_position": position[top].astype(np.int32),
+        "top_token": token_ids[top].astype(np.int32),
+    }
 
 
 def _top(entries: Iterable[tuple]) -> Partial:
@@ -205,6 +244,16 @@ def norm_edges() -> np.ndarray:
     return np.concatenate([[0.0], inner, [np.inf]])
 
 
+def layer_of_rows(batches: Iterable) -> LayerStats:
+    """LayerStats of a layer's rows read back (`run.iter_layer`), one batch at a time: for
+    runs written without statistics."""
+    parts = [{("", 0): of_rows(b.activations, b.segment, b.position, b.sample_index, b.token_ids)} for b in batches]
+    merged = merge_all(parts)
+    if not merged:
+        raise LayerTapError("no rows to compute statistics of")
+    return LayerStats.of(merged[("", 0)])
+
+
 class RunStats:
     """The statistics of a run's stored rows, by layer and site (`run.stats()`)."""
 
@@ -216,8 +265,6 @@ class RunStats:
         self.layers = sorted({layer for _, layer in partials})
 
     def layer(self, layer: int, site: str = "resid_post") -> LayerStats:
-        from layertap.errors import LayerTapError
-
         if (site, layer) not in self._partials:
             raise LayerTapError(f"no statistics of layer {layer} at site {site!r} (layers {self.layers}, sites {self.sites})")
         return LayerStats.of(self._partials[(site, layer)])
