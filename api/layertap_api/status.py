@@ -79,6 +79,7 @@ class Estimate(ApiModel):
         default=None, ge=0, description="Expected compute time on these devices (unset: their throughput is unknown)."
     )
     chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
+    write_seconds: float = Field(ge=0, description="Expected time to write the bytes (overlaps compute; seconds is the longer).")
     devices: int = Field(ge=1, description="Devices running the forward.")
     basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
 

@@ -42,14 +42,17 @@ def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, 
          "--output", str(tmp_path / "out"), "--layers", "1,3"]
     )  # fmt: skip
     prepared = prepare(job_from_args(args))
-    tpu = estimate(prepared, Devices(16, "tpu", "tpu-v5-lite-podslice"))
+    tpu = estimate(prepared, Devices(16, "tpu", 4, "tpu-v5-lite-podslice"))
     cpu = estimate(prepared, Devices(1, "cpu", cores=2))
     assert tpu["tokens"] == prepared.plan.useful_tokens and tpu["rows"] == prepared.rows_stored
     assert tpu["bytes"] == prepared.disk_bytes() and tpu["flops"] == cpu["flops"] > 0
-    assert tpu["seconds"] == pytest.approx(tpu["flops"] / (16 * 0.4 * 197e12))
+    compute = tpu["flops"] / (16 * 0.4 * 197e12)
+    assert tpu["writeSeconds"] == pytest.approx(prepared.disk_bytes() / (4 * 0.9e9))  # a local output, 4 hosts
+    assert tpu["seconds"] == pytest.approx(max(compute, tpu["writeSeconds"]))
     assert tpu["chipHours"] == pytest.approx(tpu["seconds"] * 16 / 3600, rel=1e-3)
     assert "2 cores" in cpu["basis"] and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu["basis"]
     assert "seconds" not in estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU"))
+    assert estimate(prepared, Devices(1, "gpu", device_kind="NVIDIA H100 80GB HBM3"))["basis"].startswith("nvidia-h100-80gb")
 
 
 def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, tmp_path, capsys):

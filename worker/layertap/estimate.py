@@ -3,9 +3,11 @@
 The cost model, stated: FLOPs are counted for what the step computes, padding included:
 per block, 2 FLOPs per weight per position (q/k/v/o and the MLP) plus the attention
 products over the keys the block-causal kernel visits (queries in blocks of 128 against
-the keys up to each block's end). Time is FLOPs / (devices x throughput): on TPU and GPU
-an assumed ACCELERATOR_EFFICIENCY of the chip's dense bfloat16 peak (the catalog's data
-sheet figure); on CPU the throughput measured here per core (docs/benchmarks.md). Pure.
+the keys up to each block's end). Compute time is FLOPs / (devices x throughput): on TPU
+and GPU an assumed ACCELERATOR_EFFICIENCY of the chip's dense bfloat16 peak (the catalog's
+data sheet figure); on CPU the throughput measured here per core (docs/benchmarks.md).
+Write time is bytes / (hosts x write bandwidth); writing overlaps compute, so the run takes
+the longer of the two. Pure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the ex
 # Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass): 211 tokens/s x 0.82 GFLOP
 # per token in float32 (173 GFLOP/s); bfloat16 runs at 0.53-0.60x of float32 on XLA's CPU.
 CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.048}
+# Bytes per second one host writes: a local disk as measured here (docs/format.md, ~0.9 GB/s);
+# GCS assumed at 200 MB/s per host (4 resumable uploads of 256 MiB shards at once), until measured.
+WRITE_BYTES_PER_SECOND = {"local": 0.9e9, "gcs": 0.2e9}
 # jax's device_kind -> the catalog's accelerator, for runs outside the cluster
 DEVICE_KINDS = {
     "TPU v4": "tpu-v4-podslice",
@@ -43,6 +48,7 @@ class Devices:
 
     count: int
     platform: str  # cpu, gpu, tpu
+    hosts: int = 1  # processes, each writing its own shards
     accelerator: str | None = None  # catalog name; None: from device_kind, or the CPU model
     device_kind: str = ""
     cores: int = 1  # CPU only: the cores XLA uses
@@ -80,7 +86,10 @@ def estimate(prepared, devices: Devices) -> dict:
     plan = prepared.plan
     flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, plan.rows_per_step, [s.row_length for s in plan.steps])
     rate, basis = devices.throughput(prepared.job.model.dtype)
-    seconds = flops / (devices.count * rate) if rate else None
+    target = "gcs" if prepared.job.output.uri.startswith("gs://") else "local"
+    write_seconds = prepared.disk_bytes() / (devices.hosts * WRITE_BYTES_PER_SECOND[target])
+    basis += f"; writes at {WRITE_BYTES_PER_SECOND[target] / 1e6:.0f} MB/s per host ({target})"
+    seconds = max(flops / (devices.count * rate), write_seconds) if rate else None
     out = {
         "samples": len(prepared.samples),
         "tokens": plan.useful_tokens,
@@ -89,6 +98,7 @@ def estimate(prepared, devices: Devices) -> dict:
         "bytes": prepared.disk_bytes(),
         "flops": flops,
         "devices": devices.count,
+        "writeSeconds": write_seconds,
         "basis": basis,
     }
     if seconds is not None:
@@ -100,8 +110,9 @@ def describe(e: dict) -> str:
     """One line for the log: FLOPs, time and device-hours."""
     if "seconds" not in e:
         return f"{flops_text(e['flops'])}; {e['basis']}"
+    bound = " (bound by writing)" if e["writeSeconds"] >= e["seconds"] else ""
     return (
-        f"{flops_text(e['flops'])}: about {duration(e['seconds'])} on {e['devices']} device"
+        f"{flops_text(e['flops'])}: about {duration(e['seconds'])}{bound} on {e['devices']} device"
         f"{'s' if e['devices'] != 1 else ''} ({e['chipHours']:.3g} device-hours; {e['basis']})"
     )
 
@@ -114,6 +125,8 @@ def flops_text(flops: float) -> str:
 
 
 def duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"

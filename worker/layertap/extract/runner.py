@@ -416,7 +416,9 @@ def run_devices(job: WorkerSpec) -> Devices:
     """The devices this run computes on, for the estimate."""
     device = jax.devices()[0]
     accelerator = job.devices.accelerator if job.devices is not None else None
-    return Devices(jax.device_count(), device.platform, accelerator, device.device_kind, len(os.sched_getaffinity(0)))
+    return Devices(
+        jax.device_count(), device.platform, jax.process_count(), accelerator, device.device_kind, len(os.sched_getaffinity(0))
+    )
 
 
 def open_compilation_cache(output: OutputSpec, process: int) -> CompilationCache | None:
