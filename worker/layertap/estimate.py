@@ -112,7 +112,7 @@ def describe(e: dict) -> str:
         return f"{flops_text(e['flops'])}; {e['basis']}"
     bound = " (bound by writing)" if e["writeSeconds"] >= e["seconds"] else ""
     return (
-        f"{flops_text(e['flops'])}: about {duration(e['seconds'])}{bound} on {e['devices']} device"
+        f"{flops_text(e['flops'])}: {'' if e['seconds'] < 1 else 'about '}{duration(e['seconds'])}{bound} on {e['devices']} device"
         f"{'s' if e['devices'] != 1 else ''} ({e['chipHours']:.3g} device-hours; {e['basis']})"
     )
 
