@@ -16,13 +16,22 @@ are left out, and causal attention counts only the keys at or before each query)
 dense peak for the compute dtype: bf16 tensor cores for bfloat16, and plain FP32 (not TF32)
 for float32, since float32 compute runs its dots at HIGHEST precision.
 
+Attention runs what `layertap.model.attention.choose_implementation` picks (cuDNN fused
+attention for bfloat16, the blocked XLA path for float32); `--attention xla cudnn` times each
+named implementation instead (`$LAYERTAP_ATTENTION` set around each compilation), one row
+apiece ("cudnn" with float32 runs jax.nn.dot_product_attention's XLA implementation: cuDNN
+has no float32 kernel). Every row is one sequence (no packing), so the cuDNN path's segment
+mask is all True but still built and applied.
+
     .venv/bin/python benchmarks/gpu_forward.py
     .venv/bin/python benchmarks/gpu_forward.py --peak-tflops 989 --dtypes bfloat16
+    .venv/bin/python benchmarks/gpu_forward.py --dtypes bfloat16 --attention xla cudnn
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -51,6 +60,10 @@ def main() -> None:
     parser.add_argument("--tokens-per-step", type=int, default=32768, help="batch = tokens-per-step // T")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak for the MFU")
+    parser.add_argument(
+        "--attention", nargs="+", default=["auto"], choices=["auto", "xla", "cudnn"],
+        help="attention implementations to time ($LAYERTAP_ATTENTION); auto: the platform's choice",
+    )
     args = parser.parse_args()
 
     import jax
@@ -58,22 +71,25 @@ def main() -> None:
     import numpy as np
 
     from layertap.model import load_checkpoint, make_extract_fn, write_random_checkpoint
+    from layertap.model.attention import ENV_ATTENTION, choose_implementation
 
     device = jax.devices()[0]
     if device.platform != "gpu":
         raise SystemExit(f"no GPU: JAX sees {device.platform} ({device.device_kind}); install jax[cuda12]")
     peaks = next((p for kind, p in PEAK_TFLOPS.items() if kind in device.device_kind), None)
     print(f"# {device.device_kind}; jax {jax.__version__}")
-    print("| dtype | T | B | tokens/s | step ms | compile s | TFLOP/s | MFU |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| dtype | attention | T | B | tokens/s | step ms | compile s | TFLOP/s | MFU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
     with tempfile.TemporaryDirectory() as scratch:
         directory = write_random_checkpoint(Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B)
         for dtype in args.dtypes:
             config, params = load_checkpoint(directory, jnp.dtype(dtype))
-            forward = jax.jit(make_extract_fn(config, LAYERS, jnp.dtype(dtype)))
             peak = args.peak_tflops or (peaks[dtype == "bfloat16"] if peaks else None)
-            for length in args.lengths:
+            for attention, length in ((a, t) for a in args.attention for t in args.lengths):
+                os.environ[ENV_ATTENTION] = attention  # read while the forward is traced
+                ran = choose_implementation(jnp.dtype(dtype), config.head_dim)
+                forward = jax.jit(make_extract_fn(config, LAYERS, jnp.dtype(dtype)))
                 batch = max(1, args.tokens_per_step // length)
                 shape = (batch, length)
                 ids = np.random.default_rng(length).integers(0, config.vocab_size, size=shape, dtype=np.int32)
@@ -96,7 +112,7 @@ def main() -> None:
                 tflops = flops_per_token(config, max(LAYERS) + 1, length) * tokens_per_s / 1e12
                 mfu = f"{tflops / peak:.1%}" if peak else "n/a (pass --peak-tflops)"
                 print(
-                    f"| {dtype} | {length} | {batch} | {tokens_per_s:,.0f} | {step_s * 1e3:.1f} | {compile_s:.1f} "
+                    f"| {dtype} | {ran} | {length} | {batch} | {tokens_per_s:,.0f} | {step_s * 1e3:.1f} | {compile_s:.1f} "
                     f"| {tflops:.1f} | {mfu} |",
                     flush=True,
                 )

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from layertap.model.config import Qwen2Config
-from layertap.model.modules import apply_rotary, block_causal_attention, rotary_cos_sin
+from layertap.model.attention import block_causal_attention
+from layertap.model.modules import apply_rotary, rotary_cos_sin
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -20,6 +20,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+# QUERY_BLOCK and block_causal_attention (the "xla" path) live in attention.py; the names
+# stay importable from here (estimate.py reads QUERY_BLOCK).
+from layertap.model.attention import QUERY_BLOCK, block_causal_attention, packed_causal_attention  # noqa: F401
 from layertap.model.config import Qwen2Config
 
 Dtype = Any
@@ -78,65 +81,6 @@ def apply_rotary(x_btnh: jax.Array, cos_bth: jax.Array, sin_bth: jax.Array) -> j
     first, second = jnp.split(x_btnh, 2, axis=-1)
     rotated_btnh = jnp.concatenate([-second, first], axis=-1)
     return x_btnh * cos_bth[:, :, None, :] + rotated_btnh * sin_bth[:, :, None, :]
-
-
-# Queries per attention block: small enough that a block's logits stay in cache and few
-# masked keys are multiplied, large enough for efficient matmuls. On 2 CPU cores at
-# T=2048, blocks of 128 ran attention 1.5x faster than blocks of 512 (docs/benchmarks.md).
-QUERY_BLOCK = 128
-
-
-def attention_mask(segment_ids_bt: jax.Array, t0: int, t1: int) -> jax.Array:
-    """[B, t1 - t0, t1] True where query t in [t0, t1) may attend key s: same segment and s <= t.
-
-    Padding (segment 0) attends only to padding, so no row is empty and nothing is NaN.
-    """
-    same_segment_bts = segment_ids_bt[:, t0:t1, None] == segment_ids_bt[:, None, :t1]
-    causal_ts = jnp.arange(t0, t1)[:, None] >= jnp.arange(t1)[None, :]
-    return same_segment_bts & causal_ts
-
-
-def block_causal_attention(
-    q_bktgh: jax.Array,
-    k_bksh: jax.Array,
-    v_bksh: jax.Array,
-    segment_ids_bt: jax.Array,
-    precision: jax.lax.Precision,
-    block: int = QUERY_BLOCK,
-) -> jax.Array:
-    """softmax(q k^T + mask) v, causal within segments, one block of queries at a time.
-
-    Queries [t0, t1) only need keys [0, t1), so later keys are never multiplied: about half
-    the work of full causal attention at long T, and a block's logits stay small. (b, k)
-    lead every operand so that each product is a plain batched matmul whose logits need no
-    transpose; the [B, N, T, S] layout with a transposed result ran several times slower on
-    XLA's CPU backend. The softmax denominator divides the [.., H] output rather than the
-    [.., S] probabilities, which saves a pass over the logits. Returns [B, K, T, G, H].
-    """
-    length = q_bktgh.shape[2]
-    out_blocks = []
-    for t0 in range(0, length, block):
-        t1 = min(t0 + block, length)
-        logits_bktgs = jnp.einsum(
-            "bktgh,bksh->bktgs",
-            q_bktgh[:, :, t0:t1],
-            k_bksh[:, :, :t1],
-            precision=precision,
-            preferred_element_type=jnp.float32,
-        )
-        mask_bts = attention_mask(segment_ids_bt, t0, t1)
-        logits_bktgs = jnp.where(mask_bts[:, None, :, None, :], logits_bktgs, jnp.finfo(jnp.float32).min)
-        weights_bktgs = jnp.exp(logits_bktgs - jnp.max(logits_bktgs, axis=-1, keepdims=True))
-        total_bktg1 = jnp.sum(weights_bktgs, axis=-1, keepdims=True)
-        out_bktgh = jnp.einsum(
-            "bktgs,bksh->bktgh",
-            weights_bktgs.astype(v_bksh.dtype),
-            v_bksh[:, :, :t1],
-            precision=precision,
-            preferred_element_type=jnp.float32,
-        )
-        out_blocks.append((out_bktgh / total_bktg1).astype(v_bksh.dtype))
-    return jnp.concatenate(out_blocks, axis=2)
 
 
 @flax.struct.dataclass
@@ -235,7 +179,7 @@ class Attention(nn.Module):
         if cache is not None:
             cache = cache.written(k_btkh, v_btkh, positions_bt[:, 0])
         if cache is None or prefill:
-            out_bktgh = block_causal_attention(
+            out_bktgh = packed_causal_attention(  # per platform: attention.choose_implementation
                 q_bktgh, k_btkh.transpose(0, 2, 1, 3), v_btkh.transpose(0, 2, 1, 3), segment_ids_bt, precision
             )
         else:
