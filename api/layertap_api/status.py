@@ -35,6 +35,24 @@ class Condition(ApiModel):
     )
 
 
+class Estimate(ApiModel):
+    """What the run will take, computed by the workers before the first step (docs/estimate.md)."""
+
+    samples: int = Field(ge=0, description="Samples (prompts) to run.")
+    tokens: int = Field(ge=0, description="Their tokens.")
+    padding_fraction: float = Field(ge=0, le=1, description="Share of the computed positions that are padding.")
+    rows: int = Field(ge=0, description="Activation rows to store (tokens, or samples for positions last/mean).")
+    bytes: int = Field(ge=0, description="Bytes to write.")
+    flops: float = Field(ge=0, description="Floating-point operations of the forward passes, padding included.")
+    seconds: float | None = Field(
+        default=None, ge=0, description="Expected compute time on these devices (unset: their throughput is unknown)."
+    )
+    chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
+    write_seconds: float = Field(ge=0, description="Expected time to write the bytes (overlaps compute; seconds is the longer).")
+    devices: int = Field(ge=1, description="Devices running the forward.")
+    basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
+
+
 class Progress(ApiModel):
     """How far the workers are; written only by the workers."""
 
@@ -64,24 +82,6 @@ class Progress(ApiModel):
         default=None, ge=0, le=1,
         description="Mode predict with solutions: the ARC Prize score over the tasks done so far (mean over tasks).",
     )  # fmt: skip
-
-
-class Estimate(ApiModel):
-    """What the run will take, computed by the workers before the first step (docs/estimate.md)."""
-
-    samples: int = Field(ge=0, description="Samples (prompts) to run.")
-    tokens: int = Field(ge=0, description="Their tokens.")
-    padding_fraction: float = Field(ge=0, le=1, description="Share of the computed positions that are padding.")
-    rows: int = Field(ge=0, description="Activation rows to store (tokens, or samples for positions last/mean).")
-    bytes: int = Field(ge=0, description="Bytes to write.")
-    flops: float = Field(ge=0, description="Floating-point operations of the forward passes, padding included.")
-    seconds: float | None = Field(
-        default=None, ge=0, description="Expected compute time on these devices (unset: their throughput is unknown)."
-    )
-    chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
-    write_seconds: float = Field(ge=0, description="Expected time to write the bytes (overlaps compute; seconds is the longer).")
-    devices: int = Field(ge=1, description="Devices running the forward.")
-    basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
 
 
 class LastError(ApiModel):

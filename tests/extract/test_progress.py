@@ -113,3 +113,17 @@ def test_the_worker_serves_its_progress_as_prometheus_metrics(checkpoint, datase
 )
 def test_eta_reads_like_a_kubectl_age(seconds, shown):
     assert human_duration(seconds) == shown
+
+
+def test_every_progress_field_can_be_reported():
+    """The reporter accepts each field of status.progress by its wire name (a model built
+    before a field's type was defined once left `estimate` without one)."""
+    from layertap.reporter import PROGRESS_FIELDS
+    from layertap_api.status import Progress
+
+    assert PROGRESS_FIELDS == {to_camel(name) for name in Progress.model_fields}
+
+
+def to_camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)

@@ -60,7 +60,10 @@ def row_statistics(
     has_label = m * (labels_rw >= 0)
     has_position = m * (positions_rw >= 0)
     masked_norm = jnp.where(m[None] > 0, norm_lrw, -1.0)
-    top_norm, top_index = jax.lax.top_k(masked_norm, min(TOP_TOKENS, W))
+    # a sort along the positions, not lax.top_k: the partitioner gathers top_k's rows across
+    # devices, while a sort keeps each device's rows where they are
+    top_index = jnp.argsort(-masked_norm, axis=-1, stable=True)[..., : min(TOP_TOKENS, W)].astype(jnp.int32)
+    top_norm = jnp.take_along_axis(masked_norm, top_index, axis=-1)
     return {
         "count": jnp.broadcast_to(count_r, (L, R)),
         "mean": mean_lrd,
@@ -82,8 +85,12 @@ def row_statistics(
 
 
 def _counts(index_lrw: jax.Array, weight_lrw: jax.Array, size: int) -> jax.Array:
-    """[L, R, size]: the weights summed by index, per layer and row (a scatter-add, not a
-    one-hot: [L, R, W, size] would dwarf the activations)."""
-    L, R, _ = index_lrw.shape
-    flat = (jnp.arange(L * R).reshape(L, R, 1) * size + index_lrw).reshape(-1)
-    return jnp.zeros(L * R * size, jnp.float32).at[flat].add(weight_lrw.reshape(-1)).reshape(L, R, size)
+    """[L, R, size]: the weights summed by index, per layer and row: a scatter-add batched
+    over (layer, row), not a one-hot ([L, R, W, size] would dwarf the activations), and not
+    one flat scatter, which would mix the rows of every device and make the partitioner
+    gather them across hosts in every step."""
+
+    def row(index_w: jax.Array, weight_w: jax.Array) -> jax.Array:
+        return jnp.zeros(size, jnp.float32).at[index_w].add(weight_w)
+
+    return jax.vmap(jax.vmap(row))(index_lrw, weight_lrw)
