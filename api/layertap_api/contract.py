@@ -34,6 +34,7 @@ ENV_NUM_PROCESSES = "LAYERTAP_NUM_PROCESSES"
 ENV_COORDINATOR_PORT = "JAX_COORDINATOR_PORT"  # JAX reads it too, in its GKE TPU detection
 ENV_CACHE = "LAYERTAP_CACHE"  # where the worker caches fetched checkpoints
 ENV_GCS_RETRY_SECONDS = "LAYERTAP_GCS_RETRY_SECONDS"  # how long GCS calls are retried (a user's knob)
+ENV_ATTENTION = "LAYERTAP_ATTENTION"  # force an attention implementation: xla, cudnn or splash (a user's knob)
 # hf:// models and datasets (layertap.io.hub), huggingface_hub's own variables, read when a
 # source is resolved: the cache (HF_HUB_CACHE, else HF_HOME/hub; a volume every host of a
 # run mounts lets one host's download serve the others), offline (cache only) and a token.

@@ -37,11 +37,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from layertap_api.contract import ENV_ATTENTION
 
 from layertap.errors import LayerTapError
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
-ENV_ATTENTION = "LAYERTAP_ATTENTION"
 
 # Queries per attention block: small enough that a block's logits stay in cache and few
 # masked keys are multiplied, large enough for efficient matmuls. On 2 CPU cores at
