@@ -4,6 +4,7 @@ and what `layertap extract` prints before the first step."""
 from __future__ import annotations
 
 import argparse
+import re
 
 import jax
 import jax.numpy as jnp
@@ -59,4 +60,4 @@ def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, 
     assert extract(checkpoint, dataset, tmp_path / "out", "--layers", "3") == 0
     out = capsys.readouterr().out
     assert out.index("  estimate  ") < out.index("steps run")
-    assert "GFLOP: about" in out and "GFLOP/s per core measured in float32" in out
+    assert re.search(r"GFLOP: (about \d|under 1s)", out) and "GFLOP/s per core measured in float32" in out
