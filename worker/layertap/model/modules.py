@@ -38,6 +38,17 @@ def dot_precision(dtype: Dtype) -> jax.lax.Precision:
     return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
+def contract(spec: str, x: jax.Array, kernel: jax.Array, precision: jax.lax.Precision) -> jax.Array:
+    """einsum accumulated in float32 and rounded to x's dtype, as torch's bfloat16 linear does.
+
+    Asking for the float32 result is also what makes bfloat16 fast on CPU: XLA's CPU backend
+    runs bf16 x bf16 -> f32 dots on the CPU's bf16 instructions (about 1.8x its float32 dots on
+    Zen 4), but computes a bf16 -> bf16 dot in float32 at float32 speed, plus conversions.
+    """
+    out = jnp.einsum(spec, x, kernel, precision=precision, preferred_element_type=jnp.float32)
+    return out.astype(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """Hugging Face's Qwen2RMSNorm: normalise in float32, scale in the compute dtype."""
 
@@ -161,7 +172,7 @@ class Attention(nn.Module):
 
         def project(name: str, heads: int) -> jax.Array:
             kernel = self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (d, heads, h)).astype(self.dtype)
-            out_btnh = jnp.einsum("btd,dnh->btnh", x_btd, kernel, precision=precision)
+            out_btnh = contract("btd,dnh->btnh", x_btd, kernel, precision)
             if cfg.qkv_bias:
                 out_btnh = out_btnh + self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
             if cfg.qk_norm and name in ("q", "k"):  # Qwen3: each head normalised before rotary
@@ -187,7 +198,7 @@ class Attention(nn.Module):
         if self.capture_z:  # query head k * G + g, as HF's o_proj input orders them
             sow_site(self, "attn_z", out_bktgh.transpose(0, 2, 1, 3, 4).reshape(*out_bktgh.shape[:1], -1, n, h))
         o_kernel = self.param("o_kernel", nn.initializers.lecun_normal(), (n, h, d)).astype(self.dtype)
-        out_btd = jnp.einsum("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision=precision)
+        out_btd = contract("bktgh,kghd->btd", out_bktgh, o_kernel.reshape(k, g, h, d), precision)
         if cfg.o_bias:
             out_btd = out_btd + self.param("o_bias", nn.initializers.zeros, (d,)).astype(self.dtype)
         return out_btd if cache is None else (out_btd, cache)
@@ -207,12 +218,12 @@ class MLP(nn.Module):
         gate_df = self.param("gate_kernel", nn.initializers.lecun_normal(), (d, f)).astype(self.dtype)
         up_df = self.param("up_kernel", nn.initializers.lecun_normal(), (d, f)).astype(self.dtype)
         down_fd = self.param("down_kernel", nn.initializers.lecun_normal(), (f, d)).astype(self.dtype)
-        gate_btf = jnp.einsum("btd,df->btf", x_btd, gate_df, precision=precision)
-        up_btf = jnp.einsum("btd,df->btf", x_btd, up_df, precision=precision)
+        gate_btf = contract("btd,df->btf", x_btd, gate_df, precision)
+        up_btf = contract("btd,df->btf", x_btd, up_df, precision)
         hidden_btf = jax.nn.silu(gate_btf) * up_btf
         if self.capture_hidden:
             sow_site(self, "mlp_hidden", hidden_btf)
-        return jnp.einsum("btf,fd->btd", hidden_btf, down_fd, precision=precision)
+        return contract("btf,fd->btd", hidden_btf, down_fd, precision)
 
 
 class DecoderBlock(nn.Module):
