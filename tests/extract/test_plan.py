@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 from layertap.extract.plan import (
+    ROW_ALIGN,
+    _assign_rows,
+    _bucketed_plan,
     bucket_lengths,
+    choose_row_lengths,
     make_plan,
     pack_rows,
     plan_cost,
@@ -66,6 +73,55 @@ def test_a_length_with_less_than_one_step_of_rows_hands_its_samples_up():
     plan = make_plan(lengths, rows_per_step=4, attention_weight=1.0)
     assert plan.row_lengths == [1024]
     assert plan.num_steps == 1
+
+
+def arc_like_lengths(n: int, seed: int) -> dict[int, int]:
+    """Most samples longer than half the longest, a few short ones: ARC prompts' shape."""
+    rng = np.random.default_rng(seed)
+    long, short = rng.integers(1024, 2041, size=n), rng.integers(60, 900, size=n // 3)
+    return {i: int(v) for i, v in enumerate([*long, *short])}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_samples_share_rows_with_short_ones_and_rows_are_cut_to_fit(seed):
+    lengths = arc_like_lengths(400, seed)
+    plan = make_plan(lengths, rows_per_step=8, attention_weight=QWEN_0_5B_ATTENTION)
+    split = min((_bucketed_plan(lengths, 8, b) for b in range(1, 5)), key=lambda p: plan_cost(p, QWEN_0_5B_ATTENTION))
+    assert plan_cost(plan, QWEN_0_5B_ATTENTION) < 0.95 * plan_cost(split, QWEN_0_5B_ATTENTION)
+    assert plan.padding_fraction < 0.06 < split.padding_fraction
+    assert 1 < len(plan.row_lengths) <= 4
+    placed = [i for step in plan.steps for row in step.rows for i in row]
+    assert sorted(placed) == sorted(lengths)
+    # each row is cut to the shortest chosen length that holds it, except the rows of a length
+    # beyond its last whole step, which ride up in the next length's steps
+    fits = [min(n for n in plan.row_lengths if n >= sum(lengths[i] for i in row)) for s in plan.steps for row in s.rows if row]
+    cut = [s.row_length for s in plan.steps for row in s.rows if row]
+    moved_up = sum(fit < length for fit, length in zip(fits, cut))
+    assert moved_up < 8 * (len(plan.row_lengths) - 1)
+    partial = [step for step in plan.steps if () in step.rows]  # only the longest length ends part-full
+    assert all(step.row_length == plan.row_lengths[-1] for step in partial) and len(partial) <= 1
+
+
+@pytest.mark.parametrize("rows_per_step", [1, 3, 8])
+def test_the_chosen_row_lengths_are_the_cheapest_set_by_the_real_assignment(rows_per_step):
+    rng = np.random.default_rng(rows_per_step)
+    fits = sorted(int(v) * ROW_ALIGN for v in rng.integers(4, 12, size=60))
+    rows = list(range(len(fits)))
+
+    def cost(row_lengths):
+        assigned = _assign_rows(rows, fits, list(row_lengths), rows_per_step)
+        assert sorted(r for members in assigned.values() for r in members) == rows
+        assert all(fits[r] <= length for length, members in assigned.items() for r in members)
+        steps = {length: math.ceil(len(members) / rows_per_step) for length, members in assigned.items()}
+        return sum(n * rows_per_step * length * (1 + QWEN_0_5B_ATTENTION * length) for length, n in steps.items())
+
+    shorter = sorted(set(fits) - {fits[-1]})
+    every = [(*c, fits[-1]) for k in range(4) for c in itertools.combinations(shorter, k)]
+    best = min(cost(option) for option in every)
+    chosen = choose_row_lengths(fits, rows_per_step, QWEN_0_5B_ATTENTION, max_buckets=4)
+    assert len(chosen) <= 4 and chosen[-1] == fits[-1]
+    assert cost(chosen) <= best * (1 + 0.01 * (len(chosen) - 1))  # an extra shape must save 1%
+    assert cost(chosen) < cost((fits[-1],))  # these lengths are spread enough to need buckets
 
 
 def test_padding_fraction():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from layertap_api.catalog import ACCELERATORS
 
-from layertap.model.modules import QUERY_BLOCK
+from layertap.model.attention import QUERY_BLOCK
 
 ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the extraction forward
 # Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass): 211 tokens/s x 0.82 GFLOP

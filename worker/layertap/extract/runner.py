@@ -94,7 +94,8 @@ class Prepared:
                 f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
                 (
                     f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {row_lengths} tokens "
-                    f"(packed, {plan.padding_fraction:.1%} padding); {setup}; {devices} device{'s' if devices != 1 else ''}"
+                    f"({plural(len(plan.row_lengths), 'compiled shape')}, {plan.padding_fraction:.1%} padding); "
+                    f"{setup}; {plural(devices, 'device')}"
                 ),
                 (
                     f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {' + '.join(map(str, self.site_widths))} "
@@ -437,6 +438,10 @@ def attention_weight(config: Qwen2Config) -> float:
     """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
     return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def human_bytes(n: float) -> str:

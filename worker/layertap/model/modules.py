@@ -20,9 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-# QUERY_BLOCK and block_causal_attention (the "xla" path) live in attention.py; the names
-# stay importable from here (estimate.py reads QUERY_BLOCK).
-from layertap.model.attention import QUERY_BLOCK, block_causal_attention, packed_causal_attention  # noqa: F401
+from layertap.model.attention import packed_causal_attention
 from layertap.model.config import Qwen2Config
 
 Dtype = Any
