@@ -28,6 +28,7 @@ CONFIGS = {
     "ynn fusion": f"--xla_cpu_experimental_ynn_fusion_type={FUSIONS}",
     "onednn custom call": "--xla_cpu_experimental_onednn_custom_call=true",
     "onednn": "--xla_cpu_use_onednn=true",
+    "onednn fusion": "--xla_cpu_experimental_onednn_fusion_type=dot",
 }
 
 PARITY = """

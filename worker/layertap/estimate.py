@@ -19,9 +19,9 @@ from layertap_api.catalog import ACCELERATORS
 from layertap.model.attention import QUERY_BLOCK
 
 ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the extraction forward
-# Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass): 211 tokens/s x 0.82 GFLOP
-# per token in float32 (173 GFLOP/s); bfloat16 runs at 0.53-0.60x of float32 on XLA's CPU.
-CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.048}
+# Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass, T=512-2048): float32 175-181
+# GFLOP/s, bfloat16 318-337 GFLOP/s (its dots on the CPU's bf16 instructions, avx512_bf16).
+CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.16}
 # Bytes per second one host writes: a local disk as measured here (docs/format.md, ~0.9 GB/s);
 # GCS assumed at 200 MB/s per host (4 resumable uploads of 256 MiB shards at once), until measured.
 WRITE_BYTES_PER_SECOND = {"local": 0.9e9, "gcs": 0.2e9}
