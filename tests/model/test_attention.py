@@ -33,7 +33,6 @@ from layertap.model.attention import (
     attention_mask,
     choose_implementation,
     packed_causal_attention,
-    row_by_row,
     segment_mask,
     splash_layout,
 )
@@ -90,22 +89,6 @@ def test_each_implementation_matches_the_reference_and_the_xla_path(impl, interp
     np.testing.assert_allclose(out, expected, atol=F32_ATOL, rtol=0)
     xla = np.asarray(packed_causal_attention(*map(jnp.asarray, (q, k, v, segments)), HIGHEST, "xla"))
     np.testing.assert_allclose(out, xla, atol=F32_ATOL, rtol=0)
-
-
-def test_on_cpu_the_xla_path_runs_row_by_row_with_the_batched_result(monkeypatch):
-    """Several rows: a loop over rows (each block's logits stay in cache), same numbers."""
-    q, k, v, segments = map(jnp.asarray, inputs(200, seed=2))
-    calls = []
-    monkeypatch.setattr(attention, "row_by_row", lambda *args: calls.append(args[0].shape) or row_by_row(*args))
-    attention._partitioned_row_by_row.cache_clear()
-    looped = jax.jit(lambda *a: packed_causal_attention(*a, HIGHEST, "xla"))(q, k, v, segments)
-    attention._partitioned_row_by_row.cache_clear()
-    assert calls == [q.shape]
-    batched = attention.block_causal_attention(q, k, v, segments, HIGHEST)
-    np.testing.assert_allclose(np.asarray(looped), np.asarray(batched), atol=1e-6, rtol=0)  # dot tiling differs
-    calls.clear()
-    packed_causal_attention(q[:1], k[:1], v[:1], segments[:1], HIGHEST, "xla")  # one row: no loop
-    assert calls == []
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

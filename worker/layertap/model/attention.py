@@ -104,8 +104,6 @@ def packed_causal_attention(
     if impl is None:
         impl = choose_implementation(q_bktgh.dtype, q_bktgh.shape[-1])
     if impl == "xla":
-        if jax.default_backend() == "cpu" and q_bktgh.shape[0] > 1:
-            return _partitioned_row_by_row(precision)(q_bktgh, k_bksh, v_bksh, segment_ids_bt)
         return block_causal_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt, precision)
     if impl == "cudnn":
         low_precision = jnp.dtype(q_bktgh.dtype) in _LOW_PRECISION
@@ -179,30 +177,6 @@ def block_causal_attention(
         out_bktgh, total_bktg1 = out_and_total[..., :head_dim], out_and_total[..., head_dim:]
         out_blocks.append((out_bktgh / total_bktg1).astype(v_bksh.dtype))
     return jnp.concatenate(out_blocks, axis=2)
-
-
-def row_by_row(
-    q_bktgh: jax.Array, k_bksh: jax.Array, v_bksh: jax.Array, segment_ids_bt: jax.Array, precision: jax.lax.Precision
-) -> jax.Array:
-    """`block_causal_attention` one row at a time (a loop, not unrolled). On CPU a block's
-    logits for every row at once outgrow the caches: at B=4, T=2048 the batched form ran
-    1.6x slower per row than a single row."""
-
-    def one_row(row: tuple[jax.Array, ...]) -> jax.Array:
-        return block_causal_attention(*(x[None] for x in row), precision)[0]
-
-    return jax.lax.map(one_row, (q_bktgh, k_bksh, v_bksh, segment_ids_bt))
-
-
-@functools.lru_cache(maxsize=8)
-def _partitioned_row_by_row(precision: jax.lax.Precision) -> Any:
-    """`row_by_row` on each device's own rows: a loop over a row-sharded batch would
-    otherwise make XLA's partitioner gather every row onto every device."""
-
-    def local(q_bktgh, k_bksh, v_bksh, segment_ids_bt):
-        return row_by_row(q_bktgh, k_bksh, v_bksh, segment_ids_bt, precision)
-
-    return per_shard_of_rows_and_heads(local)
 
 
 # --- "cudnn": jax.nn.dot_product_attention ----------------------------------------------------
@@ -333,18 +307,11 @@ def _row_head_shardings(mesh: Any, q_sharding: Any, table_ranks: tuple[int, ...]
 @functools.lru_cache(maxsize=32)
 def _partitioned_splash(treedef: Any, table_ranks: tuple[int, ...], interpret: Any) -> Any:
     """`_local_splash` as a custom_partitioning op: (q, k, v, segment ids, *kernel tables)."""
+    from jax.experimental.custom_partitioning import custom_partitioning
 
     def local(q_bktgh, k_bksh, v_bksh, segment_ids_bt, *tables):
         kernel = jax.tree_util.tree_unflatten(treedef, tables)
         return _local_splash(kernel, q_bktgh, k_bksh, v_bksh, segment_ids_bt, interpret)
-
-    return per_shard_of_rows_and_heads(local, table_ranks)
-
-
-def per_shard_of_rows_and_heads(local: Any, table_ranks: tuple[int, ...] = ()) -> Any:
-    """`local(q, k, v, segment ids, *tables)` as a custom_partitioning op that each device
-    runs on its own rows and KV heads, positions and head width whole, tables replicated."""
-    from jax.experimental.custom_partitioning import custom_partitioning
 
     def infer(mesh, arg_shapes, result_shape):
         del result_shape
