@@ -21,7 +21,7 @@ from .conftest import extract
 def test_forward_flops_match_xla_cost_analysis(checkpoint, length):
     config, params = load_checkpoint(checkpoint)
     tap = LayerTap.for_model([1, 3], config.num_hidden_layers)
-    shape = (1, length)  # one row: XLA's count sees a loop body once, and CPU loops over rows
+    shape = (1, length)
     args = (jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32), jnp.ones(shape, jnp.int32))
     compiled = jax.jit(make_extract_fn(config, tap)).lower(params, *args).compile()
     counted = compiled.cost_analysis()["flops"]  # dots and elementwise work alike
