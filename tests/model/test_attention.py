@@ -36,24 +36,13 @@ from layertap.model.attention import (
     segment_mask,
     splash_layout,
 )
+from .conftest import dense_attention as reference
 from .conftest import random_ids
 
 HIGHEST = jax.lax.Precision.HIGHEST
 F32_ATOL = 1e-5
 BF16_ATOL = 5e-2
 B, K, G, H = 3, 2, 3, 16
-
-
-def reference(q_bktgh, k_bksh, v_bksh, segment_ids_bt):
-    """The textbook form in float64: full [T, S] logits, one mask, one softmax."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q_bktgh, k_bksh, v_bksh))
-    t = q.shape[2]
-    logits = np.einsum("bktgh,bksh->bktgs", q, k)
-    allowed = (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]) & np.tril(np.ones((t, t), bool))
-    logits = np.where(allowed[:, None, :, None, :], logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bktgs,bksh->bktgh", probs, v)
 
 
 def packed_segments(length: int) -> np.ndarray:

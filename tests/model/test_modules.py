@@ -11,18 +11,9 @@ from layertap.model.config import Qwen2Config
 from layertap.model.attention import block_causal_attention
 from layertap.model.modules import apply_rotary, rotary_cos_sin
 
+from .conftest import dense_attention
+
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def dense_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt):
-    """The textbook form: full [T, S] logits, one mask, one softmax."""
-    t = q_bktgh.shape[2]
-    logits = np.einsum("bktgh,bksh->bktgs", q_bktgh, k_bksh)
-    allowed = (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]) & np.tril(np.ones((t, t), bool))
-    logits = np.where(allowed[:, None, :, None, :], logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bktgs,bksh->bktgh", probs, v_bksh)
 
 
 @pytest.mark.parametrize("block", [3, 4, 5, 16, 64])

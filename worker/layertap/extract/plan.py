@@ -13,8 +13,8 @@ store makes a unit durable atomically; a restart skips the units already durable
 from __future__ import annotations
 
 import bisect
-import itertools
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -131,8 +131,8 @@ def make_plan(lengths: dict[int, int], rows_per_step: int, attention_weight: flo
     - packed, then cut to fit (`_fitted_plan`): every sample is packed into rows of the
       longest length, and each row is cut to the shortest of a few lengths chosen for the
       packed rows (`choose_row_lengths`). Long samples share their rows with short ones, so
-      rows are full: on ARC prompts, where most samples exceed half the longest, this pads
-      3-5% where splitting by length padded 13-17% (docs/benchmarks.md).
+      rows are full: on ARC-AGI-1 prompts, where most samples exceed half the longest, this
+      pads 3.6-4.9% where splitting by length padded 13-14% (docs/benchmarks.md).
     """
     if not lengths:
         raise ValueError("nothing to plan: no samples")

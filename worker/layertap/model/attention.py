@@ -147,8 +147,9 @@ def block_causal_attention(
     [.., S] probabilities, and comes out of the same product: a column of ones appended to V
     sums the weights exactly as they multiply V (rounded to V's dtype, accumulated in
     float32). A separate sum over S made XLA's CPU backend evaluate the exponentials twice.
-    With the mask as a bias, attention at T=2048 runs 1.7x (float32) and 2.5x (bfloat16)
-    faster than with a select and a sum (benchmarks/bench_attention.py). Returns [B, K, T, G, H].
+    With the mask as a bias as well, attention at T=1024-2048 runs 1.2-1.5x (float32) and
+    1.6-1.8x (bfloat16) faster than with a select and a sum (benchmarks/bench_attention.py).
+    Returns [B, K, T, G, H].
     """
     length, head_dim = q_bktgh.shape[2], q_bktgh.shape[-1]
     ones_bks1 = jnp.ones((*v_bksh.shape[:-1], 1), v_bksh.dtype)
@@ -163,7 +164,7 @@ def block_causal_attention(
             precision=precision,
             preferred_element_type=jnp.float32,
         )
-        # Masked as an added bias: a broadcast select over the logits ran 1.2-1.9x slower on CPU.
+        # Masked as an added bias: a broadcast select over the logits ran slower on CPU.
         bias_bts = jnp.where(attention_mask(segment_ids_bt, t0, t1), 0.0, jnp.finfo(jnp.float32).min)
         logits_bktgs = logits_bktgs + bias_bts[:, None, :, None, :]
         weights_bktgs = jnp.exp(logits_bktgs - jnp.max(logits_bktgs, axis=-1, keepdims=True))
