@@ -76,13 +76,13 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
     prepared = prepare(cfg.worker_spec(spec, "benchmark"))
     summary = execute(prepared, Distributed("single"), show_progress=False)
     forward = bare_forward_seconds(model, prepared, args.dtype)
-    forward_total = sum(forward[step.row_length] for step in prepared.plan.steps)
+    forward_total = sum(forward[len(step.rows), step.row_length] for step in prepared.plan.steps)
     return {
         "positions": positions,
         "layers": f"{prepared.layers[0]}-{prepared.layers[-1]}",
         "samples": len(prepared.samples),
         "steps": summary.steps_run,
-        "row_lengths": prepared.plan.row_lengths,
+        "shapes": prepared.plan.shapes,
         "padding": summary.padding_fraction,
         "compile_s": summary.compile_seconds,
         "tokens_per_s": summary.tokens_per_second,
@@ -96,8 +96,8 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
     }
 
 
-def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) -> dict[int, float]:
-    """Median seconds of the model's jitted forward alone (no runner) per row length of the plan."""
+def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) -> dict[tuple[int, int], float]:
+    """Median seconds of the model's jitted forward alone (no runner) per (rows, row length) of the plan."""
     import statistics
     import time
 
@@ -110,8 +110,7 @@ def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) ->
     _, params = load_checkpoint(model, compute)
     forward = jax.jit(make_extract_fn(prepared.config, prepared.layers, compute, jnp.bfloat16))
     seconds = {}
-    for length in prepared.plan.row_lengths:
-        rows = prepared.plan.rows_per_step
+    for rows, length in prepared.plan.shapes:
         ids = np.zeros((rows, length), np.int32)
         positions = np.tile(np.arange(length, dtype=np.int32), (rows, 1))
         segments = np.ones((rows, length), np.int32)
@@ -121,7 +120,7 @@ def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) ->
             start = time.perf_counter()
             jax.block_until_ready(forward(params, ids, positions, segments))
             runs.append(time.perf_counter() - start)
-        seconds[length] = statistics.median(runs)
+        seconds[rows, length] = statistics.median(runs)
     return seconds
 
 
@@ -140,14 +139,14 @@ def useful_flops(config, blocks_run: int, lengths) -> float:
 def report(results: list[dict], device: str) -> None:
     print(f"\ndevice: {device}; python {platform.python_version()}; cores {len(os.sched_getaffinity(0))}")
     print(
-        "| positions | layers | samples | steps | row lengths | padding | compile s | useful tok/s "
+        "| positions | layers | samples | steps | shapes (rows x tokens) | padding | compile s | useful tok/s "
         "| loop / bare forward | prepare | compute | d2h | select | write (ms/step) | stored MiB |"
     )
     print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         ms = r["ms_per_step"]
         print(
-            f"| {r['positions']} | {r['layers']} | {r['samples']} | {r['steps']} | {'/'.join(map(str, r['row_lengths']))} "
+            f"| {r['positions']} | {r['layers']} | {r['samples']} | {r['steps']} | {', '.join(f'{n} x {t}' for n, t in r['shapes'])} "
             f"| {r['padding']:.1%} | {r['compile_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['loop_over_forward']:.2f} "
             f"| {ms['prepare']:.1f} "
             f"| {ms['compute']:.1f} | {ms['device_to_host']:.1f} | {ms['select']:.1f} | {ms['write']:.1f} "

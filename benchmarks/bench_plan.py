@@ -5,9 +5,11 @@ together, then evaluation alone; the random test checkpoint's tokenizer: Qwen2's
 pre-tokenizer, one token per digit) that fit a token limit, it
 plans the run at several batch sizes (rows per step) two ways, and prints both:
 
-    split by length   each sample in the shortest row length it fits (the planner before #17)
+    split by length   each sample in the shortest row length it fits (the planner before #17,
+                      but for finer row lengths and even steps)
     chosen            what `make_plan` picks: the cheaper of the above and packing at the
-                      longest length, then cutting rows to fit
+                      longest length, cutting rows to fit, then packing again into rows of
+                      the chosen lengths; each length's rows spread evenly over its steps
 
 "work" is the plan's cost (dense + attention FLOPs at Qwen2.5-0.5B's attention weight) per
 useful token, relative to feeding the useful tokens alone in rows of the longest length.
@@ -42,7 +44,7 @@ def main() -> None:
 
     weight = attention_weight(Qwen2Config.from_dict({**QWEN25_05B, "model_type": "qwen2"}))
     print(f"# maxTokens {args.max_tokens}, augmentations {args.augmentations}, attention weight {weight:.3g}\n")
-    print("| prompts | samples | rows/step | split by length: padding, shapes | chosen: padding, shapes (lengths) "
+    print("| prompts | samples | rows/step | split by length: padding, shapes | chosen: padding, shapes (rows x tokens) "
           "| work, split | work, chosen | plan s |")
     print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="layertap-bench-plan-") as tmp:
@@ -64,7 +66,8 @@ def main() -> None:
                 print(
                     f"| {version} {' + '.join(splits)} | {len(lengths)} | {rows} "
                     f"| {split.padding_fraction:.1%}, {len(split.row_lengths)} "
-                    f"| {chosen.padding_fraction:.1%}, {len(chosen.row_lengths)} ({'/'.join(map(str, chosen.row_lengths))}) "
+                    f"| {chosen.padding_fraction:.1%}, {len(chosen.shapes)} "
+                    f"({', '.join(f'{n} x {t}' for n, t in chosen.shapes)}) "
                     f"| {plan_cost(split, weight) / ideal:.3f} | {plan_cost(chosen, weight) / ideal:.3f} | {seconds:.3f} |",
                     flush=True,
                 )

@@ -32,7 +32,7 @@ def main() -> None:
     from bench_forward import LAYERS, QWEN25_05B
     from layertap.arc.builtin import write_builtin_tasks
     from layertap.arc.dataset import iter_samples
-    from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops
+    from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops, step_shapes
     from layertap.extract.plan import make_plan
     from layertap.extract.runner import attention_weight
     from layertap.model import Qwen2Config, load_tokenizer, write_random_checkpoint
@@ -46,19 +46,21 @@ def main() -> None:
         spec = DatasetSpec.model_validate({"uri": str(directory), "format": "arc-kaggle", "maxTokens": 2048})
         pool = np.array([len(s.token_ids) for s in iter_samples(spec, tokenizer)])
     drawn = np.random.default_rng(0).choice(pool, size=args.samples)
-    plan = make_plan({i: int(n) for i, n in enumerate(drawn)}, args.rows_per_step, attention_weight(config))
-    flops = forward_flops(config, max(LAYERS) + 1, plan.rows_per_step, [s.row_length for s in plan.steps])
-
     chips, hosts = 64, 16
+    # pure data parallel: each step's rows split evenly over the 64 chips
+    plan = make_plan({i: int(n) for i, n in enumerate(drawn)}, args.rows_per_step, attention_weight(config), row_multiple=chips)
+    flops = forward_flops(config, max(LAYERS) + 1, step_shapes(plan))
+
     peak = ACCELERATORS["tpu-v5-lite-podslice"].peak_tflops * 1e12
     row_bytes = len(LAYERS) * config.hidden_size * 2  # one position, every layer, bfloat16
-    fed = sum(plan.rows_per_step * step.row_length for step in plan.steps)
+    fed = sum(len(step.rows) * step.row_length for step in plan.steps)
     stored_rows = {"last": args.samples, "all": plan.useful_tokens}
     write_rate = hosts * WRITE_BYTES_PER_SECOND["gcs"]
 
     print(f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 prompts (mean {pool.mean():.0f} tokens), "
-          f"maxTokens 2048; plan: {plan.num_steps} steps of {plan.rows_per_step} rows x "
-          f"{'/'.join(map(str, plan.row_lengths))}, {plan.padding_fraction:.1%} padding; "
+          f"maxTokens 2048; plan: {plan.num_steps} steps of "
+          f"{', '.join(f'{rows} x {length}' for rows, length in plan.shapes)} rows x tokens, "
+          f"{plan.padding_fraction:.1%} padding; "
           f"{plan.useful_tokens / 1e6:.1f} M useful tokens, {flops / 1e15:.1f} PFLOP (24 blocks); "
           f"{flops / fed / 1e9:.2f} GFLOP per token fed\n")
     print("| MFU | tokens/s per chip | compute | positions | stored (bf16) | writes (16 hosts x 200 MB/s) | run (the longer) | chip-hours | old system: 50-100 min, 53-107 chip-hours |")

@@ -256,7 +256,13 @@ class ExtractionSpec(ApiModel):
         default="bfloat16", description="dtype of the stored activations (int8 stores a per-row scale)."
     )
     batch_size: int = Field(
-        default=8, ge=1, le=65536, description="Rows per step across all hosts; each row packs whole prompts end to end."
+        default=8,
+        ge=1,
+        le=65536,
+        description=(
+            "Most rows per step across all hosts (a multiple of the data-parallel devices); each row packs whole "
+            "prompts end to end, and the rows of one length are spread evenly over as few steps as this allows."
+        ),
     )
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ def test_forward_flops_match_xla_cost_analysis(checkpoint, length):
     args = (jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32), jnp.ones(shape, jnp.int32))
     compiled = jax.jit(make_extract_fn(config, tap)).lower(params, *args).compile()
     counted = compiled.cost_analysis()["flops"]  # dots and elementwise work alike
-    modelled = forward_flops(config, tap.blocks_to_run, 1, [length])
+    modelled = forward_flops(config, tap.blocks_to_run, [(1, length)])
     assert modelled == pytest.approx(counted, rel=0.15)  # elementwise ops are the difference
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -11,9 +10,13 @@ from layertap.extract.plan import (
     _bucketed_plan,
     bucket_lengths,
     choose_row_lengths,
+    fed_rows,
     make_plan,
     pack_rows,
+    pack_to_lengths,
     plan_cost,
+    row_cost,
+    step_rows,
     steps_to_run,
     unit_id,
 )
@@ -41,7 +44,7 @@ def test_plan_covers_every_sample_once_in_rows_that_fit(seed):
     placed = [i for step in plan.steps for row in step.rows for i in row]
     assert sorted(placed) == sorted(plan.lengths)
     for step in plan.steps:
-        assert len(step.rows) == 8
+        assert 4 <= len(step.rows) <= 8  # at most twice the fewest steps
         assert all(sum(plan.lengths[i] for i in row) <= step.row_length for row in step.rows)
         assert step.max_per_row >= max(len(row) for row in step.rows)
     assert sum(plan.step_tokens(s) for s in range(plan.num_steps)) == plan.useful_tokens
@@ -54,25 +57,44 @@ QWEN_0_5B_ATTENTION = 1.2e-4  # runner.attention_weight of Qwen2.5-0.5B
 def test_mostly_short_samples_get_short_rows_when_that_is_cheaper():
     lengths = random_lengths(2000, seed=1, low=20, high=400) | {2000: 1999}  # one long outlier
     plan = make_plan(lengths, rows_per_step=8, attention_weight=QWEN_0_5B_ATTENTION)
-    assert plan.row_lengths[0] == 512 and plan.row_lengths[-1] == 2048
-    assert len(plan.row_lengths) <= 3 and bucket_lengths(1999) == [512, 1024, 2048]
+    assert plan.row_lengths[0] == 512 and plan.row_lengths[-1] == 2016  # 1999 rounded up to ROW_ALIGN
+    assert len(plan.row_lengths) <= 3 and bucket_lengths(1999) == [512, 1024, 2016]
     row_length_of = {i: step.row_length for step in plan.steps for row in step.rows for i in row}
-    assert row_length_of[2000] == 2048 and row_length_of[0] == 512
+    assert row_length_of[2000] == 2016 and row_length_of[0] == 512
     assert plan_cost(plan, QWEN_0_5B_ATTENTION) < plan_cost(make_plan(lengths, 8, max_buckets=1), QWEN_0_5B_ATTENTION)
 
 
 def test_uniform_lengths_keep_one_row_length_where_buckets_would_pad_more():
     lengths = random_lengths(2000, seed=1, high=2000)
     plan = make_plan(lengths, rows_per_step=8, attention_weight=QWEN_0_5B_ATTENTION)
-    assert plan.row_lengths == [2048] and plan.padding_fraction < 0.02
-    assert make_plan(lengths, rows_per_step=8).row_lengths == [2048]  # no attention price: fewest tokens fed
+    assert plan.row_lengths == [2016] and plan.padding_fraction < 0.02
+    assert make_plan(lengths, rows_per_step=8).row_lengths == [2016]  # no attention price: fewest tokens fed
 
 
-def test_a_length_with_less_than_one_step_of_rows_hands_its_samples_up():
-    lengths = {0: 1000, 1: 1000, 2: 50, 3: 60}  # two short samples fill one row, not a step of 4
-    plan = make_plan(lengths, rows_per_step=4, attention_weight=1.0)
-    assert plan.row_lengths == [1024]
-    assert plan.num_steps == 1
+def test_the_rows_of_a_length_are_spread_evenly_over_its_steps():
+    assert step_rows(17, rows_per_step=16, row_multiple=1) == 9  # 2 steps of 9, not 16 + 1 beside 15 padding rows
+    assert step_rows(60, 16, 1) == 15 and step_rows(32, 16, 1) == 16 and step_rows(5, 16, 1) == 5
+    # the same rows in fewer steps win: 1,000 rows on 64 devices run as 4 steps of 256, not 8 of 128
+    assert step_rows(1000, 256, 64) == 256 and fed_rows(1000, 256, 64) == 1024
+    assert step_rows(17, 16, 4) == 12 and fed_rows(17, 16, 4) == 24  # whole rows per device: 2 steps of 12
+    assert fed_rows(0, 16, 1) == 0
+
+
+@pytest.mark.parametrize("rows_per_step, row_multiple", [(8, 1), (8, 2), (16, 4), (12, 3)])
+def test_every_step_splits_evenly_over_the_data_parallel_devices(rows_per_step, row_multiple):
+    lengths = arc_like_lengths(150, seed=rows_per_step)
+    plan = make_plan(lengths, rows_per_step, QWEN_0_5B_ATTENTION, row_multiple=row_multiple)
+    assert sorted(i for step in plan.steps for row in step.rows for i in row) == sorted(lengths)
+    assert all(len(step.rows) % row_multiple == 0 and len(step.rows) <= rows_per_step for step in plan.steps)
+    assert len(plan.shapes) == len(plan.row_lengths) <= 4  # one row count per length
+    # the rows are those of one device's plan: only their grouping into steps differs, so a
+    # sample is computed in the same row, beside the same samples, on any topology
+    def rows(plan):
+        return sorted((step.row_length, row) for step in plan.steps for row in step.rows if row)
+
+    assert rows(plan) == rows(make_plan(lengths, rows_per_step, QWEN_0_5B_ATTENTION))
+    with pytest.raises(ValueError, match="do not split over 3 devices"):
+        make_plan(lengths, 8, row_multiple=3)
 
 
 def arc_like_lengths(n: int, seed: int) -> dict[int, int]:
@@ -92,14 +114,42 @@ def test_long_samples_share_rows_with_short_ones_and_rows_are_cut_to_fit(seed):
     assert 1 < len(plan.row_lengths) <= 4
     placed = [i for step in plan.steps for row in step.rows for i in row]
     assert sorted(placed) == sorted(lengths)
-    # each row is cut to the shortest chosen length that holds it, except the rows of a length
-    # beyond its last whole step, which ride up in the next length's steps
+    # each row is cut to the shortest chosen length that holds it, except a few that ride up
+    # to the next length where that costs less than padding rows
     fits = [min(n for n in plan.row_lengths if n >= sum(lengths[i] for i in row)) for s in plan.steps for row in s.rows if row]
     cut = [s.row_length for s in plan.steps for row in s.rows if row]
     moved_up = sum(fit < length for fit, length in zip(fits, cut))
     assert moved_up < 8 * (len(plan.row_lengths) - 1)
-    partial = [step for step in plan.steps if () in step.rows]  # only the longest length ends part-full
-    assert all(step.row_length == plan.row_lengths[-1] for step in partial) and len(partial) <= 1
+    for length in plan.row_lengths:  # a length's steps are even: fewer padding rows than steps
+        steps = [step for step in plan.steps if step.row_length == length]
+        assert sum(row == () for step in steps for row in step.rows) < len(steps)
+
+
+def test_an_extra_shape_must_save_more_than_its_compilation():
+    lengths = arc_like_lengths(60, seed=0)
+    several = make_plan(lengths, 4, QWEN_0_5B_ATTENTION)
+    saved = plan_cost(make_plan(lengths, 4, QWEN_0_5B_ATTENTION, max_buckets=1), QWEN_0_5B_ATTENTION) - plan_cost(
+        several, QWEN_0_5B_ATTENTION
+    )
+    assert len(several.shapes) > 1 and saved > 0
+    # a compilation dearer than all the shapes save (a small model's): one shape
+    assert len(make_plan(lengths, 4, QWEN_0_5B_ATTENTION, shape_tokens=saved).shapes) == 1
+    assert len(make_plan(lengths, 4, QWEN_0_5B_ATTENTION, shape_tokens=saved / 100).shapes) > 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_packing_to_the_chosen_lengths_fills_rows_to_their_cut(seed):
+    lengths = arc_like_lengths(400, seed)
+    row_lengths = [1472, 1664, 1856, 2048]
+    rows = pack_to_lengths(lengths, row_lengths, QWEN_0_5B_ATTENTION)
+    assert sorted(i for row in rows for i in row) == sorted(lengths)
+    assert all(sum(lengths[i] for i in row) <= 2048 for row in rows)
+
+    def work(rows):  # each row cut to the shortest length that holds it
+        fills = [sum(lengths[i] for i in row) for row in rows]
+        return sum(min(n for n in row_lengths if n >= f) * row_cost(min(n for n in row_lengths if n >= f), QWEN_0_5B_ATTENTION) for f in fills)
+
+    assert work(rows) < 0.99 * work(pack_rows(lengths, 2048))  # packing at the longest length, then cutting
 
 
 @pytest.mark.parametrize("rows_per_step", [1, 3, 8])
@@ -109,11 +159,11 @@ def test_the_chosen_row_lengths_are_the_cheapest_set_by_the_real_assignment(rows
     rows = list(range(len(fits)))
 
     def cost(row_lengths):
-        assigned = _assign_rows(rows, fits, list(row_lengths), rows_per_step)
+        assigned = _assign_rows(rows, fits, list(row_lengths), rows_per_step, QWEN_0_5B_ATTENTION)
         assert sorted(r for members in assigned.values() for r in members) == rows
         assert all(fits[r] <= length for length, members in assigned.items() for r in members)
-        steps = {length: math.ceil(len(members) / rows_per_step) for length, members in assigned.items()}
-        return sum(n * rows_per_step * length * (1 + QWEN_0_5B_ATTENTION * length) for length, n in steps.items())
+        fed = {length: fed_rows(len(members), rows_per_step, 1) for length, members in assigned.items()}
+        return sum(n * length * (1 + QWEN_0_5B_ATTENTION * length) for length, n in fed.items())
 
     shorter = sorted(set(fits) - {fits[-1]})
     every = [(*c, fits[-1]) for k in range(4) for c in itertools.combinations(shorter, k)]
@@ -126,7 +176,7 @@ def test_the_chosen_row_lengths_are_the_cheapest_set_by_the_real_assignment(rows
 
 def test_padding_fraction():
     plan = make_plan(random_lengths(101, seed=1), rows_per_step=8)
-    fed = sum(8 * s.row_length for s in plan.steps)
+    fed = sum(len(s.rows) * s.row_length for s in plan.steps)
     assert plan.padding_fraction == pytest.approx(1 - plan.useful_tokens / fed)
     assert 0 < plan.padding_fraction < 0.25
 

@@ -73,18 +73,23 @@ def attention_pairs(length: int, block: int = QUERY_BLOCK) -> int:
     return sum(min(block, length - start) * min(start + block, length) for start in range(0, length, block))
 
 
-def forward_flops(config, blocks: int, rows_per_step: int, row_lengths: list[int]) -> float:
-    """FLOPs of the steps (one row length per step), padding rows and positions included."""
+def forward_flops(config, blocks: int, shapes: list[tuple[int, int]]) -> float:
+    """FLOPs of steps of the given (rows, row length), padding rows and positions included."""
     dense = 2 * config.block_matmul_params
     attention = 4 * config.num_attention_heads * config.head_dim  # q.k and weights.v, 2 FLOPs each
-    per_row = {t: dense * t + attention * attention_pairs(t) for t in set(row_lengths)}
-    return float(blocks * rows_per_step * sum(per_row[t] for t in row_lengths))
+    per_row = {t: dense * t + attention * attention_pairs(t) for t in {t for _, t in shapes}}
+    return float(blocks * sum(rows * per_row[t] for rows, t in shapes))
+
+
+def step_shapes(plan) -> list[tuple[int, int]]:
+    """(rows, row length) of each step of a plan."""
+    return [(len(step.rows), step.row_length) for step in plan.steps]
 
 
 def estimate(prepared, devices: Devices) -> dict:
     """The status.progress.estimate of a prepared run (camelCase, as the API has it)."""
     plan = prepared.plan
-    flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, plan.rows_per_step, [s.row_length for s in plan.steps])
+    flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, step_shapes(plan))
     rate, basis = devices.throughput(prepared.job.model.dtype)
     target = "gcs" if prepared.job.output.uri.startswith("gs://") else "local"
     write_seconds = prepared.disk_bytes() / (devices.hosts * WRITE_BYTES_PER_SECOND[target])

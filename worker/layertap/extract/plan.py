@@ -3,8 +3,8 @@
 Every process computes the same plan from the sample lengths and the config alone, so
 the processes agree on the work without talking to each other. Samples are packed end to
 end (best-fit decreasing) into rows of a few fixed lengths (buckets), so every step has
-one of a few shapes [rows_per_step, row_length] and the step function compiles once per
-length, never in the steady state.
+one of a few shapes [rows, row_length] (one row count per length) and the step function
+compiles once per shape, never in the steady state.
 
 A unit of work is one step of one process: the rows of that step its devices hold. The
 store makes a unit durable atomically; a restart skips the units already durable.
@@ -18,13 +18,18 @@ import itertools
 import json
 from dataclasses import dataclass
 
-ROW_ALIGN = 128  # row lengths are multiples of this: friendly to TPU tiles and GPU kernels
+# Row lengths are multiples of this. The dense work (most of it) is exact at any length, and
+# the attention kernels pad a row to their own tiles inside (splash: 128 lanes), so a finer
+# length never costs more attention than the coarser one above it. Rows cut to multiples of
+# 128 padded the ARC-AGI-1 evaluation prompts 5.7% at 1 row per step; of 32, 4.7% (before
+# the repacking of `_fitted_plan`).
+ROW_ALIGN = 32
 
 
 @dataclass(frozen=True)
 class Step:
-    """rows_per_step rows of row_length tokens; rows[r] is the tuple of sample indices packed,
-    in order, into row r (an empty tuple is a padding row)."""
+    """len(rows) rows of row_length tokens; rows[r] is the tuple of sample indices packed, in
+    order, into row r (an empty tuple is a padding row)."""
 
     row_length: int
     max_per_row: int  # K of the pooled outputs: most samples packed in one row of this length
@@ -33,7 +38,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
-    rows_per_step: int
+    rows_per_step: int  # the most rows of one step (extraction.batchSize)
+    row_multiple: int  # every step's row count is a multiple of this (the data-parallel devices)
     steps: tuple[Step, ...]
     lengths: dict[int, int]  # sample index -> tokens fed
 
@@ -43,8 +49,12 @@ class Plan:
 
     @property
     def row_lengths(self) -> list[int]:
-        """The distinct step shapes: one compilation each."""
         return sorted({step.row_length for step in self.steps})
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """The distinct (rows, row length) of the steps: one compilation each (one per length)."""
+        return sorted({(len(step.rows), step.row_length) for step in self.steps}, key=lambda shape: shape[::-1])
 
     @property
     def useful_tokens(self) -> int:
@@ -52,7 +62,7 @@ class Plan:
 
     @property
     def padding_fraction(self) -> float:
-        fed = sum(self.rows_per_step * step.row_length for step in self.steps)
+        fed = sum(len(step.rows) * step.row_length for step in self.steps)
         return 1.0 - self.useful_tokens / fed if fed else 0.0
 
     def step_tokens(self, step: int) -> int:
@@ -119,26 +129,54 @@ def pack_rows(lengths: dict[int, int], row_length: int) -> list[tuple[int, ...]]
     return sorted(tuple(sorted(row)) for row in rows)
 
 
-def make_plan(lengths: dict[int, int], rows_per_step: int, attention_weight: float = 0.0, max_buckets: int = 4) -> Plan:
+def make_plan(
+    lengths: dict[int, int],
+    rows_per_step: int,
+    attention_weight: float = 0.0,
+    max_buckets: int = 4,
+    row_multiple: int = 1,
+    shape_tokens: float = 0.0,
+) -> Plan:
     """Plan a run over samples of the given lengths (sample index -> tokens).
 
-    Two packings, each with up to `max_buckets` row lengths (one compiled shape each), and
-    the cheapest plan wins. Cost of a row of length T ~ T * (1 + attention_weight * T): dense
-    work per token fed (padding included) plus attention, which grows with the row length.
+    Steps hold at most `rows_per_step` rows, a multiple of `row_multiple` (the data-parallel
+    devices, which split each step's rows evenly). Two packings, each with up to `max_buckets`
+    row lengths (one compiled shape each), and the cheapest plan wins. Cost of a row of
+    length T ~ T * (1 + attention_weight * T): dense work per token fed (padding included)
+    plus attention, which grows with the row length. Each shape beyond the first must save
+    SHAPE_PRICE of the work, and at least `shape_tokens` (what one compilation costs, in
+    tokens fed: on a small run, a shape that saves less than its compilation is not one).
 
     - split by length (`_bucketed_plan`): samples go to the shortest row length they fit,
       and are packed there. Short samples get short rows: cheap attention.
     - packed, then cut to fit (`_fitted_plan`): every sample is packed into rows of the
       longest length, and each row is cut to the shortest of a few lengths chosen for the
-      packed rows (`choose_row_lengths`). Long samples share their rows with short ones, so
-      rows are full: on ARC-AGI-1 prompts, where most samples exceed half the longest, this
-      pads 3.6-4.9% where splitting by length padded 13-14% (docs/benchmarks.md).
+      packed rows (`choose_row_lengths`), then packed again to fill rows up to those lengths.
+      Long samples share their rows with short ones, so rows are full: on ARC-AGI-1 prompts,
+      where most samples exceed half the longest, this pads 3-5% where splitting by length
+      padded 13-23% (docs/benchmarks.md).
+
+    The rows of one length are spread evenly over as few steps as `rows_per_step` allows
+    (`step_rows`), so a length's last step is not left part empty: 17 rows at 16 per step
+    run as 2 steps of 9, not 16 and 1 beside 15 padding rows. The rows themselves (which
+    samples share a row, and its length) are planned as for one device; only their grouping
+    into steps depends on `row_multiple`, so a sample's activations come out bit-identical
+    whatever the topology (tests/multihost).
     """
     if not lengths:
         raise ValueError("nothing to plan: no samples")
+    if rows_per_step < 1 or row_multiple < 1 or rows_per_step % row_multiple:
+        raise ValueError(f"{rows_per_step} rows per step do not split over {row_multiple} devices")
     plans = [_bucketed_plan(lengths, rows_per_step, buckets) for buckets in range(1, max_buckets + 1)]
-    plans.append(_fitted_plan(lengths, rows_per_step, attention_weight, max_buckets))
-    return min(plans, key=lambda plan: priced(plan_cost(plan, attention_weight), len(plan.row_lengths)))
+    plans.append(_fitted_plan(lengths, rows_per_step, attention_weight, max_buckets, shape_tokens))
+    best = min(plans, key=lambda plan: priced(plan_cost(plan, attention_weight), len(plan.shapes), shape_tokens))
+    if row_multiple == 1:
+        return best
+    rows_by_length: dict[int, list[tuple[int, ...]]] = {}
+    for step in best.steps:
+        rows_by_length.setdefault(step.row_length, []).extend(row for row in step.rows if row)
+    rows_by_length = {length: sorted(rows) for length, rows in rows_by_length.items()}
+    return Plan(rows_per_step, row_multiple, _steps(rows_by_length, rows_per_step, row_multiple), best.lengths)
 
 
 # Each compiled shape beyond the first must save this share of the work to be worth its
@@ -146,12 +184,12 @@ def make_plan(lengths: dict[int, int], rows_per_step: int, attention_weight: flo
 SHAPE_PRICE = 0.01
 
 
-def priced(cost: float, shapes: int) -> tuple[float, int]:
-    return cost * (1 + SHAPE_PRICE * (shapes - 1)), shapes
+def priced(cost: float, shapes: int, shape_tokens: float) -> tuple[float, int]:
+    return cost * (1 + SHAPE_PRICE * (shapes - 1)) + shape_tokens * (shapes - 1), shapes
 
 
 def plan_cost(plan: Plan, attention_weight: float) -> float:
-    return sum(plan.rows_per_step * s.row_length * row_cost(s.row_length, attention_weight) for s in plan.steps)
+    return sum(len(s.rows) * s.row_length * row_cost(s.row_length, attention_weight) for s in plan.steps)
 
 
 def row_cost(row_length: int, attention_weight: float) -> float:
@@ -159,73 +197,158 @@ def row_cost(row_length: int, attention_weight: float) -> float:
     return 1 + attention_weight * row_length
 
 
-def _steps(rows_by_length: dict[int, list[tuple[int, ...]]], rows_per_step: int) -> tuple[Step, ...]:
-    """Steps of rows_per_step rows each (the last of a length filled with padding rows),
-    ordered as the dataset: a step's place is that of its first sample."""
+def step_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
+    """Rows per step for `count` rows of one length: the fewest rows computed (padding rows
+    included), each step priced at STEP_PRICE of a full step, in at most twice the fewest
+    steps rows_per_step allows. Each step holds a multiple of row_multiple rows."""
+    fewest = -(-count // rows_per_step)
+    sizes = {round_up(-(-count // steps), row_multiple) for steps in range(fewest, 2 * fewest + 1)}
+    step_price = STEP_PRICE * rows_per_step
+    return min(sizes, key=lambda size: (round_up(count, size) + step_price * -(-count // size), -size))
+
+
+# What one step costs beyond its rows (dispatch, building the host batch, keeping the hosts
+# in lockstep), as a share of a full step's work. An assumption: a few ms of a ~100 ms step of a
+# TPU pod. It keeps steps full on large runs, where padding rows weigh little.
+STEP_PRICE = 0.02
+
+
+def fed_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
+    """Rows computed, padding rows included, for `count` rows of one length."""
+    return round_up(count, step_rows(count, rows_per_step, row_multiple)) if count else 0
+
+
+def _steps(rows_by_length: dict[int, list[tuple[int, ...]]], rows_per_step: int, row_multiple: int) -> tuple[Step, ...]:
+    """The rows of each length in `step_rows` steps (the last one's unused rows are padding
+    rows), ordered as the dataset: a step's place is that of its first sample."""
     steps = []
     for length, rows in rows_by_length.items():
-        max_per_row = max((len(row) for row in rows), default=1)
-        for start in range(0, len(rows), rows_per_step):
-            chunk = tuple(rows[start : start + rows_per_step])
-            steps.append(Step(length, max_per_row, chunk + ((),) * (rows_per_step - len(chunk))))
+        if not rows:
+            continue
+        max_per_row = max(len(row) for row in rows)
+        size = step_rows(len(rows), rows_per_step, row_multiple)
+        for start in range(0, len(rows), size):
+            chunk = tuple(rows[start : start + size])
+            steps.append(Step(length, max_per_row, chunk + ((),) * (size - len(chunk))))
     steps.sort(key=lambda step: (min(i for row in step.rows for i in row), step.row_length))
     return tuple(steps)
 
 
 def _bucketed_plan(lengths: dict[int, int], rows_per_step: int, buckets: int) -> Plan:
-    """Each sample goes to the shortest row length it fits. A length whose samples fill less
-    than one step hands them up to the next length: a nearly empty step costs more."""
+    """Each sample goes to the shortest row length it fits, and is packed there."""
     row_lengths = bucket_lengths(max(lengths.values()), buckets)
     by_length: dict[int, dict[int, int]] = {length: {} for length in row_lengths}
     for index, n in lengths.items():
         by_length[next(length for length in row_lengths if n <= length)][index] = n
-    rows_by_length: dict[int, list[tuple[int, ...]]] = {}
-    carried: dict[int, int] = {}
-    for length in row_lengths:
-        members = {**carried, **by_length[length]}
-        rows = pack_rows(members, length) if members else []
-        if length != row_lengths[-1] and len(rows) < rows_per_step:
-            carried = members
-            continue
-        carried = {}
-        rows_by_length[length] = rows
-    return Plan(rows_per_step=rows_per_step, steps=_steps(rows_by_length, rows_per_step), lengths=dict(lengths))
+    rows_by_length = {length: pack_rows(members, length) for length, members in by_length.items() if members}
+    return Plan(rows_per_step, 1, _steps(rows_by_length, rows_per_step, 1), dict(lengths))
 
 
-def _fitted_plan(lengths: dict[int, int], rows_per_step: int, attention_weight: float, max_buckets: int) -> Plan:
+def _fitted_plan(
+    lengths: dict[int, int], rows_per_step: int, attention_weight: float, max_buckets: int, shape_tokens: float = 0.0
+) -> Plan:
     """Pack every sample into rows of the longest length, then cut each row to the shortest
-    chosen length that holds it. The rows of a length that do not fill a whole step move up
-    to the next length (`_assign_rows`), so only the longest length ends in a partial step."""
-    longest = round_up(max(lengths.values()), ROW_ALIGN)
-    rows = pack_rows(lengths, longest)
-    fitted = {row: round_up(sum(lengths[i] for i in row), ROW_ALIGN) for row in rows}
-    row_lengths = choose_row_lengths(sorted(fitted.values()), rows_per_step, attention_weight, max_buckets)
-    by_fit = sorted(rows, key=lambda row: (fitted[row], row))
-    rows_by_length = _assign_rows(by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step)
-    rows_by_length = {length: sorted(rows) for length, rows in rows_by_length.items()}
-    return Plan(rows_per_step=rows_per_step, steps=_steps(rows_by_length, rows_per_step), lengths=dict(lengths))
+    chosen length that holds it (but for the rows `_assign_rows` moves up a length). Then
+    pack again into rows of the chosen lengths (`pack_to_lengths`) and choose again: the
+    first packing filled rows to the longest length, the next fills them to the lengths
+    they are cut to. The cheapest of the rounds wins."""
+    rows = pack_rows(lengths, round_up(max(lengths.values()), ROW_ALIGN))
+    best: Plan | None = None
+    for _ in range(1 + REPACKS):
+        fitted = {row: round_up(sum(lengths[i] for i in row), ROW_ALIGN) for row in rows}
+        fits = sorted(fitted.values())
+        row_lengths = choose_row_lengths(fits, rows_per_step, attention_weight, max_buckets, shape_tokens)
+        by_fit = sorted(rows, key=lambda row: (fitted[row], row))
+        rows_by_length = _assign_rows(by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step, attention_weight)
+        steps = _steps({length: sorted(rows) for length, rows in rows_by_length.items()}, rows_per_step, 1)
+        plan = Plan(rows_per_step, 1, steps, dict(lengths))
+        if best is None or plan_cost(plan, attention_weight) < plan_cost(best, attention_weight):
+            best = plan
+        rows = pack_to_lengths(lengths, row_lengths, attention_weight)
+    return best
 
 
-def _assign_rows(rows: list, fits: list[int], row_lengths: list[int], rows_per_step: int) -> dict[int, list]:
-    """rows (ascending by fit) -> row length: each to the shortest length it fits; of a
-    length's rows, those beyond its last whole step move up to the next length."""
+REPACKS = 2  # on ARC prompts the second repacking changes nothing
+
+
+def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_weight: float) -> list[tuple[int, ...]]:
+    """Best-fit decreasing into rows cut to the given lengths (ascending). Each sample,
+    longest first, goes where it adds the least work: into the free tokens of a row's cut
+    length (the fullest row it fits), else into a new row of the shortest length it fits,
+    unless growing a row to a longer length adds less. Rows come back as `pack_rows`'."""
+    price = {length: length * row_cost(length, attention_weight) for length in row_lengths}
+
+    def cut(tokens: int) -> int:
+        return row_lengths[bisect.bisect_left(row_lengths, tokens)]
+
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    free: list[tuple[int, int]] = []  # sorted (free tokens within the cut length, row) of rows
+    by_cut: dict[int, list[tuple[int, int]]] = {length: [] for length in row_lengths}  # sorted (fill, row)
+    for index in sorted(lengths, key=lambda i: (-lengths[i], i)):
+        n = lengths[index]
+        slot = bisect.bisect_left(free, (n, -1))
+        row = free[slot][1] if slot < len(free) else None
+        if row is None:
+            added = price[cut(n)]  # a new row
+            for low, high in itertools.combinations(row_lengths, 2):
+                fullest = bisect.bisect_right(by_cut[low], (high - n, len(rows))) - 1
+                if fullest >= 0 and price[high] - price[low] < added:
+                    added, row = price[high] - price[low], by_cut[low][fullest][1]
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            fill.append(0)
+        else:
+            length = cut(fill[row])
+            by_cut[length].pop(bisect.bisect_left(by_cut[length], (fill[row], row)))
+            if length > fill[row]:
+                free.pop(bisect.bisect_left(free, (length - fill[row], row)))
+        rows[row].append(index)
+        fill[row] += n
+        length = cut(fill[row])
+        bisect.insort(by_cut[length], (fill[row], row))
+        if length > fill[row]:
+            bisect.insort(free, (length - fill[row], row))
+    return sorted(tuple(sorted(row)) for row in rows)
+
+
+def rows_kept(count: int, length: int, next_length: int, rows_per_step: int, weight: float) -> int:
+    """How many of a length's `count` rows (ascending by fit) its steps hold: all, or its
+    whole steps only, the rest (the longest) moving up to the next length, whichever costs
+    less (padding rows against longer rows)."""
+    price = length * row_cost(length, weight)
+    moved_price = next_length * row_cost(next_length, weight)
+    options = (count, count - count % rows_per_step)
+    return min(options, key=lambda kept: fed_rows(kept, rows_per_step, 1) * price + (count - kept) * moved_price)
+
+
+def _assign_rows(
+    rows: list, fits: list[int], row_lengths: list[int], rows_per_step: int, weight: float
+) -> dict[int, list]:
+    """rows (ascending by fit) -> row length: each to the shortest length it fits, but for
+    those `rows_kept` moves up to the next length."""
     assigned: dict[int, list] = {}
     carried: list = []
     start = 0
-    for length in row_lengths:
+    for length, next_length in zip(row_lengths, [*row_lengths[1:], None]):
         end = bisect.bisect_right(fits, length)
         members, start = carried + rows[start:end], end
-        whole = len(members) if length == row_lengths[-1] else len(members) // rows_per_step * rows_per_step
-        if whole:
-            assigned[length] = members[:whole]
-        carried = members[whole:]
+        kept = len(members)
+        if next_length is not None:
+            kept = rows_kept(len(members), length, next_length, rows_per_step, weight)
+        if kept:
+            assigned[length] = members[:kept]
+        carried = members[kept:]
     return assigned
 
 
 MAX_LENGTH_CANDIDATES = 48  # keeps the search of choose_row_lengths under ~20k evaluations
 
 
-def choose_row_lengths(fits: list[int], rows_per_step: int, attention_weight: float, max_buckets: int) -> list[int]:
+def choose_row_lengths(
+    fits: list[int], rows_per_step: int, attention_weight: float, max_buckets: int, shape_tokens: float = 0.0
+) -> list[int]:
     """The cheapest set of at most max_buckets row lengths for rows needing `fits` tokens
     (ascending, multiples of ROW_ALIGN), the longest always included.
 
@@ -243,12 +366,14 @@ def choose_row_lengths(fits: list[int], rows_per_step: int, attention_weight: fl
 
     def cost(row_lengths: tuple[int, ...]) -> float:
         total, carried, below = 0.0, 0, 0
-        for length in row_lengths:
+        for length, next_length in zip(row_lengths, [*row_lengths[1:], None]):
             members = carried + fitting[length] - below
             below = fitting[length]
-            steps = -(-members // rows_per_step) if length == top else members // rows_per_step
-            carried = members - steps * rows_per_step if length != top else 0
-            total += steps * rows_per_step * length * row_cost(length, attention_weight)
+            kept = members
+            if next_length is not None:
+                kept = rows_kept(members, length, next_length, rows_per_step, attention_weight)
+            carried = members - kept
+            total += fed_rows(kept, rows_per_step, 1) * length * row_cost(length, attention_weight)
         return total
 
     options = [
@@ -256,4 +381,4 @@ def choose_row_lengths(fits: list[int], rows_per_step: int, attention_weight: fl
         for count in range(min(max_buckets, len(candidates) + 1))
         for shorter in itertools.combinations(candidates, count)
     ]
-    return list(min(options, key=lambda option: priced(cost(option), len(option))))
+    return list(min(options, key=lambda option: priced(cost(option), len(option), shape_tokens)))

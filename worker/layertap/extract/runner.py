@@ -9,9 +9,11 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +82,7 @@ class Prepared:
         job, plan, config = self.job, self.plan, self.config
         limits = f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""
         specials = "excluded" if job.extraction.exclude_special_tokens else "kept"
-        row_lengths = "/".join(map(str, plan.row_lengths))
+        shapes = ", ".join(f"{rows} x {length}" for rows, length in plan.shapes)
         return "\n".join(
             [
                 (
@@ -93,8 +95,8 @@ class Prepared:
                 ),
                 f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
                 (
-                    f"  plan      {plan.num_steps} steps of {plan.rows_per_step} rows x {row_lengths} tokens "
-                    f"({plural(len(plan.row_lengths), 'compiled shape')}, {plan.padding_fraction:.1%} padding); "
+                    f"  plan      {plan.num_steps} steps of {shapes} rows x tokens "
+                    f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding); "
                     f"{setup}; {plural(devices, 'device')}"
                 ),
                 (
@@ -125,7 +127,7 @@ class Prepared:
                 "fingerprint": plan.fingerprint(),
                 "steps": plan.num_steps,
                 "rows_per_step": plan.rows_per_step,
-                "row_lengths": plan.row_lengths,
+                "shapes": [list(shape) for shape in plan.shapes],
                 "process_count": process_count,
                 "unit": "step * process_count + process_index",
             },
@@ -151,7 +153,19 @@ def prepare(job: WorkerSpec) -> Prepared:
             "select more extraction.segments, or set extraction.excludeSpecialTokens: false"
         )
     lengths = {i: len(s.token_ids) for i, s in samples.items()}
-    plan = make_plan(lengths, job.extraction.batch_size, attention_weight=attention_weight(config))
+    data_devices = make_mesh(job.mesh, config.num_attention_heads, config.num_key_value_heads).shape[DATA]
+    if job.extraction.batch_size % data_devices:
+        raise LayerTapError(
+            f"extraction.batchSize: {job.extraction.batch_size} rows per step do not split over the {data_devices} "
+            f"data-parallel devices; use a multiple of {data_devices}"
+        )
+    plan = make_plan(
+        lengths,
+        job.extraction.batch_size,
+        attention_weight(config),
+        row_multiple=data_devices,
+        shape_tokens=compile_tokens(config, tap.blocks_to_run),
+    )
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
     return Prepared(job, checkpoint, files, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
 
@@ -210,7 +224,7 @@ class UnitSink:
         prepared: Prepared,
         writer,
         progress: Progress,
-        mine: slice,
+        mine: Callable[[int], slice],  # a step's row count -> the block of its rows this process holds
         process: int,
         processes: int,
         metrics: WorkerMetrics | None = None,
@@ -221,6 +235,11 @@ class UnitSink:
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
 
+    def my_rows(self, step: int) -> tuple[tuple[int, ...], ...]:
+        """The rows of a step that this process's devices hold."""
+        rows = self.prepared.plan.steps[step].rows
+        return rows[self.mine(len(rows))]
+
     def finish(self, step: int, out: dict, batch: host.HostBatch, write: bool) -> None:
         prepared, plan = self.prepared, self.prepared.plan
         t0 = time.perf_counter()
@@ -229,7 +248,7 @@ class UnitSink:
         mine = host_rows(out)
         t2 = time.perf_counter()
         if write:
-            rows = plan.steps[step].rows[self.mine]
+            rows = self.my_rows(step)
             records, samples = host.select_records(rows, prepared.samples, prepared.keep, mine["acts"], prepared.mode)
             stats = {
                 (site, layer): partial
@@ -285,11 +304,6 @@ def execute(
     job, plan, config = prepared.job, prepared.plan, prepared.config
     process, processes = jax.process_index(), jax.process_count()
     mesh = make_mesh(job.mesh, config.num_attention_heads, config.num_key_value_heads)
-    if plan.rows_per_step % mesh.shape[DATA]:
-        raise LayerTapError(
-            f"extraction.batchSize: {plan.rows_per_step} rows per step do not split over the {mesh.shape[DATA]} "
-            f"data-parallel devices; use a multiple of {mesh.shape[DATA]}"
-        )
     if process == 0:
         expected = estimate(prepared, run_devices(job))
         print(prepared.describe(setup, jax.device_count()) + f"\n  estimate  {describe_estimate(expected)}", flush=True)
@@ -315,7 +329,8 @@ def execute(
         show_bar=show_progress and process == 0,
         reporter=reporter if process == 0 else None,
     )
-    sink = UnitSink(prepared, writer, progress, local_rows(mesh, plan.rows_per_step), process, processes, metrics)
+    mine = functools.cache(functools.partial(local_rows, mesh))
+    sink = UnitSink(prepared, writer, progress, mine, process, processes, metrics)
     started = time.perf_counter()
     with writer:
         compile_seconds, ran = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink, stop, cache)
@@ -392,15 +407,15 @@ def _run_steps(
         t0 = time.perf_counter()
         shape = plan.steps[step]
         batch = host.build_batch(
-            shape.rows[sink.mine], prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
+            sink.my_rows(step), prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
         )
-        arrays = global_batch(batch.arrays(), mesh, plan.rows_per_step)
+        arrays = global_batch(batch.arrays(), mesh, len(shape.rows))
         t1 = time.perf_counter()
         out = step_fn(params, arrays)
         for array in jax.tree.leaves(out):
             array.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
-        if shape.row_length not in compiled:  # the first step of each row length compiles
-            compiled.add(shape.row_length)
+        if (len(shape.rows), shape.row_length) not in compiled:  # the first step of each shape compiles
+            compiled.add((len(shape.rows), shape.row_length))
             compile_seconds += time.perf_counter() - t1
             if cache is not None:
                 cache.save()
@@ -438,6 +453,18 @@ def attention_weight(config: Qwen2Config) -> float:
     """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
     return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
+
+
+# A compilation takes seconds on a CPU: about as long as 1 TFLOP of forward there. On an
+# accelerator it takes longer, but there the work is larger still and the planner's relative
+# price of a shape (plan.SHAPE_PRICE) is the larger one.
+COMPILE_FLOPS = 1e12
+
+
+def compile_tokens(config: Qwen2Config, blocks: int) -> float:
+    """What one compilation costs, in tokens of the forward's dense work: the least an extra
+    compiled shape must save. A small model compiles each shape for a few tokens' gain."""
+    return COMPILE_FLOPS / (2 * config.block_matmul_params * blocks)
 
 
 def plural(count: int, noun: str) -> str:
