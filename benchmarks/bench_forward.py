@@ -8,8 +8,14 @@ its default attention (`sdpa`). Runs are interleaved (ours, theirs, ours, ...) s
 from other processes hits both alike; the speed-up is the ratio of median step times.
 Compilation (JAX) and the first call (PyTorch) are timed apart and not in the medians.
 
+With several batch sizes it ends with the comparison that counts: at each length, what
+LayerTap runs by itself on CPU (the default bfloat16, in steps of at most
+`runner.CPU_STEP_TOKENS` tokens: the largest batch measured that fits) against
+transformers' fastest row of the run, whatever its dtype and batch.
+
     .venv/bin/python benchmarks/bench_forward.py                 # float32 + bfloat16, T=512 and 2048
     .venv/bin/python benchmarks/bench_forward.py --dtypes float32 --lengths 512 --repeats 3
+    .venv/bin/python benchmarks/bench_forward.py --batch 1 4 --repeats 3   # and the summary
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048])
-    parser.add_argument("--batch", type=int, default=1, help="sequences per forward")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="sequences per forward")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards per implementation")
     parser.add_argument("--checkpoint", type=Path, help="reuse a checkpoint directory (default: write a random one)")
     args = parser.parse_args()
@@ -61,18 +67,43 @@ def main() -> None:
         directory = args.checkpoint or write_random_checkpoint(Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B)
         print("| dtype | T | B | LayerTap tok/s | transformers tok/s | speed-up | JAX compile s | torch first call s |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rates = {}  # (dtype, length, batch) -> (LayerTap tok/s, transformers tok/s)
         for dtype in args.dtypes:
             jax_dtype, torch_dtype = jnp.dtype(dtype), getattr(torch, dtype)
             config, params = load_checkpoint(directory, jax_dtype)
             theirs = transformers.Qwen2Model.from_pretrained(directory, dtype=torch_dtype).eval()
             forward = jax.jit(make_extract_fn(config, LAYERS, jax_dtype))
             for length in args.lengths:
-                print(compare(forward, params, theirs, config.vocab_size, args.batch, length, args.repeats, dtype), flush=True)
+                for batch in args.batch:
+                    row, rates[dtype, length, batch] = compare(
+                        forward, params, theirs, config.vocab_size, batch, length, args.repeats, dtype
+                    )
+                    print(row, flush=True)
             del params, theirs  # free one dtype's weights (about 4 GB in float32) before the next
+    if len(args.batch) > 1 and "bfloat16" in args.dtypes:
+        summary(rates, args.lengths, args.batch)
 
 
-def compare(forward, params, theirs, vocab_size: int, batch: int, length: int, repeats: int, dtype: str) -> str:
-    """One table row: interleaved timed forwards of both implementations on the same ids."""
+def summary(rates: dict, lengths: list[int], batches: list[int]) -> None:
+    """At each length: LayerTap as it runs by itself on CPU against transformers' fastest row."""
+    from layertap.extract.runner import CPU_STEP_TOKENS
+
+    print("\n| T | LayerTap by itself | tok/s | transformers' fastest | tok/s | speed-up |")
+    print("| --- | --- | ---: | --- | ---: | ---: |")
+    for length in lengths:
+        fitting = [b for b in batches if b * length <= CPU_STEP_TOKENS] or [min(batches)]
+        ours = rates["bfloat16", length, max(fitting)][0]
+        (dtype, _, batch), (_, fastest) = max(
+            ((key, rate) for key, rate in rates.items() if key[1] == length), key=lambda item: item[1][1]
+        )
+        print(f"| {length} | bfloat16, B={max(fitting)} | {ours:.0f} | {dtype}, B={batch} | {fastest:.0f} | {ours / fastest:.2f}x |")
+
+
+def compare(
+    forward, params, theirs, vocab_size: int, batch: int, length: int, repeats: int, dtype: str
+) -> tuple[str, tuple[float, float]]:
+    """One table row, and both tokens/s: interleaved timed forwards of both implementations
+    on the same ids."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -99,10 +130,11 @@ def compare(forward, params, theirs, vocab_size: int, batch: int, length: int, r
         theirs_s.append(timed(reference))
     ours_med, theirs_med = statistics.median(ours_s), statistics.median(theirs_s)
     tokens = batch * length
-    return (
+    row = (
         f"| {dtype} | {length} | {batch} | {tokens / ours_med:.0f} | {tokens / theirs_med:.0f} "
         f"| {theirs_med / ours_med:.2f}x | {compile_s:.1f} | {first_torch_s:.1f} |"
     )
+    return row, (tokens / ours_med, tokens / theirs_med)
 
 
 def timed(fn) -> float:

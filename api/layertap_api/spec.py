@@ -261,7 +261,8 @@ class ExtractionSpec(ApiModel):
         le=65536,
         description=(
             "Most rows per step across all hosts (a multiple of the data-parallel devices); each row packs whole "
-            "prompts end to end, and the rows of one length are spread evenly over as few steps as this allows."
+            "prompts end to end, and the rows of one length are spread evenly over as few steps as this allows "
+            "(on CPU, steps of at most 2048 tokens per device: more rows per step only run slower there)."
         ),
     )
 

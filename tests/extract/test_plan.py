@@ -125,6 +125,20 @@ def test_long_samples_share_rows_with_short_ones_and_rows_are_cut_to_fit(seed):
         assert sum(row == () for step in steps for row in step.rows) < len(steps)
 
 
+@pytest.mark.parametrize("row_multiple", [1, 2])
+def test_a_token_cap_keeps_steps_small_and_the_rows_the_same(row_multiple):
+    lengths = random_lengths(300, seed=row_multiple, low=20, high=600)
+    plan = make_plan(lengths, 8, QWEN_0_5B_ATTENTION, row_multiple=row_multiple, step_tokens=2048)
+    for step in plan.steps:  # tokens per device within the cap, but a row of any length runs
+        assert len(step.rows) // row_multiple * step.row_length <= max(2048, step.row_length)
+    assert max(len(step.rows) for step in plan.steps) >= 3 * row_multiple  # rows of 608 or less: 3 a device
+
+    def rows(plan):
+        return sorted((step.row_length, row) for step in plan.steps for row in step.rows if row)
+
+    assert rows(plan) == rows(make_plan(lengths, 8, QWEN_0_5B_ATTENTION))
+
+
 def test_an_extra_shape_must_save_more_than_its_compilation():
     lengths = arc_like_lengths(60, seed=0)
     several = make_plan(lengths, 4, QWEN_0_5B_ATTENTION)

@@ -136,6 +136,7 @@ def make_plan(
     max_buckets: int = 4,
     row_multiple: int = 1,
     shape_tokens: float = 0.0,
+    step_tokens: int | None = None,
 ) -> Plan:
     """Plan a run over samples of the given lengths (sample index -> tokens).
 
@@ -161,7 +162,8 @@ def make_plan(
     run as 2 steps of 9, not 16 and 1 beside 15 padding rows. The rows themselves (which
     samples share a row, and its length) are planned as for one device; only their grouping
     into steps depends on `row_multiple`, so a sample's activations come out bit-identical
-    whatever the topology (tests/multihost).
+    whatever the topology (tests/multihost). `step_tokens` caps the tokens of a step on
+    each device (at least one row): on CPU, more rows per step only run slower.
     """
     if not lengths:
         raise ValueError("nothing to plan: no samples")
@@ -170,13 +172,14 @@ def make_plan(
     plans = [_bucketed_plan(lengths, rows_per_step, buckets) for buckets in range(1, max_buckets + 1)]
     plans.append(_fitted_plan(lengths, rows_per_step, attention_weight, max_buckets, shape_tokens))
     best = min(plans, key=lambda plan: priced(plan_cost(plan, attention_weight), len(plan.shapes), shape_tokens))
-    if row_multiple == 1:
+    if row_multiple == 1 and step_tokens is None:
         return best
     rows_by_length: dict[int, list[tuple[int, ...]]] = {}
     for step in best.steps:
         rows_by_length.setdefault(step.row_length, []).extend(row for row in step.rows if row)
     rows_by_length = {length: sorted(rows) for length, rows in rows_by_length.items()}
-    return Plan(rows_per_step, row_multiple, _steps(rows_by_length, rows_per_step, row_multiple), best.lengths)
+    steps = _steps(rows_by_length, rows_per_step, row_multiple, step_tokens)
+    return Plan(rows_per_step, row_multiple, steps, best.lengths)
 
 
 # Each compiled shape beyond the first must save this share of the work to be worth its
@@ -218,15 +221,21 @@ def fed_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
     return round_up(count, step_rows(count, rows_per_step, row_multiple)) if count else 0
 
 
-def _steps(rows_by_length: dict[int, list[tuple[int, ...]]], rows_per_step: int, row_multiple: int) -> tuple[Step, ...]:
+def _steps(
+    rows_by_length: dict[int, list[tuple[int, ...]]], rows_per_step: int, row_multiple: int, step_tokens: int | None = None
+) -> tuple[Step, ...]:
     """The rows of each length in `step_rows` steps (the last one's unused rows are padding
-    rows), ordered as the dataset: a step's place is that of its first sample."""
+    rows), ordered as the dataset: a step's place is that of its first sample. With
+    `step_tokens`, a step holds at most that many tokens per device (at least a row each)."""
     steps = []
     for length, rows in rows_by_length.items():
         if not rows:
             continue
         max_per_row = max(len(row) for row in rows)
-        size = step_rows(len(rows), rows_per_step, row_multiple)
+        most = rows_per_step
+        if step_tokens is not None:
+            most = min(rows_per_step, max(1, step_tokens // length) * row_multiple)
+        size = step_rows(len(rows), most, row_multiple)
         for start in range(0, len(rows), size):
             chunk = tuple(rows[start : start + size])
             steps.append(Step(length, max_per_row, chunk + ((),) * (size - len(chunk))))

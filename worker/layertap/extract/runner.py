@@ -165,6 +165,7 @@ def prepare(job: WorkerSpec) -> Prepared:
         attention_weight(config),
         row_multiple=data_devices,
         shape_tokens=compile_tokens(config, tap.blocks_to_run),
+        step_tokens=CPU_STEP_TOKENS if jax.default_backend() == "cpu" else None,
     )
     rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
     return Prepared(job, checkpoint, files, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
@@ -454,6 +455,12 @@ def attention_weight(config: Qwen2Config) -> float:
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
     return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
 
+
+# On CPU a step gains nothing from holding more tokens than this per device: XLA's dots are
+# as fast at [2048, 896] as they get, and more rows only make attention's blocks outgrow the
+# caches (Qwen2.5-0.5B shapes, bfloat16: 393 tokens/s with 1 row of 2048, 322 with 4 rows;
+# 454 with 1 row of 512, 455 with 4; docs/benchmarks.md).
+CPU_STEP_TOKENS = 2048
 
 # A compilation takes seconds on a CPU: about as long as 1 TFLOP of forward there. On an
 # accelerator it takes longer, but there the work is larger still and the planner's relative
