@@ -39,7 +39,6 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     rows_per_step: int  # the most rows of one step (extraction.batchSize)
-    row_multiple: int  # every step's row count is a multiple of this (the data-parallel devices)
     steps: tuple[Step, ...]
     lengths: dict[int, int]  # sample index -> tokens fed
 
@@ -179,7 +178,7 @@ def make_plan(
         rows_by_length.setdefault(step.row_length, []).extend(row for row in step.rows if row)
     rows_by_length = {length: sorted(rows) for length, rows in rows_by_length.items()}
     steps = _steps(rows_by_length, rows_per_step, row_multiple, step_tokens)
-    return Plan(rows_per_step, row_multiple, steps, best.lengths)
+    return Plan(rows_per_step, steps, best.lengths)
 
 
 # Each compiled shape beyond the first must save this share of the work to be worth its
@@ -250,7 +249,7 @@ def _bucketed_plan(lengths: dict[int, int], rows_per_step: int, buckets: int) ->
     for index, n in lengths.items():
         by_length[next(length for length in row_lengths if n <= length)][index] = n
     rows_by_length = {length: pack_rows(members, length) for length, members in by_length.items() if members}
-    return Plan(rows_per_step, 1, _steps(rows_by_length, rows_per_step, 1), dict(lengths))
+    return Plan(rows_per_step, _steps(rows_by_length, rows_per_step, 1), dict(lengths))
 
 
 def _fitted_plan(
@@ -270,7 +269,7 @@ def _fitted_plan(
         by_fit = sorted(rows, key=lambda row: (fitted[row], row))
         rows_by_length = _assign_rows(by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step, attention_weight)
         steps = _steps({length: sorted(rows) for length, rows in rows_by_length.items()}, rows_per_step, 1)
-        plan = Plan(rows_per_step, 1, steps, dict(lengths))
+        plan = Plan(rows_per_step, steps, dict(lengths))
         if best is None or plan_cost(plan, attention_weight) < plan_cost(best, attention_weight):
             best = plan
         rows = pack_to_lengths(lengths, row_lengths, attention_weight)
