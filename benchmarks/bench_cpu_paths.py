@@ -8,6 +8,7 @@ within each process against the same transformers run, so they compare across pr
 
     .venv/bin/python benchmarks/bench_cpu_paths.py                       # T=512, 3 rounds
     .venv/bin/python benchmarks/bench_cpu_paths.py --lengths 512 2048 --repeats 5
+    .venv/bin/python benchmarks/bench_cpu_paths.py --lengths 512 2048 --batch 1 4 --dtypes bfloat16
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ for dtype in ("float32", "bfloat16"):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", nargs="+", default=["512"])
+    parser.add_argument("--batch", nargs="+", default=["1"], help="sequences per forward")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", default="3")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--parity-only", action="store_true", help="skip the speed runs")
@@ -75,23 +78,23 @@ def main() -> None:
         if parity.returncode != 0:
             errors = {"float32": "failed", "bfloat16": parity.stderr.strip().splitlines()[-1][:60]}
         if args.parity_only:
-            rows += [(name, dtype, "-", "-", "-", "-", error) for dtype, error in errors.items()]
+            rows += [(name, dtype, "-", "-", "-", "-", "-", error) for dtype, error in errors.items()]
             continue
         speed = subprocess.run(
-            [sys.executable, str(HERE / "bench_forward.py"), "--lengths", *args.lengths, "--repeats", args.repeats,
-             "--checkpoint", str(checkpoint)],
+            [sys.executable, str(HERE / "bench_forward.py"), "--lengths", *args.lengths, "--batch", *args.batch,
+             "--dtypes", *args.dtypes, "--repeats", args.repeats, "--checkpoint", str(checkpoint)],
             env=env, capture_output=True, text=True,
         )  # fmt: skip
         for line in speed.stdout.splitlines():
             cells = [c.strip() for c in line.strip("|").split("|")]
             if cells[0] in ("float32", "bfloat16"):
-                dtype, length, _, ours, theirs, ratio = cells[:6]
-                rows.append((name, dtype, length, ours, theirs, ratio, errors.get(dtype, "?")))
+                dtype, length, batch, ours, theirs, ratio = cells[:6]
+                rows.append((name, dtype, length, batch, ours, theirs, ratio, errors.get(dtype, "?")))
         if speed.returncode != 0:
-            rows.append((name, "-", "-", "failed", "-", "-", speed.stderr.strip().splitlines()[-1][:60]))
+            rows.append((name, "-", "-", "-", "failed", "-", "-", speed.stderr.strip().splitlines()[-1][:60]))
         print(f"done: {name}", file=sys.stderr, flush=True)
-    print("| XLA_FLAGS | dtype | T | LayerTap tok/s | transformers tok/s | LayerTap / transformers | max err / RMS |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| XLA_FLAGS | dtype | T | B | LayerTap tok/s | transformers tok/s | LayerTap / transformers | max err / RMS |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
