@@ -67,7 +67,7 @@ def main() -> None:
                     f"| {version} {' + '.join(splits)} | {len(lengths)} | {rows} "
                     f"| {split.padding_fraction:.1%}, {len(split.row_lengths)} "
                     f"| {chosen.padding_fraction:.1%}, {len(chosen.shapes)} "
-                    f"({', '.join(f'{n} x {t}' for n, t in chosen.shapes)}) "
+                    f"({chosen.describe_shapes()}) "
                     f"| {plan_cost(split, weight) / ideal:.3f} | {plan_cost(chosen, weight) / ideal:.3f} | {seconds:.3f} |",
                     flush=True,
                 )

@@ -32,7 +32,7 @@ def main() -> None:
     from bench_forward import LAYERS, QWEN25_05B
     from layertap.arc.builtin import write_builtin_tasks
     from layertap.arc.dataset import iter_samples
-    from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops, step_shapes
+    from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops
     from layertap.extract.plan import make_plan
     from layertap.extract.runner import attention_weight
     from layertap.model import Qwen2Config, load_tokenizer, write_random_checkpoint
@@ -49,17 +49,17 @@ def main() -> None:
     chips, hosts = 64, 16
     # pure data parallel: each step's rows split evenly over the 64 chips
     plan = make_plan({i: int(n) for i, n in enumerate(drawn)}, args.rows_per_step, attention_weight(config), row_multiple=chips)
-    flops = forward_flops(config, max(LAYERS) + 1, step_shapes(plan))
+    flops = forward_flops(config, max(LAYERS) + 1, plan.step_shapes)
 
     peak = ACCELERATORS["tpu-v5-lite-podslice"].peak_tflops * 1e12
     row_bytes = len(LAYERS) * config.hidden_size * 2  # one position, every layer, bfloat16
-    fed = sum(len(step.rows) * step.row_length for step in plan.steps)
+    fed = plan.fed_tokens
     stored_rows = {"last": args.samples, "all": plan.useful_tokens}
     write_rate = hosts * WRITE_BYTES_PER_SECOND["gcs"]
 
     print(f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 prompts (mean {pool.mean():.0f} tokens), "
           f"maxTokens 2048; plan: {plan.num_steps} steps of "
-          f"{', '.join(f'{rows} x {length}' for rows, length in plan.shapes)} rows x tokens, "
+          f"{plan.describe_shapes()} rows x tokens, "
           f"{plan.padding_fraction:.1%} padding; "
           f"{plan.useful_tokens / 1e6:.1f} M useful tokens, {flops / 1e15:.1f} PFLOP (24 blocks); "
           f"{flops / fed / 1e9:.2f} GFLOP per token fed\n")

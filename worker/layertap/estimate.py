@@ -81,15 +81,10 @@ def forward_flops(config, blocks: int, shapes: list[tuple[int, int]]) -> float:
     return float(blocks * sum(rows * per_row[t] for rows, t in shapes))
 
 
-def step_shapes(plan) -> list[tuple[int, int]]:
-    """(rows, row length) of each step of a plan."""
-    return [(len(step.rows), step.row_length) for step in plan.steps]
-
-
 def estimate(prepared, devices: Devices) -> dict:
     """The status.progress.estimate of a prepared run (camelCase, as the API has it)."""
     plan = prepared.plan
-    flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, step_shapes(plan))
+    flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, plan.step_shapes)
     rate, basis = devices.throughput(prepared.job.model.dtype)
     target = "gcs" if prepared.job.output.uri.startswith("gs://") else "local"
     write_seconds = prepared.disk_bytes() / (devices.hosts * WRITE_BYTES_PER_SECOND[target])

@@ -51,17 +51,31 @@ class Plan:
         return sorted({step.row_length for step in self.steps})
 
     @property
+    def step_shapes(self) -> list[tuple[int, int]]:
+        """(rows, row length) of each step."""
+        return [(len(step.rows), step.row_length) for step in self.steps]
+
+    @property
     def shapes(self) -> list[tuple[int, int]]:
         """The distinct (rows, row length) of the steps: one compilation each (one per length)."""
-        return sorted({(len(step.rows), step.row_length) for step in self.steps}, key=lambda shape: shape[::-1])
+        return sorted(set(self.step_shapes), key=lambda shape: shape[::-1])
+
+    def describe_shapes(self) -> str:
+        """The compiled shapes as a reader sees them: "9 x 1504, 13 x 2048" (rows x tokens)."""
+        return ", ".join(f"{rows} x {length}" for rows, length in self.shapes)
 
     @property
     def useful_tokens(self) -> int:
         return sum(self.lengths.values())
 
     @property
+    def fed_tokens(self) -> int:
+        """Tokens computed, padding positions and padding rows included."""
+        return sum(rows * length for rows, length in self.step_shapes)
+
+    @property
     def padding_fraction(self) -> float:
-        fed = sum(len(step.rows) * step.row_length for step in self.steps)
+        fed = self.fed_tokens
         return 1.0 - self.useful_tokens / fed if fed else 0.0
 
     def step_tokens(self, step: int) -> int:
@@ -199,6 +213,12 @@ def row_cost(row_length: int, attention_weight: float) -> float:
     return 1 + attention_weight * row_length
 
 
+# What one step costs beyond its rows (dispatch, building the host batch, keeping the hosts
+# in lockstep), as a share of a full step's work. An assumption: a few ms of a ~100 ms step of a
+# TPU pod. It keeps steps full on large runs, where padding rows weigh little.
+STEP_PRICE = 0.02
+
+
 def step_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
     """Rows per step for `count` rows of one length: the fewest rows computed (padding rows
     included), each step priced at STEP_PRICE of a full step, in at most twice the fewest
@@ -207,12 +227,6 @@ def step_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
     sizes = {round_up(-(-count // steps), row_multiple) for steps in range(fewest, 2 * fewest + 1)}
     step_price = STEP_PRICE * rows_per_step
     return min(sizes, key=lambda size: (round_up(count, size) + step_price * -(-count // size), -size))
-
-
-# What one step costs beyond its rows (dispatch, building the host batch, keeping the hosts
-# in lockstep), as a share of a full step's work. An assumption: a few ms of a ~100 ms step of a
-# TPU pod. It keeps steps full on large runs, where padding rows weigh little.
-STEP_PRICE = 0.02
 
 
 def fed_rows(count: int, rows_per_step: int, row_multiple: int) -> int:

@@ -82,7 +82,6 @@ class Prepared:
         job, plan, config = self.job, self.plan, self.config
         limits = f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""
         specials = "excluded" if job.extraction.exclude_special_tokens else "kept"
-        shapes = ", ".join(f"{rows} x {length}" for rows, length in plan.shapes)
         return "\n".join(
             [
                 (
@@ -95,7 +94,7 @@ class Prepared:
                 ),
                 f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
                 (
-                    f"  plan      {plan.num_steps} steps of {shapes} rows x tokens "
+                    f"  plan      {plan.num_steps} steps of {plan.describe_shapes()} rows x tokens "
                     f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding); "
                     f"{setup}; {plural(devices, 'device')}"
                 ),
