@@ -243,7 +243,11 @@ def test_a_namespace_without_the_worker_account_says_so(e2e):
 def test_an_evicted_worker_restarts_the_run_without_counting_against_max_restarts(e2e):
     spec = e2e.spec("tpu-v5-lite-podslice", "4x4", maxRestarts=0, **LONGER)  # any counted restart would fail it
     e2e.apply(spec)
-    wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
+    # Evicted as soon as a worker made a step durable, as the kill -9 test does: the status
+    # says so only at the reporter's next beat, by which time a short run may have ended
+    # and the eviction found no running pod to restart.
+    wait_for(lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
+             "a first committed step", 300)
     victim = sorted(p["metadata"]["name"] for p in e2e.pods())[1]
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": NAMESPACE}}
     e2e.cluster.kubectl("create", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{victim}/eviction", "-f", "-",
