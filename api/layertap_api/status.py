@@ -45,10 +45,19 @@ class Estimate(ApiModel):
     bytes: int = Field(ge=0, description="Bytes to write.")
     flops: float = Field(ge=0, description="Floating-point operations of the forward passes, padding included.")
     seconds: float | None = Field(
-        default=None, ge=0, description="Expected compute time on these devices (unset: their throughput is unknown)."
+        default=None,
+        ge=0,
+        description="Expected run time on these devices: the longest of compute, transfer and writing (unset: the devices' throughput is unknown).",
     )
     chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
-    write_seconds: float = Field(ge=0, description="Expected time to write the bytes (overlaps compute; seconds is the longer).")
+    compute_seconds: float | None = Field(default=None, ge=0, description="Expected time of the forward passes alone.")
+    transfer_seconds: float = Field(
+        default=0.0, ge=0, description="Expected time for the stored values to cross from the devices to their hosts (0 on CPU)."
+    )
+    write_seconds: float = Field(ge=0, description="Expected time to write the bytes.")
+    bound: Literal["compute", "transfer", "writing"] | None = Field(
+        default=None, description="The longest of the three, which sets the run's time (they overlap)."
+    )
     devices: int = Field(ge=1, description="Devices running the forward.")
     basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
 

@@ -49,7 +49,14 @@ def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, 
     assert tpu["bytes"] == prepared.disk_bytes() and tpu["flops"] == cpu["flops"] > 0
     compute = tpu["flops"] / (16 * 0.4 * 197e12)
     assert tpu["writeSeconds"] == pytest.approx(prepared.disk_bytes() / (4 * 0.9e9))  # a local output, 4 hosts
-    assert tpu["seconds"] == pytest.approx(max(compute, tpu["writeSeconds"]))
+    # the compact outputs: every stored entry (2 layers x 64 in bfloat16) and the spare room, over 16 chips' links
+    stored = prepared.rows_stored * 2 * 64 * 2
+    assert stored <= prepared.moved_bytes() <= stored * 1.1
+    assert tpu["transferSeconds"] == pytest.approx(prepared.moved_bytes() / (16 * 10e9))
+    stages = {"compute": compute, "transfer": tpu["transferSeconds"], "writing": tpu["writeSeconds"]}
+    assert tpu["seconds"] == pytest.approx(max(stages.values())) and tpu["bound"] == max(stages, key=stages.get)
+    assert tpu["computeSeconds"] == pytest.approx(compute)
+    assert cpu["transferSeconds"] == 0  # a CPU's output is in host memory already
     assert tpu["chipHours"] == pytest.approx(tpu["seconds"] * 16 / 3600, rel=1e-3)
     assert "2 cores" in cpu["basis"] and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu["basis"]
     assert "seconds" not in estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU"))
@@ -60,4 +67,22 @@ def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, 
     assert extract(checkpoint, dataset, tmp_path / "out", "--layers", "3") == 0
     out = capsys.readouterr().out
     assert out.index("  estimate  ") < out.index("steps run")
-    assert re.search(r"GFLOP: (about \d|under 1s)", out) and "GFLOP/s per core measured in float32" in out
+    assert re.search(r"GFLOP: (about \d|under 1s), bound by (compute|writing) \(compute .*, writing .*\)", out)
+    assert "GFLOP/s per core measured in float32" in out
+
+
+def test_the_bound_is_the_longest_stage(checkpoint, dataset, tmp_path):
+    """Storing every token of a small model on fast chips is bound by the host's writes;
+    storing one row per sample on a slow CPU by its compute."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def prepared(*flags):
+        argv = ["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl", "--output", str(tmp_path)]
+        return prepare(job_from_args(parser.parse_args(argv + list(flags))))
+
+    everything = estimate(prepared("--positions", "all"), Devices(8, "gpu", 1, "nvidia-h200-141gb"))
+    assert everything["bound"] == "writing" and everything["seconds"] == everything["writeSeconds"]
+    assert "device to host at 25 GB/s per device" in everything["basis"]
+    last = estimate(prepared("--positions", "last"), Devices(1, "cpu", cores=1))
+    assert last["bound"] == "compute" and last["seconds"] == last["computeSeconds"] > last["writeSeconds"]

@@ -1,5 +1,5 @@
 """The extraction step needs no communication between data-parallel devices: each device's
-rows, activations and statistics stay on it (a gather across hosts in every step would stall
+rows, activations, statistics and the gather of what it stores stay on it (a gather across hosts in every step would stall
 a TPU pod, and on CPU timed out gloo in the simulated cluster)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ PROGRAM = textwrap.dedent(
     import re, sys, tempfile
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from layertap.extract.compact import make_compact
     from layertap.extract.step import make_step
     from layertap.model import LayerTap, load_checkpoint, make_extract_fn, write_random_checkpoint
 
@@ -33,6 +34,13 @@ PROGRAM = textwrap.dedent(
         text = step.lower(params, batch).compile().as_text()
         found = sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|collective-permute|reduce-scatter", text)))
         print(mode, found)
+        # the gather of what is stored: each device's entries from its own rows
+        shapes = jax.eval_shape(step, params, batch)["acts"]
+        acts = {site: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P(None, "data"))) for site, x in shapes.items()}
+        take = jax.ShapeDtypeStruct((4, 24), jnp.int32, sharding=NamedSharding(mesh, P("data")))
+        text = make_compact(mesh).lower(acts, take).compile().as_text()
+        found = sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|collective-permute|reduce-scatter", text)))
+        print("gather", mode, found)
     """
 )
 
@@ -41,4 +49,4 @@ def test_the_step_keeps_every_device_s_rows_on_it():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[-3:-1] == ["all []", "last []"], result.stdout
+    assert result.stdout.split("\n")[-5:-1] == ["all []", "gather all []", "last []", "gather last []"], result.stdout

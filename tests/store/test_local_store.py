@@ -251,21 +251,22 @@ def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
         writer.close()
 
 
-def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, monkeypatch):
+def added_while_the_store_is_slow(tmp_path, monkeypatch, units, **writer_options) -> int:
+    """How many units `add` took before it blocked, while the store holds back every shard;
+    then the store is released and every unit must become durable."""
     from layertap.io.local import LocalStore
 
     release = threading.Event()
     real_put = LocalStore.put
 
-    def slow_put(self, key, buffers):
+    def slow_put(self, key, buffers, **kwargs):
         if key.startswith("shards/"):
             release.wait(30)
-        return real_put(self, key, buffers)
+        return real_put(self, key, buffers, **kwargs)
 
     monkeypatch.setattr(LocalStore, "put", slow_put)
-    units = make_units(12)
     added = []
-    writer = open_writer(str(tmp_path), meta_for(), shard_bytes=1, queue_units=2, parallel_shards=1)
+    writer = open_writer(str(tmp_path), meta_for(), shard_bytes=1, parallel_shards=1, **writer_options)
 
     def produce():
         for unit in units:
@@ -275,9 +276,48 @@ def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, mo
     producer = threading.Thread(target=produce)
     producer.start()
     producer.join(1.0)
-    # one shard in the store, one sealed waiting for a slot, one being packed, two queued
-    assert producer.is_alive() and len(added) <= 5
+    assert producer.is_alive(), "add never blocked"
+    before_release = len(added)
     release.set()
     producer.join(30)
     writer.close()
     assert writer.committed_units() == {u.unit_id for u in units}
+    return before_release
+
+
+def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, monkeypatch):
+    # one shard in the store, one sealed waiting for a slot, one being packed, two queued
+    assert added_while_the_store_is_slow(tmp_path, monkeypatch, make_units(12), queue_units=2) <= 5
+
+
+def test_the_queue_holds_at_most_queue_bytes_of_activations(tmp_path, monkeypatch):
+    units = make_units(12, seed=3)
+    largest = max(u.activations.nbytes for u in units)
+    # one shard in the store, one sealed, one being packed, one queued (by bytes: a hundred would fit by count)
+    assert added_while_the_store_is_slow(tmp_path, monkeypatch, units, queue_units=100, queue_bytes=largest) <= 4
+
+
+def test_a_unit_in_parts_is_stored_exactly_as_the_whole_unit(tmp_path):
+    """The runner hands a unit as one part per device, each a view of a larger buffer whose
+    rows are strided across layers: the shards are byte-identical to the unit given whole."""
+    from layertap.store import TokenRecords
+
+    units = make_units(6, seed=4)
+    write(tmp_path / "whole", units)
+    with open_writer(str(tmp_path / "parts"), meta_for()) as writer:
+        for unit in units:
+            cut = len(unit.token_ids) // 3
+            parts = []
+            for rows in (slice(0, cut), slice(cut, None)):
+                n = len(unit.token_ids[rows])
+                padded = np.zeros((len(LAYERS), 1, n + 5, unit.activations.shape[2]), np.float32)  # [L, 1, C, D]
+                padded[:, 0, :n] = unit.activations[:, rows]
+                columns = {name: getattr(unit, name)[rows] for name in ("token_ids", "sample_index", "position", "segment")}
+                parts.append(TokenRecords.of(padded[:, 0, :n], cell=unit.cell[rows], **columns))
+            writer.add(unit.unit_id, parts, unit.samples)
+    whole, split = (sorted((tmp_path / name / "shards").iterdir()) for name in ("whole", "parts"))
+    assert [p.name for p in whole] == [p.name for p in split] and whole
+    for a, b in zip(whole, split):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    finalize_run(str(tmp_path / "parts"))
+    layertap.open(str(tmp_path / "parts")).verify()  # every shard's CRC32C (combined from its tensors') holds

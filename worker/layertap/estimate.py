@@ -6,8 +6,11 @@ products over the keys the block-causal kernel visits (queries in blocks of 128 
 the keys up to each block's end). Compute time is FLOPs / (devices x throughput): on TPU
 and GPU an assumed ACCELERATOR_EFFICIENCY of the chip's dense bfloat16 peak (the catalog's
 data sheet figure); on CPU the throughput measured here per core (docs/benchmarks.md).
-Write time is bytes / (hosts x write bandwidth); writing overlaps compute, so the run takes
-the longer of the two. Pure.
+Transfer time is the bytes that cross from the devices to their hosts (the compact outputs:
+stored entries and their spare room) / (devices x each device's link); write time is the
+stored bytes / (hosts x write bandwidth). The three overlap (the next step computes while
+earlier ones cross and are written), so the run takes the longest, and that one is its
+bound. Pure.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.16}
 # Bytes per second one host writes: a local disk as measured here (docs/format.md, ~0.9 GB/s);
 # GCS assumed at 200 MB/s per host (4 resumable uploads of 256 MiB shards at once), until measured.
 WRITE_BYTES_PER_SECOND = {"local": 0.9e9, "gcs": 0.2e9}
+# Bytes per second one device's compact output crosses to its host, into pinned memory:
+# assumed until measured (a GPU's PCIe Gen5 x16 link at about half its 64 GB/s, a TPU
+# chip's at 10 GB/s; docs/benchmarks.md, host path). A CPU's output is in host memory already.
+DEVICE_TO_HOST_BYTES_PER_SECOND = {"gpu": 25e9, "tpu": 10e9}
 # jax's device_kind -> the catalog's accelerator, for runs outside the cluster
 DEVICE_KINDS = {
     "TPU v4": "tpu-v4-podslice",
@@ -88,8 +95,12 @@ def estimate(prepared, devices: Devices) -> dict:
     rate, basis = devices.throughput(prepared.job.model.dtype)
     target = "gcs" if prepared.job.output.uri.startswith("gs://") else "local"
     write_seconds = prepared.disk_bytes() / (devices.hosts * WRITE_BYTES_PER_SECOND[target])
+    link = DEVICE_TO_HOST_BYTES_PER_SECOND.get(devices.platform)
+    transfer_seconds = prepared.moved_bytes() / (devices.count * link) if link else 0.0
+    if link:
+        basis += f"; device to host at {link / 1e9:.0f} GB/s per device"
     basis += f"; writes at {WRITE_BYTES_PER_SECOND[target] / 1e6:.0f} MB/s per host ({target})"
-    seconds = max(flops / (devices.count * rate), write_seconds) if rate else None
+    stages = {"compute": flops / (devices.count * rate) if rate else None, "transfer": transfer_seconds, "writing": write_seconds}
     out = {
         "samples": len(prepared.samples),
         "tokens": plan.useful_tokens,
@@ -98,11 +109,14 @@ def estimate(prepared, devices: Devices) -> dict:
         "bytes": prepared.disk_bytes(),
         "flops": flops,
         "devices": devices.count,
+        "transferSeconds": transfer_seconds,
         "writeSeconds": write_seconds,
         "basis": basis,
     }
-    if seconds is not None:
-        out |= {"seconds": seconds, "chipHours": seconds * devices.count / 3600}
+    if rate:
+        bound = max(stages, key=stages.get)
+        seconds = stages[bound]
+        out |= {"seconds": seconds, "computeSeconds": stages["compute"], "bound": bound, "chipHours": seconds * devices.count / 3600}
     return out
 
 
@@ -110,10 +124,14 @@ def describe(e: dict) -> str:
     """One line for the log: FLOPs, time and device-hours."""
     if "seconds" not in e:
         return f"{flops_text(e['flops'])}; {e['basis']}"
-    bound = " (bound by writing)" if e["writeSeconds"] >= e["seconds"] else ""
+    stages = [f"compute {duration(e['computeSeconds'])}"]
+    if e["transferSeconds"]:
+        stages.append(f"device to host {duration(e['transferSeconds'])}")
+    stages.append(f"writing {duration(e['writeSeconds'])}")
     return (
-        f"{flops_text(e['flops'])}: {'' if e['seconds'] < 1 else 'about '}{duration(e['seconds'])}{bound} on {e['devices']} device"
-        f"{'s' if e['devices'] != 1 else ''} ({e['chipHours']:.3g} device-hours; {e['basis']})"
+        f"{flops_text(e['flops'])}: {'' if e['seconds'] < 1 else 'about '}{duration(e['seconds'])}, bound by {e['bound']} "
+        f"({', '.join(stages)}) on {e['devices']} device{'s' if e['devices'] != 1 else ''} "
+        f"({e['chipHours']:.3g} device-hours; {e['basis']})"
     )
 
 

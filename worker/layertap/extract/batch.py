@@ -1,9 +1,11 @@
-"""Host side of a step: packed rows in, stored records out. Pure numpy, no JAX.
+"""Host side of a step: packed rows in, what to store out. Pure numpy, no JAX.
 
 A row holds whole samples end to end. `segment_ids` numbers them 1, 2, ... within the row
 (0 is padding) and `positions` restart at 0 for each, so the model sees each sample as if
 it were alone. For `last` / `mean`, pooling weights [R, K, T] let the device reduce each
-sample to one vector before the device-to-host copy.
+sample to one vector. The host never touches an activation: it says which entries each
+device keeps (`take`, gathered on device: `extract/compact.py`) and builds their index
+columns from the samples.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class HostBatch:
     labels: np.ndarray  # [R, W] int32
     entry_positions: np.ndarray  # [R, W] int32
     places: np.ndarray  # [R, W, 3] int64: sample index, position, token id (-1: none)
+    # What is stored, per data-parallel device of these rows (blocks of equal rows, in device
+    # order), and `take` [blocks, capacity]: where the device gathers each entry from.
+    entries: tuple[StoredEntries, ...]
+    take: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
         named = {"token_ids": self.token_ids, "positions": self.positions, "segment_ids": self.segment_ids}
@@ -56,7 +62,12 @@ def build_batch(
     row_length: int,
     max_per_row: int,
     mode: str,
+    blocks: int = 1,
+    capacity: int | None = None,
 ) -> HostBatch:
+    """The step's inputs for these rows, which `blocks` data-parallel devices hold in equal
+    blocks; capacity: the entries each device's compact output holds (None: the most any
+    block stores)."""
     shape = (len(rows), row_length)
     token_ids = np.zeros(shape, np.int32)
     positions = np.zeros(shape, np.int32)
@@ -90,23 +101,43 @@ def build_batch(
                 stored[r, k] = 1.0
                 places[r, k, 0] = index
             start = end
-    return HostBatch(token_ids, positions, segment_ids, weights, stored, labels, entry_positions, places)
+    width = entries[1]
+    per_block = len(rows) // blocks
+    stored_by_block = tuple(
+        stored_entries(rows[b * per_block : (b + 1) * per_block], samples, keep, width, mode) for b in range(blocks)
+    )
+    capacity = max(map(len, stored_by_block)) if capacity is None else capacity
+    take = gather_take(stored_by_block, capacity)
+    return HostBatch(token_ids, positions, segment_ids, weights, stored, labels, entry_positions, places, stored_by_block, take)
 
 
-def select_records(
+@dataclass(frozen=True)
+class StoredEntries:
+    """What a block of rows stores, in stored order (row by row, each sample's kept tokens or
+    its one pooled entry): where each entry sits in the block's output, its index columns,
+    and the provenance of its samples. The activations are gathered on device from `take`."""
+
+    take: np.ndarray  # [n] int32: flat index into the block's [rows x width] output entries
+    columns: dict[str, np.ndarray]  # the TokenRecords index columns, [n] each (cell [n, 3])
+    samples: dict[int, dict]  # sample index -> meta, for the samples of these rows
+
+    def __len__(self) -> int:
+        return len(self.take)
+
+    def records(self, activations: Mapping[str, np.ndarray]) -> TokenRecords:
+        """These entries' records, with their activations (site -> [L, n, ...])."""
+        return TokenRecords.of(dict(activations), **self.columns)
+
+
+def stored_entries(
     rows: Sequence[Row],
     samples: Mapping[int, Sample],
     keep: Mapping[int, np.ndarray],
-    activations: Mapping[str, np.ndarray],
+    width: int,
     mode: str,
-) -> tuple[TokenRecords, dict[int, dict]]:
-    """Pick the stored rows out of a step's output for these rows: the records, and the
-    provenance (meta) of the samples they hold.
-
-    activations: site -> [L, R, T, ...] for `all` (every token of every row), [L, R, K, ...]
-    for the pooled modes (one value per packed sample).
-    """
-    L, R, width = next(iter(activations.values())).shape[:3]
+) -> StoredEntries:
+    """The entries these rows store. width: a row's entries in the step's output (T tokens
+    for `all`, K pooled samples otherwise)."""
     flat, token_ids, sample_index, position, segment, cell = [], [], [], [], [], []
     provenance = {}
     for r, row in enumerate(rows):
@@ -136,13 +167,22 @@ def select_records(
     def cat(parts: list[np.ndarray], dtype, shape=(0,)) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
 
-    take = cat(flat, np.int64)
-    records = TokenRecords.of(
-        {site: acts.reshape(L, R * width, *acts.shape[3:])[:, take] for site, acts in activations.items()},
-        token_ids=cat(token_ids, np.int32),
-        sample_index=cat(sample_index, np.int64),
-        position=cat(position, np.int32),
-        segment=cat(segment, np.int16),
-        cell=cat(cell, np.int16, (0, 3)),
-    )
-    return records, provenance
+    columns = {
+        "token_ids": cat(token_ids, np.int32),
+        "sample_index": cat(sample_index, np.int64),
+        "position": cat(position, np.int32),
+        "segment": cat(segment, np.int16),
+        "cell": cat(cell, np.int16, (0, 3)),
+    }
+    return StoredEntries(cat(flat, np.int32), columns, provenance)
+
+
+def gather_take(entries: Sequence[StoredEntries], capacity: int) -> np.ndarray:
+    """[blocks, capacity] int32: each block's `take`, the spare room filled with entry 0
+    (gathered, moved, never stored)."""
+    take = np.zeros((len(entries), capacity), np.int32)
+    for block, stored in enumerate(entries):
+        if len(stored) > capacity:
+            raise ValueError(f"{len(stored)} entries do not fit the capacity {capacity}")
+        take[block, : len(stored)] = stored.take
+    return take

@@ -1,14 +1,16 @@
 """The extraction loop: one code path for one process or many.
 
 prepare(): model, tokenizer, dataset, kept-token masks and the global plan, computed the
-same way on every process. execute(): steps of the plan on the mesh; each step's output is
-copied to the host asynchronously while the next step runs, then this process's rows go to
-the shard writer (background threads, bounded queue). A step is a unit of work per
+same way on every process. execute(): steps of the plan on the mesh; each step's stored
+values are gathered on device into a compact buffer (`compact.py`) whose copy to the host
+runs while the next steps compute, then this process's part goes to the shard writer
+(background threads, bounded queue) as views of that buffer. A step is a unit of work per
 process; a restart skips the units already durable.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -31,6 +33,7 @@ from layertap.errors import LayerTapError
 from layertap.estimate import Devices, estimate
 from layertap.estimate import describe as describe_estimate
 from layertap.extract import batch as host
+from layertap.extract import compact
 from layertap.extract.compile_cache import CompilationCache, cache_uri
 from layertap.extract.distributed import Distributed
 from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
@@ -59,6 +62,8 @@ class Prepared:
     keep: dict[int, np.ndarray]  # sample index -> [T] bool kept tokens
     plan: Plan
     rows_stored: int  # activation rows the whole run stores
+    capacities: tuple[int, ...]  # per step: the entries each device's compact output holds (compact.py)
+    data_devices: int
 
     @property
     def mode(self) -> str:
@@ -72,6 +77,12 @@ class Prepared:
     def site_widths(self) -> list[int]:
         """Values one token stores at each site of one layer."""
         return [math.prod(site_shape(site, self.config)) for site in self.tap.sites]
+
+    def moved_bytes(self) -> int:
+        """Bytes the devices hand to the hosts: every step's compact outputs, spare room included."""
+        itemsize = dtypes.producer_dtype(self.job.extraction.storage_dtype).itemsize
+        per_entry = len(self.layers) * sum(self.site_widths) * itemsize
+        return sum(self.capacities) * self.data_devices * per_entry
 
     def disk_bytes(self) -> int:
         per_row = dtypes.stored_bytes_per_row(self.job.extraction.storage_dtype, len(self.layers), self.site_widths)
@@ -95,7 +106,8 @@ class Prepared:
                 f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
                 (
                     f"  plan      {plan.num_steps} steps of {plan.describe_shapes()} rows x tokens "
-                    f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding); "
+                    f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding; "
+                    f"{plural(self.compact_programs, 'compaction program')}, {self.capacity_slack:.1%} spare); "
                     f"{setup}; {plural(devices, 'device')}"
                 ),
                 (
@@ -104,6 +116,17 @@ class Prepared:
                 ),
             ]
         )
+
+    @property
+    def compact_programs(self) -> int:
+        """What the gathers compile: per (shape, capacity) of the steps, and a buffer per capacity."""
+        return compact.Gather.programs(list(zip(self.plan.step_shapes, self.capacities, strict=True)))
+
+    @property
+    def capacity_slack(self) -> float:
+        """Entries moved to the host beyond those stored, as a fraction of those moved."""
+        moved = sum(c * self.data_devices for c in self.capacities)
+        return 1.0 - self.rows_stored / moved if moved else 0.0
 
     def writer_meta(self, process_count: int) -> dict:
         job, plan = self.job, self.plan
@@ -166,8 +189,10 @@ def prepare(job: WorkerSpec) -> Prepared:
         shape_tokens=compile_tokens(config, tap.blocks_to_run),
         step_tokens=CPU_STEP_TOKENS if jax.default_backend() == "cpu" else None,
     )
-    rows = sum(int(keep[i].sum()) for i in samples) if job.extraction.positions == "all" else len(samples)
-    return Prepared(job, checkpoint, files, config, tap, dataset, samples, {i: keep[i] for i in samples}, plan, rows)
+    stored = {i: int(keep[i].sum()) if job.extraction.positions == "all" else 1 for i in samples}
+    capacities = compact.step_capacities([s.rows for s in plan.steps], plan.step_shapes, stored, data_devices)
+    kept = {i: keep[i] for i in samples}
+    return Prepared(job, checkpoint, files, config, tap, dataset, samples, kept, plan, sum(stored.values()), tuple(capacities), data_devices)
 
 
 @dataclass
@@ -176,8 +201,8 @@ class StepTimes:
 
     prepare: float = 0.0  # building the host batch and its global arrays
     compute: float = 0.0  # waiting for the device: compute not hidden behind host work
-    device_to_host: float = 0.0
-    select: float = 0.0  # picking the stored rows on the host
+    device_to_host: float = 0.0  # waiting for the compact output's copy, once computed
+    select: float = 0.0  # the unit's records (views) and statistics on the host
     write: float = 0.0  # handing units to the writer (blocks only when its queue is full)
     steps: int = 0
 
@@ -215,6 +240,20 @@ class RunSummary:
         return self.useful_tokens / steady if steady > 0 else 0.0
 
 
+@dataclass
+class InFlight:
+    """A step dispatched and not yet handed to the writer."""
+
+    step: int
+    batch: host.HostBatch
+    stored: dict[str, jax.Array]  # site -> [L, data, capacity, ...]: on its way to the host
+    stats: dict  # site -> field -> [L, rows, ...]
+    # Hands the gather's buffers back for a later step: once read, when the host got a copy
+    # (`copied`); else (CPU: the writer reads views of them) once the unit is durable.
+    release: Callable[[], None] = lambda: None
+    copied: bool = False
+
+
 class UnitSink:
     """The host end of a step: wait for its output, pick this process's records, hand them
     to the writer, and count samples as done once their unit is durable."""
@@ -233,33 +272,42 @@ class UnitSink:
         self.metrics = metrics
         self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
-        self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
+        self._in_flight: dict[int, InFlight] = {}  # by unit id: handed to the writer, not yet durable
 
     def my_rows(self, step: int) -> tuple[tuple[int, ...], ...]:
         """The rows of a step that this process's devices hold."""
         rows = self.prepared.plan.steps[step].rows
         return rows[self.mine(len(rows))]
 
-    def finish(self, step: int, out: dict, batch: host.HostBatch, write: bool) -> None:
-        prepared, plan = self.prepared, self.prepared.plan
+    def first_block(self, step: int) -> int:
+        """The data index of this process's first device (its devices hold consecutive blocks)."""
+        rows = len(self.prepared.plan.steps[step].rows)
+        return self.mine(rows).start // (rows // self.prepared.data_devices)
+
+    def finish(self, flight: InFlight, write: bool) -> None:
+        prepared, plan, step, batch = self.prepared, self.prepared.plan, flight.step, flight.batch
         t0 = time.perf_counter()
-        jax.block_until_ready(out)
+        jax.block_until_ready(flight.stats)  # computed with the activations, a small copy
         t1 = time.perf_counter()
-        mine = host_rows(out)
+        first = self.first_block(step)
+        parts = compact.host_parts(flight.stored, {first + b: len(e) for b, e in enumerate(batch.entries)})
         t2 = time.perf_counter()
         if write:
-            rows = self.my_rows(step)
-            records, samples = host.select_records(rows, prepared.samples, prepared.keep, mine["acts"], prepared.mode)
+            records = [entries.records(part) for entries, part in zip(batch.entries, parts, strict=True)]
+            samples = {index: meta for entries in batch.entries for index, meta in entries.samples.items()}
             stats = {
                 (site, layer): partial
-                for site, partials in mine["stats"].items()
+                for site, partials in host_rows(flight.stats).items()
                 for layer, partial in zip(prepared.layers, statistics.from_rows(partials, batch.places), strict=True)
             }
             t3 = time.perf_counter()
-            self.writer.add(self.unit(step), records, samples, stats=stats)
-            self._in_flight[self.unit(step)] = step
+            self.writer.add(self.unit(step), records, samples, stats=stats or None)
+            self._in_flight[self.unit(step)] = flight
+            if flight.copied:
+                flight.release()
         else:  # this process's unit is durable from an earlier attempt; another process's is not
             t3 = time.perf_counter()
+            flight.release()
             self._committed([step])
         t4 = time.perf_counter()
         self.times.add(compute=t1 - t0, device_to_host=t2 - t1, select=t3 - t2, write=t4 - t3)
@@ -267,12 +315,18 @@ class UnitSink:
         if self.metrics is not None:
             self.metrics.step(plan.step_tokens(step), t4 - t0)
         durable = self.writer.committed_units()
-        self._committed([self._in_flight.pop(u) for u in list(self._in_flight) if u in durable])
+        self._durable([u for u in self._in_flight if u in durable])
 
     def all_durable(self) -> None:
         """After the writer closed: every unit handed over is durable."""
-        self._committed(list(self._in_flight.values()))
-        self._in_flight.clear()
+        self._durable(list(self._in_flight))
+
+    def _durable(self, units: list[int]) -> None:
+        flights = [self._in_flight.pop(u) for u in units]
+        for flight in flights:
+            if not flight.copied:
+                flight.release()
+        self._committed([flight.step for flight in flights])
 
     def _committed(self, steps: list[int]) -> None:
         if not steps:
@@ -393,38 +447,57 @@ def _run_steps(
     sink: UnitSink,
     stop: StopRequest | None,
     cache: CompilationCache | None = None,
+    memory_kind: str | None = "auto",
 ) -> tuple[float, list[int]]:
-    """Dispatch each step, then finish the previous one while it runs, until done or asked to
-    stop; returns compile seconds and the steps run. Each new program goes to the cache at once."""
+    """Dispatch steps up to IN_FLIGHT ahead of the one being finished, until done or asked to
+    stop; returns compile seconds and the steps run. Each new program goes to the cache at once.
+
+    A step is two programs: the forward (one per shape) and the gather of what it stores (one
+    per shape and capacity), whose output starts for the host at once: into `memory_kind`
+    ("auto": pinned memory on an accelerator, none on a CPU; benchmarks force one)."""
     plan = prepared.plan
+    gather = compact.Gather(mesh)
+    if memory_kind == "auto":
+        memory_kind = compact.host_memory_kind(jax.local_devices()[0])
     compile_seconds, compiled = 0.0, set()
-    pending: tuple[int, dict, host.HostBatch] | None = None
+    in_flight: collections.deque[InFlight] = collections.deque()
     ran: list[int] = []
     for step in todo:
         if stop:
             break
         ran.append(step)
         t0 = time.perf_counter()
-        shape = plan.steps[step]
+        shape, capacity = plan.steps[step], prepared.capacities[step]
+        rows = sink.my_rows(step)
+        blocks = len(rows) * prepared.data_devices // len(shape.rows)  # this process's devices
         batch = host.build_batch(
-            sink.my_rows(step), prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode
+            rows, prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode, blocks, capacity
         )
         arrays = global_batch(batch.arrays(), mesh, len(shape.rows))
+        take = global_batch({"take": batch.take}, mesh, prepared.data_devices)["take"]
         t1 = time.perf_counter()
         out = step_fn(params, arrays)
-        for array in jax.tree.leaves(out):
-            array.copy_to_host_async()  # starts now; overlaps the next step's dispatch and compute
-        if (len(shape.rows), shape.row_length) not in compiled:  # the first step of each shape compiles
-            compiled.add((len(shape.rows), shape.row_length))
+        gathered = gather(out["acts"], take)
+        stored = compact.to_host(gathered, memory_kind)
+        stats = out["stats"]
+        for array in jax.tree.leaves(stats):
+            array.copy_to_host_async()
+        del out  # the padded activations: freed on device once gathered
+        key = (len(shape.rows), shape.row_length, capacity)
+        if key not in compiled:  # the first step of each shape (and capacity) compiles
+            compiled.add(key)
             compile_seconds += time.perf_counter() - t1
             if cache is not None:
                 cache.save()
         sink.times.prepare += t1 - t0
-        if pending is not None:
-            sink.finish(*pending, write=not mine_done[pending[0]])
-        pending = (step, out, batch)
-    if pending is not None:
-        sink.finish(*pending, write=not mine_done[pending[0]])
+        release = functools.partial(gather.recycle, gathered)
+        in_flight.append(InFlight(step, batch, stored, stats, release, copied=stored is not gathered))
+        while len(in_flight) > IN_FLIGHT:
+            flight = in_flight.popleft()
+            sink.finish(flight, write=not mine_done[flight.step])
+    while in_flight:
+        flight = in_flight.popleft()
+        sink.finish(flight, write=not mine_done[flight.step])
     return compile_seconds, ran
 
 
@@ -454,6 +527,10 @@ def attention_weight(config: Qwen2Config) -> float:
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
     return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
 
+
+# Steps dispatched beyond the one being finished: the device always has the next step queued
+# while the host waits for an earlier step's output.
+IN_FLIGHT = 2
 
 # On CPU a step gains nothing from holding more tokens than this per device: XLA's dots are
 # as fast at [2048, 896] as they get, and more rows only make attention's blocks outgrow the

@@ -4,6 +4,7 @@ written; uploads are resumable, preconditioned and retried; reads are ranged."""
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import io
 import os
@@ -117,15 +118,17 @@ class GcsStore:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
 
     @_explain_gcs_errors
-    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
-        data = b"".join(buffers)
-        crc = crc32c_hex(crc32c.crc32c(data))
-        self._upload(key, data, crc)
-        return len(data), crc
+    def put(self, key: str, buffers: Iterable[memoryview], crc32c: str | None = None) -> tuple[int, str]:
+        # streamed from the buffers themselves: a shard is never assembled in memory. A given
+        # CRC32C is not recomputed: GCS checks the object against it before it exists.
+        stream = BufferStream(buffers, crc32c)
+        self._upload(key, stream, stream.crc32c())
+        return stream.size, stream.crc32c()
 
     @_explain_gcs_errors
     def write(self, key: str, data: bytes) -> None:
-        self._upload(key, data, crc32c_hex(crc32c.crc32c(data)), replace=True)
+        stream = BufferStream([memoryview(data)])
+        self._upload(key, stream, stream.crc32c(), replace=True)
 
     @_explain_gcs_errors
     def create(self, key: str, data: bytes) -> bytes | None:
@@ -164,10 +167,8 @@ class GcsStore:
     def remove_temporaries(self) -> int:
         return 0  # a GCS object only exists once its upload completed
 
-    def _upload(self, key: str, data: bytes, crc: str, replace: bool = False) -> None:
+    def _upload(self, key: str, data: BufferStream, crc: str, replace: bool = False) -> None:
         """Upload `data` under `key` exactly once, resumably, with retries."""
-        import io
-
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket.blob(self._name(key), chunk_size=UPLOAD_CHUNK_BYTES)
@@ -177,19 +178,20 @@ class GcsStore:
             generation = existing.generation if existing is not None else 0
         for _ in range(3):
             try:
+                data.seek(0)
                 blob.upload_from_file(
-                    io.BytesIO(data),
-                    size=len(data),
+                    data,
+                    size=data.size,
                     if_generation_match=generation,
                     # Objects over 8 MiB go up resumably: GCS checks the whole object
                     # against this CRC32C before it exists (the client's own check would
                     # hash it again, 20x slower). Smaller ones go in one request, checked
                     # by the client.
-                    checksum="crc32c" if len(data) <= MULTIPART_LIMIT_BYTES else None,
+                    checksum="crc32c" if data.size <= MULTIPART_LIMIT_BYTES else None,
                     crc32c_checksum_value=crc32c_to_gcs(crc),
                     retry=_retry(),
                 )
-                if _same_object(blob, len(data), crc):
+                if _same_object(blob, data.size, crc):
                     return
                 # The server stored other bytes than we sent (seen with emulators when a
                 # retried chunk is applied twice): replace exactly that object.
@@ -200,7 +202,7 @@ class GcsStore:
                 existing = self.bucket.get_blob(self._name(key), retry=_retry())
                 if existing is None:
                     generation = 0
-                elif _same_object(existing, len(data), crc):
+                elif _same_object(existing, data.size, crc):
                     return
                 else:
                     generation = existing.generation
@@ -244,11 +246,11 @@ def _retry():
     return DEFAULT_RETRY.with_delay(initial=0.5, multiplier=2.0, maximum=30.0).with_timeout(seconds)
 
 
-class _RangeReader(io.RawIOBase):
-    """A read-only, seekable view of one object, fetched in ranged reads."""
+class _Seekable(io.RawIOBase):
+    """A read-only stream of `size` bytes at `position`; subclasses read into buffers."""
 
-    def __init__(self, store: GcsStore, key: str, size: int):
-        self.store, self.key, self.size, self.position = store, key, size, 0
+    size: int
+    position: int
 
     def readable(self) -> bool:
         return True
@@ -263,6 +265,49 @@ class _RangeReader(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
         self.position = max(0, base + offset)
         return self.position
+
+
+class BufferStream(_Seekable):
+    """Buffers end to end as one seekable, read-only stream: an upload reads it a chunk at a
+    time (and seeks back to retry one), so nothing but the chunk in flight is copied."""
+
+    def __init__(self, buffers: Iterable[memoryview], crc: str | None = None):
+        self.buffers = [memoryview(b).cast("B") for b in buffers]
+        self.buffers = [b for b in self.buffers if len(b)]
+        self.starts, total = [], 0
+        for buffer in self.buffers:
+            self.starts.append(total)
+            total += len(buffer)
+        self.size, self.position, self._crc = total, 0, crc
+
+    def crc32c(self) -> str:
+        if self._crc is None:
+            value = 0
+            for buffer in self.buffers:
+                value = crc32c.crc32c(buffer, value)
+            self._crc = crc32c_hex(value)
+        return self._crc
+
+    def readinto(self, out) -> int:
+        out = memoryview(out).cast("B")
+        written = 0
+        index = max(0, bisect.bisect_right(self.starts, self.position) - 1)
+        while written < len(out) and index < len(self.buffers) and self.position < self.size:
+            buffer, start = self.buffers[index], self.starts[index]
+            begin = self.position - start
+            n = min(len(buffer) - begin, len(out) - written)
+            out[written : written + n] = buffer[begin : begin + n]
+            written += n
+            self.position += n
+            index += 1
+        return written
+
+
+class _RangeReader(_Seekable):
+    """A read-only, seekable view of one object, fetched in ranged reads."""
+
+    def __init__(self, store: GcsStore, key: str, size: int):
+        self.store, self.key, self.size, self.position = store, key, size, 0
 
     def readinto(self, buffer) -> int:
         end = min(self.size, self.position + len(buffer))

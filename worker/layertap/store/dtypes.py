@@ -63,10 +63,12 @@ def check_storage_dtype(name: str) -> StorageDtype:
 
 def encode(x_ln: np.ndarray, storage_dtype: StorageDtype) -> tuple[np.ndarray, np.ndarray | None]:
     """[L, N, ...] activations -> (values in the storage dtype, [L, N] float32 scales or None;
-    a row is one token's values at one layer, whatever their shape)."""
+    a row is one token's values at one layer, whatever their shape). Values already in a
+    float storage dtype are returned as they are (a view stays a view: the shard is written
+    layer by layer)."""
     target = NUMPY_DTYPES[storage_dtype]
     if storage_dtype != "int8":
-        return np.ascontiguousarray(x_ln.astype(target, copy=False)), None
+        return x_ln.astype(target, copy=False), None
     x = x_ln.astype(np.float32, copy=False).reshape(*x_ln.shape[:2], -1)
     absmax_ln = np.abs(x).max(axis=-1)
     scale_ln = absmax_ln / INT8_MAX

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import crc32c
 import numpy as np
 
+from layertap.io import crc
 from layertap.store.dtypes import FROM_SAFETENSORS, SAFETENSORS_NAMES
 
 HEADER_ALIGN = 8
@@ -66,15 +67,39 @@ def buffers(
     for _, chunks in ordered:
         for chunk in chunks:
             if chunk.nbytes:
-                yield memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+                yield _bytes_of(chunk)
 
 
-def tensor_crc32c(chunks: Sequence[np.ndarray]) -> str:
-    """CRC32C (8 hex digits) of a tensor's bytes as the shard stores them (chunks end to end)."""
-    value = 0
-    for chunk in chunks:
-        value = crc32c.crc32c(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8), value)
-    return f"{value:08x}"
+@dataclass(frozen=True)
+class ShardBytes:
+    """A shard file ready to write: its buffers (views of the tensors' chunks), the CRC32C of
+    each tensor (readers check them) and of the whole file (the store's checksum), all from
+    one pass over the data."""
+
+    buffers: list[memoryview]
+    tensor_crcs: dict[str, str]  # name -> 8 hex digits
+    crc32c: str
+    size: int
+
+
+def shard_bytes(tensors: dict[str, Sequence[np.ndarray]], metadata: dict[str, str]) -> ShardBytes:
+    header, ordered = plan(tensors, metadata)
+    views, parts, tensor_crcs = [memoryview(header)], [(crc32c.crc32c(header), len(header))], {}
+    for name, chunks in ordered:
+        value, nbytes = 0, 0
+        for chunk in chunks:
+            if chunk.nbytes:
+                view = _bytes_of(chunk)
+                value = crc32c.crc32c(view, value)
+                nbytes += len(view)
+                views.append(view)
+        tensor_crcs[name] = f"{value:08x}"
+        parts.append((value, nbytes))
+    return ShardBytes(views, dict(sorted(tensor_crcs.items())), f"{crc.combine_all(parts):08x}", sum(map(len, views)))
+
+
+def _bytes_of(chunk: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
 
 
 def header_size(prefix: bytes) -> int:

@@ -10,9 +10,11 @@
 
 `add` hands the unit to a bounded queue and returns; a packer thread encodes units into
 the storage dtype and cuts shards of about `shard_bytes`; up to `parallel_shards` shards
-are written or uploaded at once. Memory held is therefore bounded by
-queue_units units + (parallel_shards + 1) shards (in-flight shards count twice on GCS,
-where the upload buffer is assembled from the units' arrays). A unit is never split across shards,
+are written or uploaded at once, each streamed from the units' own arrays (no shard is
+assembled in memory; bfloat16, float16 and float32 are written as handed over, without a
+copy). Memory held is therefore bounded by the queue (at most `queue_units` units and
+`queue_bytes` bytes, and always admits one unit) plus (parallel_shards + 1) shards. A
+unit may come in parts (one per device that computed it), stored end to end. A unit is never split across shards,
 so "unit committed" is exactly "its shard's commit record exists". The samples' provenance
 goes to a JSON sidecar per shard, written before the commit record.
 """
@@ -24,7 +26,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,13 +60,17 @@ class WriterProgress:
 @dataclass
 class _Unit:
     unit_id: UnitId
-    records: TokenRecords  # activations: site -> [L, N, ...]
+    parts: list[TokenRecords]  # stored end to end; activations: site -> [L, n, ...]
     samples: dict[int, dict]  # sample index -> provenance, for the samples of this unit
     stats: dict | None = None  # (site, layer) -> the statistics of its rows (store/statistics.py)
 
     @property
     def tokens(self) -> int:
-        return len(self.records)
+        return sum(len(part) for part in self.parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for part in self.parts for a in part.by_site().values())
 
 
 def open_writer(
@@ -76,6 +82,7 @@ def open_writer(
     shard_bytes: int = 256 * 1024 * 1024,
     queue_units: int = 16,
     parallel_shards: int = 4,
+    queue_bytes: int = 1024 * 1024 * 1024,
 ) -> ShardWriter:
     """Open (or resume) the run at `uri` for one process.
 
@@ -98,7 +105,7 @@ def open_writer(
         _claim_run(store, meta)
     except OSError as error:  # a file where the directory should be, no permission, a full disk
         raise LayerTapError(f"{uri}: cannot write the run here ({error.strerror or error}); choose another output.uri") from None
-    return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards)
+    return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards, queue_bytes)
 
 
 def _checked_meta(meta: Mapping) -> dict:
@@ -169,6 +176,7 @@ class ShardWriter:
         shard_bytes: int,
         queue_units: int,
         parallel_shards: int,
+        queue_bytes: int,
     ) -> None:
         self.uri = store.uri
         self._store = store
@@ -200,6 +208,8 @@ class ShardWriter:
         self._progress = WriterProgress()
         self._error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_units)
+        self._queue_bytes, self._queued_bytes = queue_bytes, 0  # the activations waiting in the queue
+        self._room = threading.Condition(self._lock)
         self._slots = threading.BoundedSemaphore(parallel_shards)
         self._pool = ThreadPoolExecutor(parallel_shards, thread_name_prefix="layertap-shard")
         self._packer = threading.Thread(target=self._pack, name="layertap-packer", daemon=True)
@@ -220,12 +230,14 @@ class ShardWriter:
     def add(
         self,
         unit_id: UnitId,
-        records: TokenRecords,
+        records: TokenRecords | Sequence[TokenRecords],
         samples: Mapping[int, Mapping] | None = None,
         stats: Mapping | None = None,
     ) -> None:
         """Queue one unit: records with activations by site (meta `sites`), each
         [L, N, ...] (L = meta layers, in order); a bare [L, N, D] array is resid_post.
+        A sequence of records is one unit in parts, stored end to end (views of larger
+        buffers are fine: each layer's rows are written as they lie).
 
         samples: sample index -> JSON-serialisable provenance (task id, origin,
             augmentation, ...) for exactly the samples in `records.sample_index`; stored in
@@ -234,7 +246,8 @@ class ShardWriter:
             (`statistics.from_rows`), merged per shard into its statistics file
             (`Run.stats()` reads them back). None: the run keeps no statistics.
 
-        Blocks while the queue is full. The arrays must not be modified afterwards.
+        Blocks while the queue is full (in units or bytes). The arrays must not be modified
+        afterwards.
         Raises the error of a failed shard write, if any.
         """
         self._raise_if_failed()
@@ -242,9 +255,16 @@ class ShardWriter:
             raise ValueError("add() after close()")
         if unit_id in self._committed or unit_id in self._queued:
             raise ValueError(f"unit {unit_id!r} was already written (check committed_units() before adding)")
-        unit = self._checked_unit(unit_id, records, samples)
+        parts = [records] if isinstance(records, TokenRecords) else list(records)
+        unit = self._checked_unit(unit_id, parts, samples)
         unit.stats = None if stats is None else dict(stats)
         self._queued.add(unit_id)
+        size = unit.nbytes
+        with self._room:
+            while self._queued_bytes and self._queued_bytes + size > self._queue_bytes:
+                self._room.wait(timeout=0.2)
+                self._raise_if_failed()
+            self._queued_bytes += size
         while True:
             try:
                 self._queue.put(unit, timeout=0.2)
@@ -280,27 +300,32 @@ class ShardWriter:
             except Exception:
                 pass  # the caller's exception is the one to see
 
-    def _checked_unit(self, unit_id, records: TokenRecords, samples) -> _Unit:
+    def _checked_unit(self, unit_id, parts: list[TokenRecords], samples) -> _Unit:
         if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
             raise ValueError(f"unit id must be an int or str, got {unit_id!r}")
-        by_site = records.by_site()
-        if sorted(by_site) != sorted(self._sites):
-            raise ValueError(f"unit {unit_id!r}: activations must hold the sites {self._sites}, got {sorted(by_site)}")
-        for site, acts in by_site.items():
-            if acts.ndim < 3 or acts.shape[0] != len(self._layers):
-                raise ValueError(
-                    f"unit {unit_id!r}: {site} activations must be [L={len(self._layers)}, N, ...], got {acts.shape}"
-                )
-            if acts.dtype not in _FLOAT_INPUTS:
-                raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
-            shape = self._shapes.setdefault(site, acts.shape[2:])
-            if acts.shape[2:] != shape:
-                raise ValueError(f"unit {unit_id!r}: {site} rows of shape {acts.shape[2:]} != {shape} of earlier units")
-        try:
-            records = TokenRecords.of(by_site, **records.columns())  # stored dtypes, one row per token
-        except ValueError as error:
-            raise ValueError(f"unit {unit_id!r}: {error}") from None
-        return _Unit(unit_id, records, _checked_samples(unit_id, samples, records.sample_index))
+        if not parts:
+            raise ValueError(f"unit {unit_id!r}: no records")
+        checked = []
+        for records in parts:
+            by_site = records.by_site()
+            if sorted(by_site) != sorted(self._sites):
+                raise ValueError(f"unit {unit_id!r}: activations must hold the sites {self._sites}, got {sorted(by_site)}")
+            for site, acts in by_site.items():
+                if acts.ndim < 3 or acts.shape[0] != len(self._layers):
+                    raise ValueError(
+                        f"unit {unit_id!r}: {site} activations must be [L={len(self._layers)}, N, ...], got {acts.shape}"
+                    )
+                if acts.dtype not in _FLOAT_INPUTS:
+                    raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
+                shape = self._shapes.setdefault(site, acts.shape[2:])
+                if acts.shape[2:] != shape:
+                    raise ValueError(f"unit {unit_id!r}: {site} rows of shape {acts.shape[2:]} != {shape} of earlier units")
+            try:
+                checked.append(TokenRecords.of(by_site, **records.columns()))  # stored dtypes, one row per token
+            except ValueError as error:
+                raise ValueError(f"unit {unit_id!r}: {error}") from None
+        sample_index = np.concatenate([records.sample_index for records in checked])
+        return _Unit(unit_id, checked, _checked_samples(unit_id, samples, sample_index))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -312,29 +337,37 @@ class ShardWriter:
     # -- the packer thread ------------------------------------------------------------
 
     def _pack(self) -> None:
-        pending: list[tuple[_Unit, dict, dict]] = []  # unit, site -> values, site -> scales
+        pending: list[tuple[_Unit, list[dict], list[dict]]] = []  # unit, per part: site -> values, site -> scales
         pending_bytes = 0
         try:
             while True:
                 unit = self._queue.get()
                 if unit is _CLOSE or self._error is not None:
                     break
-                encoded = {site: dtypes.encode(acts, self._storage_dtype) for site, acts in unit.records.activations.items()}
-                values = {site: v for site, (v, _) in encoded.items()}
-                scales = {site: s for site, (_, s) in encoded.items()}
-                size = sum(v.nbytes for v in values.values()) + sum(s.nbytes for s in scales.values() if s is not None)
-                size += sum(c.nbytes for c in unit.records.columns().values())
+                with self._room:
+                    self._queued_bytes -= unit.nbytes
+                    self._room.notify_all()
+                values, scales, size = [], [], 0
+                for part in unit.parts:
+                    encoded = {site: dtypes.encode(acts, self._storage_dtype) for site, acts in part.by_site().items()}
+                    values.append({site: v for site, (v, _) in encoded.items()})
+                    scales.append({site: s for site, (_, s) in encoded.items()})
+                    size += sum(v.nbytes for v, _ in encoded.values()) + sum(s.nbytes for _, s in encoded.values() if s is not None)
+                    size += sum(c.nbytes for c in part.columns().values())
                 if pending and pending_bytes + size > self._shard_bytes:
                     self._seal(pending)
                     pending, pending_bytes = [], 0
                 pending.append((unit, values, scales))
                 pending_bytes += size
+                if pending_bytes >= self._shard_bytes:  # no unit fits beside these: write them now
+                    self._seal(pending)
+                    pending, pending_bytes = [], 0
             if pending and self._error is None:
                 self._seal(pending)
         except BaseException as error:  # surfaced to the caller by add()/close()
             self._error = self._error or error
 
-    def _seal(self, pending: list[tuple[_Unit, dict, dict]]) -> None:
+    def _seal(self, pending: list[tuple[_Unit, list[dict], list[dict]]]) -> None:
         seq = self._next_seq
         self._next_seq += 1
         self._slots.acquire()  # bounds the shards in memory / in flight
@@ -357,16 +390,17 @@ class ShardWriter:
         self._store.write(key, data)
         return {"key": key, "bytes": len(data), "crc32c": f"{crc32c.crc32c(data):08x}"}
 
-    def _write_shard(self, seq: int, pending: list[tuple[_Unit, dict, dict]]) -> None:
+    def _write_shard(self, seq: int, pending: list[tuple[_Unit, list[dict], list[dict]]]) -> None:
+        # each tensor's chunks: every part of every unit, in order (one layer's rows of a part are
+        # contiguous, whatever the part's own layout)
         tensors: dict[str, list[np.ndarray]] = {}
         for site in self._sites:
             for i, layer in enumerate(self._layers):
-                tensors[layout.layer_tensor(layer, site)] = [values[site][i] for _, values, _ in pending]
+                tensors[layout.layer_tensor(layer, site)] = [v[site][i] for _, values, _ in pending for v in values]
                 if self._storage_dtype == "int8":
-                    tensors[layout.scale_tensor(layer, site)] = [scales[site][i] for _, _, scales in pending]
+                    tensors[layout.scale_tensor(layer, site)] = [s[site][i] for _, _, scales in pending for s in scales]
         for name in layout.TOKEN_COLUMNS:
-            tensors[name] = [getattr(unit.records, name) for unit, _, _ in pending]
-        tensor_crcs = {name: shardfile.tensor_crc32c(chunks) for name, chunks in sorted(tensors.items())}
+            tensors[name] = [getattr(part, name) for unit, _, _ in pending for part in unit.parts]
         units, row = [], 0
         for unit, _, _ in pending:
             units.append([unit.unit_id, row, row + unit.tokens])
@@ -380,7 +414,8 @@ class ShardWriter:
         if self._sites != [layout.DEFAULT_SITE]:  # a resid_post run's shards stay as they always were
             metadata["sites"] = json.dumps(self._sites)
         key = layout.shard_key(self._process_index, seq)
-        size, crc = self._store.put(key, shardfile.buffers(tensors, metadata))
+        shard = shardfile.shard_bytes(tensors, metadata)  # every CRC in one pass; the store needs no other
+        size, crc = self._store.put(key, shard.buffers, crc32c=shard.crc32c)
         # The sidecar (and the statistics) go before the commit record, so a committed shard
         # always has them.
         samples_key = layout.samples_key(self._process_index, seq)
@@ -398,7 +433,7 @@ class ShardWriter:
             "tokens": row,
             "hidden_size": math.prod(self._shapes[self._sites[0]]),
             "units": units,
-            "tensors": tensor_crcs,  # CRC32C of each tensor: readers check what they read
+            "tensors": shard.tensor_crcs,  # CRC32C of each tensor: readers check what they read
         }
         if self._sites != [layout.DEFAULT_SITE]:
             record["shapes"] = {site: list(self._shapes[site]) for site in self._sites}

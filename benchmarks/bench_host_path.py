@@ -1,0 +1,256 @@
+"""The host path of extraction at the H200 run's shapes, on any machine: everything after the
+forward, next to the raw write speed of the same bytes to the same sink, measured in the same run.
+
+The real runner's loop (`runner._run_steps`: batches, the on-device gather of the stored
+entries, the copy to the host, the unit's records and statistics, the shard writer) runs
+with a synthetic forward: each step's output is one device-resident array of the H200 run's
+step shape (L=14 layers, 16 rows x 2048 tokens, D=896, bfloat16; pooled modes: [14, 16, K,
+896]), so the device costs nothing and the host path is all that is measured. Samples are
+ARC-like (600-2048 tokens, each with 8 special tokens excluded), packed by the real planner.
+
+    .venv/bin/python benchmarks/bench_host_path.py                    # local disk, all + last
+    .venv/bin/python benchmarks/bench_host_path.py --sinks local gcs --positions all last mean
+    .venv/bin/python benchmarks/bench_host_path.py --memory-kind pinned_host   # the accelerator's copy, on a CPU
+
+Reported per sink and positions mode: useful tokens/s and stored GB/s end to end (from the
+first dispatch until every shard is durable; compilation is done in a warm-up pass), the raw
+sink's GB/s for the same shards (local: write + fsync per file; GCS: google-cloud-storage's
+own upload), both with the writer's parallelism, and the runner's per-step stages. Timing is
+printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from bench_store import with_emulator
+
+LAYERS = tuple(range(10, 24))
+HIDDEN = 896
+ROWS, ROW_LENGTH = 16, 2048
+EXCLUDED_PER_SAMPLE = 8  # chat-template tokens (<|im_start|>, <|im_end|>, roles)
+PARALLEL_SHARDS = 4  # the writer's default
+
+
+@dataclass
+class SyntheticRun:
+    """What the runner's loop reads of a `Prepared`, without a model."""
+
+    plan: object
+    samples: dict
+    keep: dict
+    mode: str
+    layers: tuple[int, ...]
+    capacities: tuple[int, ...]
+    data_devices: int
+
+
+def make_run(samples_count: int, mode: str, seed: int = 0) -> SyntheticRun:
+    from layertap.data.sample import Sample
+    from layertap.extract import compact
+    from layertap.extract.plan import make_plan
+
+    rng = np.random.default_rng(seed)
+    samples, keep = {}, {}
+    for index in range(samples_count):
+        length = int(rng.integers(600, ROW_LENGTH + 1))
+        ids = rng.integers(0, 151_000, length).astype(np.int32)
+        segments = np.minimum(np.arange(length) // 200, 9).astype(np.int16)
+        samples[index] = Sample(index=index, token_ids=ids, segments=segments, meta={"task_id": f"t{index}"})
+        mask = np.ones(length, bool)
+        mask[[0, 1, 2, length // 2, length // 2 + 1, length - 3, length - 2, length - 1]] = False
+        keep[index] = mask
+    plan = make_plan({i: len(s.token_ids) for i, s in samples.items()}, ROWS)
+    stored = {i: int(keep[i].sum()) if mode == "all" else 1 for i in samples}
+    capacities = compact.step_capacities([s.rows for s in plan.steps], plan.step_shapes, stored, 1)
+    return SyntheticRun(plan, samples, keep, mode, LAYERS, tuple(capacities), 1)
+
+
+def synthetic_step(run: SyntheticRun):
+    """A forward that costs nothing: every step's output is the same device-resident array of
+    the step's shape (made once per shape), with no statistics."""
+    import jax
+    import jax.numpy as jnp
+
+    outputs = {}
+
+    def step(params, arrays):
+        rows, length = arrays["token_ids"].shape
+        width = length if run.mode == "all" else arrays["weights"].shape[1]
+        if (rows, width) not in outputs:
+            key = jax.random.key(rows * 100_003 + width)
+            shape = (len(LAYERS), rows, width, HIDDEN)
+            outputs[rows, width] = jax.random.normal(key, shape, jnp.float32).astype(jnp.bfloat16).block_until_ready()
+        return {"acts": {"resid_post": outputs[rows, width]}, "stats": {}}
+
+    return step
+
+
+def run_host_path(run: SyntheticRun, uri: str, memory_kind: str | None) -> dict:
+    from jax.sharding import AxisType
+
+    import jax
+    from layertap.extract import compact, runner
+    from layertap.extract.mesh import local_rows
+    from layertap.progress import Progress
+    from layertap.store.writer import open_writer
+
+    mesh = jax.make_mesh((1, 1), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+    meta = {"layers": list(LAYERS), "storage_dtype": "bfloat16", "hidden_size": HIDDEN}
+    writer = open_writer(uri, meta, shard_bytes=256 * 2**20)
+    plan = run.plan
+    progress = Progress(samples_total=len(run.samples), tokens_total=plan.useful_tokens, show_bar=False)
+    sink = runner.UnitSink(run, writer, progress, lambda rows: local_rows(mesh, rows), 0, 1)
+    step = synthetic_step(run)
+    kind = compact.host_memory_kind(jax.devices()[0]) if memory_kind == "auto" else memory_kind
+    for shape in plan.shapes:  # the synthetic outputs exist before the clock starts
+        step(None, {"token_ids": np.zeros(shape), "weights": np.zeros((shape[0], max(s.max_per_row for s in plan.steps), 1))})
+    todo = list(range(plan.num_steps))
+    started = time.perf_counter()
+    with writer:
+        compile_seconds, _ = runner._run_steps(run, mesh, None, step, todo, [False] * len(todo), sink, None, memory_kind=kind)
+        flush_started = time.perf_counter()
+    finished = time.perf_counter()
+    written = writer.progress()
+    return {
+        "seconds": finished - started - compile_seconds,
+        "flush": finished - flush_started,
+        "compile": compile_seconds,
+        "bytes": written.bytes,
+        "shards": written.shards,
+        "tokens": plan.useful_tokens,
+        "stored": written.tokens,
+        "times": sink.times,
+        "shard_sizes": [info.size for key, info in writer._store.list("shards").items()],
+    }
+
+
+def raw_local(root: Path, sizes: list[int]) -> float:
+    """Seconds to write files of these sizes (write + fsync + rename, as a shard), in parallel."""
+    root.mkdir(parents=True, exist_ok=True)
+    block = np.random.default_rng(1).integers(0, 255, max(sizes), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        path = root / f"raw-{i}"
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(memoryview(block)[: sizes[i]])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(PARALLEL_SHARDS) as pool:
+        list(pool.map(one, range(len(sizes))))
+    fd = os.open(root, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - t0
+
+
+def raw_gcs(bucket: str, sizes: list[int]) -> float:
+    """Seconds to upload objects of these sizes with google-cloud-storage alone, in parallel."""
+    from google.cloud import storage
+
+    client = storage.Client()
+    block = np.random.default_rng(1).integers(0, 255, max(sizes), dtype=np.uint8).tobytes()
+
+    def one(i: int) -> None:
+        client.bucket(bucket).blob(f"raw/raw-{i}").upload_from_file(io.BytesIO(block[: sizes[i]]), size=sizes[i])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(PARALLEL_SHARDS) as pool:
+        list(pool.map(one, range(len(sizes))))
+    return time.perf_counter() - t0
+
+
+def measure(sink: str, mode: str, args, scratch: Path) -> dict:
+    run = make_run(args.samples, mode)
+    fed = sum(rows * length for rows, length in run.plan.step_shapes)
+    print(
+        f"# {sink}, positions {mode}: {run.plan.num_steps} steps of {run.plan.describe_shapes()}, "
+        f"{run.plan.useful_tokens} tokens ({1 - run.plan.useful_tokens / fed:.1%} padding), "
+        f"{len(set(run.capacities))} capacities",
+        flush=True,
+    )
+    if sink == "local":
+        base = scratch / f"{mode}"
+        uri = lambda name: str(base / name)  # noqa: E731
+    else:
+        uri = lambda name: f"gs://bench/{mode}-{name}"  # noqa: E731
+    run_host_path(run, uri("warm"), args.memory_kind)  # compiles every gather
+    result = run_host_path(run, uri("timed"), args.memory_kind)
+    if sink == "local":
+        shutil.rmtree(base / "warm", ignore_errors=True)
+        result["raw"] = raw_local(base / "raw", result["shard_sizes"])
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        result["raw"] = raw_gcs("bench", result["shard_sizes"])
+    result.update(sink=sink, mode=mode, steps=run.plan.num_steps)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200, help="ARC-like samples (200: ~12 steps of 16 x 2048)")
+    parser.add_argument("--positions", nargs="+", default=["all", "last"], choices=["all", "last", "mean"])
+    parser.add_argument("--sinks", nargs="+", default=["local"], choices=["local", "gcs"])
+    parser.add_argument(
+        "--memory-kind", default="auto", help="where the compact output goes: auto (pinned_host on an accelerator), pinned_host"
+    )
+    parser.add_argument("--dir", type=Path, help="scratch directory for the local sink (default: a temp dir)")
+    args = parser.parse_args()
+    args.memory_kind = None if args.memory_kind in ("none", "") else args.memory_kind
+    import jax
+
+    scratch = Path(tempfile.mkdtemp(prefix="layertap-host-path-", dir=args.dir))
+    results = []
+    try:
+        for sink in args.sinks:
+            for mode in args.positions:
+                if sink == "gcs":
+                    results.append(with_emulator(lambda _uri: measure(sink, mode, args, scratch)))  # noqa: B023
+                else:
+                    results.append(measure(sink, mode, args, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    device = jax.devices()[0]
+    print(f"\n## Host path on {platform.processor() or platform.machine()} ({os.cpu_count()} cores), JAX {device.platform}")
+    print("\n| sink | positions | steps | tokens/s | stored GB/s | raw sink GB/s | host path / raw sink | flush s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        rate = r["bytes"] / r["seconds"] / 1e9
+        raw = sum(r["shard_sizes"]) / r["raw"] / 1e9
+        print(
+            f"| {r['sink']} | {r['mode']} | {r['steps']} | {r['tokens'] / r['seconds']:,.0f} | {rate:.2f} | "
+            f"{raw:.2f} | {rate / raw:.2f} | {r['flush']:.2f} |"
+        )
+    print("\nPer step (the runner's stages; GB/s: the step's stored bytes over the stage's time):\n")
+    print("| sink | positions | " + " | ".join(runner_phases()) + " |")
+    print("| --- | --- |" + " ---: |" * len(runner_phases()))
+    for r in results:
+        per_step_bytes = r["bytes"] / r["steps"]
+        cells = []
+        for phase, ms in r["times"].per_step_ms().items():
+            cells.append(f"{ms:.1f} ms" + (f" ({per_step_bytes / ms / 1e6:.1f} GB/s)" if ms > 0.05 else ""))
+        print(f"| {r['sink']} | {r['mode']} | " + " | ".join(cells) + " |")
+
+
+def runner_phases() -> tuple[str, ...]:
+    from layertap.extract.runner import StepTimes
+
+    return StepTimes.PHASES
+
+
+if __name__ == "__main__":
+    main()
