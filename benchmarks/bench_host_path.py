@@ -14,9 +14,10 @@ ARC-like (600-2048 tokens, each with 8 special tokens excluded), packed by the r
 
 Reported per sink and positions mode: useful tokens/s and stored GB/s end to end (from the
 first dispatch until every shard is durable; compilation is done in a warm-up pass), the raw
-sink's GB/s for the same shards (local: write + fsync per file; GCS: google-cloud-storage's
-own upload), both with the writer's parallelism, and the runner's per-step stages. Timing is
-printed, never asserted.
+sink's GB/s for the same shards (local: write, fsync, rename and directory fsync per file; GCS:
+google-cloud-storage's own upload) with the writer's parallelism, measured just before and
+just after the host path (a disk's speed drifts; the mean is the reference), and the runner's
+per-step stages. Timing is printed, never asserted.
 """
 
 from __future__ import annotations
@@ -133,11 +134,34 @@ def run_host_path(run: SyntheticRun, uri: str, memory_kind: str | None) -> dict:
         "stored": written.tokens,
         "times": sink.times,
         "shard_sizes": [info.size for key, info in writer._store.list("shards").items()],
+        "unit_rows": [
+            sum(int(run.keep[i].sum()) if run.mode == "all" else 1 for row in run.plan.steps[s].rows for i in row) for s in todo
+        ],
     }
 
 
+def writer_alone(uri: str, units: list[int], mode: str) -> tuple[float, int]:
+    """(seconds, bytes) of the shard writer alone given units of these row counts, each a view
+    of one compact buffer as the runner hands them over: the host side without the device."""
+    import ml_dtypes
+    from layertap.store.records import TokenRecords
+    from layertap.store.writer import open_writer
+
+    rng = np.random.default_rng(2)
+    buffer = rng.standard_normal((len(LAYERS), 1, max(units), HIDDEN), dtype=np.float32).astype(ml_dtypes.bfloat16)
+    meta = {"layers": list(LAYERS), "storage_dtype": "bfloat16", "hidden_size": HIDDEN, "mode": mode}
+    t0 = time.perf_counter()
+    with open_writer(uri, meta, shard_bytes=256 * 2**20) as writer:
+        for unit, n in enumerate(units):
+            columns = {name: np.zeros(n, dtype) for name, dtype in (("token_ids", np.int32), ("sample_index", np.int64))}
+            columns |= {"position": np.zeros(n, np.int32), "segment": np.zeros(n, np.int16)}
+            writer.add(unit, TokenRecords.of({"resid_post": buffer[:, 0, :n]}, **columns))
+    return time.perf_counter() - t0, writer.progress().bytes
+
+
 def raw_local(root: Path, sizes: list[int]) -> float:
-    """Seconds to write files of these sizes (write + fsync + rename, as a shard), in parallel."""
+    """Seconds to write files of these sizes durably, in parallel: the least a published file
+    takes (write, fsync, rename, fsync of the directory), with no checksum and nothing else."""
     root.mkdir(parents=True, exist_ok=True)
     block = np.random.default_rng(1).integers(0, 255, max(sizes), dtype=np.uint8)
 
@@ -148,14 +172,16 @@ def raw_local(root: Path, sizes: list[int]) -> float:
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
+        fd = os.open(root, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(PARALLEL_SHARDS) as pool:
         list(pool.map(one, range(len(sizes))))
-    fd = os.open(root, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(root)
+    return seconds
 
 
 def raw_gcs(bucket: str, sizes: list[int]) -> float:
@@ -188,14 +214,20 @@ def measure(sink: str, mode: str, args, scratch: Path) -> dict:
         uri = lambda name: str(base / name)  # noqa: E731
     else:
         uri = lambda name: f"gs://bench/{mode}-{name}"  # noqa: E731
-    run_host_path(run, uri("warm"), args.memory_kind)  # compiles every gather
-    result = run_host_path(run, uri("timed"), args.memory_kind)
+    warm = run_host_path(run, uri("warm"), args.memory_kind)  # compiles every gather
+    # the raw sink just before and just after the host path, the same shards: a disk's speed drifts
+    raw = (lambda: raw_local(base / "raw", warm["shard_sizes"])) if sink == "local" else (lambda: raw_gcs("bench", warm["shard_sizes"]))  # noqa: E731
     if sink == "local":
         shutil.rmtree(base / "warm", ignore_errors=True)
-        result["raw"] = raw_local(base / "raw", result["shard_sizes"])
+    before = raw()
+    result = run_host_path(run, uri("timed"), args.memory_kind)
+    alone = writer_alone(uri("alone"), result["unit_rows"], mode)
+    after = raw()
+    if sink == "local":
         shutil.rmtree(base, ignore_errors=True)
-    else:
-        result["raw"] = raw_gcs("bench", result["shard_sizes"])
+    result["raw"] = (before + after) / 2
+    result["writer_alone_GBps"] = alone[1] / alone[0] / 1e9
+    result["raw_range"] = sorted(sum(warm["shard_sizes"]) / s / 1e9 for s in (before, after))
     result.update(sink=sink, mode=mode, steps=run.plan.num_steps)
     return result
 
@@ -226,14 +258,18 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     device = jax.devices()[0]
     print(f"\n## Host path on {platform.processor() or platform.machine()} ({os.cpu_count()} cores), JAX {device.platform}")
-    print("\n| sink | positions | steps | tokens/s | stored GB/s | raw sink GB/s | host path / raw sink | flush s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "\n| sink | positions | steps | tokens/s | stored GB/s | raw sink GB/s (before, after) | host path / raw sink "
+        "| writer alone / raw sink | flush s |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         rate = r["bytes"] / r["seconds"] / 1e9
         raw = sum(r["shard_sizes"]) / r["raw"] / 1e9
         print(
             f"| {r['sink']} | {r['mode']} | {r['steps']} | {r['tokens'] / r['seconds']:,.0f} | {rate:.2f} | "
-            f"{raw:.2f} | {rate / raw:.2f} | {r['flush']:.2f} |"
+            f"{raw:.2f} ({r['raw_range'][0]:.2f}-{r['raw_range'][1]:.2f}) | {rate / raw:.2f} | {r['writer_alone_GBps'] / raw:.2f} "
+            f"| {r['flush']:.2f} |"
         )
     print("\nPer step (the runner's stages; GB/s: the step's stored bytes over the stage's time):\n")
     print("| sink | positions | " + " | ".join(runner_phases()) + " |")

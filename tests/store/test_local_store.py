@@ -320,4 +320,4 @@ def test_a_unit_in_parts_is_stored_exactly_as_the_whole_unit(tmp_path):
     for a, b in zip(whole, split):
         assert a.read_bytes() == b.read_bytes(), a.name
     finalize_run(str(tmp_path / "parts"))
-    layertap.open(str(tmp_path / "parts")).verify()  # every shard's CRC32C (combined from its tensors') holds
+    layertap.open(str(tmp_path / "parts")).verify()  # every shard's size and CRC32C hold

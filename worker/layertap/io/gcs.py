@@ -118,10 +118,9 @@ class GcsStore:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
 
     @_explain_gcs_errors
-    def put(self, key: str, buffers: Iterable[memoryview], crc32c: str | None = None) -> tuple[int, str]:
-        # streamed from the buffers themselves: a shard is never assembled in memory. A given
-        # CRC32C is not recomputed: GCS checks the object against it before it exists.
-        stream = BufferStream(buffers, crc32c)
+    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
+        # streamed from the buffers themselves: a shard is never assembled in memory
+        stream = BufferStream(buffers)
         self._upload(key, stream, stream.crc32c())
         return stream.size, stream.crc32c()
 
@@ -271,14 +270,14 @@ class BufferStream(_Seekable):
     """Buffers end to end as one seekable, read-only stream: an upload reads it a chunk at a
     time (and seeks back to retry one), so nothing but the chunk in flight is copied."""
 
-    def __init__(self, buffers: Iterable[memoryview], crc: str | None = None):
+    def __init__(self, buffers: Iterable[memoryview]):
         self.buffers = [memoryview(b).cast("B") for b in buffers]
         self.buffers = [b for b in self.buffers if len(b)]
         self.starts, total = [], 0
         for buffer in self.buffers:
             self.starts.append(total)
             total += len(buffer)
-        self.size, self.position, self._crc = total, 0, crc
+        self.size, self.position, self._crc = total, 0, None
 
     def crc32c(self) -> str:
         if self._crc is None:

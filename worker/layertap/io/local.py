@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-import crc32c as _crc32c
+import crc32c
 
 from layertap.io.store import ObjectInfo
 
@@ -50,16 +50,15 @@ class LocalStore:
             if path.is_file() and not path.name.startswith(TMP_PREFIX)
         }
 
-    def put(self, key: str, buffers: Iterable[memoryview], crc32c: str | None = None) -> tuple[int, str]:
+    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
         path = self.root / key
         tmp = temporary_path(path)
-        crc, size = (None if crc32c is not None else _crc32c.CRC32CHash()), 0
+        crc, size = crc32c.CRC32CHash(), 0
         try:
             with open(tmp, "wb") as f:
                 for buf in buffers:
                     f.write(buf)
-                    if crc is not None:
-                        crc.update(buf)
+                    crc.update(buf)
                     size += len(buf)
                 f.flush()
                 os.fsync(f.fileno())
@@ -67,7 +66,7 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
         _sync_dir(path.parent)
-        return size, crc32c if crc is None else crc.hexdigest()
+        return size, crc.hexdigest()
 
     def write(self, key: str, data: bytes) -> None:
         self.put(key, [memoryview(data)])

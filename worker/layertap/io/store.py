@@ -49,9 +49,9 @@ class Store(Protocol):
     def list(self, prefix: str) -> dict[str, ObjectInfo]:
         """Objects under the folder `prefix` ("" for all), by key; temporary files excluded."""
 
-    def put(self, key: str, buffers: Iterable[memoryview], crc32c: str | None = None) -> tuple[int, str]:
-        """Write an object atomically from buffers; returns (size, crc32c as 8 hex digits).
-        `crc32c`: the buffers' CRC32C, when the caller has it (not computed again)."""
+    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
+        """Write an object atomically from buffers, read once in order; returns (size, crc32c
+        as 8 hex digits)."""
 
     def write(self, key: str, data: bytes) -> None:
         """Write (or replace) an object atomically."""

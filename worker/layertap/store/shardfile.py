@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import crc32c
 import numpy as np
-
-from layertap.io import crc
 from layertap.store.dtypes import FROM_SAFETENSORS, SAFETENSORS_NAMES
 
 HEADER_ALIGN = 8
@@ -70,32 +68,30 @@ def buffers(
                 yield _bytes_of(chunk)
 
 
-@dataclass(frozen=True)
+BLOCK_BYTES = 1 << 20  # small enough to stay in the CPU's cache between its CRC and its copy
+
+
 class ShardBytes:
-    """A shard file ready to write: its buffers (views of the tensors' chunks), the CRC32C of
-    each tensor (readers check them) and of the whole file (the store's checksum), all from
-    one pass over the data."""
+    """A shard file as blocks to write, each tensor's CRC32C (readers check them) taken as its
+    blocks go by: a block is hashed and then copied by the store while it is still in the
+    CPU's cache, so the data crosses main memory once. `tensor_crcs` is complete once
+    `blocks()` has been read to the end."""
 
-    buffers: list[memoryview]
-    tensor_crcs: dict[str, str]  # name -> 8 hex digits
-    crc32c: str
-    size: int
+    def __init__(self, tensors: dict[str, Sequence[np.ndarray]], metadata: dict[str, str]) -> None:
+        self.header, self._ordered = plan(tensors, metadata)
+        self.tensor_crcs: dict[str, str] = {}
 
-
-def shard_bytes(tensors: dict[str, Sequence[np.ndarray]], metadata: dict[str, str]) -> ShardBytes:
-    header, ordered = plan(tensors, metadata)
-    views, parts, tensor_crcs = [memoryview(header)], [(crc32c.crc32c(header), len(header))], {}
-    for name, chunks in ordered:
-        value, nbytes = 0, 0
-        for chunk in chunks:
-            if chunk.nbytes:
+    def blocks(self, size: int = BLOCK_BYTES) -> Iterator[memoryview]:
+        yield memoryview(self.header)
+        for name, chunks in self._ordered:
+            value = 0
+            for chunk in chunks:
                 view = _bytes_of(chunk)
-                value = crc32c.crc32c(view, value)
-                nbytes += len(view)
-                views.append(view)
-        tensor_crcs[name] = f"{value:08x}"
-        parts.append((value, nbytes))
-    return ShardBytes(views, dict(sorted(tensor_crcs.items())), f"{crc.combine_all(parts):08x}", sum(map(len, views)))
+                for start in range(0, len(view), size):
+                    block = view[start : start + size]
+                    value = crc32c.crc32c(block, value)
+                    yield block
+            self.tensor_crcs[name] = f"{value:08x}"
 
 
 def _bytes_of(chunk: np.ndarray) -> memoryview:

@@ -414,8 +414,8 @@ class ShardWriter:
         if self._sites != [layout.DEFAULT_SITE]:  # a resid_post run's shards stay as they always were
             metadata["sites"] = json.dumps(self._sites)
         key = layout.shard_key(self._process_index, seq)
-        shard = shardfile.shard_bytes(tensors, metadata)  # every CRC in one pass; the store needs no other
-        size, crc = self._store.put(key, shard.buffers, crc32c=shard.crc32c)
+        shard = shardfile.ShardBytes(tensors, metadata)
+        size, crc = self._store.put(key, shard.blocks())
         # The sidecar (and the statistics) go before the commit record, so a committed shard
         # always has them.
         samples_key = layout.samples_key(self._process_index, seq)
@@ -433,7 +433,7 @@ class ShardWriter:
             "tokens": row,
             "hidden_size": math.prod(self._shapes[self._sites[0]]),
             "units": units,
-            "tensors": shard.tensor_crcs,  # CRC32C of each tensor: readers check what they read
+            "tensors": dict(sorted(shard.tensor_crcs.items())),  # CRC32C of each tensor: readers check what they read
         }
         if self._sites != [layout.DEFAULT_SITE]:
             record["shapes"] = {site: list(self._shapes[site]) for site in self._sites}
