@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import Mesh
 from layertap.data.sample import Sample
 from layertap.extract.batch import build_batch, keep_mask
-from layertap.extract.compact import host_parts, make_compact
+from layertap.extract.compact import Gather, host_parts
 from layertap.store.records import TokenRecords
 
 
@@ -70,7 +70,7 @@ def gathered(rows, mode: str, acts: dict, blocks: int = 1, capacity: int | None 
     batch = build_batch(rows, SAMPLES, KEEP, row_length=8, max_per_row=2, mode=mode, blocks=blocks, capacity=capacity)
     assert all(e.take.dtype == np.int32 for e in batch.entries)
     mesh = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
-    gather = make_compact(mesh)
+    gather = Gather(mesh)
     per_block = len(rows) // blocks
     parts = []
     for b, entries in enumerate(batch.entries):

@@ -50,7 +50,7 @@ PROGRAM = textwrap.dedent(
     """
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from layertap.extract.compact import host_parts, make_compact, to_host
+    from layertap.extract.compact import Gather, host_parts, to_host
 
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model"))
     rng = np.random.default_rng(0)
@@ -60,7 +60,7 @@ PROGRAM = textwrap.dedent(
     take[0, :7] = rng.choice(16, 7, replace=False)
     take[1, :3] = rng.choice(16, 3, replace=False)
     on_mesh = jax.device_put({"resid_post": acts}, NamedSharding(mesh, P(None, "data")))
-    stored = make_compact(mesh)(on_mesh, jax.device_put(take, NamedSharding(mesh, P("data"))))
+    stored = Gather(mesh)(on_mesh, jax.device_put(take, NamedSharding(mesh, P("data"))))
     pinned = to_host(stored, "pinned_host")
     print("memory", pinned["resid_post"].sharding.memory_kind)
     parts = host_parts(pinned, counts)

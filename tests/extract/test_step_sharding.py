@@ -14,7 +14,7 @@ PROGRAM = textwrap.dedent(
     import re, sys, tempfile
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from layertap.extract.compact import make_compact
+    from layertap.extract.compact import Gather
     from layertap.extract.step import make_step
     from layertap.model import LayerTap, load_checkpoint, make_extract_fn, write_random_checkpoint
 
@@ -38,7 +38,8 @@ PROGRAM = textwrap.dedent(
         shapes = jax.eval_shape(step, params, batch)["acts"]
         acts = {site: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P(None, "data"))) for site, x in shapes.items()}
         take = jax.ShapeDtypeStruct((4, 24), jnp.int32, sharding=NamedSharding(mesh, P("data")))
-        text = make_compact(mesh).lower(acts, take).compile().as_text()
+        out = {site: jax.ShapeDtypeStruct((x.shape[0], 4, 24, *x.shape[3:]), x.dtype, sharding=NamedSharding(mesh, P(None, "data"))) for site, x in shapes.items()}
+        text = Gather(mesh).program.lower(acts, take, out).compile().as_text()
         found = sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|collective-permute|reduce-scatter", text)))
         print("gather", mode, found)
     """

@@ -91,11 +91,6 @@ def _gather(acts: dict[str, jax.Array], take_dc: jax.Array) -> dict[str, jax.Arr
     return out
 
 
-def make_compact(mesh: Mesh):
-    """The jitted gather (`_gather`) into fresh buffers."""
-    return jax.jit(_gather, out_shardings=NamedSharding(mesh, P(None, DATA)))
-
-
 class Gather:
     """The jitted gather into recycled buffers: a buffer handed back (`recycle`, once nothing
     reads it) is donated to a later step's gather of the same shape. On a CPU this is 3x
@@ -108,8 +103,8 @@ class Gather:
 
     def __init__(self, mesh: Mesh, keep: int = 4) -> None:
         self.sharding = NamedSharding(mesh, P(None, DATA))
-        # kept though unused: the donated buffer is the memory XLA writes the output into
-        self._into = jax.jit(
+        # `out` is kept though unused: the donated buffer is the memory XLA writes the output into
+        self.program = jax.jit(
             lambda acts, take, out: _gather(acts, take), out_shardings=self.sharding, donate_argnums=2, keep_unused=True
         )
         self._zeros = jax.jit(
@@ -127,7 +122,7 @@ class Gather:
             out = self._zeros(shapes)
         else:
             self._free = [b for b in self._free if b is not out]
-        return self._into(acts, take_dc, out)
+        return self.program(acts, take_dc, out)
 
     @staticmethod
     def programs(shapes_and_capacities: Sequence[tuple[tuple[int, int], int]]) -> int:

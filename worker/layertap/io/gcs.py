@@ -19,9 +19,12 @@ from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 from layertap.errors import LayerTapError
 from layertap.io.store import ObjectInfo, split_gcs
 
-# A resumable upload sends the object in chunks of this size; a failed chunk is retried
-# from the last byte the server confirmed (a multiple of 256 KiB, as GCS requires).
-UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
+# A resumable upload sends the object in chunks of this size, one request each; a failed
+# chunk is retried from the last byte the server confirmed (a multiple of 256 KiB, as GCS
+# requires). google-cloud-storage's own default: each request's round trip is a small share
+# of its transfer (with 16 MiB chunks the GCS emulator took 31 MB/s, with 100 MiB 83 MB/s;
+# docs/benchmarks.md, host path). Each upload holds one chunk in memory while it is sent.
+UPLOAD_CHUNK_BYTES = 100 * 1024 * 1024
 MULTIPART_LIMIT_BYTES = 8 * 1024 * 1024  # google-cloud-storage uploads larger objects resumably
 # Retries with exponential backoff on 408/429/5xx and dropped connections, for this long
 # (LAYERTAP_GCS_RETRY_SECONDS overrides it).
