@@ -78,3 +78,28 @@ def test_each_device_gathers_its_own_rows_into_pinned_host_memory():
     result = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("\n")[-4:-1] == ["memory pinned_host", "part 0 (3, 7, 5) True", "part 1 (3, 3, 5) True"]
+
+
+def test_a_run_moves_only_what_it_stores(checkpoint, tmp_path):
+    """ARC prompts with only the test-input grid kept: a small share of each prompt is stored,
+    and the compact outputs carry that share plus the capacities' few % spare, not the steps'
+    padded rows."""
+    import argparse
+
+    from layertap.demo import write_arc_tasks
+    from layertap.extract.cli import add_arguments, job_from_args
+    from layertap.extract.compact import ALIGN
+    from layertap.extract.runner import prepare
+
+    write_arc_tasks(tmp_path / "arc.json", 4)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--model", str(checkpoint), "--dataset", str(tmp_path / "arc.json"), "--format", "arc-json"]
+    argv += ["--output", str(tmp_path / "out"), "--layers", "1,3", "--max-tokens", "1024", "--over-limit", "shorten"]
+    prepared = prepare(job_from_args(parser.parse_args([*argv, "--segments", "test-input"])))
+    per_entry = 2 * 64 * 2  # 2 layers x hidden 64 in bfloat16
+    stored = prepared.rows_stored * per_entry
+    padded = prepared.plan.fed_tokens * per_entry
+    steps = prepared.plan.num_steps
+    assert stored <= prepared.moved_bytes() <= stored * 1.06 + steps * ALIGN * per_entry
+    assert prepared.moved_bytes() < padded / 4  # the test-input grid is a small share of a prompt
