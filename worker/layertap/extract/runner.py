@@ -448,15 +448,17 @@ def _run_steps(
     stop: StopRequest | None,
     cache: CompilationCache | None = None,
     memory_kind: str | None = "auto",
+    gather: compact.Gather | None = None,
 ) -> tuple[float, list[int]]:
     """Dispatch steps up to IN_FLIGHT ahead of the one being finished, until done or asked to
     stop; returns compile seconds and the steps run. Each new program goes to the cache at once.
 
     A step is two programs: the forward (one per shape) and the gather of what it stores (one
     per shape and capacity), whose output starts for the host at once: into `memory_kind`
-    ("auto": pinned memory on an accelerator, none on a CPU; benchmarks force one)."""
+    ("auto": pinned memory on an accelerator, none on a CPU; benchmarks force one, and may
+    give a stand-in for the gather)."""
     plan = prepared.plan
-    gather = compact.Gather(mesh)
+    gather = gather or compact.Gather(mesh)
     if memory_kind == "auto":
         memory_kind = compact.host_memory_kind(jax.local_devices()[0])
     compile_seconds, compiled = 0.0, set()
