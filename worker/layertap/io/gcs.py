@@ -9,7 +9,7 @@ import functools
 import io
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -121,9 +121,14 @@ class GcsStore:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
 
     @_explain_gcs_errors
-    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
-        # streamed from the buffers themselves: a shard is never assembled in memory
+    def put(
+        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
+    ) -> tuple[int, str]:
+        # streamed from the buffers themselves: a shard is never assembled in memory. A CRC
+        # the caller took on the way is not taken again (GCS checks the object against it).
         stream = BufferStream(buffers)
+        if crc32c is not None:
+            stream.checksum = crc32c()
         self._upload(key, stream, stream.crc32c())
         return stream.size, stream.crc32c()
 
@@ -280,15 +285,15 @@ class BufferStream(_Seekable):
         for buffer in self.buffers:
             self.starts.append(total)
             total += len(buffer)
-        self.size, self.position, self._crc = total, 0, None
+        self.size, self.position, self.checksum = total, 0, None
 
     def crc32c(self) -> str:
-        if self._crc is None:
+        if self.checksum is None:
             value = 0
             for buffer in self.buffers:
                 value = crc32c.crc32c(buffer, value)
-            self._crc = crc32c_hex(value)
-        return self._crc
+            self.checksum = crc32c_hex(value)
+        return self.checksum
 
     def readinto(self, out) -> int:
         out = memoryview(out).cast("B")

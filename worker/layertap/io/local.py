@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-import crc32c
+import crc32c as _crc32c
 
 from layertap.io.store import ObjectInfo
 
@@ -50,15 +50,18 @@ class LocalStore:
             if path.is_file() and not path.name.startswith(TMP_PREFIX)
         }
 
-    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
+    def put(
+        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
+    ) -> tuple[int, str]:
         path = self.root / key
         tmp = temporary_path(path)
-        crc, size = crc32c.CRC32CHash(), 0
+        crc, size = (_crc32c.CRC32CHash() if crc32c is None else None), 0
         try:
             with open(tmp, "wb") as f:
                 for buf in buffers:
                     f.write(buf)
-                    crc.update(buf)
+                    if crc is not None:
+                        crc.update(buf)
                     size += len(buf)
                 f.flush()
                 os.fsync(f.fileno())
@@ -66,7 +69,7 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
         _sync_dir(path.parent)
-        return size, crc.hexdigest()
+        return size, crc.hexdigest() if crc is not None else crc32c()
 
     def write(self, key: str, data: bytes) -> None:
         self.put(key, [memoryview(data)])

@@ -8,7 +8,7 @@ emulator (fake-gcs-server in the tests).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -49,9 +49,12 @@ class Store(Protocol):
     def list(self, prefix: str) -> dict[str, ObjectInfo]:
         """Objects under the folder `prefix` ("" for all), by key; temporary files excluded."""
 
-    def put(self, key: str, buffers: Iterable[memoryview]) -> tuple[int, str]:
+    def put(
+        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
+    ) -> tuple[int, str]:
         """Write an object atomically from buffers, read once in order; returns (size, crc32c
-        as 8 hex digits)."""
+        as 8 hex digits). `crc32c`: gives the buffers' CRC32C once they have all been read
+        (the caller took it on the way); the store then hashes nothing itself."""
 
     def write(self, key: str, data: bytes) -> None:
         """Write (or replace) an object atomically."""

@@ -415,7 +415,7 @@ class ShardWriter:
             metadata["sites"] = json.dumps(self._sites)
         key = layout.shard_key(self._process_index, seq)
         shard = shardfile.ShardBytes(tensors, metadata)
-        size, crc = self._store.put(key, shard.blocks())
+        size, crc = self._store.put(key, shard.blocks(), crc32c=shard.crc32c)
         # The sidecar (and the statistics) go before the commit record, so a committed shard
         # always has them.
         samples_key = layout.samples_key(self._process_index, seq)
