@@ -248,10 +248,10 @@ class InFlight:
     batch: host.HostBatch
     stored: dict[str, jax.Array]  # site -> [L, data, capacity, ...]: on its way to the host
     stats: dict  # site -> field -> [L, rows, ...]
-    # Hands the gather's buffers back for a later step: once read, when the host got a copy
-    # (`copied`); else (CPU: the writer reads views of them) once the unit is durable.
+    # Hands the gather's buffers back for a later step's gather, once this step is finished.
+    # At the same step on every process (the programs they launch stay the same); a buffer the
+    # writer still views (a CPU's) is copied by JAX instead of reused, never overwritten.
     release: Callable[[], None] = lambda: None
-    copied: bool = False
 
 
 class UnitSink:
@@ -272,7 +272,7 @@ class UnitSink:
         self.metrics = metrics
         self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
-        self._in_flight: dict[int, InFlight] = {}  # by unit id: handed to the writer, not yet durable
+        self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
 
     def my_rows(self, step: int) -> tuple[tuple[int, ...], ...]:
         """The rows of a step that this process's devices hold."""
@@ -302,13 +302,11 @@ class UnitSink:
             }
             t3 = time.perf_counter()
             self.writer.add(self.unit(step), records, samples, stats=stats or None)
-            self._in_flight[self.unit(step)] = flight
-            if flight.copied:
-                flight.release()
+            self._in_flight[self.unit(step)] = step
         else:  # this process's unit is durable from an earlier attempt; another process's is not
             t3 = time.perf_counter()
-            flight.release()
             self._committed([step])
+        flight.release()
         t4 = time.perf_counter()
         self.times.add(compute=t1 - t0, device_to_host=t2 - t1, select=t3 - t2, write=t4 - t3)
         self.progress.computed(plan.step_tokens(step))
@@ -322,11 +320,7 @@ class UnitSink:
         self._durable(list(self._in_flight))
 
     def _durable(self, units: list[int]) -> None:
-        flights = [self._in_flight.pop(u) for u in units]
-        for flight in flights:
-            if not flight.copied:
-                flight.release()
-        self._committed([flight.step for flight in flights])
+        self._committed([self._in_flight.pop(u) for u in units])
 
     def _committed(self, steps: list[int]) -> None:
         if not steps:
@@ -493,7 +487,7 @@ def _run_steps(
                 cache.save()
         sink.times.prepare += t1 - t0
         release = functools.partial(gather.recycle, gathered)
-        in_flight.append(InFlight(step, batch, stored, stats, release, copied=stored is not gathered))
+        in_flight.append(InFlight(step, batch, stored, stats, release))
         while len(in_flight) > IN_FLIGHT:
             flight = in_flight.popleft()
             sink.finish(flight, write=not mine_done[flight.step])
