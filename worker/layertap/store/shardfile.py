@@ -58,16 +58,9 @@ def plan(
     return struct.pack("<Q", len(header)) + header, ordered
 
 
-def buffers(
-    tensors: dict[str, Sequence[np.ndarray]], metadata: dict[str, str]
-) -> Iterator[memoryview]:
+def buffers(tensors: dict[str, Sequence[np.ndarray]], metadata: dict[str, str]) -> Iterator[memoryview]:
     """The shard file's bytes, as a sequence of buffers (no tensor data is copied)."""
-    header, ordered = plan(tensors, metadata)
-    yield memoryview(header)
-    for _, chunks in ordered:
-        for chunk in chunks:
-            if chunk.nbytes:
-                yield _bytes_of(chunk)
+    return ShardBytes(tensors, metadata).blocks()
 
 
 BLOCK_BYTES = 1 << 20  # small enough to stay in the CPU's cache between its CRC and its copy
