@@ -44,7 +44,9 @@ def bench_version(version: str, tokenizer, workdir: Path, args: argparse.Namespa
     data = write_builtin_tasks(workdir / version, version, limit=args.limit)
     tasks, read_s = timed(lambda: list(read_tasks(data, "arc-kaggle")))
     encoder = build_encoder(args.grid_encoder)
-    prompts, render_s = timed(lambda: [render_prompt(t, i, encoder, tokenizer) for t in tasks for i in range(len(t.test))])
+    prompts, render_s = timed(
+        lambda: [render_prompt(t, i, encoder, tokenizer) for t in tasks for i in range(len(t.test))]
+    )
 
     def tokenize():
         out = []
@@ -55,10 +57,14 @@ def bench_version(version: str, tokenizer, workdir: Path, args: argparse.Namespa
 
     offsets, tokenize_s = timed(tokenize)
     labels, label_s = timed(lambda: [label_tokens(p, o) for p, o in zip(prompts, offsets)])
-    spec = DatasetSpec.model_validate({
-        "uri": str(data), "format": "arc-kaggle", "maxTokens": 131072,
-        "prompt": {"gridEncoder": args.grid_encoder, "augmentations": args.augmentations},
-    })
+    spec = DatasetSpec.model_validate(
+        {
+            "uri": str(data),
+            "format": "arc-kaggle",
+            "maxTokens": 131072,
+            "prompt": {"gridEncoder": args.grid_encoder, "augmentations": args.augmentations},
+        }
+    )
     samples, dataset_s = timed(lambda: list(iter_samples(spec, tokenizer)))
 
     lengths = np.array([len(o) for o in offsets])
@@ -105,14 +111,19 @@ def main() -> None:
         results = [bench_version(version, tokenizer, workdir, args) for version in args.versions]
 
     print(f"# {platform.processor() or platform.machine()}, {args.grid_encoder}, augmentations {args.augmentations}\n")
-    print("| tasks | prompts | tokens | median / max prompt | grid-cell tokens | read tasks/s |"
-          " render ms | tokenize ms | label ms | stages tokens/s | iter_samples samples/s | iter_samples tokens/s |")
+    print(
+        "| tasks | prompts | tokens | median / max prompt | grid-cell tokens | read tasks/s |"
+        " render ms | tokenize ms | label ms | stages tokens/s | iter_samples samples/s | iter_samples tokens/s |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['version']}: {r['tasks']} | {r['prompts']} | {r['tokens']:,} | {r['median_prompt']:,} / {r['max_prompt']:,} | "
-              f"{r['grid_share']:.0%} | {r['read_tasks_per_s']:,.0f} | {r['render_ms']:.2f} | {r['tokenize_ms']:.2f} | "
-              f"{r['label_ms']:.2f} | {r['stages_tokens_per_s']:,.0f} | {r['dataset_samples_per_s']:,.0f} | "
-              f"{r['dataset_tokens_per_s']:,.0f} |")
+        print(
+            f"| {r['version']}: {r['tasks']} | {r['prompts']} | {r['tokens']:,} | {r['median_prompt']:,} / "
+            f"{r['max_prompt']:,} | "
+            f"{r['grid_share']:.0%} | {r['read_tasks_per_s']:,.0f} | {r['render_ms']:.2f} | {r['tokenize_ms']:.2f} | "
+            f"{r['label_ms']:.2f} | {r['stages_tokens_per_s']:,.0f} | {r['dataset_samples_per_s']:,.0f} | "
+            f"{r['dataset_tokens_per_s']:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ ids = np.random.default_rng(1).integers(0, vocab, size=(2, 300)).astype(np.int32
 theirs = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
 theirs.model.norm = torch.nn.Identity()
 with torch.inference_mode():
-    expected = torch.stack(theirs.model(torch.from_numpy(ids).long(), output_hidden_states=True).hidden_states[1:]).numpy()
+    expected = torch.stack(
+        theirs.model(torch.from_numpy(ids).long(), output_hidden_states=True).hidden_states[1:]
+    ).numpy()
 for dtype in ("float32", "bfloat16"):
     config, params = load_checkpoint(directory, jnp.dtype(dtype))
     layers = list(range(config.num_hidden_layers))
     positions = np.broadcast_to(np.arange(300, dtype=np.int32), ids.shape)
-    out = make_extract_fn(config, layers, jnp.dtype(dtype), jnp.float32)(params, ids, positions, np.ones_like(ids))["resid_post"]
+    out = make_extract_fn(config, layers, jnp.dtype(dtype), jnp.float32)(
+        params, ids, positions, np.ones_like(ids)
+    )["resid_post"]
     rms = np.sqrt(np.mean(np.square(expected), axis=(1, 2, 3)))
     print("parity", dtype, float((np.abs(np.asarray(out) - expected).max(axis=(1, 2, 3)) / rms).max()))
 """
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--parity-only", action="store_true", help="skip the speed runs")
     args = parser.parse_args()
     from bench_forward import QWEN25_05B
+
     from layertap.model import write_random_checkpoint
 
     scratch = tempfile.TemporaryDirectory()
@@ -72,8 +77,12 @@ def main() -> None:
     rows = []
     for name in args.configs:
         env = {**os.environ, "XLA_FLAGS": CONFIGS[name]}
-        parity = subprocess.run([sys.executable, "-c", PARITY.format(tests=str(HERE.parent / "tests"))],
-                                env=env, capture_output=True, text=True)  # fmt: skip
+        parity = subprocess.run(
+            [sys.executable, "-c", PARITY.format(tests=str(HERE.parent / "tests"))],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         errors = dict(line.split()[1:] for line in parity.stdout.splitlines() if line.startswith("parity"))
         if parity.returncode != 0:
             errors = {"float32": "failed", "bfloat16": parity.stderr.strip().splitlines()[-1][:60]}
@@ -81,10 +90,24 @@ def main() -> None:
             rows += [(name, dtype, "-", "-", "-", "-", "-", error) for dtype, error in errors.items()]
             continue
         speed = subprocess.run(
-            [sys.executable, str(HERE / "bench_forward.py"), "--lengths", *args.lengths, "--batch", *args.batch,
-             "--dtypes", *args.dtypes, "--repeats", args.repeats, "--checkpoint", str(checkpoint)],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(HERE / "bench_forward.py"),
+                "--lengths",
+                *args.lengths,
+                "--batch",
+                *args.batch,
+                "--dtypes",
+                *args.dtypes,
+                "--repeats",
+                args.repeats,
+                "--checkpoint",
+                str(checkpoint),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         for line in speed.stdout.splitlines():
             cells = [c.strip() for c in line.strip("|").split("|")]
             if cells[0] in ("float32", "bfloat16"):
@@ -93,7 +116,9 @@ def main() -> None:
         if speed.returncode != 0:
             rows.append((name, "-", "-", "-", "failed", "-", "-", speed.stderr.strip().splitlines()[-1][:60]))
         print(f"done: {name}", file=sys.stderr, flush=True)
-    print("| XLA_FLAGS | dtype | T | B | LayerTap tok/s | transformers tok/s | LayerTap / transformers | max err / RMS |")
+    print(
+        "| XLA_FLAGS | dtype | T | B | LayerTap tok/s | transformers tok/s | LayerTap / transformers | max err / RMS |"
+    )
     print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
-from simulated_gke import running_cluster  # noqa: E402
-from workflow import E2E, install, kill_process, upload_inputs  # noqa: E402
+from simulated_gke import running_cluster
+from workflow import E2E, install, kill_process, upload_inputs
 
 
 def timed_until(check, timeout: float = 600) -> float:
@@ -76,8 +76,13 @@ def main() -> None:
             rows.append(run_once(E2E(cluster, f"benchkill{i}"), longer=True))
     print(f"# cluster up in {started:.1f} s; chart installed and inputs uploaded at {ready:.1f} s\n")
     print("| measure | median s | runs |\n| --- | ---: | ---: |")
-    for key in ("apply_to_running", "apply_to_succeeded", "kill_to_restart", "kill_to_running_again",
-                "kill_to_new_progress"):
+    for key in (
+        "apply_to_running",
+        "apply_to_succeeded",
+        "kill_to_restart",
+        "kill_to_running_again",
+        "kill_to_new_progress",
+    ):
         values = [r[key] for r in rows if key in r and not (key == "apply_to_succeeded" and "kill_to_restart" in r)]
         if values:
             print(f"| {key} | {statistics.median(values):.1f} | {len(values)} |")

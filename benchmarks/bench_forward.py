@@ -61,10 +61,15 @@ def main() -> None:
     from layertap.model import load_checkpoint, make_extract_fn, write_random_checkpoint
 
     torch.set_num_threads(threads)
-    print(f"# {cpu_name()}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"# {cpu_name()}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}"
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
-        directory = args.checkpoint or write_random_checkpoint(Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B)
+        directory = args.checkpoint or write_random_checkpoint(
+            Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B
+        )
         print("| dtype | T | B | LayerTap tok/s | transformers tok/s | speed-up | JAX compile s | torch first call s |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         rates = {}  # (dtype, length, batch) -> (LayerTap tok/s, transformers tok/s)
@@ -96,7 +101,10 @@ def summary(rates: dict, lengths: list[int], batches: list[int]) -> None:
         (dtype, _, batch), (_, fastest) = max(
             ((key, rate) for key, rate in rates.items() if key[1] == length), key=lambda item: item[1][1]
         )
-        print(f"| {length} | bfloat16, B={max(fitting)} | {ours:.0f} | {dtype}, B={batch} | {fastest:.0f} | {ours / fastest:.2f}x |")
+        print(
+            f"| {length} | bfloat16, B={max(fitting)} | {ours:.0f} | {dtype}, B={batch} | {fastest:.0f} | "
+            f"{ours / fastest:.2f}x |"
+        )
 
 
 def compare(
@@ -111,7 +119,11 @@ def compare(
 
     shape = (batch, length)
     ids = np.random.default_rng(length).integers(0, vocab_size, size=shape, dtype=np.int32)
-    inputs = (jnp.asarray(ids), jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape), jnp.ones(shape, jnp.int32))
+    inputs = (
+        jnp.asarray(ids),
+        jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape),
+        jnp.ones(shape, jnp.int32),
+    )
     torch_ids = torch.from_numpy(ids).long()
 
     def ours() -> None:

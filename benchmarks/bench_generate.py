@@ -40,14 +40,21 @@ def main() -> None:
     from layertap.model import load_checkpoint, write_random_checkpoint
 
     torch.set_num_threads(threads)
-    print(f"# {cpu_name()}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(
+        f"# {cpu_name()}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}"
+    )
     print(f"# float32, greedy, prompts of {args.prompt_tokens} tokens, {args.new_tokens} new tokens, no stop token")
     with tempfile.TemporaryDirectory() as scratch:
-        directory = args.checkpoint or write_random_checkpoint(Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B)
+        directory = args.checkpoint or write_random_checkpoint(
+            Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B
+        )
         config, params = load_checkpoint(directory, head=True)
         theirs = transformers.Qwen2ForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-        print("| B | LayerTap decode tok/s | transformers decode tok/s | speed-up | LayerTap end-to-end tok/s "
-              "| transformers end-to-end tok/s | JAX compile s | torch first call s |")
+        print(
+            "| B | LayerTap decode tok/s | transformers decode tok/s | speed-up | LayerTap end-to-end tok/s "
+            "| transformers end-to-end tok/s | JAX compile s | torch first call s |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for batch in args.batches:
             print(compare(config, params, theirs, batch, args.prompt_tokens, args.new_tokens, args.repeats), flush=True)
@@ -70,8 +77,14 @@ def compare(config, params, theirs, batch: int, prompt_tokens: int, new_tokens: 
 
     def reference(n: int) -> None:
         with torch.inference_mode():
-            theirs.generate(torch_ids, attention_mask=torch.ones_like(torch_ids), max_new_tokens=n,
-                            min_new_tokens=n, do_sample=False, pad_token_id=0)  # fmt: skip
+            theirs.generate(
+                torch_ids,
+                attention_mask=torch.ones_like(torch_ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+            )
 
     compile_s = sum(timed(lambda n=n: ours_fns[n].lower(params, ids, lengths, sample_ids).compile()) for n in ours_fns)
     for n in ours_fns:

@@ -30,7 +30,6 @@ import io
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +53,7 @@ class SyntheticRun:
     plan: object
     samples: dict
     keep: dict
-    mode: str
+    positions: str  # extraction.positions
     layers: tuple[int, ...]
     capacities: tuple[int, ...]
     data_devices: int
@@ -91,7 +90,7 @@ def synthetic_step(run: SyntheticRun):
 
     def step(params, arrays):
         rows, length = arrays["token_ids"].shape
-        width = length if run.mode == "all" else arrays["weights"].shape[1]
+        width = length if run.positions == "all" else arrays["weights"].shape[1]
         if (rows, width) not in outputs:
             key = jax.random.key(rows * 100_003 + width)
             shape = (len(LAYERS), rows, width, HIDDEN)
@@ -123,12 +122,12 @@ class GatheredOnce:
 
 
 def run_host_path(run: SyntheticRun, uri: str, memory_kind: str | None, device_gather: bool = True) -> dict:
+    import jax
     from jax.sharding import AxisType
 
-    import jax
     from layertap.extract import compact, runner
-    from layertap.extract.mesh import local_rows
-    from layertap.progress import Progress
+    from layertap.run.mesh import local_rows
+    from layertap.run.progress import Progress
     from layertap.store.writer import open_writer
 
     mesh = jax.make_mesh((1, 1), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
@@ -140,7 +139,10 @@ def run_host_path(run: SyntheticRun, uri: str, memory_kind: str | None, device_g
     step = synthetic_step(run)
     kind = compact.host_memory_kind(jax.devices()[0]) if memory_kind == "auto" else memory_kind
     for shape in plan.shapes:  # the synthetic outputs exist before the clock starts
-        step(None, {"token_ids": np.zeros(shape), "weights": np.zeros((shape[0], max(s.max_per_row for s in plan.steps), 1))})
+        step(
+            None,
+            {"token_ids": np.zeros(shape), "weights": np.zeros((shape[0], max(s.max_per_row for s in plan.steps), 1))},
+        )
     todo = list(range(plan.num_steps))
     started = time.perf_counter()
     with writer:
@@ -162,7 +164,8 @@ def run_host_path(run: SyntheticRun, uri: str, memory_kind: str | None, device_g
         "times": sink.times,
         "shard_sizes": [info.size for key, info in writer._store.list("shards").items()],
         "unit_rows": [
-            sum(int(run.keep[i].sum()) if run.mode == "all" else 1 for row in run.plan.steps[s].rows for i in row) for s in todo
+            sum(int(run.keep[i].sum()) if run.positions == "all" else 1 for row in run.plan.steps[s].rows for i in row)
+            for s in todo
         ],
     }
 
@@ -171,6 +174,7 @@ def writer_alone(uri: str, units: list[int], mode: str) -> tuple[float, int]:
     """(seconds, bytes) of the shard writer alone given units of these row counts, each a view
     of one compact buffer as the runner hands them over: the host side without the device."""
     import ml_dtypes
+
     from layertap.store.records import TokenRecords
     from layertap.store.writer import open_writer
 
@@ -180,7 +184,9 @@ def writer_alone(uri: str, units: list[int], mode: str) -> tuple[float, int]:
     t0 = time.perf_counter()
     with open_writer(uri, meta, shard_bytes=256 * 2**20) as writer:
         for unit, n in enumerate(units):
-            columns = {name: np.zeros(n, dtype) for name, dtype in (("token_ids", np.int32), ("sample_index", np.int64))}
+            columns = {
+                name: np.zeros(n, dtype) for name, dtype in (("token_ids", np.int32), ("sample_index", np.int64))
+            }
             columns |= {"position": np.zeros(n, np.int32), "segment": np.zeros(n, np.int16)}
             writer.add(unit, TokenRecords.of({"resid_post": buffer[:, 0, :n]}, **columns))
     return time.perf_counter() - t0, writer.progress().bytes
@@ -243,7 +249,11 @@ def measure(sink: str, mode: str, args, scratch: Path) -> dict:
         uri = lambda name: f"gs://bench/{mode}-{name}"  # noqa: E731
     warm = run_host_path(run, uri("warm"), args.memory_kind)  # compiles every gather
     # the raw sink just before and just after the host path, the same shards: a disk's speed drifts
-    raw = (lambda: raw_local(base / "raw", warm["shard_sizes"])) if sink == "local" else (lambda: raw_gcs("bench", warm["shard_sizes"]))  # noqa: E731
+    raw = (
+        (lambda: raw_local(base / "raw", warm["shard_sizes"]))
+        if sink == "local"
+        else (lambda: raw_gcs("bench", warm["shard_sizes"]))
+    )
     if sink == "local":
         shutil.rmtree(base / "warm", ignore_errors=True)
     before = raw()
@@ -268,7 +278,9 @@ def main() -> None:
     parser.add_argument("--positions", nargs="+", default=["all", "last"], choices=["all", "last", "mean"])
     parser.add_argument("--sinks", nargs="+", default=["local"], choices=["local", "gcs"])
     parser.add_argument(
-        "--memory-kind", default="auto", help="where the compact output goes: auto (pinned_host on an accelerator), pinned_host"
+        "--memory-kind",
+        default="auto",
+        help="where the compact output goes: auto (pinned_host on an accelerator), pinned_host",
     )
     parser.add_argument("--dir", type=Path, help="scratch directory for the local sink (default: a temp dir)")
     args = parser.parse_args()
@@ -287,7 +299,10 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     device = jax.devices()[0]
-    print(f"\n## Host path on {platform.processor() or platform.machine()} ({os.cpu_count()} cores), JAX {device.platform}")
+    print(
+        f"\n## Host path on {platform.processor() or platform.machine()} ({os.cpu_count()} cores), JAX "
+        f"{device.platform}"
+    )
     print(
         "\n| sink | positions | steps | tokens/s | stored GB/s | raw sink GB/s (before, after) | host path / raw sink "
         "| with the CPU's gather: tokens/s, / raw sink | writer alone / raw sink | flush s |"
@@ -300,7 +315,8 @@ def main() -> None:
         print(
             f"| {r['sink']} | {r['mode']} | {r['steps']} | {r['gather_free_tokens_per_s']:,.0f} | {free:.2f} | "
             f"{raw:.2f} ({r['raw_range'][0]:.2f}-{r['raw_range'][1]:.2f}) | {free / raw:.2f} "
-            f"| {r['tokens'] / r['seconds']:,.0f}, {rate / raw:.2f} | {r['writer_alone_GBps'] / raw:.2f} | {r['flush']:.2f} |"
+            f"| {r['tokens'] / r['seconds']:,.0f}, {rate / raw:.2f} | {r['writer_alone_GBps'] / raw:.2f} | "
+            f"{r['flush']:.2f} |"
         )
     print("\nPer step (the runner's stages; GB/s: the step's stored bytes over the stage's time):\n")
     print("| sink | positions | " + " | ".join(runner_phases()) + " |")
@@ -308,7 +324,7 @@ def main() -> None:
     for r in results:
         per_step_bytes = r["bytes"] / r["steps"]
         cells = []
-        for phase, ms in r["times"].per_step_ms().items():
+        for _phase, ms in r["times"].per_step_ms().items():
             cells.append(f"{ms:.1f} ms" + (f" ({per_step_bytes / ms / 1e6:.1f} GB/s)" if ms > 0.05 else ""))
         print(f"| {r['sink']} | {r['mode']} | " + " | ".join(cells) + " |")
 

@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench_forward import QWEN25_05B
+
     from layertap.arc.builtin import write_builtin_tasks
     from layertap.arc.dataset import iter_samples
     from layertap.extract.plan import _bucketed_plan, make_plan, plan_cost, round_up
@@ -44,18 +45,24 @@ def main() -> None:
 
     weight = attention_weight(Qwen2Config.from_dict({**QWEN25_05B, "model_type": "qwen2"}))
     print(f"# maxTokens {args.max_tokens}, augmentations {args.augmentations}, attention weight {weight:.3g}\n")
-    print("| prompts | samples | rows/step | split by length: padding, shapes | chosen: padding, shapes (rows x tokens) "
-          "| work, split | work, chosen | plan s |")
+    print(
+        "| prompts | samples | rows/step | split by length: padding, shapes | chosen: padding, shapes (rows x tokens) "
+        "| work, split | work, chosen | plan s |"
+    )
     print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="layertap-bench-plan-") as tmp:
         model = write_random_checkpoint(Path(tmp) / "model")
         tokenizer = load_tokenizer(model)
         for version, splits in itertools.product(("arcagi1", "arcagi2"), (("train", "eval"), ("eval",))):
             directory = write_builtin_tasks(Path(tmp) / version / "+".join(splits), version, splits=splits)
-            spec = DatasetSpec.model_validate({
-                "uri": str(directory), "format": "arc-kaggle", "maxTokens": args.max_tokens,
-                "prompt": {"augmentations": args.augmentations},
-            })  # fmt: skip
+            spec = DatasetSpec.model_validate(
+                {
+                    "uri": str(directory),
+                    "format": "arc-kaggle",
+                    "maxTokens": args.max_tokens,
+                    "prompt": {"augmentations": args.augmentations},
+                }
+            )
             lengths = {s.index: len(s.token_ids) for s in iter_samples(spec, tokenizer)}
             ideal = sum(lengths.values()) * (1 + weight * round_up(max(lengths.values()), 128))
             for rows in args.batches:
@@ -68,7 +75,8 @@ def main() -> None:
                     f"| {split.padding_fraction:.1%}, {len(split.row_lengths)} "
                     f"| {chosen.padding_fraction:.1%}, {len(chosen.shapes)} "
                     f"({chosen.describe_shapes()}) "
-                    f"| {plan_cost(split, weight) / ideal:.3f} | {plan_cost(chosen, weight) / ideal:.3f} | {seconds:.3f} |",
+                    f"| {plan_cost(split, weight) / ideal:.3f} | {plan_cost(chosen, weight) / ideal:.3f} | "
+                    f"{seconds:.3f} |",
                     flush=True,
                 )
 

@@ -36,11 +36,32 @@ def start_and_wait(args, model: Path, tasks: Path, output: Path, cache: str, tmp
     shutil.rmtree(tmp, ignore_errors=True)  # a new pod: nothing local survives
     tmp.mkdir()
     argv = [
-        sys.executable, "-m", "layertap.cli", "extract", "--model", str(model), "--dataset", str(tasks),
-        "--format", "arc-json", "--max-tokens", str(args.max_tokens), "--over-limit", "shorten",
-        "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--max-samples", str(args.batch_size),
-        "--output", str(output), "--compilation-cache", cache, "--no-progress",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "layertap.cli",
+        "extract",
+        "--model",
+        str(model),
+        "--dataset",
+        str(tasks),
+        "--format",
+        "arc-json",
+        "--max-tokens",
+        str(args.max_tokens),
+        "--over-limit",
+        "shorten",
+        "--dtype",
+        args.dtype,
+        "--batch-size",
+        str(args.batch_size),
+        "--max-samples",
+        str(args.batch_size),
+        "--output",
+        str(output),
+        "--compilation-cache",
+        cache,
+        "--no-progress",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp)}
     started = time.perf_counter()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
@@ -58,8 +79,10 @@ def main() -> None:
     runs = {}
     for name, where in (("off", "off"), ("cold", str(cache)), ("warm", str(cache))):
         runs[name] = start_and_wait(args, model, tasks, workdir / "out", where, workdir / "pod-tmp")
-    print(f"restart to first step, CPU, {args.layers_in_model} layers at Qwen2.5-0.5B shapes, {args.dtype}, "
-          f"{args.batch_size} rows of up to {args.max_tokens} tokens")  # fmt: skip
+    print(
+        f"restart to first step, CPU, {args.layers_in_model} layers at Qwen2.5-0.5B shapes, {args.dtype}, "
+        f"{args.batch_size} rows of up to {args.max_tokens} tokens"
+    )
     print(f"{'cache':<6} {'process wall s':>15} {'compile s':>10}")
     for name, (wall, compile_s) in runs.items():
         print(f"{name:<6} {wall:>15.1f} {compile_s:>10.2f}")

@@ -46,6 +46,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from layertap.model import LayerTap, load_checkpoint, make_extract_fn, write_random_checkpoint
     from layertap.model.tap import site_shape
 
@@ -54,24 +55,32 @@ def main() -> None:
         config, params = load_checkpoint(directory, jnp.float32, blocks=max(LAYERS) + 1)
     shape = (args.batch, args.length)
     ids = np.random.default_rng(0).integers(0, config.vocab_size, size=shape, dtype=np.int32)
-    inputs = (jnp.asarray(ids), jnp.broadcast_to(jnp.arange(args.length, dtype=jnp.int32), shape), jnp.ones(shape, jnp.int32))
+    inputs = (
+        jnp.asarray(ids),
+        jnp.broadcast_to(jnp.arange(args.length, dtype=jnp.int32), shape),
+        jnp.ones(shape, jnp.int32),
+    )
 
     forwards, compile_s, out_mb = {}, {}, {}
     for name, sites in CONFIGS.items():
         tap = LayerTap.for_model(LAYERS, config.num_hidden_layers, sites=sites)
         jitted = jax.jit(make_extract_fn(config, tap, jnp.float32))
-        compile_s[name] = timed(lambda: forwards.setdefault(name, jitted.lower(params, *inputs).compile()))
+        compile_s[name] = timed(
+            lambda name=name, jitted=jitted: forwards.setdefault(name, jitted.lower(params, *inputs).compile())
+        )
         jax.block_until_ready(forwards[name](params, *inputs))
         values = sum(math.prod(site_shape(site, config)) for site in tap.sites) * len(LAYERS) * args.batch * args.length
         out_mb[name] = values * 4 / 2**20
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for _ in range(args.repeats):
         for name, forward in forwards.items():
-            times[name].append(timed(lambda: jax.block_until_ready(forward(params, *inputs))))
+            times[name].append(timed(lambda forward=forward: jax.block_until_ready(forward(params, *inputs))))
 
     base = statistics.median(times["resid_post"])
-    print(f"\n{cpu_name()}, {len(jax.devices())} CPU device, float32, layers 10-23, B={args.batch}, T={args.length}, "
-          f"{args.repeats} interleaved rounds\n")
+    print(
+        f"\n{cpu_name()}, {len(jax.devices())} CPU device, float32, layers 10-23, B={args.batch}, T={args.length}, "
+        f"{args.repeats} interleaved rounds\n"
+    )
     fastest = min(times["resid_post"])
     print("| sites | output MiB | step ms (median) | vs resid_post | fastest vs fastest | compile s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

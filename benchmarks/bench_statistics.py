@@ -35,8 +35,10 @@ def main() -> None:
     import numpy as np
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
-    from layertap.extract.step import host_rows, make_step
+
+    from layertap.extract.step import make_step
     from layertap.model import LayerTap, load_checkpoint, make_extract_fn, write_random_checkpoint
+    from layertap.run.mesh import host_rows
     from layertap.store import statistics as merge
 
     shapes = {k: v for k, v in QWEN25_05B.items() if k != "num_hidden_layers"}
@@ -69,9 +71,11 @@ def main() -> None:
     times = {key: [] for key in steps}
     for _ in range(args.repeats):
         for key, step in steps.items():
-            times[key].append(timed(lambda: jax.block_until_ready(step(params, batch))))
-    print(f"\n{cpu_name()}, float32 compute, bfloat16 out, {args.blocks} blocks tapped, {rows} x {length} tokens per step, "
-          f"{args.repeats} interleaved rounds\n")
+            times[key].append(timed(lambda step=step: jax.block_until_ready(step(params, batch))))
+    print(
+        f"\n{cpu_name()}, float32 compute, bfloat16 out, {args.blocks} blocks tapped, {rows} x {length} tokens per "
+        f"step, {args.repeats} interleaved rounds\n"
+    )
     print("| sites | step ms without | with statistics | ratio | host merge ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for n in (1, len(every)):

@@ -183,7 +183,7 @@ def bench_containers(tokens: int, repeat: int, root: Path) -> list[dict]:
         path.mkdir(parents=True)
         write, read = make(shard, path)
 
-        def durable_write():  # every container pays for reaching the disk
+        def durable_write(write=write):  # every container pays for reaching the disk
             write()
             os.sync()
 
@@ -193,8 +193,14 @@ def bench_containers(tokens: int, repeat: int, root: Path) -> list[dict]:
         assert np.array_equal(np.asarray(back).view(np.uint16), shard["acts"][2].view(np.uint16)), name
         r = timed(read, repeat)
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        rows.append({"container": name, "write_MBps": payload / w / 1e6, "read_layer_MBps": layer_bytes / r / 1e6,
-                     "bytes_vs_payload": size / payload})
+        rows.append(
+            {
+                "container": name,
+                "write_MBps": payload / w / 1e6,
+                "read_layer_MBps": layer_bytes / r / 1e6,
+                "bytes_vs_payload": size / payload,
+            }
+        )
     return rows
 
 
@@ -265,13 +271,17 @@ def int8_error(tokens: int) -> list[dict]:
         back = dtypes.decode(values[0], scales[0], np.float32)
         err = back - x[0]
         bf16_err = x[0].astype(ml_dtypes.bfloat16).astype(np.float32) - x[0]
-        rows.append({
-            "data": name,
-            "int8_rel_rms": float(np.sqrt((err**2).mean() / (x[0] ** 2).mean())),
-            "int8_max_err_over_row_absmax": float((np.abs(err).max(axis=1) / np.abs(x[0]).max(axis=1)).max()),
-            "bf16_rel_rms": float(np.sqrt((bf16_err**2).mean() / (x[0] ** 2).mean())),
-            "int8_cosine_min": float(((back * x[0]).sum(1) / np.linalg.norm(back, axis=1) / np.linalg.norm(x[0], axis=1)).min()),
-        })
+        rows.append(
+            {
+                "data": name,
+                "int8_rel_rms": float(np.sqrt((err**2).mean() / (x[0] ** 2).mean())),
+                "int8_max_err_over_row_absmax": float((np.abs(err).max(axis=1) / np.abs(x[0]).max(axis=1)).max()),
+                "bf16_rel_rms": float(np.sqrt((bf16_err**2).mean() / (x[0] ** 2).mean())),
+                "int8_cosine_min": float(
+                    ((back * x[0]).sum(1) / np.linalg.norm(back, axis=1) / np.linalg.norm(x[0], axis=1)).min()
+                ),
+            }
+        )
     return rows
 
 
@@ -320,7 +330,10 @@ def main() -> None:
         print(f"## One shard: {args.tokens} tokens x {len(LAYERS)} layers x {HIDDEN}, bfloat16 ({payload:.0f} MiB)\n")
         print("| container | write MB/s | read one layer MB/s | file bytes / payload |\n| --- | ---: | ---: | ---: |")
         for row in bench_containers(args.tokens, args.repeat, root / "containers"):
-            print(f"| {row['container']} | {row['write_MBps']:.0f} | {row['read_layer_MBps']:.0f} | {row['bytes_vs_payload']:.4f} |")
+            print(
+                f"| {row['container']} | {row['write_MBps']:.0f} | {row['read_layer_MBps']:.0f} | "
+                f"{row['bytes_vs_payload']:.4f} |"
+            )
         results = [bench_store(str(root / "run"), args.tokens * 4)]
         ceiling = {}
 
@@ -330,22 +343,36 @@ def main() -> None:
 
         results.append(with_emulator(on_emulator))
         print(f"\n## LayerTap writer + reader ({args.tokens * 4} tokens in 512-token units, 64 MiB shards)\n")
-        print("| target | write MB/s | tokens/s | read one layer MB/s (checked) | unchecked | bytes/token | over the 25,088 B minimum |")
+        print(
+            "| target | write MB/s | tokens/s | read one layer MB/s (checked) | unchecked | bytes/token | over the "
+            "25,088 B minimum |"
+        )
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in results:
-            print(f"| {r['uri']} | {r['write_MBps']:.0f} | {r['write_tokens_per_s']:.0f} | {r['read_layer_MBps']:.0f} | "
-                  f"{r['read_unchecked_MBps']:.0f} | {r['bytes_per_token']:.1f} | {100 * r['overhead_vs_minimum']:.3f}% |")
-        print(f"\nThe emulator itself (one 64 MiB object, google-cloud-storage alone): write {ceiling['write_MBps']:.0f} MB/s, "
-              f"read {ceiling['read_MBps']:.0f} MB/s.")
+            print(
+                f"| {r['uri']} | {r['write_MBps']:.0f} | {r['write_tokens_per_s']:.0f} | {r['read_layer_MBps']:.0f} | "
+                f"{r['read_unchecked_MBps']:.0f} | {r['bytes_per_token']:.1f} | {100 * r['overhead_vs_minimum']:.3f}% |"
+            )
+        print(
+            f"\nThe emulator itself (one 64 MiB object, google-cloud-storage alone): write {ceiling['write_MBps']:.0f} "
+            f"MB/s, read {ceiling['read_MBps']:.0f} MB/s."
+        )
         print("\n## int8 with a per-row scale\n")
-        print("| data | int8 relative RMS error | int8 max error / row absmax | min cosine | bfloat16 relative RMS error |")
+        print(
+            "| data | int8 relative RMS error | int8 max error / row absmax | min cosine | "
+            "bfloat16 relative RMS error |"
+        )
         print("| --- | ---: | ---: | ---: | ---: |")
         for r in int8_error(args.tokens):
-            print(f"| {r['data']} | {r['int8_rel_rms']:.4f} | {r['int8_max_err_over_row_absmax']:.4f} | "
-                  f"{r['int8_cosine_min']:.5f} | {r['bf16_rel_rms']:.4f} |")
+            print(
+                f"| {r['data']} | {r['int8_rel_rms']:.4f} | {r['int8_max_err_over_row_absmax']:.4f} | "
+                f"{r['int8_cosine_min']:.5f} | {r['bf16_rel_rms']:.4f} |"
+            )
         cost = fingerprint_cost(root / "fingerprint")
-        print(f"\n## Fingerprint of a checkpoint file (page cache)\n\n{cost['GiB']:.2f} GiB: {cost['seconds']:.2f} s "
-              f"({cost['GiB'] / cost['seconds']:.1f} GiB/s)")
+        print(
+            f"\n## Fingerprint of a checkpoint file (page cache)\n\n{cost['GiB']:.2f} GiB: {cost['seconds']:.2f} s "
+            f"({cost['GiB'] / cost['seconds']:.1f} GiB/s)"
+        )
     finally:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)

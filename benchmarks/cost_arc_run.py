@@ -25,11 +25,14 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50_000)
-    parser.add_argument("--mfu", type=float, nargs="+", default=[0.4], help="share of the bf16 peak (default: the model's 0.4)")
+    parser.add_argument(
+        "--mfu", type=float, nargs="+", default=[0.4], help="share of the bf16 peak (default: the model's 0.4)"
+    )
     parser.add_argument("--rows-per-step", type=int, default=256, help="4 rows per chip on 64 chips")
     args = parser.parse_args()
 
     from bench_forward import LAYERS, QWEN25_05B
+
     from layertap.arc.builtin import write_builtin_tasks
     from layertap.arc.dataset import iter_samples
     from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops
@@ -48,7 +51,9 @@ def main() -> None:
     drawn = np.random.default_rng(0).choice(pool, size=args.samples)
     chips, hosts = 64, 16
     # pure data parallel: each step's rows split evenly over the 64 chips
-    plan = make_plan({i: int(n) for i, n in enumerate(drawn)}, args.rows_per_step, attention_weight(config), row_multiple=chips)
+    plan = make_plan(
+        {i: int(n) for i, n in enumerate(drawn)}, args.rows_per_step, attention_weight(config), row_multiple=chips
+    )
     flops = forward_flops(config, max(LAYERS) + 1, plan.step_shapes)
 
     peak = ACCELERATORS["tpu-v5-lite-podslice"].peak_tflops * 1e12
@@ -57,13 +62,18 @@ def main() -> None:
     stored_rows = {"last": args.samples, "all": plan.useful_tokens}
     write_rate = hosts * WRITE_BYTES_PER_SECOND["gcs"]
 
-    print(f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 prompts (mean {pool.mean():.0f} tokens), "
-          f"maxTokens 2048; plan: {plan.num_steps} steps of "
-          f"{plan.describe_shapes()} rows x tokens, "
-          f"{plan.padding_fraction:.1%} padding; "
-          f"{plan.useful_tokens / 1e6:.1f} M useful tokens, {flops / 1e15:.1f} PFLOP (24 blocks); "
-          f"{flops / fed / 1e9:.2f} GFLOP per token fed\n")
-    print("| MFU | tokens/s per chip | compute | positions | stored (bf16) | writes (16 hosts x 200 MB/s) | run (the longer) | chip-hours | old system: 50-100 min, 53-107 chip-hours |")
+    print(
+        f"# {args.samples} prompts drawn from {len(pool)} ARC-AGI-1 prompts (mean {pool.mean():.0f} tokens), "
+        f"maxTokens 2048; plan: {plan.num_steps} steps of "
+        f"{plan.describe_shapes()} rows x tokens, "
+        f"{plan.padding_fraction:.1%} padding; "
+        f"{plan.useful_tokens / 1e6:.1f} M useful tokens, {flops / 1e15:.1f} PFLOP (24 blocks); "
+        f"{flops / fed / 1e9:.2f} GFLOP per token fed\n"
+    )
+    print(
+        "| MFU | tokens/s per chip | compute | positions | stored (bf16) | writes (16 hosts x 200 MB/s) | run (the "
+        "longer) | chip-hours | old system: 50-100 min, 53-107 chip-hours |"
+    )
     print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for mfu in args.mfu:
         compute_s = flops / (chips * peak * mfu)
@@ -71,9 +81,11 @@ def main() -> None:
             stored = stored_rows[positions] * row_bytes
             write_s = stored / write_rate
             run_s = max(compute_s, write_s)
-            print(f"| {mfu:.0%} | {plan.useful_tokens / compute_s / chips:,.0f} | {duration(compute_s)} | {positions} "
-                  f"| {stored / 1e9:,.1f} GB | {duration(write_s)} | {duration(run_s)} | {run_s * chips / 3600:.2f} "
-                  f"| {3000 / run_s:,.0f}-{6000 / run_s:,.0f}x faster |")
+            print(
+                f"| {mfu:.0%} | {plan.useful_tokens / compute_s / chips:,.0f} | {duration(compute_s)} | {positions} "
+                f"| {stored / 1e9:,.1f} GB | {duration(write_s)} | {duration(run_s)} | {run_s * chips / 3600:.2f} "
+                f"| {3000 / run_s:,.0f}-{6000 / run_s:,.0f}x faster |"
+            )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def transfer_speeds(nbytes: int, repeats: int = 3) -> dict[str, float]:
     the runner's path (`compact.to_host` into pinned memory, then `host_parts`' views)."""
     import jax
     import jax.numpy as jnp
+
     from layertap.extract import compact
 
     rows = max(1, nbytes // (896 * 2 * 14))
@@ -92,8 +93,8 @@ def main() -> None:
             f"  positions {r['positions']}: {r['useful_flops'] / seconds / 1e12:.1f} TFLOP/s useful, "
             f"MFU {r['useful_flops'] / seconds / (args.peak_tflops * 1e12):.1%}; e2e {r['tokens_per_s']:,.0f} tok/s, "
             f"forward alone {forward_tps:,.0f}, sink {sink_tps:,.0f} ({r['sink_GBps']:.2f} GB/s): "
-            f"{r['tokens_per_s'] / limit:.0%} of its limit; device to host {t['runner']:.1f} GB/s into {t['memory_kind']} "
-            f"(bare jax.device_get {t['device_get']:.1f} GB/s)"
+            f"{r['tokens_per_s'] / limit:.0%} of its limit; device to host {t['runner']:.1f} GB/s into "
+            f"{t['memory_kind']} (bare jax.device_get {t['device_get']:.1f} GB/s)"
         )
 
 

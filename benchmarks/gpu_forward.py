@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak for the MFU")
     parser.add_argument(
-        "--attention", nargs="+", default=["auto"], choices=["auto", "xla", "cudnn"],
+        "--attention",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "xla", "cudnn"],
         help="attention implementations to time ($LAYERTAP_ATTENTION); auto: the platform's choice",
     )
     args = parser.parse_args()
@@ -112,8 +115,8 @@ def main() -> None:
                 tflops = flops_per_token(config, max(LAYERS) + 1, length) * tokens_per_s / 1e12
                 mfu = f"{tflops / peak:.1%}" if peak else "n/a (pass --peak-tflops)"
                 print(
-                    f"| {dtype} | {ran} | {length} | {batch} | {tokens_per_s:,.0f} | {step_s * 1e3:.1f} | {compile_s:.1f} "
-                    f"| {tflops:.1f} | {mfu} |",
+                    f"| {dtype} | {ran} | {length} | {batch} | {tokens_per_s:,.0f} | {step_s * 1e3:.1f} | "
+                    f"{compile_s:.1f} | {tflops:.1f} | {mfu} |",
                     flush=True,
                 )
             del params

@@ -36,11 +36,26 @@ class Emulator:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.root.parent / "fake-gcs-server.log", "ab")
+        # stays open as the server's stdout/stderr for the process's whole life, past this call
+        log = open(self.root.parent / "fake-gcs-server.log", "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
-            [str(BINARY), "-scheme", "http", "-host", self.host, "-port", str(self.port),
-             "-backend", "filesystem", "-filesystem-root", str(self.root), "-log-level", "warn"],
-            stdout=log, stderr=log,
+            [
+                str(BINARY),
+                "-scheme",
+                "http",
+                "-host",
+                self.host,
+                "-port",
+                str(self.port),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(self.root),
+                "-log-level",
+                "warn",
+            ],
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -49,7 +64,7 @@ class Emulator:
                     return
             except OSError:
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"fake-gcs-server exited; see {log.name}")
+                    raise RuntimeError(f"fake-gcs-server exited; see {log.name}") from None
                 time.sleep(0.05)
         raise RuntimeError("fake-gcs-server did not start in 20 s")
 
@@ -61,8 +76,10 @@ class Emulator:
 
     def create_bucket(self, name: str) -> None:
         request = urllib.request.Request(
-            f"{self.url}/storage/v1/b", data=f'{{"name": "{name}"}}'.encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{self.url}/storage/v1/b",
+            data=f'{{"name": "{name}"}}'.encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         urllib.request.urlopen(request).close()
 
@@ -114,8 +131,11 @@ class FaultyProxy:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
-                out = {k: v.replace(proxy.upstream, proxy.url) for k, v in response.getheaders()
-                       if k.lower() not in ("transfer-encoding", "connection", "content-length")}
+                out = {
+                    k: v.replace(proxy.upstream, proxy.url)
+                    for k, v in response.getheaders()
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length")
+                }
                 upstream.close()
                 if decision and decision[0] == "lose":
                     proxy.seen.append((self.command, self.path, f"lost {response.status}, sent {decision[1]}"))

@@ -189,8 +189,6 @@ def _kubeconfig(server: str, ca_file: Path, token: str) -> dict:
     }
 
 
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,8 +302,14 @@ def running_control_plane(workdir: Path, address: str = "127.0.0.1") -> Iterator
             "HELM_DATA_HOME": str(workdir / "helm" / "data"),
         }
         plane = ControlPlane(
-            kubeconfig=kubeconfig, server=server, env=env, jobset_crd=JOBSET_CRD, workdir=workdir,
-            token=token, ca_file=ca_file, service_account_key=sa_key,
+            kubeconfig=kubeconfig,
+            server=server,
+            env=env,
+            jobset_crd=JOBSET_CRD,
+            workdir=workdir,
+            token=token,
+            ca_file=ca_file,
+            service_account_key=sa_key,
         )
         plane.apply_crd(JOBSET_CRD)
         yield plane

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from layertap.extract import cli
-from layertap.extract.distributed import detect
-from layertap.reporter import StatusReporter
+
+from layertap.run import cli
+from layertap.run.distributed import detect
+from layertap.run.reporter import StatusReporter
 from layertap_api import contract
 from layertap_api.resource import ActivationExtraction
 from layertap_operator.builder import Owner, build_jobset
@@ -60,7 +61,7 @@ def kubelet_env(metadata: dict, container: dict, host: int) -> dict[str, str]:
 
 def parse_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
+    cli.add_arguments(parser, cli.EXTRACT)
     return parser.parse_args(argv)
 
 
@@ -101,7 +102,7 @@ def test_every_pod_finds_its_place_from_the_builders_environment(example):
 
         reporter = StatusReporter.from_environment(env, api=object())
         assert (reporter.namespace, reporter.name) == (NAMESPACE, name)
-        assert cli.job_from_args(parse_args(), env=env) == spec.worker_spec()
+        assert cli.job_from_args(parse_args(), cli.EXTRACT, env=env) == spec.worker_spec()
         seen.append(process_id)
     assert sorted(seen) == list(range(res.process_count))
 

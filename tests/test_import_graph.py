@@ -3,7 +3,11 @@
 - the worker (`worker/layertap`) never imports the operator or kopf: the worker image has neither;
 - the operator never imports the worker or JAX: the operator image has neither;
 - `api/` imports neither: both sides share it (the operator <-> worker contract lives there);
-- plain-text datasets (`layertap.data`) never import the ARC pipeline (`layertap.arc`).
+- plain-text datasets (`layertap.data`) never import the ARC pipeline (`layertap.arc`);
+- the shared runtime (`layertap.run`) serves both commands and imports neither; `extract` and
+  `predict` never import each other (what both need lives in `run`);
+- the model and the activation store know nothing of runs: neither imports `run`, `extract`
+  or `predict`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ def offenders(folder: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
         ("operator/layertap_operator", ("layertap", "jax", "flax")),
         ("api/layertap_api", ("layertap", "layertap_operator", "kopf", "kubernetes", "jax")),
         ("worker/layertap/data", ("layertap.arc",)),
+        ("worker/layertap/run", ("layertap.extract", "layertap.predict")),
+        ("worker/layertap/extract", ("layertap.predict",)),
+        ("worker/layertap/predict", ("layertap.extract",)),
+        ("worker/layertap/model", ("layertap.run", "layertap.extract", "layertap.predict", "layertap.store")),
+        ("worker/layertap/store", ("layertap.run", "layertap.extract", "layertap.predict")),
     ],
 )
 def test_no_forbidden_imports(folder, forbidden):

@@ -86,8 +86,12 @@ ACCELERATORS: dict[str, Accelerator] = {
         _tpu(
             "tpu-v5-lite-podslice",
             197,
-            [("1x1", "ct5lp-hightpu-1t", 1), ("2x2", "ct5lp-hightpu-4t", 4), ("2x4", "ct5lp-hightpu-8t", 8)]
-            + _multi_host("ct5lp-hightpu-4t", "4x4 4x8 8x8 8x16 16x16"),
+            [
+                ("1x1", "ct5lp-hightpu-1t", 1),
+                ("2x2", "ct5lp-hightpu-4t", 4),
+                ("2x4", "ct5lp-hightpu-8t", 8),
+                *_multi_host("ct5lp-hightpu-4t", "4x4 4x8 8x8 8x16 16x16"),
+            ],
         ),
         _tpu(
             "tpu-v5p-slice",
@@ -99,8 +103,12 @@ ACCELERATORS: dict[str, Accelerator] = {
         _tpu(
             "tpu-v6e-slice",
             918,
-            [("1x1", "ct6e-standard-1t", 1), ("2x2", "ct6e-standard-4t", 4), ("2x4", "ct6e-standard-8t", 8)]
-            + _multi_host("ct6e-standard-4t", "4x4 4x8 8x8 8x16 16x16"),
+            [
+                ("1x1", "ct6e-standard-1t", 1),
+                ("2x2", "ct6e-standard-4t", 4),
+                ("2x4", "ct6e-standard-8t", 8),
+                *_multi_host("ct6e-standard-4t", "4x4 4x8 8x8 8x16 16x16"),
+            ],
         ),
         Accelerator("nvidia-tesla-t4", "gpu", max_gpus_per_host=4, peak_tflops=65),  # fp16: T4 has no bf16
         Accelerator("nvidia-l4", "gpu", max_gpus_per_host=8, peak_tflops=121),

@@ -60,7 +60,8 @@ RESOURCES_RULES: list[dict] = [
         f"!{_TPU} || !has(self.topology) || self.topology in {_TOPOLOGIES}[self.accelerator]",
         ".topology",
         "topology is not valid for the accelerator",
-        f"self.topology + ' is not a topology of ' + self.accelerator + '; valid: ' + {_TOPOLOGY_LISTS}[self.accelerator]",
+        "self.topology + ' is not a topology of ' + self.accelerator + '; valid: ' + "
+        f"{_TOPOLOGY_LISTS}[self.accelerator]",
     ),
     _rule(f"{_TPU} || !has(self.topology)", ".topology", "only TPU accelerators have a topology; use hosts"),
     _rule(f"!{_TPU} || !has(self.hosts)", ".hosts", "on TPU the topology decides the hosts; remove hosts"),
@@ -77,7 +78,8 @@ RESOURCES_RULES: list[dict] = [
         "only GPU accelerators have gpusPerHost",
     ),
     _rule(
-        f"!has(self.gpusPerHost) || !(self.accelerator in {_MAX_GPUS}) || self.gpusPerHost <= {_MAX_GPUS}[self.accelerator]",
+        f"!has(self.gpusPerHost) || !(self.accelerator in {_MAX_GPUS}) || self.gpusPerHost <= "
+        f"{_MAX_GPUS}[self.accelerator]",
         ".gpusPerHost",
         "more GPUs per host than one node of the accelerator has",
         # A map of whole messages: the server's cost estimate cannot bound string(int).
@@ -101,6 +103,7 @@ RESOURCES_RULES: list[dict] = [
         "mesh.data x mesh.model must equal the number of devices (chips or GPUs per host x hosts x slices)",
     ),
 ]
+
 
 def name_too_long(limit: int) -> str:
     """The message for a name over `limit` characters (Python and the CRD say the same)."""

@@ -117,7 +117,9 @@ def crd() -> dict:
             # metadata a CRD schema may describe (and metadata itself no description).
             "metadata": {
                 "type": "object",
-                "properties": {"name": {"type": "string", "description": "The resource's name: it names the JobSet and its pods."}},
+                "properties": {
+                    "name": {"type": "string", "description": "The resource's name: it names the JobSet and its pods."}
+                },
             },
             "spec": model_schema(ActivationExtractionSpec),
             "status": model_schema(ExtractionStatus),

@@ -44,13 +44,18 @@ class ResourcesSpec(ApiModel):
 
     accelerator: AcceleratorName = Field(
         json_schema_extra={"maxLength": 32},  # bounds the CEL cost estimate of messages that quote it
-        description="Node-pool accelerator, as GKE labels it: tpu-v5-lite-podslice, tpu-v6e-slice, tpu-v5p-slice, tpu-v4-podslice, nvidia-l4, ..., or cpu.",
+        description=(
+            "Node-pool accelerator, as GKE labels it: tpu-v5-lite-podslice, tpu-v6e-slice, tpu-v5p-slice, "
+            "tpu-v4-podslice, nvidia-l4, ..., or cpu."
+        ),
     )
     topology: str | None = Field(
         default=None,
         pattern=r"^[0-9]+x[0-9]+(x[0-9]+)?$",
         max_length=16,
-        description="TPU slice topology, e.g. 8x8 (v5e, v6e) or 2x2x4 (v4, v5p). Required for TPU, not allowed otherwise.",
+        description=(
+            "TPU slice topology, e.g. 8x8 (v5e, v6e) or 2x2x4 (v4, v5p). Required for TPU, not allowed otherwise."
+        ),
     )
     slices: int = Field(
         default=1,
@@ -81,7 +86,9 @@ class ResourcesSpec(ApiModel):
         default=None,
         pattern=QUANTITY_PATTERN,
         max_length=16,
-        description="Memory request of each worker pod (Kubernetes quantity). Unset: 8Gi on CPU pools, nothing on TPU/GPU.",
+        description=(
+            "Memory request of each worker pod (Kubernetes quantity). Unset: 8Gi on CPU pools, nothing on TPU/GPU."
+        ),
     )
 
     @property
@@ -195,7 +202,10 @@ class ActivationExtractionSpec(JobSpec):
         default="layertap-worker",
         pattern=DNS_LABEL_PATTERN,
         max_length=63,
-        description="ServiceAccount of the worker pods: it needs GCS access (Workload Identity) and may patch this resource's status.",
+        description=(
+            "ServiceAccount of the worker pods: it needs GCS access (Workload Identity) and may patch this resource's "
+            "status."
+        ),
     )
     suspend: bool = Field(
         default=False,
@@ -211,7 +221,10 @@ class ActivationExtractionSpec(JobSpec):
         default=3,
         ge=0,
         le=100,
-        description="How often the whole JobSet may restart after a pod fails (pre-emption, host error); each restart resumes from committed shards.",
+        description=(
+            "How often the whole JobSet may restart after a pod fails (pre-emption, host error); each restart resumes "
+            "from committed shards."
+        ),
     )
     active_deadline_seconds: int | None = Field(
         default=None,
@@ -221,7 +234,9 @@ class ActivationExtractionSpec(JobSpec):
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,
-        description="Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay.",
+        description=(
+            "Delete the JobSet (and its pods) this many seconds after it finished; the resource and its status stay."
+        ),
     )
     termination_grace_period_seconds: int | None = Field(
         default=None,
@@ -242,7 +257,10 @@ class ActivationExtractionSpec(JobSpec):
         default=None,
         pattern=DNS_LABEL_PATTERN,
         max_length=253,
-        description="Kueue WorkloadPriorityClass of the run (admission order and preemption among queued runs); needs queueName.",
+        description=(
+            "Kueue WorkloadPriorityClass of the run (admission order and preemption among queued runs); needs "
+            "queueName."
+        ),
     )
     hub_token_secret: SecretKey | None = Field(
         default=None,

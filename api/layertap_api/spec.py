@@ -54,9 +54,7 @@ class ModelSpec(ApiModel):
             "cache, HF_HUB_CACHE)."
         ),
     )
-    dtype: ComputeDtype = Field(
-        default="bfloat16", description="Compute dtype of the forward pass."
-    )
+    dtype: ComputeDtype = Field(default="bfloat16", description="Compute dtype of the forward pass.")
 
     @field_validator("uri")
     @classmethod
@@ -77,7 +75,9 @@ class PromptSpec(ApiModel):
     )
     variant: Literal["inference", "training"] = Field(
         default="inference",
-        description="inference: the prompt ends where the answer grid would start; training: the answer grid is included.",
+        description=(
+            "inference: the prompt ends where the answer grid would start; training: the answer grid is included."
+        ),
     )
     augmentations: int = Field(
         default=0,
@@ -90,7 +90,10 @@ class PromptSpec(ApiModel):
         default=["dihedral", "colours", "train-order", "swap-test"],
         min_length=1,
         json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="What an augmented copy may change: dihedral transform, colour permutation, train-pair order, train/test swap.",
+        description=(
+            "What an augmented copy may change: dihedral transform, colour permutation, train-pair order, train/test "
+            "swap."
+        ),
     )
     permute_background: bool = Field(
         default=False, description="Let colour permutations move colour 0 (the background); kept by default."
@@ -146,12 +149,16 @@ class DatasetSpec(ApiModel):
         ),
     )
     format: DatasetFormat = Field(
-        description="How to read the dataset (an hf:// dataset: the format of the split's data files, parquet or text-jsonl)."
+        description=(
+            "How to read the dataset (an hf:// dataset: the format of the split's data files, parquet or text-jsonl)."
+        )
     )
     column: str = Field(
         default="text",
         min_length=1,
-        description="text-jsonl and parquet: the string field (text-jsonl) or column (parquet) holding each record's text.",
+        description=(
+            "text-jsonl and parquet: the string field (text-jsonl) or column (parquet) holding each record's text."
+        ),
     )
     split: str = Field(
         default="train",
@@ -167,7 +174,9 @@ class DatasetSpec(ApiModel):
         ),
     )
     max_samples: int | None = Field(
-        default=None, ge=1, description="Stop after this many samples (prompts), counted after select. Unset: the whole dataset."
+        default=None,
+        ge=1,
+        description="Stop after this many samples (prompts), counted after select. Unset: the whole dataset.",
     )
     select: SelectionSpec | None = Field(
         default=None,
@@ -181,7 +190,9 @@ class DatasetSpec(ApiModel):
     )
     over_limit: Literal["drop", "truncate", "shorten"] = Field(
         default="drop",
-        description="What to do with a prompt over maxTokens: drop it, truncate it, or (ARC) remove train pairs until it fits.",
+        description=(
+            "What to do with a prompt over maxTokens: drop it, truncate it, or (ARC) remove train pairs until it fits."
+        ),
     )
     skip_invalid: bool = Field(
         default=False,
@@ -277,15 +288,14 @@ class ExtractionSpec(ApiModel):
 
 class OutputSpec(ApiModel):
     uri: str = Field(min_length=1, description="Where the run is written: gs://bucket/prefix or a path.")
-    shard_size_mb: int = Field(
-        default=256, ge=1, le=8192, description="Upper bound of one shard's size in MiB."
-    )
+    shard_size_mb: int = Field(default=256, ge=1, le=8192, description="Upper bound of one shard's size in MiB.")
     compilation_cache: str | None = Field(
         default=None,
         min_length=1,
         description=(
             "Where compiled XLA programs are kept so that a restarted worker does not compile again "
-            '(gs://... or a path; share one between runs of the same model and shapes). Unset: <uri>/.jax-cache; "off": nowhere.'
+            "(gs://... or a path; share one between runs of the same model and shapes). Unset: <uri>/.jax-cache; "
+            '"off": nowhere.'
         ),
     )
 
@@ -297,16 +307,32 @@ class ViewsSpec(ApiModel):
         default=True, description="All 8 rotations and reflections of the task; false: the task as given only."
     )
     colour_permutations: int = Field(
-        default=0, ge=0, le=8, description="Extra copies of the views with colours 1-9 permuted (0, the background, kept)."
+        default=0,
+        ge=0,
+        le=8,
+        description="Extra copies of the views with colours 1-9 permuted (0, the background, kept).",
     )
-    reorder_examples: bool = Field(default=False, description="Shuffle the order of the train pairs in each view but the first.")
+    reorder_examples: bool = Field(
+        default=False, description="Shuffle the order of the train pairs in each view but the first."
+    )
     seed: int = Field(default=0, ge=0, description="Seed of the colour permutations and example orders.")
 
 
 class SamplingSpec(ApiModel):
-    temperature: float = Field(default=0.0, ge=0, le=10, description="0: greedy decoding; otherwise sampled at this temperature.")
-    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling: sample from the most probable tokens of this total probability.")
-    seed: int = Field(default=0, ge=0, description="Seed of the sampling (per prompt: the same prompt draws the same tokens on any host).")
+    temperature: float = Field(
+        default=0.0, ge=0, le=10, description="0: greedy decoding; otherwise sampled at this temperature."
+    )
+    top_p: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Nucleus sampling: sample from the most probable tokens of this total probability.",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seed of the sampling (per prompt: the same prompt draws the same tokens on any host).",
+    )
 
 
 class PredictionSpec(ApiModel):
@@ -315,7 +341,10 @@ class PredictionSpec(ApiModel):
 
     views: ViewsSpec = Field(default_factory=ViewsSpec, description="Augmented views of each test input.")
     max_new_tokens: int = Field(
-        default=1024, ge=1, le=16384, description="Token budget of one answer (a 30x30 grid takes about 1000 with the default encoder)."
+        default=1024,
+        ge=1,
+        le=16384,
+        description="Token budget of one answer (a 30x30 grid takes about 1000 with the default encoder).",
     )
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Greedy or sampled decoding.")
     batch_size: int = Field(default=8, ge=1, le=4096, description="Prompts generated together, across all hosts.")
@@ -334,9 +363,7 @@ class JobSpec(ApiModel):
     )
     model: ModelSpec = Field(description="The checkpoint to run.")
     dataset: DatasetSpec = Field(description="The prompts to run it on.")
-    extraction: ExtractionSpec = Field(
-        default_factory=ExtractionSpec, description="Which activations to keep."
-    )
+    extraction: ExtractionSpec = Field(default_factory=ExtractionSpec, description="Which activations to keep.")
     prediction: PredictionSpec = Field(
         default_factory=PredictionSpec, description="How to generate answers (mode predict)."
     )
@@ -346,7 +373,8 @@ class JobSpec(ApiModel):
     def _predict_needs_arc(self) -> JobSpec:
         if self.mode == "predict" and self.dataset.format not in ARC_FORMATS:
             raise ValueError(
-                f"mode predict answers ARC tasks: dataset.format must be one of {', '.join(ARC_FORMATS)}, not {self.dataset.format}"
+                f"mode predict answers ARC tasks: dataset.format must be one of {', '.join(ARC_FORMATS)}, not "
+                f"{self.dataset.format}"
             )
         if self.mode == "predict" and self.extraction.sites not in (None, ["resid_post"]):
             raise ValueError(PREDICT_SITES_MESSAGE)
@@ -360,7 +388,10 @@ class MeshSpec(ApiModel):
         default=1,
         ge=1,
         le=1024,
-        description="Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked by the worker).",
+        description=(
+            "Size of the model (tensor-parallel) axis; must divide the device count (and the model's KV heads, checked "
+            "by the worker)."
+        ),
     )
     data: int | None = Field(
         default=None,

@@ -47,26 +47,37 @@ class Estimate(ApiModel):
     seconds: float | None = Field(
         default=None,
         ge=0,
-        description="Expected run time on these devices: the longest of compute, transfer and writing (unset: the devices' throughput is unknown).",
+        description=(
+            "Expected run time on these devices: the longest of compute, transfer and writing (unset: the devices' "
+            "throughput is unknown)."
+        ),
     )
-    chip_hours: float | None = Field(default=None, ge=0, description="Expected device-hours (seconds x devices / 3600).")
+    chip_hours: float | None = Field(
+        default=None, ge=0, description="Expected device-hours (seconds x devices / 3600)."
+    )
     compute_seconds: float | None = Field(default=None, ge=0, description="Expected time of the forward passes alone.")
     transfer_seconds: float = Field(
-        default=0.0, ge=0, description="Expected time for the stored values to cross from the devices to their hosts (0 on CPU)."
+        default=0.0,
+        ge=0,
+        description="Expected time for the stored values to cross from the devices to their hosts (0 on CPU).",
     )
     write_seconds: float = Field(ge=0, description="Expected time to write the bytes.")
     bound: Literal["compute", "transfer", "writing"] | None = Field(
         default=None, description="The longest of the three, which sets the run's time (they overlap)."
     )
     devices: int = Field(ge=1, description="Devices running the forward.")
-    basis: str = Field(max_length=512, description="The cost model: the devices' throughput and the efficiency assumed.")
+    basis: str = Field(
+        max_length=512, description="The cost model: the devices' throughput and the efficiency assumed."
+    )
 
 
 class Progress(ApiModel):
     """How far the workers are; written only by the workers."""
 
     samples_done: int | None = Field(
-        default=None, ge=0, description="Samples (prompts) whose activations are committed; mode predict: answers committed."
+        default=None,
+        ge=0,
+        description="Samples (prompts) whose activations are committed; mode predict: answers committed.",
     )
     samples_total: int | None = Field(default=None, ge=0, description="Samples in the run after filtering.")
     tokens_done: int | None = Field(default=None, ge=0, description="Tokens whose activations are committed.")
@@ -79,18 +90,24 @@ class Progress(ApiModel):
         default=None, max_length=16, description="The same for people, e.g. 45.2% (the PROGRESS column)."
     )
     eta: str | None = Field(
-        default=None, max_length=32, description="etaSeconds for people, e.g. 2h13m (the ETA column); gone when no worker runs."
+        default=None,
+        max_length=32,
+        description="etaSeconds for people, e.g. 2h13m (the ETA column); gone when no worker runs.",
     )
     update_time: datetime | None = Field(default=None, description="When the workers last reported.")
-    tasks_done: int | None = Field(default=None, ge=0, description="Mode predict: tasks whose every answer is committed.")
+    tasks_done: int | None = Field(
+        default=None, ge=0, description="Mode predict: tasks whose every answer is committed."
+    )
     tasks_total: int | None = Field(default=None, ge=0, description="Mode predict: tasks in the run.")
     estimate: Estimate | None = Field(
         default=None, description="The pre-flight estimate, kept beside the measured figures after the run."
     )
     score: float | None = Field(
-        default=None, ge=0, le=1,
+        default=None,
+        ge=0,
+        le=1,
         description="Mode predict with solutions: the ARC Prize score over the tasks done so far (mean over tasks).",
-    )  # fmt: skip
+    )
 
 
 class LastError(ApiModel):
@@ -113,7 +130,10 @@ class ExtractionStatus(ApiModel):
     message: str | None = Field(
         default=None,
         max_length=32768,
-        description="The same for people: what the workers do, why they wait (the scheduler's or Kueue's words), or what failed.",
+        description=(
+            "The same for people: what the workers do, why they wait (the scheduler's or Kueue's words), or what "
+            "failed."
+        ),
     )
     conditions: list[Condition] | None = Field(
         default=None,
@@ -134,5 +154,8 @@ class ExtractionStatus(ApiModel):
     accelerator: str | None = Field(default=None, description="The accelerator the JobSet runs on.")
     shape: str | None = Field(
         default=None,
-        description="What the JobSet runs, e.g. 8x8, 2x4x4 (2 slices of 4x4), 2x(8 GPU): the applied spec's, until a change is applied.",
+        description=(
+            "What the JobSet runs, e.g. 8x8, 2x4x4 (2 slices of 4x4), 2x(8 GPU): the applied spec's, until a change is "
+            "applied."
+        ),
     )

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from layertap_api import contract as wire
 from layertap_api.catalog import TPU_TOPOLOGY_LABEL
 from layertap_api.resource import DEFAULT_CPU, DEFAULT_MEMORY, ActivationExtractionSpec
-
 from layertap_operator import constants as c
-
 
 # The JobSet's reaction to a failed Job, by the podFailurePolicy rule that failed it (the
 # Job controller's message names the rule's index: "... matching FailJob rule at index N").
@@ -153,7 +151,9 @@ def _pod_spec(spec: ActivationExtractionSpec, owner: Owner, image: str) -> dict:
                 "env": _env(spec, owner),
                 "ports": _ports(spec),
                 "resources": _container_resources(spec),
-                "securityContext": {"privileged": True} if spec.privileged else {
+                "securityContext": {"privileged": True}
+                if spec.privileged
+                else {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
                     "capabilities": {"drop": ["ALL"]},

@@ -12,6 +12,7 @@ The Kubernetes permissions it needs, and the workers', are listed in docs/operat
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -23,9 +24,9 @@ from typing import Any
 import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
-from layertap_api.resource import ActivationExtractionSpec
 from pydantic import ValidationError
 
+from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
 from layertap_operator.metrics import METRICS
@@ -92,10 +93,9 @@ def resync(name: str, namespace: str, **_: Any) -> None:
 def on_jobset(body: kopf.Body, namespace: str, **_: Any) -> None:
     owner = (body["metadata"].get("labels") or {}).get(c.LABEL_EXTRACTION)
     if owner:
-        try:
+        # a PermanentError is already posted as InvalidSpec by the resource's own handlers
+        with contextlib.suppress(kopf.PermanentError):
             measured_reconcile(namespace, owner)
-        except kopf.PermanentError:
-            pass  # already posted as InvalidSpec by the resource's own handlers
 
 
 # optional: deletion never waits on this handler (the JobSet goes by garbage collection).
@@ -237,11 +237,18 @@ def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
         return
     try:
         _custom_objects().patch_namespaced_custom_object(
-            c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, workload["metadata"]["name"],
-            {"spec": {"active": active}}, _request_timeout=REQUEST_TIMEOUT_S,
+            c.KUEUE_GROUP,
+            c.KUEUE_VERSION,
+            owner.namespace,
+            c.KUEUE_WORKLOADS,
+            workload["metadata"]["name"],
+            {"spec": {"active": active}},
+            _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as error:
-        raise kopf.TemporaryError(f"{'activating' if active else 'deactivating'} the Kueue workload: {_reason(error)}", delay=5) from None
+        raise kopf.TemporaryError(
+            f"{'activating' if active else 'deactivating'} the Kueue workload: {_reason(error)}", delay=5
+        ) from None
 
 
 def kueue_admission(owner: Owner, jobset: dict) -> str:
@@ -289,18 +296,24 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
             if error.status == 409:
                 jobset = _get_jobset(api, owner)
             elif error.status in (400, 403, 422):
-                return None, Problem(
-                    "JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True
-                ), False
+                return (
+                    None,
+                    Problem("JobSetRejected", f"the API server rejected the JobSet: {_reason(error)}", terminal=True),
+                    False,
+                )
             else:
                 raise kopf.TemporaryError(f"creating the JobSet: {_reason(error)}", delay=10) from None
     owners = [ref.get("uid") for ref in (jobset or {}).get("metadata", {}).get("ownerReferences", [])]
     if jobset is not None and owner.uid not in owners:
-        return None, Problem(
-            "JobSetNameTaken",
-            f"a JobSet named {owner.name} exists and belongs to something else: "
-            "delete that JobSet, or re-create this resource under another name",
-        ), False
+        return (
+            None,
+            Problem(
+                "JobSetNameTaken",
+                f"a JobSet named {owner.name} exists and belongs to something else: "
+                "delete that JobSet, or re-create this resource under another name",
+            ),
+            False,
+        )
     return jobset, None, created
 
 
@@ -352,7 +365,11 @@ def follow_suspend(jobset: dict, spec: ActivationExtractionSpec, owner: Owner) -
 def _get_jobset(api: kubernetes.client.CustomObjectsApi, owner: Owner) -> dict | None:
     try:
         return api.get_namespaced_custom_object(
-            c.JOBSET_GROUP, c.JOBSET_VERSION, owner.namespace, c.JOBSET_PLURAL, owner.name,
+            c.JOBSET_GROUP,
+            c.JOBSET_VERSION,
+            owner.namespace,
+            c.JOBSET_PLURAL,
+            owner.name,
             _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as error:

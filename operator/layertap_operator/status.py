@@ -20,7 +20,6 @@ from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_api.status import Phase
 
-
 # Spec fields a running JobSet can follow; any other change needs a new JobSet.
 APPLIABLE_FIELDS = frozenset({"suspend"})
 # Reasons that are the normal course of a run; any other is worth a Warning event.
@@ -50,8 +49,15 @@ class PodState:
 
 # Container waiting reasons that are not just "starting" (the kubelet's names).
 STUCK_REASONS = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-     "CreateContainerError", "RunContainerError", "CrashLoopBackOff"}
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
 )
 
 
@@ -155,8 +161,7 @@ def phase_of(obs: Observation) -> tuple[str, str, str]:
         return (
             "Pending",
             "Unschedulable",
-            f"{len(unschedulable)} of {_pods(total)} cannot be scheduled: "
-            f"{unschedulable[0].unschedulable}",
+            f"{len(unschedulable)} of {_pods(total)} cannot be scheduled: {unschedulable[0].unschedulable}",
         )
     stuck = next((p for p in pods if p.waiting), None)
     if stuck is not None:
@@ -187,7 +192,14 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
     if js is not None:
         res = obs.running.resources
         pods = f"{res.slices} slices x {_pods(res.hosts_per_slice)}" if res.slices > 1 else _pods(res.hosts_per_slice)
-        out.append(("JobSetCreated", "True", "Created", f"JobSet {js['metadata']['name']} runs {pods} on {res.accelerator} {res.shape}"))
+        out.append(
+            (
+                "JobSetCreated",
+                "True",
+                "Created",
+                f"JobSet {js['metadata']['name']} runs {pods} on {res.accelerator} {res.shape}",
+            )
+        )
     elif obs.problem:
         out.append(("JobSetCreated", "False", obs.problem.reason, obs.problem.message))
     else:
@@ -206,7 +218,9 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
             )
         )
     elif js is not None and spec.suspend and not js.get("spec", {}).get("suspend"):
-        how = "Kueue is evicting it (its Workload is deactivated)" if spec.queue_name else "the JobSet is being suspended"
+        how = (
+            "Kueue is evicting it (its Workload is deactivated)" if spec.queue_name else "the JobSet is being suspended"
+        )
         out.append(("SpecApplied", "False", "Suspending", f"spec.suspend is true and the workers still run: {how}"))
     elif js is None:
         why = obs.problem.reason if obs.problem else "Creating"
@@ -219,7 +233,14 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
         out.append(("Suspended", "True" if suspended else "False", reason, phase_message if suspended else ""))
         done = _jobset_conditions(js)
         if "Completed" in done:
-            out.append(("Completed", "True", done["Completed"].get("reason") or "Completed", done["Completed"].get("message", "")))
+            out.append(
+                (
+                    "Completed",
+                    "True",
+                    done["Completed"].get("reason") or "Completed",
+                    done["Completed"].get("message", ""),
+                )
+            )
         if "Failed" in done:  # with the cause the failed worker gave
             out.append(("Failed", "True", done["Failed"].get("reason") or "Failed", phase_message))
     return out
@@ -272,8 +293,13 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
 
     events = []
     if obs.recreated:
-        events.append(Event("Warning", "JobSetRecreated", "the JobSet was deleted while the run was not finished; "
-                            "a new one resumes it from the committed shards"))
+        events.append(
+            Event(
+                "Warning",
+                "JobSetRecreated",
+                "the JobSet was deleted while the run was not finished; a new one resumes it from the committed shards",
+            )
+        )
     if (phase, reason) != (previous.get("phase"), previous.get("reason")):  # e.g. Starting -> Unschedulable
         warning = phase == "Failed" or reason not in NORMAL_REASONS
         events.append(Event("Warning" if warning else "Normal", reason, f"{phase}: {message}"))

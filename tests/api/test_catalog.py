@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from layertap_api.catalog import ACCELERATORS, TPU_RESOURCE
 
 TPUS = [a for a in ACCELERATORS.values() if a.kind == "tpu"]

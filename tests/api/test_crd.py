@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from layertap_api.crd import crd, render
 
 CRD_PATH = Path(__file__).parents[2] / "charts/layertap/crds/layertap.dev_activationextractions.yaml"

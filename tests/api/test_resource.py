@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import celpy
 import pytest
+from pydantic import ValidationError
+
 from layertap_api.cel import RESOURCES_RULES
 from layertap_api.resource import ActivationExtractionSpec, ResourcesSpec
-from pydantic import ValidationError
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,9 @@ def _root_rules_failing(resource: dict) -> list[str]:
     for rule in ROOT_RULES:
         if not env.program(env.compile(rule["rule"])).evaluate({"self": obj}):
             expression = rule.get("messageExpression")
-            failing.append(str(env.program(env.compile(expression)).evaluate({"self": obj})) if expression else rule["message"])
+            failing.append(
+                str(env.program(env.compile(expression)).evaluate({"self": obj})) if expression else rule["message"]
+            )
     return failing
 
 
@@ -147,7 +150,12 @@ def test_the_name_limit_follows_the_topology(name, resources, limit) -> None:
     from layertap_api.resource import ActivationExtraction
 
     spec = {**SPEC, "resources": resources}
-    resource = {"apiVersion": "layertap.dev/v1alpha1", "kind": "ActivationExtraction", "metadata": {"name": name}, "spec": spec}
+    resource = {
+        "apiVersion": "layertap.dev/v1alpha1",
+        "kind": "ActivationExtraction",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
     ActivationExtraction.model_validate(resource)
     assert _root_rules_failing({**resource, "spec": {**spec, "resources": {"slices": 1, **resources}}}) == []
     longer = {**resource, "metadata": {"name": name + "b"}}
@@ -164,7 +172,10 @@ def test_a_name_must_be_a_dns_1035_label(name) -> None:
     resource = {"metadata": {"name": name}, "spec": SPEC}
     with pytest.raises(ValidationError, match="DNS-1035 label"):
         ActivationExtraction.model_validate(resource)
-    assert any("DNS-1035" in m for m in _root_rules_failing({**resource, "spec": {**SPEC, "resources": {**SPEC["resources"], "slices": 1}}}))
+    assert any(
+        "DNS-1035" in m
+        for m in _root_rules_failing({**resource, "spec": {**SPEC, "resources": {**SPEC["resources"], "slices": 1}}})
+    )
 
 
 def test_multislice_needs_a_multi_host_topology() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from layertap.arc.builtin import VERSIONS, write_builtin_tasks
 from layertap.arc.readers import read_tasks
 from layertap.model import load_tokenizer, write_random_checkpoint

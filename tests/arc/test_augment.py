@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from layertap.arc.augment import (
     DIHEDRAL,
     Augmentation,
@@ -45,7 +46,9 @@ def test_every_arc_task_round_trips_through_random_augmentations(arc_tasks) -> N
 def test_background_is_kept_unless_asked() -> None:
     task = Task("t", (Pair(ASYMMETRIC, ASYMMETRIC),), (Pair(ASYMMETRIC, ASYMMETRIC),))
     kept = [random_augmentation(task, augmentation_rng(0, "t", c)).colours[0] for c in range(50)]
-    moved = [random_augmentation(task, augmentation_rng(0, "t", c), permute_background=True).colours[0] for c in range(50)]
+    moved = [
+        random_augmentation(task, augmentation_rng(0, "t", c), permute_background=True).colours[0] for c in range(50)
+    ]
     assert set(kept) == {0} and len(set(moved)) > 1
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from layertap.arc.augment import Augmentation
 from layertap.arc.budget import BudgetStats
 from layertap.arc.builtin import write_builtin_tasks
@@ -105,7 +106,9 @@ def test_barc_rows_honour_skip_invalid_and_test_pairs(tmp_path, arc_tasks, token
     tasks = [t for t in arc_tasks if len(t.train) + len(t.test) >= 4][:4]
     rows = barc_rows(tmp_path / "barc.jsonl", tasks)
     barc = {"uri": str(tmp_path / "barc.jsonl"), "format": "barc-jsonl"}
-    with pytest.raises(LayerTapError, match=r"barc\.jsonl, line 2: .*not rectangular.*dataset\.skipInvalid: true skips"):
+    with pytest.raises(
+        LayerTapError, match=r"barc\.jsonl, line 2: .*not rectangular.*dataset\.skipInvalid: true skips"
+    ):
         list(iter_samples(spec(**barc), tokenizer))
 
     samples = list(iter_samples(spec(**barc, skipInvalid=True, testPairs=2), tokenizer))
@@ -170,5 +173,7 @@ def test_a_bad_selection_names_the_field_and_the_dataset(small_arc, tokenizer) -
 
     with pytest.raises(LayerTapError, match=rf"^dataset.select.ids: task\(s\) nope not in {small_arc} \(12 tasks\)$"):
         load_dataset(spec(small_arc, select={"ids": ["nope"]}), tokenizer)
-    with pytest.raises(LayerTapError, match=rf"^dataset.select.offset: 12 is past the end of {small_arc} \(12 tasks\)$"):
+    with pytest.raises(
+        LayerTapError, match=rf"^dataset.select.offset: 12 is past the end of {small_arc} \(12 tasks\)$"
+    ):
         load_dataset(spec(small_arc, select={"offset": 12}), tokenizer)

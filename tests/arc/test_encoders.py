@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from layertap.arc.encoders import DEFAULT_ENCODER, build_encoder
 from layertap.arc.grids import GridError
 

@@ -8,11 +8,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from layertap.io import gcs as gcs_store
+
 from layertap.arc.builtin import write_builtin_tasks
 from layertap.arc.dataset import iter_samples
 from layertap.arc.readers import InvalidRecord, read_tasks
 from layertap.errors import LayerTapError
+from layertap.io import gcs as gcs_store
 from layertap_api.spec import DatasetSpec
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(120)]
@@ -38,14 +39,23 @@ def bucket(emulator_url, monkeypatch, tmp_path):
     for file in local.iterdir():
         target.blob(f"kaggle/{file.name}").upload_from_filename(str(file))
     tasks = list(read_tasks(local, "arc-kaggle"))
-    rows = "".join(json.dumps({"examples": [[p.input.tolist(), p.output.tolist()] for p in t.train + t.test]}) + "\n"
-                   for t in tasks)
+    rows = "".join(
+        json.dumps({"examples": [[p.input.tolist(), p.output.tolist()] for p in t.train + t.test]}) + "\n"
+        for t in tasks
+    )
     target.blob("rows/part-0.jsonl.gz").upload_from_string(gzip.compress(rows.encode()))
-    table = pa.table({"id": [t.id for t in tasks], "train": [json.dumps(t.to_json()["train"]) for t in tasks],
-                      "test": [json.dumps(t.to_json()["test"]) for t in tasks]})
+    table = pa.table(
+        {
+            "id": [t.id for t in tasks],
+            "train": [json.dumps(t.to_json()["train"]) for t in tasks],
+            "test": [json.dumps(t.to_json()["test"]) for t in tasks],
+        }
+    )
     pq.write_table(table, tmp_path / "part-1.parquet")
     target.blob("rows/part-1.parquet").upload_from_filename(str(tmp_path / "part-1.parquet"))
-    target.blob("bad/rows.jsonl").upload_from_string('{"examples": [[[[1]], [[2]]], [[[3]], [[4]]]]}\n{"examples": 1}\n')
+    target.blob("bad/rows.jsonl").upload_from_string(
+        '{"examples": [[[[1]], [[2]]], [[[3]], [[4]]]]}\n{"examples": 1}\n'
+    )
     return tasks
 
 
@@ -57,14 +67,16 @@ def test_kaggle_layout_on_gcs_equals_local(bucket) -> None:
 def test_jsonl_gz_and_parquet_stream_from_gcs(bucket) -> None:
     remote = list(read_tasks(f"gs://{BUCKET}/rows", "barc-jsonl"))
     assert len(remote) == 2 * len(bucket)
-    from_parquet = remote[len(bucket):]
+    from_parquet = remote[len(bucket) :]
     assert all(a.equals(b) for a, b in zip(from_parquet, bucket))
     one_object = list(read_tasks(f"gs://{BUCKET}/rows/part-0.jsonl.gz", "barc-jsonl"))
     assert [t.id for t in one_object] == [t.id for t in remote[: len(bucket)]]
 
 
 def test_errors_name_the_gcs_object(bucket) -> None:
-    with pytest.raises(InvalidRecord, match=rf"gs://{BUCKET}/bad/rows.jsonl, line 2: 'examples' must be a non-empty list"):
+    with pytest.raises(
+        InvalidRecord, match=rf"gs://{BUCKET}/bad/rows.jsonl, line 2: 'examples' must be a non-empty list"
+    ):
         list(read_tasks(f"gs://{BUCKET}/bad", "barc-jsonl"))
     with pytest.raises(LayerTapError, match=rf"gs://{BUCKET}/nope: no such object or prefix"):
         list(read_tasks(f"gs://{BUCKET}/nope", "arc-json"))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from layertap.arc.grids import GridError, to_grid
 
 

@@ -5,6 +5,7 @@ training and evaluation together."""
 from __future__ import annotations
 
 import pytest
+
 from layertap.arc.builtin import write_builtin_tasks
 from layertap.arc.dataset import iter_samples
 from layertap.extract.plan import _bucketed_plan, make_plan

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import render_prompt
 from layertap.errors import LayerTapError
@@ -66,10 +67,14 @@ def _with_template(tokenizer, template: str):
 
 def test_templates_that_add_scaffolding_work_and_ones_that_edit_text_are_refused(arc_tasks, tokenizer) -> None:
     task = next(t for t in arc_tasks if t.id == "6150a2bd")
-    thinking = _with_template(tokenizer, (
-        "{%- for m in messages %}<|im_start|>{{ m['role'] }}\n"
-        "{%- if m['role'] == 'assistant' %}<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n{%- endfor %}"
-    ))
+    thinking = _with_template(
+        tokenizer,
+        (
+            "{%- for m in messages %}<|im_start|>{{ m['role'] }}\n"
+            "{%- if m['role'] == 'assistant' %}<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n{%- "
+            "endfor %}"
+        ),
+    )
     prompt = render_prompt(task, 0, DEFAULT, thinking)
     assert prompt.text.endswith("<|im_start|>assistant<think>\n\n</think>\n\n### Output\n\n```grid")
     trimming = _with_template(tokenizer, "{%- for m in messages %}{{ m['content'] | trim }}\n{%- endfor %}")

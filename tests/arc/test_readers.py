@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from layertap.arc.colours import grid_to_words
 from layertap.arc.readers import InvalidRecord, ReadStats, read_tasks
 from layertap.arc.records import Split
@@ -33,22 +34,30 @@ def barc_chat(task) -> dict:
     user += "\n\n".join(grid_to_words(p.input) for p in task.test)
     user += "\n\n\nDirectly provide the output grids corresponding to the given test input grids."
     answer = "The output grid for the test input grid is:\n\n```\n" + grid_to_words(task.test[0].output) + "\n```"
-    return {"messages": [{"role": "system", "content": "You solve puzzles."},
-                         {"role": "user", "content": user},
-                         {"role": "assistant", "content": answer}]}
+    return {
+        "messages": [
+            {"role": "system", "content": "You solve puzzles."},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer},
+        ]
+    }
 
 
 def test_arc_json_directory_one_task_per_file(tmp_path) -> None:
     (tmp_path / "bbb.json").write_text(json.dumps({"train": [{"input": A, "output": B}], "test": [{"input": C}]}))
-    (tmp_path / "aaa.json").write_text(json.dumps({"train": [{"input": C, "output": D}], "test": [{"input": A, "output": B}]}))
+    (tmp_path / "aaa.json").write_text(
+        json.dumps({"train": [{"input": C, "output": D}], "test": [{"input": A, "output": B}]})
+    )
     tasks = list(read_tasks(tmp_path, "arc-json"))
     assert [t.id for t in tasks] == ["aaa", "bbb"]
     assert tasks[0].test[0].output.tolist() == B and tasks[1].test[0].output is None
 
 
 def test_arc_json_combined_file(tmp_path) -> None:
-    combined = {"t1": {"train": [{"input": A, "output": B}], "test": [{"input": C}]},
-                "t2": {"train": [{"input": D, "output": D}], "test": [{"input": D}]}}
+    combined = {
+        "t1": {"train": [{"input": A, "output": B}], "test": [{"input": C}]},
+        "t2": {"train": [{"input": D, "output": D}], "test": [{"input": D}]},
+    }
     path = tmp_path / "all.json"
     path.write_text(json.dumps(combined))
     assert [t.id for t in read_tasks(path, "arc-json")] == ["t1", "t2"]
@@ -62,7 +71,9 @@ def test_kaggle_layout_joins_solutions(arc_tasks) -> None:
 
 
 def test_kaggle_solution_count_mismatch_names_the_file(tmp_path) -> None:
-    (tmp_path / "x_challenges.json").write_text(json.dumps({"t1": {"train": [{"input": A, "output": B}], "test": [{"input": C}]}}))
+    (tmp_path / "x_challenges.json").write_text(
+        json.dumps({"t1": {"train": [{"input": A, "output": B}], "test": [{"input": C}]}})
+    )
     (tmp_path / "x_solutions.json").write_text(json.dumps({"t1": [B, B]}))
     with pytest.raises(InvalidRecord, match=r"x_solutions\.json, task t1: 2 solutions for 1 test inputs"):
         list(read_tasks(tmp_path, "arc-kaggle"))
@@ -96,11 +107,13 @@ def test_barc_chat_messages_with_colour_words(tmp_path, arc_tasks) -> None:
 def test_parquet_export_of_hugging_face_rows(tmp_path, arc_tasks) -> None:
     tasks = arc_tasks[:3]
     # Hugging Face exports often keep nested grids as JSON strings.
-    table = pa.table({
-        "id": [t.id for t in tasks],
-        "train": [json.dumps(t.to_json()["train"]) for t in tasks],
-        "test": [json.dumps(t.to_json()["test"]) for t in tasks],
-    })
+    table = pa.table(
+        {
+            "id": [t.id for t in tasks],
+            "train": [json.dumps(t.to_json()["train"]) for t in tasks],
+            "test": [json.dumps(t.to_json()["test"]) for t in tasks],
+        }
+    )
     pq.write_table(table, tmp_path / "part-0.parquet")
     pq.write_table(pa.table({"examples": [[[A, B], [C, D]]]}), tmp_path / "part-1.parquet")
     read = list(read_tasks(tmp_path, "barc-jsonl"))
@@ -110,15 +123,27 @@ def test_parquet_export_of_hugging_face_rows(tmp_path, arc_tasks) -> None:
 
 
 BAD_ROWS = [
-    ('{"examples": [[[[1]], [[2]]], [[[1, 2], [3]], [[0]]]]}', r"line 2: example 1 input: not rectangular: row 0 has 2 cells, row 1 has 1"),
-    ('{"examples": [[[[1]], [[12]]], [[[1]], [[0]]]]}', r"line 2: example 0 output: cell \(0, 0\) is 12, expected 0\.\.9"),
+    (
+        '{"examples": [[[[1]], [[2]]], [[[1, 2], [3]], [[0]]]]}',
+        r"line 2: example 1 input: not rectangular: row 0 has 2 cells, row 1 has 1",
+    ),
+    (
+        '{"examples": [[[[1]], [[12]]], [[[1]], [[0]]]]}',
+        r"line 2: example 0 output: cell \(0, 0\) is 12, expected 0\.\.9",
+    ),
     ('{"examples": [[[[1]], [[2]]]]}', r"line 2: 1 examples leave no train pair with 1 test pair"),
     ('{"examples": [{"input": [[1]]}, [[[1]], [[0]]]]}', r"line 2: example 0: missing 'output'"),
-    (json.dumps({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[0] * 31]}]}), r"line 2: test pair 0 input: size 1x31"),
+    (
+        json.dumps({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[0] * 31]}]}),
+        r"line 2: test pair 0 input: size 1x31",
+    ),
     ('{"examples": [[[[1]], [[2]]]', r"line 2: not valid JSON"),
     ('{"prompt": "hello"}', r"line 2: no 'train'/'test', 'examples' or 'messages' field \(keys: \['prompt'\]\)"),
-    ('{"messages": [{"role": "user", "content": "Input:\\nBlack Blue\\nRed\\n\\nOutput:\\nBlue\\n\\nHere is the input grid for the test example:\\nInput:\\nRed"}]}',
-     r"line 2: example 0 input: not rectangular"),
+    (
+        '{"messages": [{"role": "user", "content": "Input:\\nBlack Blue\\nRed\\n\\nOutput:\\nBlue\\n\\nHere is the '
+        'input grid for the test example:\\nInput:\\nRed"}]}',
+        r"line 2: example 0 input: not rectangular",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from layertap.arc.encoders import build_encoder
 from layertap.arc.score import score
 from layertap.arc.submission import submission_entry

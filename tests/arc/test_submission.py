@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+
 from layertap.arc.submission import attempts, read_submission, submission_entry, write_submission
 from layertap.arc.vote import Ranked
 from layertap.errors import LayerTapError
@@ -64,8 +65,10 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
         ("[]", "expected an object"),
         ('{"t1": []}', "task t1: expected a non-empty list"),
         ('{"t1": [{"attempt_1": [[1]], "attempt_2": [[1, 2], [3]]}]}', "t1: test input 0: attempt_2: not rectangular"),
-        ('{"t1": [{"attempt_1": [[1]], "attempt_2": [[1]]}, {"attempt_1": [[10]], "attempt_2": [[1]]}]}',
-         "task t1: test input 1: attempt_1: cell"),
+        (
+            '{"t1": [{"attempt_1": [[1]], "attempt_2": [[1]]}, {"attempt_1": [[10]], "attempt_2": [[1]]}]}',
+            "task t1: test input 1: attempt_1: cell",
+        ),
         ('{"t1": [{"attempt_1": [[1]], "attempt_2": [[1]], "attempt_3": [[1]]}]}', "expected exactly the keys"),
     ],
 )

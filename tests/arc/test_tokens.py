@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 from layertap.arc import segments
 from layertap.arc.encoders import build_encoder
 from layertap.arc.prompts import render_prompt
 from layertap.arc.tokens import label_tokens
 from layertap.model.random_checkpoint import CHAT_TEMPLATE, QWEN2_SPLIT
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 DEFAULT = build_encoder("Shape(RowNumber(Minimal))")
 SYMBOLS = "ñò÷ûąćďęĚĞ"
@@ -72,14 +73,22 @@ def merging_tokenizer(arc_tasks):
     texts += [build_encoder("Shape(ReplaceNumber(Minimal))").to_text(t.train[0].input) for t in arc_tasks[:300]]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=3000,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-                                   chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, additional_special_tokens=["<|im_start|>", "<|im_end|>"], chat_template=CHAT_TEMPLATE
+    )
 
 
 def test_merged_newlines_and_fences_never_mislabel_a_cell(arc_tasks, merging_tokenizer) -> None:

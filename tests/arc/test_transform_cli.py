@@ -15,7 +15,11 @@ def write_rows(path, rows) -> None:
 
 
 def test_barc_jsonl_to_arc_json_files_and_solutions(tmp_path, capsys) -> None:
-    rows = [{"examples": [[A, B], [C, D], [D, A]]}, {"examples": [[A, B], [C, D], [D, A]]}, {"examples": [[C, C], [D, D]]}]
+    rows = [
+        {"examples": [[A, B], [C, D], [D, A]]},
+        {"examples": [[A, B], [C, D], [D, A]]},
+        {"examples": [[C, C], [D, D]]},
+    ]
     write_rows(tmp_path / "in.jsonl", rows)
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out")]) == 0
     assert "3 tasks read, 0 invalid skipped; 2 tasks written, 1 duplicates dropped" in capsys.readouterr().err
@@ -32,8 +36,20 @@ def test_barc_jsonl_to_arc_json_files_and_solutions(tmp_path, capsys) -> None:
 
 
 def test_split_max_samples_and_kaggle_layout(tmp_path) -> None:
-    write_rows(tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D], [D, A], [B, B]]}, {"examples": [[C, C], [D, D], [A, A]]}])
-    args = ["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--layout", "kaggle", "--test-pairs", "2", "--max-samples", "1"]
+    write_rows(
+        tmp_path / "in.jsonl", [{"examples": [[A, B], [C, D], [D, A], [B, B]]}, {"examples": [[C, C], [D, D], [A, A]]}]
+    )
+    args = [
+        "transform",
+        str(tmp_path / "in.jsonl"),
+        str(tmp_path / "out"),
+        "--layout",
+        "kaggle",
+        "--test-pairs",
+        "2",
+        "--max-samples",
+        "1",
+    ]
     assert main(args) == 0
     challenges = json.loads((tmp_path / "out" / "challenges.json").read_text())
     solutions = json.loads((tmp_path / "out" / "solutions.json").read_text())
@@ -55,8 +71,10 @@ def test_no_dedupe_keeps_repeats_under_numbered_ids(tmp_path) -> None:
 
 
 def test_conflicting_ids_are_an_error(tmp_path, capsys) -> None:
-    rows = [{"id": "t1", "train": [{"input": A, "output": B}], "test": [{"input": C}]},
-            {"id": "t1", "train": [{"input": D, "output": B}], "test": [{"input": C}]}]
+    rows = [
+        {"id": "t1", "train": [{"input": A, "output": B}], "test": [{"input": C}]},
+        {"id": "t1", "train": [{"input": D, "output": B}], "test": [{"input": C}]},
+    ]
     write_rows(tmp_path / "in.jsonl", rows)
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--layout", "kaggle"]) == 2
     assert "task id 't1' appears twice with different grids" in capsys.readouterr().err
@@ -73,7 +91,9 @@ def test_invalid_rows_stop_or_are_counted(tmp_path, capsys) -> None:
 
 
 def test_unsafe_task_ids_are_refused(tmp_path, capsys) -> None:
-    (tmp_path / "all.json").write_text(json.dumps({"../evil": {"train": [{"input": A, "output": B}], "test": [{"input": C}]}}))
+    (tmp_path / "all.json").write_text(
+        json.dumps({"../evil": {"train": [{"input": A, "output": B}], "test": [{"input": C}]}})
+    )
     assert main(["transform", str(tmp_path / "all.json"), str(tmp_path / "out")]) == 2
     assert "task id '../evil' is not a safe file name" in capsys.readouterr().err
     assert not (tmp_path / "evil.json").exists()
@@ -90,7 +110,9 @@ def test_streams_rows_one_at_a_time(tmp_path) -> None:
             if i:  # the previous task is already on disk, in the staging directory
                 (staging,) = tmp_path.glob(".out.partial-*")
                 assert len(list((staging / "tasks").iterdir())) == i
-            yield task_from_json({"train": [{"input": [[i % 10] * (i % 30 + 1)], "output": A}], "test": [{"input": C}]}, f"t{i}")
+            yield task_from_json(
+                {"train": [{"input": [[i % 10] * (i % 30 + 1)], "output": A}], "test": [{"input": C}]}, f"t{i}"
+            )
         raise ValueError("the input broke at the end")
 
     with pytest.raises(ValueError, match="broke"):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from layertap.arc.augment import DIHEDRAL
 from layertap.arc.task import Pair, Task
 from layertap.arc.views import View, prediction_views, view_task
@@ -38,7 +39,7 @@ def test_dihedral_views_in_order_distinct_and_identity_first() -> None:
 def test_every_view_reverts_to_the_original_test_input(dihedral, colours, reorder, count) -> None:
     task = make_task()
     for test_index in range(len(task.test)):
-        options = dict(dihedral=dihedral, colour_permutations=colours, reorder_examples=reorder)
+        options = {"dihedral": dihedral, "colour_permutations": colours, "reorder_examples": reorder}
         views = prediction_views(task, test_index, **options)
         assert len(views) == count
         for view in views:
@@ -56,7 +57,7 @@ def test_colour_permutations_keep_background_and_are_distinct() -> None:
 
 
 def test_views_are_deterministic_and_independent_of_other_tasks_and_counts() -> None:
-    options = dict(colour_permutations=3, reorder_examples=True, seed=11)
+    options = {"colour_permutations": 3, "reorder_examples": True, "seed": 11}
     first = prediction_views(make_task("a"), 0, **options)
     prediction_views(make_task("b"), 0, **options)  # another task drawn in between
     assert prediction_views(make_task("a"), 0, **options) == first

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from layertap.arc.encoders import build_encoder
 from layertap.arc.task import Pair, Task
 from layertap.arc.views import prediction_views

@@ -21,8 +21,12 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.C
     if not HELM.exists():
         pytest.skip(f"helm not installed in {HELM.parent}: run bash tests/setup.d/20-helm.sh")
     home = tmp_path_factory.mktemp("helm-home")
-    env = {"HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=60)
@@ -43,4 +47,3 @@ def render(helm) -> Render:
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
     return run
-

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
 
@@ -81,14 +82,16 @@ def test_every_value_is_documented():
     for line in (CHART / "values.yaml").read_text().splitlines():
         match = re.match(r"^(\s*)([\w.-]+):", line)
         if match:
-            nodes.append({"indent": len(match[1]), "key": match[2], "doc": any(c.startswith("# --") for c in comment_block)})
-        comment_block = comment_block + [line.strip()] if line.strip().startswith("#") else []
+            nodes.append(
+                {"indent": len(match[1]), "key": match[2], "doc": any(c.startswith("# --") for c in comment_block)}
+            )
+        comment_block = [*comment_block, line.strip()] if line.strip().startswith("#") else []
 
     def documented(i: int) -> bool:
         children = [j for j in range(i + 1, len(nodes)) if nodes[j]["indent"] > nodes[i]["indent"]]
         children = children[: next((k for k, j in enumerate(children) if j != i + 1 + k), len(children))]
         direct = [j for j in children if nodes[j]["indent"] == min(nodes[c]["indent"] for c in children)]
-        return nodes[i]["doc"] or bool(direct) and all(documented(j) for j in direct)
+        return nodes[i]["doc"] or (bool(direct) and all(documented(j) for j in direct))
 
     top = [i for i, node in enumerate(nodes) if node["indent"] == 0]
     assert [nodes[i]["key"] for i in top if not documented(i)] == []
@@ -157,7 +160,9 @@ def test_all_namespaces_binds_the_operator_cluster_wide(render):
     assert "--all-namespaces" in operator_container(docs)["args"]
     binding = named(docs, "ClusterRoleBinding", "layertap-operator")
     assert binding["roleRef"]["name"] == "layertap-operator"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "layertap-operator", "namespace": "layertap-system"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "layertap-operator", "namespace": "layertap-system"}
+    ]
     assert not by_kind(docs, "Role")
     # The worker account goes where `kubectl apply` without -n puts a resource.
     assert [rb["metadata"]["namespace"] for rb in by_kind(docs, "RoleBinding")] == ["default"]
@@ -179,7 +184,11 @@ def test_namespace_list_binds_the_operator_in_those_namespaces_only(render):
     ]
 
 
-CRDS_READ = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]}
+CRDS_READ = {
+    "apiGroups": ["apiextensions.k8s.io"],
+    "resources": ["customresourcedefinitions"],
+    "verbs": ["get", "list", "watch"],
+}
 NAMESPACES_READ = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
 
 
@@ -193,7 +202,12 @@ def test_operator_cluster_scope_is_read_only_discovery(render, sets, rules):
 
 def test_operator_role_only_reads_pods_and_never_secrets(render):
     rules = named(render(), "ClusterRole", "layertap-operator")["rules"]
-    granted = {(group, resource): set(rule["verbs"]) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     assert granted[("jobset.x-k8s.io", "jobsets")] == {"create", "get", "list", "watch", "patch"}
     assert granted[("layertap.dev", "activationextractions/status")] == {"get", "patch"}
     # Pods and Kueue's workloads are read to say why a run waits or failed; never written.
@@ -214,7 +228,13 @@ def test_worker_role_may_only_read_its_resource_and_patch_status(render):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "layertap-worker", "namespace": "research"}]
 
 
-@pytest.mark.parametrize(("sets", "image"), [([], "ghcr.io/layertap/layertap-worker:0.1.0"), (["worker.image.tag=dev"], "ghcr.io/layertap/layertap-worker:dev")])
+@pytest.mark.parametrize(
+    ("sets", "image"),
+    [
+        ([], "ghcr.io/layertap/layertap-worker:0.1.0"),
+        (["worker.image.tag=dev"], "ghcr.io/layertap/layertap-worker:dev"),
+    ],
+)
 def test_operator_knows_the_default_worker_image(render, sets, image):
     env = {e["name"]: e.get("value") for e in operator_container(render(*sets))["env"]}
     assert env["LAYERTAP_WORKER_IMAGE"] == image
@@ -268,8 +288,14 @@ def test_schema_rejects_bad_values_naming_the_field(helm, value, message):
 
 def test_notes_say_what_to_do_next(helm):
     result = helm(
-        "install", "layertap", str(CHART), "--dry-run=client", "--namespace", "lt",
-        "--set", "operator.watchNamespaces={research}",
+        "install",
+        "layertap",
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        "lt",
+        "--set",
+        "operator.watchNamespaces={research}",
     )
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]

@@ -12,10 +12,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
-from layertap.reporter import StatusReporter
-
 from kube import free_port, stop, wait_for
+from kubernetes.client.exceptions import ApiException
+
+from layertap.run.reporter import StatusReporter
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "layertap"
@@ -33,9 +33,15 @@ def installed(control_plane):
     for namespace in (SYSTEM, WATCHED, UNWATCHED):
         control_plane.kubectl("create", "namespace", namespace)
     control_plane.helm(
-        "install", RELEASE, str(CHART), "--namespace", SYSTEM,
-        "--set", f"operator.watchNamespaces={{{WATCHED}}}",
-        "--set", "worker.image.tag=test",
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        SYSTEM,
+        "--set",
+        f"operator.watchNamespaces={{{WATCHED}}}",
+        "--set",
+        "worker.image.tag=test",
     )
     return control_plane
 
@@ -43,7 +49,9 @@ def installed(control_plane):
 def test_release_is_deployed_with_every_object(installed):
     status = json.loads(installed.helm("status", RELEASE, "-n", SYSTEM, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
-    manifest = [doc for doc in yaml.safe_load_all(installed.helm("get", "manifest", RELEASE, "-n", SYSTEM).stdout) if doc]
+    manifest = [
+        doc for doc in yaml.safe_load_all(installed.helm("get", "manifest", RELEASE, "-n", SYSTEM).stdout) if doc
+    ]
     for doc in manifest:
         namespace = doc["metadata"].get("namespace")
         installed.get(doc["kind"], doc["metadata"]["name"], namespace)
@@ -131,11 +139,15 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
     env = {
         **installed.env,
         **{e["name"]: e["value"] for e in container["env"] if "value" in e},
-        "KUBECONFIG": str(installed.kubeconfig_for(deployment["spec"]["template"]["spec"]["serviceAccountName"], SYSTEM)),
+        "KUBECONFIG": str(
+            installed.kubeconfig_for(deployment["spec"]["template"]["spec"]["serviceAccountName"], SYSTEM)
+        ),
     }
     log = tmp_path / "operator.log"
     with log.open("w") as out:
-        operator = subprocess.Popen([sys.executable, "-m", "kopf", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "kopf", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         example = REPO / "manifests" / "examples" / "cpu-small.yaml"
         name = yaml.safe_load(example.read_text())["metadata"]["name"]

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kube import free_port, stop, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
-
-from kube import free_port, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts/layertap/crds/layertap.dev_activationextractions.yaml"
@@ -184,8 +184,15 @@ def run_worker_pod(control_plane, namespace: str, attempt: int, name: str = "qwe
     }
     control_plane.apply(pod, namespace)
     control_plane.kubectl(
-        "patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "Running"}}),
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Running"}}),
     )
 
 
@@ -234,7 +241,10 @@ def test_the_operator_serves_prometheus_metrics(control_plane, operator, namespa
     ok = ("layertap_operator_reconciles_total", (("outcome", "ok"),))
     wait_for(lambda: operator.metrics().get(ok, 0) > before.get(ok, 0), "a reconcile counted as ok")
     after = operator.metrics()
-    assert after[("layertap_operator_reconcile_seconds_count", ())] > before[("layertap_operator_reconcile_seconds_count", ())]
+    assert (
+        after[("layertap_operator_reconcile_seconds_count", ())]
+        > before[("layertap_operator_reconcile_seconds_count", ())]
+    )
 
     control_plane.kubectl("delete", "ae", "qwen-arc", "-n", namespace, "--wait=true")
     wait_for(lambda: pending() == pending_before, "the deleted resource no longer counted")
@@ -283,7 +293,17 @@ def test_printer_columns_and_short_names(control_plane, operator, namespace) -> 
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
     for short in ("ae", "actx"):
         header, row = control_plane.kubectl("get", short, "-n", namespace).stdout.splitlines()
-        assert header.split() == ["NAME", "PHASE", "REASON", "PROGRESS", "TOKENS/S", "ETA", "RESTARTS", "LAST-REPORT", "AGE"]
+        assert header.split() == [
+            "NAME",
+            "PHASE",
+            "REASON",
+            "PROGRESS",
+            "TOKENS/S",
+            "ETA",
+            "RESTARTS",
+            "LAST-REPORT",
+            "AGE",
+        ]
         assert row.split()[:2] == ["qwen-arc", "Pending"]
     wide = control_plane.kubectl("get", "ae", "-n", namespace, "-o", "wide").stdout
     assert "tpu-v5-lite-podslice" in wide and "8x8" in wide and "gs://activations/qwen-arc" in wide
@@ -312,12 +332,22 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
         (lambda s: s.pop("output"), "spec.output: Required value"),
         (lambda s: s["dataset"].update(format="csv"), 'spec.dataset.format: Unsupported value: "csv"'),
         (lambda s: s["resources"].update(accelerator="tpu-v7"), "spec.resources.accelerator: Unsupported value"),
-        (lambda s: s.update(mode="predict", prediction={"sampling": {"topP": 0}}), "spec.prediction.sampling.topP: Invalid value: 0"),
-        (lambda s: s.update(mode="predict") or s["dataset"].update(format="text-jsonl"),
-         "spec.dataset.format: Invalid value: mode predict answers ARC tasks"),
-        (lambda s: s["extraction"].update(sites=["resid_post", "hook_q"]), 'spec.extraction.sites[1]: Unsupported value: "hook_q"'),
-        (lambda s: s.update(mode="predict") or s["extraction"].update(sites=["mlp_out"]),
-         "spec.extraction.sites: Invalid value: mode predict stores the residual stream (resid_post) only"),
+        (
+            lambda s: s.update(mode="predict", prediction={"sampling": {"topP": 0}}),
+            "spec.prediction.sampling.topP: Invalid value: 0",
+        ),
+        (
+            lambda s: s.update(mode="predict") or s["dataset"].update(format="text-jsonl"),
+            "spec.dataset.format: Invalid value: mode predict answers ARC tasks",
+        ),
+        (
+            lambda s: s["extraction"].update(sites=["resid_post", "hook_q"]),
+            'spec.extraction.sites[1]: Unsupported value: "hook_q"',
+        ),
+        (
+            lambda s: s.update(mode="predict") or s["extraction"].update(sites=["mlp_out"]),
+            "spec.extraction.sites: Invalid value: mode predict stores the residual stream (resid_post) only",
+        ),
     ],
 )
 def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator, namespace, change, expected) -> None:
@@ -343,7 +373,10 @@ def test_unknown_fields_are_refused_by_kubectl_apply(control_plane, operator, na
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("x" * 46, "metadata.name: Invalid value: metadata.name must be at most 45 characters for this topology"),  # v5e 8x8: 16 hosts
+        (
+            "x" * 46,
+            "metadata.name: Invalid value: metadata.name must be at most 45 characters for this topology",
+        ),  # v5e 8x8: 16 hosts
         ("2024-arc", "metadata.name: Invalid value: metadata.name must be a DNS-1035 label"),
     ],
 )
@@ -353,7 +386,13 @@ def test_names_the_jobset_webhook_would_refuse_are_rejected(control_plane, opera
     )
     assert failed.returncode != 0 and expected in failed.stderr and "<nil>" not in failed.stderr, failed.stderr
     accepted = control_plane.kubectl(
-        "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(_mutated(lambda s: None, "x" * 45))
+        "apply",
+        "-n",
+        namespace,
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=yaml.safe_dump(_mutated(lambda s: None, "x" * 45)),
     )
     assert "created" in accepted.stdout
 
@@ -402,7 +441,10 @@ def test_status_follows_the_jobset_with_events(control_plane, operator, namespac
 def test_suspend_and_resume(control_plane, operator, namespace) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
-    suspended = lambda value: control_plane.get("jobset", "qwen-arc", namespace)["spec"].get("suspend") is value
+
+    def suspended(value):
+        return control_plane.get("jobset", "qwen-arc", namespace)["spec"].get("suspend") is value
+
     assert suspended(False)
     control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     wait_for(lambda: suspended(True), "the JobSet suspended")
@@ -504,7 +546,7 @@ def worker_api(control_plane, namespace: str):
 
 
 def test_progress_flows_from_the_reporter_into_kubectl_get(control_plane, operator, namespace) -> None:
-    from layertap.reporter import StatusReporter
+    from layertap.run.reporter import StatusReporter
 
     install_chart_rbac(control_plane, namespace)
     create(control_plane, namespace)
@@ -596,7 +638,8 @@ def test_rbac_by_impersonation(control_plane, namespace, account, verb, resource
 
 def test_reporter_is_quiet_without_a_cluster(tmp_path) -> None:
     import kubernetes
-    from layertap.reporter import StatusReporter
+
+    from layertap.run.reporter import StatusReporter
 
     assert StatusReporter.from_environment({}) is None
     in_pod_env = {"LAYERTAP_EXTRACTION_NAME": "qwen-arc", "LAYERTAP_EXTRACTION_NAMESPACE": "research"}
@@ -629,22 +672,41 @@ def test_kubectl_get_reads_like_kubectls_own_tables(control_plane, operator, nam
     run_worker_pod(control_plane, namespace, attempt=0)
     wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Running", "Running")
     worker = worker_api(control_plane, namespace)
-    from layertap.reporter import StatusReporter
+    from layertap.run.reporter import StatusReporter
 
     reporter = StatusReporter(worker, namespace, "qwen-arc", interval=0)
-    reporter.update({"samplesDone": 50, "samplesTotal": 400, "percent": 12.5, "completed": "12.5%",
-                     "tokensPerSecond": 1234.5, "etaSeconds": 7980, "eta": "2h13m"})  # fmt: skip
+    reporter.update(
+        {
+            "samplesDone": 50,
+            "samplesTotal": 400,
+            "percent": 12.5,
+            "completed": "12.5%",
+            "tokensPerSecond": 1234.5,
+            "etaSeconds": 7980,
+            "eta": "2h13m",
+        }
+    )
     reporter.close()
 
     shown = columns(control_plane, namespace)
     ages = {key: shown.pop(key) for key in ("LAST-REPORT", "AGE")}
-    assert shown == {"NAME": "qwen-arc", "PHASE": "Running", "REASON": "Running", "PROGRESS": "12.5%",
-                     "TOKENS/S": "1234.5", "ETA": "2h13m", "RESTARTS": "0"}  # fmt: skip
+    assert shown == {
+        "NAME": "qwen-arc",
+        "PHASE": "Running",
+        "REASON": "Running",
+        "PROGRESS": "12.5%",
+        "TOKENS/S": "1234.5",
+        "ETA": "2h13m",
+        "RESTARTS": "0",
+    }
     assert all(re.fullmatch(r"\d+s", age) for age in ages.values()), ages
     wide = columns(control_plane, namespace, "-o", "wide")
     assert [wide[key] for key in ("ACCELERATOR", "SHAPE", "JOBSET", "OUTPUT")] == [
-        "tpu-v6e-slice", "2x4x4", "qwen-arc", "gs://activations/qwen-arc"
-    ]  # fmt: skip
+        "tpu-v6e-slice",
+        "2x4x4",
+        "qwen-arc",
+        "gs://activations/qwen-arc",
+    ]
 
     # Suspended: the rate and ETA of workers that no longer run are gone; what is done stays.
     control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
@@ -658,7 +720,9 @@ def test_a_changed_topology_leaves_the_shape_of_what_runs(control_plane, operato
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
     patch = {"spec": {"resources": {"topology": "4x8"}}}
     control_plane.kubectl("patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
-    wait_for(lambda: condition(status_of(control_plane, namespace), "SpecApplied").get("status") == "False", "SpecApplied")
+    wait_for(
+        lambda: condition(status_of(control_plane, namespace), "SpecApplied").get("status") == "False", "SpecApplied"
+    )
     status = status_of(control_plane, namespace)
     assert status["shape"] == "8x8" and "runs 16 worker pods" in condition(status, "JobSetCreated")["message"]
     assert "new output.uri" in condition(status, "SpecApplied")["message"]
@@ -678,32 +742,74 @@ def test_events_come_from_the_operator(control_plane, operator, namespace) -> No
 
 
 def test_a_failing_worker_says_why_in_the_status(control_plane, operator, namespace) -> None:
-    from layertap.reporter import StatusReporter
+    from layertap.run.reporter import StatusReporter
 
     install_chart_rbac(control_plane, namespace)
     create(control_plane, namespace)
     message = "layertap extract: error: extraction.layers: [30] out of range for a model of 24 layers"
-    StatusReporter(worker_api(control_plane, namespace), namespace, "qwen-arc").report_error(message, pod="qwen-arc-worker-0-0")
+    StatusReporter(worker_api(control_plane, namespace), namespace, "qwen-arc").report_error(
+        message, pod="qwen-arc-worker-0-0"
+    )
     error = status_of(control_plane, namespace)["lastError"]
     assert (error["message"], error["pod"]) == (message, "qwen-arc-worker-0-0") and error["time"]
 
 
-def test_the_failed_pods_own_words_reach_the_condition_the_event_and_kubectl_get(control_plane, operator, namespace) -> None:
+def test_the_failed_pods_own_words_reach_the_condition_the_event_and_kubectl_get(
+    control_plane, operator, namespace
+) -> None:
     create(control_plane, namespace)
     wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
     run_worker_pod(control_plane, namespace, attempt=0)
     cause = "layertap extract: error: extraction.layers: [30] out of range for a model of 24 layers"
-    terminated = {"exitCode": 2, "reason": "Error", "message": cause + "\n", "startedAt": "2026-01-01T00:00:00Z",
-                  "finishedAt": "2026-01-01T00:00:05Z"}  # what a kubelet writes from /dev/termination-log
+    terminated = {
+        "exitCode": 2,
+        "reason": "Error",
+        "message": cause + "\n",
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:05Z",
+    }  # what a kubelet writes from /dev/termination-log
     control_plane.kubectl(
-        "patch", "pod", "qwen-arc-worker-0-0-abcde", "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "Failed", "containerStatuses": [
-            {"name": "worker", "image": "worker:1", "imageID": "", "ready": False, "restartCount": 0,
-             "state": {"terminated": terminated}}]}}),
-    )  # fmt: skip
-    write_jobset_status(control_plane, namespace, {"conditions": [
-        {"type": "Failed", "status": "True", "reason": "FailedJobs", "lastTransitionTime": "2026-01-01T00:00:06Z",
-         "message": "jobset failed due to FailJobSetFailurePolicyAction"}]})  # fmt: skip
+        "patch",
+        "pod",
+        "qwen-arc-worker-0-0-abcde",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "phase": "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": "worker",
+                            "image": "worker:1",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"terminated": terminated},
+                        }
+                    ],
+                }
+            }
+        ),
+    )
+    write_jobset_status(
+        control_plane,
+        namespace,
+        {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "FailedJobs",
+                    "lastTransitionTime": "2026-01-01T00:00:06Z",
+                    "message": "jobset failed due to FailJobSetFailurePolicyAction",
+                }
+            ]
+        },
+    )
     wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Failed", "Failed")
     expected = f"worker pod qwen-arc-worker-0-0-abcde exited with code 2: {cause}"
     assert expected in condition(status_of(control_plane, namespace), "Failed")["message"]
@@ -733,19 +839,47 @@ def test_the_jobsets_changes_reach_the_status_without_waiting_for_a_resync(contr
         create(control_plane, namespace)
         wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
         run_worker_pod(control_plane, namespace, attempt=0)
-        write_jobset_status(control_plane, namespace, {"replicatedJobsStatus": [
-            {"name": "worker", "ready": 1, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}]})  # fmt: skip
+        write_jobset_status(
+            control_plane,
+            namespace,
+            {
+                "replicatedJobsStatus": [
+                    {"name": "worker", "ready": 1, "succeeded": 0, "failed": 0, "active": 16, "suspended": 0}
+                ]
+            },
+        )
         wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Running", "Running", timeout=10)
 
         # A JobSet deleted under a running resource comes back, and says so.
         control_plane.kubectl("delete", "jobset", "qwen-arc", "-n", namespace, "--wait=false")
-        wait_for(lambda: any(e["reason"] == "JobSetRecreated" and e["type"] == "Warning"
-                             for e in control_plane.get_list("events", namespace)), "a JobSetRecreated Warning", 15)  # fmt: skip
-        assert control_plane.get("jobset", "qwen-arc", namespace)["metadata"]["labels"]["layertap.dev/extraction"] == "qwen-arc"
+        wait_for(
+            lambda: any(
+                e["reason"] == "JobSetRecreated" and e["type"] == "Warning"
+                for e in control_plane.get_list("events", namespace)
+            ),
+            "a JobSetRecreated Warning",
+            15,
+        )
+        assert (
+            control_plane.get("jobset", "qwen-arc", namespace)["metadata"]["labels"]["layertap.dev/extraction"]
+            == "qwen-arc"
+        )
 
-        write_jobset_status(control_plane, namespace, {"conditions": [
-            {"type": "Completed", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully",
-             "lastTransitionTime": "2026-01-01T00:00:00Z"}]})  # fmt: skip
+        write_jobset_status(
+            control_plane,
+            namespace,
+            {
+                "conditions": [
+                    {
+                        "type": "Completed",
+                        "status": "True",
+                        "reason": "AllJobsCompleted",
+                        "message": "jobset completed successfully",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ]
+            },
+        )
         wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Succeeded", "Succeeded", timeout=10)
     finally:
         operator.stop()

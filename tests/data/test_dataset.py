@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from layertap.data.sample import Sample
 from layertap.data.text import fit_to_limit, read_texts
 from layertap.datasets import load_dataset
@@ -94,7 +95,9 @@ def test_parquet_rows_with_a_text_column(tmp_path):
     assert samples[1].meta == {"file": str(tmp_path / "part-0.parquet"), "row": 1}
 
     pq.write_table(pa.table({"prompt": ["x"]}), tmp_path / "part-1.parquet")
-    with pytest.raises(LayerTapError, match=r"dataset.column: 'text' is not a column of .*part-1.parquet \(columns: prompt\)"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.column: 'text' is not a column of .*part-1.parquet \(columns: prompt\)"
+    ):
         load_dataset(DatasetSpec(uri=str(tmp_path), format="parquet"), CharTokenizer())
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(LayerTapError, match=r"bad.parquet: not a readable parquet file"):
@@ -130,7 +133,13 @@ def test_select_keeps_exactly_the_selected_records(tmp_path):
     kept = load_dataset(spec(path, select={"offset": 1}, maxSamples=2), CharTokenizer()).samples
     assert [s.index for s in kept] == [1, 2]  # maxSamples counts after the selection
 
-    with pytest.raises(LayerTapError, match=r"dataset.select.ids: record\(s\) 8, x not in .*t.jsonl \(8 records; a text record's id is its 0-based position"):
+    with pytest.raises(
+        LayerTapError,
+        match=(
+            r"dataset.select.ids: record\(s\) 8, x not in .*t.jsonl \(8 records; a text record's id is its 0-based "
+            r"position"
+        ),
+    ):
         load_dataset(spec(path, select={"ids": ["8", "x"]}), CharTokenizer())
     with pytest.raises(LayerTapError, match=r"dataset.select.offset: 9 is past the end of .*t.jsonl \(8 records\)"):
         load_dataset(spec(path, select={"offset": 9}), CharTokenizer())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from layertap.data.selection import select
 from layertap.errors import LayerTapError
 from layertap_api.spec import SelectionSpec
-from pydantic import ValidationError
 
 KEYS = [f"t{i:02d}" for i in range(40)]
 
@@ -56,7 +57,7 @@ def test_the_sample_depends_on_the_seed_and_the_keys_only():
     assert 0 < len(shared) < 20 and shared == chosen({"sample": len(shared), "seed": 7})
     subsets = {tuple(chosen({"sample": 10, "seed": seed})) for seed in range(20)}
     assert len(subsets) == 20  # different seeds, different subsets
-    counts = {key: 0 for key in KEYS}
+    counts = dict.fromkeys(KEYS, 0)
     for seed in range(400):
         for key in chosen({"sample": 10, "seed": seed}):
             counts[key] += 1
@@ -95,18 +96,27 @@ def test_offset_and_limit_stream_without_reading_the_rest():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"ids": ["t01", "nope", "t02", "zz"]}, r"^dataset.select.ids: task\(s\) nope, zz not in /data/tasks.json \(40 tasks\)$"),
+        (
+            {"ids": ["t01", "nope", "t02", "zz"]},
+            r"^dataset.select.ids: task\(s\) nope, zz not in /data/tasks.json \(40 tasks\)$",
+        ),
         (
             {"ids": [f"x{i}" for i in range(8)]},
             r"^dataset.select.ids: task\(s\) x0, x1, x2, x3, x4 and 3 more not in /data/tasks.json",
         ),
         ({"offset": 50}, r"^dataset.select.offset: 50 is past the end of /data/tasks.json \(40 tasks\)$"),
         ({"offset": 40}, r"^dataset.select.offset: 40 is past the end of /data/tasks.json \(40 tasks\)$"),
-        ({"ids": ["t01"], "offset": 1}, r"dataset.select.offset: 1 is past the end of /data/tasks.json \(1 task with dataset.select.ids\)"),
+        (
+            {"ids": ["t01"], "offset": 1},
+            r"dataset.select.offset: 1 is past the end of /data/tasks.json \(1 task with dataset.select.ids\)",
+        ),
         ({"sample": 41}, r"^dataset.select.sample: 41 asked, but /data/tasks.json has only 40 tasks$"),
-        ({"offset": 30, "sample": 11}, r"dataset.select.sample: 11 asked, but /data/tasks.json has only 10 tasks left after dataset.select.offset"),
+        (
+            {"offset": 30, "sample": 11},
+            r"dataset.select.sample: 11 asked, but /data/tasks.json has only 10 tasks left after dataset.select.offset",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_selections_name_the_field_and_the_dataset(spec, message):
     with pytest.raises(LayerTapError, match=message):
         chosen(spec)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from simulated_gke import Cluster, missing, running_cluster  # noqa: E402
-from workflow import E2E, install, upload_inputs  # noqa: E402
+from simulated_gke import Cluster, missing, running_cluster
+from workflow import E2E, install, upload_inputs
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,5 +55,3 @@ def cluster() -> Iterator[Cluster]:
 def e2e(cluster: Cluster, request: pytest.FixtureRequest) -> E2E:
     name = "".join(c for c in request.node.name.split("[")[0].removeprefix("test_") if c.isalnum())[:20]
     return E2E(cluster, name)
-
-

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -223,7 +224,7 @@ class PodRunner:
                         break
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self.reconcile(event["object"])
-            except Exception:  # noqa: BLE001 - a watch that breaks is restarted
+            except Exception:
                 if not self.stopping:
                     log.exception("watch failed; restarting it")
                     time.sleep(1)
@@ -260,7 +261,7 @@ class PodRunner:
         except PodError as error:
             log.warning("%s/%s: %s: %s", running.namespace, running.name, error.reason, error.message)
             self.patch_status(running, self.waiting_status(pod, error.reason, error.message))
-        except Exception as error:  # noqa: BLE001 - reported on the pod, like a kubelet would
+        except Exception as error:
             log.exception("%s/%s could not start", running.namespace, running.name)
             self.patch_status(running, self.waiting_status(pod, "RunContainerError", str(error)))
 
@@ -322,7 +323,9 @@ class PodRunner:
             uid = image.user[0] if image.user else 0
         if gid is None:
             gid = image.user[1] if image.user else 0
-        non_root = next((c.run_as_non_root for c in (context, pod_context) if c and c.run_as_non_root is not None), False)
+        non_root = next(
+            (c.run_as_non_root for c in (context, pod_context) if c and c.run_as_non_root is not None), False
+        )
         if non_root and uid == 0:
             raise PodError("CreateContainerConfigError", "container has runAsNonRoot and image will run as root")
         fs_group = pod_context.fs_group if pod_context else None
@@ -368,7 +371,9 @@ class PodRunner:
             if source.service_account_token is not None:
                 request = kubernetes.client.AuthenticationV1TokenRequest(
                     spec=kubernetes.client.V1TokenRequestSpec(
-                        audiences=[source.service_account_token.audience] if source.service_account_token.audience else [],
+                        audiences=[source.service_account_token.audience]
+                        if source.service_account_token.audience
+                        else [],
                         expiration_seconds=source.service_account_token.expiration_seconds or 3607,
                         bound_object_ref=kubernetes.client.V1BoundObjectReference(
                             kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
@@ -496,7 +501,8 @@ class PodRunner:
 
     def launch(self, pod, running: RunningPod) -> None:
         sandbox = running.sandbox
-        output = open(sandbox.directory / "container.log", "ab")
+        # stays open as the container's stdout for the process's whole life, past this call
+        output = open(sandbox.directory / "container.log", "ab")  # noqa: SIM115
         running.process = subprocess.Popen(
             ["ip", "netns", "exec", sandbox.netns, "unshare", "--uts", "sh", str(sandbox.directory / "setup.sh")],
             stdout=output,
@@ -558,10 +564,8 @@ class PodRunner:
                     os.killpg(process.pid, signal.SIGTERM)
                     process.wait(timeout=grace)
                 except (subprocess.TimeoutExpired, ProcessLookupError):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 running.finished.wait(timeout=30)
             elif process is None:
                 self.teardown(running)
@@ -599,10 +603,8 @@ class PodRunner:
             pods = list(self.pods.values())
         for running in pods:
             if running.process is not None and running.process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(running.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for running in pods:
             if running.process is not None:
                 running.process.wait()
@@ -617,8 +619,10 @@ class PodRunner:
             lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
             own = [pod.hostname]
             if pod.subdomain:  # its own name in the headless service, as cluster DNS would answer
-                own[:0] = [f"{pod.hostname}.{pod.subdomain}.{pod.namespace}.svc.cluster.local",
-                           f"{pod.hostname}.{pod.subdomain}"]
+                own[:0] = [
+                    f"{pod.hostname}.{pod.subdomain}.{pod.namespace}.svc.cluster.local",
+                    f"{pod.hostname}.{pod.subdomain}",
+                ]
             lines.append(f"{pod.sandbox.ip}\t{' '.join(own)}")
             for other in live:
                 if other is not pod and other.namespace == pod.namespace and other.subdomain:
@@ -643,8 +647,10 @@ class PodRunner:
     @staticmethod
     def conditions(ready: bool, reason: str = "") -> list[dict]:
         stamp = now()
-        out = [{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": stamp},
-               {"type": "Initialized", "status": "True", "lastTransitionTime": stamp}]
+        out = [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": stamp},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+        ]
         for kind in ("ContainersReady", "Ready"):
             condition = {"type": kind, "status": "True" if ready else "False", "lastTransitionTime": stamp}
             if reason:
@@ -660,7 +666,9 @@ class PodRunner:
             "hostIPs": [{"ip": self.config.gateway}],
             "podIP": running.sandbox.ip,
             "podIPs": [{"ip": running.sandbox.ip}],
-            "startTime": pod.status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ") if pod.status.start_time else running.started,
+            "startTime": pod.status.start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if pod.status.start_time
+            else running.started,
             "conditions": self.conditions(True),
             "containerStatuses": [
                 {

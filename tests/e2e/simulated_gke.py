@@ -47,9 +47,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: kube, gcs_emulator
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
 
-from gcs_emulator import Emulator  # noqa: E402
-from kube import BIN, ControlPlane, free_port, running_control_plane, stop, wait_for  # noqa: E402
-from layertap_api.catalog import ACCELERATORS, TPU_ACCELERATOR_LABEL, TPU_RESOURCE, TPU_TOPOLOGY_LABEL  # noqa: E402
+from gcs_emulator import Emulator
+from kube import BIN, ControlPlane, free_port, running_control_plane, stop, wait_for
+
+from layertap_api.catalog import ACCELERATORS, TPU_ACCELERATOR_LABEL, TPU_RESOURCE, TPU_TOPOLOGY_LABEL
 
 E2E_BINARIES = ("kube-controller-manager", "kube-scheduler", "jobset", "kueue", "kwok")
 FAKE_NODE_LABEL = "layertap.dev/fake-node"
@@ -95,8 +96,12 @@ def tpu_pool(name: str, accelerator: str, topology: str, broken: bool = False) -
 
 
 NODE_POOLS = (
-    NodePool("default-pool", 2, {"node.kubernetes.io/instance-type": "e2-standard-16"},
-             {"cpu": "16", "memory": "64Gi", "pods": "110"}),
+    NodePool(
+        "default-pool",
+        2,
+        {"node.kubernetes.io/instance-type": "e2-standard-16"},
+        {"cpu": "16", "memory": "64Gi", "pods": "110"},
+    ),
     tpu_pool("v5e-4x4", "tpu-v5-lite-podslice", "4x4"),  # multi-host: 4 nodes x 4 chips
     tpu_pool("v5e-2x2-a", "tpu-v5-lite-podslice", "2x2"),  # single-host slices, two of them
     tpu_pool("v5e-2x2-b", "tpu-v5-lite-podslice", "2x2"),
@@ -151,65 +156,122 @@ def running_cluster(workdir: Path, pools: tuple[NodePool, ...] = NODE_POOLS) -> 
 
         kubeconfig = str(plane.kubeconfig)
         port = free_port()
-        start("kube-controller-manager", [
-            str(BIN / "kube-controller-manager"), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={workdir / 'kcm-certs'}",
-            f"--service-account-private-key-file={plane.service_account_key}", f"--root-ca-file={plane.ca_file}",
-            "--use-service-account-credentials=false",
-            # Its serving certificate is no CA: publishing it as a trust bundle only loops on errors.
-            "--controllers=*,-kube-apiserver-serving-clustertrustbundle-publisher-controller", "--v=1",
-        ])
+        start(
+            "kube-controller-manager",
+            [
+                str(BIN / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={workdir / 'kcm-certs'}",
+                f"--service-account-private-key-file={plane.service_account_key}",
+                f"--root-ca-file={plane.ca_file}",
+                "--use-service-account-credentials=false",
+                # Its serving certificate is no CA: publishing it as a trust bundle only loops on errors.
+                "--controllers=*,-kube-apiserver-serving-clustertrustbundle-publisher-controller",
+                "--v=1",
+            ],
+        )
         _wait_https(f"https://127.0.0.1:{port}/healthz", "kube-controller-manager", processes[-1])
         port = free_port()
-        start("kube-scheduler", [
-            str(BIN / "kube-scheduler"), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", f"--cert-dir={workdir / 'scheduler-certs'}", "--v=1",
-        ])
+        start(
+            "kube-scheduler",
+            [
+                str(BIN / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={workdir / 'scheduler-certs'}",
+                "--v=1",
+            ],
+        )
         _wait_https(f"https://127.0.0.1:{port}/readyz", "kube-scheduler", processes[-1])
 
         # JobSet: its CRD is installed by the control plane; then the controller, then its webhooks.
         webhook_port, health_port = free_port(), free_port()
         config = workdir / "jobset-config.yaml"
-        config.write_text(yaml.safe_dump(_controller_config(
-            "config.jobset.x-k8s.io/v1alpha1", webhook_port, health_port, certs.parent)))
+        config.write_text(
+            yaml.safe_dump(
+                _controller_config("config.jobset.x-k8s.io/v1alpha1", webhook_port, health_port, certs.parent)
+            )
+        )
         start("jobset", [str(BIN / "jobset"), f"--kubeconfig={kubeconfig}", f"--config={config}"])
         _wait_http(f"http://127.0.0.1:{health_port}/readyz", "the JobSet controller", processes[-1])
-        plane.apply(_webhooks(BIN / "manifests" / "jobset" / "webhooks.yaml", "jobset", webhook_port, certs, _jobset_pod_selector))
+        plane.apply(
+            _webhooks(
+                BIN / "manifests" / "jobset" / "webhooks.yaml", "jobset", webhook_port, certs, _jobset_pod_selector
+            )
+        )
 
         # Kueue: its CRDs, its namespace, the controller, its webhooks and CRD conversion.
         for crd in sorted((BIN / "manifests" / "kueue" / "crds").glob("*.yaml")):
             plane.apply(crd)
         for crd in sorted((BIN / "manifests" / "kueue" / "crds").glob("*.yaml")):
             name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-            wait_for(lambda name=name: "True" in plane.kubectl(
-                "get", "crd", name, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                check=False).stdout, f"CRD {name}")
+            wait_for(
+                lambda name=name: (
+                    "True"
+                    in plane.kubectl(
+                        "get",
+                        "crd",
+                        name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                        check=False,
+                    ).stdout
+                ),
+                f"CRD {name}",
+            )
         plane.kubectl("create", "namespace", "kueue-system")
         webhook_port, health_port = free_port(), free_port()
         config = workdir / "kueue-config.yaml"
-        config.write_text(yaml.safe_dump({
-            **_controller_config("config.kueue.x-k8s.io/v1beta2", webhook_port, health_port, certs.parent),
-            "namespace": "kueue-system",
-            "integrations": {"frameworks": KUEUE_FRAMEWORKS},
-            # The visibility API server and MultiKueue are not used and want more than we serve.
-            "featureGates": {"VisibilityOnDemand": False, "MultiKueue": False},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    **_controller_config("config.kueue.x-k8s.io/v1beta2", webhook_port, health_port, certs.parent),
+                    "namespace": "kueue-system",
+                    "integrations": {"frameworks": KUEUE_FRAMEWORKS},
+                    # The visibility API server and MultiKueue are not used and want more than we serve.
+                    "featureGates": {"VisibilityOnDemand": False, "MultiKueue": False},
+                }
+            )
+        )
         start("kueue", _kueue_command(workdir, certs.parent, kubeconfig, config))
         _wait_http(f"http://127.0.0.1:{health_port}/readyz", "Kueue", processes[-1], timeout=120)
         plane.apply(_webhooks(BIN / "manifests" / "kueue" / "webhooks.yaml", "kueue", webhook_port, certs, None))
         ca_bundle = base64.b64encode(certs.read_bytes()).decode()
         for crd in KUEUE_CONVERTED_CRDS:
-            conversion = {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {
-                "url": f"https://127.0.0.1:{webhook_port}/convert", "caBundle": ca_bundle}}}
-            plane.kubectl("patch", "crd", f"{crd}.kueue.x-k8s.io", "--type=merge", "-p",
-                          json.dumps({"spec": {"conversion": conversion}}))
+            conversion = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "conversionReviewVersions": ["v1"],
+                    "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/convert", "caBundle": ca_bundle},
+                },
+            }
+            plane.kubectl(
+                "patch",
+                "crd",
+                f"{crd}.kueue.x-k8s.io",
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"conversion": conversion}}),
+            )
 
         # kwok keeps the fake nodes Ready; nodes as GKE labels, sizes and taints them.
-        start("kwok", [
-            str(BIN / "kwok"), f"--kubeconfig={kubeconfig}", f"--config={BIN / 'manifests' / 'kwok' / 'stages.yaml'}",
-            f"--manage-nodes-with-label-selector={FAKE_NODE_LABEL}=true", "--node-lease-duration-seconds=40",
-            f"--node-ip={gateway}",
-        ], env={**os.environ, "KWOK_WORKDIR": str(workdir / "kwok")})
+        start(
+            "kwok",
+            [
+                str(BIN / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={BIN / 'manifests' / 'kwok' / 'stages.yaml'}",
+                f"--manage-nodes-with-label-selector={FAKE_NODE_LABEL}=true",
+                "--node-lease-duration-seconds=40",
+                f"--node-ip={gateway}",
+            ],
+            env={**os.environ, "KWOK_WORKDIR": str(workdir / "kwok")},
+        )
         plane.apply([node for pool in pools for node in _nodes(pool)])
         names = [f"{pool.name}-{i}" for pool in pools for i in range(pool.nodes)]
         wait_for(lambda: _ready_nodes(plane) >= set(names), "the fake nodes to be Ready", timeout=60)
@@ -221,17 +283,21 @@ def running_cluster(workdir: Path, pools: tuple[NodePool, ...] = NODE_POOLS) -> 
         emulator.create_bucket(BUCKET)
 
         runner_config = workdir / "podrunner.json"
-        runner_config.write_text(json.dumps({
-            "kubeconfig": kubeconfig,
-            "workdir": str(workdir / "podrunner"),
-            "bridge": bridge,
-            "gateway": gateway,
-            "subnet": subnet,
-            "api_port": int(plane.server.rsplit(":", 1)[1]),
-            "ca_file": str(plane.ca_file),
-            "node_selector": f"{FAKE_NODE_LABEL}=true",
-            "extra_env": {"STORAGE_EMULATOR_HOST": emulator.url},
-        }))
+        runner_config.write_text(
+            json.dumps(
+                {
+                    "kubeconfig": kubeconfig,
+                    "workdir": str(workdir / "podrunner"),
+                    "bridge": bridge,
+                    "gateway": gateway,
+                    "subnet": subnet,
+                    "api_port": int(plane.server.rsplit(":", 1)[1]),
+                    "ca_file": str(plane.ca_file),
+                    "node_selector": f"{FAKE_NODE_LABEL}=true",
+                    "extra_env": {"STORAGE_EMULATOR_HOST": emulator.url},
+                }
+            )
+        )
         stack.callback(_remove_sandboxes, workdir / "podrunner" / "netns")  # after the runner stopped
         start("podrunner", [sys.executable, str(Path(__file__).with_name("podrunner.py")), f"--config={runner_config}"])
         yield Cluster(plane, workdir, gateway, emulator.url, BUCKET, logs / "podrunner.log")
@@ -241,8 +307,12 @@ def running_cluster(workdir: Path, pools: tuple[NodePool, ...] = NODE_POOLS) -> 
 def _bridge() -> Iterator[tuple[str, str, str]]:
     """A Linux bridge on a free 10.x.0.0/16: (name, gateway address, subnet)."""
     taken = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout
-    used = {ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
-            for link in json.loads(taken) for a in link.get("addr_info", []) if a.get("family") == "inet"}
+    used = {
+        ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+        for link in json.loads(taken)
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    }
     octets = [o for o in range(200, 250) if not any(n.overlaps(ipaddress.ip_network(f"10.{o}.0.0/16")) for n in used)]
     subnet = ipaddress.ip_network(f"10.{random.choice(octets)}.0.0/16")
     name = f"ltbr{os.getpid() % 100000}"
@@ -251,9 +321,11 @@ def _bridge() -> Iterator[tuple[str, str, str]]:
     # as pods come and go, and the pods' cached address of their gateway goes stale (their
     # connections to the API server then stall for as long as their ARP entries live).
     mac = "02:4c:54:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
-    for command in (["ip", "link", "add", name, "address", mac, "type", "bridge"],
-                    ["ip", "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name],
-                    ["ip", "link", "set", name, "up"]):
+    for command in (
+        ["ip", "link", "add", name, "address", mac, "type", "bridge"],
+        ["ip", "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name],
+        ["ip", "link", "set", name, "up"],
+    ):
         subprocess.run(command, check=True, capture_output=True)
     try:
         yield name, gateway, str(subnet)
@@ -277,24 +349,36 @@ def _webhook_certificates(directory: Path) -> Path:
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "layertap-e2e-webhook-ca")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "tls.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return directory / "ca.crt"
 
 
@@ -315,7 +399,9 @@ def _controller_config(api_version: str, webhook_port: int, health_port: int, ce
 def _jobset_pod_selector(webhook: dict) -> None:
     """What JobSet's kustomize patches add: its pod webhooks see JobSet pods only."""
     if any("pods" in rule["resources"] for rule in webhook["rules"]):
-        webhook["objectSelector"] = {"matchExpressions": [{"key": "jobset.sigs.k8s.io/jobset-name", "operator": "Exists"}]}
+        webhook["objectSelector"] = {
+            "matchExpressions": [{"key": "jobset.sigs.k8s.io/jobset-name", "operator": "Exists"}]
+        }
 
 
 def _webhooks(manifests: Path, prefix: str, port: int, ca_file: Path, patch) -> list[dict]:
@@ -353,8 +439,17 @@ def _kueue_command(workdir: Path, cert_dir: Path, kubeconfig: str, config: Path)
         f" && mkdir -p /etc/kueue/metrics/certs && cp {cert_dir}/tls.crt {cert_dir}/tls.key /etc/kueue/metrics/certs/"
         ' && exec "$@"'
     )
-    return ["unshare", "-m", "sh", "-c", script, "kueue", str(BIN / "kueue"), f"--kubeconfig={kubeconfig}",
-            f"--config={config}"]
+    return [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        script,
+        "kueue",
+        str(BIN / "kueue"),
+        f"--kubeconfig={kubeconfig}",
+        f"--config={config}",
+    ]
 
 
 def _nodes(pool: NodePool) -> Iterator[dict]:
@@ -416,10 +511,16 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds the context: every component stops
     with running_cluster(args.workdir) as cluster:
-        (args.workdir / "cluster.json").write_text(json.dumps({
-            "kubeconfig": str(cluster.plane.kubeconfig), "gcs": cluster.gcs, "bucket": cluster.bucket,
-            "gateway": cluster.gateway,
-        }))
+        (args.workdir / "cluster.json").write_text(
+            json.dumps(
+                {
+                    "kubeconfig": str(cluster.plane.kubeconfig),
+                    "gcs": cluster.gcs,
+                    "bucket": cluster.bucket,
+                    "gateway": cluster.gateway,
+                }
+            )
+        )
         print(f"cluster up: KUBECONFIG={cluster.plane.kubeconfig}", flush=True)
         while True:
             time.sleep(3600)

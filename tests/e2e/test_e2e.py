@@ -13,9 +13,8 @@ import time
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from kube import wait_for
-
+from prometheus_client.parser import text_string_to_metric_families
 from workflow import NAMESPACE, assert_same_output, kill_process, local_reference, progress_values
 
 pytestmark = pytest.mark.timeout(900)
@@ -73,8 +72,11 @@ def test_kill_9_of_a_worker_restarts_the_jobset_and_resumes_exactly(e2e):
     e2e.apply(spec)
     # Killed as soon as a worker made a step durable (its metrics say so at once; the status
     # only at the reporter's next beat), so that most of the run is left to the next attempt.
-    wait_for(lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
-             "a first committed step", 300)
+    wait_for(
+        lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
+        "a first committed step",
+        300,
+    )
     victim = e2e.pod_directories()[1]
     kill_process(victim, signal.SIGKILL)
     restarted = wait_for(lambda: e2e.status().get("restarts"), "the JobSet to restart", 120)
@@ -138,8 +140,11 @@ def test_operator_killed_mid_reconcile_makes_exactly_one_jobset(e2e):
     jobsets = json.loads(e2e.cluster.kubectl("get", "jobsets", "-n", NAMESPACE, "-o", "json").stdout)["items"]
     assert [j["metadata"]["name"] for j in jobsets if j["metadata"]["name"].startswith(e2e.name)] == [e2e.name]
     assert status["progress"]["samplesDone"] == status["progress"]["samplesTotal"]
-    operator = json.loads(e2e.cluster.kubectl(
-        "get", "pods", "-n", "layertap-system", "-l", "app.kubernetes.io/component=operator", "-o", "json").stdout)
+    operator = json.loads(
+        e2e.cluster.kubectl(
+            "get", "pods", "-n", "layertap-system", "-l", "app.kubernetes.io/component=operator", "-o", "json"
+        ).stdout
+    )
     assert max(p["status"]["containerStatuses"][0]["restartCount"] for p in operator["items"]) >= 2
 
 
@@ -159,14 +164,39 @@ def test_suspend_mid_run_then_resume_finishes_with_the_same_output(e2e):
 
 def test_kueue_runs_one_slice_and_holds_the_second_until_it_finishes(e2e):
     quota = [
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "v5e-2x2"},
-         "spec": {"nodeLabels": {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
-                                 "cloud.google.com/gke-tpu-topology": "2x2"}}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "one-v5e-slice"},
-         "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["google.com/tpu"], "flavors": [
-             {"name": "v5e-2x2", "resources": [{"name": "google.com/tpu", "nominalQuota": "4"}]}]}]}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
-         "metadata": {"name": "tpu-v5e", "namespace": NAMESPACE}, "spec": {"clusterQueue": "one-v5e-slice"}},
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": "v5e-2x2"},
+            "spec": {
+                "nodeLabels": {
+                    "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                    "cloud.google.com/gke-tpu-topology": "2x2",
+                }
+            },
+        },
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "ClusterQueue",
+            "metadata": {"name": "one-v5e-slice"},
+            "spec": {
+                "namespaceSelector": {},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["google.com/tpu"],
+                        "flavors": [
+                            {"name": "v5e-2x2", "resources": [{"name": "google.com/tpu", "nominalQuota": "4"}]}
+                        ],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "LocalQueue",
+            "metadata": {"name": "tpu-v5e", "namespace": NAMESPACE},
+            "spec": {"clusterQueue": "one-v5e-slice"},
+        },
     ]
     e2e.cluster.plane.apply(quota)
     spec = e2e.spec("tpu-v5-lite-podslice", "2x2", queueName="tpu-v5e", extraction={"batchSize": 4}, **LONGER)
@@ -188,13 +218,15 @@ def test_kueue_runs_one_slice_and_holds_the_second_until_it_finishes(e2e):
 
 def test_too_few_tpu_nodes_says_why_it_waits(e2e):
     e2e.apply(e2e.spec("tpu-v5-lite-podslice", "8x8", extraction={"batchSize": 64}))  # no 8x8 pool here
-    status = wait_for(lambda: (s := e2e.status()).get("reason") == "Unschedulable" and s,
-                      "the scheduler's reason in the status", 60)
+    status = wait_for(
+        lambda: (s := e2e.status()).get("reason") == "Unschedulable" and s, "the scheduler's reason in the status", 60
+    )
     assert status["phase"] == "Pending" and "worker pods cannot be scheduled: 0/" in status["message"]
     assert "didn't match Pod's node affinity/selector" in status["message"]  # the scheduler's own words
+
     def event():
         described = e2e.cluster.kubectl("describe", "ae", e2e.name, "-n", NAMESPACE).stdout
-        return "Unschedulable" in described[described.index("Events:"):]
+        return "Unschedulable" in described[described.index("Events:") :]
 
     wait_for(event, "an Unschedulable event", 30)
     e2e.cluster.kubectl("delete", "ae", e2e.name, "-n", NAMESPACE, "--wait=true", "--timeout=60s")
@@ -227,13 +259,17 @@ def test_a_node_whose_accelerator_cannot_be_opened_fails_loudly_not_on_cpu(e2e):
 def test_a_namespace_without_the_worker_account_says_so(e2e):
     e2e.cluster.kubectl("create", "namespace", "elsewhere")
     resource = {
-        "apiVersion": "layertap.dev/v1alpha1", "kind": "ActivationExtraction",
-        "metadata": {"name": e2e.name, "namespace": "elsewhere"}, "spec": e2e.spec("tpu-v5-lite-podslice", "4x4"),
+        "apiVersion": "layertap.dev/v1alpha1",
+        "kind": "ActivationExtraction",
+        "metadata": {"name": e2e.name, "namespace": "elsewhere"},
+        "spec": e2e.spec("tpu-v5-lite-podslice", "4x4"),
     }
     e2e.cluster.plane.apply(resource)
 
     def status():
-        return json.loads(e2e.cluster.kubectl("get", "ae", e2e.name, "-n", "elsewhere", "-o", "json").stdout).get("status", {})
+        return json.loads(e2e.cluster.kubectl("get", "ae", e2e.name, "-n", "elsewhere", "-o", "json").stdout).get(
+            "status", {}
+        )
 
     waiting = wait_for(lambda: (s := status()).get("reason") == "ServiceAccountMissing" and s, "the reason", 60)
     assert waiting["phase"] == "Pending"
@@ -246,12 +282,21 @@ def test_an_evicted_worker_restarts_the_run_without_counting_against_max_restart
     # Evicted as soon as a worker made a step durable, as the kill -9 test does: the status
     # says so only at the reporter's next beat, by which time a short run may have ended
     # and the eviction found no running pod to restart.
-    wait_for(lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
-             "a first committed step", 300)
+    wait_for(
+        lambda: worker_metrics(e2e, attempt="0", counter="layertap_worker_committed_tokens_total"),
+        "a first committed step",
+        300,
+    )
     victim = sorted(p["metadata"]["name"] for p in e2e.pods())[1]
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": NAMESPACE}}
-    e2e.cluster.kubectl("create", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{victim}/eviction", "-f", "-",
-                        input=json.dumps(eviction))
+    e2e.cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{NAMESPACE}/pods/{victim}/eviction",
+        "-f",
+        "-",
+        input=json.dumps(eviction),
+    )
     status = e2e.wait_phase("Succeeded", timeout=400)
     jobset = json.loads(e2e.cluster.kubectl("get", "jobset", e2e.name, "-n", NAMESPACE, "-o", "json").stdout)
     assert jobset["status"]["restarts"] == 1 and jobset["status"].get("restartsCountTowardsMax", 0) == 0
@@ -261,16 +306,43 @@ def test_an_evicted_worker_restarts_the_run_without_counting_against_max_restart
 
 
 def test_suspend_with_kueue_deactivates_the_workload_and_resumes(e2e):
-    e2e.cluster.plane.apply([
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "v5e-4x4"},
-         "spec": {"nodeLabels": {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
-                                 "cloud.google.com/gke-tpu-topology": "4x4"}}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "v5e-4x4"},
-         "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["google.com/tpu"], "flavors": [
-             {"name": "v5e-4x4", "resources": [{"name": "google.com/tpu", "nominalQuota": "16"}]}]}]}},
-        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
-         "metadata": {"name": "v5e-4x4", "namespace": NAMESPACE}, "spec": {"clusterQueue": "v5e-4x4"}},
-    ])
+    e2e.cluster.plane.apply(
+        [
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "ResourceFlavor",
+                "metadata": {"name": "v5e-4x4"},
+                "spec": {
+                    "nodeLabels": {
+                        "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                        "cloud.google.com/gke-tpu-topology": "4x4",
+                    }
+                },
+            },
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "ClusterQueue",
+                "metadata": {"name": "v5e-4x4"},
+                "spec": {
+                    "namespaceSelector": {},
+                    "resourceGroups": [
+                        {
+                            "coveredResources": ["google.com/tpu"],
+                            "flavors": [
+                                {"name": "v5e-4x4", "resources": [{"name": "google.com/tpu", "nominalQuota": "16"}]}
+                            ],
+                        }
+                    ],
+                },
+            },
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "LocalQueue",
+                "metadata": {"name": "v5e-4x4", "namespace": NAMESPACE},
+                "spec": {"clusterQueue": "v5e-4x4"},
+            },
+        ]
+    )
     spec = e2e.spec("tpu-v5-lite-podslice", "4x4", queueName="v5e-4x4", **LONGER)
     e2e.apply(spec)
     wait_for(lambda: (e2e.status().get("progress") or {}).get("samplesDone"), "a first committed unit", 300)
@@ -290,8 +362,13 @@ def test_suspend_with_kueue_deactivates_the_workload_and_resumes(e2e):
 
 def test_a_prediction_runs_as_a_jobset_and_reports_its_score(e2e):
     """mode predict: the same operator, JobSet and pods, running `layertap predict` over 4 hosts."""
-    spec = e2e.spec("tpu-v5-lite-podslice", "4x4", mode="predict", dataset={"maxSamples": 2},
-                    prediction={"maxNewTokens": 16, "batchSize": 8})  # fmt: skip
+    spec = e2e.spec(
+        "tpu-v5-lite-podslice",
+        "4x4",
+        mode="predict",
+        dataset={"maxSamples": 2},
+        prediction={"maxNewTokens": 16, "batchSize": 8},
+    )
     e2e.apply(spec)
     status = e2e.wait_phase("Succeeded", timeout=400)
     progress = status["progress"]
@@ -302,7 +379,12 @@ def test_a_prediction_runs_as_a_jobset_and_reports_its_score(e2e):
     assert f"layertap predict: 2 tasks, {progress['samplesTotal']} answers" in summary, e2e.logs()
     uri = f"gs://{e2e.cluster.bucket}/runs/{e2e.name}"
     script = f"import layertap.io.store as s, json; print(s.open_store({uri!r}).read('submission.json').decode())"
-    read = subprocess.run([sys.executable, "-c", script], env={**os.environ, "STORAGE_EMULATOR_HOST": e2e.cluster.gcs},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    read = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "STORAGE_EMULATOR_HOST": e2e.cluster.gcs},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert read.returncode == 0, read.stderr
     assert len(json.loads(read.stdout)) == 2

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from simulated_gke import Cluster
 from kube import wait_for
+from simulated_gke import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "research"
@@ -27,12 +27,23 @@ def install(cluster: Cluster) -> None:
     """`helm install` of the chart, as the README says, with the images the pod runner knows."""
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.helm(
-        "install", "layertap", str(REPO / "charts" / "layertap"), "-n", RELEASE_NAMESPACE, "--create-namespace",
-        "--set", "operator.image.repository=layertap-operator", "--set", "worker.image.repository=layertap-worker",
-        "--set", f"worker.namespaces={{{NAMESPACE}}}",
+        "install",
+        "layertap",
+        str(REPO / "charts" / "layertap"),
+        "-n",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "operator.image.repository=layertap-operator",
+        "--set",
+        "worker.image.repository=layertap-worker",
+        "--set",
+        f"worker.namespaces={{{NAMESPACE}}}",
         # Status follows the JobSet within a second or two, not the production 10 s.
-        "--set-json", 'operator.env=[{"name":"LAYERTAP_RESYNC_SECONDS","value":"2"}]',
-        "--wait", "--timeout=120s",
+        "--set-json",
+        'operator.env=[{"name":"LAYERTAP_RESYNC_SECONDS","value":"2"}]',
+        "--wait",
+        "--timeout=120s",
     )
 
 
@@ -67,8 +78,13 @@ class E2E:
         resources.update(extra.pop("resources", {}))
         spec = {
             "model": {"uri": f"gs://{self.cluster.bucket}/inputs/model", "dtype": "float32"},
-            "dataset": {"uri": f"gs://{self.cluster.bucket}/inputs/arc.json", "format": "arc-json",
-                        "maxTokens": 1024, "overLimit": "shorten", "prompt": {"augmentations": 1}},
+            "dataset": {
+                "uri": f"gs://{self.cluster.bucket}/inputs/arc.json",
+                "format": "arc-json",
+                "maxTokens": 1024,
+                "overLimit": "shorten",
+                "prompt": {"augmentations": 1},
+            },
             "extraction": {"layers": [1, 3], "batchSize": 16, "storageDtype": "float32"},
             "output": {"uri": f"gs://{self.cluster.bucket}/runs/{self.name}", "shardSizeMb": 1},
             "resources": resources,
@@ -193,7 +209,9 @@ def kill_process(directory: Path, sig: int = signal.SIGKILL) -> int:
     return pid
 
 
-def progress_values(e2e: E2E, until: tuple[str, ...] = ("Succeeded", "Failed"), timeout: float = 300) -> tuple[list, dict]:
+def progress_values(
+    e2e: E2E, until: tuple[str, ...] = ("Succeeded", "Failed"), timeout: float = 300
+) -> tuple[list, dict]:
     """Every distinct status.progress seen (polled), until the phase is one of `until`."""
     seen: list = []
     deadline = time.monotonic() + timeout

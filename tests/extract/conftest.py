@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from layertap.cli import main
 from layertap.model import write_random_checkpoint
 

@@ -13,8 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import layertap
 import pytest
+
+import layertap
 from layertap.cli import main
 
 from .conftest import TEXTS, extract, write_jsonl
@@ -112,7 +113,9 @@ def test_a_read_only_output_is_named(checkpoint, dataset):
         shutil.rmtree(scratch)
 
 
-@pytest.mark.parametrize("layers, message", [("a-b", "expected e.g. 10-23 or 3,5,7"), ("5-3", "the range 5-3 is empty")])
+@pytest.mark.parametrize(
+    "layers, message", [("a-b", "expected e.g. 10-23 or 3,5,7"), ("5-3", "the range 5-3 is empty")]
+)
 def test_a_bad_layers_flag_is_a_usage_error(checkpoint, dataset, tmp_path, capsys, layers, message):
     with pytest.raises(SystemExit) as exit_:
         extract(checkpoint, dataset, tmp_path / "out", "--layers", layers)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh
+
 from layertap.data.sample import Sample
 from layertap.extract.batch import build_batch, keep_mask
 from layertap.extract.compact import Gather, host_parts
@@ -66,7 +67,7 @@ def gathered(rows, mode: str, acts: dict, blocks: int = 1, capacity: int | None 
     """The stored records of these rows as the runner makes them: take indices from the host,
     the gather on the device (one CPU device: one block; `blocks` > 1: the rows split as that
     many devices would hold them, gathered block by block), views of its output per block."""
-    width = next(iter(acts.values())).shape[2]
+    next(iter(acts.values())).shape[2]
     batch = build_batch(rows, SAMPLES, KEEP, row_length=8, max_per_row=2, mode=mode, blocks=blocks, capacity=capacity)
     assert all(e.take.dtype == np.int32 for e in batch.entries)
     mesh = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
@@ -98,7 +99,9 @@ def test_all_keeps_the_kept_tokens_with_their_index_columns():
     np.testing.assert_array_equal(records.position, [1, 2, 3, 0, 1, 0, 1])
     np.testing.assert_array_equal(records.token_ids, [5, 6, 7, 8, 9, 10, 11])
     np.testing.assert_array_equal(records.segment, [1, 1, 2, 0, 0, 0, 0])
-    np.testing.assert_array_equal(records.activations["resid_post"], acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
+    np.testing.assert_array_equal(
+        records.activations["resid_post"], acts[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]]
+    )
     np.testing.assert_array_equal(records.activations["attn_z"], heads[:, [0, 0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 5, 0, 1]])
     np.testing.assert_array_equal(records.cell[:3], GRID_CELLS[1:])
     assert (records.cell[3:] == -1).all() and records.cell.shape == (7, 3)
@@ -137,6 +140,6 @@ def test_pooled_modes_keep_one_vector_per_sample():
 
 
 def test_padding_rows_store_nothing():
-    records, samples, batch = gathered([(), ()], "all", {"resid_post": np.zeros((1, 2, 8, 4), np.float32)}, capacity=8)
+    records, samples, _batch = gathered([(), ()], "all", {"resid_post": np.zeros((1, 2, 8, 4), np.float32)}, capacity=8)
     assert records.activations["resid_post"].shape == (1, 0, 4) and len(records.sample_index) == 0
     assert records.cell.shape == (0, 3) and samples == {}

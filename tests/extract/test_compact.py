@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from layertap.extract.compact import choose_capacities, device_blocks, fit, step_capacities
 
 
@@ -87,16 +88,16 @@ def test_a_run_moves_only_what_it_stores(checkpoint, tmp_path):
     import argparse
 
     from layertap.demo import write_arc_tasks
-    from layertap.extract.cli import add_arguments, job_from_args
     from layertap.extract.compact import ALIGN
     from layertap.extract.runner import prepare
+    from layertap.run.cli import EXTRACT, add_arguments, job_from_args
 
     write_arc_tasks(tmp_path / "arc.json", 4)
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_arguments(parser, EXTRACT)
     argv = ["--model", str(checkpoint), "--dataset", str(tmp_path / "arc.json"), "--format", "arc-json"]
     argv += ["--output", str(tmp_path / "out"), "--layers", "1,3", "--max-tokens", "1024", "--over-limit", "shorten"]
-    prepared = prepare(job_from_args(parser.parse_args([*argv, "--segments", "test-input"])))
+    prepared = prepare(job_from_args(parser.parse_args([*argv, "--segments", "test-input"]), EXTRACT))
     per_entry = 2 * 64 * 2  # 2 layers x hidden 64 in bfloat16
     stored = prepared.rows_stored * per_entry
     padded = prepared.plan.fed_tokens * per_entry

@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import sys
 
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 
 from .test_stop import argv
 
@@ -38,7 +39,13 @@ def run(pod_tmp, *args: str, **env: str) -> subprocess.CompletedProcess:
     shutil.rmtree(pod_tmp)  # a new pod: nothing local survives
     pod_tmp.mkdir()
     # JAX keeps only programs that took a second or more to compile; the tiny test model's take less.
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "TMPDIR": str(pod_tmp), **env}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "TMPDIR": str(pod_tmp),
+        **env,
+    }
     result = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -73,8 +80,10 @@ def test_runs_can_share_a_cache_on_gcs(checkpoint, dataset, tmp_path, pod_tmp, g
     for layer in (1, 3):  # the loaded program computes what the compiled one did
         a = layertap.open(str(tmp_path / "first")).read_layer(layer)
         b = layertap.open(str(tmp_path / "second")).read_layer(layer)
-        np.testing.assert_array_equal(a.activations[np.lexsort((a.position, a.sample_index))],
-                                      b.activations[np.lexsort((b.position, b.sample_index))])
+        np.testing.assert_array_equal(
+            a.activations[np.lexsort((a.position, a.sample_index))],
+            b.activations[np.lexsort((b.position, b.sample_index))],
+        )
 
 
 def test_the_cache_can_be_turned_off(checkpoint, dataset, tmp_path, pod_tmp):

@@ -29,7 +29,7 @@ def test_more_steps_compile_nothing_more(checkpoint, tmp_path, capsys):
     capsys.readouterr()
     with counting_compiles() as few:
         assert extract(checkpoint, short, tmp_path / "few", *flags) == 0
-    few_steps, few_shapes = plan_of(capsys.readouterr().out)
+    _few_steps, few_shapes = plan_of(capsys.readouterr().out)
     with counting_compiles() as many:
         assert extract(checkpoint, long, tmp_path / "many", *flags) == 0
     many_steps, many_shapes = plan_of(capsys.readouterr().out)

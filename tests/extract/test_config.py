@@ -5,10 +5,11 @@ import json
 
 import pytest
 import yaml
+
 from layertap.errors import LayerTapError
-from layertap.extract import cli
-from layertap.extract.config import parse_layers
 from layertap.model.tap import default_layers
+from layertap.run import cli
+from layertap.run.config import parse_layers
 
 RESOURCE = """
 apiVersion: layertap.dev/v1alpha1
@@ -26,13 +27,13 @@ spec:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
+    cli.add_arguments(parser, cli.EXTRACT)
     return parser.parse_args(argv)
 
 
 def test_a_whole_resource_is_read_and_cluster_fields_are_left_to_the_operator(tmp_path):
     (tmp_path / "ae.yaml").write_text(RESOURCE)
-    job = cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+    job = cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), cli.EXTRACT, env={})
     model_axis = job.mesh.model
     assert job.model.uri == "/models/qwen" and job.dataset.max_tokens == 512
     assert job.extraction.layers == [10, 12] and job.extraction.positions == "last"
@@ -55,7 +56,7 @@ def test_flags_override_the_file(tmp_path):
         "--model-parallel",
         "1",
     )
-    job = cli.job_from_args(args, env={})
+    job = cli.job_from_args(args, cli.EXTRACT, env={})
     model_axis = job.mesh.model
     assert job.extraction.layers == [3, 4, 5] and job.extraction.positions == "all"
     assert job.extraction.batch_size == 16 and job.extraction.exclude_special_tokens is False
@@ -64,9 +65,11 @@ def test_flags_override_the_file(tmp_path):
 
 def test_the_spec_comes_from_the_environment_in_a_cluster():
     env = {
-        "LAYERTAP_SPEC": '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'
+        "LAYERTAP_SPEC": (
+            '{"model": {"uri": "/m"}, "dataset": {"uri": "/d", "format": "arc-json"}, "output": {"uri": "/o"}}'
+        )
     }
-    job = cli.job_from_args(parse(), env=env)
+    job = cli.job_from_args(parse(), cli.EXTRACT, env=env)
     model_axis = job.mesh.model
     assert job.dataset.format == "arc-json" and model_axis == 1
 
@@ -74,7 +77,7 @@ def test_the_spec_comes_from_the_environment_in_a_cluster():
 def test_in_a_cluster_the_worker_expects_the_resources_devices():
     resource = yaml.safe_load(RESOURCE)
     env = {"LAYERTAP_SPEC": json.dumps(resource["spec"])}
-    devices = cli.job_from_args(parse(), env=env).devices
+    devices = cli.job_from_args(parse(), cli.EXTRACT, env=env).devices
     assert (devices.platform, devices.per_host, devices.accelerator) == ("tpu", 4, "tpu-v5-lite-podslice")
 
 
@@ -97,12 +100,12 @@ def test_in_a_cluster_the_worker_expects_the_resources_devices():
 def test_bad_config_names_the_file_and_field(tmp_path, text, message):
     (tmp_path / "ae.yaml").write_text(text)
     with pytest.raises(LayerTapError, match=message):
-        cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), env={})
+        cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), cli.EXTRACT, env={})
 
 
 def test_missing_config_file():
     with pytest.raises(LayerTapError, match="nope.yaml: no such config file"):
-        cli.job_from_args(parse("--config", "nope.yaml"), env={})
+        cli.job_from_args(parse("--config", "nope.yaml"), cli.EXTRACT, env={})
 
 
 def test_default_layers_are_the_upper_part_of_the_model():
@@ -121,13 +124,26 @@ def test_layer_ranges():
 def test_selection_flags_set_dataset_select(tmp_path):
     (tmp_path / "ae.yaml").write_text(RESOURCE)
     config = ("--config", str(tmp_path / "ae.yaml"))
-    job = cli.job_from_args(parse(*config, "--task-ids", "3,1,7", "--offset", "1", "--sample", "2", "--select-seed", "9", "--limit", "1"), env={})
+    job = cli.job_from_args(
+        parse(*config, "--task-ids", "3,1,7", "--offset", "1", "--sample", "2", "--select-seed", "9", "--limit", "1"),
+        cli.EXTRACT,
+        env={},
+    )
     selection = job.dataset.select
-    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (["3", "1", "7"], 1, 2, 9, 1)
+    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (
+        ["3", "1", "7"],
+        1,
+        2,
+        9,
+        1,
+    )
     assert job.dataset.max_tokens == 512  # the rest of dataset is the file's
-    assert cli.job_from_args(parse(*config), env={}).dataset.select is None  # unset: no selection, outputs as before
-    assert cli.job_from_args(parse(*config, "--limit", "5"), env={}).dataset.select.limit == 5
-    with pytest.raises(LayerTapError, match=r"ae.yaml: dataset.select.offset: Input should be greater than or equal to 0"):
-        cli.job_from_args(parse(*config, "--offset", "-1"), env={})
+    # unset: no selection, outputs as before
+    assert cli.job_from_args(parse(*config), cli.EXTRACT, env={}).dataset.select is None
+    assert cli.job_from_args(parse(*config, "--limit", "5"), cli.EXTRACT, env={}).dataset.select.limit == 5
+    with pytest.raises(
+        LayerTapError, match=r"ae.yaml: dataset.select.offset: Input should be greater than or equal to 0"
+    ):
+        cli.job_from_args(parse(*config, "--offset", "-1"), cli.EXTRACT, env={})
     with pytest.raises(LayerTapError, match=r"dataset.select.ids: Value error, 3 listed more than once"):
-        cli.job_from_args(parse(*config, "--task-ids", "3,3"), env={})
+        cli.job_from_args(parse(*config, "--task-ids", "3,3"), cli.EXTRACT, env={})

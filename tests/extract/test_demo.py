@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import layertap
+from pathlib import Path
+
 import numpy as np
+
+import layertap
 from layertap.cli import main
 
 
@@ -13,12 +16,14 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     snippet = [line.strip() for line in out.splitlines() if line.startswith(("  import layertap", "  acts ="))]
     assert len(snippet) == 2, out
     scope: dict = {}
-    exec("\n".join(snippet), scope)  # noqa: S102 - the two lines the demo tells users to run
+    exec("\n".join(snippet), scope)
     acts = scope["acts"]
     assert acts.ndim == 2 and acts.shape[1] == 64 and len(acts) > 0 and np.isfinite(acts).all()
     # it ends with the run's report, and says where it is
     report = [line.removeprefix("Report: ") for line in out.splitlines() if line.startswith("Report: ")]
-    assert len(report) == 1 and report[0].endswith("report.html") and open(report[0]).read().count("<img ") == 4 + 3, out
+    assert (
+        len(report) == 1 and report[0].endswith("report.html") and Path(report[0]).read_text().count("<img ") == 4 + 3
+    ), out
 
     run = layertap.open(str(tmp_path / "demo" / "activations-3-tasks"))
     assert run.layers == [1, 2, 3] and run.storage_dtype == "bfloat16"
@@ -46,9 +51,9 @@ def test_demo_predict_answers_real_tasks_and_says_where_the_files_are(tmp_path, 
     out = capsys.readouterr().out
     files = dict(line.strip().split(": ", 1) for line in out.splitlines() if line.startswith("  ") and ": /" in line)
     assert set(files) == {"submission", "results", "score"}, out
-    submission = json.loads(open(files["submission"]).read())
+    submission = json.loads(Path(files["submission"]).read_text())
     assert len(submission) == 2 and all(set(t[0]) == {"attempt_1", "attempt_2"} for t in submission.values())
-    assert json.loads(open(files["score"]).read())["total"] == 0.0 and "ARC Prize score: 0.000" in out
+    assert json.loads(Path(files["score"]).read_text())["total"] == 0.0 and "ARC Prize score: 0.000" in out
     # the config it wrote resumes the same prediction: nothing is generated again
     assert main(["predict", "--config", str(tmp_path / "demo" / "prediction-2-tasks.yaml"), "--no-progress"]) == 0
     assert "already committed" in capsys.readouterr().out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from layertap.errors import LayerTapError
-from layertap.extract.devices import check_devices
+from layertap.run.devices import check_devices
 from layertap_api.spec import ExpectedDevices
 
 CPU = ExpectedDevices(platform="cpu", per_host=1, accelerator="cpu")
@@ -23,14 +24,23 @@ def test_what_was_asked_for_passes():
         (ExpectedDevices(platform="gpu", per_host=8, accelerator="nvidia-l4"), {}, "8 GPU device(s), JAX sees 1 CPU"),
         (ExpectedDevices(platform="cpu", per_host=2, accelerator="cpu"), {}, "2 CPU device(s), JAX sees 1 CPU"),
         # a test cluster's simulation counts only for the platform it stands in for, and the count still matters
-        (ExpectedDevices(platform="tpu", per_host=1, accelerator="x"), {"LAYERTAP_SIMULATED_ACCELERATOR": "gpu"}, "sees 1 CPU"),
+        (
+            ExpectedDevices(platform="tpu", per_host=1, accelerator="x"),
+            {"LAYERTAP_SIMULATED_ACCELERATOR": "gpu"},
+            "sees 1 CPU",
+        ),
         (V5E, {"LAYERTAP_SIMULATED_ACCELERATOR": "tpu"}, "4 TPU device(s), JAX sees 1 CPU"),
     ],
 )
 def test_a_missing_accelerator_is_named(expected, env, message):
-    with pytest.raises(LayerTapError, match=f"resources.accelerator {expected.accelerator}: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        LayerTapError,
+        match=f"resources.accelerator {expected.accelerator}: .*" + message.replace("(", r"\(").replace(")", r"\)"),
+    ):
         check_devices(expected, env=env)
 
 
 def test_a_simulated_accelerator_with_the_right_count_passes():
-    check_devices(ExpectedDevices(platform="tpu", per_host=1, accelerator="x"), env={"LAYERTAP_SIMULATED_ACCELERATOR": "tpu"})
+    check_devices(
+        ExpectedDevices(platform="tpu", per_host=1, accelerator="x"), env={"LAYERTAP_SIMULATED_ACCELERATOR": "tpu"}
+    )

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+
 from layertap.errors import LayerTapError
-from layertap.extract.distributed import detect
+from layertap.run.distributed import detect
 
 JOBSET_ENV = {
     "JOBSET_NAME": "arc-0",

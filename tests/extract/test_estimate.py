@@ -9,10 +9,11 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+
 from layertap.estimate import Devices, attention_pairs, estimate, forward_flops
-from layertap.extract.cli import add_arguments, job_from_args
 from layertap.extract.runner import prepare
 from layertap.model import LayerTap, load_checkpoint, make_extract_fn
+from layertap.run.cli import EXTRACT, add_arguments, job_from_args
 
 from .conftest import extract
 
@@ -37,30 +38,42 @@ def test_attention_pairs_follow_the_query_blocks():
 
 def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, tmp_path):
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_arguments(parser, EXTRACT)
     args = parser.parse_args(
-        ["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl",
-         "--output", str(tmp_path / "out"), "--layers", "1,3"]
-    )  # fmt: skip
-    prepared = prepare(job_from_args(args))
+        [
+            "--model",
+            str(checkpoint),
+            "--dataset",
+            str(dataset),
+            "--format",
+            "text-jsonl",
+            "--output",
+            str(tmp_path / "out"),
+            "--layers",
+            "1,3",
+        ]
+    )
+    prepared = prepare(job_from_args(args, EXTRACT))
     tpu = estimate(prepared, Devices(16, "tpu", 4, "tpu-v5-lite-podslice"))
     cpu = estimate(prepared, Devices(1, "cpu", cores=2))
-    assert tpu["tokens"] == prepared.plan.useful_tokens and tpu["rows"] == prepared.rows_stored
-    assert tpu["bytes"] == prepared.disk_bytes() and tpu["flops"] == cpu["flops"] > 0
-    compute = tpu["flops"] / (16 * 0.4 * 197e12)
-    assert tpu["writeSeconds"] == pytest.approx(prepared.disk_bytes() / (4 * 0.9e9))  # a local output, 4 hosts
+    assert tpu.tokens == prepared.plan.useful_tokens and tpu.rows == prepared.rows_stored
+    assert tpu.bytes == prepared.disk_bytes() and tpu.flops == cpu.flops > 0
+    compute = tpu.flops / (16 * 0.4 * 197e12)
+    assert tpu.write_seconds == pytest.approx(prepared.disk_bytes() / (4 * 0.9e9))  # a local output, 4 hosts
     # the compact outputs: every stored entry (2 layers x 64 in bfloat16) and the spare room, over 16 chips' links
     stored = prepared.rows_stored * 2 * 64 * 2
     assert stored <= prepared.moved_bytes() <= stored * 1.1
-    assert tpu["transferSeconds"] == pytest.approx(prepared.moved_bytes() / (16 * 10e9))
-    stages = {"compute": compute, "transfer": tpu["transferSeconds"], "writing": tpu["writeSeconds"]}
-    assert tpu["seconds"] == pytest.approx(max(stages.values())) and tpu["bound"] == max(stages, key=stages.get)
-    assert tpu["computeSeconds"] == pytest.approx(compute)
-    assert cpu["transferSeconds"] == 0  # a CPU's output is in host memory already
-    assert tpu["chipHours"] == pytest.approx(tpu["seconds"] * 16 / 3600, rel=1e-3)
-    assert "2 cores" in cpu["basis"] and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu["basis"]
-    assert "seconds" not in estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU"))
-    assert estimate(prepared, Devices(1, "gpu", device_kind="NVIDIA H100 80GB HBM3"))["basis"].startswith("nvidia-h100-80gb")
+    assert tpu.transfer_seconds == pytest.approx(prepared.moved_bytes() / (16 * 10e9))
+    stages = {"compute": compute, "transfer": tpu.transfer_seconds, "writing": tpu.write_seconds}
+    assert tpu.seconds == pytest.approx(max(stages.values())) and tpu.bound == max(stages, key=stages.get)
+    assert tpu.compute_seconds == pytest.approx(compute)
+    assert cpu.transfer_seconds == 0  # a CPU's output is in host memory already
+    assert tpu.chip_hours == pytest.approx(tpu.seconds * 16 / 3600, rel=1e-3)
+    assert "2 cores" in cpu.basis and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu.basis
+    assert estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU")).seconds is None
+    assert estimate(prepared, Devices(1, "gpu", device_kind="NVIDIA H100 80GB HBM3")).basis.startswith(
+        "nvidia-h100-80gb"
+    )
 
 
 def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, tmp_path, capsys):
@@ -75,14 +88,23 @@ def test_the_bound_is_the_longest_stage(checkpoint, dataset, tmp_path):
     """Storing every token of a small model on fast chips is bound by the host's writes;
     storing one row per sample on a slow CPU by its compute."""
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_arguments(parser, EXTRACT)
 
     def prepared(*flags):
-        argv = ["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl", "--output", str(tmp_path)]
-        return prepare(job_from_args(parser.parse_args(argv + list(flags))))
+        argv = [
+            "--model",
+            str(checkpoint),
+            "--dataset",
+            str(dataset),
+            "--format",
+            "text-jsonl",
+            "--output",
+            str(tmp_path),
+        ]
+        return prepare(job_from_args(parser.parse_args(argv + list(flags)), EXTRACT))
 
     everything = estimate(prepared("--positions", "all"), Devices(8, "gpu", 1, "nvidia-h200-141gb"))
-    assert everything["bound"] == "writing" and everything["seconds"] == everything["writeSeconds"]
-    assert "device to host at 25 GB/s per device" in everything["basis"]
+    assert everything.bound == "writing" and everything.seconds == everything.write_seconds
+    assert "device to host at 25 GB/s per device" in everything.basis
     last = estimate(prepared("--positions", "last"), Devices(1, "cpu", cores=1))
-    assert last["bound"] == "compute" and last["seconds"] == last["computeSeconds"] > last["writeSeconds"]
+    assert last.bound == "compute" and last.seconds == last.compute_seconds > last.write_seconds

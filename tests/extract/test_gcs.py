@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import layertap
-import layertap.model.checkpoint
 import numpy as np
 import pytest
 from google.cloud import storage
+
+import layertap
+import layertap.model.checkpoint
 
 from .conftest import TEXTS, extract, write_jsonl
 

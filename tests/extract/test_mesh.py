@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import jax
 import pytest
+
 from layertap.errors import LayerTapError
-from layertap.extract.mesh import DATA, MODEL, make_mesh
+from layertap.run.mesh import DATA, MODEL, make_mesh
 from layertap_api.spec import MeshSpec
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 
 import crc32c
-import layertap
 import numpy as np
+
+import layertap
 from layertap.cli import main
 from layertap.demo import write_arc_tasks
 from layertap.store import layout
@@ -44,7 +45,9 @@ def fingerprint(output, tmp_dir) -> tuple[dict, dict]:
             values = shard.read(layout.layer_tensor(layer)).astype(np.float64)
             approx[f"{shard.key} layer {layer}"] = (values.sum(), np.abs(values).sum())
             if run.storage_dtype == "int8":
-                approx[f"{shard.key} layer {layer} scale"] = shard.read(layout.scale_tensor(layer)).astype(np.float64).sum()
+                approx[f"{shard.key} layer {layer} scale"] = (
+                    shard.read(layout.scale_tensor(layer)).astype(np.float64).sum()
+                )
     return exact, approx
 
 
@@ -58,14 +61,22 @@ def assert_pinned(output, tmp_dir, exact: dict, approx: dict) -> None:
 
 SHARD = "shards/5513e3-p00000-s000000.safetensors"
 TEXT_EXACT = {
-    "layers": [1, 3], "storage_dtype": "bfloat16", "hidden_size": 64,
-    "num_shards": 1, "num_units": 5, "num_tokens": 250, "total_bytes": 70680,
+    "layers": [1, 3],
+    "storage_dtype": "bfloat16",
+    "hidden_size": 64,
+    "num_shards": 1,
+    "num_units": 5,
+    "num_tokens": 250,
+    "total_bytes": 70680,
     SHARD: {
         "units": [[0, 0, 60], [1, 60, 121], [2, 121, 131], [3, 131, 195], [4, 195, 250]],
         "bytes": 70680,
         "columns": {
-            "token_ids": "cfd9329f", "sample_index": "9657d7cf", "position": "553c3b0a",
-            "segment": "15f4d65d", "cell": "4d1a8959",
+            "token_ids": "cfd9329f",
+            "sample_index": "9657d7cf",
+            "position": "553c3b0a",
+            "segment": "15f4d65d",
+            "cell": "4d1a8959",
         },
         "samples": "7a797638",
     },
@@ -84,14 +95,22 @@ def test_text_run_bfloat16_is_pinned(checkpoint, tmp_path):
 
 
 ARC_EXACT = {
-    "layers": [2, 3], "storage_dtype": "int8", "hidden_size": 64,
-    "num_shards": 1, "num_units": 3, "num_tokens": 2685, "total_bytes": 430416,
+    "layers": [2, 3],
+    "storage_dtype": "int8",
+    "hidden_size": 64,
+    "num_shards": 1,
+    "num_units": 3,
+    "num_tokens": 2685,
+    "total_bytes": 430416,
     SHARD: {
         "units": [[0, 0, 908], [1, 908, 1867], [2, 1867, 2685]],
         "bytes": 430416,
         "columns": {
-            "token_ids": "6d69e987", "sample_index": "e0784cc4", "position": "aede5ec1",
-            "segment": "a2a9facb", "cell": "7a72d01a",
+            "token_ids": "6d69e987",
+            "sample_index": "e0784cc4",
+            "position": "aede5ec1",
+            "segment": "a2a9facb",
+            "cell": "7a72d01a",
         },
         "samples": "23216778",
     },

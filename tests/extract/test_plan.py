@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from layertap.extract.plan import (
     ROW_ALIGN,
     _assign_rows,
@@ -87,6 +88,7 @@ def test_every_step_splits_evenly_over_the_data_parallel_devices(rows_per_step, 
     assert sorted(i for step in plan.steps for row in step.rows for i in row) == sorted(lengths)
     assert all(len(step.rows) % row_multiple == 0 and len(step.rows) <= rows_per_step for step in plan.steps)
     assert len(plan.shapes) == len(plan.row_lengths) <= 4  # one row count per length
+
     # the rows are those of one device's plan: only their grouping into steps differs, so a
     # sample is computed in the same row, beside the same samples, on any topology
     def rows(plan):
@@ -116,7 +118,12 @@ def test_long_samples_share_rows_with_short_ones_and_rows_are_cut_to_fit(seed):
     assert sorted(placed) == sorted(lengths)
     # each row is cut to the shortest chosen length that holds it, except a few that ride up
     # to the next length where that costs less than padding rows
-    fits = [min(n for n in plan.row_lengths if n >= sum(lengths[i] for i in row)) for s in plan.steps for row in s.rows if row]
+    fits = [
+        min(n for n in plan.row_lengths if n >= sum(lengths[i] for i in row))
+        for s in plan.steps
+        for row in s.rows
+        if row
+    ]
     cut = [s.row_length for s in plan.steps for row in s.rows if row]
     moved_up = sum(fit < length for fit, length in zip(fits, cut))
     assert moved_up < 8 * (len(plan.row_lengths) - 1)
@@ -161,7 +168,10 @@ def test_packing_to_the_chosen_lengths_fills_rows_to_their_cut(seed):
 
     def work(rows):  # each row cut to the shortest length that holds it
         fills = [sum(lengths[i] for i in row) for row in rows]
-        return sum(min(n for n in row_lengths if n >= f) * row_cost(min(n for n in row_lengths if n >= f), QWEN_0_5B_ATTENTION) for f in fills)
+        return sum(
+            min(n for n in row_lengths if n >= f) * row_cost(min(n for n in row_lengths if n >= f), QWEN_0_5B_ATTENTION)
+            for f in fills
+        )
 
     assert work(rows) < 0.99 * work(pack_rows(lengths, 2048))  # packing at the longest length, then cutting
 

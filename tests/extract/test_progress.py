@@ -7,15 +7,15 @@ import argparse
 import socket
 import urllib.request
 
-import layertap
 import pytest
-from layertap.extract import cli
-from layertap.extract.cli import job_from_args
-from layertap.extract.distributed import Distributed
-from layertap.extract.runner import execute, prepare
-from layertap.metrics import WorkerMetrics
-from layertap.progress import human_duration
 from prometheus_client.parser import text_string_to_metric_families
+
+import layertap
+from layertap.extract.runner import execute, prepare
+from layertap.run import cli
+from layertap.run.context import RunContext
+from layertap.run.metrics import WorkerMetrics
+from layertap.run.progress import human_duration
 
 
 class RecordingReporter:
@@ -25,8 +25,8 @@ class RecordingReporter:
         self.updates: list[dict] = []
         self.closed = False
 
-    def update(self, progress: dict) -> None:
-        self.updates.append(dict(progress))
+    def update(self, progress) -> None:
+        self.updates.append(progress.model_dump(by_alias=True, exclude_unset=True))
 
     def close(self) -> None:
         self.closed = True
@@ -34,7 +34,7 @@ class RecordingReporter:
 
 def _prepared(checkpoint, dataset, out):
     parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
+    cli.add_arguments(parser, cli.EXTRACT)
     args = parser.parse_args(
         [
             "--model",
@@ -51,13 +51,13 @@ def _prepared(checkpoint, dataset, out):
             "1",
         ]
     )
-    return prepare(job_from_args(args, env={}))
+    return prepare(cli.job_from_args(args, cli.EXTRACT, env={}))
 
 
 def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_path):
     prepared = _prepared(checkpoint, dataset, tmp_path / "out")
     reporter = RecordingReporter()
-    summary = execute(prepared, Distributed("single"), show_progress=False, reporter=reporter)
+    summary = execute(prepared, RunContext(show_progress=False, reporter=reporter))
 
     assert reporter.closed and len(reporter.updates) >= 3
     estimate, *updates = reporter.updates
@@ -95,7 +95,7 @@ def test_the_worker_serves_its_progress_as_prometheus_metrics(checkpoint, datase
     before = _scrape(port)
     assert before["layertap_worker_tokens_total"] == 0 and before["layertap_worker_restart_attempt"] == 2
 
-    execute(prepared, Distributed("single"), show_progress=False, metrics=metrics)
+    execute(prepared, RunContext(show_progress=False, metrics=metrics))
 
     after = _scrape(port)
     plan = prepared.plan
@@ -109,7 +109,16 @@ def test_the_worker_serves_its_progress_as_prometheus_metrics(checkpoint, datase
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(0, "0s"), (45, "45s"), (60, "1m"), (450, "7m30s"), (2520, "42m"), (7980, "2h13m"), (86400, "1d"), (100800, "1d4h")],
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (60, "1m"),
+        (450, "7m30s"),
+        (2520, "42m"),
+        (7980, "2h13m"),
+        (86400, "1d"),
+        (100800, "1d4h"),
+    ],
 )
 def test_eta_reads_like_a_kubectl_age(seconds, shown):
     assert human_duration(seconds) == shown
@@ -118,10 +127,10 @@ def test_eta_reads_like_a_kubectl_age(seconds, shown):
 def test_every_progress_field_can_be_reported():
     """The reporter accepts each field of status.progress by its wire name (a model built
     before a field's type was defined once left `estimate` without one)."""
-    from layertap.reporter import PROGRESS_FIELDS
+    from layertap.run.reporter import PROGRESS_FIELDS
     from layertap_api.status import Progress
 
-    assert PROGRESS_FIELDS == {to_camel(name) for name in Progress.model_fields}
+    assert {to_camel(name) for name in Progress.model_fields} == PROGRESS_FIELDS
 
 
 def to_camel(name: str) -> str:

@@ -12,16 +12,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import layertap
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+import layertap
 from layertap.cli import main
 from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
-from layertap.extract.config import worker_spec
 from layertap.model import load_tokenizer
+from layertap.run.config import worker_spec
 from layertap_api.spec import DatasetSpec
 
 from .conftest import TEXTS, write_jsonl
@@ -30,7 +31,10 @@ FIELDS = ["uri", "dtype", "format", "maxSamples", "maxTokens", "overLimit", "ski
 FIELDS += ["storageDtype", "batchSize", "shardSizeMb", "prompt", "accelerator", "topology", "mesh", "model", "data"]
 SECTIONS = ["model", "dataset", "extraction", "output", "resources", "extration", "mesh", "image", "suspend"]
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 5000) | st.sampled_from(["", "x", "all", "int8", "cpu", "2x2", "gs://"]),
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 5000)
+    | st.sampled_from(["", "x", "all", "int8", "cpu", "2x2", "gs://"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3),
     max_leaves=6,
 )
@@ -86,9 +90,7 @@ def corrupt(data: bytes, how: str, where: float, byte: int) -> bytes:
     return data[:at] + data[at + 1 :]
 
 
-CORRUPTIONS = st.tuples(
-    st.sampled_from(["flip", "truncate", "insert", "delete"]), st.floats(0, 1), st.integers(0, 255)
-)
+CORRUPTIONS = st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.floats(0, 1), st.integers(0, 255))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,9 @@ def clean_datasets(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
     corruptions=st.lists(CORRUPTIONS, min_size=1, max_size=3),
     skip_invalid=st.booleans(),
 )
-def test_a_corrupted_dataset_loads_or_is_a_clear_error(tmp_path, tokenizer, clean_datasets, fmt, corruptions, skip_invalid):
+def test_a_corrupted_dataset_loads_or_is_a_clear_error(
+    tmp_path, tokenizer, clean_datasets, fmt, corruptions, skip_invalid
+):
     name, data = clean_datasets[fmt]
     for corruption in corruptions:
         data = corrupt(data, *corruption)
@@ -174,8 +178,17 @@ def layers_of(output: Path) -> dict[int, np.ndarray]:
 @example(target="out/shard", corruption=("flip", 0.5, 1), resume=True)
 @given(
     target=st.sampled_from(
-        ["texts.jsonl", "ckpt/config.json", "ckpt/model.safetensors", "ckpt/tokenizer.json", "out/run.json",
-         "out/manifest.json", "out/shard", "out/commit", "out/sidecar"]
+        [
+            "texts.jsonl",
+            "ckpt/config.json",
+            "ckpt/model.safetensors",
+            "ckpt/tokenizer.json",
+            "out/run.json",
+            "out/manifest.json",
+            "out/shard",
+            "out/commit",
+            "out/sidecar",
+        ]
     ),
     corruption=CORRUPTIONS,
     resume=st.booleans(),

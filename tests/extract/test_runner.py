@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import jax.numpy as jnp
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 from layertap.model import (
     load_checkpoint,
     load_tokenizer,
@@ -73,7 +74,7 @@ def test_pooled_positions_equal_reference(checkpoint, dataset, tmp_path, referen
     for i, layer in enumerate(LAYERS):
         acts, token_ids, sample_index, position = read_sorted(tmp_path / mode, layer)
         np.testing.assert_array_equal(sample_index, sorted(reference))
-        for row, (ids, kept, ref) in zip(acts, reference.values()):
+        for row, (_ids, kept, ref) in zip(acts, reference.values()):
             want = ref[i][kept][-1] if mode == "last" else ref[i][kept].mean(axis=0)
             np.testing.assert_allclose(row, want, atol=1e-5 * np.sqrt(np.mean(ref[i] ** 2)), rtol=0)
         if mode == "last":

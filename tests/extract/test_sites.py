@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import jax.numpy as jnp
-import layertap
 import numpy as np
 import pytest
+from safetensors import safe_open
+
+import layertap
 from layertap.errors import LayerTapError
 from layertap.model import LayerTap, load_checkpoint, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.store import dtypes
-from safetensors import safe_open
 
 from .conftest import TEXTS, extract
 
@@ -44,7 +45,9 @@ def sorted_rows(run, layer, site):
 
 def test_every_site_is_stored_and_read_back_by_layer_and_site(checkpoint, dataset, tmp_path, expected):
     flags = ("--layers", "1,3", "--sites", "mlp_hidden,resid_pre,attn_z,resid_post,attn_out,mlp_out,resid_mid")
-    assert extract(checkpoint, dataset, tmp_path / "out", *flags, "--storage-dtype", "float32", "--batch-size", "2") == 0
+    assert (
+        extract(checkpoint, dataset, tmp_path / "out", *flags, "--storage-dtype", "float32", "--batch-size", "2") == 0
+    )
     run = layertap.open(str(tmp_path / "out"))
     config, _ = load_checkpoint(checkpoint)
     assert run.sites == SITES  # block order, whatever order they were asked in
@@ -62,7 +65,11 @@ def test_every_site_is_stored_and_read_back_by_layer_and_site(checkpoint, datase
         assert json.loads(f.metadata()["sites"]) == SITES
     assert {"layer.1", "layer.3.attn_z", "layer.1.mlp_hidden", "layer.3.resid_pre"} <= names
     # the disk estimate counts every site: bytes per stored token as written (columns included)
-    per_row = dtypes.stored_bytes_per_row("float32", 2, [config.hidden_size] * 5 + [config.intermediate_size, config.num_attention_heads * config.head_dim])
+    per_row = dtypes.stored_bytes_per_row(
+        "float32",
+        2,
+        [config.hidden_size] * 5 + [config.intermediate_size, config.num_attention_heads * config.head_dim],
+    )
     tensors = sum(np.prod(run.shape(site)) * 4 * 2 for site in SITES)
     assert per_row == tensors + 24
     assert run.manifest["total_bytes"] > run.num_tokens * per_row > 0.9 * run.manifest["total_bytes"]
@@ -74,7 +81,7 @@ def test_default_sites_write_the_same_shards_as_resid_post_named(checkpoint, dat
     default, named = (sorted((tmp_path / name / "shards").iterdir()) for name in ("default", "named"))
     assert [p.read_bytes() for p in default] == [p.read_bytes() for p in named]
     with safe_open(default[0], "np") as f:
-        assert "sites" not in f.metadata() and set(f.keys()) >= {"layer.2"} and not any(".resid" in k for k in f.keys())
+        assert "sites" not in f.metadata() and set(f.keys()) >= {"layer.2"} and not any(".resid" in k for k in f)
     run = layertap.open(str(tmp_path / "default"))
     assert run.sites == ["resid_post"]
     with pytest.raises(LayerTapError, match=r"site 'mlp_out' was not extracted \(sites: resid_post\)"):
@@ -90,7 +97,10 @@ def test_int8_and_pooled_sites(checkpoint, dataset, tmp_path, expected):
         want = expected[site][1]
         step = np.abs(want.reshape(len(want), -1)).max(axis=1) / 127  # one scale per token and layer
         assert (np.abs(rows - want).reshape(len(want), -1) <= 0.5 * step[:, None] + 1e-6).all()
-    assert extract(checkpoint, dataset, tmp_path / "mean", "--layers", "3", "--sites", "attn_z", "--positions", "mean") == 0
+    assert (
+        extract(checkpoint, dataset, tmp_path / "mean", "--layers", "3", "--sites", "attn_z", "--positions", "mean")
+        == 0
+    )
     pooled = layertap.open(str(tmp_path / "mean")).read_layer(3, site="attn_z")
     assert pooled.activations.shape[1:] == run.shape("attn_z") and len(pooled) == len(TEXTS)
 

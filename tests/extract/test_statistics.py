@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 from layertap.errors import LayerTapError
 from layertap.extract import stopping
-from layertap.extract.stopping import StopRequest
+from layertap.run.stopping import StopRequest
 from layertap.store.statistics import EXTREME, TOP_TOKENS, merge
 from layertap_api.contract import EXIT_INTERRUPTED
 
@@ -41,7 +42,9 @@ def test_statistics_agree_with_numpy_on_the_stored_rows(checkpoint, dataset, tmp
         np.testing.assert_allclose(got.var, x.var(0), rtol=1e-4, atol=1e-6 * x.var(0).max())
         np.testing.assert_array_equal(got.absmax, np.abs(x).max(0).astype(np.float32))
         rms = norms / np.sqrt(x.shape[1])
-        np.testing.assert_allclose(got.extreme_fraction, (np.abs(x) > EXTREME * rms[:, None]).mean(0), atol=1.5 / len(x))
+        np.testing.assert_allclose(
+            got.extreme_fraction, (np.abs(x) > EXTREME * rms[:, None]).mean(0), atol=1.5 / len(x)
+        )
         assert got.norm_mean == pytest.approx(norms.mean(), rel=1e-5)
         assert got.norm_std == pytest.approx(norms.std(), rel=1e-3)
         histogram, _ = np.histogram(norms, got.norm_edges)
@@ -100,12 +103,30 @@ def test_merge_is_exact_in_any_order():
     def part(n, shift):
         x = rng.normal(shift, 1, size=(n, 3))
         return x, {
-            "count": np.array([n]), "mean": x.mean(0), "m2": ((x - x.mean(0)) ** 2).sum(0), "absmax": np.abs(x).max(0),
-            **{f: np.zeros(2) for f in ("norm_hist", "norm_sum", "norm_sumsq", "extreme", "segment_count", "segment_sum",
-                                        "segment_sumsq", "position_count", "position_sum", "position_sumsq")},
-            "top_norm": np.array([float(shift)]), "top_sample": np.array([shift]), "top_position": np.array([0]),
+            "count": np.array([n]),
+            "mean": x.mean(0),
+            "m2": ((x - x.mean(0)) ** 2).sum(0),
+            "absmax": np.abs(x).max(0),
+            **{
+                f: np.zeros(2)
+                for f in (
+                    "norm_hist",
+                    "norm_sum",
+                    "norm_sumsq",
+                    "extreme",
+                    "segment_count",
+                    "segment_sum",
+                    "segment_sumsq",
+                    "position_count",
+                    "position_sum",
+                    "position_sumsq",
+                )
+            },
+            "top_norm": np.array([float(shift)]),
+            "top_sample": np.array([shift]),
+            "top_position": np.array([0]),
             "top_token": np.array([0]),
-        }  # fmt: skip
+        }
 
     (xa, a), (xb, b), (xc, c) = part(5, 1000), part(1, -3), part(40, 7)
     everything = np.concatenate([xa, xb, xc])

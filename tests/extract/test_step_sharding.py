@@ -1,6 +1,7 @@
 """The extraction step needs no communication between data-parallel devices: each device's
-rows, activations, statistics and the gather of what it stores stay on it (a gather across hosts in every step would stall
-a TPU pod, and on CPU timed out gloo in the simulated cluster)."""
+rows, activations, statistics and the gather of what it stores stay on it (a gather across
+hosts in every step would stall a TPU pod, and on CPU timed out gloo in the simulated
+cluster)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ PROGRAM = textwrap.dedent(
         print(mode, found)
         # the gather of what is stored: each device's entries from its own rows
         shapes = jax.eval_shape(step, params, batch)["acts"]
-        acts = {site: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P(None, "data"))) for site, x in shapes.items()}
+        acts = {
+            site: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P(None, "data")))
+            for site, x in shapes.items()
+        }
         take = jax.ShapeDtypeStruct((4, 24), jnp.int32, sharding=NamedSharding(mesh, P("data")))
-        out = {site: jax.ShapeDtypeStruct((x.shape[0], 4, 24, *x.shape[3:]), x.dtype, sharding=NamedSharding(mesh, P(None, "data"))) for site, x in shapes.items()}
+        out = {
+            site: jax.ShapeDtypeStruct(
+                (x.shape[0], 4, 24, *x.shape[3:]), x.dtype, sharding=NamedSharding(mesh, P(None, "data"))
+            )
+            for site, x in shapes.items()
+        }
         text = Gather(mesh).program.lower(acts, take, out).compile().as_text()
         found = sorted(set(re.findall(r"all-gather|all-to-all|all-reduce|collective-permute|reduce-scatter", text)))
         print("gather", mode, found)

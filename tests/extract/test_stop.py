@@ -11,19 +11,55 @@ import subprocess
 import sys
 import time
 
-import layertap
 import numpy as np
+
+import layertap
 
 from .conftest import write_jsonl
 
-WORDS = "the quick brown fox jumps over a lazy dog while sparse features light up".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "sparse",
+    "features",
+    "light",
+    "up",
+]
 
 
 def argv(checkpoint, dataset, output):
     return [
-        sys.executable, "-m", "layertap.cli", "extract", "--model", str(checkpoint), "--dataset", str(dataset),
-        "--format", "text-jsonl", "--output", str(output), "--dtype", "float32", "--storage-dtype", "float32",
-        "--layers", "1,3", "--batch-size", "1", "--shard-size-mb", "1", "--no-progress",
+        sys.executable,
+        "-m",
+        "layertap.cli",
+        "extract",
+        "--model",
+        str(checkpoint),
+        "--dataset",
+        str(dataset),
+        "--format",
+        "text-jsonl",
+        "--output",
+        str(output),
+        "--dtype",
+        "float32",
+        "--storage-dtype",
+        "float32",
+        "--layers",
+        "1,3",
+        "--batch-size",
+        "1",
+        "--shard-size-mb",
+        "1",
+        "--no-progress",
     ]
 
 

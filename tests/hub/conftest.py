@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from layertap.model import write_random_checkpoint
 from layertap_api import contract
 

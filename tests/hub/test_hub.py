@@ -10,6 +10,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 from hub_cache import directory_files, parquet_bytes, repo_folder, write_commit
+
 from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
 from layertap.io import hub as hf
@@ -38,7 +39,10 @@ def texts_of(dataset) -> list[str]:
 
 def test_a_model_resolves_by_default_branch_branch_tag_and_commit(hub, checkpoint):
     first = write_commit(hub, "org/tiny", directory_files(checkpoint), refs=("main", "v1"))
-    changed = {**directory_files(checkpoint), "config.json": (checkpoint / "config.json").read_bytes().replace(b"4", b"4 ")}
+    changed = {
+        **directory_files(checkpoint),
+        "config.json": (checkpoint / "config.json").read_bytes().replace(b"4", b"4 "),
+    }
     second = write_commit(hub, "org/tiny", changed, refs=("dev",))
     snapshots = repo_folder(hub, "org/tiny") / "snapshots"
 
@@ -60,11 +64,17 @@ def test_a_model_resolves_by_default_branch_branch_tag_and_commit(hub, checkpoin
 @pytest.mark.parametrize(
     "uri, message",
     [
-        ("hf://org/missing", r"hf://org/missing: not in the local cache .*hf-cache and HF_HUB_OFFLINE is set; set HF_HUB_CACHE"),
+        (
+            "hf://org/missing",
+            r"hf://org/missing: not in the local cache .*hf-cache and HF_HUB_OFFLINE is set; set HF_HUB_CACHE",
+        ),
         ("hf://org/tiny@v9", r"hf://org/tiny@v9: not in the local cache .*\(`hf download org/tiny --revision v9`"),
         ("hf://org/tiny@" + "0" * 40, r"hf://org/tiny@0{40}: not in the local cache"),
         ("hf://org--tiny", r"model.uri: 'hf://org--tiny': 'org--tiny' is not a model repository id"),
-        ("hf://org/tiny@../../x", r"model.uri: .* the revision after '@' is empty, has spaces, '\.\.' or a leading '/'"),
+        (
+            "hf://org/tiny@../../x",
+            r"model.uri: .* the revision after '@' is empty, has spaces, '\.\.' or a leading '/'",
+        ),
     ],
 )
 def test_a_model_the_cache_lacks_offline_is_named_with_what_to_do(hub, checkpoint, uri, message):
@@ -81,21 +91,39 @@ def test_when_the_hub_cannot_be_reached_the_cache_serves_and_a_gap_is_named(hub,
     commit = write_commit(hub, "org/tiny", directory_files(checkpoint))
     assert hf.model_dir("hf://org/tiny").name == commit
     assert "hf://org/tiny: the Hub cannot be reached" in caplog.text
-    with pytest.raises(LayerTapError, match=r"hf://org/other: not in the local cache .* and the Hub cannot be reached \(ConnectError"):
+    with pytest.raises(
+        LayerTapError, match=r"hf://org/other: not in the local cache .* and the Hub cannot be reached \(ConnectError"
+    ):
         hf.model_dir("hf://org/other")
 
 
 def test_only_the_files_layertap_reads_are_fetched():
     repository = [
-        "config.json", "generation_config.json", "model.safetensors", "model-00001-of-00002.safetensors",
-        "model.safetensors.index.json", "pytorch_model.bin", "onnx/model.safetensors", "original/consolidated.pth",
-        "README.md", *TOKENIZER_FILES, "tokenizer.model",
-    ]  # fmt: skip
-    kept = set(huggingface_hub.utils.filter_repo_objects(repository, allow_patterns=list(hf.MODEL_FILES), ignore_patterns=list(hf.TOP_LEVEL_ONLY)))
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "onnx/model.safetensors",
+        "original/consolidated.pth",
+        "README.md",
+        *TOKENIZER_FILES,
+        "tokenizer.model",
+    ]
+    kept = set(
+        huggingface_hub.utils.filter_repo_objects(
+            repository, allow_patterns=list(hf.MODEL_FILES), ignore_patterns=list(hf.TOP_LEVEL_ONLY)
+        )
+    )
     assert kept == {
-        "config.json", "model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-        *TOKENIZER_FILES, "tokenizer.model",
-    }  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        *TOKENIZER_FILES,
+        "tokenizer.model",
+    }
 
 
 def test_the_cache_and_offline_are_read_from_the_environment_each_time():
@@ -120,7 +148,9 @@ def test_hub_references_parse_as_the_hub_spells_them(uri, kind, expected):
     assert str(ref).replace("datasets/", "") == uri.replace("datasets/", "")
 
 
-@pytest.mark.parametrize("uri", ["hf://", "hf://a/b/c", "hf://datasets/a/b", "hf://a/b@", "hf://-a/b", "hf://a/b.git", "gs://a/b"])
+@pytest.mark.parametrize(
+    "uri", ["hf://", "hf://a/b/c", "hf://datasets/a/b", "hf://a/b@", "hf://-a/b", "hf://a/b.git", "gs://a/b"]
+)
 def test_malformed_hub_references_are_refused(uri):
     with pytest.raises(ValueError, match=r"expected hf://ORG/NAME or hf://ORG/NAME@REVISION"):
         parse_hub_uri(uri, "model")
@@ -155,7 +185,12 @@ def test_a_hub_dataset_reads_like_the_same_file_given_locally(hub, tmp_path):
     local.mkdir()
     (local / "part.parquet").write_bytes(parquet_bytes(text=TEXTS, id=list(range(len(TEXTS)))))
 
-    for fields in ({}, {"select": {"offset": 1, "sample": 4, "seed": 3}}, {"select": {"ids": ["5", "2"]}}, {"maxSamples": 3}):
+    for fields in (
+        {},
+        {"select": {"offset": 1, "sample": 4, "seed": 3}},
+        {"select": {"ids": ["5", "2"]}},
+        {"maxSamples": 3},
+    ):
         from_hub = load_dataset(hub_spec(**fields), CharTokenizer())
         from_disk = load_dataset(DatasetSpec(uri=str(local), format="parquet", maxTokens=64, **fields), CharTokenizer())
         assert texts_of(from_hub) == texts_of(from_disk) and texts_of(from_hub), fields
@@ -172,10 +207,19 @@ def test_a_hub_dataset_reads_like_the_same_file_given_locally(hub, tmp_path):
 
 def test_a_jsonl_dataset_by_file_names_and_a_column_other_than_text(hub):
     lines = "".join(json.dumps({"body": text, "n": i}) + "\n" for i, text in enumerate(TEXTS))
-    write_commit(hub, "org/data", {"train.jsonl": lines.encode(), "validation.jsonl": b'{"body": "v"}\n'}, repo_type="dataset")
+    write_commit(
+        hub, "org/data", {"train.jsonl": lines.encode(), "validation.jsonl": b'{"body": "v"}\n'}, repo_type="dataset"
+    )
     assert texts_of(load_dataset(hub_spec(format="text-jsonl", column="body"), CharTokenizer())) == TEXTS
-    assert texts_of(load_dataset(hub_spec(format="text-jsonl", column="body", split="validation"), CharTokenizer())) == ["v"]
-    with pytest.raises(LayerTapError, match=r'train.jsonl:1: expected an object with a string "text" field \(dataset.column; this record has body, n\)'):
+    assert texts_of(
+        load_dataset(hub_spec(format="text-jsonl", column="body", split="validation"), CharTokenizer())
+    ) == ["v"]
+    with pytest.raises(
+        LayerTapError,
+        match=(
+            r'train.jsonl:1: expected an object with a string "text" field \(dataset.column; this record has body, n\)'
+        ),
+    ):
         load_dataset(hub_spec(format="text-jsonl"), CharTokenizer())
 
 
@@ -200,18 +244,36 @@ configs:
     write_commit(hub, "org/data", files, repo_type="dataset")
     assert texts_of(load_dataset(hub_spec(), CharTokenizer())) == ["l1", "l2", "l3"]
     assert texts_of(load_dataset(hub_spec(config="short"), CharTokenizer())) == ["s1", "s2"]
-    with pytest.raises(LayerTapError, match=r"dataset.config: 'medium' is not a configuration of .* \(configs: short, long\)"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.config: 'medium' is not a configuration of .* \(configs: short, long\)"
+    ):
         load_dataset(hub_spec(config="medium"), CharTokenizer())
 
 
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"column": "txt"}, r"dataset.column: 'txt' is not a column of hf://datasets/org/data@[0-9a-f]{40}/data/train-00000-of-00001.parquet \(columns: text, id\)"),
+        (
+            {"column": "txt"},
+            r"dataset.column: 'txt' is not a column of "
+            r"hf://datasets/org/data@[0-9a-f]{40}/data/train-00000-of-00001.parquet \(columns: text, id\)",
+        ),
         ({"column": "id"}, r"dataset.column: 'id' of .*train-00000-of-00001.parquet holds int64, not strings"),
-        ({"split": "validation"}, r"dataset.split: hf://datasets/org/data \(commit [0-9a-f]{40}\) has no split 'validation' \(splits: train, test\)"),
-        ({"format": "text-jsonl"}, r"dataset.format: split 'train' of .* has no text-jsonl files \(.jsonl\); its files: data/train-00000-of-00001.parquet"),
-        ({"uri": "hf://org/absent"}, r"hf://datasets/org/absent: not in the local cache .* HF_HUB_OFFLINE is set; .*`hf download org/absent --repo-type dataset`"),
+        (
+            {"split": "validation"},
+            r"dataset.split: hf://datasets/org/data \(commit [0-9a-f]{40}\) has no split 'validation' \(splits: "
+            r"train, test\)",
+        ),
+        (
+            {"format": "text-jsonl"},
+            r"dataset.format: split 'train' of .* has no text-jsonl files \(.jsonl\); its files: "
+            r"data/train-00000-of-00001.parquet",
+        ),
+        (
+            {"uri": "hf://org/absent"},
+            r"hf://datasets/org/absent: not in the local cache .* HF_HUB_OFFLINE is set; .*`hf download org/absent "
+            r"--repo-type dataset`",
+        ),
         ({"uri": "hf://org/data@v2"}, r"hf://datasets/org/data@v2: not in the local cache"),
     ],
 )
@@ -226,7 +288,9 @@ def test_hub_fields_belong_to_hub_datasets():
         DatasetSpec(uri="/data/x.parquet", format="parquet", split="test")
     with pytest.raises(ValueError, match=r"dataset.config: only hf:// datasets"):
         DatasetSpec(uri="/data/x.parquet", format="parquet", config="en")
-    with pytest.raises(ValueError, match=r"dataset.format: an hf:// dataset is read as text \(parquet or text-jsonl\), not arc-json"):
+    with pytest.raises(
+        ValueError, match=r"dataset.format: an hf:// dataset is read as text \(parquet or text-jsonl\), not arc-json"
+    ):
         DatasetSpec(uri="hf://org/arc", format="arc-json")
     spec = DatasetSpec(uri="hf://org/data@refs/convert/parquet", format="parquet", config="default")
     assert spec.to_wire()["split"] == "train" and spec.to_wire()["column"] == "text"

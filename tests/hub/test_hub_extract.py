@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import layertap
 import numpy as np
 import pytest
 import yaml
 from hub_cache import directory_files, parquet_bytes, repo_folder, write_commit
+
+import layertap
 from layertap.cli import main
 
 TEXTS = [
@@ -65,8 +66,16 @@ def local_parquet(tmp_path) -> Path:
 
 def test_a_hub_dataset_extracts_what_its_files_extract_locally(hub, checkpoint, tmp_path, local_parquet):
     commit = dataset_repo(hub)
-    assert extract(tmp_path, "hub", checkpoint, {"uri": "hf://org/data", "format": "parquet", "select": {"offset": 1}}) == 0
-    assert extract(tmp_path, "local", checkpoint, {"uri": str(local_parquet), "format": "parquet", "select": {"offset": 1}}) == 0
+    assert (
+        extract(tmp_path, "hub", checkpoint, {"uri": "hf://org/data", "format": "parquet", "select": {"offset": 1}})
+        == 0
+    )
+    assert (
+        extract(
+            tmp_path, "local", checkpoint, {"uri": str(local_parquet), "format": "parquet", "select": {"offset": 1}}
+        )
+        == 0
+    )
     assert_same_activations(tmp_path / "hub", tmp_path / "local")
     meta = json.loads((tmp_path / "hub" / "run.json").read_text())["meta"]
     assert list(meta["dataset"]["files"]) == [f"hf://datasets/org/data@{commit}/data/train-00000-of-00001.parquet"]
@@ -96,7 +105,9 @@ def test_a_resume_after_the_revision_moved_to_other_data_is_refused(hub, checkpo
 
     (repo_folder(hub, "org/data", "dataset") / "refs" / "main").write_text(first)  # main back where it was
     assert extract(tmp_path, "out", checkpoint, source) == 0
-    assert extract(tmp_path, "out", checkpoint, {**source, "uri": f"hf://org/data@{first}"}) == 2  # the uri is identity too
+    assert (
+        extract(tmp_path, "out", checkpoint, {**source, "uri": f"hf://org/data@{first}"}) == 2
+    )  # the uri is identity too
 
 
 def test_a_missing_column_fails_before_the_model_runs(hub, checkpoint, tmp_path, capsys):
@@ -110,7 +121,16 @@ def test_a_missing_column_fails_before_the_model_runs(hub, checkpoint, tmp_path,
 def test_dataset_fields_as_flags(hub, checkpoint, tmp_path, capsys):
     """--split, --column and --dataset-config reach the spec: a split that is not there is named."""
     dataset_repo(hub)
-    flags = ["extract", "--model", str(checkpoint), "--dataset", "hf://org/data", "--format", "parquet", "--no-progress"]
+    flags = [
+        "extract",
+        "--model",
+        str(checkpoint),
+        "--dataset",
+        "hf://org/data",
+        "--format",
+        "parquet",
+        "--no-progress",
+    ]
     assert main([*flags, "--output", str(tmp_path / "a"), "--split", "test"]) == 2
     assert "test" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*flags, "--output", str(tmp_path / "b"), "--column", "id"]) == 2

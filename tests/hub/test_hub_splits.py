@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from layertap.errors import LayerTapError
 from layertap.io.hub_splits import glob_regex, layout, split_files
 
@@ -50,7 +51,10 @@ def test_without_split_names_every_data_file_is_train_and_hidden_files_never_cou
 def test_readme_configs_choose_the_config_and_its_data_files():
     paths = ["en/train-0.parquet", "en/test-0.parquet", "fr/train-0.parquet", "fr/train-1.parquet", "main.jsonl"]
     configs = [
-        {"config_name": "en", "data_files": [{"split": "train", "path": "en/train-*"}, {"split": "test", "path": "en/test-*"}]},
+        {
+            "config_name": "en",
+            "data_files": [{"split": "train", "path": "en/train-*"}, {"split": "test", "path": "en/test-*"}],
+        },
         {"config_name": "fr", "data_files": [{"split": "train", "path": ["fr/train-0.parquet", "./fr/train-1.*"]}]},
         {"config_name": "flat", "data_files": "*.jsonl"},
     ]
@@ -58,9 +62,13 @@ def test_readme_configs_choose_the_config_and_its_data_files():
     assert splits(paths, metadata, "en") == {"train": ["en/train-0.parquet"], "test": ["en/test-0.parquet"]}
     assert splits(paths, metadata, "fr") == {"train": ["fr/train-0.parquet", "fr/train-1.parquet"]}
     assert splits(paths, metadata, "flat") == {"train": ["main.jsonl"]}
-    with pytest.raises(LayerTapError, match=r"dataset.config: .* has configurations en, fr, flat and none is the default"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.config: .* has configurations en, fr, flat and none is the default"
+    ):
         splits(paths, metadata)
-    with pytest.raises(LayerTapError, match=r"dataset.config: 'de' is not a configuration of .* \(configs: en, fr, flat\)"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.config: 'de' is not a configuration of .* \(configs: en, fr, flat\)"
+    ):
         splits(paths, metadata, "de")
     marked = {"configs": [configs[0], {**configs[1], "default": True}]}
     assert splits(paths, marked) == {"train": ["fr/train-0.parquet", "fr/train-1.parquet"]}
@@ -75,16 +83,23 @@ def test_a_config_with_a_data_dir_reads_file_names_below_it():
 
 def test_without_readme_configs_a_config_is_a_directory_as_in_the_parquet_conversion():
     paths = ["default/train/0000.parquet", "default/test/0000.parquet", "other/train/0000.parquet"]
-    assert splits(paths, None, "default") == {"train": ["default/train/0000.parquet"], "test": ["default/test/0000.parquet"]}
+    assert splits(paths, None, "default") == {
+        "train": ["default/train/0000.parquet"],
+        "test": ["default/test/0000.parquet"],
+    }
     assert splits(paths, None, "other") == {"train": ["other/train/0000.parquet"]}
-    with pytest.raises(LayerTapError, match=r"dataset.config: .* no directory 'de' \(its directories: default, other\)"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.config: .* no directory 'de' \(its directories: default, other\)"
+    ):
         splits(paths, None, "de")
 
 
 def test_a_missing_split_names_the_field_and_the_splits():
     paths = ["data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"]
     assert split_files(paths, None, "test", None, WHERE) == ["data/test-00000-of-00001.parquet"]
-    with pytest.raises(LayerTapError, match=r"dataset.split: hf://datasets/org/data has no split 'validation' \(splits: train, test\)"):
+    with pytest.raises(
+        LayerTapError, match=r"dataset.split: hf://datasets/org/data has no split 'validation' \(splits: train, test\)"
+    ):
         split_files(paths, None, "validation", None, WHERE)
 
 

@@ -12,6 +12,7 @@ differ by about 3e-6), bfloat16 5e-2 (about 2e-2 seen).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ from layertap.model.attention import (
     segment_mask,
     splash_layout,
 )
+
 from .conftest import dense_attention as reference
 from .conftest import random_ids
 
@@ -49,7 +51,7 @@ def packed_segments(length: int) -> np.ndarray:
     """Row 0: four packed sequences and trailing padding; row 1: one sequence filling the
     row; row 2: padding only."""
     cuts = [0, length // 5, length // 2, length // 2 + 3, length - length // 8, length]
-    row0 = np.concatenate([np.full(b - a, i + 1 if i < 4 else 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))])
+    row0 = np.concatenate([np.full(b - a, i + 1 if i < 4 else 0) for i, (a, b) in enumerate(itertools.pairwise(cuts))])
     return np.stack([row0, np.ones(length), np.zeros(length)]).astype(np.int32)
 
 

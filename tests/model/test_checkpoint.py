@@ -57,7 +57,8 @@ def test_loads_only_the_blocks_asked_for(tiny_dir, tiny):
     positions = np.tile(np.arange(6, dtype=np.int32), (2, 1))
     segments = np.ones((2, 6), np.int32)
     np.testing.assert_array_equal(
-        extract(first_two, ids, positions, segments)["resid_post"], extract(full, ids, positions, segments)["resid_post"]
+        extract(first_two, ids, positions, segments)["resid_post"],
+        extract(full, ids, positions, segments)["resid_post"],
     )
 
 

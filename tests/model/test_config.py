@@ -57,19 +57,24 @@ def test_rope_theta_from_transformers_v5_rope_parameters():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]},
-         r"model_type='gemma2'.*not supported; LayerTap runs qwen2 \(Qwen2ForCausalLM\), qwen3 \(Qwen3ForCausalLM\), llama"),
+        (
+            {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]},
+            r"model_type='gemma2'.*not supported; LayerTap runs qwen2 \(Qwen2ForCausalLM\), qwen3 "
+            r"\(Qwen3ForCausalLM\), llama",
+        ),
         ({"architectures": ["Qwen2MoeForCausalLM"]}, "Qwen2MoeForCausalLM.* is not supported"),
         ({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "mlp_bias": True}, "mlp_bias"),
-        ({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "llama3"}},
-         "factor"),
+        (
+            {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "llama3"}},
+            "factor",
+        ),
         ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
         ({"use_sliding_window": True}, "use_sliding_window"),
         ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "rope scaling"),
         ({"hidden_act": "gelu"}, "hidden_act"),
     ],
 )
-def test_unsupported_configs_name_the_file(tmp_path, change, message):  # fmt: skip
+def test_unsupported_configs_name_the_file(tmp_path, change, message):
     path = write(tmp_path, {**QWEN25_05B, **change})
     with pytest.raises(LayerTapError, match=message) as error:
         Qwen2Config.from_file(path)
@@ -85,9 +90,20 @@ def test_missing_and_broken_files_name_the_file(tmp_path):
 
 
 def test_llama3_and_qwen3_configs_read_as_their_families(tmp_path):
-    llama = {**QWEN25_05B, "model_type": "llama", "architectures": ["LlamaForCausalLM"], "attention_bias": False,
-             "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}  # fmt: skip
+    llama = {
+        **QWEN25_05B,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    }
     config = Qwen2Config.from_file(write(tmp_path, llama))
     assert (config.rope_type, config.rope_factor, config.qkv_bias, config.qk_norm) == ("llama3", 32.0, False, False)
     assert Qwen2Config.from_dict(config.to_hf_dict()) == config  # what the random checkpoints write reads back

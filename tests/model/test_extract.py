@@ -42,7 +42,7 @@ def test_packed_row_equals_sequences_run_alone(tiny):
     config, params = tiny
     lengths = [5, 9, 3]
     seqs = [random_ids(config.vocab_size, n, seed=i) for i, n in enumerate(lengths)]
-    row = np.concatenate(seqs + [np.zeros(3, np.int32)])  # 3 tokens of padding at the end
+    row = np.concatenate([*seqs, np.zeros(3, np.int32)])  # 3 tokens of padding at the end
     positions = np.concatenate([np.arange(n) for n in lengths] + [np.zeros(3, int)])
     segments = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)] + [np.zeros(3, int)])
 

@@ -7,6 +7,7 @@ import uuid
 import jax
 import numpy as np
 import pytest
+
 from layertap.model import load_checkpoint, load_tokenizer
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]

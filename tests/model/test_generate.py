@@ -35,7 +35,9 @@ def model(checkpoint):
 
 @pytest.fixture(scope="module")
 def hf_model(checkpoint):
-    return transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        checkpoint, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
 
 
 def prompts(vocab_size: int, lengths: list[int], seed: int = 1) -> list[np.ndarray]:
@@ -88,7 +90,9 @@ def test_every_steps_logits_match_transformers(model, hf_model):
     ours = [np.asarray(logits[0])]
     for step, token in enumerate(tokens[:-1]):
         position = np.array([len(row) + step], np.int32)
-        logits, caches, _ = lm.apply({"params": params}, np.array([token], np.int32), position, caches, method=Qwen2CausalLM.decode)
+        logits, caches, _ = lm.apply(
+            {"params": params}, np.array([token], np.int32), position, caches, method=Qwen2CausalLM.decode
+        )
         ours.append(np.asarray(logits[0]))
     errors = np.abs(np.stack(ours) - expected).max(axis=-1) / np.sqrt(np.mean(np.square(expected), axis=-1))
     print(f"\nlogits max|err|/rms per step: {np.array2string(errors, precision=2)}")
@@ -101,7 +105,9 @@ def test_a_row_stops_at_a_stop_token_and_the_others_go_on(model):
     batch, lengths = padded(rows, 16)
     free = jax.jit(make_generate_fn(config, NEW_TOKENS))(params, batch, lengths, np.arange(2, dtype=np.int32))
     stop = int(free.tokens[0, 3])  # row 0's 4th token becomes a stop token
-    stopped = make_generate_fn(config, NEW_TOKENS, stop_ids=[stop], pad_id=-1)(params, batch, lengths, np.arange(2, dtype=np.int32))
+    stopped = make_generate_fn(config, NEW_TOKENS, stop_ids=[stop], pad_id=-1)(
+        params, batch, lengths, np.arange(2, dtype=np.int32)
+    )
     first = np.asarray(free.tokens[0]).tolist().index(stop) + 1
     assert int(stopped.count[0]) == first
     assert np.asarray(stopped.tokens[0, :first]).tolist() == np.asarray(free.tokens[0, :first]).tolist()
@@ -132,7 +138,9 @@ def test_sampling_is_seeded_per_sample_not_per_batch(model):
     assert np.array_equal(together.tokens, again.tokens)
     assert np.asarray(alone.tokens[0]).tolist() == np.asarray(together.tokens[2]).tolist()
     other_seed = make_generate_fn(config, NEW_TOKENS, sampling=Sampling(temperature=50.0, top_p=0.9, seed=12))
-    assert not np.array_equal(other_seed(params, *padded(rows, 16), np.array([0, 1, 2], np.int32)).tokens, together.tokens)
+    assert not np.array_equal(
+        other_seed(params, *padded(rows, 16), np.array([0, 1, 2], np.int32)).tokens, together.tokens
+    )
 
 
 def test_a_tiny_nucleus_is_greedy(model):
@@ -201,5 +209,7 @@ def test_a_row_stops_where_its_tokens_complete_a_fence(model):
             expected = position
             break
         run[0] = run[0] + len(text) if text and not text.strip("`") else len(text) - len(text.rstrip("`"))
-    stopped = make_generate_fn(config, NEW_TOKENS, stop_run=RunStop.of_texts(texts))(params, batch, lengths, np.zeros(1, np.int32))
+    stopped = make_generate_fn(config, NEW_TOKENS, stop_run=RunStop.of_texts(texts))(
+        params, batch, lengths, np.zeros(1, np.int32)
+    )
     assert int(stopped.count[0]) == (expected or NEW_TOKENS)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from layertap.model.config import Qwen2Config
 from layertap.model.attention import block_causal_attention
+from layertap.model.config import Qwen2Config
 from layertap.model.modules import apply_rotary, rotary_cos_sin
 
 from .conftest import dense_attention
@@ -31,8 +31,16 @@ def test_blocked_attention_equals_dense_attention(block):
 def test_rotary_is_hf_rotate_half_with_inverse_frequencies():
     head_dim, theta = 8, 10_000.0
     positions = jnp.array([[0, 1, 7]], jnp.int32)
-    config = Qwen2Config(vocab_size=8, hidden_size=16, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, head_dim=head_dim, rope_theta=theta)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=8,
+        hidden_size=16,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=head_dim,
+        rope_theta=theta,
+    )
     cos, sin = rotary_cos_sin(positions, config, jnp.float32)
     x = np.random.default_rng(0).normal(size=(1, 3, 2, head_dim)).astype(np.float32)
     out = np.asarray(apply_rotary(jnp.asarray(x), cos, sin))

@@ -92,7 +92,9 @@ def checkpoint(request, tmp_path_factory):
 
 def hf_layers(directory, token_ids: np.ndarray, dtype) -> np.ndarray:
     """[L, B, T, D] outputs of every decoder block, before the final norm, as float32."""
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="eager").eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, dtype=dtype, attn_implementation="eager"
+    ).eval()
     # HF's last hidden state has the final norm applied; ours (the raw block output) does not.
     model.model.norm = torch.nn.Identity()
     with torch.inference_mode():
@@ -125,7 +127,14 @@ def test_float32_matches_transformers_on_every_layer(checkpoint, reference):
 def test_bfloat16_error_is_bounded_and_like_transformers(checkpoint, reference):
     token_ids, expected = reference
     config, params = load_checkpoint(checkpoint, jnp.bfloat16)
-    ours = run(config, params, list(range(config.num_hidden_layers)), token_ids, compute_dtype=jnp.bfloat16, out_dtype=jnp.float32)
+    ours = run(
+        config,
+        params,
+        list(range(config.num_hidden_layers)),
+        token_ids,
+        compute_dtype=jnp.bfloat16,
+        out_dtype=jnp.float32,
+    )
     theirs = hf_layers(checkpoint, token_ids, torch.bfloat16)
     ours_err, theirs_err = relative_errors(ours, expected), relative_errors(theirs, expected)
     print(

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from layertap_api.spec import SITES
 
 from layertap.errors import LayerTapError
 from layertap.model import LayerTap, load_checkpoint, make_extract_fn, write_random_checkpoint
 from layertap.model.tap import site_shape
+from layertap_api.spec import SITES
 
 from .conftest import random_ids
 from .test_parity import CONFIGS, FLOAT32_BOUND
@@ -37,7 +37,9 @@ def hf_sites(directory, token_ids: np.ndarray) -> dict[str, np.ndarray]:
     decoder layer's output."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager").eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     config = model.config
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -131,7 +133,11 @@ def test_the_forward_stops_where_the_last_site_is_computed(tiny, sites, dots, bl
     config, params = tiny
     tap = LayerTap.for_model([0, 1], config.num_hidden_layers, sites=sites)
     assert tap.blocks_to_run == blocks
-    loaded = {name: value for name, value in params.items() if name == "embed_tokens" or name in {f"layers_{i}" for i in range(blocks)}}
+    loaded = {
+        name: value
+        for name, value in params.items()
+        if name == "embed_tokens" or name in {f"layers_{i}" for i in range(blocks)}
+    }
     assert dots_and_params(config, loaded, tap)[0] == dots  # runs on only the blocks it loads
 
 
@@ -149,5 +155,7 @@ def test_bad_sites_name_the_field(sites, message):
 
 
 def test_a_layer_out_of_range_names_the_sites():
-    with pytest.raises(LayerTapError, match=r"extraction.layers: \[4\] out of range for sites mlp_hidden; the model has 4 layers"):
+    with pytest.raises(
+        LayerTapError, match=r"extraction.layers: \[4\] out of range for sites mlp_hidden; the model has 4 layers"
+    ):
         LayerTap.for_model([1, 4], 4, sites=["mlp_hidden"])

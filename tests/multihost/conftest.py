@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 from layertap.model import write_random_checkpoint
 
 
@@ -88,7 +89,7 @@ def wait_all(procs, logs: Path, timeout: float = 240) -> list[int]:
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            raise AssertionError(f"process {rank} hung; log:\n{(logs / f'p{rank}.log').read_text()[-3000:]}")
+            raise AssertionError(f"process {rank} hung; log:\n{(logs / f'p{rank}.log').read_text()[-3000:]}") from None
     return codes
 
 

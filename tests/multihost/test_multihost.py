@@ -8,9 +8,10 @@ import os
 import signal
 import time
 
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 
 from .conftest import launch, logs_text, read_layer_sorted, wait_all
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator import constants as c
@@ -206,7 +207,9 @@ def test_unprivileged_non_root_unless_asked(build, validate_jobset) -> None:
 
 def test_grace_period_priorities_and_platform_reach_the_pods(build, validate_jobset) -> None:
     jobset = build(
-        terminationGracePeriodSeconds=120, priorityClassName="research-high", queueName="tpu",
+        terminationGracePeriodSeconds=120,
+        priorityClassName="research-high",
+        queueName="tpu",
         workloadPriorityClassName="urgent",
     )
     assert validate_jobset(jobset) == []
@@ -221,6 +224,10 @@ def test_grace_period_priorities_and_platform_reach_the_pods(build, validate_job
 def test_multislice_declares_the_megascale_port(build) -> None:
     jobset = build(resources={"accelerator": "tpu-v6e-slice", "topology": "4x4", "slices": 2})
     ports = {p["name"]: p["containerPort"] for p in pod(jobset)["containers"][0]["ports"]}
-    assert ports == {"coordinator": wire.COORDINATOR_PORT, "megascale": wire.MEGASCALE_PORT, "metrics": wire.METRICS_PORT}
+    assert ports == {
+        "coordinator": wire.COORDINATOR_PORT,
+        "megascale": wire.MEGASCALE_PORT,
+        "metrics": wire.METRICS_PORT,
+    }
     assert env(jobset)["MEGASCALE_PORT"] == str(wire.MEGASCALE_PORT)
     assert {p["name"] for p in pod(build())["containers"][0]["ports"]} == {"coordinator", "metrics"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.status import (
     Observation,
@@ -87,7 +88,9 @@ def test_unappliable_change_is_a_condition_and_a_warning_each_time(spec_dict) ->
     running = ActivationExtractionSpec.model_validate(spec_dict())
     wire = spec_dict()
     wanted = ActivationExtractionSpec.model_validate({**wire, "resources": {**wire["resources"], "topology": "4x8"}})
-    observed = Observation(2, wanted, jobset(active=1), changed_fields=["resources.topology"], pods=RUNNING, applied=running)
+    observed = Observation(
+        2, wanted, jobset(active=1), changed_fields=["resources.topology"], pods=RUNNING, applied=running
+    )
     status, events = desired_status(observed, {}, T0)
     applied = {x["type"]: x for x in status["conditions"]}["SpecApplied"]
     assert (applied["status"], applied["reason"], applied["observedGeneration"]) == ("False", "ChangeNotApplied", 2)
@@ -138,13 +141,19 @@ def test_a_recreated_jobset_is_a_warning(spec) -> None:
 
 
 def test_status_keeps_the_workers_progress_while_they_run(spec) -> None:
-    previous = {"phase": "Running", "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"}}
+    previous = {
+        "phase": "Running",
+        "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"},
+    }
     status, _ = desired_status(Observation(1, spec, jobset(active=1), pods=RUNNING), previous, T0)
     assert "progress" not in status
 
 
 def test_a_finished_run_keeps_the_rate_it_ran_at(spec) -> None:
-    previous = {"phase": "Running", "progress": {"samplesDone": 9, "tokensPerSecond": 900.0, "etaSeconds": 0, "eta": "0s"}}
+    previous = {
+        "phase": "Running",
+        "progress": {"samplesDone": 9, "tokensPerSecond": 900.0, "etaSeconds": 0, "eta": "0s"},
+    }
     status, _ = desired_status(Observation(1, spec, jobset(conditions=("Completed",))), previous, T0)
     assert status["phase"] == "Succeeded" and "progress" not in status
 
@@ -152,7 +161,10 @@ def test_a_finished_run_keeps_the_rate_it_ran_at(spec) -> None:
 @pytest.mark.parametrize("observed", [jobset(suspend=True), jobset(conditions=("Failed",))])
 def test_rate_and_eta_go_when_the_workers_are_stopped(spec_dict, observed) -> None:
     spec = ActivationExtractionSpec.model_validate({**spec_dict(), "suspend": bool(observed["spec"]["suspend"])})
-    previous = {"phase": "Running", "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"}}
+    previous = {
+        "phase": "Running",
+        "progress": {"samplesDone": 5, "tokensPerSecond": 900.0, "etaSeconds": 60, "eta": "1m"},
+    }
     status, _ = desired_status(Observation(1, spec, observed), previous, T0)
     assert status["progress"] == {"tokensPerSecond": None, "etaSeconds": None, "eta": None}  # merge patch: removed
     after = {**previous, **status, "progress": {"samplesDone": 5}}
@@ -177,7 +189,11 @@ def test_applied_spec_reads_the_workers_environment(spec) -> None:
 def pod(phase: str = "Pending", conditions=(), container=None) -> dict:
     return {
         "metadata": {"name": "qwen-arc-worker-0-1-abcde"},
-        "status": {"phase": phase, "conditions": list(conditions), "containerStatuses": [container] if container else []},
+        "status": {
+            "phase": phase,
+            "conditions": list(conditions),
+            "containerStatuses": [container] if container else [],
+        },
     }
 
 
@@ -193,18 +209,54 @@ UNSCHEDULABLE = {
     ("pods", "observed", "phase", "reason", "message"),
     [
         ([pod("Running"), pod()], jobset(active=1), "Running", "Running", "1 of 16 worker pods is running"),
-        ([pod(conditions=[UNSCHEDULABLE])] * 2, jobset(active=1), "Pending", "Unschedulable",
-         "2 of 16 worker pods cannot be scheduled: 0/8 nodes are available: 8 node(s) didn't match"),
-        ([pod(container={"state": {"waiting": {"reason": "ErrImagePull", "message": "no such image x:1"}}})],
-         jobset(active=1), "Pending", "ErrImagePull", "cannot start: ErrImagePull: no such image x:1"),
-        ([pod(container={"state": {"waiting": {"reason": "ContainerCreating"}}})], jobset(active=1), "Pending",
-         "Starting", "waiting for the worker pods to start"),
-        ([pod("Failed", container={"state": {"terminated": {"exitCode": 2, "message": "layertap extract: error: "
-          "extraction.layers: [30] out of range"}}})], jobset(conditions=("Failed",)), "Failed", "FailedReason",
-         "jobset Failed; worker pod qwen-arc-worker-0-1-abcde exited with code 2: layertap extract: error: "
-         "extraction.layers: [30] out of range"),
-        ([pod("Failed", container={"state": {"terminated": {"exitCode": 137}}})], jobset(conditions=("Failed",)),
-         "Failed", "FailedReason", "exited with code 137"),
+        (
+            [pod(conditions=[UNSCHEDULABLE])] * 2,
+            jobset(active=1),
+            "Pending",
+            "Unschedulable",
+            "2 of 16 worker pods cannot be scheduled: 0/8 nodes are available: 8 node(s) didn't match",
+        ),
+        (
+            [pod(container={"state": {"waiting": {"reason": "ErrImagePull", "message": "no such image x:1"}}})],
+            jobset(active=1),
+            "Pending",
+            "ErrImagePull",
+            "cannot start: ErrImagePull: no such image x:1",
+        ),
+        (
+            [pod(container={"state": {"waiting": {"reason": "ContainerCreating"}}})],
+            jobset(active=1),
+            "Pending",
+            "Starting",
+            "waiting for the worker pods to start",
+        ),
+        (
+            [
+                pod(
+                    "Failed",
+                    container={
+                        "state": {
+                            "terminated": {
+                                "exitCode": 2,
+                                "message": "layertap extract: error: extraction.layers: [30] out of range",
+                            }
+                        }
+                    },
+                )
+            ],
+            jobset(conditions=("Failed",)),
+            "Failed",
+            "FailedReason",
+            "jobset Failed; worker pod qwen-arc-worker-0-1-abcde exited with code 2: layertap extract: error: "
+            "extraction.layers: [30] out of range",
+        ),
+        (
+            [pod("Failed", container={"state": {"terminated": {"exitCode": 137}}})],
+            jobset(conditions=("Failed",)),
+            "Failed",
+            "FailedReason",
+            "exited with code 137",
+        ),
     ],
 )
 def test_the_phase_says_what_the_pods_do(spec, pods, observed, phase, reason, message) -> None:
@@ -228,7 +280,7 @@ def test_a_new_reason_in_the_same_phase_is_an_event(spec) -> None:
     waiting, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), starting, T0)
     assert (starting["phase"], waiting["phase"]) == ("Pending", "Pending")
     assert [e.reason for e in events] == ["Unschedulable"]
-    again, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), waiting, T0)
+    _again, events = desired_status(Observation(1, spec, jobset(active=1), pods=stuck), waiting, T0)
     assert events == []
 
 

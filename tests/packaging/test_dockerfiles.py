@@ -88,7 +88,11 @@ def test_operator_image_installs_only_the_operator_extra():
 
 def test_worker_images_pin_jax_for_tpu_and_cuda():
     """One Dockerfile, two targets: `cuda` and the default (last) `tpu`, the same JAX."""
-    stages = {args.split(" AS ")[-1]: i for i, (kind, args) in enumerate(instructions(DOCKERFILES["worker"])) if kind == "FROM"}
+    stages = {
+        args.split(" AS ")[-1]: i
+        for i, (kind, args) in enumerate(instructions(DOCKERFILES["worker"]))
+        if kind == "FROM"
+    }
     assert list(stages)[-2:] == ["cuda", "tpu"]
     extras = {}
     for packages in run_commands(DOCKERFILES["worker"]):
@@ -103,7 +107,11 @@ def test_worker_images_pin_jax_for_tpu_and_cuda():
 def test_image_copies_every_package_root(image):
     """A source directory missing from the build context would silently drop a package."""
     roots = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
-    copied = {shlex.split(args)[0] for kind, args in instructions(DOCKERFILES[image]) if kind == "COPY" and "--from" not in args}
+    copied = {
+        shlex.split(args)[0]
+        for kind, args in instructions(DOCKERFILES[image])
+        if kind == "COPY" and "--from" not in args
+    }
     assert set(roots) <= copied
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from layertap_api.resource import ActivationExtraction
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"

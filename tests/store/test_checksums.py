@@ -4,12 +4,12 @@ and the stream an upload reads a shard through."""
 from __future__ import annotations
 
 import io
-
 import os
 
 import crc32c
 import numpy as np
 import pytest
+
 from layertap.io.crc import combine, combine_all
 from layertap.io.gcs import BufferStream
 from layertap.store import shardfile

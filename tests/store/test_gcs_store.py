@@ -5,16 +5,17 @@ from __future__ import annotations
 import threading
 import uuid
 
-import layertap
 import ml_dtypes
 import numpy as np
 import pytest
 from gcs_emulator import Emulator, FaultyProxy
+
+import layertap
 from layertap.io import gcs as gcs_store
 from layertap.io import open_store
-from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 from layertap.io.fetch import fetch_dir
 from layertap.store import TokenRecords, finalize_run, layout, open_writer
+from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 
 from .units import add, expected_layer, make_units, meta_for
 
@@ -71,7 +72,9 @@ def check_run(uri, units):
     batch = run.read_layer(5)
     order = np.argsort(batch.token_ids, kind="stable")
     np.testing.assert_array_equal(batch.activations[order], bf16(expected_layer(units, 1)))
-    np.testing.assert_array_equal(batch.cell[order], np.concatenate([u.cell for u in sorted(units, key=lambda u: u.unit_id)]))
+    np.testing.assert_array_equal(
+        batch.cell[order], np.concatenate([u.cell for u in sorted(units, key=lambda u: u.unit_id)])
+    )
     assert run.samples() == {i: meta for u in units for i, meta in u.samples.items()}
     return manifest
 
@@ -101,7 +104,8 @@ def test_a_shard_of_only_empty_units_reads_back(gcs):
     """A process whose rows of a step are all padding commits a unit of no tokens; its empty
     tensors are read without a request (GCS answers an empty range with 416)."""
     empty = TokenRecords.of(
-        np.zeros((3, 0, 24), np.float32), **{name: np.zeros(0) for name in ("token_ids", "sample_index", "position", "segment")}
+        np.zeros((3, 0, 24), np.float32),
+        **{name: np.zeros(0) for name in ("token_ids", "sample_index", "position", "segment")},
     )
     with open_writer(gcs, meta_for()) as writer:
         writer.add(0, empty, {})

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-import layertap
 import ml_dtypes
 import numpy as np
 import pytest
+
+import layertap
 from layertap.cli import main
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, layout, open_writer

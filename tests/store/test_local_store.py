@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 
-import layertap
 import ml_dtypes
 import numpy as np
 import pytest
+
+import layertap
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, layout, open_writer
 
@@ -218,7 +219,10 @@ def test_reading_a_run_in_progress_sees_only_committed_shards(tmp_path, units):
     "change, message",
     [
         (lambda a: dict(a, activations=a["activations"][:2]), r"resid_post activations must be \[L=3, N, \.\.\.\]"),
-        (lambda a: dict(a, activations={"mlp_out": a["activations"]}), r"must hold the sites \['resid_post'\], got \['mlp_out'\]"),
+        (
+            lambda a: dict(a, activations={"mlp_out": a["activations"]}),
+            r"must hold the sites \['resid_post'\], got \['mlp_out'\]",
+        ),
         (lambda a: dict(a, token_ids=a["token_ids"][:-1]), r"token_ids must be \[N="),
         (lambda a: dict(a, activations=a["activations"].astype(np.int32)), "must be floating point"),
         (lambda a: dict(a, unit_id=1.5), "unit id must be an int or str"),
@@ -230,17 +234,18 @@ def test_reading_a_run_in_progress_sees_only_committed_shards(tmp_path, units):
 )
 def test_add_rejects_malformed_units(tmp_path, change, message):
     args = change(make_units(1)[0].kwargs())
-    with open_writer(str(tmp_path), meta_for()) as writer:
-        with pytest.raises(ValueError, match=message):
-            add(writer, **args)
+    with open_writer(str(tmp_path), meta_for()) as writer, pytest.raises(ValueError, match=message):
+        add(writer, **args)
 
 
 def test_adding_a_unit_twice_is_refused(tmp_path):
     unit = make_units(1)[0]
     write(tmp_path, [unit])
-    with open_writer(str(tmp_path), meta_for()) as writer:
-        with pytest.raises(ValueError, match="unit 0 was already written"):
-            add(writer, **unit.kwargs())
+    with (
+        open_writer(str(tmp_path), meta_for()) as writer,
+        pytest.raises(ValueError, match="unit 0 was already written"),
+    ):
+        add(writer, **unit.kwargs())
 
 
 def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
@@ -312,7 +317,9 @@ def test_a_unit_in_parts_is_stored_exactly_as_the_whole_unit(tmp_path):
                 n = len(unit.token_ids[rows])
                 padded = np.zeros((len(LAYERS), 1, n + 5, unit.activations.shape[2]), np.float32)  # [L, 1, C, D]
                 padded[:, 0, :n] = unit.activations[:, rows]
-                columns = {name: getattr(unit, name)[rows] for name in ("token_ids", "sample_index", "position", "segment")}
+                columns = {
+                    name: getattr(unit, name)[rows] for name in ("token_ids", "sample_index", "position", "segment")
+                }
                 parts.append(TokenRecords.of(padded[:, 0, :n], cell=unit.cell[rows], **columns))
             writer.add(unit.unit_id, parts, unit.samples)
     whole, split = (sorted((tmp_path / name / "shards").iterdir()) for name in ("whole", "parts"))

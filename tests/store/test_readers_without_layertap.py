@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import layertap
 import numpy as np
 import pytest
+
+import layertap
 from layertap.store import finalize_run, open_writer
 
 from .units import add, make_units, meta_for
@@ -79,11 +80,12 @@ def test_export_to_hugging_face_datasets(tmp_path):
     assert len(run.shards) > 1
     # A fresh interpreter, as a user's would be: datasets' own imports (multiprocess,
     # fsspec, ...) stay out of the test process.
+    run_dir, hf_dir, npz_file = str(tmp_path / "run"), str(tmp_path / "hf"), str(tmp_path / "ds.npz")
     program = f"""
 import layertap, numpy as np
-ds = layertap.open({str(tmp_path / "run")!r}).to_hf_dataset(5, cache_dir={str(tmp_path / "hf")!r}, segments=["test-input"])
+ds = layertap.open({run_dir!r}).to_hf_dataset(5, cache_dir={hf_dir!r}, segments=["test-input"])
 ds = ds.with_format("numpy")
-np.savez({str(tmp_path / "ds.npz")!r}, activation=ds["activation"], token_id=ds["token_id"], segment=ds["segment"], cell=ds["cell"])
+np.savez({npz_file!r}, activation=ds["activation"], token_id=ds["token_id"], segment=ds["segment"], cell=ds["cell"])
 """
     subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path)
     got = np.load(tmp_path / "ds.npz")

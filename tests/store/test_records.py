@@ -7,6 +7,7 @@ from typing import get_args
 
 import numpy as np
 import pytest
+
 from layertap.store import TokenRecords, dtypes, layout
 from layertap_api.spec import StorageDtype
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from layertap.store import TokenRecords
 
 LAYERS = [2, 5, 7]

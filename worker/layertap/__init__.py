@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 
-def open(uri: str, **kwargs):  # noqa: A001 - `layertap.open(uri)` is the documented reader entry point
+def open(uri: str, **kwargs):
     """Open an activation run written by LayerTap (local path or gs://)."""
     from layertap.store.reader import open_run
 

@@ -13,14 +13,16 @@ import logging
 import os
 import sys
 
-from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS, TERMINATION_LOG
-
 from layertap.errors import LayerTapError
+from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS, TERMINATION_LOG
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("layertap.extract.cli", "extract residual-stream activations to a local path or gs://"),
-    "predict": ("layertap.predict.cli", "answer ARC tasks: generate, vote over augmented views, write a Kaggle submission"),
+    "predict": (
+        "layertap.predict.cli",
+        "answer ARC tasks: generate, vote over augmented views, write a Kaggle submission",
+    ),
     "demo": ("layertap.demo", "build a tiny random Qwen2 + tokenizer and run an extraction on it"),
     "transform": ("layertap.arc.transform_cli", "turn BARC / Hugging Face ARC-style data into ARC-AGI JSON"),
     "verify": ("layertap.store.verify_cli", "check every shard of a run against its checksums"),
@@ -66,7 +68,7 @@ def tell_the_cluster(message: str) -> None:
     """Why this worker fails, where Kubernetes and the operator look: the pod's termination
     message and the resource's status.lastError (both only inside a cluster)."""
     write_termination_message(message)
-    from layertap.reporter import StatusReporter
+    from layertap.run.reporter import StatusReporter
 
     reporter = StatusReporter.from_environment()
     if reporter is not None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from layertap_api.spec import DatasetSpec
-
 from layertap.data.dataset import Dataset
 from layertap.data.text import SUFFIXES as TEXT_FORMATS
 from layertap.io import sources
+from layertap_api.spec import DatasetSpec
 
 
 def load_dataset(spec: DatasetSpec, tokenizer) -> Dataset:

@@ -59,11 +59,11 @@ def write_arc_tasks(path: Path, count: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layertap.extract import config as cfg
-    from layertap.extract.distributed import Distributed
     from layertap.extract.runner import execute, prepare
     from layertap.model import write_random_checkpoint
     from layertap.report.cli import write_report_for
+    from layertap.run import config as cfg
+    from layertap.run.context import RunContext
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     job = cfg.worker_spec(spec, str(config_file))
     prepared = prepare(job)
-    execute(prepared, Distributed("single"), show_progress=not args.no_progress)
+    execute(prepared, RunContext(show_progress=not args.no_progress))
 
     layer = prepared.layers[-1]
     output = job.output.uri
@@ -96,28 +96,32 @@ def run(args: argparse.Namespace) -> int:
     )
     report_dir = workdir / f"report{suffix}"
     html = write_report_for(output, report_dir)
-    print(f"\nReport: {html}\n  its figures as PNGs beside it; redraw with `layertap report {output} --output {report_dir}`")
+    print(
+        f"\nReport: {html}\n  its figures as PNGs beside it; redraw with `layertap report {output} --output "
+        f"{report_dir}`"
+    )
     return 0
 
 
 def predict(workdir: Path, model_dir: Path, tasks_file: Path, suffix: str, args: argparse.Namespace) -> int:
     """The demo's prediction, through the same code as `layertap predict`."""
-    from tqdm import tqdm
-
-    from layertap.extract import config as cfg
     from layertap.predict.runner import execute, prepare
+    from layertap.run import config as cfg
+    from layertap.run.context import RunContext
 
     config_file = workdir / f"prediction{suffix}.yaml"
     spec = demo_prediction_spec(tasks_file, model_dir, workdir / f"prediction{suffix}")
     config_file.write_text(yaml.safe_dump({"spec": spec}, sort_keys=False))
     print(f"layertap demo: random Qwen2 in {model_dir} answers {args.tasks} ARC tasks from {tasks_file}")
     prepared = prepare(cfg.worker_spec(spec, str(config_file)))
-    with tqdm(total=len(prepared.units), unit="answer", disable=args.no_progress or None) as bar:
-        summary = execute(prepared, progress=lambda done, total, _: bar.update(done - bar.n))
+    summary = execute(prepared, RunContext(show_progress=not args.no_progress))
     dropped = prepared.dropped.total()
-    print(f"\n{len(prepared.units)} answers ({len(prepared.tasks)} tasks x their test inputs x 8 views"
-          f"{f', less {dropped} views whose prompt exceeds dataset.maxTokens' if dropped else ''}), "
-          f"{summary.tokens_generated:,} tokens generated; rerun or resume with `layertap predict --config {config_file}`:")  # fmt: skip
+    print(
+        f"\n{len(prepared.units)} answers ({len(prepared.tasks)} tasks x their test inputs x 8 views"
+        f"{f', less {dropped} views whose prompt exceeds dataset.maxTokens' if dropped else ''}), "
+        f"{summary.tokens_generated:,} tokens generated; rerun or resume with `layertap predict --config "
+        f"{config_file}`:"
+    )
     for name, uri in summary.outputs.items():
         print(f"  {name}: {uri}")
     print(f"  ARC Prize score: {summary.score:.3f} (a random model's answers are wrong; the pipeline is what runs)")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from layertap_api.contract import ContractError, WorkerEnvironment
-
 from layertap.errors import LayerTapError
+from layertap_api.contract import ContractError, WorkerEnvironment
 
 
 def worker_environment(env: Mapping[str, str] | None = None) -> WorkerEnvironment:

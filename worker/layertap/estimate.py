@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layertap_api.catalog import ACCELERATORS
-
 from layertap.model.attention import QUERY_BLOCK
+from layertap_api.catalog import ACCELERATORS
+from layertap_api.status import Estimate
 
 ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the extraction forward
 # Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass, T=512-2048): float32 175-181
@@ -68,10 +68,16 @@ class Devices:
             name = next((a for kind, a in DEVICE_KINDS.items() if self.device_kind.startswith(kind)), None)
         peak = ACCELERATORS[name].peak_tflops if name in ACCELERATORS else None
         if peak is not None:
-            return peak * 1e12 * ACCELERATOR_EFFICIENCY, f"{name}: {ACCELERATOR_EFFICIENCY:.0%} of {peak:g} TFLOP/s (bf16 peak) per chip"
+            return (
+                peak * 1e12 * ACCELERATOR_EFFICIENCY,
+                f"{name}: {ACCELERATOR_EFFICIENCY:.0%} of {peak:g} TFLOP/s (bf16 peak) per chip",
+            )
         if self.platform == "cpu":
             per_core = CPU_TFLOPS_PER_CORE[dtype]
-            return per_core * self.cores * 1e12, f"CPU: {per_core * 1e3:.0f} GFLOP/s per core measured in {dtype}, {self.cores} cores"
+            return (
+                per_core * self.cores * 1e12,
+                f"CPU: {per_core * 1e3:.0f} GFLOP/s per core measured in {dtype}, {self.cores} cores",
+            )
         return None, f"no throughput known for {self.device_kind or self.platform}: no time estimate"
 
 
@@ -88,8 +94,8 @@ def forward_flops(config, blocks: int, shapes: list[tuple[int, int]]) -> float:
     return float(blocks * sum(rows * per_row[t] for rows, t in shapes))
 
 
-def estimate(prepared, devices: Devices) -> dict:
-    """The status.progress.estimate of a prepared run (camelCase, as the API has it)."""
+def estimate(prepared, devices: Devices) -> Estimate:
+    """The status.progress.estimate of a prepared run."""
     plan = prepared.plan
     flops = forward_flops(prepared.config, prepared.tap.blocks_to_run, plan.step_shapes)
     rate, basis = devices.throughput(prepared.job.model.dtype)
@@ -100,38 +106,43 @@ def estimate(prepared, devices: Devices) -> dict:
     if link:
         basis += f"; device to host at {link / 1e9:.0f} GB/s per device"
     basis += f"; writes at {WRITE_BYTES_PER_SECOND[target] / 1e6:.0f} MB/s per host ({target})"
-    stages = {"compute": flops / (devices.count * rate) if rate else None, "transfer": transfer_seconds, "writing": write_seconds}
-    out = {
-        "samples": len(prepared.samples),
-        "tokens": plan.useful_tokens,
-        "paddingFraction": round(plan.padding_fraction, 4),
-        "rows": prepared.rows_stored,
-        "bytes": prepared.disk_bytes(),
-        "flops": flops,
-        "devices": devices.count,
-        "transferSeconds": transfer_seconds,
-        "writeSeconds": write_seconds,
-        "basis": basis,
-    }
+    timing = {}
     if rate:
+        stages = {"compute": flops / (devices.count * rate), "transfer": transfer_seconds, "writing": write_seconds}
         bound = max(stages, key=stages.get)
-        seconds = stages[bound]
-        out |= {"seconds": seconds, "computeSeconds": stages["compute"], "bound": bound, "chipHours": seconds * devices.count / 3600}
-    return out
+        timing = {
+            "seconds": stages[bound],
+            "compute_seconds": stages["compute"],
+            "bound": bound,
+            "chip_hours": stages[bound] * devices.count / 3600,
+        }
+    return Estimate(
+        samples=len(prepared.samples),
+        tokens=plan.useful_tokens,
+        padding_fraction=round(plan.padding_fraction, 4),
+        rows=prepared.rows_stored,
+        bytes=prepared.disk_bytes(),
+        flops=flops,
+        devices=devices.count,
+        transfer_seconds=transfer_seconds,
+        write_seconds=write_seconds,
+        basis=basis,
+        **timing,
+    )
 
 
-def describe(e: dict) -> str:
+def describe(e: Estimate) -> str:
     """One line for the log: FLOPs, time and device-hours."""
-    if "seconds" not in e:
-        return f"{flops_text(e['flops'])}; {e['basis']}"
-    stages = [f"compute {duration(e['computeSeconds'])}"]
-    if e["transferSeconds"]:
-        stages.append(f"device to host {duration(e['transferSeconds'])}")
-    stages.append(f"writing {duration(e['writeSeconds'])}")
+    if e.seconds is None:
+        return f"{flops_text(e.flops)}; {e.basis}"
+    stages = [f"compute {duration(e.compute_seconds)}"]
+    if e.transfer_seconds:
+        stages.append(f"device to host {duration(e.transfer_seconds)}")
+    stages.append(f"writing {duration(e.write_seconds)}")
     return (
-        f"{flops_text(e['flops'])}: {'' if e['seconds'] < 1 else 'about '}{duration(e['seconds'])}, bound by {e['bound']} "
-        f"({', '.join(stages)}) on {e['devices']} device{'s' if e['devices'] != 1 else ''} "
-        f"({e['chipHours']:.3g} device-hours; {e['basis']})"
+        f"{flops_text(e.flops)}: {'' if e.seconds < 1 else 'about '}{duration(e.seconds)}, bound by {e.bound} "
+        f"({', '.join(stages)}) on {e.devices} device{'s' if e.devices != 1 else ''} "
+        f"({e.chip_hours:.3g} device-hours; {e.basis})"
     )
 
 
@@ -145,7 +156,7 @@ def flops_text(flops: float) -> str:
 def duration(seconds: float) -> str:
     if seconds < 1:
         return "under 1s"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, hours = seconds // 60, seconds // 3600

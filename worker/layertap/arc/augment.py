@@ -71,8 +71,7 @@ class Augmentation:
 
     def _reorder(self, task: Task, transform, forward: bool) -> Task:
         pairs = [
-            Pair(transform(p.input), None if p.output is None else transform(p.output))
-            for p in task.train + task.test
+            Pair(transform(p.input), None if p.output is None else transform(p.output)) for p in task.train + task.test
         ]
         order = self.pair_order or tuple(range(len(pairs)))
         if len(order) != len(pairs):

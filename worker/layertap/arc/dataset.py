@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from functools import partial
 from typing import get_args
 
-from layertap_api.spec import DatasetSpec
-
 from layertap.arc.augment import augmentation_rng, random_augmentation
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget, tokenized_prompt
 from layertap.arc.encoders import build_encoder
@@ -34,6 +32,7 @@ from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
 from layertap.data.sample import Sample
 from layertap.data.selection import select
 from layertap.errors import LayerTapError
+from layertap_api.spec import DatasetSpec
 
 ARC_FORMATS: tuple[str, ...] = get_args(ArcFormat)
 __all__ = ["ARC_FORMATS", "iter_samples", "load_arc_dataset", "segment_names", "select_labels"]
@@ -92,7 +91,9 @@ def iter_samples(
         if reading.skipped:
             log.warning(
                 "%s: skipped %d invalid records (dataset.skipInvalid), e.g. %s",
-                dataset.uri, reading.skipped, "; ".join(reading.examples[:3]),
+                dataset.uri,
+                reading.skipped,
+                "; ".join(reading.examples[:3]),
             )
 
 

@@ -22,28 +22,35 @@ Variant = Literal["inference", "training"]
 _SYSTEM_V0 = (
     "You are a helpful AI assistant. Your job is to solve tasks from the Abstraction and Reasoning Challenge (ARC). \n"
     "The user will present you with sample input and output grids for each task. \n"
-    "Your job will be to understand the transformation between the input and the output and apply it to the last input grid given by the user. \n"
-    "The puzzle-like inputs and outputs present a grid where each square can be one of ten colors. A grid can be any height or width between 1x1 and 30x30.\n"
+    "Your job will be to understand the transformation between the input and the output and apply it to the last input "
+    "grid given by the user. \n"
+    "The puzzle-like inputs and outputs present a grid where each square can be one of ten colors. A grid can be any "
+    "height or width between 1x1 and 30x30.\n"
     "The background of the grid is typically colored with 0.\n"
     "The tasks from ARC are based on the following priors:\n"
     "\n"
-    "- Objectness: Objects persist and cannot appear or disappear without reason. Objects can interact or not depending on the circumstances.\n"
-    '- Goal-directed: Objects can be animate or inanimate. Some objects are "agents" - they have intentions and they pursue goals.\n'
-    "- Numbers & counting: Objects can be counted or sorted by their shape, appearance, or movement using basic mathematics like addition, subtraction, and comparison.\n"
-    "- Basic geometry & topology: Objects can be shapes like rectangles, triangles, and circles which can be mirrored, rotated, translated, deformed, combined, repeated, etc. Differences in distances can be detected.\n"
+    "- Objectness: Objects persist and cannot appear or disappear without reason. Objects can interact or not "
+    "depending on the circumstances.\n"
+    '- Goal-directed: Objects can be animate or inanimate. Some objects are "agents" - they have intentions and they '
+    "pursue goals.\n"
+    "- Numbers & counting: Objects can be counted or sorted by their shape, appearance, or movement using basic "
+    "mathematics like addition, subtraction, and comparison.\n"
+    "- Basic geometry & topology: Objects can be shapes like rectangles, triangles, and circles which can be mirrored, "
+    "rotated, translated, deformed, combined, repeated, etc. Differences in distances can be detected.\n"
     "\n"
     "The transformations between input and output should be based on these priors.\n"
 )
 _INTRO_V0 = (
-    "Let's see if you can solve this simple ARC task. "
-    "These are some input-output grid examples that define the task.\n"
+    "Let's see if you can solve this simple ARC task. These are some input-output grid examples that define the task.\n"
 )
 _SYSTEM_V1 = "You are a helpful assistant."
 _INTRO_V1 = (
     "Let's see if you can solve this simple Abstraction and Reasoning Challenge (ARC) task.\n"
     "Below there are some input-output grid examples that define the task.\n"
-    "Your job is to understand the transformation between the input and the output and apply it to the test input grid.\n"
-    "The transformations are always based on the following priors: objectness, goal-directed, numbers & counting, and basic geometry & topology.\n"
+    "Your job is to understand the transformation between the input and the output and apply it to the test input "
+    "grid.\n"
+    "The transformations are always based on the following priors: objectness, goal-directed, numbers & counting, and "
+    "basic geometry & topology.\n"
 )
 
 
@@ -123,7 +130,9 @@ def render_prompt(
     if template not in TEMPLATES:
         raise LayerTapError(f"dataset.prompt.template: unknown template {template!r}; known: {', '.join(TEMPLATES)}")
     if len(task.train) > segments.MAX_EXAMPLES:
-        raise LayerTapError(f"task {task.id}: {len(task.train)} train pairs, at most {segments.MAX_EXAMPLES} are supported")
+        raise LayerTapError(
+            f"task {task.id}: {len(task.train)} train pairs, at most {segments.MAX_EXAMPLES} are supported"
+        )
     chosen = TEMPLATES[template]
     test = task.test[test_index]
     if variant == "training" and test.output is None:
@@ -171,7 +180,9 @@ def _through_chat_template(system: str, user: _Builder, assistant: _Builder, tok
     for message in messages:
         at = rendered.find(message["content"], cursor)
         if at < 0:
-            raise LayerTapError(f"the chat template changed the {message['role']} message's text; ARC prompts need it verbatim")
+            raise LayerTapError(
+                f"the chat template changed the {message['role']} message's text; ARC prompts need it verbatim"
+            )
         offsets.append(at)
         cursor = at + len(message["content"])
     text = rendered if variant == "training" else rendered[:cursor]

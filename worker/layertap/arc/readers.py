@@ -110,8 +110,7 @@ def _with_solutions(task: object, outputs: object) -> dict | str:
         count = len(outputs) if isinstance(outputs, list) else "no list of"
         return f"{count} solutions for {len(task['test'])} test inputs"
     test = [
-        {**pair, "output": output} if isinstance(pair, dict) else pair
-        for pair, output in zip(task["test"], outputs)
+        {**pair, "output": output} if isinstance(pair, dict) else pair for pair, output in zip(task["test"], outputs)
     ]
     return {**task, "test": test}
 

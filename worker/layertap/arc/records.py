@@ -34,9 +34,7 @@ class Split:
 
     def apply(self, pairs: list[Pair]) -> tuple[tuple[Pair, ...], tuple[Pair, ...]]:
         if len(pairs) <= self.test_pairs:
-            raise GridError(
-                f"{len(pairs)} examples leave no train pair with {self.test_pairs} test pair(s)"
-            )
+            raise GridError(f"{len(pairs)} examples leave no train pair with {self.test_pairs} test pair(s)")
         cut = len(pairs) - self.test_pairs
         return tuple(pairs[:cut]), tuple(pairs[cut:])
 
@@ -56,9 +54,7 @@ def task_from_record(record: object, split: Split | None = None) -> Task:
         task = _chat_task(_maybe_json(record["messages"]))
         explicit = None
     else:
-        raise GridError(
-            f"no 'train'/'test', 'examples' or 'messages' field (keys: {sorted(record)[:8]})"
-        )
+        raise GridError(f"no 'train'/'test', 'examples' or 'messages' field (keys: {sorted(record)[:8]})")
     return Task(explicit or task.content_hash()[:HASH_ID_CHARS], task.train, task.test)
 
 
@@ -111,9 +107,7 @@ def _chat_task(messages: object) -> Task:
         else:
             raise GridError("user message: a grid without an 'Input:' or 'Output:' header")
     if not train_inputs or len(train_inputs) != len(train_outputs):
-        raise GridError(
-            f"user message: {len(train_inputs)} example inputs and {len(train_outputs)} outputs"
-        )
+        raise GridError(f"user message: {len(train_inputs)} example inputs and {len(train_outputs)} outputs")
     if not test_inputs:
         raise GridError("user message: no test input grid after the test marker")
 

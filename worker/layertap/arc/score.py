@@ -45,8 +45,7 @@ class Score:
         return {
             "total": self.total,
             "tasks": {
-                t.task_id: {"score": t.score, "solved": list(t.solved), "matched": list(t.matched)}
-                for t in self.tasks
+                t.task_id: {"score": t.score, "solved": list(t.solved), "matched": list(t.matched)} for t in self.tasks
             },
             "missing": list(self.missing),
             "unscored": list(self.unscored),

@@ -47,7 +47,8 @@ def select_labels(names: Iterable[str]) -> list[int]:
         elif name in SEGMENT_GROUPS:
             labels.update(SEGMENT_GROUPS[name])
         else:
-            known = ", ".join(["other", "system", "test-input", "answer", "example-K-input",
-                               "example-K-output", *SEGMENT_GROUPS])
+            known = ", ".join(
+                ["other", "system", "test-input", "answer", "example-K-input", "example-K-output", *SEGMENT_GROUPS]
+            )
             raise ValueError(f"extraction.segments: unknown segment {name!r}; known: {known}")
     return sorted(labels)

@@ -44,7 +44,9 @@ class _JsonObjectWriter:
         self.first = True
 
     def add(self, key: str, value: object) -> None:
-        self.file.write(("" if self.first else ",\n") + json.dumps(key) + ": " + json.dumps(value, separators=(",", ":")))
+        self.file.write(
+            ("" if self.first else ",\n") + json.dumps(key) + ": " + json.dumps(value, separators=(",", ":"))
+        )
         self.first = False
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """`layertap transform`: BARC / Hugging Face / ARC-style data -> ARC-AGI JSON.
 
-    layertap transform barc_heavy.jsonl out/ --test-pairs 1 --skip-invalid
-    layertap transform hf_export/ out/ --layout kaggle --max-samples 10000
+layertap transform barc_heavy.jsonl out/ --test-pairs 1 --skip-invalid
+layertap transform hf_export/ out/ --layout kaggle --max-samples 10000
 """
 
 from __future__ import annotations
@@ -20,21 +20,38 @@ from layertap.io.sources import list_sources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="file or directory (local or gs://): ARC JSON, Kaggle *_challenges.json, .jsonl[.gz] or .parquet")
-    parser.add_argument("output", type=Path, help="directory to write (created if missing; must be empty, see --overwrite)")
+    parser.add_argument(
+        "input", help="file or directory (local or gs://): ARC JSON, Kaggle *_challenges.json, .jsonl[.gz] or .parquet"
+    )
+    parser.add_argument(
+        "output", type=Path, help="directory to write (created if missing; must be empty, see --overwrite)"
+    )
     parser.add_argument(
         "--format",
         choices=["auto", *get_args(ArcFormat)],
         default="auto",
         help="input format (default: from the file names)",
     )
-    parser.add_argument("--layout", choices=["files", "kaggle"], default="files",
-                        help="files: tasks/<id>.json + solutions.json; kaggle: challenges.json + solutions.json")
-    parser.add_argument("--test-pairs", type=int, default=1, metavar="N",
-                        help="for unsplit BARC examples: the last N pairs become test pairs (default 1)")
+    parser.add_argument(
+        "--layout",
+        choices=["files", "kaggle"],
+        default="files",
+        help="files: tasks/<id>.json + solutions.json; kaggle: challenges.json + solutions.json",
+    )
+    parser.add_argument(
+        "--test-pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="for unsplit BARC examples: the last N pairs become test pairs (default 1)",
+    )
     parser.add_argument("--max-samples", type=int, default=None, metavar="N", help="stop after writing N tasks")
-    parser.add_argument("--no-dedupe", dest="dedupe", action="store_false", help="keep tasks whose grids repeat an earlier task's")
-    parser.add_argument("--skip-invalid", action="store_true", help="skip and count invalid records instead of stopping")
+    parser.add_argument(
+        "--no-dedupe", dest="dedupe", action="store_false", help="keep tasks whose grids repeat an earlier task's"
+    )
+    parser.add_argument(
+        "--skip-invalid", action="store_true", help="skip and count invalid records instead of stopping"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace what the output directory holds")
 
 
@@ -60,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
     stats = write_tasks(
         tasks, args.output, layout=args.layout, dedupe=args.dedupe, max_tasks=args.max_samples, overwrite=args.overwrite
     )
-    print(f"{args.input} ({fmt}): {reading.read} tasks read, {reading.skipped} invalid skipped; {stats} to {args.output}",
-          file=sys.stderr)
+    print(
+        f"{args.input} ({fmt}): {reading.read} tasks read, {reading.skipped} invalid skipped; {stats} to {args.output}",
+        file=sys.stderr,
+    )
     for example in reading.examples:
         print(f"  skipped: {example}", file=sys.stderr)
     if stats.written == 0:

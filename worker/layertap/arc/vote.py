@@ -49,7 +49,7 @@ def parse_candidate(text: str, encoder: GridEncoder | str, view: View, mean_logp
     encoder = build_encoder(encoder)  # outside the try: a bad spec is the caller's error
     try:
         grid = view.augmentation.revert_grid(to_grid(encoder.decode(text)))
-    except Exception as error:  # noqa: BLE001 - any failure on model text is the text's fault
+    except Exception as error:
         return Candidate(view, None, text, float(mean_logprob), f"{type(error).__name__}: {error}")
     return Candidate(view, grid, text, float(mean_logprob))
 

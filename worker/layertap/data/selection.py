@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import count, islice
 from typing import TypeVar
 
-from layertap_api.spec import SelectionSpec
-
 from layertap.errors import LayerTapError
+from layertap_api.spec import SelectionSpec
 
 T = TypeVar("T")
 SHOWN_IDS = 5
@@ -66,14 +65,16 @@ def _plural(n: int, unit: str) -> str:
 
 def _with_ids(items, key_of, ids: list[str], uri: str, unit: str, hint: str) -> Iterator:
     wanted, found, kept, seen = set(ids), set(), [], 0
-    for seen, item in enumerate(items, 1):
+    for seen, item in enumerate(items, 1):  # noqa: B007 -- seen counts the items for the error below
         key = key_of(item)
         if key in wanted:
             kept.append(item)
             found.add(key)
     missing = [task_id for task_id in ids if task_id not in found]
     if missing:
-        shown = ", ".join(missing[:SHOWN_IDS]) + (f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else "")
+        shown = ", ".join(missing[:SHOWN_IDS]) + (
+            f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else ""
+        )
         raise LayerTapError(
             f"dataset.select.ids: {unit}(s) {shown} not in {uri} ({_plural(seen, unit)}{'; ' + hint if hint else ''})"
         )
@@ -87,7 +88,8 @@ def _skip(items, offset: int, uri: str, unit: str, scope: str) -> Iterator:
             yield item
     if offset and seen <= offset:
         raise LayerTapError(
-            f"dataset.select.offset: {offset} is past the end of {uri} ({_plural(seen, unit)}{' ' + scope if scope else ''})"
+            f"dataset.select.offset: {offset} is past the end of {uri} "
+            f"({_plural(seen, unit)}{' ' + scope if scope else ''})"
         )
 
 

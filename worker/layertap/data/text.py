@@ -21,8 +21,6 @@ from dataclasses import replace
 from itertools import islice
 
 import numpy as np
-from layertap_api.hub import is_hub
-from layertap_api.spec import DatasetSpec
 
 from layertap.data.dataset import Dataset, no_samples
 from layertap.data.invalid import SKIP_HINT, InvalidRecord, ReadStats
@@ -30,6 +28,8 @@ from layertap.data.sample import OTHER_SEGMENT, Sample
 from layertap.data.selection import select
 from layertap.errors import LayerTapError
 from layertap.io.sources import Source, iter_lines, list_sources, open_parquet
+from layertap_api.hub import is_hub
+from layertap_api.spec import DatasetSpec
 
 SEGMENT_NAMES = {OTHER_SEGMENT: "text"}
 SUFFIXES = {"text-jsonl": ".jsonl", "parquet": ".parquet"}
@@ -50,8 +50,14 @@ def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
     records = enumerate(texts)
     # dataset.select picks records (id: the record's position, its sample index) before any is
     # tokenized. Every host reads the same records in the same order and selects the same ones.
-    records = select(records, lambda record: str(record[0]), spec.select, uri=spec.uri, unit="record",
-                     ids_hint="a text record's id is its 0-based position among the records read")  # fmt: skip
+    records = select(
+        records,
+        lambda record: str(record[0]),
+        spec.select,
+        uri=spec.uri,
+        unit="record",
+        ids_hint="a text record's id is its 0-based position among the records read",
+    )
     samples = islice(_tokenized(records, encode, spec.format), spec.max_samples)
     kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
     report = "; ".join(

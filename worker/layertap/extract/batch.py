@@ -108,7 +108,9 @@ def build_batch(
     )
     capacity = max(map(len, stored_by_block)) if capacity is None else capacity
     take = gather_take(stored_by_block, capacity)
-    return HostBatch(token_ids, positions, segment_ids, weights, stored, labels, entry_positions, places, stored_by_block, take)
+    return HostBatch(
+        token_ids, positions, segment_ids, weights, stored, labels, entry_positions, places, stored_by_block, take
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from layertap.extract.mesh import DATA
+from layertap.run.mesh import DATA
 
 SLACK = 0.03  # the most spare room a capacity leaves over the count it serves
 MAX_CAPACITIES = 8  # per shape: gathers compile in well under a second each, but not for free
@@ -66,11 +66,16 @@ def fit(count: int, capacities: Sequence[int]) -> int:
 
 
 def step_capacities(
-    steps: Sequence[Sequence[tuple[int, ...]]], shapes: Sequence[tuple[int, int]], stored_per_sample: Mapping[int, int], data_devices: int
+    steps: Sequence[Sequence[tuple[int, ...]]],
+    shapes: Sequence[tuple[int, int]],
+    stored_per_sample: Mapping[int, int],
+    data_devices: int,
 ) -> list[int]:
     """Each step's capacity: its devices' largest stored count, fitted to the capacities
     chosen for its shape (the gather compiles once per shape and capacity)."""
-    needed = [max(stored_count(block, stored_per_sample) for block in device_blocks(rows, data_devices)) for rows in steps]
+    needed = [
+        max(stored_count(block, stored_per_sample) for block in device_blocks(rows, data_devices)) for rows in steps
+    ]
     by_shape: dict[tuple[int, int], list[int]] = {}
     for shape, count in zip(shapes, needed, strict=True):
         by_shape.setdefault(shape, []).append(count)

@@ -235,7 +235,10 @@ def fed_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
 
 
 def _steps(
-    rows_by_length: dict[int, list[tuple[int, ...]]], rows_per_step: int, row_multiple: int, step_tokens: int | None = None
+    rows_by_length: dict[int, list[tuple[int, ...]]],
+    rows_per_step: int,
+    row_multiple: int,
+    step_tokens: int | None = None,
 ) -> tuple[Step, ...]:
     """The rows of each length in `step_rows` steps (the last one's unused rows are padding
     rows), ordered as the dataset: a step's place is that of its first sample. With
@@ -281,7 +284,9 @@ def _fitted_plan(
         fits = sorted(fitted.values())
         row_lengths = choose_row_lengths(fits, rows_per_step, attention_weight, max_buckets, shape_tokens)
         by_fit = sorted(rows, key=lambda row: (fitted[row], row))
-        rows_by_length = _assign_rows(by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step, attention_weight)
+        rows_by_length = _assign_rows(
+            by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step, attention_weight
+        )
         steps = _steps({length: sorted(rows) for length, rows in rows_by_length.items()}, rows_per_step, 1)
         plan = Plan(rows_per_step, steps, dict(lengths))
         if best is None or plan_cost(plan, attention_weight) < plan_cost(best, attention_weight):

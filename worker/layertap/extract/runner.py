@@ -10,7 +10,6 @@ process; a restart skips the units already durable.
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 import os
@@ -24,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from layertap_api.spec import OutputSpec, WorkerSpec
 
 from layertap.data.dataset import Dataset
 from layertap.data.sample import Sample
@@ -34,20 +32,24 @@ from layertap.estimate import Devices, estimate
 from layertap.estimate import describe as describe_estimate
 from layertap.extract import batch as host
 from layertap.extract import compact
-from layertap.extract.compile_cache import CompilationCache, cache_uri
-from layertap.extract.distributed import Distributed
-from layertap.extract.mesh import DATA, MODEL, local_rows, make_mesh, param_shardings
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
-from layertap.extract.step import global_batch, host_rows, make_step
-from layertap.extract.stopping import StopRequest
-from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
-from layertap.model.tap import DEFAULT_SITES, site_shape
+from layertap.extract.step import make_step
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
-from layertap.metrics import WorkerMetrics
+from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
-from layertap.progress import Progress
+from layertap.model.tap import DEFAULT_SITES, site_shape
+from layertap.run.compile_cache import CompilationCache, cache_uri
+from layertap.run.context import RunContext
+from layertap.run.distributed import Distributed
+from layertap.run.loop import dispatch_ahead
+from layertap.run.mesh import DATA, MODEL, global_batch, host_rows, local_rows, make_mesh, param_shardings
+from layertap.run.metrics import WorkerMetrics
+from layertap.run.progress import Progress
+from layertap.run.stopping import StopRequest
 from layertap.store import dtypes, statistics
+from layertap_api import status
+from layertap_api.spec import OutputSpec, WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class Prepared:
     data_devices: int
 
     @property
-    def mode(self) -> str:
+    def positions(self) -> str:
+        """extraction.positions: all, last or mean."""
         return self.job.extraction.positions
 
     @property
@@ -93,29 +96,22 @@ class Prepared:
         job, plan, config = self.job, self.plan, self.config
         limits = f"; {self.dataset.limit_report}" if self.dataset.limit_report else ""
         specials = "excluded" if job.extraction.exclude_special_tokens else "kept"
-        return "\n".join(
-            [
-                (
-                    f"layertap extract: {job.model.uri} ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-                    f"{job.model.dtype})"
-                ),
-                (
-                    f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
-                    f"{plan.useful_tokens} tokens{limits}"
-                ),
-                f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.mode}; special tokens {specials}",
-                (
-                    f"  plan      {plan.num_steps} steps of {plan.describe_shapes()} rows x tokens "
-                    f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding; "
-                    f"{plural(self.compact_programs, 'compaction program')}, {self.capacity_slack:.1%} spare); "
-                    f"{setup}; {plural(devices, 'device')}"
-                ),
-                (
-                    f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {' + '.join(map(str, self.site_widths))} "
-                    f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}"
-                ),
-            ]
-        )
+        model = f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, {job.model.dtype}"
+        widths = " + ".join(map(str, self.site_widths))
+        lines = [
+            f"layertap extract: {job.model.uri} ({model})",
+            f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
+            f"{plan.useful_tokens} tokens{limits}",
+            f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.positions}; "
+            f"special tokens {specials}",
+            f"  plan      {plan.num_steps} steps of {plan.describe_shapes()} rows x tokens "
+            f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding; "
+            f"{plural(self.compact_programs, 'compaction program')}, {self.capacity_slack:.1%} spare); "
+            f"{setup}; {plural(devices, 'device')}",
+            f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {widths} "
+            f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}",
+        ]
+        return "\n".join(lines)
 
     @property
     def compact_programs(self) -> int:
@@ -161,7 +157,9 @@ def prepare(job: WorkerSpec) -> Prepared:
     checkpoint = resolve_checkpoint_dir(job.model.uri)
     config = Qwen2Config.from_file(checkpoint / "config.json")
     files = fingerprints(open_store(str(checkpoint)), checkpoint_files(checkpoint))
-    tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri, sites=job.extraction.sites)
+    tap = LayerTap.for_model(
+        job.extraction.layers, config.num_hidden_layers, model=job.model.uri, sites=job.extraction.sites
+    )
     tokenizer = load_tokenizer(checkpoint)
     dataset = load_dataset(job.dataset, tokenizer)
 
@@ -192,7 +190,20 @@ def prepare(job: WorkerSpec) -> Prepared:
     stored = {i: int(keep[i].sum()) if job.extraction.positions == "all" else 1 for i in samples}
     capacities = compact.step_capacities([s.rows for s in plan.steps], plan.step_shapes, stored, data_devices)
     kept = {i: keep[i] for i in samples}
-    return Prepared(job, checkpoint, files, config, tap, dataset, samples, kept, plan, sum(stored.values()), tuple(capacities), data_devices)
+    return Prepared(
+        job,
+        checkpoint,
+        files,
+        config,
+        tap,
+        dataset,
+        samples,
+        kept,
+        plan,
+        sum(stored.values()),
+        tuple(capacities),
+        data_devices,
+    )
 
 
 @dataclass
@@ -332,31 +343,26 @@ class UnitSink:
             self.metrics.committed(tokens, written.bytes)
 
 
-def execute(
-    prepared: Prepared,
-    setup: Distributed,
-    *,
-    show_progress: bool = True,
-    reporter=None,
-    stop: StopRequest | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> RunSummary:
+def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary:
     """Run the plan's remaining steps on this process's devices, then finalize the run. When
-    `stop` is set, stop at the next step boundary: what was computed becomes durable, the
-    run is not finalized (a rerun resumes it)."""
-    from jax.experimental import multihost_utils
-
+    `context.stop` is set, stop at the next step boundary: what was computed becomes durable,
+    the run is not finalized (a rerun resumes it)."""
     from layertap.store.index import finalize_run
     from layertap.store.writer import open_writer
 
+    context = context or RunContext()
     job, plan, config = prepared.job, prepared.plan, prepared.config
-    process, processes = jax.process_index(), jax.process_count()
+    process, processes = context.process_index, context.process_count
+    reporter, stop = context.reporter, context.stop
     mesh = make_mesh(job.mesh, config.num_attention_heads, config.num_key_value_heads)
     if process == 0:
         expected = estimate(prepared, run_devices(job))
-        print(prepared.describe(setup, jax.device_count()) + f"\n  estimate  {describe_estimate(expected)}", flush=True)
+        print(
+            prepared.describe(context.setup, jax.device_count()) + f"\n  estimate  {describe_estimate(expected)}",
+            flush=True,
+        )
         if reporter is not None:
-            reporter.update({"estimate": expected})  # before the first step: kubectl describe shows it
+            reporter.update(status.Progress(estimate=expected))  # before the first step: kubectl describe shows it
     cache = open_compilation_cache(job.output, process)
     params, step_fn = _load_step(prepared, mesh)  # before anything is written: a bad checkpoint fails here
 
@@ -365,7 +371,7 @@ def execute(
     writer = open_writer(job.output.uri, meta, process, processes, shard_bytes=job.output.shard_size_mb * 2**20)
     # Every writer has listed what earlier attempts committed before anyone commits anew,
     # so every process derives the same steps to run.
-    multihost_utils.sync_global_devices("layertap: writers open")
+    context.barrier("writers open")
     todo, mine_done = steps_to_run(plan.num_steps, writer.committed_units(), process, processes)
     skipped = sorted(set(range(plan.num_steps)) - set(todo))
     progress = Progress(
@@ -374,11 +380,11 @@ def execute(
         samples_done=sum(plan.step_samples(s) for s in skipped),
         tokens_done=sum(plan.step_tokens(s) for s in skipped),
         process_count=processes,
-        show_bar=show_progress and process == 0,
+        show_bar=context.show_progress and process == 0,
         reporter=reporter if process == 0 else None,
     )
     mine = functools.cache(functools.partial(local_rows, mesh))
-    sink = UnitSink(prepared, writer, progress, mine, process, processes, metrics)
+    sink = UnitSink(prepared, writer, progress, mine, process, processes, context.metrics)
     started = time.perf_counter()
     with writer:
         compile_seconds, ran = _run_steps(prepared, mesh, params, step_fn, todo, mine_done, sink, stop, cache)
@@ -398,12 +404,12 @@ def execute(
         times=sink.times,
         compile_seconds=compile_seconds,
         flush_seconds=flush_seconds,
-        stopped=stop.signal if stop else "",
+        stopped=context.stopped,
     )
     if stop:
         return summary  # the other processes are stopping too: no barrier, no finalize
 
-    multihost_utils.sync_global_devices("layertap: all units durable")
+    context.barrier("all units durable")
     if process == 0:
         manifest = finalize_run(job.output.uri)
         print(
@@ -420,7 +426,7 @@ def _load_step(prepared: Prepared, mesh):
     compute_dtype = jnp.dtype(job.model.dtype)
     out_dtype = jnp.dtype(dtypes.producer_dtype(job.extraction.storage_dtype))
     # pooled modes reduce in float32 on device before the cast to the storage dtype
-    extract_fn = make_extract_fn(config, tap, compute_dtype, out_dtype if prepared.mode == "all" else jnp.float32)
+    extract_fn = make_extract_fn(config, tap, compute_dtype, out_dtype if prepared.positions == "all" else jnp.float32)
     # only the blocks up to the last tapped layer: the decoder never runs the others
     params = load_params(
         prepared.checkpoint, config, compute_dtype, sharding=NamedSharding(mesh, P()), blocks=tap.blocks_to_run
@@ -428,7 +434,7 @@ def _load_step(prepared: Prepared, mesh):
     shardings = param_shardings(params, mesh)
     if mesh.shape[MODEL] > 1:
         params = jax.device_put(params, shardings)
-    return params, make_step(extract_fn, prepared.mode, out_dtype, mesh, shardings)
+    return params, make_step(extract_fn, prepared.positions, out_dtype, mesh, shardings)
 
 
 def _run_steps(
@@ -456,18 +462,22 @@ def _run_steps(
     if memory_kind == "auto":
         memory_kind = compact.host_memory_kind(jax.local_devices()[0])
     compile_seconds, compiled = 0.0, set()
-    in_flight: collections.deque[InFlight] = collections.deque()
-    ran: list[int] = []
-    for step in todo:
-        if stop:
-            break
-        ran.append(step)
+
+    def dispatch(step: int) -> InFlight:
+        nonlocal compile_seconds
         t0 = time.perf_counter()
         shape, capacity = plan.steps[step], prepared.capacities[step]
         rows = sink.my_rows(step)
         blocks = len(rows) * prepared.data_devices // len(shape.rows)  # this process's devices
         batch = host.build_batch(
-            rows, prepared.samples, prepared.keep, shape.row_length, shape.max_per_row, prepared.mode, blocks, capacity
+            rows,
+            prepared.samples,
+            prepared.keep,
+            shape.row_length,
+            shape.max_per_row,
+            prepared.positions,
+            blocks,
+            capacity,
         )
         arrays = global_batch(batch.arrays(), mesh, len(shape.rows))
         take = global_batch({"take": batch.take}, mesh, prepared.data_devices)["take"]
@@ -486,14 +496,12 @@ def _run_steps(
             if cache is not None:
                 cache.save()
         sink.times.prepare += t1 - t0
-        release = functools.partial(gather.recycle, gathered)
-        in_flight.append(InFlight(step, batch, stored, stats, release))
-        while len(in_flight) > IN_FLIGHT:
-            flight = in_flight.popleft()
-            sink.finish(flight, write=not mine_done[flight.step])
-    while in_flight:
-        flight = in_flight.popleft()
+        return InFlight(step, batch, stored, stats, functools.partial(gather.recycle, gathered))
+
+    def finish(flight: InFlight) -> None:
         sink.finish(flight, write=not mine_done[flight.step])
+
+    ran = dispatch_ahead(todo, dispatch, finish, IN_FLIGHT, stop)
     return compile_seconds, ran
 
 
@@ -502,7 +510,12 @@ def run_devices(job: WorkerSpec) -> Devices:
     device = jax.devices()[0]
     accelerator = job.devices.accelerator if job.devices is not None else None
     return Devices(
-        jax.device_count(), device.platform, jax.process_count(), accelerator, device.device_kind, len(os.sched_getaffinity(0))
+        jax.device_count(),
+        device.platform,
+        jax.process_count(),
+        accelerator,
+        device.device_kind,
+        len(os.sched_getaffinity(0)),
     )
 
 

@@ -47,7 +47,9 @@ def row_statistics(
     absmax_lrd = jnp.max(jnp.where(m[None, :, :, None] > 0, jnp.abs(x), 0.0), axis=2)
     norm_lrw = jnp.sqrt(jnp.sum(x * x, axis=-1))
     rms_lrw = norm_lrw / jnp.sqrt(x.shape[-1])
-    extreme_lrd = jnp.einsum("lrwd,rw->lrd", (jnp.abs(x) > EXTREME * rms_lrw[..., None]).astype(jnp.float32), m, precision=hp)
+    extreme_lrd = jnp.einsum(
+        "lrwd,rw->lrd", (jnp.abs(x) > EXTREME * rms_lrw[..., None]).astype(jnp.float32), m, precision=hp
+    )
 
     bins_lrw = jnp.clip(
         jnp.floor((jnp.log2(jnp.maximum(norm_lrw, 1e-30)) - MIN_EXPONENT) * BINS_PER_OCTAVE).astype(jnp.int32) + 1,
@@ -73,12 +75,20 @@ def row_statistics(
         "norm_hist": _counts(bins_lrw, m[None] * jnp.ones_like(norm_lrw), NORM_BINS),
         "norm_sum": jnp.einsum("lrw,rw->lr", norm_lrw, m, precision=hp),
         "norm_sumsq": jnp.einsum("lrw,rw->lr", norm_lrw * norm_lrw, m, precision=hp),
-        "segment_count": _counts(jnp.broadcast_to(segment_rw, norm_lrw.shape), jnp.broadcast_to(has_label, norm_lrw.shape), SEGMENT_LABELS),
+        "segment_count": _counts(
+            jnp.broadcast_to(segment_rw, norm_lrw.shape), jnp.broadcast_to(has_label, norm_lrw.shape), SEGMENT_LABELS
+        ),
         "segment_sum": _counts(jnp.broadcast_to(segment_rw, norm_lrw.shape), has_label * norm_lrw, SEGMENT_LABELS),
         "segment_sumsq": _counts(jnp.broadcast_to(segment_rw, norm_lrw.shape), has_label * norm_lrw**2, SEGMENT_LABELS),
-        "position_count": _counts(jnp.broadcast_to(bucket_rw, norm_lrw.shape), jnp.broadcast_to(has_position, norm_lrw.shape), POSITION_BUCKETS),
+        "position_count": _counts(
+            jnp.broadcast_to(bucket_rw, norm_lrw.shape),
+            jnp.broadcast_to(has_position, norm_lrw.shape),
+            POSITION_BUCKETS,
+        ),
         "position_sum": _counts(jnp.broadcast_to(bucket_rw, norm_lrw.shape), has_position * norm_lrw, POSITION_BUCKETS),
-        "position_sumsq": _counts(jnp.broadcast_to(bucket_rw, norm_lrw.shape), has_position * norm_lrw**2, POSITION_BUCKETS),
+        "position_sumsq": _counts(
+            jnp.broadcast_to(bucket_rw, norm_lrw.shape), has_position * norm_lrw**2, POSITION_BUCKETS
+        ),
         "top_norm": top_norm,
         "top_index": top_index,
     }

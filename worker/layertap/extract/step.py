@@ -11,12 +11,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from layertap.extract.mesh import DATA, rows_sharding
 from layertap.extract.statistics import row_statistics
+from layertap.run.mesh import DATA, rows_sharding
 
 Step = Callable[[dict, dict[str, jax.Array]], dict[str, jax.Array]]
 
@@ -53,27 +52,6 @@ def make_step(extract_fn, mode: str, out_dtype, mesh: Mesh, param_shardings: dic
         batch_shardings[name] = rows_sharding(mesh, 2)
     # every output's rows split over the data axis, whatever its rank ([L, R, T, D], attn_z: one
     # more; the statistics [L, R, ...])
-    return jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=NamedSharding(mesh, P(None, DATA)))
-
-
-def global_batch(arrays: dict, mesh: Mesh, rows_per_step: int) -> dict[str, jax.Array]:
-    """Global arrays built from this process's rows only."""
-    return {
-        name: jax.make_array_from_process_local_data(
-            rows_sharding(mesh, local.ndim), local, (rows_per_step, *local.shape[1:])
-        )
-        for name, local in arrays.items()
-    }
-
-
-def host_rows(out: dict) -> dict:
-    """The same dict (of dicts) of [L, r, ...] numpy: the rows this process holds (one copy of
-    each), in row order."""
-
-    def rows(array: jax.Array) -> np.ndarray:
-        by_start = {}
-        for shard in array.addressable_shards:
-            by_start.setdefault(shard.index[1].start or 0, shard)
-        return np.concatenate([np.asarray(by_start[start].data) for start in sorted(by_start)], axis=1)
-
-    return jax.tree.map(rows, out)
+    return jax.jit(
+        step, in_shardings=(param_shardings, batch_shardings), out_shardings=NamedSharding(mesh, P(None, DATA))
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import functools
 import io
 import os
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import crc32c
-from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 
 from layertap.errors import LayerTapError
 from layertap.io.store import ObjectInfo, split_gcs
+from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 
 # A resumable upload sends the object in chunks of this size, one request each; a failed
 # chunk is retried from the last byte the server confirmed (a multiple of 256 KiB, as GCS
@@ -121,9 +122,7 @@ class GcsStore:
         return self.bucket.blob(self._name(key)).exists(retry=_retry())
 
     @_explain_gcs_errors
-    def put(
-        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
-    ) -> tuple[int, str]:
+    def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
         # streamed from the buffers themselves: a shard is never assembled in memory. A CRC
         # the caller took on the way is not taken again (GCS checks the object against it).
         stream = BufferStream(buffers)
@@ -166,10 +165,8 @@ class GcsStore:
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        try:
+        with contextlib.suppress(NotFound):
             self.bucket.blob(self._name(key)).delete(retry=_retry())
-        except NotFound:
-            pass
 
     def remove_temporaries(self) -> int:
         return 0  # a GCS object only exists once its upload completed

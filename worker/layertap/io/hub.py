@@ -27,6 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from layertap.errors import LayerTapError
+from layertap.io.hub_splits import split_files
+from layertap.io.sources import Source, named_source
+from layertap.io.store import open_store
 from layertap_api.contract import (
     ENV_HF_HOME,
     ENV_HF_HUB_CACHE,
@@ -35,11 +39,6 @@ from layertap_api.contract import (
     ENV_XDG_CACHE_HOME,
 )
 from layertap_api.hub import HubRef, RepoType, parse_hub_uri
-
-from layertap.errors import LayerTapError
-from layertap.io.hub_splits import split_files
-from layertap.io.sources import Source, named_source
-from layertap.io.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ def _metadata(snap: Snapshot) -> dict | None:
         return None
     try:
         return metadata_load(readme)
-    except Exception as error:  # noqa: BLE001 - a malformed card: say which, whatever the parser raised
+    except Exception as error:
         raise LayerTapError(f"{snap.name(README)}: its YAML header cannot be read ({error})") from None
 
 

@@ -15,14 +15,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
-from layertap_api.contract import ENV_HF_HUB_OFFLINE
-from layertap_api.hub import HubRef, is_hub, parse_hub_uri
-from layertap_api.spec import JobSpec
-
 from layertap.errors import LayerTapError
 from layertap.io.hub import hub_cache
 from layertap.io.local import temporary_path
 from layertap.io.store import Store, open_store
+from layertap_api.contract import ENV_HF_HUB_OFFLINE
+from layertap_api.hub import HubRef, is_hub, parse_hub_uri
+from layertap_api.spec import JobSpec
 
 SHARED_CACHE = ".hf-cache"  # under output.uri, beside shards/ and .jax-cache/
 T = TypeVar("T")
@@ -104,4 +103,3 @@ def _read_ref(path: Path, ref: HubRef) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         raise LayerTapError(f"{ref}: resolved, but the cache has no {path} to share with the other hosts") from None
-

@@ -50,9 +50,7 @@ class LocalStore:
             if path.is_file() and not path.name.startswith(TMP_PREFIX)
         }
 
-    def put(
-        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
-    ) -> tuple[int, str]:
+    def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
         path = self.root / key
         tmp = temporary_path(path)
         crc, size = (_crc32c.CRC32CHash() if crc32c is None else None), 0

@@ -49,9 +49,7 @@ class Store(Protocol):
     def list(self, prefix: str) -> dict[str, ObjectInfo]:
         """Objects under the folder `prefix` ("" for all), by key; temporary files excluded."""
 
-    def put(
-        self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None
-    ) -> tuple[int, str]:
+    def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
         """Write an object atomically from buffers, read once in order; returns (size, crc32c
         as 8 hex digits). `crc32c`: gives the buffers' CRC32C once they have all been read
         (the caller took it on the way); the store then hashes nothing itself."""

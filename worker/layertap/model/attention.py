@@ -37,9 +37,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from layertap_api.contract import ENV_ATTENTION
 
 from layertap.errors import LayerTapError
+from layertap_api.contract import ENV_ATTENTION
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 
@@ -256,7 +256,7 @@ def splash_attention(
     The kernel's block tables travel as replicated operands (custom_partitioning takes no
     captured constants). The TPU interpreter (`pltpu.InterpretParams`, whose callbacks
     custom_partitioning cannot lower) runs unpartitioned."""
-    b, k, t, g, h = q_bktgh.shape
+    _b, k, t, g, _h = q_bktgh.shape
     padded, block = splash_layout(t)
     kernel = _splash_kernel(k * g, padded, block, interpret)
     if not isinstance(interpret, bool):

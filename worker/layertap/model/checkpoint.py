@@ -16,12 +16,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from layertap_api.contract import ENV_CACHE
 from safetensors import SafetensorError, safe_open
 
 from layertap.errors import LayerTapError
 from layertap.model.config import Qwen2Config
 from layertap.model.modules import Dtype
+from layertap_api.contract import ENV_CACHE
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -165,7 +165,6 @@ def hf_to_params(
         if not config.tie_word_embeddings:
             params["lm_head"] = get("lm_head.weight", (config.vocab_size, d)).T
     return params
-
 
 
 TensorReader = Callable[[str], tuple[np.ndarray, Path]]

@@ -107,7 +107,9 @@ class Qwen2Config:
         rope_scaling = raw.get("rope_scaling") or (raw.get("rope_parameters") or {})
         rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
         if rope_type not in ROPE_TYPES:
-            raise LayerTapError(f"{source}: rope scaling {rope_scaling} is not supported (default RoPE and llama3 only)")
+            raise LayerTapError(
+                f"{source}: rope scaling {rope_scaling} is not supported (default RoPE and llama3 only)"
+            )
         if raw.get("use_sliding_window"):
             raise LayerTapError(f"{source}: use_sliding_window=true is not supported (full attention only)")
         if raw.get("mlp_bias"):

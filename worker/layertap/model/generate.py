@@ -63,7 +63,9 @@ class RunStop:
 
     def step(self, run_b: jax.Array, token_b: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(whether `token_b` completes the run, the run after it)."""
-        lead, tail, whole, inside = (jnp.asarray(table)[token_b] for table in (self.lead, self.tail, self.whole, self.inside))
+        lead, tail, whole, inside = (
+            jnp.asarray(table)[token_b] for table in (self.lead, self.tail, self.whole, self.inside)
+        )
         return inside | (run_b + lead >= self.length), jnp.where(whole >= 0, run_b + whole, tail)
 
 
@@ -96,8 +98,8 @@ def make_generate_fn(
 ) -> GenerateFn:
     """`(params, prompt_ids[B, P], length[B], sample_id[B]) -> Generated`, pure and not yet
     jitted. Rows are right-padded prompts of `length` tokens (>= 1); a row stops after it
-    generates one of `stop_ids`, the token that completes `stop_run`, or `max_new_tokens` tokens. params must hold the head
-    (`load_checkpoint(..., head=True)`)."""
+    generates one of `stop_ids`, the token that completes `stop_run`, or `max_new_tokens`
+    tokens. params must hold the head (`load_checkpoint(..., head=True)`)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     model = Qwen2CausalLM(config, jnp.dtype(compute_dtype), tap)
@@ -110,7 +112,9 @@ def make_generate_fn(
         keys_b = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(sampling.seed), i))(sample_id_b)
         caches = empty_caches(config, batch, prompt_len + max_new_tokens, model.dtype)
         variables = {"params": params}
-        logits_bv, caches, prompt_taps = model.apply(variables, prompt_bp, length_b, caches, method=Qwen2CausalLM.prefill)
+        logits_bv, caches, prompt_taps = model.apply(
+            variables, prompt_bp, length_b, caches, method=Qwen2CausalLM.prefill
+        )
         token_b, logprob_b = choose(logits_bv, keys_b, 0)
         stop_v = jnp.asarray(is_stop_v)
 
@@ -136,7 +140,9 @@ def make_generate_fn(
         def step_once(state):
             step, token_b, done_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps = state
             position_b = length_b + step - 1  # where the previous token sits
-            logits_bv, caches, step_taps = model.apply(variables, token_b, position_b, caches, method=Qwen2CausalLM.decode)
+            logits_bv, caches, step_taps = model.apply(
+                variables, token_b, position_b, caches, method=Qwen2CausalLM.decode
+            )
             token_b, logprob_b = choose(logits_bv, keys_b, step)
             token_b = jnp.where(done_b, pad_id, token_b)
             tokens_bn = tokens_bn.at[:, step].set(token_b)

@@ -72,7 +72,9 @@ def rotary_inv_freq(config: Qwen2Config) -> jax.Array:
     low_wavelen, high_wavelen = old_context / config.rope_low_freq_factor, old_context / config.rope_high_freq_factor
     wavelen = 2 * jnp.pi / inv_freq
     scaled = jnp.where(wavelen > low_wavelen, inv_freq / config.rope_factor, inv_freq)
-    smooth = (old_context / wavelen - config.rope_low_freq_factor) / (config.rope_high_freq_factor - config.rope_low_freq_factor)
+    smooth = (old_context / wavelen - config.rope_low_freq_factor) / (
+        config.rope_high_freq_factor - config.rope_low_freq_factor
+    )
     smoothed = (1 - smooth) * scaled / config.rope_factor + smooth * scaled
     medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
     return jnp.where(medium, smoothed, scaled)
@@ -113,7 +115,9 @@ class LayerCache:
         """The cache with row b's T new keys/values written at slots [start_b, start_b + T)."""
 
         def write(cache_ksh: jax.Array, new_tkh: jax.Array, start: jax.Array) -> jax.Array:
-            return jax.lax.dynamic_update_slice(cache_ksh, new_tkh.transpose(1, 0, 2).astype(cache_ksh.dtype), (0, start, 0))
+            return jax.lax.dynamic_update_slice(
+                cache_ksh, new_tkh.transpose(1, 0, 2).astype(cache_ksh.dtype), (0, start, 0)
+            )
 
         return LayerCache(jax.vmap(write)(self.k_bksh, k_btkh, start_b), jax.vmap(write)(self.v_bksh, v_btkh, start_b))
 

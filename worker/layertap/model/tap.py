@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-from layertap_api.spec import SITES, Site
 
 from layertap.errors import LayerTapError
+from layertap_api.spec import SITES, Site
 
 DEFAULT_SITES: tuple[Site, ...] = ("resid_post",)
 

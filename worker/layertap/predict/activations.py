@@ -34,11 +34,18 @@ def open_activations(prepared, layers: list[int], process_index: int, process_co
         "prediction": prepared.identity,  # model and dataset fingerprints included
         "segment_names": {name: label for label, name in sorted(prediction_segment_names.items())},
     }
-    return open_writer(activations_uri(job.output.uri), meta, process_index, process_count,
-                       shard_bytes=job.output.shard_size_mb * 1024 * 1024)  # fmt: skip
+    return open_writer(
+        activations_uri(job.output.uri),
+        meta,
+        process_index,
+        process_count,
+        shard_bytes=job.output.shard_size_mb * 1024 * 1024,
+    )
 
 
-def unit_records(unit: Unit, taps_lsd: np.ndarray, prompt_width: int, tokens: np.ndarray, count: int) -> tuple[TokenRecords, dict]:
+def unit_records(
+    unit: Unit, taps_lsd: np.ndarray, prompt_width: int, tokens: np.ndarray, count: int
+) -> tuple[TokenRecords, dict]:
     """One unit's rows from its batch row's taps [L, prompt bucket + budget, D]."""
     length, generated = len(unit.token_ids), max(count - 1, 0)
     activations = np.concatenate([taps_lsd[:, :length], taps_lsd[:, prompt_width : prompt_width + generated]], axis=1)
@@ -50,6 +57,12 @@ def unit_records(unit: Unit, taps_lsd: np.ndarray, prompt_width: int, tokens: np
         segment=np.concatenate([unit.segments, np.full(generated, GENERATED)]),
         cell=np.concatenate([unit.cells, np.full((generated, 3), -1)]),
     )
-    meta = {"unit": unit.key, "task_id": unit.view.task_id, "test_index": unit.view.test_index,
-            "view": unit.view.to_json(), "train_pairs": unit.train_pairs, "generated_tokens": count}  # fmt: skip
+    meta = {
+        "unit": unit.key,
+        "task_id": unit.view.task_id,
+        "test_index": unit.view.test_index,
+        "view": unit.view.to_json(),
+        "train_pairs": unit.train_pairs,
+        "generated_tokens": count,
+    }
     return records, meta

@@ -28,7 +28,9 @@ RESULTS_KEY = "results.json"
 SCORE_KEY = "score.json"
 
 
-def candidates_by_test(tasks: Sequence[Task], answers: list[dict], views: dict[str, View]) -> dict[tuple[str, int], list[Candidate]]:
+def candidates_by_test(
+    tasks: Sequence[Task], answers: list[dict], views: dict[str, View]
+) -> dict[tuple[str, int], list[Candidate]]:
     """Every answer as a Candidate, under (task id, test index), in view order."""
     grouped: dict[tuple[str, int], list[Candidate]] = {(t.id, i): [] for t in tasks for i in range(len(t.test))}
     unique = {answer["unit"]: answer for answer in answers}
@@ -53,18 +55,25 @@ def write_all(
     entries = {task.id: submission_entry([ranked[task.id, i] for i in range(len(task.test))]) for task in tasks}
     root = store.uri.rstrip("/")
     outputs = {"submission": write_submission(store, entries)}
-    solutions = {task.id: [pair.output.tolist() for pair in task.test] for task in tasks
-                 if all(pair.output is not None for pair in task.test)}  # fmt: skip
+    solutions = {
+        task.id: [pair.output.tolist() for pair in task.test]
+        for task in tasks
+        if all(pair.output is not None for pair in task.test)
+    }
     scored = score(entries, solutions) if solutions else None
     report = {
         "tasks": {
             task.id: [
-                _test_report(grouped[task.id, i], ranked[task.id, i], dropped.views.get((task.id, i), 0),
-                             scored_test(scored, task.id, i))
+                _test_report(
+                    grouped[task.id, i],
+                    ranked[task.id, i],
+                    dropped.views.get((task.id, i), 0),
+                    scored_test(scored, task.id, i),
+                )
                 for i in range(len(task.test))
             ]
             for task in tasks
-        },  # fmt: skip
+        },
         "answers": len(answers),
         "unparseable": sum(len(unparseable(c)) for c in grouped.values()),
         "dropped_views": dropped.total(),
@@ -77,7 +86,7 @@ def write_all(
     return outputs, None if scored is None else scored.total
 
 
-def scored_test(scored, task_id: str, test_index: int) -> int | None | str:
+def scored_test(scored, task_id: str, test_index: int) -> int | str | None:
     """Which attempt solved this test input (1 or 2), None if neither, "unscored" without a solution."""
     if scored is None:
         return "unscored"

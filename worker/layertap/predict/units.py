@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from layertap_api.spec import DatasetSpec, ViewsSpec
 
 from layertap.arc.budget import BudgetStats, Tokenized, fit_to_budget, tokenized_prompt
 from layertap.arc.encoders import GridEncoder
@@ -20,6 +19,7 @@ from layertap.arc.task import Task
 from layertap.arc.tokens import label_tokens
 from layertap.arc.views import View, prediction_views, view_task
 from layertap.errors import LayerTapError
+from layertap_api.spec import DatasetSpec, ViewsSpec
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,14 @@ class Dropped:
 def check_dataset(dataset: DatasetSpec) -> None:
     """What prediction cannot run on with this dataset, said before anything is read."""
     if dataset.prompt.variant != "inference":
-        raise LayerTapError("dataset.prompt.variant: prediction writes inference prompts (the answer is what it generates); set it to inference")
+        raise LayerTapError(
+            "dataset.prompt.variant: prediction writes inference prompts (the answer is what it generates); "
+            "set it to inference"
+        )
     if dataset.over_limit == "truncate":
-        raise LayerTapError("dataset.overLimit: truncate would cut off the test input; prediction takes drop or shorten")
+        raise LayerTapError(
+            "dataset.overLimit: truncate would cut off the test input; prediction takes drop or shorten"
+        )
 
 
 def build_units(
@@ -91,5 +96,7 @@ def build_units(
                     dropped.views[task.id, test_index] = dropped.views.get((task.id, test_index), 0) + 1
                     continue
                 labels = label_tokens(fitted.prompt, fitted.offsets)
-                units.append(Unit(len(units), view, fitted.token_ids, fitted.train_pairs, labels.segments, labels.cells))
+                units.append(
+                    Unit(len(units), view, fitted.token_ids, fitted.train_pairs, labels.segments, labels.cells)
+                )
     return units, dropped

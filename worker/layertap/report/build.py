@@ -9,7 +9,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from layertap.errors import LayerTapError
 from layertap.report import data, figures, quantity
 from layertap.report.html import Section, render
@@ -55,14 +54,17 @@ def build_report(run: Run, options: Options) -> Report:
     site = options.site
     grid_layer = run.layers[-1] if options.grid_layer is None else options.grid_layer
     data.check_layer(run, grid_layer, "--layer")
-    drawn = quantity.parse_quantity(options.quantity, data.width(run, site), feature=options.feature, tensor=options.tensor)
+    drawn = quantity.parse_quantity(
+        options.quantity, data.width(run, site), feature=options.feature, tensor=options.tensor
+    )
     arc = data.is_arc(run)
     if options.tasks and not arc:
         meta = run.meta
         raise LayerTapError(
-            f"--tasks: {run.uri} has no ARC grids to draw (dataset.format {(meta.get('dataset') or {}).get('format')!r}, "
-            f"extraction.positions {(meta.get('extraction') or {}).get('positions', 'all')!r}; grids need an ARC format "
-            "and positions: all)"
+            f"--tasks: {run.uri} has no ARC grids to draw (dataset.format "
+            f"{(meta.get('dataset') or {}).get('format')!r}, "
+            f"extraction.positions {(meta.get('extraction') or {}).get('positions', 'all')!r}; grids need an ARC "
+            "format and positions: all)"
         )
     chosen: dict[str, int] = {}
     if arc:
@@ -72,21 +74,31 @@ def build_report(run: Run, options: Options) -> Report:
     names = data.segment_names(run)
     stats, origin = layer_statistics(run, layers, site)
     sections = [
-        _section(figures.norm_distributions(stats, f"Token norm distribution per layer ({site})"),
-                 "norm-distributions.png",
-                 "The share of tokens in each bin of L2 norm, per layer, over every stored token; the legend gives "
-                 "each layer's median."),
-        _section(figures.outlier_dimensions(stats, f"Outlier dimensions ({site})"), "outlier-dimensions.png",
-                 "Left: each dimension's largest magnitude over all tokens (a massive dimension is a spike). Right: for "
-                 "the dimensions most often extreme, the share of tokens where |x_d| exceeds 10x the token's RMS."),
-        _section(figures.norm_by_position(stats, f"Token norm by position ({site})"), "norm-by-position.png",
-                 "Mean L2 norm (band: ± one standard deviation) of the tokens at each position in their prompt, "
-                 "positions bucketed by powers of two."),
-        _section(figures.norm_by_segment(stats, names, f"Token norm by prompt segment ({site})"),
-                 "norm-by-segment.png",
-                 "Mean L2 norm (bars: ± one standard deviation) of the tokens of each prompt segment; the examples' "
-                 "grids are pooled into example-input and example-output."),
-    ]  # fmt: skip
+        _section(
+            figures.norm_distributions(stats, f"Token norm distribution per layer ({site})"),
+            "norm-distributions.png",
+            "The share of tokens in each bin of L2 norm, per layer, over every stored token; the legend gives "
+            "each layer's median.",
+        ),
+        _section(
+            figures.outlier_dimensions(stats, f"Outlier dimensions ({site})"),
+            "outlier-dimensions.png",
+            "Left: each dimension's largest magnitude over all tokens (a massive dimension is a spike). Right: for "
+            "the dimensions most often extreme, the share of tokens where |x_d| exceeds 10x the token's RMS.",
+        ),
+        _section(
+            figures.norm_by_position(stats, f"Token norm by position ({site})"),
+            "norm-by-position.png",
+            "Mean L2 norm (band: ± one standard deviation) of the tokens at each position in their prompt, "
+            "positions bucketed by powers of two.",
+        ),
+        _section(
+            figures.norm_by_segment(stats, names, f"Token norm by prompt segment ({site})"),
+            "norm-by-segment.png",
+            "Mean L2 norm (bars: ± one standard deviation) of the tokens of each prompt segment; the examples' "
+            "grids are pooled into example-input and example-output.",
+        ),
+    ]
     notes = [f"Statistics of layers {', '.join(map(str, layers))} at site {site}, {origin}."]
     if chosen:
         rows = data.read_samples(run, samples, list(chosen.values()), grid_layer, site)
@@ -96,12 +108,14 @@ def build_report(run: Run, options: Options) -> Report:
             meta = samples.meta[sample]
             copy = f", augmented copy {meta['copy']}" if meta.get("copy") else ""
             title = f"Task {task}: grids and {drawn.label} at layer {grid_layer} ({site})"
-            sections.append(_section(
-                figures.task_grids(grids, quantity=drawn.label, signed=drawn.signed, title=title),
-                f"task-{_safe(task)}.png",
-                f"Sample {sample} (test input {meta.get('test_index', 0)}{copy}): each grid of the prompt in ARC's "
-                f"colours, and under it the {drawn.label} of the token at each cell (grey: no token starts there).",
-            ))  # fmt: skip
+            sections.append(
+                _section(
+                    figures.task_grids(grids, quantity=drawn.label, signed=drawn.signed, title=title),
+                    f"task-{_safe(task)}.png",
+                    f"Sample {sample} (test input {meta.get('test_index', 0)}{copy}): each grid of the prompt in ARC's "
+                    f"colours, and under it the {drawn.label} of the token at each cell (grey: no token starts there).",
+                )
+            )
         notes.append(f"Grids: {drawn.label} of layer {grid_layer} at site {site}, tasks {', '.join(chosen)}.")
     elif arc:
         notes.append("No ARC task ids in the samples' provenance: no grids drawn.")

@@ -118,7 +118,9 @@ def index_samples(run: Run) -> SampleIndex:
         try:
             found = read_json(store, key, "sample sidecar")
         except FileNotFoundError:
-            raise LayerTapError(f"{run.uri}/{key}: the sample sidecar is missing (`layertap verify {run.uri}`)") from None
+            raise LayerTapError(
+                f"{run.uri}/{key}: the sample sidecar is missing (`layertap verify {run.uri}`)"
+            ) from None
         if not isinstance(found.get("samples"), dict):
             raise LayerTapError(f"{run.uri}/{key}: the sample sidecar is damaged (no samples object)")
         return found["samples"]

@@ -22,7 +22,18 @@ DPI = 100
 STATS_INCHES = (10.0, 4.5)  # the four statistics figures: 1000 x 450 pixels
 PANEL_INCHES = 1.6  # one grid of an ARC task
 # ARC's colours 0-9, as the ARC app draws them
-ARC_COLOURS = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25")
+ARC_COLOURS = (
+    "#000000",
+    "#0074D9",
+    "#FF4136",
+    "#2ECC40",
+    "#FFDC00",
+    "#AAAAAA",
+    "#F012BE",
+    "#FF851B",
+    "#7FDBFF",
+    "#870C25",
+)
 NO_TOKEN = "#E6E6E6"  # a cell no token starts at (a tokenizer merged it into the cell before)
 CELL_LINES = "#555555"
 _EXAMPLE = re.compile(r"example-(\d+)-(input|output)")
@@ -72,7 +83,9 @@ def norm_distributions(stats: Mapping[int, object], title: str) -> Figure:
         used = np.flatnonzero(counts)
         low, high = min(low, edges[max(used[0] - 1, 0)]), max(high, edges[min(used[-1] + 2, len(edges) - 1)])
         median = s.norm_quantile(0.5)
-        ax.stairs(counts / total, edges, color=colours[layer], linewidth=1.6, label=f"layer {layer} (median {median:.3g})")
+        ax.stairs(
+            counts / total, edges, color=colours[layer], linewidth=1.6, label=f"layer {layer} (median {median:.3g})"
+        )
     ax.set_xscale("log")
     if high > low:
         ax.set_xlim(low, high)
@@ -110,7 +123,9 @@ def outlier_dimensions(stats: Mapping[int, object], title: str, *, top: int = 5,
     chosen = sorted(dims, key=lambda d: (-dims[d], -max(float(s.absmax[d]) for s in stats.values())))[:columns]
     chosen = [d for d in chosen if dims[d] > 0] or chosen  # extreme ones only, when there are any
     share = np.array([[float(s.extreme_fraction[d]) for d in chosen] for s in stats.values()])
-    image = right.imshow(share, cmap="magma_r", vmin=0.0, vmax=float(share.max()) if share.any() else 1.0, aspect="auto")
+    image = right.imshow(
+        share, cmap="magma_r", vmin=0.0, vmax=float(share.max()) if share.any() else 1.0, aspect="auto"
+    )
     right.set_xticks(range(len(chosen)), [f"d{d}" for d in chosen], rotation=90, fontsize=8)
     right.set_yticks(range(len(stats)), [f"layer {layer}" for layer in stats], fontsize=8)
     right.set_title("share of tokens with |x_d| > 10x the token's RMS", fontsize=10)
@@ -118,14 +133,29 @@ def outlier_dimensions(stats: Mapping[int, object], title: str, *, top: int = 5,
         figure.colorbar(image, ax=right, fraction=0.08)
         if share.size <= 100:
             for (r, c), value in np.ndenumerate(share):
-                right.text(c, r, f"{value:.0%}" if value >= 0.005 else "", ha="center", va="center", fontsize=7,
-                           color="white" if value > 0.6 * share.max() else "black")  # fmt: skip
+                right.text(
+                    c,
+                    r,
+                    f"{value:.0%}" if value >= 0.005 else "",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.6 * share.max() else "black",
+                )
     else:
         # |x_d| <= sqrt(W) x the RMS, so below 101 dimensions no token can pass 10x
         width = len(next(iter(stats.values())).absmax)
         why = f"\n(impossible at width {width}:\n|x_d| <= sqrt({width}) x RMS)" if width <= 100 else ""
-        right.text(0.5, 0.5, f"no token at these layers{why}", transform=right.transAxes, ha="center", va="center",
-                   fontsize=10, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})  # fmt: skip
+        right.text(
+            0.5,
+            0.5,
+            f"no token at these layers{why}",
+            transform=right.transAxes,
+            ha="center",
+            va="center",
+            fontsize=10,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
     return figure
 
 
@@ -191,9 +221,15 @@ def norm_by_segment(stats: Mapping[int, object], names: Mapping[int, str], title
     for i, layer in enumerate(stats):
         x = [g for g, group in enumerate(groups.values()) if layer in group]
         values = [groups[name][layer] for name in groups if layer in groups[name]]
-        ax.bar(np.array(x) + (i - (len(stats) - 1) / 2) * bar, [v["mean"] for v in values], bar,
-               yerr=[v["std"] for v in values], color=colours[layer], label=f"layer {layer}",
-               error_kw={"elinewidth": 0.8, "capsize": 2})  # fmt: skip
+        ax.bar(
+            np.array(x) + (i - (len(stats) - 1) / 2) * bar,
+            [v["mean"] for v in values],
+            bar,
+            yerr=[v["std"] for v in values],
+            color=colours[layer],
+            label=f"layer {layer}",
+            error_kw={"elinewidth": 0.8, "capsize": 2},
+        )
     tokens = [sum(v["count"] for v in group.values()) // max(len(group), 1) for group in groups.values()]
     ax.set_xticks(range(len(groups)), [f"{name}\n{n:,} tokens" for name, n in zip(groups, tokens)], fontsize=8)
     ax.set_ylabel("token L2 norm (mean ± std)")
@@ -206,7 +242,9 @@ def task_layout(grids: list[Grid]) -> list[tuple[str, Grid | None, Grid | None]]
     """Columns of a task's figure: (heading, input grid, output grid), examples then the test."""
     by_name = {grid.name: grid for grid in grids}
     examples = sorted({int(m.group(1)) for m in map(_EXAMPLE.fullmatch, by_name) if m})
-    columns = [(f"example {k}", by_name.get(f"example-{k}-input"), by_name.get(f"example-{k}-output")) for k in examples]
+    columns = [
+        (f"example {k}", by_name.get(f"example-{k}-input"), by_name.get(f"example-{k}-output")) for k in examples
+    ]
     if "test-input" in by_name or "answer" in by_name:
         columns.append(("test", by_name.get("test-input"), by_name.get("answer")))
     return columns
@@ -230,7 +268,12 @@ def task_grids(grids: list[Grid], *, quantity: str, signed: bool, title: str) ->
     width, height = task_inches(len(columns))
     figure = _figure(title, (width, height), layout=None)
     m = TASK_MARGINS
-    box = {"left": m["left"] / width, "right": 1 - m["right"] / width, "top": 1 - m["top"] / height, "bottom": m["bottom"] / height}
+    box = {
+        "left": m["left"] / width,
+        "right": 1 - m["right"] / width,
+        "top": 1 - m["top"] / height,
+        "bottom": m["bottom"] / height,
+    }
     axes = figure.subplots(4, max(len(columns), 2), squeeze=False, gridspec_kw={**box, "wspace": 0.08, "hspace": 0.1})
     values = np.concatenate([g.values[np.isfinite(g.values)] for g in grids] + [np.zeros(0)])
     values = values if len(values) else np.zeros(1)

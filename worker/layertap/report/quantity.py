@@ -54,16 +54,21 @@ def parse_quantity(text: str, width: int, *, feature: int | None = None, tensor:
     raise LayerTapError(f"--quantity {text!r}: expected norm, pca:K or direction:FILE")
 
 
-def load_direction(path: Path, width: int, *, feature: int | None = None, tensor: str | None = None) -> tuple[np.ndarray, str]:
+def load_direction(
+    path: Path, width: int, *, feature: int | None = None, tensor: str | None = None
+) -> tuple[np.ndarray, str]:
     """A unit vector [width] from a file, and how to name it."""
     array, name = _read_array(path, tensor)
     array = np.asarray(array, np.float64)
     if array.ndim == 1 or (array.ndim > 1 and array.size == width and feature is None):
         if feature is not None:
-            raise LayerTapError(f"--feature {feature}: {name} holds one vector {list(array.shape)}, not a matrix of features")
+            raise LayerTapError(
+                f"--feature {feature}: {name} holds one vector {list(array.shape)}, not a matrix of features"
+            )
         if array.size != width:
             raise LayerTapError(
-                f"--quantity direction: {name} has width {array.size}; the site is {width} wide (a vector [{width}] is expected)"
+                f"--quantity direction: {name} has width {array.size}; the site is {width} wide (a vector [{width}] is "
+                "expected)"
             )
         vector = array.reshape(-1)
     elif array.ndim == 2:
@@ -76,16 +81,22 @@ def load_direction(path: Path, width: int, *, feature: int | None = None, tensor
                 f"--quantity direction: {name} is a matrix {list(array.shape)} with no axis of the site's width {width}"
             )
         if feature is None:
-            raise LayerTapError(f"--quantity direction: {name} is a matrix {list(array.shape)}; pick a feature with --feature N")
+            raise LayerTapError(
+                f"--quantity direction: {name} is a matrix {list(array.shape)}; pick a feature with --feature N"
+            )
         if not 0 <= feature < len(features):
             raise LayerTapError(f"--feature {feature}: {name} has features 0..{len(features) - 1}")
         vector = features[feature]
         name = f"{name} feature {feature}"
     else:
-        raise LayerTapError(f"--quantity direction: {name} has shape {list(array.shape)}; expected a vector [{width}] or a matrix")
+        raise LayerTapError(
+            f"--quantity direction: {name} has shape {list(array.shape)}; expected a vector [{width}] or a matrix"
+        )
     length = float(np.linalg.norm(vector))
     if not np.isfinite(length) or length == 0:
-        raise LayerTapError(f"--quantity direction: {name} is {'zero' if length == 0 else 'not finite'}; it has no direction")
+        raise LayerTapError(
+            f"--quantity direction: {name} is {'zero' if length == 0 else 'not finite'}; it has no direction"
+        )
     return vector / length, name
 
 
@@ -108,7 +119,8 @@ def _read_array(path: Path, tensor: str | None) -> tuple[np.ndarray, str]:
                 names = list(file.keys())
                 if tensor is None and len(names) != 1:
                     raise LayerTapError(
-                        f"--quantity direction: {path} holds {len(names)} tensors ({', '.join(names)}); name one with --tensor"
+                        f"--quantity direction: {path} holds {len(names)} tensors ({', '.join(names)}); name one with "
+                        "--tensor"
                     )
                 tensor = names[0] if tensor is None else tensor
                 if tensor not in names:

@@ -23,8 +23,11 @@ def layer_statistics(run: Run, layers: list[int], site: str) -> tuple[dict[int, 
     if has_statistics(run):
         stats = run.stats()
         return {layer: stats.layer(layer, site=site) for layer in layers}, "kept by the extraction"
-    log.warning("%s has no statistics: computing them from its %s stored rows, one pass per layer", run.uri,
-                f"{run.num_tokens:,}")  # fmt: skip
+    log.warning(
+        "%s has no statistics: computing them from its %s stored rows, one pass per layer",
+        run.uri,
+        f"{run.num_tokens:,}",
+    )
     computed = {layer: statistics.layer_of_rows(run.iter_layer(layer, site=site)) for layer in layers}
     return computed, "computed from the stored rows (the run was written without statistics)"
 

@@ -11,9 +11,9 @@ import math
 
 import ml_dtypes
 import numpy as np
-from layertap_api.spec import StorageDtype
 
 from layertap.store.layout import TOKEN_COLUMNS
+from layertap_api.spec import StorageDtype
 
 # Keyed by the spec's StorageDtype names (a test checks that the two lists agree).
 NUMPY_DTYPES: dict[str, np.dtype] = {

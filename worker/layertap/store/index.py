@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from layertap.errors import LayerTapError
 from layertap.io import ObjectInfo, Store, open_store
@@ -136,7 +136,7 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
     meta = run_info["meta"]
     return {
         "format": layout.FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "started": run_info["started"],
         "writer": run_info["writer"],
         "meta": meta,

@@ -275,9 +275,9 @@ class Run:
         what is wrong, one line each (empty: the run is intact)."""
         found = []
         for shard in self.shards:
-            checks = [shard.verify, lambda: self._sidecar(shard.entry["samples"])]
+            checks = [shard.verify, lambda shard=shard: self._sidecar(shard.entry["samples"])]
             if "stats" in shard.entry:
-                checks.append(lambda: read_stats_file(self._store, shard.entry["stats"]))
+                checks.append(lambda shard=shard: read_stats_file(self._store, shard.entry["stats"]))
             for check in checks:
                 try:
                     check()
@@ -289,7 +289,11 @@ class Run:
         """Raise a LayerTapError naming what is damaged, if anything is."""
         found = self.problems()
         if found:
-            more = f" (and {len(found) - 1} more problems: `layertap verify {self.uri}` lists them)" if len(found) > 1 else ""
+            more = (
+                f" (and {len(found) - 1} more problems: `layertap verify {self.uri}` lists them)"
+                if len(found) > 1
+                else ""
+            )
             raise LayerTapError(found[0] + more)
 
     def to_hf_dataset(self, layer: int, *, cache_dir: str | Path | None = None, dtype: str = "float32", **filters):
@@ -306,14 +310,16 @@ class Run:
         parts = []
         for i, batch in enumerate(self.iter_layer(layer, dtype=dtype, **filters)):
             rows = np.ascontiguousarray(batch.activations).reshape(len(batch), -1)
-            table = pa.table({
-                "activation": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1]),
-                "token_id": batch.token_ids,
-                "sample_index": batch.sample_index,
-                "position": batch.position,
-                "segment": batch.segment,
-                "cell": pa.FixedSizeListArray.from_arrays(pa.array(batch.cell.reshape(-1)), 3),
-            })
+            table = pa.table(
+                {
+                    "activation": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1]),
+                    "token_id": batch.token_ids,
+                    "sample_index": batch.sample_index,
+                    "position": batch.position,
+                    "segment": batch.segment,
+                    "cell": pa.FixedSizeListArray.from_arrays(pa.array(batch.cell.reshape(-1)), 3),
+                }
+            )
             path = out / f"layer{layer}-{filters.get('site', layout.DEFAULT_SITE)}-{i:06d}.arrow"
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as stream:
                 stream.write_table(table)
@@ -358,7 +364,9 @@ def open_run(uri: str, *, checksums: bool = True) -> Run:
         finalized = False
     if manifest.get("format") != layout.FORMAT:
         raise LayerTapError(f"{uri}/{layout.MANIFEST_KEY}: format {manifest.get('format')!r} is not {layout.FORMAT}")
-    missing = [key for key in ("meta", "layers", "storage_dtype", "hidden_size", "num_tokens", "shards") if key not in manifest]
+    missing = [
+        key for key in ("meta", "layers", "storage_dtype", "hidden_size", "num_tokens", "shards") if key not in manifest
+    ]
     if missing:
         raise LayerTapError(
             f"{uri}/{layout.MANIFEST_KEY}: the manifest is damaged (no {', '.join(missing)}); "

@@ -60,7 +60,7 @@ def from_rows(rows: Mapping[str, np.ndarray], places: Sequence[np.ndarray]) -> l
         mean = (n_r[:, None] * mean_rd).sum(0) / max(total, 1)
         m2 = rows["m2"][layer].astype(np.float64).sum(0) + (n_r[:, None] * (mean_rd - mean) ** 2).sum(0)
         partial: Partial = {
-            "count": np.array([int(round(total))], np.int64),
+            "count": np.array([round(total)], np.int64),
             "mean": mean,
             "m2": m2,
             "absmax": rows["absmax"][layer].max(0).astype(np.float32),
@@ -70,13 +70,20 @@ def from_rows(rows: Mapping[str, np.ndarray], places: Sequence[np.ndarray]) -> l
             counted = field in ("norm_hist", "extreme") or field.endswith("_count")
             partial[field] = np.rint(summed).astype(np.int64) if counted else np.atleast_1d(summed)
         norms, indices = rows["top_norm"][layer], rows["top_index"][layer]
-        found = [(float(norm), *places[r][i]) for r in range(len(norms)) for norm, i in zip(norms[r], indices[r]) if norm >= 0]
+        found = [
+            (float(norm), *places[r][i])
+            for r in range(len(norms))
+            for norm, i in zip(norms[r], indices[r])
+            if norm >= 0
+        ]
         partial.update(_top(found))
         out.append(partial)
     return out
 
 
-def of_rows(x: np.ndarray, segment: np.ndarray, position: np.ndarray, sample_index: np.ndarray, token_ids: np.ndarray) -> Partial:
+def of_rows(
+    x: np.ndarray, segment: np.ndarray, position: np.ndarray, sample_index: np.ndarray, token_ids: np.ndarray
+) -> Partial:
     """The statistics of rows read back ([N, ...] values and their token columns), in numpy:
     what the extraction computes on device, for runs written without statistics."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -153,7 +160,11 @@ def merge_all(parts: Iterable[Mapping[Key, Partial]]) -> dict[Key, Partial]:
 
 def encode(partials: Mapping[Key, Partial]) -> dict[str, np.ndarray]:
     """Tensors of a statistics file: `{site}.{layer}.{field}`."""
-    return {f"{site}.{layer}.{field}": np.ascontiguousarray(value) for (site, layer), p in partials.items() for field, value in p.items()}
+    return {
+        f"{site}.{layer}.{field}": np.ascontiguousarray(value)
+        for (site, layer), p in partials.items()
+        for field, value in p.items()
+    }
 
 
 def decode(tensors: Mapping[str, np.ndarray]) -> dict[Key, Partial]:
@@ -228,7 +239,12 @@ class LayerStats:
         """The dimensions most often extreme (|x_d| > EXTREME x the row's RMS), most first."""
         order = np.lexsort((-self.absmax, -self.extreme_fraction))[:top]
         return [
-            {"dim": int(d), "fraction": float(self.extreme_fraction[d]), "mean": float(self.mean[d]), "absmax": float(self.absmax[d])}
+            {
+                "dim": int(d),
+                "fraction": float(self.extreme_fraction[d]),
+                "mean": float(self.mean[d]),
+                "absmax": float(self.absmax[d]),
+            }
             for d in order
         ]
 
@@ -266,9 +282,10 @@ class RunStats:
 
     def layer(self, layer: int, site: str = "resid_post") -> LayerStats:
         if (site, layer) not in self._partials:
-            raise LayerTapError(f"no statistics of layer {layer} at site {site!r} (layers {self.layers}, sites {self.sites})")
+            raise LayerTapError(
+                f"no statistics of layer {layer} at site {site!r} (layers {self.layers}, sites {self.sites})"
+            )
         return LayerStats.of(self._partials[(site, layer)])
 
     def __repr__(self) -> str:
         return f"RunStats(sites {self.sites}, layers {self.layers})"
-

@@ -21,6 +21,7 @@ goes to a JSON sidecar per shard, written before the commit record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import crc32c
 import numpy as np
@@ -37,7 +38,8 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile, statistics
-from layertap.store.index import read_json, scan_commits
+from layertap.store.claim import claim
+from layertap.store.index import scan_commits
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,15 @@ def open_writer(
     store = open_store(uri)
     root = store.local_path("")
     if root is not None and root.exists() and not root.is_dir():
-        raise LayerTapError(f"{uri} is a file: the output must be a directory (or gs:// prefix); choose another output.uri")
+        raise LayerTapError(
+            f"{uri} is a file: the output must be a directory (or gs:// prefix); choose another output.uri"
+        )
     try:
         _claim_run(store, meta)
     except OSError as error:  # a file where the directory should be, no permission, a full disk
-        raise LayerTapError(f"{uri}: cannot write the run here ({error.strerror or error}); choose another output.uri") from None
+        raise LayerTapError(
+            f"{uri}: cannot write the run here ({error.strerror or error}); choose another output.uri"
+        ) from None
     return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards, queue_bytes)
 
 
@@ -132,39 +138,12 @@ def _claim_run(store: Store, meta: dict) -> None:
     info = {
         "format": layout.FORMAT,
         "writer": f"layertap {__version__}",
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "meta": meta,
     }
-    if store.create(layout.RUN_KEY, json.dumps(info, indent=1, sort_keys=True).encode()) is None:
-        return
-    old = read_json(store, layout.RUN_KEY, "run's provenance")
-    if old.get("format") != layout.FORMAT:
+    old = claim(store, layout.RUN_KEY, info, "a run", "run's provenance", compared=lambda doc: doc.get("meta") or {})
+    if old is not None and old.get("format") != layout.FORMAT:
         raise LayerTapError(f"{store.uri}/{layout.RUN_KEY}: format {old.get('format')!r} is not {layout.FORMAT}")
-    if old.get("meta") != meta:
-        changes = differences(old.get("meta") or {}, meta)
-        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
-        raise LayerTapError(
-            f"{store.uri} already holds a run with other inputs or settings: {shown}. A run resumes only with the "
-            "same model, data and settings: restore them, or write to a new output.uri"
-        )
-
-
-def differences(old: object, new: object, path: str = "") -> list[str]:
-    """What changed between two JSON values, as 'path: old -> new' (leaves only)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(old.keys() | new.keys()):
-            name = f"[{json.dumps(key)}]" if "." in str(key) else (f".{key}" if path else str(key))
-            out += differences(old.get(key), new.get(key), f"{path}{name}")
-        return out
-    if old == new:
-        return []
-    return [f"{path or 'meta'}: {_short_json(old)} -> {_short_json(new)}"]
-
-
-def _short_json(value: object, limit: int = 60) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ShardWriter:
@@ -295,10 +274,8 @@ class ShardWriter:
         if exc[0] is None:
             self.close()
         else:
-            try:
+            with contextlib.suppress(Exception):  # the caller's exception is the one to see
                 self.close()
-            except Exception:
-                pass  # the caller's exception is the one to see
 
     def _checked_unit(self, unit_id, parts: list[TokenRecords], samples) -> _Unit:
         if not isinstance(unit_id, (int, str)) or isinstance(unit_id, bool):
@@ -309,17 +286,22 @@ class ShardWriter:
         for records in parts:
             by_site = records.by_site()
             if sorted(by_site) != sorted(self._sites):
-                raise ValueError(f"unit {unit_id!r}: activations must hold the sites {self._sites}, got {sorted(by_site)}")
+                raise ValueError(
+                    f"unit {unit_id!r}: activations must hold the sites {self._sites}, got {sorted(by_site)}"
+                )
             for site, acts in by_site.items():
                 if acts.ndim < 3 or acts.shape[0] != len(self._layers):
                     raise ValueError(
-                        f"unit {unit_id!r}: {site} activations must be [L={len(self._layers)}, N, ...], got {acts.shape}"
+                        f"unit {unit_id!r}: {site} activations must be [L={len(self._layers)}, N, ...], got "
+                        f"{acts.shape}"
                     )
                 if acts.dtype not in _FLOAT_INPUTS:
                     raise ValueError(f"unit {unit_id!r}: activations must be floating point, got {acts.dtype}")
                 shape = self._shapes.setdefault(site, acts.shape[2:])
                 if acts.shape[2:] != shape:
-                    raise ValueError(f"unit {unit_id!r}: {site} rows of shape {acts.shape[2:]} != {shape} of earlier units")
+                    raise ValueError(
+                        f"unit {unit_id!r}: {site} rows of shape {acts.shape[2:]} != {shape} of earlier units"
+                    )
             try:
                 checked.append(TokenRecords.of(by_site, **records.columns()))  # stored dtypes, one row per token
             except ValueError as error:
@@ -352,7 +334,9 @@ class ShardWriter:
                     encoded = {site: dtypes.encode(acts, self._storage_dtype) for site, acts in part.by_site().items()}
                     values.append({site: v for site, (v, _) in encoded.items()})
                     scales.append({site: s for site, (_, s) in encoded.items()})
-                    size += sum(v.nbytes for v, _ in encoded.values()) + sum(s.nbytes for _, s in encoded.values() if s is not None)
+                    size += sum(v.nbytes for v, _ in encoded.values()) + sum(
+                        s.nbytes for _, s in encoded.values() if s is not None
+                    )
                     size += sum(c.nbytes for c in part.columns().values())
                 if pending and pending_bytes + size > self._shard_bytes:
                     self._seal(pending)
@@ -458,7 +442,9 @@ def _stats_file(partials: dict) -> bytes:
     return save(statistics.encode(partials), metadata={"format": layout.FORMAT})
 
 
-def _checked_samples(unit_id: UnitId, samples: Mapping[int, Mapping] | None, sample_index: np.ndarray) -> dict[int, dict]:
+def _checked_samples(
+    unit_id: UnitId, samples: Mapping[int, Mapping] | None, sample_index: np.ndarray
+) -> dict[int, dict]:
     if samples is None:
         return {}
     present = {int(i) for i in np.unique(sample_index)}

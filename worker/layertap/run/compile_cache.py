@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
-from layertap_api.spec import OutputSpec
 
 from layertap.io import open_store
+from layertap_api.spec import OutputSpec
 
 CACHE_DIR_NAME = ".jax-cache"  # under the output, unless output.compilationCache names another place
 ENTRY_SUFFIX = "-cache"  # JAX's entry files; anything else in its directory is bookkeeping

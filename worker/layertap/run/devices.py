@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from layertap.errors import LayerTapError
 from layertap_api.contract import ENV_SIMULATED_ACCELERATOR
 from layertap_api.spec import ExpectedDevices
-
-from layertap.errors import LayerTapError
 
 
 def check_devices(expected: ExpectedDevices | None, env: Mapping[str, str] | None = None) -> None:

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
-from layertap_api.resource import GROUP, PLURAL, VERSION
-from layertap_api.status import Progress
 
 from layertap.environment import worker_environment
+from layertap_api.resource import GROUP, PLURAL, VERSION
+from layertap_api.status import Progress
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,16 @@ class StatusReporter:
         namespace, name = resource
         return cls(api, namespace, name, **kwargs)
 
-    def update(self, progress: dict) -> None:
-        """Record the latest progress (camelCase keys of status.progress); sent in the background."""
-        unknown = set(progress) - PROGRESS_FIELDS
-        if unknown:
-            raise ValueError(f"status.progress has no field(s) {sorted(unknown)}")
+    def update(self, progress: Progress | dict) -> None:
+        """Record the latest progress (the fields set in it; a dict: camelCase keys of
+        status.progress); sent in the background."""
+        if isinstance(progress, dict):
+            unknown = set(progress) - PROGRESS_FIELDS
+            if unknown:
+                raise ValueError(f"status.progress has no field(s) {sorted(unknown)}")
+            progress = Progress.model_validate(progress)
         with self._wake:
-            self._pending.update(progress)
+            self._pending.update({name: getattr(progress, name) for name in progress.model_fields_set})
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="layertap-status", daemon=True)
                 self._thread.start()
@@ -112,18 +115,24 @@ class StatusReporter:
             error["pod"] = pod
         try:
             self.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, {"status": {"lastError": error}},
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                self.name,
+                {"status": {"lastError": error}},
                 _request_timeout=REQUEST_TIMEOUT_S,
-            )  # fmt: skip
+            )
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as failure:
             log.warning("status.lastError of %s/%s not written: %s", self.namespace, self.name, failure)
 
     def _send(self, progress: dict) -> None:
+        """Merge-patch the fields in `progress` (field name -> value, as the model holds them)."""
         if not progress or self._disabled:
             return
         self._last_sent = time.monotonic()
-        body = Progress.model_validate(progress).model_dump(mode="json", by_alias=True, exclude_unset=True)
-        body["updateTime"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        progress = Progress.model_construct(**progress, update_time=datetime.now(UTC))
+        body = progress.model_dump(mode="json", by_alias=True, exclude_unset=True)
         for attempt in range(ATTEMPTS):
             try:
                 self.api.patch_namespaced_custom_object_status(

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from layertap_api.resource import ActivationExtractionSpec
-from layertap_api.spec import JobSpec, MeshSpec, WorkerSpec
-from layertap_api.validation import explain
 from pydantic import BaseModel, ValidationError
 
 from layertap.errors import LayerTapError
+from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.spec import JobSpec, MeshSpec, WorkerSpec
+from layertap_api.validation import explain
 
 Model = TypeVar("Model", bound=BaseModel)
 

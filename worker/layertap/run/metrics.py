@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from layertap_api.contract import ENV_METRICS_PORT, ENV_RESTART_ATTEMPT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from layertap_api.contract import ENV_METRICS_PORT, ENV_RESTART_ATTEMPT
 
 
 class WorkerMetrics:
@@ -31,11 +32,15 @@ class WorkerMetrics:
             registry=r,
         )
         self.committed_tokens = Counter(
-            "layertap_worker_committed_tokens", "Useful tokens of steps made durable, as this process saw them.", registry=r
+            "layertap_worker_committed_tokens",
+            "Useful tokens of steps made durable, as this process saw them.",
+            registry=r,
         )
         self.bytes_written = Gauge("layertap_worker_bytes_written", "Bytes this process wrote durably.", registry=r)
         self.restart_attempt = Gauge(
-            "layertap_worker_restart_attempt", "The JobSet restart attempt this process runs in (0: the first).", registry=r
+            "layertap_worker_restart_attempt",
+            "The JobSet restart attempt this process runs in (0: the first).",
+            registry=r,
         )
 
     def serve(self, env: Mapping[str, str] | None = None) -> int | None:

@@ -9,11 +9,12 @@ given in the spec must match the devices the run really has.
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from layertap_api.spec import MeshSpec
 
 from layertap.errors import LayerTapError
+from layertap_api.spec import MeshSpec
 
 DATA, MODEL = "data", "model"
 
@@ -32,17 +33,20 @@ _MODEL_PARALLEL_SPECS = {
 }
 
 
-def make_mesh(spec: MeshSpec, num_heads: int, num_kv_heads: int) -> Mesh:
-    """The (data, model) mesh of `resources.mesh` over every device of the run."""
-    devices, model_parallel = jax.device_count(), spec.model
+def make_mesh(spec: MeshSpec, num_heads: int, num_kv_heads: int, *, local: bool = False) -> Mesh:
+    """The (data, model) mesh of `resources.mesh` over every device of the run, or (`local`)
+    over this process's devices only: a program on it runs on this host alone, with no
+    collective across hosts (generation, where each process answers its own units)."""
+    devices = jax.local_devices() if local else jax.devices()
+    model_parallel = spec.model
     # --model-parallel on the command line, resources.mesh.model in a resource
     fix = "; choose a --model-parallel (resources.mesh.model) that divides it"
-    if model_parallel < 1 or devices % model_parallel:
-        raise LayerTapError(f"model parallelism {model_parallel} does not divide the {devices} devices{fix}")
-    if spec.data is not None and spec.data * model_parallel != devices:
+    if model_parallel < 1 or len(devices) % model_parallel:
+        raise LayerTapError(f"model parallelism {model_parallel} does not divide the {len(devices)} devices{fix}")
+    if not local and spec.data is not None and spec.data * model_parallel != len(devices):
         raise LayerTapError(
             f"resources.mesh: data x model = {spec.data} x {model_parallel} = {spec.data * model_parallel} devices, "
-            f"but this run has {devices}; unset mesh.data to use every device"
+            f"but this run has {len(devices)}; unset mesh.data to use every device"
         )
     if jax.local_device_count() % model_parallel:
         # A model group spanning hosts would make two hosts hold (and write) the same rows.
@@ -55,7 +59,10 @@ def make_mesh(spec: MeshSpec, num_heads: int, num_kv_heads: int) -> Mesh:
     # Auto axes: the compiler propagates shardings through the model from those of the
     # inputs and parameters (the model code carries no sharding annotations).
     return jax.make_mesh(
-        (devices // model_parallel, model_parallel), (DATA, MODEL), axis_types=(AxisType.Auto, AxisType.Auto)
+        (len(devices) // model_parallel, model_parallel),
+        (DATA, MODEL),
+        axis_types=(AxisType.Auto, AxisType.Auto),
+        devices=devices,
     )
 
 
@@ -87,3 +94,26 @@ def local_rows(mesh: Mesh, rows: int) -> slice:
     if covered != hi - lo:
         raise RuntimeError(f"this process's rows are not contiguous: {starts}")
     return slice(lo, hi)
+
+
+def global_batch(arrays: dict, mesh: Mesh, rows_per_step: int) -> dict[str, jax.Array]:
+    """Global arrays built from this process's rows only."""
+    return {
+        name: jax.make_array_from_process_local_data(
+            rows_sharding(mesh, local.ndim), local, (rows_per_step, *local.shape[1:])
+        )
+        for name, local in arrays.items()
+    }
+
+
+def host_rows(out: dict) -> dict:
+    """The same dict (of dicts) of [L, r, ...] numpy: the rows this process holds (one copy of
+    each), in row order."""
+
+    def rows(array: jax.Array) -> np.ndarray:
+        by_start = {}
+        for shard in array.addressable_shards:
+            by_start.setdefault(shard.index[1].start or 0, shard)
+        return np.concatenate([np.asarray(by_start[start].data) for start in sorted(by_start)], axis=1)
+
+    return jax.tree.map(rows, out)
