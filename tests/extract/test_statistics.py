@@ -11,7 +11,7 @@ import pytest
 
 import layertap
 from layertap.errors import LayerTapError
-from layertap.extract import stopping
+from layertap.run import stopping
 from layertap.run.stopping import StopRequest
 from layertap.store.statistics import EXTREME, TOP_TOKENS, merge
 from layertap_api.contract import EXIT_INTERRUPTED
