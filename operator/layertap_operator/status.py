@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 from layertap_api import contract as wire
 from layertap_api.resource import ActivationExtractionSpec
-from layertap_api.status import Phase
+from layertap_api.status import Condition, ExtractionStatus, Phase, Progress
 
 # Spec fields a running JobSet can follow; any other change needs a new JobSet.
 APPLIABLE_FIELDS = frozenset({"suspend"})
@@ -246,50 +246,55 @@ def _conditions(obs: Observation, phase_message: str) -> list[tuple[str, str, st
     return out
 
 
-# status.progress keys that describe workers running now (the rest stays true afterwards);
+# status.progress fields that describe workers running now (the rest stays true afterwards);
 # a Succeeded run keeps its last rate (what it ran at) and an ETA of 0s.
-LIVE_PROGRESS = ("tokensPerSecond", "etaSeconds", "eta")
+LIVE_PROGRESS = ("tokens_per_second", "eta_seconds", "eta")
 
 
 def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dict, list[Event]]:
-    """The status fields the operator owns, and the Events for what changed since `previous`."""
-    stamp = now.isoformat().replace("+00:00", "Z")
+    """The status fields the operator owns (as the API's wire form), and the Events for what
+    changed since `previous` (the status as read back from the API server)."""
     before = {x["type"]: x for x in previous.get("conditions", [])}
     phase, reason, message = phase_of(obs)
     conditions = []
-    for type_, status, why, text in _conditions(obs, message):
+    for type_, state, why, text in _conditions(obs, message):
         old = before.get(type_)
-        unchanged = old is not None and old.get("status") == status
+        unchanged = old is not None and old.get("status") == state
         conditions.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": why,
-                "message": text,
-                "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,
-                "observedGeneration": obs.generation,
-            }
+            Condition(
+                type=type_,
+                status=state,
+                reason=why,
+                message=text,
+                last_transition_time=old["lastTransitionTime"] if unchanged else now,
+                observed_generation=obs.generation,
+            )
         )
-    status = {
-        "phase": phase,
-        "reason": reason,
-        "message": message,
-        "conditions": conditions,
-        "observedGeneration": obs.generation,
-        "outputURI": obs.running.output.uri,
-        "accelerator": obs.running.resources.accelerator,
-        "shape": obs.running.resources.shape,
-    }
+    fields = {}
     if obs.jobset is not None:
-        status["jobSetName"] = obs.jobset["metadata"]["name"]
-        status["restarts"] = obs.jobset.get("status", {}).get("restarts", 0)
-    if start := previous.get("startTime") or (stamp if phase == "Running" else None):
-        status["startTime"] = start
+        fields["job_set_name"] = obs.jobset["metadata"]["name"]
+        fields["restarts"] = obs.jobset.get("status", {}).get("restarts", 0)
+    if start := previous.get("startTime") or (now if phase == "Running" else None):
+        fields["start_time"] = start
     if phase in ("Succeeded", "Failed"):
-        status["completionTime"] = previous.get("completionTime") or stamp
-    live = {key: None for key in LIVE_PROGRESS if (previous.get("progress") or {}).get(key) is not None}
+        fields["completion_time"] = previous.get("completionTime") or now
+    reported = previous.get("progress") or {}
+    live = {name: None for name in LIVE_PROGRESS if reported.get(Progress.model_fields[name].alias) is not None}
     if phase in ("Suspended", "Failed") and live:
-        status["progress"] = live  # a merge patch: drops the rate and ETA of workers stopped for good
+        fields["progress"] = Progress(**live)  # a merge patch: drops the rate and ETA of workers stopped for good
+    model = ExtractionStatus(
+        phase=phase,
+        reason=reason,
+        message=message,
+        conditions=conditions,
+        observed_generation=obs.generation,
+        output_uri=obs.running.output.uri,
+        accelerator=obs.running.resources.accelerator,
+        shape=obs.running.resources.shape,
+        **fields,
+    )
+    # Only what was set: a field left out is not the operator's to write, a None is a removal.
+    status = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     events = []
     if obs.recreated:
@@ -304,10 +309,10 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         warning = phase == "Failed" or reason not in NORMAL_REASONS
         events.append(Event("Warning" if warning else "Normal", reason, f"{phase}: {message}"))
     for cond in conditions:
-        old = before.get(cond["type"]) or {}
-        if cond["type"] == "JobSetCreated" and cond["status"] == "True" and old.get("status") != "True":
-            events.append(Event("Normal", "JobSetCreated", cond["message"]))
+        old = before.get(cond.type) or {}
+        if cond.type == "JobSetCreated" and cond.status == "True" and old.get("status") != "True":
+            events.append(Event("Normal", "JobSetCreated", cond.message))
         # each rejected change once, naming its fields (a second change is a new message)
-        if cond["reason"] == "ChangeNotApplied" and old.get("message") != cond["message"]:
-            events.append(Event("Warning", "SpecChangeNotApplied", cond["message"]))
+        if cond.reason == "ChangeNotApplied" and old.get("message") != cond.message:
+            events.append(Event("Warning", "SpecChangeNotApplied", cond.message))
     return status, events

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import jsonschema
 import pytest
 
+from layertap_api.crd import crd
 from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.status import Estimate, ExtractionStatus, Progress
 from layertap_operator.status import (
     Observation,
     PodState,
@@ -170,6 +173,72 @@ def test_rate_and_eta_go_when_the_workers_are_stopped(spec_dict, observed) -> No
     after = {**previous, **status, "progress": {"samplesDone": 5}}
     again, _ = desired_status(Observation(1, spec, observed), after, T0)
     assert "progress" not in again  # nothing left to clear
+
+
+def _merge_patch(target: dict, patch: dict) -> dict:
+    """RFC 7386, as the API server applies a status patch: None removes a field."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+WORKERS_PART = {  # what the workers patch in: their progress with its estimate, and an error
+    "progress": Progress(
+        samples_done=5,
+        samples_total=9,
+        tokens_done=5120,
+        tokens_per_second=900.5,
+        eta_seconds=60,
+        percent=55.6,
+        completed="55.6%",
+        eta="1m",
+        update_time=T0,
+        estimate=Estimate(
+            samples=9,
+            tokens=9216,
+            padding_fraction=0.1,
+            rows=9216,
+            bytes=10**9,
+            flops=1e12,
+            seconds=12.5,
+            write_seconds=3.0,
+            bound="compute",
+            devices=8,
+            basis="8 TPU v5e chips at 197 TFLOP/s, 40% of peak",
+        ),
+    ).model_dump(mode="json", by_alias=True, exclude_none=True),
+    "lastError": {"message": "gs://bucket: 403", "pod": "qwen-arc-worker-0-0", "time": "2026-01-02T03:04:05Z"},
+}
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        {"jobset": None},
+        {"jobset": None, "problem": Problem("NoImage", "set spec.image", terminal=True)},
+        {"jobset": jobset(active=1, restarts=2), "pods": RUNNING},
+        {"jobset": jobset(conditions=("Completed",))},
+        {"jobset": jobset(conditions=("Failed",))},
+        {"jobset": jobset(suspend=True)},
+    ],
+)
+def test_a_status_round_trips_through_the_crd_schema(spec, observed) -> None:
+    """The operator's part merged over the workers' is what the CRD admits, and reads back as the API's model."""
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    previous = _merge_patch({"phase": "Running", "startTime": "2026-01-02T03:00:00Z"}, WORKERS_PART)
+    operators, _ = desired_status(Observation(3, spec, **observed), previous, T0)
+    status = _merge_patch(previous, operators)
+    jsonschema.validate(status, schema)
+    parsed = ExtractionStatus.model_validate(status)
+    assert parsed.model_dump(mode="json", by_alias=True, exclude_none=True) == status
+    assert parsed.observed_generation == 3 and parsed.progress.samples_done == 5
+    assert next(c.type for c in parsed.conditions) == "JobSetCreated"
 
 
 def test_changed_fields_ignores_suspend_and_finds_nested_changes() -> None:
