@@ -40,10 +40,10 @@ def main() -> None:
     from layertap.arc.dataset import iter_samples
     from layertap.extract.plan import _bucketed_plan, make_plan, plan_cost, round_up
     from layertap.extract.runner import attention_weight
-    from layertap.model import Qwen2Config, load_tokenizer, write_random_checkpoint
+    from layertap.model import DecoderConfig, load_tokenizer, write_random_checkpoint
     from layertap_api.spec import DatasetSpec
 
-    weight = attention_weight(Qwen2Config.from_dict({**QWEN25_05B, "model_type": "qwen2"}))
+    weight = attention_weight(DecoderConfig.from_dict({**QWEN25_05B, "model_type": "qwen2"}))
     print(f"# maxTokens {args.max_tokens}, augmentations {args.augmentations}, attention weight {weight:.3g}\n")
     print(
         "| prompts | samples | rows/step | split by length: padding, shapes | chosen: padding, shapes (rows x tokens) "

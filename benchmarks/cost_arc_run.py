@@ -38,11 +38,11 @@ def main() -> None:
     from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops
     from layertap.extract.plan import make_plan
     from layertap.extract.runner import attention_weight
-    from layertap.model import Qwen2Config, load_tokenizer, write_random_checkpoint
+    from layertap.model import DecoderConfig, load_tokenizer, write_random_checkpoint
     from layertap_api.catalog import ACCELERATORS
     from layertap_api.spec import DatasetSpec
 
-    config = Qwen2Config.from_dict({**QWEN25_05B, "model_type": "qwen2"})
+    config = DecoderConfig.from_dict({**QWEN25_05B, "model_type": "qwen2"})
     with tempfile.TemporaryDirectory(prefix="layertap-cost-") as tmp:
         tokenizer = load_tokenizer(write_random_checkpoint(Path(tmp) / "model"))
         directory = write_builtin_tasks(Path(tmp) / "arc", "arcagi1", splits=("train", "eval"))

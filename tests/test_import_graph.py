@@ -7,7 +7,9 @@
 - the shared runtime (`layertap.run`) serves both commands and imports neither; `extract` and
   `predict` never import each other (what both need lives in `run`);
 - the model and the activation store know nothing of runs: neither imports `run`, `extract`
-  or `predict`.
+  or `predict`;
+- which decoder family a model is gets decided in `layertap.model` only (its FAMILIES table):
+  no code elsewhere compares a `model_type` or a family's name.
 """
 
 from __future__ import annotations
@@ -63,3 +65,37 @@ def test_the_check_sees_imports():
     """The graph check itself finds an import when there is one."""
     assert "layertap_api.contract" in imports(ROOT / "worker/layertap/environment.py")
     assert offenders("worker/layertap", ("layertap_api",))  # the worker does use the shared contract
+
+
+FAMILY_NAMES = {"qwen2", "qwen3", "llama"}
+
+
+def family_switches(path: Path) -> list[int]:
+    """Lines that compare a model_type, or compare against a family's name."""
+    lines = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Compare | ast.MatchValue):
+            parts = [node.left, *node.comparators] if isinstance(node, ast.Compare) else [node.value]
+            for part in parts:
+                if (isinstance(part, ast.Attribute) and part.attr == "model_type") or (
+                    isinstance(part, ast.Constant) and part.value in FAMILY_NAMES
+                ):
+                    lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_no_family_switch_outside_the_model() -> None:
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for folder in ("worker/layertap", "benchmarks")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if not path.is_relative_to(ROOT / "worker/layertap/model")
+        if (lines := family_switches(path))
+    }
+    assert found == {}
+
+
+def test_the_check_sees_a_family_switch(tmp_path) -> None:
+    source = tmp_path / "switch.py"
+    source.write_text("def f(config):\n    return 1 if config.model_type == 'qwen3' else 0\n")
+    assert family_switches(source) == [2]

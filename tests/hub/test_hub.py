@@ -15,7 +15,7 @@ from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
 from layertap.io import hub as hf
 from layertap.model.checkpoint import TOKENIZER_FILES, checkpoint_files
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap_api import contract
 from layertap_api.hub import HubRef, parse_hub_uri
 from layertap_api.spec import DatasetSpec
@@ -57,7 +57,7 @@ def test_a_model_resolves_by_default_branch_branch_tag_and_commit(hub, checkpoin
         assert hf.model_dir(uri) == snapshots / commit, uri
     local = hf.model_dir("hf://org/tiny")
     assert checkpoint_files(local) == checkpoint_files(checkpoint)
-    assert Qwen2Config.from_file(local / "config.json") == Qwen2Config.from_file(checkpoint / "config.json")
+    assert DecoderConfig.from_file(local / "config.json") == DecoderConfig.from_file(checkpoint / "config.json")
     assert (local / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
 
 

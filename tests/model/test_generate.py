@@ -11,7 +11,7 @@ from compiles import counting_compiles
 
 from layertap.errors import LayerTapError
 from layertap.model import load_checkpoint, write_random_checkpoint
-from layertap.model.causal_lm import Qwen2CausalLM, empty_caches
+from layertap.model.causal_lm import CausalLM, empty_caches
 from layertap.model.generate import Sampling, make_generate_fn
 from layertap.model.tap import LayerTap
 
@@ -83,15 +83,15 @@ def test_every_steps_logits_match_transformers(model, hf_model):
     config, params = model
     (row,) = prompts(config.vocab_size, [21], seed=3)
     tokens, expected = hf_generate(hf_model, row, NEW_TOKENS)
-    lm = Qwen2CausalLM(config)
+    lm = CausalLM(config)
     caches = empty_caches(config, 1, 24 + NEW_TOKENS, jnp.float32)
     batch, lengths = padded([row], 24)
-    logits, caches, _ = lm.apply({"params": params}, batch, lengths, caches, method=Qwen2CausalLM.prefill)
+    logits, caches, _ = lm.apply({"params": params}, batch, lengths, caches, method=CausalLM.prefill)
     ours = [np.asarray(logits[0])]
     for step, token in enumerate(tokens[:-1]):
         position = np.array([len(row) + step], np.int32)
         logits, caches, _ = lm.apply(
-            {"params": params}, np.array([token], np.int32), position, caches, method=Qwen2CausalLM.decode
+            {"params": params}, np.array([token], np.int32), position, caches, method=CausalLM.decode
         )
         ours.append(np.asarray(logits[0]))
     errors = np.abs(np.stack(ours) - expected).max(axis=-1) / np.sqrt(np.mean(np.square(expected), axis=-1))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from layertap.model.attention import block_causal_attention
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import apply_rotary, rotary_cos_sin
 
 from .conftest import dense_attention
@@ -31,7 +31,7 @@ def test_blocked_attention_equals_dense_attention(block):
 def test_rotary_is_hf_rotate_half_with_inverse_frequencies():
     head_dim, theta = 8, 10_000.0
     positions = jnp.array([[0, 1, 7]], jnp.int32)
-    config = Qwen2Config(
+    config = DecoderConfig(
         vocab_size=8,
         hidden_size=16,
         intermediate_size=8,

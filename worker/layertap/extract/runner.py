@@ -36,7 +36,7 @@ from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import make_step
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
-from layertap.model import LayerTap, Qwen2Config, load_tokenizer, make_extract_fn, special_token_ids
+from layertap.model import DecoderConfig, LayerTap, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.model.tap import DEFAULT_SITES, site_shape
 from layertap.run.compile_cache import CompilationCache, cache_uri
@@ -57,7 +57,7 @@ class Prepared:
     job: WorkerSpec
     checkpoint: Path  # the model's local directory (a gs:// model is fetched once, here)
     checkpoint_files: dict[str, dict]  # file -> {"bytes", "crc32c"}: the model's identity by content
-    config: Qwen2Config  # read once, here
+    config: DecoderConfig  # read once, here
     tap: LayerTap  # layers and sites, resolved once, here: the forward, the loaded blocks and the stored order
     dataset: Dataset
     samples: dict[int, Sample]  # the samples with at least one kept token, by index
@@ -155,7 +155,7 @@ class Prepared:
 def prepare(job: WorkerSpec) -> Prepared:
     """Everything every process computes identically before the first step."""
     checkpoint = resolve_checkpoint_dir(job.model.uri)
-    config = Qwen2Config.from_file(checkpoint / "config.json")
+    config = DecoderConfig.from_file(checkpoint / "config.json")
     files = fingerprints(open_store(str(checkpoint)), checkpoint_files(checkpoint))
     tap = LayerTap.for_model(
         job.extraction.layers, config.num_hidden_layers, model=job.model.uri, sites=job.extraction.sites
@@ -531,7 +531,7 @@ def open_compilation_cache(output: OutputSpec, process: int) -> CompilationCache
     return cache
 
 
-def attention_weight(config: Qwen2Config) -> float:
+def attention_weight(config: DecoderConfig) -> float:
     """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
     (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
     return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
@@ -553,7 +553,7 @@ CPU_STEP_TOKENS = 2048
 COMPILE_FLOPS = 1e12
 
 
-def compile_tokens(config: Qwen2Config, blocks: int) -> float:
+def compile_tokens(config: DecoderConfig, blocks: int) -> float:
     """What one compilation costs, in tokens of the forward's dense work: the least an extra
     compiled shape must save. A small model compiles each shape for a few tokens' gain."""
     return COMPILE_FLOPS / (2 * config.block_matmul_params * blocks)

@@ -1,5 +1,5 @@
-"""The whole Qwen2 model for generation: decoder blocks with a KV cache, the final norm and
-the LM head. Extraction (`transformer.Qwen2Decoder`) shares its blocks and parameter names
+"""The whole decoder for generation: decoder blocks with a KV cache, the final norm and
+the LM head. Extraction (`transformer.Decoder`) shares its blocks and parameter names
 and never builds this: only generation reads the head.
 """
 
@@ -9,12 +9,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import DecoderBlock, Dtype, LayerCache, RMSNorm, dot_precision, rotary_cos_sin
 from layertap.model.tap import LayerTap
 
 
-class Qwen2CausalLM(nn.Module):
+class CausalLM(nn.Module):
     """Tokens in, next-token logits out, one row position at a time, the cache carried along.
 
     `prefill` runs a right-padded prompt batch from slot 0 and returns the logits after each
@@ -24,7 +24,7 @@ class Qwen2CausalLM(nn.Module):
     one position per row only (a [B, T, V] tensor would dwarf the rest at Qwen's vocabulary).
     """
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype = jnp.float32
     tap: LayerTap | None = None
 
@@ -78,6 +78,6 @@ class Qwen2CausalLM(nn.Module):
         return jnp.einsum("bd,dv->bv", h_bd, head, precision=precision, preferred_element_type=jnp.float32)
 
 
-def empty_caches(config: Qwen2Config, batch: int, size: int, dtype: Dtype) -> tuple[LayerCache, ...]:
+def empty_caches(config: DecoderConfig, batch: int, size: int, dtype: Dtype) -> tuple[LayerCache, ...]:
     """One zeroed cache of `size` slots per block."""
     return tuple(LayerCache.zeros(config, batch, size, dtype) for _ in range(config.num_hidden_layers))

@@ -1,7 +1,7 @@
-"""Hugging Face safetensors checkpoints -> (Qwen2Config, params pytree), without torch
+"""Hugging Face safetensors checkpoints -> (DecoderConfig, params pytree), without torch
 (Qwen2, Qwen3 and Llama 3 name their tensors alike; the config says which ones exist).
 
-The params pytree is what `Qwen2Decoder` (linen) expects; HF's `[out, in]` Linear weights
+The params pytree is what `Decoder` (linen) expects; HF's `[out, in]` Linear weights
 are transposed and split into heads here, once, on the host.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from layertap.errors import LayerTapError
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import Dtype
 from layertap_api.contract import ENV_CACHE
 
@@ -73,8 +73,8 @@ def load_checkpoint(
     cache_dir: str | Path | None = None,
     blocks: int | None = None,
     head: bool = False,
-) -> tuple[Qwen2Config, dict]:
-    """Read config.json and the safetensors weights of a Qwen2 checkpoint.
+) -> tuple[DecoderConfig, dict]:
+    """Read config.json and the safetensors weights of a checkpoint (any family in config.FAMILIES).
 
     path: a local directory or gs:// URI holding `model.safetensors` or a sharded
         `model.safetensors.index.json`.
@@ -88,13 +88,13 @@ def load_checkpoint(
         never does, so by default they are not read).
     """
     directory = resolve_checkpoint_dir(path, cache_dir)
-    config = Qwen2Config.from_file(directory / "config.json")
+    config = DecoderConfig.from_file(directory / "config.json")
     return config, load_params(directory, config, dtype, sharding=sharding, blocks=blocks, head=head)
 
 
 def load_params(
     directory: Path,
-    config: Qwen2Config,
+    config: DecoderConfig,
     dtype: Dtype = jnp.float32,
     *,
     sharding: jax.sharding.Sharding | dict | None = None,
@@ -122,7 +122,7 @@ def load_params(
 
 
 def hf_to_params(
-    config: Qwen2Config,
+    config: DecoderConfig,
     get: Callable[[str, tuple[int, ...]], np.ndarray],
     blocks: int | None = None,
     head: bool = False,

@@ -1,4 +1,5 @@
-"""Qwen2Config: the model's shape, read from a Hugging Face `config.json`."""
+"""DecoderConfig: the model's shape, read from a Hugging Face `config.json`, and the table of
+the decoder families it can be (FAMILIES)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,58 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from layertap.errors import LayerTapError
 
-# Decoder families LayerTap computes, by Hugging Face model_type: the architecture their
-# config.json names. They share one block (pre-norm attention + SwiGLU MLP); the fields below
-# say where they differ.
-ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
-SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
-ROPE_TYPES = ("default", "llama3")
+
+@dataclass(frozen=True)
+class Family:
+    """How one decoder family differs from the block they share (pre-norm attention with
+    rotary embeddings + SwiGLU MLP): one row per Hugging Face `model_type`. Nothing outside
+    `model/` asks which family a model is; it asks the config for the answer instead."""
+
+    architecture: str  # the class its config.json names
+    bias: Literal["qkv", "attention_bias"]
+    """qkv: q/k/v always have biases, o_proj never (Qwen2: no switch in HF either);
+    attention_bias: q/k/v and o_proj have them exactly when config.json's attention_bias is true."""
+    qk_norm: bool  # RMSNorm of each query and key head before rotary (Qwen3)
+    rope_types: tuple[str, ...]  # the rope_scaling types computed (HF's names)
+    stop_tokens: tuple[str, ...]  # end of turn and end of text, beside the tokenizer's EOS
+    # Chat templates: none needs its own handling; prompts render the template the tokenizer
+    # ships and check that every message lands in it verbatim (arc/prompts.py).
+
+
+FAMILIES = {
+    "qwen2": Family(
+        "Qwen2ForCausalLM",
+        "qkv",
+        qk_norm=False,
+        rope_types=("default", "llama3"),
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+    ),
+    "qwen3": Family(
+        "Qwen3ForCausalLM",
+        "attention_bias",
+        qk_norm=True,
+        rope_types=("default", "llama3"),
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+    ),
+    "llama": Family(
+        "LlamaForCausalLM",
+        "attention_bias",
+        qk_norm=False,
+        rope_types=("default", "llama3"),
+        stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
+    ),
+}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)
-class Qwen2Config:
-    """The hyper-parameters of a decoder (names as in Hugging Face's config.json): Qwen2,
-    and the families that differ from it only in the fields below.
-
-    - qwen2: q/k/v biases, no o_proj bias (no switch in HF's Qwen2 either);
-    - qwen3: RMSNorm of each query and key head before rotary (q_norm, k_norm), biases only
-      with attention_bias (then o_proj has one too);
-    - llama: biases only with attention_bias (o_proj too); rope scaling of type llama3.
-    """
+class DecoderConfig:
+    """The hyper-parameters of a decoder (names as in Hugging Face's config.json); its
+    family (`model_type`) says how the block differs (FAMILIES)."""
 
     vocab_size: int
     hidden_size: int
@@ -43,7 +74,7 @@ class Qwen2Config:
     hidden_act: str = "silu"
     model_type: str = "qwen2"
     attention_bias: bool = False
-    """qwen3 and llama: biases on q/k/v and o_proj. qwen2 ignores it (q/k/v always, o never)."""
+    """Families with bias="attention_bias": biases on q/k/v and o_proj (qwen2 ignores it)."""
     rope_type: str = "default"
     rope_factor: float = 1.0
     rope_low_freq_factor: float = 1.0
@@ -51,10 +82,10 @@ class Qwen2Config:
     rope_original_max_positions: int = 8192
 
     def __post_init__(self) -> None:
-        if self.model_type not in ARCHITECTURES:
+        if self.model_type not in FAMILIES:
             raise ValueError(f"model_type must be one of {', '.join(SUPPORTED_MODEL_TYPES)}, got {self.model_type!r}")
-        if self.rope_type not in ROPE_TYPES:
-            raise ValueError(f"rope type must be one of {', '.join(ROPE_TYPES)}, got {self.rope_type!r}")
+        if self.rope_type not in self.family.rope_types:
+            raise ValueError(f"rope type must be one of {', '.join(self.family.rope_types)}, got {self.rope_type!r}")
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu', got {self.hidden_act!r}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -70,16 +101,27 @@ class Qwen2Config:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
 
     @property
+    def family(self) -> Family:
+        return FAMILIES[self.model_type]
+
+    @property
     def qkv_bias(self) -> bool:
-        return self.model_type == "qwen2" or self.attention_bias
+        return self.family.bias == "qkv" or self.attention_bias
 
     @property
     def o_bias(self) -> bool:
-        return self.model_type != "qwen2" and self.attention_bias
+        return self.family.bias == "attention_bias" and self.attention_bias
 
     @property
     def qk_norm(self) -> bool:
-        return self.model_type == "qwen3"
+        return self.family.qk_norm
+
+    def stop_token_ids(self, tokenizer) -> list[int]:
+        """Ids that end an answer: the family's end of turn and end of text (where the
+        vocabulary has them) and the tokenizer's EOS."""
+        vocab = tokenizer.get_vocab()
+        ids = {vocab.get(token) for token in self.family.stop_tokens} | {tokenizer.eos_token_id}
+        return sorted(i for i in ids if i is not None and i >= 0)
 
     @property
     def queries_per_kv_head(self) -> int:
@@ -94,21 +136,23 @@ class Qwen2Config:
         return d * (n + 2 * k) * h + n * h * d + 3 * d * f
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> Qwen2Config:
+    def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> DecoderConfig:
         """Build from a HF config dict; `source` names the file in error messages."""
         architectures = raw.get("architectures") or []
         model_type = raw.get("model_type")
-        if model_type not in ARCHITECTURES or (architectures and ARCHITECTURES[model_type] not in architectures):
-            supported = ", ".join(f"{t} ({a})" for t, a in ARCHITECTURES.items())
+        family = FAMILIES.get(model_type)
+        if family is None or (architectures and family.architecture not in architectures):
+            supported = ", ".join(f"{t} ({f.architecture})" for t, f in FAMILIES.items())
             raise LayerTapError(
                 f"{source}: model_type={model_type!r} architectures={architectures} is not supported; "
                 f"LayerTap runs {supported}"
             )
         rope_scaling = raw.get("rope_scaling") or (raw.get("rope_parameters") or {})
         rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
-        if rope_type not in ROPE_TYPES:
+        if rope_type not in family.rope_types:
             raise LayerTapError(
-                f"{source}: rope scaling {rope_scaling} is not supported (default RoPE and llama3 only)"
+                f"{source}: rope scaling {rope_scaling} is not supported for {model_type} "
+                f"({', '.join(family.rope_types)} only)"
             )
         if raw.get("use_sliding_window"):
             raise LayerTapError(f"{source}: use_sliding_window=true is not supported (full attention only)")
@@ -135,7 +179,7 @@ class Qwen2Config:
             raise LayerTapError(f"{source}: {error}") from error
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Qwen2Config:
+    def from_file(cls, path: str | Path) -> DecoderConfig:
         """Read `config.json` (or the config.json inside a checkpoint directory)."""
         path = Path(path)
         if path.is_dir():
@@ -155,16 +199,16 @@ class Qwen2Config:
         fields = dataclasses.asdict(self)
         rope = {key: fields.pop(key) for key in list(fields) if key.startswith("rope_") and key != "rope_theta"}
         out = {
-            "architectures": [ARCHITECTURES[self.model_type]],
+            "architectures": [self.family.architecture],
             "model_type": fields.pop("model_type"),
             **fields,
             "max_position_embeddings": 32768,
             "use_sliding_window": False,
             "torch_dtype": "float32",
         }
-        if self.model_type != "qwen2":
+        if self.family.bias == "attention_bias":
             out["mlp_bias"] = False
-        else:
+        else:  # HF's config of this family has no such switch
             del out["attention_bias"]
         if self.rope_type == "llama3":
             out["rope_scaling"] = {

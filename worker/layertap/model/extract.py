@@ -7,16 +7,16 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import Dtype
 from layertap.model.tap import LayerTap
-from layertap.model.transformer import Qwen2Decoder
+from layertap.model.transformer import Decoder
 
 ExtractFn = Callable[[dict, jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
 
 
 def make_extract_fn(
-    config: Qwen2Config,
+    config: DecoderConfig,
     layers: LayerTap | Sequence[int],
     compute_dtype: Dtype = jnp.float32,
     out_dtype: Dtype | None = None,
@@ -37,7 +37,7 @@ def make_extract_fn(
     if compute_dtype not in (jnp.float32, jnp.bfloat16):
         raise ValueError(f"compute dtype must be float32 or bfloat16, got {compute_dtype}")
     out_dtype = jnp.dtype(out_dtype or compute_dtype)
-    decoder = Qwen2Decoder(config, tap, compute_dtype)
+    decoder = Decoder(config, tap, compute_dtype)
 
     def extract(
         params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array

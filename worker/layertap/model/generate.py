@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layertap.model.causal_lm import Qwen2CausalLM, empty_caches
-from layertap.model.config import Qwen2Config
+from layertap.model.causal_lm import CausalLM, empty_caches
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import Dtype
 from layertap.model.tap import LayerTap
 
@@ -87,7 +87,7 @@ GenerateFn = Callable[[dict, jax.Array, jax.Array, jax.Array], Generated]
 
 
 def make_generate_fn(
-    config: Qwen2Config,
+    config: DecoderConfig,
     max_new_tokens: int,
     stop_ids: Sequence[int] = (),
     sampling: Sampling = Sampling(),
@@ -102,7 +102,7 @@ def make_generate_fn(
     tokens. params must hold the head (`load_checkpoint(..., head=True)`)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    model = Qwen2CausalLM(config, jnp.dtype(compute_dtype), tap)
+    model = CausalLM(config, jnp.dtype(compute_dtype), tap)
     is_stop_v = np.zeros(config.vocab_size, dtype=bool)
     is_stop_v[list(stop_ids)] = True
     choose = _chooser(sampling)
@@ -112,9 +112,7 @@ def make_generate_fn(
         keys_b = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(sampling.seed), i))(sample_id_b)
         caches = empty_caches(config, batch, prompt_len + max_new_tokens, model.dtype)
         variables = {"params": params}
-        logits_bv, caches, prompt_taps = model.apply(
-            variables, prompt_bp, length_b, caches, method=Qwen2CausalLM.prefill
-        )
+        logits_bv, caches, prompt_taps = model.apply(variables, prompt_bp, length_b, caches, method=CausalLM.prefill)
         token_b, logprob_b = choose(logits_bv, keys_b, 0)
         stop_v = jnp.asarray(is_stop_v)
 
@@ -140,9 +138,7 @@ def make_generate_fn(
         def step_once(state):
             step, token_b, done_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps = state
             position_b = length_b + step - 1  # where the previous token sits
-            logits_bv, caches, step_taps = model.apply(
-                variables, token_b, position_b, caches, method=Qwen2CausalLM.decode
-            )
+            logits_bv, caches, step_taps = model.apply(variables, token_b, position_b, caches, method=CausalLM.decode)
             token_b, logprob_b = choose(logits_bv, keys_b, step)
             token_b = jnp.where(done_b, pad_id, token_b)
             tokens_bn = tokens_bn.at[:, step].set(token_b)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from layertap.model.attention import packed_causal_attention
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 
 Dtype = Any
 
@@ -61,7 +61,7 @@ class RMSNorm(nn.Module):
         return scale_d.astype(self.dtype) * normed_btd.astype(self.dtype)
 
 
-def rotary_inv_freq(config: Qwen2Config) -> jax.Array:
+def rotary_inv_freq(config: DecoderConfig) -> jax.Array:
     """[H/2] rotary frequencies in float32, as HF computes them (default, or llama3 scaling:
     long wavelengths slowed by `factor`, short ones kept, a smooth blend between)."""
     h = config.head_dim
@@ -80,7 +80,7 @@ def rotary_inv_freq(config: Qwen2Config) -> jax.Array:
     return jnp.where(medium, smoothed, scaled)
 
 
-def rotary_cos_sin(positions_bt: jax.Array, config: Qwen2Config, dtype: Dtype) -> tuple[jax.Array, jax.Array]:
+def rotary_cos_sin(positions_bt: jax.Array, config: DecoderConfig, dtype: Dtype) -> tuple[jax.Array, jax.Array]:
     """cos and sin [B, T, H] of the rotary angles, computed in float32 as HF does."""
     angles_bth = positions_bt.astype(jnp.float32)[..., None] * rotary_inv_freq(config)
     angles_bth = jnp.concatenate([angles_bth, angles_bth], axis=-1)
@@ -107,7 +107,7 @@ class LayerCache:
     v_bksh: jax.Array
 
     @classmethod
-    def zeros(cls, config: Qwen2Config, batch: int, size: int, dtype: Dtype) -> LayerCache:
+    def zeros(cls, config: DecoderConfig, batch: int, size: int, dtype: Dtype) -> LayerCache:
         shape = (batch, config.num_key_value_heads, size, config.head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
@@ -152,7 +152,7 @@ class Attention(nn.Module):
     extraction does; a decode step attends over the cache up to each row's position.
     """
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype
     capture_z: bool = False  # sow attn_z: each head's output before o_proj, [B, T, N, H]
 
@@ -209,7 +209,7 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype
     capture_hidden: bool = False  # sow mlp_hidden: silu(gate(x)) * up(x), [B, T, F]
 
@@ -236,7 +236,7 @@ class DecoderBlock(nn.Module):
     `stage` < 2 stops the block early (1: after attention, 0: before it), when nothing
     after that point is captured."""
 
-    config: Qwen2Config
+    config: DecoderConfig
     dtype: Dtype
     sites: frozenset[str] = frozenset()
     stage: int = 2

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 
 TINY_SHAPE = {
     "hidden_size": 64,
@@ -71,13 +71,13 @@ def write_random_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_size = write_tokenizer(directory)
     shape = {**TINY_SHAPE, "vocab_size": -(-tokenizer_size // 64) * 64, **config_overrides}
-    config = Qwen2Config(**shape)
+    config = DecoderConfig(**shape)
     (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2) + "\n")
     _write_weights(directory, random_weights(config, seed), shards)
     return directory
 
 
-def random_weights(config: Qwen2Config, seed: int = 0) -> dict[str, np.ndarray]:
+def random_weights(config: DecoderConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """HF-named float32 tensors; norm scales near 1 and non-zero biases so every term matters."""
     rng = np.random.default_rng(seed)
     d, f, h = config.hidden_size, config.intermediate_size, config.head_dim

@@ -46,7 +46,7 @@ SITE_PATH: dict[str, tuple[str, ...]] = {"attn_z": ("self_attn", "attn_z"), "mlp
 
 
 def site_shape(site: str, config) -> tuple[int, ...]:
-    """The shape of one token's activation at `site` (config: a Qwen2Config)."""
+    """The shape of one token's activation at `site` (config: a DecoderConfig)."""
     if site == "attn_z":
         return (config.num_attention_heads, config.head_dim)
     if site == "mlp_hidden":

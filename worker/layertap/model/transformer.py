@@ -1,4 +1,4 @@
-"""The Qwen2 decoder up to the last tapped site: no final norm, no LM head."""
+"""The decoder up to the last tapped site: no final norm, no LM head."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.modules import DecoderBlock, Dtype, rotary_cos_sin
 from layertap.model.tap import LayerTap
 
 
-class Qwen2Decoder(nn.Module):
+class Decoder(nn.Module):
     """Token ids -> the residual stream after the last block run. What the tap asks for is
     sown into the `taps` collection (`LayerTap.collect` stacks it).
 
@@ -20,7 +20,7 @@ class Qwen2Decoder(nn.Module):
     slicing as in a scan), and only the captured activations stay alive.
     """
 
-    config: Qwen2Config
+    config: DecoderConfig
     tap: LayerTap
     dtype: Dtype = jnp.float32
 

@@ -36,7 +36,7 @@ from layertap.io import sources
 from layertap.io.fingerprint import fingerprints
 from layertap.io.store import Store, open_store
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
-from layertap.model.config import Qwen2Config
+from layertap.model.config import DecoderConfig
 from layertap.model.generate import Generated, RunStop, Sampling, make_generate_fn
 from layertap.model.tap import LayerTap
 from layertap.model.tokenizer import load_tokenizer
@@ -65,7 +65,7 @@ class Prepared:
 
     job: WorkerSpec
     checkpoint: Path
-    config: Qwen2Config
+    config: DecoderConfig
     tokenizer: object
     tasks: list[Task]
     units: list[Unit]
@@ -94,7 +94,7 @@ class PredictSummary:
 def prepare(job: WorkerSpec) -> Prepared:
     check_dataset(job.dataset)
     checkpoint = resolve_checkpoint_dir(job.model.uri)
-    config = Qwen2Config.from_file(checkpoint / "config.json")
+    config = DecoderConfig.from_file(checkpoint / "config.json")
     tokenizer = load_tokenizer(checkpoint)
     prompt = job.dataset.prompt
     try:
@@ -141,14 +141,6 @@ def prepare(job: WorkerSpec) -> Prepared:
         tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri)
         identity["activations"] = {"layers": list(tap.layers), "storageDtype": job.extraction.storage_dtype}
     return Prepared(job, checkpoint, config, tokenizer, tasks, units, dropped, budget, identity, tap)
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """End of turn and end of text (Qwen's and Llama 3's, where the vocabulary has them) and the
-    tokenizer's EOS."""
-    vocab = tokenizer.get_vocab()
-    ids = {vocab.get(t) for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>")} | {tokenizer.eos_token_id}
-    return sorted(i for i in ids if i is not None and i >= 0)
 
 
 def fence_stop(tokenizer, vocab_size: int, answer_prefix: str) -> RunStop | None:
@@ -203,7 +195,7 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
         make_generate_fn(
             config,
             job.prediction.max_new_tokens,
-            stop_token_ids(prepared.tokenizer),
+            prepared.config.stop_token_ids(prepared.tokenizer),
             sampling,
             dtype,
             tap=prepared.tap,
