@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology, tpu_hosts_by_topology
-from layertap_api.spec import ARC_FORMATS, PREDICT_SITES_MESSAGE
+from layertap_api.spec import ARC_FORMATS
 
 # The JobSet's pods are named <name>-worker-<slice>-<host>-<5 random characters>, and the
 # JobSet webhook requires that to be a DNS-1035 label of at most 63 characters: the name gets
@@ -132,12 +132,6 @@ ROOT_RULES: list[dict] = [
         + _literal(list(ARC_FORMATS)),
         ".spec.dataset.format",
         "mode predict answers ARC tasks: dataset.format must be one of " + ", ".join(ARC_FORMATS),
-    ),
-    _rule(
-        "!has(self.spec.mode) || self.spec.mode != 'predict' || !has(self.spec.extraction)"
-        " || !has(self.spec.extraction.sites) || self.spec.extraction.sites == ['resid_post']",
-        ".spec.extraction.sites",
-        PREDICT_SITES_MESSAGE,
     ),
     _rule(
         "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",

@@ -26,7 +26,6 @@ Positions = Literal["all", "last", "mean"]
 # names; docs/format.md maps each to its Hugging Face module).
 Site = Literal["resid_pre", "attn_z", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_post"]
 SITES: tuple[Site, ...] = get_args(Site)
-PREDICT_SITES_MESSAGE = "mode predict stores the residual stream (resid_post) only: remove extraction.sites"
 LayerIndex = Annotated[int, Field(ge=0, le=511)]
 
 
@@ -376,8 +375,6 @@ class JobSpec(ApiModel):
                 f"mode predict answers ARC tasks: dataset.format must be one of {', '.join(ARC_FORMATS)}, not "
                 f"{self.dataset.format}"
             )
-        if self.mode == "predict" and self.extraction.sites not in (None, ["resid_post"]):
-            raise ValueError(PREDICT_SITES_MESSAGE)
         return self
 
 

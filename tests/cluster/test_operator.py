@@ -344,10 +344,6 @@ def _mutated(change: Callable[[dict], None], name: str = "bad") -> dict:
             lambda s: s["extraction"].update(sites=["resid_post", "hook_q"]),
             'spec.extraction.sites[1]: Unsupported value: "hook_q"',
         ),
-        (
-            lambda s: s.update(mode="predict") or s["extraction"].update(sites=["mlp_out"]),
-            "spec.extraction.sites: Invalid value: mode predict stores the residual stream (resid_post) only",
-        ),
     ],
 )
 def test_invalid_resources_are_rejected_naming_the_field(control_plane, operator, namespace, change, expected) -> None:

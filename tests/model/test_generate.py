@@ -86,11 +86,11 @@ def test_every_steps_logits_match_transformers(model, hf_model):
     lm = CausalLM(config)
     caches = empty_caches(config, 1, 24 + NEW_TOKENS, jnp.float32)
     batch, lengths = padded([row], 24)
-    logits, caches, _ = lm.apply({"params": params}, batch, lengths, caches, method=CausalLM.prefill)
+    logits, caches = lm.apply({"params": params}, batch, lengths, caches, method=CausalLM.prefill)
     ours = [np.asarray(logits[0])]
     for step, token in enumerate(tokens[:-1]):
         position = np.array([len(row) + step], np.int32)
-        logits, caches, _ = lm.apply(
+        logits, caches = lm.apply(
             {"params": params}, np.array([token], np.int32), position, caches, method=CausalLM.decode
         )
         ours.append(np.asarray(logits[0]))
@@ -152,19 +152,25 @@ def test_a_tiny_nucleus_is_greedy(model):
 
 
 def test_taps_during_generation_are_the_extraction_forwards(model):
-    """The streams tapped while generating equal an extraction forward over prompt + output."""
+    """Every site tapped while generating equals an extraction forward over prompt + output:
+    the same tap, the same blocks, sown in the same places."""
     from layertap.model import make_extract_fn
+    from layertap_api.spec import SITES
 
     config, params = model
     (row,) = prompts(config.vocab_size, [7], seed=9)
-    tap = LayerTap((1, config.num_hidden_layers - 1))
+    tap = LayerTap((1, config.num_hidden_layers - 1), tuple(SITES))
     out = make_generate_fn(config, NEW_TOKENS, tap=tap)(params, *padded([row], 8), np.zeros(1, np.int32))
+    assert sorted(out.taps) == sorted(SITES)
     sequence = np.concatenate([row, np.asarray(out.tokens[0, :-1])])[None]
     positions = np.arange(sequence.shape[1], dtype=np.int32)[None]
-    expected = make_extract_fn(config, tap)(params, sequence, positions, np.ones_like(sequence))["resid_post"][:, 0]
-    taps = np.asarray(out.taps[:, 0])
-    ours = np.concatenate([taps[:, : len(row)], taps[:, 8 : 8 + NEW_TOKENS - 1]], axis=1)
-    np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(np.square(expected)))))
+    expected = make_extract_fn(config, tap)(params, sequence, positions, np.ones_like(sequence))
+    for site in SITES:
+        taps = np.asarray(out.taps[site][:, 0])
+        ours = np.concatenate([taps[:, : len(row)], taps[:, 8 : 8 + NEW_TOKENS - 1]], axis=1)
+        want = np.asarray(expected[site][:, 0])
+        assert ours.shape == want.shape, site
+        np.testing.assert_allclose(ours, want, atol=1e-4 * float(np.sqrt(np.mean(np.square(want)))), err_msg=site)
 
 
 def test_generation_compiles_once_for_fixed_shapes(model):

@@ -19,7 +19,7 @@ from layertap.arc.submission import read_submission
 from layertap.cli import main
 from layertap.errors import LayerTapError
 from layertap.io.local import LocalStore
-from layertap.model import write_random_checkpoint
+from layertap.model import LayerTap, write_random_checkpoint
 from layertap.predict.results import RunningScore
 from layertap.predict.runner import CANDIDATES, execute, finalize, prepare
 from layertap.run import config as cfg
@@ -175,7 +175,6 @@ def test_a_resume_with_other_settings_is_refused_naming_them(checkpoint, tasks_f
             lambda s: s["dataset"].update(format="text-jsonl"),
             "mode predict answers ARC tasks: dataset.format must be one of",
         ),
-        (lambda s: s.setdefault("extraction", {}).update(sites=["mlp_out"]), "mode predict stores the residual stream"),
     ],
 )
 def test_bad_input_is_refused_with_a_message(checkpoint, tasks_file, tmp_path, change, message):
@@ -287,6 +286,34 @@ def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(chec
         )[0, 0]
         ours = layer3.activations[rows][np.argsort(layer3.position[rows])]
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))))
+
+
+def test_activations_while_predicting_hold_every_site_asked_for(checkpoint, tasks_file, tmp_path):
+    """extraction.sites in mode predict: the generation tap sows them where the forward does."""
+    import layertap
+    from layertap.model import load_checkpoint, make_extract_fn
+
+    sites = ["resid_pre", "attn_z", "mlp_hidden", "resid_post"]
+    document = spec(checkpoint, tasks_file, tmp_path / "out", activations=True, batchSize=8)
+    document["dataset"]["maxSamples"] = 1  # one task: its 8 views
+    document["extraction"] = {"layers": [2], "sites": sites, "storageDtype": "float32"}
+    summary = execute(prepare(job_of(document)))
+    run = layertap.open(summary.outputs["activations"])
+    run.verify()
+    config, params = load_checkpoint(checkpoint)
+    forward = make_extract_fn(config, LayerTap((2,), tuple(sites)))
+    for site in sites:
+        records = run.read_layer(2, site=site)
+        rows = records.sample_index == 0
+        ids = records.token_ids[rows][np.argsort(records.position[rows])]
+        expected = np.asarray(
+            forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))[
+                site
+            ]
+        )[0, 0]
+        ours = records.activations[rows][np.argsort(records.position[rows])]
+        assert ours.shape == expected.shape, site
+        np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))), err_msg=site)
 
 
 def test_a_checkpoint_without_its_lm_head_is_refused_and_writes_nothing(tasks_file, tmp_path):

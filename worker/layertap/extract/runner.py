@@ -38,7 +38,7 @@ from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
 from layertap.model import DecoderConfig, LayerTap, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
-from layertap.model.tap import DEFAULT_SITES, site_shape
+from layertap.model.tap import site_shape
 from layertap.run.compile_cache import CompilationCache, cache_uri
 from layertap.run.context import RunContext
 from layertap.run.distributed import Distributed
@@ -126,10 +126,9 @@ class Prepared:
 
     def writer_meta(self, process_count: int) -> dict:
         job, plan = self.job, self.plan
-        sites = {} if self.tap.sites == DEFAULT_SITES else {"sites": list(self.tap.sites)}  # resid_post runs as before
         return {
             "layers": list(self.layers),
-            **sites,
+            **self.tap.sites_entry(),
             "storage_dtype": job.extraction.storage_dtype,
             "hidden_size": self.config.hidden_size,
             "model": {

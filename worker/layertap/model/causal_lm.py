@@ -19,9 +19,10 @@ class CausalLM(nn.Module):
 
     `prefill` runs a right-padded prompt batch from slot 0 and returns the logits after each
     row's last prompt token; `decode` runs one token per row at that row's position. Both
-    return the blocks' new caches and, with a `tap`, the tapped residual streams
-    [len(tap.layers), B, T, D] of the tokens they ran. Logits are float32 and computed for
-    one position per row only (a [B, T, V] tensor would dwarf the rest at Qwen's vocabulary).
+    return the blocks' new caches. With a `tap`, the blocks sow its sites into the `taps`
+    collection as extraction's do (apply with mutable=["taps"]; `LayerTap.collect` stacks
+    them). Logits are float32 and computed for one position per row only (a [B, T, V] tensor
+    would dwarf the rest at Qwen's vocabulary).
     """
 
     config: DecoderConfig
@@ -31,42 +32,44 @@ class CausalLM(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embed_tokens = self.param("embed_tokens", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size))
-        self.layers = [DecoderBlock(cfg, self.dtype) for _ in range(cfg.num_hidden_layers)]
+        tap = self.tap
+        self.layers = [
+            DecoderBlock(cfg, self.dtype, tap.sites_at(layer) if tap else frozenset())
+            for layer in range(cfg.num_hidden_layers)
+        ]
         self.norm = RMSNorm(cfg.rms_norm_eps, self.dtype)
         if not cfg.tie_word_embeddings:
             self.lm_head = self.param("lm_head", nn.initializers.normal(0.02), (cfg.hidden_size, cfg.vocab_size))
 
     def prefill(
         self, token_ids_bt: jax.Array, length_b: jax.Array, caches: tuple[LayerCache, ...]
-    ) -> tuple[jax.Array, tuple[LayerCache, ...], jax.Array | None]:
+    ) -> tuple[jax.Array, tuple[LayerCache, ...]]:
         """Prompts of `length_b` tokens (the rest of each row is padding)."""
         batch, length = token_ids_bt.shape
         positions_bt = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         segment_ids_bt = (positions_bt < length_b[:, None]).astype(jnp.int32)  # padding: segment 0
-        x_btd, caches, taps = self._blocks(token_ids_bt, positions_bt, segment_ids_bt, caches, prefill=True)
+        x_btd, caches = self._blocks(token_ids_bt, positions_bt, segment_ids_bt, caches, prefill=True)
         last_bd = x_btd[jnp.arange(batch), length_b - 1]
-        return self._logits(last_bd), caches, taps
+        return self._logits(last_bd), caches
 
     def decode(
         self, token_b: jax.Array, position_b: jax.Array, caches: tuple[LayerCache, ...]
-    ) -> tuple[jax.Array, tuple[LayerCache, ...], jax.Array | None]:
+    ) -> tuple[jax.Array, tuple[LayerCache, ...]]:
         """One token per row, at that row's position (its slot in the cache)."""
-        x_btd, caches, taps = self._blocks(
+        x_btd, caches = self._blocks(
             token_b[:, None], position_b[:, None], jnp.ones_like(token_b)[:, None], caches, prefill=False
         )
-        return self._logits(x_btd[:, 0]), caches, taps
+        return self._logits(x_btd[:, 0]), caches
 
     def _blocks(self, token_ids_bt, positions_bt, segment_ids_bt, caches, prefill: bool):
         cfg = self.config
         x_btd = jnp.take(self.embed_tokens.astype(self.dtype), token_ids_bt, axis=0)
         cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg, self.dtype)
-        new_caches, taps = [], {}
-        for layer, (block, cache) in enumerate(zip(self.layers, caches, strict=True)):
+        new_caches = []
+        for block, cache in zip(self.layers, caches, strict=True):
             x_btd, cache = block(x_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill)
             new_caches.append(cache)
-            if self.tap is not None:
-                self.tap.maybe_tap(layer, x_btd, taps)
-        return x_btd, tuple(new_caches), None if self.tap is None else self.tap.stack(taps)
+        return x_btd, tuple(new_caches)
 
     def _logits(self, x_bd: jax.Array) -> jax.Array:
         h_bd = self.norm(x_bd)

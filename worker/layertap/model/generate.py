@@ -73,14 +73,15 @@ class RunStop:
 class Generated:
     """tokens [B, N] (after a row stops: `pad_id`), logprobs [B, N] (of each chosen token under
     the model's own distribution, temperature 1), count [B] (tokens generated, the stop token
-    included), taps [L, B, P + N, D] (the tapped layers over prompt slots then generated
-    tokens; None without a tap). The last generated token is never run through the model,
-    so its taps are zero (a stopping token's activations are those of the step before)."""
+    included), taps site -> [L, B, P + N, *site shape] (the tap's sites and layers over prompt
+    slots then generated tokens; None without a tap). The last generated token is never run
+    through the model, so its taps are zero (a stopping token's activations are those of the
+    step before)."""
 
     tokens: jax.Array
     logprobs: jax.Array
     count: jax.Array
-    taps: jax.Array | None = None
+    taps: dict[str, jax.Array] | None = None
 
 
 GenerateFn = Callable[[dict, jax.Array, jax.Array, jax.Array], Generated]
@@ -112,7 +113,15 @@ def make_generate_fn(
         keys_b = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(sampling.seed), i))(sample_id_b)
         caches = empty_caches(config, batch, prompt_len + max_new_tokens, model.dtype)
         variables = {"params": params}
-        logits_bv, caches, prompt_taps = model.apply(variables, prompt_bp, length_b, caches, method=CausalLM.prefill)
+
+        def run(method, *args):
+            """The model's (logits, caches) and what the tap captured (the sites it sowed)."""
+            if tap is None:
+                return *model.apply(variables, *args, method=method), None
+            (logits_bv, caches), sown = model.apply(variables, *args, method=method, mutable=["taps"])
+            return logits_bv, caches, tap.collect(sown["taps"])
+
+        logits_bv, caches, prompt_taps = run(CausalLM.prefill, prompt_bp, length_b, caches)
         token_b, logprob_b = choose(logits_bv, keys_b, 0)
         stop_v = jnp.asarray(is_stop_v)
 
@@ -126,9 +135,13 @@ def make_generate_fn(
         tokens_bn = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token_b)
         logprobs_bn = jnp.zeros((batch, max_new_tokens), jnp.float32).at[:, 0].set(logprob_b)
         taps = None
-        if tap is not None:
-            taps = jnp.zeros((len(tap.layers), batch, prompt_len + max_new_tokens, config.hidden_size), model.dtype)
-            taps = taps.at[:, :, :prompt_len].set(prompt_taps)
+        if tap is not None:  # prompt slots, then one slot per generated token
+            taps = {
+                site: jnp.zeros((*at.shape[:2], prompt_len + max_new_tokens, *at.shape[3:]), at.dtype)
+                .at[:, :, :prompt_len]
+                .set(at)
+                for site, at in prompt_taps.items()
+            }
         state = (jnp.int32(1), token_b, done_b, run_b, jnp.ones_like(length_b), tokens_bn, logprobs_bn, caches, taps)
 
         def running(state) -> jax.Array:
@@ -138,13 +151,16 @@ def make_generate_fn(
         def step_once(state):
             step, token_b, done_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps = state
             position_b = length_b + step - 1  # where the previous token sits
-            logits_bv, caches, step_taps = model.apply(variables, token_b, position_b, caches, method=CausalLM.decode)
+            logits_bv, caches, step_taps = run(CausalLM.decode, token_b, position_b, caches)
             token_b, logprob_b = choose(logits_bv, keys_b, step)
             token_b = jnp.where(done_b, pad_id, token_b)
             tokens_bn = tokens_bn.at[:, step].set(token_b)
             logprobs_bn = logprobs_bn.at[:, step].set(jnp.where(done_b, 0.0, logprob_b))
             if taps is not None:  # the previous token's streams, at its slot after the prompt bucket
-                taps = jax.lax.dynamic_update_slice_in_dim(taps, step_taps, prompt_len + step - 1, axis=2)
+                taps = {
+                    site: jax.lax.dynamic_update_slice_in_dim(at, step_taps[site], prompt_len + step - 1, axis=2)
+                    for site, at in taps.items()
+                }
             count_b = count_b + (~done_b).astype(count_b.dtype)
             stopping_b, run_b = stops(token_b, run_b)
             return step + 1, token_b, done_b | stopping_b, run_b, count_b, tokens_bn, logprobs_bn, caches, taps

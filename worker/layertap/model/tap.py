@@ -123,14 +123,10 @@ class LayerTap:
     def sites_at(self, layer: int) -> frozenset[str]:
         return frozenset(self.sites) if layer in self.layers else frozenset()
 
-    def maybe_tap(self, layer: int, x_btd: jax.Array, taps: dict[int, jax.Array]) -> None:
-        """Generation: record the residual stream after block `layer` if it was requested."""
-        if layer in self.layers:
-            taps[layer] = x_btd
-
-    def stack(self, taps: dict[int, jax.Array]) -> jax.Array:
-        """Generation: [len(layers), B, T, D] in the requested order."""
-        return jnp.stack([taps[layer] for layer in self.layers])
+    def sites_entry(self) -> dict[str, list[str]]:
+        """The `sites` entry of a run's meta and identity; none for resid_post alone, so such
+        runs stay byte for byte what they were before sites existed."""
+        return {} if self.sites == DEFAULT_SITES else {"sites": list(self.sites)}
 
     def collect(self, sown: Mapping) -> dict[str, jax.Array]:
         """The sites sown by the decoder's blocks (the `taps` collection), stacked per site:

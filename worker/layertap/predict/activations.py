@@ -1,5 +1,6 @@
-"""Activations while predicting (`prediction.activations`): the residual stream of
-`extraction.layers` over each prompt and the answer the model generated for it.
+"""Activations while predicting (`prediction.activations`): `extraction.sites` (unset: the
+residual stream) of `extraction.layers` over each prompt and the answer the model generated
+for it, captured by the tap extraction uses.
 
 They form an ordinary run at `<output>/activations` (`layertap.open` reads it): one sample
 per unit (sample index = the unit's index), its prompt tokens labelled as extraction labels
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from layertap.arc.segments import GENERATED, prediction_segment_names
+from layertap.model.tap import LayerTap
 from layertap.predict.units import Unit
 from layertap.store.records import TokenRecords
 from layertap.store.writer import ShardWriter, open_writer
@@ -25,10 +27,11 @@ def activations_uri(output_uri: str) -> str:
     return f"{output_uri.rstrip('/')}/{ACTIVATIONS}"
 
 
-def open_activations(prepared, layers: list[int], process_index: int, process_count: int) -> ShardWriter:
+def open_activations(prepared, tap: LayerTap, process_index: int, process_count: int) -> ShardWriter:
     job = prepared.job
     meta = {
-        "layers": layers,
+        "layers": list(tap.layers),
+        **tap.sites_entry(),
         "storage_dtype": job.extraction.storage_dtype,
         "hidden_size": prepared.config.hidden_size,
         "prediction": prepared.identity,  # model and dataset fingerprints included
@@ -44,11 +47,14 @@ def open_activations(prepared, layers: list[int], process_index: int, process_co
 
 
 def unit_records(
-    unit: Unit, taps_lsd: np.ndarray, prompt_width: int, tokens: np.ndarray, count: int
+    unit: Unit, taps: dict[str, np.ndarray], prompt_width: int, tokens: np.ndarray, count: int
 ) -> tuple[TokenRecords, dict]:
-    """One unit's rows from its batch row's taps [L, prompt bucket + budget, D]."""
+    """One unit's rows from its batch row's taps: site -> [L, prompt bucket + budget, ...]."""
     length, generated = len(unit.token_ids), max(count - 1, 0)
-    activations = np.concatenate([taps_lsd[:, :length], taps_lsd[:, prompt_width : prompt_width + generated]], axis=1)
+    activations = {
+        site: np.concatenate([at[:, :length], at[:, prompt_width : prompt_width + generated]], axis=1)
+        for site, at in taps.items()
+    }
     records = TokenRecords.of(
         activations,
         token_ids=np.concatenate([unit.token_ids, tokens[:generated]]),

@@ -138,8 +138,14 @@ def prepare(job: WorkerSpec) -> Prepared:
     }
     tap = None
     if job.prediction.activations:
-        tap = LayerTap.for_model(job.extraction.layers, config.num_hidden_layers, model=job.model.uri)
-        identity["activations"] = {"layers": list(tap.layers), "storageDtype": job.extraction.storage_dtype}
+        tap = LayerTap.for_model(
+            job.extraction.layers, config.num_hidden_layers, model=job.model.uri, sites=job.extraction.sites
+        )
+        identity["activations"] = {
+            "layers": list(tap.layers),
+            **tap.sites_entry(),
+            "storageDtype": job.extraction.storage_dtype,
+        }
     return Prepared(job, checkpoint, config, tokenizer, tasks, units, dropped, budget, identity, tap)
 
 
@@ -173,7 +179,7 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
     committed = set(log.refresh())
     writer = None
     if prepared.tap is not None:
-        writer = open_activations(prepared, list(prepared.tap.layers), process_index, process_count)
+        writer = open_activations(prepared, prepared.tap, process_index, process_count)
         stored = writer.committed_units()
     # A unit is done when its answer is committed and, if asked for, its activations too.
     todo = sorted(
@@ -245,7 +251,8 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
         if writer is not None:
             for row, unit in enumerate(batch):
                 if unit.key not in stored:
-                    records, meta = unit_records(unit, out.taps[:, row], width, out.tokens[row], int(out.count[row]))
+                    taps = {site: at[:, row] for site, at in out.taps.items()}
+                    records, meta = unit_records(unit, taps, width, out.tokens[row], int(out.count[row]))
                     writer.add(unit.key, records, samples={unit.index: meta})
         records = [
             answer_record(unit, out.tokens[row], out.logprobs[row], int(out.count[row]), prepared.tokenizer, encoder)
