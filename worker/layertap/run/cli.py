@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -18,7 +19,7 @@ from layertap.arc.readers import ArcFormat
 from layertap.environment import worker_environment
 from layertap.errors import LayerTapError
 from layertap.run import config as cfg
-from layertap_api.contract import ENV_SPEC
+from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED, EXIT_SUCCESS
 from layertap_api.spec import SITES, ComputeDtype, DatasetFormat, DatasetSpec, Positions, StorageDtype, WorkerSpec
 
 EXTRACT, PREDICT = "extract", "predict"
@@ -248,9 +249,25 @@ def run_command(
     command: str,
     prepare: Callable[[WorkerSpec], Any],
     execute: Callable[[Any, Any], Any],
-) -> tuple[Any, Any]:
-    """The run's prologue, `execute(prepare(job), context)`, and the epilogue; returns
-    (prepared, summary). Every process runs it; process 0 reports into the resource's status."""
+    stopped: Callable[[Any], str],
+    finished: Callable[[Any, Any], str],
+) -> int:
+    """The run's prologue, `execute(prepare(job), context)`, and the epilogue: the exit code,
+    and the command's last words (`stopped(summary)` on every process that was stopped,
+    `finished(prepared, summary)` on process 0). Every process runs it; process 0 reports into
+    the resource's status."""
+    import jax
+
+    prepared, summary = _prepared_and_executed(args, command, prepare, execute)
+    if summary.stopped:
+        print(f"layertap {command}: {stopped(summary)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    if jax.process_index() == 0:
+        print(f"layertap {command}: {finished(prepared, summary)}", flush=True)
+    return EXIT_SUCCESS
+
+
+def _prepared_and_executed(args, command, prepare, execute) -> tuple[Any, Any]:
     from layertap.run import distributed
     from layertap.run.devices import check_devices
 
