@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from layertap.environment import worker_environment
 from layertap_api.resource import GROUP, PLURAL, VERSION
-from layertap_api.status import Progress
+from layertap_api.status import ExtractionStatus, LastError, Progress
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,9 @@ class StatusReporter:
 
     def report_error(self, message: str, pod: str | None = None) -> None:
         """Put why this worker fails into status.lastError, at once (one try: it is exiting)."""
-        error = {"message": message[-4096:], "time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
-        if pod:
-            error["pod"] = pod
+        error = LastError(message=message[-4096:], pod=pod or None, time=datetime.now(UTC))
         try:
-            self.api.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                self.name,
-                {"status": {"lastError": error}},
-                _request_timeout=REQUEST_TIMEOUT_S,
-            )
+            self._patch(ExtractionStatus(last_error=error))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as failure:
             log.warning("status.lastError of %s/%s not written: %s", self.namespace, self.name, failure)
 
@@ -132,18 +122,9 @@ class StatusReporter:
             return
         self._last_sent = time.monotonic()
         progress = Progress.model_construct(**progress, update_time=datetime.now(UTC))
-        body = progress.model_dump(mode="json", by_alias=True, exclude_unset=True)
         for attempt in range(ATTEMPTS):
             try:
-                self.api.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    self.name,
-                    {"status": {"progress": body}},
-                    _request_timeout=REQUEST_TIMEOUT_S,
-                )
+                self._patch(ExtractionStatus.model_construct(progress=progress))
                 return
             except ApiException as error:
                 if error.status in (403, 404):
@@ -166,3 +147,10 @@ class StatusReporter:
                     log.warning("status of %s/%s not updated: %s", self.namespace, self.name, error)
                     return
             time.sleep(0.2 * 2**attempt)
+
+    def _patch(self, status: ExtractionStatus) -> None:
+        """Merge-patch the fields set in `status` (None set: removed) through the status subresource."""
+        body = {"status": status.model_dump(mode="json", by_alias=True, exclude_unset=True)}
+        self.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, self.name, body, _request_timeout=REQUEST_TIMEOUT_S
+        )
