@@ -103,6 +103,20 @@ class Operator:
 OPERATOR_NAMESPACE = "layertap-operator-tests"
 
 
+# A JobSet status as the JobSet controller writes it when every job finished.
+JOBSET_COMPLETED = {
+    "conditions": [
+        {
+            "type": "Completed",
+            "status": "True",
+            "reason": "AllJobsCompleted",
+            "message": "jobset completed successfully",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+    ]
+}
+
+
 def operator_kubeconfig(control_plane) -> Path:
     """Credentials of the operator's ServiceAccount, bound cluster-wide by the chart's own RBAC."""
     control_plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
@@ -413,17 +427,7 @@ def test_status_follows_the_jobset_with_events(control_plane, operator, namespac
     write_jobset_status(
         control_plane,
         namespace,
-        {
-            "conditions": [
-                {
-                    "type": "Completed",
-                    "status": "True",
-                    "reason": "AllJobsCompleted",
-                    "message": "jobset completed successfully",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }
-            ]
-        },
+        JOBSET_COMPLETED,
     )
     done = wait_for(lambda: (s := status_of(control_plane, namespace)).get("phase") == "Succeeded" and s, "Succeeded")
     assert done["completionTime"] and condition(done, "Completed")["reason"] == "AllJobsCompleted"
@@ -864,17 +868,7 @@ def test_the_jobsets_changes_reach_the_status_without_waiting_for_a_resync(contr
         write_jobset_status(
             control_plane,
             namespace,
-            {
-                "conditions": [
-                    {
-                        "type": "Completed",
-                        "status": "True",
-                        "reason": "AllJobsCompleted",
-                        "message": "jobset completed successfully",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ]
-            },
+            JOBSET_COMPLETED,
         )
         wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Succeeded", "Succeeded", timeout=10)
     finally:

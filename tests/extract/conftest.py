@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -41,8 +42,22 @@ def dataset(tmp_path) -> Path:
     return write_jsonl(tmp_path / "texts.jsonl", TEXTS)
 
 
-def extract(checkpoint: Path, dataset: Path, output: Path, *flags: str) -> int:
+def flags(checkpoint: Path, dataset: Path, output: Path) -> list[str]:
+    """The flags every extraction here gives: the model, the text dataset, the output."""
+    return ["--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl", "--output", str(output)]
+
+
+def extract(checkpoint: Path, dataset: Path, output: Path, *more: str) -> int:
     """`layertap extract` in this process, float32 end to end unless flags say otherwise."""
-    argv = ["extract", "--model", str(checkpoint), "--dataset", str(dataset), "--format", "text-jsonl"]
-    argv += ["--output", str(output), "--dtype", "float32", "--storage-dtype", "float32", "--no-progress"]
-    return main(argv + list(flags))
+    argv = ["extract", *flags(checkpoint, dataset, output), "--dtype", "float32", "--storage-dtype", "float32"]
+    return main([*argv, "--no-progress", *more])
+
+
+def prepared_by_flags(*argv: str):
+    """`extract.runner.prepare` of the job these `layertap extract` flags describe (no cluster env)."""
+    from layertap.extract.runner import prepare
+    from layertap.run import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser, cli.EXTRACT)
+    return prepare(cli.job_from_args(parser.parse_args(argv), cli.EXTRACT, env={}))

@@ -3,7 +3,6 @@ and what `layertap extract` prints before the first step."""
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import jax
@@ -11,11 +10,9 @@ import jax.numpy as jnp
 import pytest
 
 from layertap.estimate import Devices, attention_pairs, estimate, forward_flops
-from layertap.extract.runner import prepare
 from layertap.model import LayerTap, load_checkpoint, make_extract_fn
-from layertap.run.cli import EXTRACT, add_arguments, job_from_args
 
-from .conftest import extract
+from .conftest import extract, flags, prepared_by_flags
 
 
 @pytest.mark.parametrize("length", [100, 300])
@@ -37,23 +34,7 @@ def test_attention_pairs_follow_the_query_blocks():
 
 
 def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, tmp_path):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, EXTRACT)
-    args = parser.parse_args(
-        [
-            "--model",
-            str(checkpoint),
-            "--dataset",
-            str(dataset),
-            "--format",
-            "text-jsonl",
-            "--output",
-            str(tmp_path / "out"),
-            "--layers",
-            "1,3",
-        ]
-    )
-    prepared = prepare(job_from_args(args, EXTRACT))
+    prepared = prepared_by_flags(*flags(checkpoint, dataset, tmp_path / "out"), "--layers", "1,3")
     tpu = estimate(prepared, Devices(16, "tpu", 4, "tpu-v5-lite-podslice"))
     cpu = estimate(prepared, Devices(1, "cpu", cores=2))
     assert tpu.tokens == prepared.plan.useful_tokens and tpu.rows == prepared.rows_stored
@@ -87,21 +68,9 @@ def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, 
 def test_the_bound_is_the_longest_stage(checkpoint, dataset, tmp_path):
     """Storing every token of a small model on fast chips is bound by the host's writes;
     storing one row per sample on a slow CPU by its compute."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, EXTRACT)
 
-    def prepared(*flags):
-        argv = [
-            "--model",
-            str(checkpoint),
-            "--dataset",
-            str(dataset),
-            "--format",
-            "text-jsonl",
-            "--output",
-            str(tmp_path),
-        ]
-        return prepare(job_from_args(parser.parse_args(argv + list(flags)), EXTRACT))
+    def prepared(*more):
+        return prepared_by_flags(*flags(checkpoint, dataset, tmp_path), *more)
 
     everything = estimate(prepared("--positions", "all"), Devices(8, "gpu", 1, "nvidia-h200-141gb"))
     assert everything.bound == "writing" and everything.seconds == everything.write_seconds

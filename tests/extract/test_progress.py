@@ -3,7 +3,6 @@ and Prometheus through the worker's /metrics endpoint."""
 
 from __future__ import annotations
 
-import argparse
 import socket
 import urllib.request
 
@@ -11,11 +10,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import layertap
-from layertap.extract.runner import execute, prepare
-from layertap.run import cli
+from layertap.extract.runner import execute
 from layertap.run.context import RunContext
 from layertap.run.metrics import WorkerMetrics
 from layertap.run.progress import human_duration
+
+from .conftest import flags, prepared_by_flags
 
 
 class RecordingReporter:
@@ -33,25 +33,7 @@ class RecordingReporter:
 
 
 def _prepared(checkpoint, dataset, out):
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser, cli.EXTRACT)
-    args = parser.parse_args(
-        [
-            "--model",
-            str(checkpoint),
-            "--dataset",
-            str(dataset),
-            "--format",
-            "text-jsonl",
-            "--output",
-            str(out),
-            "--batch-size",
-            "1",
-            "--shard-size-mb",
-            "1",
-        ]
-    )
-    return prepare(cli.job_from_args(args, cli.EXTRACT, env={}))
+    return prepared_by_flags(*flags(checkpoint, dataset, out), "--batch-size", "1", "--shard-size-mb", "1")
 
 
 def test_status_progress_counts_up_to_the_whole_run(checkpoint, dataset, tmp_path):

@@ -15,40 +15,16 @@ import numpy as np
 
 import layertap
 
-from .conftest import write_jsonl
+from .conftest import flags, write_jsonl
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "sparse",
-    "features",
-    "light",
-    "up",
-]
+SENTENCE = "the quick brown fox jumps over a lazy dog while sparse features light up"
+WORDS = SENTENCE.split()
 
 
 def argv(checkpoint, dataset, output):
     return [
-        sys.executable,
-        "-m",
-        "layertap.cli",
-        "extract",
-        "--model",
-        str(checkpoint),
-        "--dataset",
-        str(dataset),
-        "--format",
-        "text-jsonl",
-        "--output",
-        str(output),
+        *(sys.executable, "-m", "layertap.cli", "extract"),
+        *flags(checkpoint, dataset, output),
         "--dtype",
         "float32",
         "--storage-dtype",

@@ -21,26 +21,14 @@ def checkpoint(tmp_path_factory) -> Path:
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=1)
 
 
+SENTENCE = "the quick brown fox jumps over a lazy dog while sparse features light up"
+
+
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     """Enough samples of varied length for dozens of steps."""
     rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "a",
-        "lazy",
-        "dog",
-        "while",
-        "sparse",
-        "features",
-        "light",
-        "up",
-    ]
+    words = SENTENCE.split()
     path = tmp_path_factory.mktemp("data") / "texts.jsonl"
     lines = [" ".join(rng.choice(words, size=rng.integers(2, 60))) for _ in range(400)]
     lines[7] = "<|im_start|>user\n" + lines[7] + "<|im_end|>"

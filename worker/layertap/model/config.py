@@ -22,35 +22,18 @@ class Family:
     bias: Literal["qkv", "attention_bias"]
     """qkv: q/k/v always have biases, o_proj never (Qwen2: no switch in HF either);
     attention_bias: q/k/v and o_proj have them exactly when config.json's attention_bias is true."""
-    qk_norm: bool  # RMSNorm of each query and key head before rotary (Qwen3)
-    rope_types: tuple[str, ...]  # the rope_scaling types computed (HF's names)
     stop_tokens: tuple[str, ...]  # end of turn and end of text, beside the tokenizer's EOS
+    qk_norm: bool = False  # RMSNorm of each query and key head before rotary (Qwen3)
+    rope_types: tuple[str, ...] = ("default", "llama3")  # the rope_scaling types computed (HF's names)
     # Chat templates: none needs its own handling; prompts render the template the tokenizer
     # ships and check that every message lands in it verbatim (arc/prompts.py).
 
 
+CHATML_STOPS = ("<|im_end|>", "<|endoftext|>")
 FAMILIES = {
-    "qwen2": Family(
-        "Qwen2ForCausalLM",
-        "qkv",
-        qk_norm=False,
-        rope_types=("default", "llama3"),
-        stop_tokens=("<|im_end|>", "<|endoftext|>"),
-    ),
-    "qwen3": Family(
-        "Qwen3ForCausalLM",
-        "attention_bias",
-        qk_norm=True,
-        rope_types=("default", "llama3"),
-        stop_tokens=("<|im_end|>", "<|endoftext|>"),
-    ),
-    "llama": Family(
-        "LlamaForCausalLM",
-        "attention_bias",
-        qk_norm=False,
-        rope_types=("default", "llama3"),
-        stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
-    ),
+    "qwen2": Family("Qwen2ForCausalLM", bias="qkv", stop_tokens=CHATML_STOPS),
+    "qwen3": Family("Qwen3ForCausalLM", bias="attention_bias", stop_tokens=CHATML_STOPS, qk_norm=True),
+    "llama": Family("LlamaForCausalLM", bias="attention_bias", stop_tokens=("<|eot_id|>", "<|end_of_text|>")),
 }
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
