@@ -26,6 +26,7 @@ per-step stages. Timing is printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import platform
@@ -242,11 +243,11 @@ def measure(sink: str, mode: str, args, scratch: Path) -> dict:
         f"{len(set(run.capacities))} capacities",
         flush=True,
     )
-    if sink == "local":
-        base = scratch / f"{mode}"
-        uri = lambda name: str(base / name)  # noqa: E731
-    else:
-        uri = lambda name: f"gs://bench/{mode}-{name}"  # noqa: E731
+    base = scratch / f"{mode}"
+
+    def uri(name: str) -> str:
+        return str(base / name) if sink == "local" else f"gs://bench/{mode}-{name}"
+
     warm = run_host_path(run, uri("warm"), args.memory_kind)  # compiles every gather
     # the raw sink just before and just after the host path, the same shards: a disk's speed drifts
     raw = (
@@ -272,6 +273,11 @@ def measure(sink: str, mode: str, args, scratch: Path) -> dict:
     return result
 
 
+def measure_at(sink: str, mode: str, args, scratch: Path, _emulator_uri: str) -> dict:
+    """`measure` as `with_emulator` calls it (with a gs:// root that measure does not need: it names its own)."""
+    return measure(sink, mode, args, scratch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200, help="ARC-like samples (200: ~12 steps of 16 x 2048)")
@@ -293,7 +299,7 @@ def main() -> None:
         for sink in args.sinks:
             for mode in args.positions:
                 if sink == "gcs":
-                    results.append(with_emulator(lambda _uri: measure(sink, mode, args, scratch)))  # noqa: B023
+                    results.append(with_emulator(functools.partial(measure_at, sink, mode, args, scratch)))
                 else:
                     results.append(measure(sink, mode, args, scratch))
     finally:
