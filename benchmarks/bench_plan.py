@@ -39,7 +39,7 @@ def main() -> None:
     from layertap.arc.builtin import write_builtin_tasks
     from layertap.arc.dataset import iter_samples
     from layertap.extract.plan import _bucketed_plan, make_plan, plan_cost, round_up
-    from layertap.extract.runner import attention_weight
+    from layertap.extract.prices import attention_weight
     from layertap.model import DecoderConfig, load_tokenizer, write_random_checkpoint
     from layertap_api.spec import DatasetSpec
 

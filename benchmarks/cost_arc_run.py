@@ -37,7 +37,7 @@ def main() -> None:
     from layertap.arc.dataset import iter_samples
     from layertap.estimate import WRITE_BYTES_PER_SECOND, duration, forward_flops
     from layertap.extract.plan import make_plan
-    from layertap.extract.runner import attention_weight
+    from layertap.extract.prices import attention_weight
     from layertap.model import DecoderConfig, load_tokenizer, write_random_checkpoint
     from layertap_api.catalog import ACCELERATORS
     from layertap_api.spec import DatasetSpec

@@ -11,7 +11,7 @@ from layertap.arc.dataset import iter_samples
 from layertap.extract.plan import _bucketed_plan, make_plan
 from layertap_api.spec import DatasetSpec
 
-QWEN_0_5B_ATTENTION = 1.2e-4  # runner.attention_weight of Qwen2.5-0.5B
+QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
 
 
 @pytest.fixture(scope="module", params=[("eval",), ("train", "eval")], ids="+".join)

@@ -52,7 +52,7 @@ def test_plan_covers_every_sample_once_in_rows_that_fit(seed):
     assert sum(plan.step_samples(s) for s in range(plan.num_steps)) == len(plan.lengths)
 
 
-QWEN_0_5B_ATTENTION = 1.2e-4  # runner.attention_weight of Qwen2.5-0.5B
+QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
 
 
 def test_mostly_short_samples_get_short_rows_when_that_is_cheaper():

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import layertap
 from layertap.extract.runner import execute
+from layertap.humanize import human_duration
 from layertap.run.context import RunContext
 from layertap.run.metrics import WorkerMetrics
-from layertap.run.progress import human_duration
 
 from .conftest import flags, prepared_by_flags
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -314,6 +315,23 @@ def test_activations_while_predicting_hold_every_site_asked_for(checkpoint, task
         ours = records.activations[rows][np.argsort(records.position[rows])]
         assert ours.shape == expected.shape, site
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))), err_msg=site)
+
+
+def test_a_restarted_prediction_loads_its_compiled_buckets(checkpoint, tasks_file, tmp_path):
+    """The same compilation cache as extraction's: a new pod recompiles no prompt bucket."""
+    from compiles import cache_hits, run_in_new_pod
+
+    config = tmp_path / "predict.yaml"
+    document = spec(checkpoint, tasks_file, tmp_path / "out", maxNewTokens=4)
+    document["dataset"]["maxSamples"] = 1
+    config.write_text(yaml.safe_dump({"spec": document}))
+    command = ("predict", "--config", str(config), "--no-progress")
+    first = run_in_new_pod(tmp_path / "pod-tmp", *command)
+    entries = sorted(path.name for path in (tmp_path / "out" / ".jax-cache").iterdir())
+    assert entries and cache_hits(first) == 0 and ": 0 compiled programs found" in first.stdout
+    shutil.rmtree(tmp_path / "out" / "candidates")  # the answers are gone: every batch runs again
+    second = run_in_new_pod(tmp_path / "pod-tmp", *command)
+    assert f": {len(entries)} compiled programs found" in second.stdout and cache_hits(second) >= 1
 
 
 def test_a_checkpoint_without_its_lm_head_is_refused_and_writes_nothing(tasks_file, tmp_path):

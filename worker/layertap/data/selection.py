@@ -24,6 +24,7 @@ from itertools import count, islice
 from typing import TypeVar
 
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 from layertap_api.spec import SelectionSpec
 
 T = TypeVar("T")
@@ -59,10 +60,6 @@ def rank(seed: int, key: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _plural(n: int, unit: str) -> str:
-    return f"{n} {unit}{'' if n == 1 else 's'}"
-
-
 def _with_ids(items, key_of, ids: list[str], uri: str, unit: str, hint: str) -> Iterator:
     wanted, found, kept, seen = set(ids), set(), [], 0
     for seen, item in enumerate(items, 1):  # noqa: B007 -- seen counts the items for the error below
@@ -76,7 +73,7 @@ def _with_ids(items, key_of, ids: list[str], uri: str, unit: str, hint: str) -> 
             f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else ""
         )
         raise LayerTapError(
-            f"dataset.select.ids: {unit}(s) {shown} not in {uri} ({_plural(seen, unit)}{'; ' + hint if hint else ''})"
+            f"dataset.select.ids: {unit}(s) {shown} not in {uri} ({plural(seen, unit)}{'; ' + hint if hint else ''})"
         )
     yield from kept
 
@@ -89,7 +86,7 @@ def _skip(items, offset: int, uri: str, unit: str, scope: str) -> Iterator:
     if offset and seen <= offset:
         raise LayerTapError(
             f"dataset.select.offset: {offset} is past the end of {uri} "
-            f"({_plural(seen, unit)}{' ' + scope if scope else ''})"
+            f"({plural(seen, unit)}{' ' + scope if scope else ''})"
         )
 
 
@@ -100,7 +97,7 @@ def _sample(items, key_of, size: int, seed: int, uri: str, unit: str, after: str
     left = next(positions)  # items seen
     if left < size:
         raise LayerTapError(
-            f"dataset.select.sample: {size} asked, but {uri} has only {_plural(left, unit)}"
+            f"dataset.select.sample: {size} asked, but {uri} has only {plural(left, unit)}"
             + (f" left after dataset.select.{after}" if after else "")
         )
     yield from (item for _, _, item in sorted(chosen, key=lambda entry: entry[1]))

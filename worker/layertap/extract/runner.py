@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,19 +27,22 @@ from layertap.data.dataset import Dataset
 from layertap.data.sample import Sample
 from layertap.datasets import load_dataset
 from layertap.errors import LayerTapError
-from layertap.estimate import Devices, estimate
 from layertap.estimate import describe as describe_estimate
+from layertap.estimate import estimate
 from layertap.extract import batch as host
 from layertap.extract import compact
+from layertap.extract import prices as plan_prices
 from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
 from layertap.extract.step import make_step
+from layertap.humanize import human_bytes, plural
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
 from layertap.model import DecoderConfig, LayerTap, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.model.tap import site_shape
-from layertap.run.compile_cache import CompilationCache, cache_uri
+from layertap.run.compile_cache import CompilationCache, open_for_run
 from layertap.run.context import RunContext
+from layertap.run.devices import present_devices
 from layertap.run.distributed import Distributed
 from layertap.run.loop import dispatch_ahead
 from layertap.run.mesh import DATA, MODEL, global_batch, host_rows, local_rows, make_mesh, param_shardings
@@ -49,7 +51,7 @@ from layertap.run.progress import Progress
 from layertap.run.stopping import StopRequest
 from layertap.store import dtypes, statistics
 from layertap_api import status
-from layertap_api.spec import OutputSpec, WorkerSpec
+from layertap_api.spec import WorkerSpec
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,9 @@ def prepare(job: WorkerSpec) -> Prepared:
     plan = make_plan(
         lengths,
         job.extraction.batch_size,
-        attention_weight(config),
+        plan_prices.attention_weight(config),
         row_multiple=data_devices,
-        shape_tokens=compile_tokens(config, tap.blocks_to_run),
+        shape_tokens=plan_prices.compile_tokens(config, tap.blocks_to_run),
         step_tokens=CPU_STEP_TOKENS if jax.default_backend() == "cpu" else None,
     )
     stored = {i: int(keep[i].sum()) if job.extraction.positions == "all" else 1 for i in samples}
@@ -355,14 +357,14 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary
     reporter, stop = context.reporter, context.stop
     mesh = make_mesh(job.mesh, config.num_attention_heads, config.num_key_value_heads)
     if process == 0:
-        expected = estimate(prepared, run_devices(job))
+        expected = estimate(prepared, present_devices(job.devices))
         print(
             prepared.describe(context.setup, jax.device_count()) + f"\n  estimate  {describe_estimate(expected)}",
             flush=True,
         )
         if reporter is not None:
             reporter.update(status.Progress(estimate=expected))  # before the first step: kubectl describe shows it
-    cache = open_compilation_cache(job.output, process)
+    cache = open_for_run(job.output, process)
     params, step_fn = _load_step(prepared, mesh)  # before anything is written: a bad checkpoint fails here
 
     _check_process_count(job.output.uri, processes)
@@ -504,38 +506,6 @@ def _run_steps(
     return compile_seconds, ran
 
 
-def run_devices(job: WorkerSpec) -> Devices:
-    """The devices this run computes on, for the estimate."""
-    device = jax.devices()[0]
-    accelerator = job.devices.accelerator if job.devices is not None else None
-    return Devices(
-        jax.device_count(),
-        device.platform,
-        jax.process_count(),
-        accelerator,
-        device.device_kind,
-        len(os.sched_getaffinity(0)),
-    )
-
-
-def open_compilation_cache(output: OutputSpec, process: int) -> CompilationCache | None:
-    """The run's persistent compilation cache, fetched and enabled (None: output.compilationCache off)."""
-    uri = cache_uri(output)
-    if uri is None:
-        return None
-    cache = CompilationCache(uri, writer=process == 0)
-    fetched = cache.enable()
-    if process == 0:
-        print(f"compilation cache {uri}: {fetched} compiled programs found", flush=True)
-    return cache
-
-
-def attention_weight(config: DecoderConfig) -> float:
-    """Attention FLOPs per token per unit of row length, relative to the dense FLOPs per token
-    (q/k/v/o projections and MLP) of a layer: the planner's price of long rows."""
-    return 4 * config.num_attention_heads * config.head_dim / (2 * config.block_matmul_params)
-
-
 # Steps dispatched beyond the one being finished: the device always has the next step queued
 # while the host waits for an earlier step's output.
 IN_FLIGHT = 2
@@ -545,29 +515,6 @@ IN_FLIGHT = 2
 # caches (Qwen2.5-0.5B shapes, bfloat16: 393 tokens/s with 1 row of 2048, 322 with 4 rows;
 # 454 with 1 row of 512, 455 with 4; docs/benchmarks.md).
 CPU_STEP_TOKENS = 2048
-
-# A compilation takes seconds on a CPU: about as long as 1 TFLOP of forward there. On an
-# accelerator it takes longer, but there the work is larger still and the planner's relative
-# price of a shape (plan.SHAPE_PRICE) is the larger one.
-COMPILE_FLOPS = 1e12
-
-
-def compile_tokens(config: DecoderConfig, blocks: int) -> float:
-    """What one compilation costs, in tokens of the forward's dense work: the least an extra
-    compiled shape must save. A small model compiles each shape for a few tokens' gain."""
-    return COMPILE_FLOPS / (2 * config.block_matmul_params * blocks)
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count != 1 else ''}"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    return f"{n:.3g} TiB"
 
 
 def _check_process_count(uri: str, processes: int) -> None:

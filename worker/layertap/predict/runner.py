@@ -44,6 +44,7 @@ from layertap.predict import results
 from layertap.predict.activations import activations_uri, open_activations, unit_records
 from layertap.predict.results import CANDIDATES, AnswerLog, RunningScore
 from layertap.predict.units import Dropped, Unit, build_units, check_dataset
+from layertap.run.compile_cache import open_for_run
 from layertap.run.context import RunContext
 from layertap.run.loop import dispatch_ahead
 from layertap.run.mesh import DATA, make_mesh, param_shardings, rows_sharding
@@ -175,6 +176,7 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
     params = jax.device_put(params, param_shardings(params, mesh))
     store = open_store(job.output.uri)
     claim(store, RUN_KEY, prepared.identity, "a prediction", "prediction's provenance")
+    cache = open_for_run(job.output, process_index)  # a restarted attempt compiles no bucket again
     log = AnswerLog(store)
     committed = set(log.refresh())
     writer = None
@@ -241,6 +243,8 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
             compiled[width] = generate.lower(params, *inputs).compile()
             summary.compile_seconds += time.perf_counter() - started
             summary.buckets.append(width)
+            if cache is not None:
+                cache.save()
         return batch, width, compiled[width](params, *inputs)
 
     def finish(flight: tuple[list[Unit], int, Generated]) -> None:
@@ -276,7 +280,11 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
         progress.answered(answers, tokens * process_count, tasks_done=summary.tasks_done, **scored)
 
     started = time.perf_counter()
-    dispatch_ahead(mine, dispatch, finish, IN_FLIGHT, context.stop)
+    try:
+        dispatch_ahead(mine, dispatch, finish, IN_FLIGHT, context.stop)
+    finally:
+        if cache is not None:
+            cache.close()
     summary.generate_seconds = time.perf_counter() - started - summary.compile_seconds
     summary.stopped = context.stopped
     if writer is not None:

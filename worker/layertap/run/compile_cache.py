@@ -68,3 +68,15 @@ class CompilationCache:
     def close(self) -> None:
         jax.config.update("jax_compilation_cache_dir", None)
         compilation_cache.reset_cache()
+
+
+def open_for_run(output: OutputSpec, process: int) -> CompilationCache | None:
+    """The run's persistent compilation cache, fetched and enabled (None: output.compilationCache off)."""
+    uri = cache_uri(output)
+    if uri is None:
+        return None
+    cache = CompilationCache(uri, writer=process == 0)
+    fetched = cache.enable()
+    if process == 0:
+        print(f"compilation cache {uri}: {fetched} compiled programs found", flush=True)
+    return cache

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 
 from layertap.errors import LayerTapError
+from layertap.estimate import Devices
 from layertap_api.contract import ENV_SIMULATED_ACCELERATOR
 from layertap_api.spec import ExpectedDevices
 
@@ -45,3 +46,19 @@ def check_devices(expected: ExpectedDevices | None, env: Mapping[str, str] | Non
             f"{expected.platform.upper()} device(s), JAX sees {found}; the node lacks the accelerator, or its "
             "runtime did not start (see the log above)"
         )
+
+
+def present_devices(expected: ExpectedDevices | None) -> Devices:
+    """The devices this run computes on, for the estimate (the accelerator's name from the spec)."""
+    import jax
+
+    device = jax.devices()[0]
+    accelerator = expected.accelerator if expected is not None else None
+    return Devices(
+        jax.device_count(),
+        device.platform,
+        jax.process_count(),
+        accelerator,
+        device.device_kind,
+        len(os.sched_getaffinity(0)),
+    )
