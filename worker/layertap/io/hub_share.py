@@ -85,6 +85,11 @@ def receive(ref: HubRef, shared: Store, cache: Path) -> None:
             f"{ref}: process 0 shared nothing under {shared.uri}/{prefix}; is output.uri writable by every host?"
         )
     for key, info in sorted(objects.items()):
+        if key.startswith("/") or ".." in key.split("/"):  # an object named to write outside the cache
+            raise LayerTapError(
+                f"{shared.uri}/{key}: refusing a shared object whose name leaves the Hub cache {cache}; "
+                f"delete {shared.uri} and rerun"
+            )
         target = cache / key
         snapshot_file = "/snapshots/" in key  # a commit's file never changes; a ref may have moved
         if snapshot_file and target.is_file() and target.stat().st_size == info.size:
