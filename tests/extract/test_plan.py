@@ -176,6 +176,45 @@ def test_packing_to_the_chosen_lengths_fills_rows_to_their_cut(seed):
     assert work(rows) < 0.99 * work(pack_rows(lengths, 2048))  # packing at the longest length, then cutting
 
 
+def best_fit_by_scanning(lengths, row_lengths, weight):
+    """The packing rule of `pack_rows` (one length) and `pack_to_lengths`, by scanning every
+    row for every sample: quadratic, plainly the rule, the reference of the fast packers."""
+    price = {n: n * row_cost(n, weight) for n in row_lengths}
+
+    def cut(tokens):
+        return min(n for n in row_lengths if n >= tokens)
+
+    rows, fill = [], []
+    for index in sorted(lengths, key=lambda i: (-lengths[i], i)):
+        n = lengths[index]
+        fitting = [(cut(f) - f, r) for r, f in enumerate(fill) if cut(f) - f >= n]
+        row = min(fitting)[1] if fitting else None
+        if row is None:
+            added = price[cut(n)]
+            for low, high in itertools.combinations(row_lengths, 2):
+                grown = [(f, r) for r, f in enumerate(fill) if cut(f) == low and f <= high - n]
+                if grown and price[high] - price[low] < added:
+                    added, row = price[high] - price[low], max(grown)[1]
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            fill.append(0)
+        rows[row].append(index)
+        fill[row] += n
+    return sorted(tuple(sorted(row)) for row in rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_packers_place_every_sample_where_scanning_every_row_would(seed):
+    mixed = [*random_lengths(400, seed, low=1, high=700).values(), *arc_like_lengths(60, seed).values()]
+    lengths = dict(enumerate(mixed))
+    assert pack_rows(lengths, 2048) == best_fit_by_scanning(lengths, [2048], 0.0)
+    row_lengths = [512, 1024, 1472, 2048]
+    assert pack_to_lengths(lengths, row_lengths, QWEN_0_5B_ATTENTION) == best_fit_by_scanning(
+        lengths, row_lengths, QWEN_0_5B_ATTENTION
+    )
+
+
 @pytest.mark.parametrize("rows_per_step", [1, 3, 8])
 def test_the_chosen_row_lengths_are_the_cheapest_set_by_the_real_assignment(rows_per_step):
     rng = np.random.default_rng(rows_per_step)
