@@ -28,6 +28,7 @@ import numpy as np
 
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
+from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout, shardfile
 from layertap.store.index import build_manifest, read_commits, read_json, read_run_info, read_stats_file
 from layertap.store.records import TokenRecords
@@ -187,9 +188,7 @@ class Run:
                 f"{self.uri}: this run has no statistics (written by `layertap predict`, or by a LayerTap "
                 "from before statistics were kept)"
             )
-        with ThreadPoolExecutor(16) as pool:
-            parts = list(pool.map(lambda entry: read_stats_file(self._store, entry), entries))
-        return RunStats(merge_all(parts))
+        return RunStats(merge_all(map_ahead(lambda entry: read_stats_file(self._store, entry), entries)))
 
     def samples(self) -> dict[int, dict]:
         """Sample index -> the provenance the runner recorded (ARC: task_id, origin,
