@@ -100,6 +100,22 @@ def test_round_trip(gcs):
     assert run.finalized and len(run.read_layer(2, segments=["test-input"])) > 0
 
 
+def test_a_layer_is_read_in_few_requests_a_shard(gcs, proxy):
+    """Reading a layer back: the shard's header, then its token columns and the layer, with
+    tensors that lie together in the file coalesced into one ranged GET (7 a shard before)."""
+    units = make_units(12)
+    write(gcs, units, shard_bytes=10_000)
+    manifest = finalize_run(gcs)
+    run = layertap.open(gcs)
+    proxy.seen.clear()
+    batch = run.read_layer(5)
+    order = np.argsort(batch.token_ids, kind="stable")
+    np.testing.assert_array_equal(batch.activations[order], bf16(expected_layer(units, 1)))
+    shard_reads = [path for method, path, _ in proxy.seen if method == "GET" and "alt=media" in path]
+    assert manifest["num_shards"] > 3
+    assert len(shard_reads) <= 3 * manifest["num_shards"]
+
+
 def test_a_shard_of_only_empty_units_reads_back(gcs):
     """A process whose rows of a step are all padding commits a unit of no tokens; its empty
     tensors are read without a request (GCS answers an empty range with 416)."""

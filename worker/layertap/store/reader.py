@@ -37,6 +37,14 @@ from layertap.store.statistics import RunStats, merge_all
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
 
 
+COALESCE_GAP = 256 * 1024  # read across a gap this small rather than make one more request
+READ_AHEAD = 8  # shards read in parallel ahead of the one being used (`Run.iter_layer`)
+
+
+def _end(info: shardfile.TensorInfo) -> int:
+    return info.offset + info.nbytes
+
+
 RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
 
 
@@ -111,12 +119,29 @@ class Shard:
 
     def read(self, name: str) -> np.ndarray:
         """A tensor read into memory: one ranged read (a file read, or one GCS request), checked."""
-        info = self._info(name)
-        data = self._read(info.offset, info.offset + info.nbytes)
-        if len(data) != info.nbytes:
-            raise LayerTapError(f"{self.where}: the shard is truncated (tensor {name}); {RECOMPUTE}")
-        self._check(name, data)
-        return np.frombuffer(data, dtype=info.dtype).reshape(info.shape)
+        return self.read_many([name])[name]
+
+    def read_many(self, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """Tensors read into memory, each checked: tensors that lie next to each other in
+        the file (or within COALESCE_GAP bytes) come in one ranged read."""
+        infos = sorted(((self._info(name), name) for name in set(names)), key=lambda item: item[0].offset)
+        runs: list[list[tuple[shardfile.TensorInfo, str]]] = []
+        for info, name in infos:
+            if runs and info.offset - _end(runs[-1][-1][0]) <= COALESCE_GAP:
+                runs[-1].append((info, name))
+            else:
+                runs.append([(info, name)])
+        out = {}
+        for run in runs:
+            start = run[0][0].offset
+            data = memoryview(self._read(start, max(_end(info) for info, _ in run)))
+            for info, name in run:
+                part = data[info.offset - start : _end(info) - start]
+                if len(part) != info.nbytes:
+                    raise LayerTapError(f"{self.where}: the shard is truncated (tensor {name}); {RECOMPUTE}")
+                self._check(name, part)
+                out[name] = np.frombuffer(part, dtype=info.dtype).reshape(info.shape)
+        return out
 
     def memmap(self, name: str) -> np.ndarray:
         """A tensor as a read-only memmap (local shards only). With checksums on, the tensor
@@ -222,8 +247,9 @@ class Run:
         keep_segments = None if segments is None else self._segment_labels(segments)
         keep_tokens = None if tokens is None else np.fromiter(tokens, np.int64)
         drop_tokens = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
-        for shard in self.shards:
-            columns = {column: shard.read(column) for column in layout.TOKEN_COLUMNS}
+
+        def read_shard(shard: Shard) -> TokenRecords | None:
+            columns = shard.read_many(layout.TOKEN_COLUMNS)
             mask = np.ones(len(columns["token_ids"]), bool)
             if keep_segments is not None:
                 mask &= np.isin(columns["segment"], keep_segments)
@@ -232,16 +258,23 @@ class Run:
             if drop_tokens is not None:
                 mask &= ~np.isin(columns["token_ids"], drop_tokens)
             if not mask.any():
-                continue
+                return None
             everything = bool(mask.all())
-            values = shard.read(name)
-            values = values if everything else values[mask]
-            scale = shard.read(layout.scale_tensor(layer, site)) if self.storage_dtype == "int8" else None
-            if scale is not None and not everything:
-                scale = scale[mask]
+            scale_name = layout.scale_tensor(layer, site) if self.storage_dtype == "int8" else None
+            read = shard.read_many([name] if scale_name is None else [name, scale_name])
+            values, scale = read[name], read.get(scale_name)
+            if not everything:
+                values = values[mask]
+                scale = None if scale is None else scale[mask]
             activations = dtypes.decode(values, scale, dtype)
             rows = {k: v if everything else v[mask] for k, v in columns.items()}
-            yield TokenRecords(activations, **rows)
+            return TokenRecords(activations, **rows)
+
+        # Shards are read READ_AHEAD at a time, in order: a store's latency is paid once per
+        # READ_AHEAD shards, not once per shard.
+        for records in map_ahead(read_shard, self.shards, READ_AHEAD):
+            if records is not None:
+                yield records
 
     def read_layer(self, layer: int, *, site: str = layout.DEFAULT_SITE, **filters) -> TokenRecords:
         """All (filtered) rows of a layer at a site in memory; for small runs and tests."""
