@@ -218,14 +218,21 @@ def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
 
 
 def _workload(owner: Owner, jobset: dict) -> dict | None:
-    """Kueue's Workload of the JobSet (None without Kueue, or before Kueue made it)."""
+    """Kueue's Workload of the JobSet (None without Kueue, or before Kueue made it), found by
+    the job-uid label Kueue puts on it: a reconcile lists its own Workload, not the
+    namespace's."""
+    uid = jobset["metadata"].get("uid")
     try:
         workloads = _custom_objects().list_namespaced_custom_object(
-            c.KUEUE_GROUP, c.KUEUE_VERSION, owner.namespace, c.KUEUE_WORKLOADS, _request_timeout=REQUEST_TIMEOUT_S
+            c.KUEUE_GROUP,
+            c.KUEUE_VERSION,
+            owner.namespace,
+            c.KUEUE_WORKLOADS,
+            label_selector=f"{c.KUEUE_JOB_UID_LABEL}={uid}",
+            _request_timeout=REQUEST_TIMEOUT_S,
         )["items"]
     except (ApiException, OSError):
         return None
-    uid = jobset["metadata"].get("uid")
     return next(
         (w for w in workloads if uid in [ref.get("uid") for ref in w["metadata"].get("ownerReferences", [])]), None
     )
