@@ -20,6 +20,7 @@ from layertap.extract.plan import (
     step_rows,
     steps_to_run,
     unit_id,
+    units_done,
 )
 
 
@@ -263,6 +264,6 @@ def test_unit_ids_are_unique_per_step_and_process():
 
 def test_a_step_runs_unless_every_process_committed_its_unit():
     committed = {unit_id(0, 0, 2), unit_id(0, 1, 2), unit_id(1, 1, 2), unit_id(3, 0, 2)}
-    todo, mine_done = steps_to_run(4, committed, process_index=1, process_count=2)
-    assert todo == [1, 2, 3]
-    assert mine_done == [True, True, False, False]  # step 1 runs again, but process 1 writes nothing
+    done = [units_done(4, committed & {unit_id(s, p, 2) for s in range(4)}, p, 2) for p in range(2)]
+    assert done == [[True, False, False, True], [True, True, False, False]]
+    assert steps_to_run(done) == [1, 2, 3]  # step 1 runs again, but process 1 writes nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -114,6 +115,28 @@ def test_a_layer_is_read_in_few_requests_a_shard(gcs, proxy):
     shard_reads = [path for method, path, _ in proxy.seen if method == "GET" and "alt=media" in path]
     assert manifest["num_shards"] > 3
     assert len(shard_reads) <= 3 * manifest["num_shards"]
+
+
+def test_a_process_resuming_reads_its_own_commits_alone(gcs, proxy):
+    """With own_commits_only, a restarted process lists its own folder of commit records and
+    looks up the objects they name: no request touches another process's records, and a
+    missing shard of its own is still found."""
+    units = make_units(16)
+    for process in range(2):
+        with open_writer(gcs, meta_for(), process, 2, shard_bytes=5_000) as writer:
+            for unit in units[process::2]:
+                add(writer, **unit.kwargs())
+    store = open_store(gcs)
+    own = sorted(k for k in store.list(layout.commit_prefix(1)) if k.endswith(".json"))
+    lost = json.loads(store.read(own[0]))
+    store.delete(lost["shard"])
+    proxy.seen.clear()
+    with open_writer(gcs, meta_for(), 1, 2, shard_bytes=5_000, own_commits_only=True) as writer:
+        assert writer.committed_units() == {u.unit_id for u in units[1::2]} - {u for u, _, _ in lost["units"]}
+        assert "is missing" in writer.untrusted[own[0]]
+    touched = " ".join(path for _, path, _ in proxy.seen)
+    assert "p00001" in touched and "p00000" not in touched
+    assert len(proxy.seen) < 4 * len(own) + 10  # a listing, then a record and its 2-3 objects each
 
 
 def test_a_shard_of_only_empty_units_reads_back(gcs):

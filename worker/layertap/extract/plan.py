@@ -18,7 +18,7 @@ import hashlib
 import heapq
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,15 +99,16 @@ def unit_id(step: int, process_index: int, process_count: int) -> int:
     return step * process_count + process_index
 
 
-def steps_to_run(num_steps: int, committed, process_index: int, process_count: int) -> tuple[list[int], list[bool]]:
-    """(steps to run, whether this process's unit of each step is durable already).
+def units_done(num_steps: int, committed, process_index: int, process_count: int) -> list[bool]:
+    """Whether this process's unit of each step is durable (`committed`: its unit ids)."""
+    return [unit_id(step, process_index, process_count) in committed for step in range(num_steps)]
 
-    A step runs unless every process's unit of it is durable: steps are SPMD programs that
-    all processes run together, even one whose own unit needs no writing.
-    """
-    units = [[unit_id(s, p, process_count) in committed for p in range(process_count)] for s in range(num_steps)]
-    todo = [s for s in range(num_steps) if not all(units[s])]
-    return todo, [units[s][process_index] for s in range(num_steps)]
+
+def steps_to_run(done_by_process: Sequence[Sequence[bool]]) -> list[int]:
+    """The steps to run, from every process's `units_done`: a step runs unless every
+    process's unit of it is durable, since steps are SPMD programs that all processes run
+    together, even one whose own unit needs no writing."""
+    return [step for step, done in enumerate(zip(*done_by_process)) if not all(done)]
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -131,12 +132,20 @@ def pack_rows(lengths: dict[int, int], row_length: int) -> list[tuple[int, ...]]
     the input. Rows come back ordered by their first sample index, keeping output close to
     dataset order. O(n log n): rows are found by their free tokens, not in a sorted list.
     """
-    rows: list[list[int]] = []
+    order, tokens = _longest_first(lengths)
+    # Samples longer than half a row cannot share one with each other, and come first: each
+    # opens a row of its own (the longest samples of most ranges; all of them in some).
+    alone = bisect.bisect_left(tokens, -(row_length // 2))
+    rows: list[list[int]] = [[index] for index in order[:alone]]
     # Open rows by free tokens: bit k of `spaces` set when some row has k free, a heap of
     # those rows at `by_space[k]` (least row first). The inner loop of planning: inlined.
-    spaces, by_space = 0, {}
+    by_space: dict[int, list[int]] = {}
+    for row, negated in enumerate(tokens[:alone]):
+        if left := row_length + negated:
+            by_space.setdefault(left, []).append(row)  # ascending: already a heap
+    spaces = sum(1 << left for left in by_space)
     heappush, heappop = heapq.heappush, heapq.heappop
-    for index in _longest_first(lengths):
+    for index in order[alone:]:
         n = lengths[index]
         if above := spaces >> n:
             space = n + (above & -above).bit_length() - 1  # the least space that fits
@@ -154,14 +163,16 @@ def pack_rows(lengths: dict[int, int], row_length: int) -> list[tuple[int, ...]]
             else:
                 by_space[left] = [row]
                 spaces |= 1 << left
-    return sorted(tuple(sorted(row)) for row in rows)
+    return sorted(map(tuple, map(sorted, rows)))
 
 
-def _longest_first(lengths: dict[int, int]) -> list[int]:
-    """Sample indices by decreasing length, ties by index (a numpy sort: a million in 0.1 s)."""
+def _longest_first(lengths: dict[int, int]) -> tuple[list[int], list[int]]:
+    """Sample indices by decreasing length, ties by index, and their lengths negated
+    (ascending, for bisect): a numpy sort, a million in 0.1 s."""
     index = np.fromiter(lengths.keys(), dtype=np.int64, count=len(lengths))
-    tokens = np.fromiter(lengths.values(), dtype=np.int64, count=len(lengths))
-    return index[np.lexsort((index, -tokens))].tolist()
+    negated = -np.fromiter(lengths.values(), dtype=np.int64, count=len(lengths))
+    order = np.lexsort((index, negated))
+    return index[order].tolist(), negated[order].tolist()
 
 
 class _Shelves:
@@ -330,7 +341,7 @@ def _steps(
     for length, rows in rows_by_length.items():
         if not rows:
             continue
-        max_per_row = max(len(row) for row in rows)
+        max_per_row = max(map(len, rows))
         most = rows_per_step
         if step_tokens is not None:
             most = min(rows_per_step, max(1, step_tokens // length) * row_multiple)
@@ -382,7 +393,7 @@ def _fitted_plan(
     best: Plan | None = None
     cut_to = None
     for repack in range(1 + REPACKS):
-        fitted = {row: round_up(sum(lengths[i] for i in row), ROW_ALIGN) for row in rows}
+        fitted = {row: round_up(sum(map(lengths.__getitem__, row)), ROW_ALIGN) for row in rows}
         fits = sorted(fitted.values())
         row_lengths = choose_row_lengths(fits, rows_per_step, attention_weight, max_buckets, shape_tokens)
         by_fit = sorted(rows, key=lambda row: (fitted[row], row))
@@ -417,7 +428,7 @@ def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_w
     fill: list[int] = []
     free = _Shelves(fill=fill)  # by free tokens within the cut length: the least row
     by_cut = {length: _Shelves(greatest_row=True, fill=fill) for length in row_lengths}  # by fill: the greatest row
-    for index in _longest_first(lengths):
+    for index in _longest_first(lengths)[0]:
         n = lengths[index]
         space = free.lowest_at_least(n)
         row = None if space is None else free.first(space)
@@ -438,7 +449,7 @@ def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_w
         by_cut[length].put(fill[row], row, fill[row])
         if length > fill[row]:
             free.put(length - fill[row], row, fill[row])
-    return sorted(tuple(sorted(row)) for row in rows)
+    return sorted(map(tuple, map(sorted, rows)))
 
 
 def rows_kept(count: int, length: int, next_length: int, rows_per_step: int, weight: float) -> int:

@@ -32,7 +32,7 @@ from layertap.estimate import estimate
 from layertap.extract import batch as host
 from layertap.extract import compact
 from layertap.extract import prices as plan_prices
-from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id
+from layertap.extract.plan import Plan, make_plan, steps_to_run, unit_id, units_done
 from layertap.extract.step import make_step
 from layertap.humanize import human_bytes, plural
 from layertap.io import open_store
@@ -369,11 +369,14 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary
 
     _check_process_count(job.output.uri, processes)
     meta = prepared.writer_meta(processes)
-    writer = open_writer(job.output.uri, meta, process, processes, shard_bytes=job.output.shard_size_mb * 2**20)
-    # Every writer has listed what earlier attempts committed before anyone commits anew,
-    # so every process derives the same steps to run.
-    context.barrier("writers open")
-    todo, mine_done = steps_to_run(plan.num_steps, writer.committed_units(), process, processes)
+    # A process's units are its own (the process count of a run never changes): its writer
+    # reads its own commit records alone, and the processes share which of their units are
+    # durable, so that every process derives the same steps to run.
+    writer = open_writer(
+        job.output.uri, meta, process, processes, shard_bytes=job.output.shard_size_mb * 2**20, own_commits_only=True
+    )
+    mine_done = units_done(plan.num_steps, writer.committed_units(), process, processes)
+    todo = steps_to_run(context.all_gather(mine_done))
     skipped = sorted(set(range(plan.num_steps)) - set(todo))
     progress = Progress(
         samples_total=len(prepared.samples),

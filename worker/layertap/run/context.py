@@ -41,6 +41,16 @@ class RunContext:
 
             multihost_utils.sync_global_devices(f"layertap: {name}")
 
+    def all_gather(self, flags: list[bool]) -> list[list[bool]]:
+        """Every process's flags, by process index (each process passes as many)."""
+        if self.process_count == 1:
+            return [list(flags)]
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        gathered = multihost_utils.process_allgather(np.asarray(flags, np.uint8))
+        return [[bool(flag) for flag in row] for row in np.asarray(gathered).reshape(self.process_count, -1)]
+
     @property
     def stopped(self) -> str:
         """Why the run stops early ("" while it does not)."""

@@ -61,13 +61,18 @@ class CommitScan:
             raise LayerTapError(f"{uri}/{key}: {why}{more}; {advice}")
 
 
-def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
-    """Every commit record, checked against the shard and sidecar it names when
-    `check_shards` (one listing each; no shard is read)."""
-    keys = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
-    shards = store.list(layout.SHARDS) if check_shards else {}
-    sidecars = store.list(layout.SAMPLES) if check_shards else {}
-    stats = store.list(layout.STATS) if check_shards else {}
+def scan_commits(store: Store, *, check_shards: bool = True, process_index: int | None = None) -> CommitScan:
+    """Every commit record (or one process's, `process_index`), checked against the shard,
+    sidecar and statistics it names when `check_shards`; no shard is read.
+
+    The whole run's scan lists the run's objects (a request per 1,000). One process's lists
+    its own folder of records and looks up the objects they name, one request each: what a
+    process resuming costs is its own commits, however many processes the run has."""
+    folder = layout.COMMITS if process_index is None else layout.commit_prefix(process_index)
+    keys = sorted(key for key in store.list(folder) if key.endswith(".json"))
+    shards = sidecars = stats = {}
+    if check_shards and process_index is None:
+        shards, sidecars, stats = (store.list(prefix) for prefix in (layout.SHARDS, layout.SAMPLES, layout.STATS))
 
     def load(key: str) -> tuple[str, dict | None, str]:
         try:
@@ -81,6 +86,8 @@ def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
 
     with ThreadPoolExecutor(16) as pool:
         loaded = list(pool.map(load, keys))
+    if check_shards and process_index is not None:
+        shards = sidecars = stats = _objects_named(store, [record for _, record, problem in loaded if not problem])
     scan = CommitScan()
     for key, record, problem in loaded:
         if not problem and check_shards:
@@ -91,6 +98,16 @@ def scan_commits(store: Store, *, check_shards: bool = True) -> CommitScan:
             scan.intact.append(record)
     scan.intact.sort(key=lambda r: (r["process_index"], r["seq"]))
     return scan
+
+
+def _objects_named(store: Store, records: list[dict]) -> dict[str, ObjectInfo]:
+    """The shards, sidecars and statistics files the records name that exist, looked up one
+    by one (16 at a time)."""
+    keys = [
+        key for r in records for key in (r.get("shard"), r.get("samples"), (r.get("stats") or {}).get("key")) if key
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        return {key: info for key, info in zip(keys, pool.map(store.stat, keys)) if info is not None}
 
 
 def _shard_problem(

@@ -85,6 +85,7 @@ def open_writer(
     queue_units: int = 16,
     parallel_shards: int = 4,
     queue_bytes: int = 1024 * 1024 * 1024,
+    own_commits_only: bool = False,
 ) -> ShardWriter:
     """Open (or resume) the run at `uri` for one process.
 
@@ -95,6 +96,9 @@ def open_writer(
         resid_post alone); everything else (model, config hash, tokenizer, prompt
         settings, code version, ...) is kept as given. Resuming with a different meta is
         an error: a run has one provenance.
+    own_commits_only: resume from this process's commit records alone (`committed_units()`
+        is then its own units): when each process's units are its own, as an extraction's
+        are, a restart costs each process its own commits, not the whole run's.
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
@@ -111,7 +115,9 @@ def open_writer(
         raise LayerTapError(
             f"{uri}: cannot write the run here ({error.strerror or error}); choose another output.uri"
         ) from None
-    return ShardWriter(store, meta, process_index, shard_bytes, queue_units, parallel_shards, queue_bytes)
+    return ShardWriter(
+        store, meta, process_index, shard_bytes, queue_units, parallel_shards, queue_bytes, own_commits_only
+    )
 
 
 def _checked_meta(meta: Mapping) -> dict:
@@ -156,6 +162,7 @@ class ShardWriter:
         queue_units: int,
         parallel_shards: int,
         queue_bytes: int,
+        own_commits_only: bool = False,
     ) -> None:
         self.uri = store.uri
         self._store = store
@@ -166,11 +173,11 @@ class ShardWriter:
         self._shard_bytes = shard_bytes
         self._shapes: dict[str, tuple[int, ...]] = {}  # site -> one token's shape, from the first unit
 
-        # What earlier attempts made durable (every process's records: the plan may have
-        # been split differently then), and where this process's shard numbering resumes.
-        # A record whose shard is missing or damaged is not trusted: its units are computed
-        # again (every process sees the same), and its owner deletes it.
-        scan = scan_commits(store)
+        # What earlier attempts made durable (every process's records, unless its own are
+        # all it needs), and where this process's shard numbering resumes. A record whose
+        # shard is missing or damaged is not trusted: its units are computed again (every
+        # process that reads it sees the same), and its owner deletes it.
+        scan = scan_commits(store, process_index=process_index if own_commits_only else None)
         self.untrusted = dict(scan.broken)  # commit key -> why: the units are recomputed
         self._committed = {unit_id for r in scan.intact for unit_id, _, _ in r["units"]}
         own_prefix = layout.commit_prefix(process_index) + "/"
@@ -198,7 +205,8 @@ class ShardWriter:
     # -- the caller's side ------------------------------------------------------------
 
     def committed_units(self) -> frozenset:
-        """Unit ids that are durable: from earlier attempts and from this writer so far."""
+        """Unit ids that are durable: from earlier attempts (this process's alone, with
+        `own_commits_only`) and from this writer so far."""
         with self._lock:
             return frozenset(self._committed)
 
