@@ -175,65 +175,6 @@ def _longest_first(lengths: dict[int, int]) -> tuple[list[int], list[int]]:
     return index[order].tolist(), negated[order].tolist()
 
 
-class _Shelves:
-    """Rows shelved under integer keys (free tokens, or tokens filled) for best-fit packing,
-    O(log n) a sample where sorted lists of (key, row) cost O(n). The nearest key at or
-    above (at or below) a bound is one scan of a big-int bitmask (bit k: a row may be
-    shelved at k); a key's rows are a heap, least row first (greatest with `greatest_row`),
-    the same ties as the sorted lists gave. With `fill` (tokens filled, by row), an entry
-    stands only while its row's fill is the one it was shelved with: a row that moved on is
-    not looked for, its old entry is dropped when met."""
-
-    def __init__(self, greatest_row: bool = False, fill: list[int] | None = None):
-        self.bits = 0
-        self.heaps: dict[int, list[tuple[int, int]]] = {}
-        self.sign = -1 if greatest_row else 1
-        self.fill = fill
-
-    def put(self, key: int, row: int, filled: int = 0) -> None:
-        heap = self.heaps.get(key)
-        if heap:
-            heapq.heappush(heap, (self.sign * row, filled))
-        else:
-            self.heaps[key] = [(self.sign * row, filled)]
-            self.bits |= 1 << key
-
-    def lowest_at_least(self, bound: int) -> int | None:
-        while above := self.bits >> bound:
-            key = bound + (above & -above).bit_length() - 1
-            if self._standing(key):
-                return key
-        return None
-
-    def highest_at_most(self, bound: int) -> int | None:
-        while bound >= 0 and (below := self.bits & ((2 << bound) - 1)):
-            key = below.bit_length() - 1
-            if self._standing(key):
-                return key
-        return None
-
-    def first(self, key: int) -> int:
-        """The first row shelved at a key that `lowest_at_least` or `highest_at_most` found."""
-        return self.sign * self.heaps[key][0][0]
-
-    def take(self, key: int) -> int:
-        row = self.sign * heapq.heappop(self.heaps[key])[0]
-        if not self.heaps[key]:
-            self.bits ^= 1 << key
-        return row
-
-    def _standing(self, key: int) -> bool:
-        """Whether a row stands at the key, after dropping the entries of rows moved on."""
-        heap = self.heaps[key]
-        if self.fill is not None:
-            while heap and self.fill[self.sign * heap[0][0]] != heap[0][1]:
-                heapq.heappop(heap)
-        if heap:
-            return True
-        self.bits ^= 1 << key
-        return False
-
-
 def make_plan(
     lengths: dict[int, int],
     rows_per_step: int,
@@ -424,31 +365,61 @@ def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_w
     def cut(tokens: int) -> int:
         return row_lengths[bisect.bisect_left(row_lengths, tokens)]
 
+    # As in pack_rows, rows are found by key through a bitmask of the keys present and a heap
+    # per key: by free tokens within the cut length (least row first), and for each cut
+    # length by fill (greatest row first). An entry carries the fill its row had when filed;
+    # once the row has grown it is stale, and dropped when met. The inner loop: inlined.
     rows: list[list[int]] = []
     fill: list[int] = []
-    free = _Shelves(fill=fill)  # by free tokens within the cut length: the least row
-    by_cut = {length: _Shelves(greatest_row=True, fill=fill) for length in row_lengths}  # by fill: the greatest row
+    free_keys, free_rows = 0, {}  # free tokens -> heap of (row, fill)
+    fill_keys = dict.fromkeys(row_lengths, 0)
+    fill_rows: dict[int, dict[int, list[int]]] = {length: {} for length in row_lengths}  # fill -> heap of -row
+    growths = [(low, high, price[high] - price[low]) for low, high in itertools.combinations(row_lengths, 2)]
+    heappush, heappop = heapq.heappush, heapq.heappop
     for index in _longest_first(lengths)[0]:
         n = lengths[index]
-        space = free.lowest_at_least(n)
-        row = None if space is None else free.first(space)
+        row = None
+        while above := free_keys >> n:  # the least free space that fits
+            key = n + (above & -above).bit_length() - 1
+            heap = free_rows[key]
+            while heap and fill[heap[0][0]] != heap[0][1]:
+                heappop(heap)
+            if heap:
+                row = heap[0][0]
+                break
+            free_keys ^= 1 << key
         if row is None:
             added = price[cut(n)]  # a new row
-            for low, high in itertools.combinations(row_lengths, 2):
-                if price[high] - price[low] < added:
-                    fullest = by_cut[low].highest_at_most(high - n)
-                    if fullest is not None:
-                        added, row = price[high] - price[low], by_cut[low].first(fullest)
+            for low, high, grown in growths:
+                if grown < added and n <= high:
+                    rows_at = fill_rows[low]
+                    while below := fill_keys[low] & ((2 << (high - n)) - 1):  # the fullest row that grows
+                        key = below.bit_length() - 1
+                        heap = rows_at[key]
+                        while heap and fill[-heap[0]] != key:
+                            heappop(heap)
+                        if heap:
+                            added, row = grown, -heap[0]
+                            break
+                        fill_keys[low] ^= 1 << key
         if row is None:
             row = len(rows)
             rows.append([])
             fill.append(0)
         rows[row].append(index)
-        fill[row] += n  # the row's entries shelved at its old fill stand no more
-        length = cut(fill[row])
-        by_cut[length].put(fill[row], row, fill[row])
-        if length > fill[row]:
-            free.put(length - fill[row], row, fill[row])
+        filled = fill[row] = fill[row] + n
+        length = cut(filled)
+        if heap := fill_rows[length].get(filled):
+            heappush(heap, -row)
+        else:
+            fill_rows[length][filled] = [-row]
+            fill_keys[length] |= 1 << filled
+        if left := length - filled:
+            if heap := free_rows.get(left):
+                heappush(heap, (row, filled))
+            else:
+                free_rows[left] = [(row, filled)]
+                free_keys |= 1 << left
     return sorted(map(tuple, map(sorted, rows)))
 
 
