@@ -26,7 +26,7 @@ Positions = Literal["all", "last", "mean"]
 # names; docs/format.md maps each to its Hugging Face module).
 Site = Literal["resid_pre", "attn_z", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_post"]
 SITES: tuple[Site, ...] = get_args(Site)
-LayerIndex = Annotated[int, Field(ge=0, le=511)]
+LayerIndex = Annotated[int, Field(ge=0, le=511, strict=True)]  # strict: `true` is no layer 1
 
 
 class ApiModel(BaseModel):

@@ -108,6 +108,8 @@ def test_spec_defaults_and_worker_spec() -> None:
     [
         ({"extraction": {"layers": [3, 3]}}, "extraction.layers: duplicate"),
         ({"extraction": {"layers": [-1]}}, "extraction.layers.0"),
+        ({"extraction": {"layers": [True]}}, "extraction.layers.0"),  # not layer 1
+        ({"extraction": {"layers": ["3"]}}, "extraction.layers.0"),
         ({"maxRestarts": -1}, "maxRestarts"),
         ({"queueName": "Not_A_Label"}, "queueName"),
         ({"output": None}, "output"),

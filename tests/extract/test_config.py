@@ -117,8 +117,9 @@ def test_default_layers_are_the_upper_part_of_the_model():
 def test_layer_ranges():
     assert parse_layers("10-13") == [10, 11, 12, 13]
     assert parse_layers("1,3,5-6") == [1, 3, 5, 6]
-    with pytest.raises(LayerTapError, match="--layers"):
-        parse_layers("ten")
+    for bad in ("ten", "3-", "-3", "3--5", ""):
+        with pytest.raises(LayerTapError, match="--layers"):
+            parse_layers(bad)
 
 
 def test_selection_flags_set_dataset_select(tmp_path):

@@ -81,9 +81,9 @@ def parse_layers(text: str) -> list[int]:
     """'10-23', '3,5,7' or '0-3,8' -> a list of layer indices."""
     layers: list[int] = []
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
+        first, dash, last = part.strip().partition("-")
         try:
-            start, stop = int(first), int(last or first)
+            start, stop = int(first), int(last if dash else first)  # "3-" is no range: int("") fails
         except ValueError:
             raise LayerTapError(f"--layers {text!r}: expected e.g. 10-23 or 3,5,7") from None
         if stop < start:
