@@ -114,7 +114,8 @@ def test_a_read_only_output_is_named(checkpoint, dataset):
 
 
 @pytest.mark.parametrize(
-    "layers, message", [("a-b", "expected e.g. 10-23 or 3,5,7"), ("5-3", "the range 5-3 is empty")]
+    "layers, message",
+    [("a-b", "expected e.g. 10-23 or 3,5,7"), ("5-3", "the range 5-3 is empty"), ("3-", "expected e.g. 10-23")],
 )
 def test_a_bad_layers_flag_is_a_usage_error(checkpoint, dataset, tmp_path, capsys, layers, message):
     with pytest.raises(SystemExit) as exit_:
@@ -122,6 +123,17 @@ def test_a_bad_layers_flag_is_a_usage_error(checkpoint, dataset, tmp_path, capsy
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --layers: {message}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "is a directory: --config takes a YAML or JSON file"), (b"\x94\xff\x00", "not a text file (not UTF-8)")],
+)
+def test_a_config_that_is_no_text_file_is_named(checkpoint, dataset, tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.mkdir() if content is None else config.write_bytes(content)
+    assert extract(checkpoint, dataset, tmp_path / "out", "--config", str(config)) == 2
+    assert message in one_error(capsys)
 
 
 def test_a_misspelled_section_is_refused_with_the_nearest_name(checkpoint, dataset, tmp_path, capsys):

@@ -116,3 +116,12 @@ def test_a_report_replaces_an_earlier_report(arc_run, tmp_path, capsys):
         p.name for p in out.iterdir()
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no staging left beside it
+
+
+@pytest.mark.parametrize("command", ["report", "verify"])
+def test_a_file_or_nothing_where_a_run_belongs(tmp_path, out, capsys, command):
+    (tmp_path / "a-file").write_text("x")
+    argv = [command, str(tmp_path / "a-file")] + (["--output", str(out)] if command == "report" else [])
+    refuse(capsys, argv, "a-file is a file: a run is a directory")
+    argv[1] = str(tmp_path / "nothing")
+    refuse(capsys, argv, "nothing is not there: a run is a directory")

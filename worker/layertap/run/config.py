@@ -24,6 +24,12 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LayerTapError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise LayerTapError(f"{path} is a directory: --config takes a YAML or JSON file") from None
+    except UnicodeDecodeError:
+        raise LayerTapError(f"{path}: not a text file (not UTF-8): --config takes a YAML or JSON file") from None
+    except OSError as error:
+        raise LayerTapError(f"{path}: cannot read the config file ({error.strerror or error})") from None
     return parse_spec(text, str(path))
 
 

@@ -388,6 +388,10 @@ def open_run(uri: str, *, checksums: bool = True) -> Run:
     """Open a run (local path or gs://). Before finalize_run, reads the committed shards.
     `checksums=False` skips the CRC32C check of what is read (trusted local copies)."""
     store = open_store(uri)
+    root = store.local_path("")
+    if root is not None and not root.is_dir():
+        why = "a file" if root.exists() else "not there"
+        raise LayerTapError(f"{uri} is {why}: a run is a directory (or gs:// prefix) that `layertap extract` wrote")
     try:
         manifest = read_json(store, layout.MANIFEST_KEY, "manifest")
         finalized = True
