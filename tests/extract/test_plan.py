@@ -7,6 +7,7 @@ import pytest
 
 from layertap.extract.plan import (
     ROW_ALIGN,
+    STEP_PRICE,
     _assign_rows,
     _bucketed_plan,
     bucket_lengths,
@@ -16,6 +17,7 @@ from layertap.extract.plan import (
     pack_rows,
     pack_to_lengths,
     plan_cost,
+    round_up,
     row_cost,
     step_rows,
     steps_to_run,
@@ -267,3 +269,18 @@ def test_a_step_runs_unless_every_process_committed_its_unit():
     done = [units_done(4, committed & {unit_id(s, p, 2) for s in range(4)}, p, 2) for p in range(2)]
     assert done == [[True, False, False, True], [True, True, False, False]]
     assert steps_to_run(done) == [1, 2, 3]  # step 1 runs again, but process 1 writes nothing
+
+
+def test_step_rows_tries_every_step_count_it_says_it_does():
+    """step_rows walks the rows-per-step values; the plain rule walks every step count from
+    the fewest to twice that. Both choose the same."""
+
+    def plain(count, rows_per_step, row_multiple):
+        fewest = -(-count // rows_per_step)
+        sizes = {round_up(-(-count // steps), row_multiple) for steps in range(fewest, 2 * fewest + 1)}
+        price = STEP_PRICE * rows_per_step
+        return min(sizes, key=lambda size: (round_up(count, size) + price * -(-count // size), -size))
+
+    for rows_per_step, row_multiple in ((1, 1), (3, 1), (16, 4), (256, 4), (256, 256)):
+        for count in [*range(1, 600), 4099, 65_537, 250_001]:
+            assert step_rows(count, rows_per_step, row_multiple) == plain(count, rows_per_step, row_multiple)

@@ -13,12 +13,14 @@ store makes a unit durable atomically; a restart skips the units already durable
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
+import gc
 import hashlib
 import heapq
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,6 +217,27 @@ def make_plan(
         raise ValueError("nothing to plan: no samples")
     if rows_per_step < 1 or row_multiple < 1 or rows_per_step % row_multiple:
         raise ValueError(f"{rows_per_step} rows per step do not split over {row_multiple} devices")
+    with _cyclic_gc_paused():
+        return _make_plan(
+            lengths, rows_per_step, attention_weight, max_buckets, row_multiple, shape_tokens, step_tokens
+        )
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Planning makes millions of rows, none of them in a reference cycle: Python's cyclic
+    collector, run again and again over them as they pile up, took a quarter to a third of
+    a million prompts' planning. Memory is still freed as it goes (reference counts)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _make_plan(lengths, rows_per_step, attention_weight, max_buckets, row_multiple, shape_tokens, step_tokens) -> Plan:
     packed = _packings(lengths)
     plans = [_bucketed_plan(lengths, rows_per_step, buckets, packed) for buckets in range(1, max_buckets + 1)]
     plans.append(_fitted_plan(lengths, rows_per_step, attention_weight, max_buckets, shape_tokens, packed))
@@ -253,12 +276,19 @@ def row_cost(row_length: int, attention_weight: float) -> float:
 STEP_PRICE = 0.02
 
 
+@functools.lru_cache(maxsize=1 << 16)  # asked ~20k times by a search, with few distinct counts
 def step_rows(count: int, rows_per_step: int, row_multiple: int) -> int:
     """Rows per step for `count` rows of one length: the fewest rows computed (padding rows
     included), each step priced at STEP_PRICE of a full step, in at most twice the fewest
     steps rows_per_step allows. Each step holds a multiple of row_multiple rows."""
     fewest = -(-count // rows_per_step)
-    sizes = {round_up(-(-count // steps), row_multiple) for steps in range(fewest, 2 * fewest + 1)}
+    sizes, steps = set(), fewest
+    while steps <= 2 * fewest:  # each rows-per-step once, not each step count (a million rows: 4,000 of those)
+        per_step = -(-count // steps)
+        sizes.add(round_up(per_step, row_multiple))
+        if per_step == 1:
+            break
+        steps = -(-count // (per_step - 1))  # the fewest steps with fewer rows each
     step_price = STEP_PRICE * rows_per_step
     return min(sizes, key=lambda size: (round_up(count, size) + step_price * -(-count // size), -size))
 
@@ -328,31 +358,36 @@ def _fitted_plan(
     pack again into rows of the chosen lengths (`pack_to_lengths`) and choose again: the
     first packing filled rows to the longest length, the next fills them to the lengths
     they are cut to. The cheapest of the rounds wins; a round that chooses the lengths of
-    the one before ends the search (packing to them again gives the same rows)."""
+    the one before, or the longest alone, ends the search (packing to them again gives
+    rows already priced)."""
     packed = packed or _packings(lengths)
-    rows = packed(0, round_up(max(lengths.values()), ROW_ALIGN))
+    longest = round_up(max(lengths.values()), ROW_ALIGN)
+    rows = packed(0, longest)
     best: Plan | None = None
     cut_to = None
     for repack in range(1 + REPACKS):
-        fitted = {row: round_up(sum(map(lengths.__getitem__, row)), ROW_ALIGN) for row in rows}
-        fits = sorted(fitted.values())
-        row_lengths = choose_row_lengths(fits, rows_per_step, attention_weight, max_buckets, shape_tokens)
-        by_fit = sorted(rows, key=lambda row: (fitted[row], row))
-        rows_by_length = _assign_rows(
-            by_fit, [fitted[row] for row in by_fit], row_lengths, rows_per_step, attention_weight
-        )
+        fits, by_fit = zip(*sorted(zip(_fitted_lengths(rows, lengths), rows)))
+        row_lengths = choose_row_lengths(list(fits), rows_per_step, attention_weight, max_buckets, shape_tokens)
+        rows_by_length = _assign_rows(list(by_fit), list(fits), row_lengths, rows_per_step, attention_weight)
         steps = _steps({length: sorted(rows) for length, rows in rows_by_length.items()}, rows_per_step, 1)
         plan = Plan(rows_per_step, steps, dict(lengths))
         if best is None or plan_cost(plan, attention_weight) < plan_cost(best, attention_weight):
             best = plan
-        if repack == REPACKS or row_lengths == cut_to:
-            break
+        if repack == REPACKS or row_lengths in (cut_to, [longest]):
+            break  # [longest]: packing to the longest length alone is the first round's packing
         cut_to = row_lengths
         rows = pack_to_lengths(lengths, row_lengths, attention_weight)
     return best
 
 
 REPACKS = 2  # on ARC prompts the second repacking changes nothing
+
+
+def _fitted_lengths(rows: list[tuple[int, ...]], lengths: dict[int, int]) -> list[int]:
+    """The length each row is cut to at the least: its tokens, rounded up to ROW_ALIGN."""
+    tokens = np.fromiter(map(lengths.__getitem__, itertools.chain.from_iterable(rows)), np.int64)
+    starts = np.cumsum([0, *map(len, rows)])[:-1]
+    return (-(-np.add.reduceat(tokens, starts) // ROW_ALIGN) * ROW_ALIGN).tolist()
 
 
 def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_weight: float) -> list[tuple[int, ...]]:
@@ -374,7 +409,12 @@ def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_w
     free_keys, free_rows = 0, {}  # free tokens -> heap of (row, fill)
     fill_keys = dict.fromkeys(row_lengths, 0)
     fill_rows: dict[int, dict[int, list[int]]] = {length: {} for length in row_lengths}  # fill -> heap of -row
-    growths = [(low, high, price[high] - price[low]) for low, high in itertools.combinations(row_lengths, 2)]
+    # (low, high, the work growing a row from low to high adds, the fill every row cut to low
+    # exceeds: a sample of n grows one only if high - n exceeds it too)
+    below_low = dict(zip(row_lengths, [0, *row_lengths]))
+    growths = [
+        (low, high, price[high] - price[low], below_low[low]) for low, high in itertools.combinations(row_lengths, 2)
+    ]
     heappush, heappop = heapq.heappush, heapq.heappop
     for index in _longest_first(lengths)[0]:
         n = lengths[index]
@@ -390,8 +430,8 @@ def pack_to_lengths(lengths: dict[int, int], row_lengths: list[int], attention_w
             free_keys ^= 1 << key
         if row is None:
             added = price[cut(n)]  # a new row
-            for low, high, grown in growths:
-                if grown < added and n <= high:
+            for low, high, grown, floor in growths:
+                if grown < added and high - n > floor:
                     rows_at = fill_rows[low]
                     while below := fill_keys[low] & ((2 << (high - n)) - 1):  # the fullest row that grows
                         key = below.bit_length() - 1
