@@ -72,6 +72,11 @@ def test_rope_theta_from_transformers_v5_rope_parameters():
         ({"use_sliding_window": True}, "use_sliding_window"),
         ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "rope scaling"),
         ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"hidden_size": "896"}, "hidden_size must be an integer, got '896'"),
+        ({"num_hidden_layers": 24.0}, "num_hidden_layers must be an integer, got 24.0"),
+        ({"vocab_size": True}, "vocab_size must be an integer, got True"),
+        ({"rms_norm_eps": "1e-6"}, "rms_norm_eps must be a number"),
+        ({"tie_word_embeddings": "yes"}, "tie_word_embeddings must be true or false"),
     ],
 )
 def test_unsupported_configs_name_the_file(tmp_path, change, message):

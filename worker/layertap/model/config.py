@@ -38,6 +38,17 @@ FAMILIES = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
+# A config.json value of each field's type (annotations are strings here): a string where a
+# number belongs is named, not met later as a failure deep in the model.
+_FIELD_KINDS = {
+    "int": ((int,), "an integer"),
+    "int | None": ((int, type(None)), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+}
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """The hyper-parameters of a decoder (names as in Hugging Face's config.json); its
@@ -156,6 +167,13 @@ class DecoderConfig:
                 "rope_high_freq_factor": float(rope_scaling["high_freq_factor"]),
                 "rope_original_max_positions": int(rope_scaling["original_max_position_embeddings"]),
             }
+        for field in dataclasses.fields(cls):
+            kinds, what = _FIELD_KINDS[field.type]
+            value = values.get(field.name)
+            if field.name in values and (
+                not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            ):
+                raise LayerTapError(f"{source}: {field.name} must be {what}, got {value!r}")
         try:
             return cls(**values)
         except (TypeError, ValueError, KeyError) as error:
