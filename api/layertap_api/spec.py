@@ -21,6 +21,7 @@ DatasetFormat = Literal["arc-json", "arc-kaggle", "barc-jsonl", "text-jsonl", "p
 ARC_FORMATS = ("arc-json", "arc-kaggle", "barc-jsonl")  # the formats mode predict reads
 ComputeDtype = Literal["float32", "bfloat16"]
 StorageDtype = Literal["float32", "bfloat16", "float16", "int8"]
+OnNonFinite = Literal["warn", "fail"]
 Positions = Literal["all", "last", "mean"]
 # Where in a decoder block activations are captured, in block order (TransformerLens' hook
 # names; docs/format.md maps each to its Hugging Face module).
@@ -264,6 +265,14 @@ class ExtractionSpec(ApiModel):
     )
     storage_dtype: StorageDtype = Field(
         default="bfloat16", description="dtype of the stored activations (int8 stores a per-row scale)."
+    )
+    on_non_finite: OnNonFinite = Field(
+        default="warn",
+        description=(
+            "When a stored value is NaN or infinite (seen in the statistics of each step): warn (a warning in the "
+            "log and status.progress.nonFinite, once, and the run goes on) or fail (the run stops with an error "
+            "naming the step, layer and site)."
+        ),
     )
     batch_size: int = Field(
         default=8,

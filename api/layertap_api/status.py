@@ -102,6 +102,12 @@ class Progress(ApiModel):
     estimate: Estimate | None = Field(
         default=None, description="The pre-flight estimate, kept beside the measured figures after the run."
     )
+    non_finite: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Where stored values were first NaN or infinite (extraction.onNonFinite: warn), e.g. layer 12 "
+        "resid_post from step 3.",
+    )
     score: float | None = Field(
         default=None,
         ge=0,

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import layertap
@@ -180,3 +181,28 @@ def test_a_deleted_shard_is_recomputed_on_resume(checkpoint, dataset, tmp_path, 
         a, b = run.read_layer(layer), whole.read_layer(layer)
         order_a, order_b = a.sample_index.argsort(kind="stable"), b.sample_index.argsort(kind="stable")
         assert (a.activations[order_a] == b.activations[order_b]).all()
+
+
+def test_non_finite_activations_are_named_and_fail_when_asked(checkpoint, dataset, tmp_path, caplog, capsys):
+    """NaN weights make NaN activations: the step's statistics show it; warn goes on and says
+    where, once; fail stops the run naming the layer and the step."""
+    from safetensors.numpy import load_file, save_file
+
+    broken = tmp_path / "nan-model"
+    shutil.copytree(checkpoint, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(n for n in weights if "layers.2." in n and "down_proj" in n)
+    weights[name] = np.full_like(weights[name], np.nan)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    flags = ("--layers", "1,3", "--batch-size", "1")
+    assert extract(broken, dataset, tmp_path / "warned", *flags) == 0
+    warnings = [r.getMessage() for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    assert warnings == [
+        "stored values of layer 3 resid_post from step 0 are NaN or infinite (are the checkpoint's weights finite?)"
+    ]
+    assert layertap.open(str(tmp_path / "warned")).stats().layer(1).count > 0  # layer 1 is before the NaN
+    capsys.readouterr()
+    assert extract(broken, dataset, tmp_path / "failed", *flags, "--on-non-finite", "fail") != 0
+    err = capsys.readouterr().err
+    assert "layer 3 resid_post from step 0 are NaN or infinite" in err and "onNonFinite: fail" in err
+    assert extract(checkpoint, dataset, tmp_path / "fine", *flags, "--on-non-finite", "fail") == 0

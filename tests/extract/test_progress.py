@@ -118,3 +118,16 @@ def test_every_progress_field_can_be_reported():
 def to_camel(name: str) -> str:
     first, *rest = name.split("_")
     return first + "".join(part.title() for part in rest)
+
+
+def test_the_first_non_finite_place_reaches_the_status_once():
+    from layertap.run.progress import Progress
+
+    reporter = RecordingReporter()
+    progress = Progress(samples_total=4, tokens_total=100, show_bar=False, reporter=reporter)
+    assert "nonFinite" not in progress.as_status().model_dump(by_alias=True, exclude_none=True)
+    progress.saw_non_finite("layer 3 resid_post from step 0")
+    progress.saw_non_finite("layer 5 resid_post from step 2")
+    assert [u.get("nonFinite") for u in reporter.updates] == ["layer 3 resid_post from step 0"]
+    progress.committed(1, 10, 1, 100)
+    assert reporter.updates[-1]["nonFinite"] == "layer 3 resid_post from step 0"

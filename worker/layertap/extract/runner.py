@@ -11,6 +11,7 @@ process; a restart skips the units already durable.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ from layertap.run.stopping import StopRequest
 from layertap.store import dtypes, statistics
 from layertap_api import status
 from layertap_api.spec import WorkerSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ class Prepared:
                 "files": self.checkpoint_files,
             },
             "dataset": {**job.dataset.to_wire(), "files": self.dataset.files},
-            "extraction": job.extraction.to_wire(),
+            # what to do on NaN is no part of what the run holds: an attempt may change it
+            "extraction": {k: v for k, v in job.extraction.to_wire().items() if k != "onNonFinite"},
             "segment_names": {name: label for label, name in sorted(self.dataset.segment_names.items())},
             "plan": {
                 "fingerprint": plan.fingerprint(),
@@ -285,6 +289,7 @@ class UnitSink:
         self.unit = lambda step: unit_id(step, process, processes)
         self.times = StepTimes()
         self._in_flight: dict[int, int] = {}  # unit id -> step, handed to the writer, not yet durable
+        self._saw_non_finite = False
 
     def my_rows(self, step: int) -> tuple[tuple[int, ...], ...]:
         """The rows of a step that this process's devices hold."""
@@ -312,6 +317,7 @@ class UnitSink:
                 for site, partials in host_rows(flight.stats).items()
                 for layer, partial in zip(prepared.layers, statistics.from_rows(partials, batch.places), strict=True)
             }
+            self._check_finite(step, stats)
             t3 = time.perf_counter()
             self.writer.add(self.unit(step), records, samples, stats=stats or None)
             self._in_flight[self.unit(step)] = step
@@ -326,6 +332,24 @@ class UnitSink:
             self.metrics.step(plan.step_tokens(step), t4 - t0)
         durable = self.writer.committed_units()
         self._durable([u for u in self._in_flight if u in durable])
+
+    def _check_finite(self, step: int, stats: dict) -> None:
+        """Stored values that are NaN or infinite make their rows' norms so: the statistics
+        computed on device with the step show them, at no cost of their own."""
+        bad = [key for key, partial in stats.items() if not np.isfinite(partial["norm_sum"][0])]
+        policy = self.prepared.job.extraction.on_non_finite
+        if not bad or (self._saw_non_finite and policy == "warn"):
+            return
+        (site, layer), more = bad[0], f" and {plural(len(bad) - 1, 'other layer or site')}" if len(bad) > 1 else ""
+        where = f"layer {layer} {site}{more} from step {step}"
+        if policy == "fail":
+            raise LayerTapError(
+                f"stored values of {where} are NaN or infinite (are the checkpoint's weights finite?); "
+                "extraction.onNonFinite: fail stops the run (warn goes on)"
+            )
+        log.warning("stored values of %s are NaN or infinite (are the checkpoint's weights finite?)", where)
+        self.progress.saw_non_finite(where)
+        self._saw_non_finite = True
 
     def all_durable(self) -> None:
         """After the writer closed: every unit handed over is durable."""

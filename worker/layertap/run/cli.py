@@ -20,7 +20,16 @@ from layertap.environment import worker_environment
 from layertap.errors import LayerTapError
 from layertap.run import config as cfg
 from layertap_api.contract import ENV_SPEC, EXIT_INTERRUPTED, EXIT_SUCCESS
-from layertap_api.spec import SITES, ComputeDtype, DatasetFormat, DatasetSpec, Positions, StorageDtype, WorkerSpec
+from layertap_api.spec import (
+    SITES,
+    ComputeDtype,
+    DatasetFormat,
+    DatasetSpec,
+    OnNonFinite,
+    Positions,
+    StorageDtype,
+    WorkerSpec,
+)
 
 EXTRACT, PREDICT = "extract", "predict"
 BOTH = (EXTRACT, PREDICT)
@@ -163,6 +172,7 @@ FLAGS: tuple[Flag, ...] = (
         {"action": argparse.BooleanOptionalAction, "default": None, "help": "(default: exclude)"},
     ),
     Flag("--storage-dtype", "extraction.storageDtype", (EXTRACT,), {"choices": get_args(StorageDtype)}),
+    Flag("--on-non-finite", "extraction.onNonFinite", (EXTRACT,), {"choices": get_args(OnNonFinite)}),
     Flag(
         "--batch-size", "extraction.batchSize", (EXTRACT,), {"type": int, "help": "rows per step across all processes"}
     ),

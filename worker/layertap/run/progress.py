@@ -43,6 +43,7 @@ class Progress:
         self._reporter = reporter
         self._samples_at_start = samples_done
         self.tasks: dict = {}  # mode predict: tasks_done, tasks_total, score (status.Progress's fields)
+        self.non_finite: str | None = None  # where stored values were first NaN or infinite
         by_tokens = tokens_total is not None  # else the bar counts samples (answers)
         self._bar = tqdm(
             total=tokens_total if by_tokens else samples_total,
@@ -85,6 +86,13 @@ class Progress:
         self.tasks.update(tasks)
         self.committed(answers, tokens, 0, 0)
 
+    def saw_non_finite(self, where: str) -> None:
+        """Stored values were NaN or infinite (the first time only is kept and reported)."""
+        if self.non_finite is None:
+            self.non_finite = where
+            if self._reporter is not None:
+                self._reporter.update(self.as_status())
+
     def as_status(self) -> status.Progress:
         """status.progress of the resource."""
         rate = self.tokens_per_second
@@ -99,6 +107,8 @@ class Progress:
         eta = self._eta(rate)
         if eta is not None:
             fields |= {"eta_seconds": eta, "eta": human_duration(eta)}
+        if self.non_finite is not None:
+            fields["non_finite"] = self.non_finite
         return status.Progress(
             samples_done=self.samples_committed, samples_total=self.samples_total, **fields, **self.tasks
         )
