@@ -6,9 +6,11 @@ process (so its peak memory is its own), printed with the growth exponent betwee
     .venv/bin/python benchmarks/bench_scale.py plan --sizes 10000 100000 1000000
 
 Parts:
-    plan      `make_plan` over synthetic ARC-like prompt lengths (500-8,000 tokens,
-              log-normal around 2,000), 256 rows a step over 4 data-parallel devices, at
-              Qwen2.5-0.5B's attention weight: what every host computes at every start.
+    plan      `make_plan` over synthetic prompt lengths, 256 rows a step over 4
+              data-parallel devices, at Qwen2.5-0.5B's attention weight: what every host
+              computes at every start. Two shapes: log-normal around 2,000 tokens (500-8,000),
+              and ARC-shaped (3/4 at 1,024-2,040 tokens, 1/4 at 60-900: most prompts longer
+              than half the longest, the case the fitted plan is for).
     finalize  `finalize_run` over a run of N committed shards written by 64 processes with
               the real writer on local disk (one unit a shard; 4 tokens of 14 layers at
               D=8, with each shard's statistics those of D=896, as Qwen2.5-0.5B's are):
@@ -33,24 +35,35 @@ DEFAULT_SIZES = {"plan": [10_000, 100_000, 1_000_000], "finalize": [1_000, 3_000
 PROCESSES = 64  # a v5e-256
 
 
-def arc_like_lengths(count: int, seed: int = 0) -> dict[int, int]:
+def lognormal_lengths(count: int, seed: int = 0) -> dict[int, int]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
     return dict(enumerate(np.clip(rng.lognormal(7.6, 0.6, count), 500, 8000).astype(int).tolist()))
 
 
+def arc_shaped_lengths(count: int, seed: int = 0) -> dict[int, int]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    long, short = rng.integers(1024, 2041, size=count - count // 4), rng.integers(60, 900, size=count // 4)
+    return dict(enumerate([*long.tolist(), *short.tolist()]))
+
+
 def measure_plan(size: int, _workdir: str) -> dict:
     from layertap.extract.plan import make_plan
 
-    lengths = arc_like_lengths(size)
-    start = time.perf_counter()
-    plan = make_plan(lengths, 256, QWEN_0_5B_ATTENTION, row_multiple=4)
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "detail": f"{plan.num_steps} steps, {plan.describe_shapes()}, {plan.padding_fraction:.1%} padding",
-    }
+    seconds, details = 0.0, []
+    for name, lengths in (("log-normal", lognormal_lengths(size)), ("ARC-shaped", arc_shaped_lengths(size))):
+        start = time.perf_counter()
+        plan = make_plan(lengths, 256, QWEN_0_5B_ATTENTION, row_multiple=4)
+        took = time.perf_counter() - start
+        seconds += took
+        details.append(
+            f"{name} {took:.2f} s: {plan.num_steps:,} steps, {plan.describe_shapes()}, "
+            f"{plan.padding_fraction:.1%} padding"
+        )
+    return {"seconds": seconds, "detail": "; ".join(details)}
 
 
 def write_run(
