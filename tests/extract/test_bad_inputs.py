@@ -206,3 +206,28 @@ def test_non_finite_activations_are_named_and_fail_when_asked(checkpoint, datase
     err = capsys.readouterr().err
     assert "layer 3 resid_post from step 0 are NaN or infinite" in err and "onNonFinite: fail" in err
     assert extract(checkpoint, dataset, tmp_path / "fine", *flags, "--on-non-finite", "fail") == 0
+
+
+@pytest.mark.parametrize("damaged", ["shard", "stats"])
+def test_what_verify_calls_damaged_the_same_command_recomputes(checkpoint, dataset, tmp_path, capsys, damaged):
+    """A flipped byte (same size: only a checksum tells) in a shard or its statistics file:
+    `layertap verify` names it and says to resume; resuming recomputes it; then all is intact
+    and the activations are the run's."""
+    flags = ("--layers", "1,3", "--batch-size", "2", "--shard-size-mb", "1")
+    assert extract(checkpoint, dataset, tmp_path / "whole", *flags) == 0
+    assert extract(checkpoint, dataset, tmp_path / "out", *flags) == 0
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["shards"][0]
+    target = tmp_path / "out" / (entry["shard"] if damaged == "shard" else entry["stats"]["key"])
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert main(["verify", str(tmp_path / "out")]) == 1
+    assert "resume the run" in capsys.readouterr().err
+    assert extract(checkpoint, dataset, tmp_path / "out", *flags) == 0
+    assert main(["verify", str(tmp_path / "out")]) == 0
+    got, want = (layertap.open(str(tmp_path / name)) for name in ("out", "whole"))
+    for layer in (1, 3):
+        a, b = got.read_layer(layer), want.read_layer(layer)
+        order_a, order_b = np.lexsort((a.position, a.sample_index)), np.lexsort((b.position, b.sample_index))
+        np.testing.assert_array_equal(a.activations[order_a], b.activations[order_b])
+    assert got.stats().layer(3).count == want.stats().layer(3).count

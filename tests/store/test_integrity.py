@@ -87,8 +87,17 @@ def test_verify_command_lists_damage_and_exits_non_zero(run_dir, capsys):
         lambda path, entry: (path / entry["shard"]).write_bytes((path / entry["shard"]).read_bytes()[:-10]),
         lambda path, entry: (path / entry["samples"]).unlink(),
         lambda path, entry: (path / layout.commit_key(entry["process_index"], entry["seq"])).write_text("{broken"),
+        lambda path, entry: flip_a_byte(path / entry["shard"], -5),  # same size: only its CRC32C tells
+        lambda path, entry: (path / entry["samples"]).write_bytes(b"x" * (path / entry["samples"]).stat().st_size),
     ],
-    ids=["shard deleted", "shard truncated", "sidecar deleted", "commit record broken"],
+    ids=[
+        "shard deleted",
+        "shard truncated",
+        "sidecar deleted",
+        "commit record broken",
+        "byte flipped",
+        "sidecar garbled",
+    ],
 )
 def test_a_resume_recomputes_what_a_damaged_commit_held(run_dir, damage):
     path, units, manifest = run_dir

@@ -21,6 +21,9 @@ from layertap.io import ObjectInfo, Store, open_store
 from layertap.io.ahead import map_ahead
 from layertap.store import layout
 
+# What fixes a damaged or missing file of a run: a resume checks what it trusts (`scan_commits`
+# with contents) and computes again what it does not.
+RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
 RECORD_KEYS = ("shard", "samples", "process_index", "seq", "bytes", "crc32c", "tokens", "hidden_size", "units")
 
 
@@ -61,9 +64,14 @@ class CommitScan:
             raise LayerTapError(f"{uri}/{key}: {why}{more}; {advice}")
 
 
-def scan_commits(store: Store, *, check_shards: bool = True, process_index: int | None = None) -> CommitScan:
+def scan_commits(
+    store: Store, *, check_shards: bool = True, process_index: int | None = None, contents: bool = False
+) -> CommitScan:
     """Every commit record (or one process's, `process_index`), checked against the shard,
-    sidecar and statistics it names when `check_shards`; no shard is read.
+    sidecar and statistics it names when `check_shards`: their sizes, and their CRC32Cs
+    where the listing has them (GCS). With `contents` (a resume), what the listing cannot
+    show is read: the CRC32C of a shard or statistics file where the listing lacks it (a
+    local run: every byte of the shards), and each sidecar, parsed.
 
     The whole run's scan lists the run's objects (a request per 1,000). One process's lists
     its own folder of records and looks up the objects they name, one request each: what a
@@ -88,10 +96,18 @@ def scan_commits(store: Store, *, check_shards: bool = True, process_index: int 
         loaded = list(pool.map(load, keys))
     if check_shards and process_index is not None:
         shards = sidecars = stats = _objects_named(store, [record for _, record, problem in loaded if not problem])
+    checked = loaded
+    if check_shards:
+        checked = [(key, r, problem or _shard_problem(r, shards, sidecars, stats)) for key, r, problem in loaded]
+    if check_shards and contents:  # what the listing cannot show, read (16 records at a time)
+
+        def read(item: tuple[str, dict | None, str]) -> tuple[str, dict | None, str]:
+            key, record, problem = item
+            return key, record, problem or _content_problem(store, record, shards, stats)
+
+        checked = list(map_ahead(read, checked))
     scan = CommitScan()
-    for key, record, problem in loaded:
-        if not problem and check_shards:
-            problem = _shard_problem(record, shards, sidecars, stats)
+    for key, record, problem in checked:
         if problem:
             scan.broken[key] = problem
         else:
@@ -125,6 +141,41 @@ def _shard_problem(
     if "stats" in record and record["stats"]["key"] not in stats:
         return f"its statistics {record['stats']['key']} are missing"
     return ""
+
+
+def _content_problem(store: Store, record: dict, shards: dict[str, ObjectInfo], stats: dict[str, ObjectInfo]) -> str:
+    """What reading shows of a record whose objects are all there at their sizes."""
+    files = [(record["shard"], "shard", record["bytes"], record["crc32c"])]
+    if "stats" in record:
+        entry = record["stats"]
+        files.append((entry["key"], "statistics file", entry["bytes"], entry["crc32c"]))
+    for key, what, size, crc in files:
+        listed = shards.get(key) or stats.get(key)
+        if listed is not None and listed.size != size:
+            return f"its {what} {key} has {listed.size} bytes, the record says {size}"
+        got = listed.crc32c if listed is not None and listed.crc32c is not None else _crc32c_of(store, key)
+        if got != crc:
+            return f"its {what} {key} has CRC32C {got}, the record says {crc}"
+    try:
+        sidecar = read_json(store, record["samples"], "sample sidecar")
+    except (LayerTapError, FileNotFoundError) as error:
+        return f"its sample sidecar {record['samples']} cannot be read ({error})"
+    if not isinstance(sidecar.get("samples"), dict):
+        return f"its sample sidecar {record['samples']} is damaged (no samples object)"
+    return ""
+
+
+def _crc32c_of(store: Store, key: str) -> str:
+    import crc32c
+
+    value = 0
+    try:
+        with store.open(key) as stream:
+            while block := stream.read(8 << 20):
+                value = crc32c.crc32c(block, value)
+    except FileNotFoundError:
+        return "(missing)"
+    return f"{value:08x}"
 
 
 def read_commits(store: Store) -> list[dict]:
@@ -188,9 +239,11 @@ def read_stats_file(store: Store, entry: dict) -> dict:
     try:
         data = store.read(entry["key"])
     except FileNotFoundError:
-        raise LayerTapError(f"{store.uri}/{entry['key']}: the statistics file is missing") from None
+        raise LayerTapError(f"{store.uri}/{entry['key']}: the statistics file is missing; {RECOMPUTE}") from None
     if len(data) != entry["bytes"] or f"{crc32c.crc32c(data):08x}" != entry["crc32c"]:
-        raise LayerTapError(f"{store.uri}/{entry['key']}: the statistics file is damaged (size or CRC32C differ)")
+        raise LayerTapError(
+            f"{store.uri}/{entry['key']}: the statistics file is damaged (size or CRC32C differ); {RECOMPUTE}"
+        )
     return statistics.decode(load(data))
 
 

@@ -30,7 +30,14 @@ from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout, shardfile
-from layertap.store.index import build_manifest, read_commits, read_json, read_run_info, read_stats_file
+from layertap.store.index import (
+    RECOMPUTE,
+    build_manifest,
+    read_commits,
+    read_json,
+    read_run_info,
+    read_stats_file,
+)
 from layertap.store.records import TokenRecords
 from layertap.store.statistics import RunStats, merge_all
 
@@ -43,9 +50,6 @@ READ_AHEAD = 8  # shards read in parallel ahead of the one being used (`Run.iter
 
 def _end(info: shardfile.TensorInfo) -> int:
     return info.offset + info.nbytes
-
-
-RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
 
 
 class Shard:

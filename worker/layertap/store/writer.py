@@ -175,9 +175,10 @@ class ShardWriter:
 
         # What earlier attempts made durable (every process's records, unless its own are
         # all it needs), and where this process's shard numbering resumes. A record whose
-        # shard is missing or damaged is not trusted: its units are computed again (every
-        # process that reads it sees the same), and its owner deletes it.
-        scan = scan_commits(store, process_index=process_index if own_commits_only else None)
+        # shard, sidecar or statistics are missing or damaged (read to know: a local run's
+        # shards are hashed, every sidecar parsed) is not trusted: its units are computed
+        # again (every process that reads it sees the same), and its owner deletes it.
+        scan = scan_commits(store, process_index=process_index if own_commits_only else None, contents=True)
         self.untrusted = dict(scan.broken)  # commit key -> why: the units are recomputed
         self._committed = {unit_id for r in scan.intact for unit_id, _, _ in r["units"]}
         own_prefix = layout.commit_prefix(process_index) + "/"
