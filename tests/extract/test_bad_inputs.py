@@ -231,3 +231,22 @@ def test_what_verify_calls_damaged_the_same_command_recomputes(checkpoint, datas
         order_a, order_b = np.lexsort((a.position, a.sample_index)), np.lexsort((b.position, b.sample_index))
         np.testing.assert_array_equal(a.activations[order_a], b.activations[order_b])
     assert got.stats().layer(3).count == want.stats().layer(3).count
+
+
+def test_a_run_without_run_json_still_refuses_other_settings(checkpoint, dataset, tmp_path, capsys):
+    """Every commit record names the run's settings (a digest of its meta): with run.json
+    gone, a resume with other layers is refused before anything is written, and one with
+    the same settings completes the run as before."""
+    flags = ("--batch-size", "1", "--shard-size-mb", "1")
+    assert extract(checkpoint, dataset, tmp_path / "whole", "--layers", "1,3", *flags) == 0
+    out = tmp_path / "out"
+    assert extract(checkpoint, dataset, out, "--layers", "1,3", *flags) == 0
+    (out / "run.json").unlink()
+    (out / "manifest.json").unlink()
+    assert extract(checkpoint, dataset, out, "--layers", "2", *flags) == 2
+    err = one_error(capsys)
+    assert "committed shards were written with other inputs or settings" in err and "run.json" in err
+    assert not (out / "run.json").exists()
+    assert extract(checkpoint, dataset, out, "--layers", "1,3", *flags) == 0
+    got, want = layertap.open(str(out)), layertap.open(str(tmp_path / "whole"))
+    assert got.layers == want.layers == [1, 3] and got.num_tokens == want.num_tokens

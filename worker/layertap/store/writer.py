@@ -22,6 +22,7 @@ goes to a JSON sidecar per shard, written before the commit record.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -137,9 +138,33 @@ def _checked_meta(meta: Mapping) -> dict:
         raise ValueError(f"writer meta must be JSON-serialisable: {error}") from None
 
 
+def run_identity(meta: Mapping) -> str:
+    """A digest of the run's meta: every commit record carries it, so a run's shards name
+    their settings even without run.json."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _refuse_other_runs_shards(uri: str, identity: str, records: Sequence[dict]) -> None:
+    other = next((r for r in records if r.get("run", identity) != identity), None)
+    if other is not None:
+        raise LayerTapError(
+            f"{uri}: its committed shards were written with other inputs or settings (their records name run "
+            f"{other['run']}, these settings make run {identity}), and run.json, which would say what changed, is "
+            "missing or was replaced. Resume with the settings the shards were written with, or write to a new "
+            "output.uri"
+        )
+
+
 def _claim_run(store: Store, meta: dict) -> None:
-    """Write run.json unless it exists; if it does, it must describe the same run."""
+    """Write run.json unless it exists; if it does, it must describe the same run. If it does
+    not while shards are committed, they must be this run's (a committed record says)."""
     from layertap import __version__
+
+    if not store.exists(layout.RUN_KEY):
+        committed = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
+        with contextlib.suppress(ValueError, FileNotFoundError):  # a damaged record is the resume scan's
+            records = [json.loads(store.read(key)) for key in committed[:1]]
+            _refuse_other_runs_shards(store.uri, run_identity(meta), [r for r in records if isinstance(r, dict)])
 
     info = {
         "format": layout.FORMAT,
@@ -180,6 +205,8 @@ class ShardWriter:
         # again (every process that reads it sees the same), and its owner deletes it.
         scan = scan_commits(store, process_index=process_index if own_commits_only else None, contents=True)
         self.untrusted = dict(scan.broken)  # commit key -> why: the units are recomputed
+        self._identity = run_identity(meta)
+        _refuse_other_runs_shards(self.uri, self._identity, scan.intact)
         self._committed = {unit_id for r in scan.intact for unit_id, _, _ in r["units"]}
         own_prefix = layout.commit_prefix(process_index) + "/"
         own = [r["seq"] for r in scan.intact if r["process_index"] == process_index]
@@ -427,6 +454,7 @@ class ShardWriter:
             "hidden_size": math.prod(self._shapes[self._sites[0]]),
             "units": units,
             "tensors": dict(sorted(shard.tensor_crcs.items())),  # CRC32C of each tensor: readers check what they read
+            "run": self._identity,  # the run's settings, should run.json go
         }
         if self._sites != [layout.DEFAULT_SITE]:
             record["shapes"] = {site: list(self._shapes[site]) for site in self._sites}
