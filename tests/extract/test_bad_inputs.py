@@ -250,3 +250,25 @@ def test_a_run_without_run_json_still_refuses_other_settings(checkpoint, dataset
     assert extract(checkpoint, dataset, out, "--layers", "1,3", *flags) == 0
     got, want = layertap.open(str(out)), layertap.open(str(tmp_path / "whole"))
     assert got.layers == want.layers == [1, 3] and got.num_tokens == want.num_tokens
+
+
+def test_verify_checks_the_manifest_against_the_commits_and_the_commits_against_the_plan(
+    checkpoint, dataset, tmp_path, capsys
+):
+    """A manifest edited to drop a shard, and a commit record naming a unit the plan does
+    not have: `layertap verify` names both (each file alone was intact)."""
+    out = tmp_path / "out"
+    assert extract(checkpoint, dataset, out, "--layers", "1,3", "--batch-size", "1", "--shard-size-mb", "1") == 0
+    assert main(["verify", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    dropped = manifest["shards"].pop()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    record_key = sorted((out / "commits").rglob("*.json"))[0]
+    record = json.loads(record_key.read_text())
+    record["units"][0][0] = 10_000  # no such unit
+    record_key.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"the committed shard {dropped['shard']} is not listed" in err
+    assert "num_tokens" in err and "names unit 10000" in err

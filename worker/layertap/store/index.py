@@ -24,6 +24,8 @@ from layertap.store import layout
 # What fixes a damaged or missing file of a run: a resume checks what it trusts (`scan_commits`
 # with contents) and computes again what it does not.
 RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
+# What fixes a manifest that disagrees with the commit records: finalizing writes it from them.
+REFINALIZE = "resume the run (the same `layertap extract` command) to write the manifest again from the commit records"
 RECORD_KEYS = ("shard", "samples", "process_index", "seq", "bytes", "crc32c", "tokens", "hidden_size", "units")
 
 

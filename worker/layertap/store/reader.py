@@ -32,6 +32,7 @@ from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout, shardfile
 from layertap.store.index import (
     RECOMPUTE,
+    REFINALIZE,
     build_manifest,
     read_commits,
     read_json,
@@ -307,9 +308,10 @@ class Run:
         return sidecar
 
     def problems(self) -> list[str]:
-        """Every shard's size and CRC32C against its commit record, every sidecar readable:
+        """Every shard's size and CRC32C against its commit record, every sidecar readable,
+        the manifest against the commit records and the records against the plan's units:
         what is wrong, one line each (empty: the run is intact)."""
-        found = []
+        found = self._index_problems()
         for shard in self.shards:
             checks = [shard.verify, lambda shard=shard: self._sidecar(shard.entry["samples"])]
             if "stats" in shard.entry:
@@ -319,6 +321,51 @@ class Run:
                     check()
                 except LayerTapError as error:
                     found.append(str(error))
+        return found
+
+    def _index_problems(self) -> list[str]:
+        """The manifest says what the commit records say (shards, units, tokens), and the
+        records hold the plan's units, each once, each by the process it belongs to."""
+        found = []
+        try:
+            records = read_commits(self._store)
+        except LayerTapError as error:
+            return [str(error)]
+        where = f"{self.uri}/{layout.MANIFEST_KEY}"
+        listed = {entry["shard"]: entry for entry in self.manifest["shards"]}
+        committed = {record["shard"]: record for record in records}
+        for key in sorted(committed.keys() - listed.keys()):
+            found.append(f"{where}: the committed shard {key} is not listed; {REFINALIZE}")
+        for key in sorted(listed.keys() - committed.keys()):
+            found.append(f"{where}: it lists the shard {key}, which no commit record names; {REFINALIZE}")
+        for key in sorted(listed.keys() & committed.keys()):
+            if any(listed[key].get(k) != committed[key][k] for k in ("units", "tokens", "bytes", "crc32c")):
+                found.append(f"{where}: its entry of {key} differs from the shard's commit record; {REFINALIZE}")
+        said, tokens = self.manifest.get("num_tokens"), sum(record["tokens"] for record in records)
+        read = sum(entry.get("tokens", 0) for entry in self.manifest["shards"])
+        if not said == tokens == read:
+            found.append(
+                f"{where}: num_tokens is {said}, its shards hold {read} and {tokens} are committed; {REFINALIZE}"
+            )
+        plan = self.meta.get("plan") or {}
+        if "steps" in plan and "process_count" in plan:
+            processes, units = plan["process_count"], plan["steps"] * plan["process_count"]
+            seen: set = set()
+            for record in records:
+                for unit, _, _ in record["units"]:
+                    if (
+                        not isinstance(unit, int)
+                        or not 0 <= unit < units
+                        or unit % processes != record["process_index"]
+                    ):
+                        found.append(
+                            f"{self.uri}: the commit record of {record['shard']} names unit {unit!r}, which is not one "
+                            f"of process {record['process_index']}'s units of the plan ({units} units); the record is "
+                            f"not LayerTap's: delete it and resume the run"
+                        )
+                    seen.add(unit)
+            if self.finalized and (missing := units - len(seen & set(range(units)))):
+                found.append(f"{self.uri}: {missing} of the plan's {units} units were never committed; resume the run")
         return found
 
     def verify(self) -> None:
