@@ -12,7 +12,6 @@ The Kubernetes permissions it needs, and the workers', are listed in docs/operat
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.validation import explain
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
 from layertap_operator.metrics import METRICS
@@ -37,6 +37,7 @@ from layertap_operator.status import (
     applied_spec,
     changed_fields,
     desired_status,
+    invalid_spec_status,
     pod_state,
 )
 
@@ -93,9 +94,7 @@ def resync(name: str, namespace: str, **_: Any) -> None:
 def on_jobset(body: kopf.Body, namespace: str, **_: Any) -> None:
     owner = (body["metadata"].get("labels") or {}).get(c.LABEL_EXTRACTION)
     if owner:
-        # a PermanentError is already posted as InvalidSpec by the resource's own handlers
-        with contextlib.suppress(kopf.PermanentError):
-            measured_reconcile(namespace, owner)
+        measured_reconcile(namespace, owner)
 
 
 # optional: deletion never waits on this handler (the JobSet goes by garbage collection).
@@ -127,9 +126,6 @@ def measured_reconcile(namespace: str, name: str) -> None:
                 _custom_objects().patch_namespaced_custom_object_status(
                     c.GROUP, c.VERSION, namespace, c.PLURAL, name, dict(patch), _request_timeout=REQUEST_TIMEOUT_S
                 )
-    except kopf.PermanentError:
-        outcome = "invalid"
-        raise
     finally:
         METRICS.reconciles.labels(outcome).inc()
         METRICS.reconcile_seconds.observe(time.perf_counter() - started)
@@ -153,7 +149,8 @@ def _get_resource(namespace: str, name: str) -> dict | None:
 
 def reconcile(body: dict, patch: kopf.Patch) -> str:
     """Make the JobSet match the spec as far as it can, then write what is observed.
-    Returns the outcome: "ok", or "problem" when a condition needs the user."""
+    Returns the outcome: "ok", "problem" when a condition needs the user, or "invalid" for a
+    spec the CRD admitted and the API's rules refuse (Failed, InvalidSpec: the user's to fix)."""
     previous = dict(body.get("status") or {})
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
@@ -166,8 +163,15 @@ def reconcile(body: dict, patch: kopf.Patch) -> str:
     try:
         spec = ActivationExtractionSpec.model_validate(dict(body["spec"]))
     except ValidationError as error:
-        kopf.warn(body, reason="InvalidSpec", message=str(error))
-        raise kopf.PermanentError(f"invalid spec: {error}") from None
+        status, events = invalid_spec_status(
+            explain(error, ActivationExtractionSpec), meta.get("generation", 0), previous
+        )
+        if any(previous.get(key) != value for key, value in status.items()):
+            patch.status.update(status)
+        for event in events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        METRICS.saw(owner.namespace, owner.name, "Failed")
+        return "invalid"
     jobset, problem, created = ensure_jobset(spec, owner)
     applied = applied_spec(jobset) if jobset else None
     changed = changed_fields(applied or {}, spec.to_wire()) if jobset else []

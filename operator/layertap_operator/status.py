@@ -316,3 +316,12 @@ def desired_status(obs: Observation, previous: dict, now: datetime) -> tuple[dic
         if cond.reason == "ChangeNotApplied" and old.get("message") != cond.message:
             events.append(Event("Warning", "SpecChangeNotApplied", cond.message))
     return status, events
+
+
+def invalid_spec_status(message: str, generation: int, previous: dict) -> tuple[dict, list[Event]]:
+    """A spec the CRD admitted but the API's rules refuse: Failed, InvalidSpec, and the rules'
+    one-line explanation; the Warning only when that is news (not on every resync)."""
+    status = ExtractionStatus(phase="Failed", reason="InvalidSpec", message=message, observed_generation=generation)
+    fields = status.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    known = previous.get("reason") == "InvalidSpec" and previous.get("message") == message
+    return fields, [] if known else [Event("Warning", "InvalidSpec", message)]

@@ -874,3 +874,25 @@ def test_the_jobsets_changes_reach_the_status_without_waiting_for_a_resync(contr
     finally:
         operator.stop()
         operator.start()
+
+
+def test_a_spec_the_crd_admits_and_the_rules_refuse_fails_once(control_plane, operator, namespace) -> None:
+    """workloadPriorityClassName without queueName passes the CRD but not the API's rules:
+    phase Failed, reason InvalidSpec, the one-line explanation, one Warning however many
+    resyncs pass, and no JobSet."""
+    invalid = copy.deepcopy(EXAMPLE)
+    invalid["spec"]["workloadPriorityClassName"] = "high"
+    create(control_plane, namespace, invalid)
+    status = wait_for(
+        lambda: (s := status_of(control_plane, namespace)).get("reason") == "InvalidSpec" and s, "InvalidSpec"
+    )
+    assert status["phase"] == "Failed" and "\n" not in status["message"] and "queueName" in status["message"]
+    assert columns(control_plane, namespace)["PHASE"] == "Failed"
+    time.sleep(3)  # three resyncs at 1 s
+    warnings = [
+        e
+        for e in control_plane.get_list("events", namespace)
+        if e["involvedObject"]["name"] == "qwen-arc" and e["reason"] == "InvalidSpec"
+    ]
+    assert len(warnings) == 1 and warnings[0].get("count", 1) == 1, warnings
+    assert not control_plane.get_list("jobsets", namespace)

@@ -17,6 +17,7 @@ from layertap_operator.status import (
     applied_spec,
     changed_fields,
     desired_status,
+    invalid_spec_status,
     pod_state,
 )
 
@@ -362,3 +363,26 @@ def test_spec_applied_tells_whether_a_suspend_has_taken(spec_dict) -> None:
         done, _ = desired_status(Observation(2, spec, jobset(suspend=True)), status, T0)
         assert {x["type"]: x for x in done["conditions"]}["SpecApplied"]["status"] == "True"
         assert done["phase"] == "Suspended"
+
+
+def test_an_invalid_spec_fails_with_one_line_posted_once(spec_dict) -> None:
+    """A spec the CRD admits and the API's rules refuse: Failed, InvalidSpec, the rules' one
+    line; the Warning only when it is news (a resync that finds the same posts nothing)."""
+    from pydantic import ValidationError
+
+    from layertap_api.resource import ActivationExtractionSpec
+    from layertap_api.validation import explain
+
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    bad = {**spec_dict(), "workloadPriorityClassName": "high"}  # needs queueName
+    try:
+        ActivationExtractionSpec.model_validate(bad)
+    except ValidationError as error:
+        message = explain(error, ActivationExtractionSpec)
+    assert "\n" not in message and "queueName" in message
+    status, events = invalid_spec_status(message, 4, {"phase": "Running"})
+    assert status == {"phase": "Failed", "reason": "InvalidSpec", "message": message, "observedGeneration": 4}
+    assert [(e.type, e.reason, e.message) for e in events] == [("Warning", "InvalidSpec", message)]
+    jsonschema.validate(status, schema)
+    assert invalid_spec_status(message, 4, status)[1] == []  # the next resync: nothing new to say
+    assert invalid_spec_status(message + "; more", 5, status)[1] != []
