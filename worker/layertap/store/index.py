@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from layertap.errors import LayerTapError
 from layertap.io import ObjectInfo, Store, open_store
 from layertap.io.ahead import map_ahead
+from layertap.io.fingerprint import fingerprint
 from layertap.store import layout
 
 # What fixes a damaged or missing file of a run: a resume checks what it trusts (`scan_commits`
@@ -124,8 +125,7 @@ def _objects_named(store: Store, records: list[dict]) -> dict[str, ObjectInfo]:
     keys = [
         key for r in records for key in (r.get("shard"), r.get("samples"), (r.get("stats") or {}).get("key")) if key
     ]
-    with ThreadPoolExecutor(16) as pool:
-        return {key: info for key, info in zip(keys, pool.map(store.stat, keys)) if info is not None}
+    return {key: info for key, info in zip(keys, map_ahead(store.stat, keys)) if info is not None}
 
 
 def _shard_problem(
@@ -153,11 +153,17 @@ def _content_problem(store: Store, record: dict, shards: dict[str, ObjectInfo], 
         files.append((entry["key"], "statistics file", entry["bytes"], entry["crc32c"]))
     for key, what, size, crc in files:
         listed = shards.get(key) or stats.get(key)
-        if listed is not None and listed.size != size:
-            return f"its {what} {key} has {listed.size} bytes, the record says {size}"
-        got = listed.crc32c if listed is not None and listed.crc32c is not None else _crc32c_of(store, key)
-        if got != crc:
-            return f"its {what} {key} has CRC32C {got}, the record says {crc}"
+        if listed is not None and listed.crc32c is not None:  # the listing has it (GCS)
+            found = {"bytes": listed.size, "crc32c": listed.crc32c}
+        else:  # the file read and hashed
+            try:
+                found = fingerprint(store, key)
+            except FileNotFoundError:
+                return f"its {what} {key} is missing"
+        if found["bytes"] != size:
+            return f"its {what} {key} has {found['bytes']} bytes, the record says {size}"
+        if found["crc32c"] != crc:
+            return f"its {what} {key} has CRC32C {found['crc32c']}, the record says {crc}"
     try:
         sidecar = read_json(store, record["samples"], "sample sidecar")
     except (LayerTapError, FileNotFoundError) as error:
@@ -165,19 +171,6 @@ def _content_problem(store: Store, record: dict, shards: dict[str, ObjectInfo], 
     if not isinstance(sidecar.get("samples"), dict):
         return f"its sample sidecar {record['samples']} is damaged (no samples object)"
     return ""
-
-
-def _crc32c_of(store: Store, key: str) -> str:
-    import crc32c
-
-    value = 0
-    try:
-        with store.open(key) as stream:
-            while block := stream.read(8 << 20):
-                value = crc32c.crc32c(block, value)
-    except FileNotFoundError:
-        return "(missing)"
-    return f"{value:08x}"
 
 
 def read_commits(store: Store) -> list[dict]:

@@ -327,8 +327,8 @@ class Run:
         """The manifest says what the commit records say (shards, units, tokens), and the
         records hold the plan's units, each once, each by the process it belongs to."""
         found = []
-        try:
-            records = read_commits(self._store)
+        try:  # a run still being written has its manifest built from the records: read them once
+            records = read_commits(self._store) if self.finalized else self.manifest["shards"]
         except LayerTapError as error:
             return [str(error)]
         where = f"{self.uri}/{layout.MANIFEST_KEY}"

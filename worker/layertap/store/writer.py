@@ -40,7 +40,7 @@ from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile, statistics
 from layertap.store.claim import claim
-from layertap.store.index import scan_commits
+from layertap.store.index import read_json, scan_commits
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,10 @@ def _claim_run(store: Store, meta: dict) -> None:
 
     if not store.exists(layout.RUN_KEY):
         committed = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
-        with contextlib.suppress(ValueError, FileNotFoundError):  # a damaged record is the resume scan's
-            records = [json.loads(store.read(key)) for key in committed[:1]]
-            _refuse_other_runs_shards(store.uri, run_identity(meta), [r for r in records if isinstance(r, dict)])
+        records = []
+        with contextlib.suppress(LayerTapError, FileNotFoundError):  # a damaged record is the resume scan's
+            records = [read_json(store, key, "commit record") for key in committed[:1]]
+        _refuse_other_runs_shards(store.uri, run_identity(meta), records)
 
     info = {
         "format": layout.FORMAT,
