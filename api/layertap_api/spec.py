@@ -310,6 +310,16 @@ class OutputSpec(ApiModel):
             '"off": nowhere.'
         ),
     )
+    hub_cache: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Multi-process runs with hf:// sources: where process 0 copies what it read from the Hugging Face Hub "
+            "for the other processes, so the Hub is asked once and every host reads the same commit (gs://... or a "
+            'path). Unset: <uri>/.hf-cache, readable by whoever may read the activations; "off": every process '
+            "downloads for itself (pin a commit, hf://ORG/NAME@SHA, so that all read the same files)."
+        ),
+    )
 
 
 class ViewsSpec(ApiModel):
