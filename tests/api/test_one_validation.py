@@ -247,3 +247,42 @@ def test_hub_references_python_and_cel_agree(uri: str) -> None:
         spec = {"model": {"uri": "x"}, "dataset": {"uri": "x"}, section: {"uri": uri}}
         cel_accepts = bool(_PROGRAMS[field].evaluate({"self": celpy.json_to_cel(spec)}))
         assert cel_accepts == python_accepts, (repo_type, uri)
+
+
+SECTIONS = ["model", "dataset", "extraction", "prediction", "output", "resources", "queueName", "image", "extration"]
+FIELDS = ["uri", "format", "split", "config", "select", "ids", "layers", "sites", "accelerator", "topology", "hosts"]
+FIELDS += ["mesh", "model", "data", "gpusPerHost", "slices", "views", "sampling", "topP", "maxNewTokens", "hubCache"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 5000) | st.sampled_from(["", "x", "hf://a/b@", "8x8", "cpu", "all"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def resource_specs(draw) -> dict:
+    spec = copy.deepcopy(VALID["spec"])
+    for _ in range(draw(st.integers(1, 4))):
+        section = draw(st.sampled_from(SECTIONS))
+        if draw(st.booleans()) or not isinstance(spec.get(section), dict):
+            spec[section] = draw(JSON_VALUES)
+        else:
+            spec[section][draw(st.sampled_from(FIELDS))] = draw(JSON_VALUES)
+    return spec
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=300)
+@given(spec=resource_specs())
+def test_any_resource_spec_is_valid_or_one_line_naming_each_field(spec: dict) -> None:
+    """What the operator posts for a spec the API refuses: explain()'s one line, each problem
+    led by the field's path."""
+    from layertap_api.resource import ActivationExtractionSpec
+    from layertap_api.validation import explain
+
+    try:
+        ActivationExtractionSpec.model_validate(spec)
+    except ValidationError as error:
+        message = explain(error, ActivationExtractionSpec)
+        assert "\n" not in message and not message.startswith(":") and "Value error" not in message, message
+        for issue in error.errors():
+            assert ".".join(map(str, issue["loc"])) in message, (issue, message)
