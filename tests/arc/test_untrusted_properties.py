@@ -50,11 +50,13 @@ ANSWER_CHARS = "0123456789|\n `x-:#"
 
 @st.composite
 def answers(draw, encoder: str) -> str:
-    """What a model may write: an encoded grid (rows possibly ragged), mutated, or any text."""
-    kind = draw(st.sampled_from(["encoded", "mutated", "text"]))
+    """What a model may write: an encoded grid, one mutated, rows of different widths, or any text."""
+    kind = draw(st.sampled_from(["encoded", "mutated", "ragged", "text"]))
     if kind == "text":
         return draw(st.text(st.sampled_from(ANSWER_CHARS) | st.characters(), max_size=120))
     rows = draw(GRIDS)
+    if kind == "ragged":  # each row encoded alone, widths as drawn
+        return "\n".join(build_encoder(encoder).to_text(np.array([row], dtype=np.int8)) for row in rows)
     width = min(len(r) for r in rows)
     text = build_encoder(encoder).to_text(np.array([r[:width] for r in rows], dtype=np.int8))
     if kind == "mutated":
