@@ -132,7 +132,7 @@ def test_any_submission_scores_or_names_the_task_at_fault(tasks, data):
         message = str(error)
         assert "\n" not in message and ("task" in message or "submission" in message), message
     else:
-        assert 0.0 <= result.total <= 1.0
+        assert 0.0 <= result.per_task_mean <= 1.0 and 0.0 <= result.per_test_output <= 1.0
         assert {t.task_id for t in result.tasks} == set(solutions)
 
 
