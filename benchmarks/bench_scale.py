@@ -18,6 +18,13 @@ Parts:
     read      `Run.iter_layer` of one layer from the GCS emulator (N shards of 256 tokens,
               14 layers x 896, bfloat16), against the same ranged GETs issued bare, 8 at a
               time, in the same run: what LayerTap's reader costs over the store's speed.
+    operator  the operator (`kopf run`) with N ActivationExtractions in one namespace on a
+              real API server with the JobSet controller (benchmarks/scale_operator.py): the
+              time until every status is right, then a minute idle: reconcile passes, API
+              requests by verb and resource, CPU of the operator and of the API server a
+              pass, the operator's peak memory (its own process, not this one's).
+    operator-kueue  the same through Kueue: a ClusterQueue that admits half of them, the
+              rest Queued.
 """
 
 from __future__ import annotations
@@ -31,7 +38,13 @@ import time
 from pathlib import Path
 
 QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
-DEFAULT_SIZES = {"plan": [10_000, 100_000, 1_000_000], "finalize": [1_000, 3_000, 10_000], "read": [30, 100]}
+DEFAULT_SIZES = {
+    "plan": [10_000, 100_000, 1_000_000],
+    "finalize": [1_000, 3_000, 10_000],
+    "read": [30, 100],
+    "operator": [1, 100, 300],
+    "operator-kueue": [1, 100, 300],
+}
 PROCESSES = 64  # a v5e-256
 
 
@@ -148,7 +161,25 @@ def measure_read(size: int, workdir: str) -> dict:
     }
 
 
-MEASURES = {"plan": measure_plan, "finalize": measure_finalize, "read": measure_read}
+def measure_operator(size: int, workdir: str) -> dict:
+    from scale_operator import measure_operator
+
+    return measure_operator(size, workdir)
+
+
+def measure_operator_kueue(size: int, workdir: str) -> dict:
+    from scale_operator import measure_operator
+
+    return measure_operator(size, workdir, kueue=True)
+
+
+MEASURES = {
+    "plan": measure_plan,
+    "finalize": measure_finalize,
+    "read": measure_read,
+    "operator": measure_operator,
+    "operator-kueue": measure_operator_kueue,
+}
 PREPARE = {"finalize": write_run}  # in a process of its own before the measurement: not in its memory
 
 
@@ -166,7 +197,7 @@ def measured(part: str, size: int) -> dict:
 
 def _measured(part: str, size: int, workdir: str) -> dict:
     result = MEASURES[part](size, workdir)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.setdefault("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # or its own process's
     return result
 
 
@@ -196,6 +227,10 @@ def main() -> None:
                 f"| {size:,} | {result['seconds']:.2f} | {exponent} | {result['peak_mb']:,.0f} | {result['detail']} |",
                 flush=True,
             )
+        for name in results[0].get("growth", {}):  # other measures of the part, with their growth
+            values = [r["growth"][name] for r in results]
+            exponents = ", ".join(growth(sizes, values)[1:])
+            print(f"\n{name}: {', '.join(f'{v:.3g}' for v in values)}; growth {exponents}")
 
 
 if __name__ == "__main__":
