@@ -39,6 +39,7 @@ from layertap_operator.status import (
     changed_fields,
     desired_status,
     invalid_spec_status,
+    pod_state,
 )
 
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
@@ -203,10 +204,34 @@ def reconcile(body: dict, patch: kopf.Patch) -> str:
 
 
 def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
-    """The worker pods of the JobSet's current attempt, from the watch's cache (no request)."""
+    """The worker pods of the JobSet's current attempt, from the watch's cache (no request);
+    on the pass that sees the JobSet failed, from the API server instead: that pass writes the
+    final status once, with the failed worker's own message, and the pod watch may be a moment
+    behind the JobSet's (one LIST of this resource's pods, once per run)."""
     attempt = str(jobset.get("status", {}).get("restarts", 0))
-    pods = cache.pods_of(owner.namespace, owner.name)
+    failed = any(
+        x.get("type") == "Failed" and x.get("status") == "True" for x in jobset.get("status", {}).get("conditions", [])
+    )
+    pods = _listed_pods(owner) if failed else cache.pods_of(owner.namespace, owner.name)
     return tuple(pod.state for pod in pods if (attempt if pod.attempt is None else pod.attempt) == attempt)
+
+
+def _listed_pods(owner: Owner) -> tuple[cache.CachedPod, ...]:
+    """The resource's pods as the API server has them now (the cache's, should the LIST fail)."""
+    api = kubernetes.client.CoreV1Api()
+    try:
+        listed = api.list_namespaced_pod(
+            owner.namespace, label_selector=f"{c.LABEL_EXTRACTION}={owner.name}", _request_timeout=REQUEST_TIMEOUT_S
+        ).items
+    except (ApiException, OSError) as error:
+        log.warning("listing the pods of %s/%s: %s", owner.namespace, owner.name, error)
+        return cache.pods_of(owner.namespace, owner.name)
+    serialize = api.api_client.sanitize_for_serialization
+    pods = [
+        cache.CachedPod((pod.metadata.labels or {}).get(c.JOBSET_RESTART_ATTEMPT_LABEL), pod_state(serialize(pod)))
+        for pod in listed
+    ]
+    return tuple(sorted(pods, key=lambda pod: pod.state.name))
 
 
 def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:

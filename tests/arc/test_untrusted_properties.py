@@ -108,7 +108,7 @@ def submissions(draw, tasks) -> dict:
             submission[draw(st.text(max_size=5))] = value
         elif where == "task" or not isinstance(entry, list) or not entry:
             submission[task_id] = value
-        elif where == "test input" or not isinstance(entry[0], dict):
+        elif where == "test input" or not isinstance(entry[0], dict) or "attempt_1" not in entry[0]:
             entry[0] = value
         elif where == "attempt":
             entry[0]["attempt_1"] = value
