@@ -90,7 +90,7 @@ def test_int8_error_stays_within_half_a_step_of_each_row(tmp_path, units):
     assert not np.array_equal(got, want)  # it is a lossy format
 
 
-def test_units_are_never_split_and_shards_respect_the_size_bound(tmp_path, units):
+def test_units_that_fit_are_never_split_and_shards_respect_the_size_bound(tmp_path, units):
     write(tmp_path, units, shard_bytes=15_000)
     manifest = finalize_run(str(tmp_path))
     unit_ids = [u for shard in manifest["shards"] for u, _, _ in shard["units"]]
