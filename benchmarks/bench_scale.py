@@ -246,10 +246,12 @@ def main() -> None:
     args.parts = args.parts or list(MEASURES)
     for part in args.parts:
         sizes = args.sizes or DEFAULT_SIZES[part]
-        results = [measured(part, size) for size in sizes]
-        exponents = growth(sizes, [r["seconds"] for r in results])
         print(f"\n## {part}\n\n| size | seconds | growth | peak MB | detail |\n| ---: | ---: | ---: | ---: | --- |")
-        for size, result, exponent in zip(sizes, results, exponents):
+        results = []
+        for size in sizes:  # each row as it is measured: the largest sizes take minutes
+            results.append(measured(part, size))
+            exponent = growth(sizes[: len(results)], [r["seconds"] for r in results])[-1]
+            result = results[-1]
             print(
                 f"| {size:,} | {result['seconds']:.2f} | {exponent} | {result['peak_mb']:,.0f} | {result['detail']} |",
                 flush=True,
