@@ -36,6 +36,6 @@ if $all; then
   exec .venv/bin/python -m pytest "${args[@]}"
 fi
 status=0
-.venv/bin/python -m pytest -m "not cluster and not e2e" "${args[@]}" || status=$?
-echo "== the fast tier ran (no cluster, no e2e); everything, with the Go-built test cluster: bash tests/run.sh --all"
+.venv/bin/python -m pytest -m "not cluster and not e2e and not slow" "${args[@]}" || status=$?
+echo "== the fast tier ran (no cluster, e2e or slow tests); everything, with the Go-built test cluster: bash tests/run.sh --all"
 exit "$status"

@@ -194,6 +194,7 @@ def test_a_task_without_a_test_input_is_named(checkpoint, tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_of_two_devices_answer_what_one_device_does(checkpoint, tasks_file, tmp_path):
     """Data parallel across hosts (each process its own batches) and across each process's
     devices (a batch's rows split over them): the same answers, votes and score."""
@@ -253,6 +254,7 @@ def test_two_processes_of_two_devices_answer_what_one_device_does(checkpoint, ta
     assert np.isfinite(json.loads((tmp_path / "two" / "score.json").read_text())["per_task_mean"])
 
 
+@pytest.mark.slow
 def test_activations_over_prompt_and_answer_are_stored_once_across_a_resume(checkpoint, tasks_file, tmp_path):
     import layertap
     from layertap.model import load_checkpoint, make_extract_fn
