@@ -1,0 +1,360 @@
+"""Shuffled token batches of one layer and site for training (an SAE): `run.loader(...)`.
+
+    loader = run.loader(12, batch_size=4096, seed=0, process_index=i, process_count=n)
+    for batch in loader:            # [4096, D] float32 (numpy; format="jax" / "torch")
+        ...
+        saved = loader.state()      # a small JSON-able dict
+    layertap.open(uri).loader(12, batch_size=4096, seed=0, ..., state=saved)  # the same next batch
+
+How it shuffles, with memory bounded: each epoch permutes the shards (seeded by seed and
+epoch) and hands them out to the processes, each shard to the process with the fewest
+tokens so far (no overlap; the processes' tokens differ by at most a shard's). A process
+cuts its shards into *windows* of consecutive shards whose rows fit in half of
+`buffer_bytes`, reads a whole window (in the stored dtype, filtered), permutes its rows
+(seeded by seed, epoch, process and window) and streams them as batches; the next window is
+read in the background meanwhile, so at most two windows are held. Batches run across window
+ends, so every kept token is in exactly one batch per epoch (the last batch of an epoch may
+be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
+re-reads one window and skips into it. Rows within a batch keep the window's stored order
+(sorted indices make the gather cheap; a batch's loss does not depend on its row order).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from layertap.errors import LayerTapError
+from layertap.io.ahead import map_ahead
+from layertap.store import dtypes, layout
+from layertap.store.index import read_json
+from layertap.store.records import TokenRecords
+
+log = logging.getLogger(__name__)
+
+BUFFER_BYTES = 1 << 30  # rows held (two windows), in the stored dtype
+READ_AHEAD = 8  # shards of a window read in parallel
+STATE_FORMAT = "layertap-loader/1"
+FORMATS = ("numpy", "jax", "torch")
+
+
+@dataclass
+class _Window:
+    """The rows of a window's shards, as stored; `order`: the rows' permutation."""
+
+    values: list[np.ndarray]  # per shard [n_s, *shape] in the stored dtype
+    scales: list[np.ndarray | None]  # int8: per shard [n_s] float32
+    columns: list[dict[str, np.ndarray]]
+    starts: np.ndarray  # [shards + 1] row offsets of each shard in the window
+    order: np.ndarray  # [rows] the window's rows in the order they are served
+    nbytes: int
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+
+class Loader:
+    """An iterator of shuffled token batches of one layer and site (module docstring)."""
+
+    def __init__(
+        self,
+        run,
+        layer: int,
+        *,
+        site: str = layout.DEFAULT_SITE,
+        batch_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: np.dtype | str | None = np.float32,
+        epochs: int | None = 1,
+        drop_last: bool = False,
+        process_index: int = 0,
+        process_count: int = 1,
+        buffer_bytes: int = BUFFER_BYTES,
+        format: str = "numpy",
+        columns: bool = False,
+        segments: Iterable[int | str] | None = None,
+        tasks: Iterable[str] | None = None,
+        positions: Iterable[int] | None = None,
+        exclude_tokens: Iterable[int] | None = None,
+        state: dict | None = None,
+    ) -> None:
+        self.run = run
+        self._tensor = run._layer_tensor(layer, site)  # a layer or site the run lacks: an error naming its own
+        self._scale = layout.scale_tensor(layer, site) if run.storage_dtype == "int8" else None
+        if batch_size < 1:
+            raise LayerTapError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= process_index < process_count:
+            raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
+        if epochs is not None and epochs < 1:
+            raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
+        if format not in FORMATS:
+            raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+        self.layer, self.site, self.batch_size, self.shuffle, self.seed = layer, site, batch_size, shuffle, seed
+        self.dtype, self.epochs, self.drop_last, self.format, self.with_columns = (
+            dtype,
+            epochs,
+            drop_last,
+            format,
+            columns,
+        )
+        self.process_index, self.process_count = process_index, process_count
+        self.buffer_bytes = buffer_bytes
+        self._segments = None if segments is None else run._segment_labels(segments)
+        self._tasks = None if tasks is None else {str(task) for task in tasks}
+        self._positions = None if positions is None else np.fromiter(positions, np.int64)
+        self._exclude = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
+        shape = run.shape(site)
+        itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
+        self.row_bytes = math.prod(shape) * itemsize + (4 if self._scale else 0)
+        # run.shards is what was committed when the run was opened: a run still being
+        # written is read as far as that, and says so
+        self.complete = bool(run.finalized)
+        if not self.complete:
+            log.warning(
+                "%s is still being written (no manifest): the loader reads the %d shards committed when it was opened",
+                run.uri,
+                len(run.shards),
+            )
+        # The memory held: the rows of the windows in memory, in the stored dtype (accounted
+        # as each shard arrives and leaves); a batch being built comes on top.
+        self.held_bytes = 0
+        self.peak_bytes = 0
+        self._lock = threading.Lock()  # shards are read, and accounted, by several threads
+        self._position = {"epoch": 0, "window": 0, "offset": 0}
+        if state is not None:
+            self._resume(state)
+
+    # --- position -----------------------------------------------------------------------
+
+    def _identity(self) -> dict:
+        """What a saved state must agree on to resume to the same batches."""
+        return {
+            "uri": self.run.uri,
+            "layer": self.layer,
+            "site": self.site,
+            "shards": len(self.run.shards),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "buffer_bytes": self.buffer_bytes,
+            "filters": {
+                "segments": None if self._segments is None else self._segments.tolist(),
+                "tasks": None if self._tasks is None else sorted(self._tasks),
+                "positions": None if self._positions is None else self._positions.tolist(),
+                "exclude_tokens": None if self._exclude is None else self._exclude.tolist(),
+            },
+        }
+
+    def state(self) -> dict:
+        """Where the loader stands, after the last batch it gave: a JSON-able dict that
+        `run.loader(..., state=...)` resumes from, to the identical next batch."""
+        return {"format": STATE_FORMAT, **self._position, **self._identity()}
+
+    def _resume(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise LayerTapError(f"the loader state is not a {STATE_FORMAT} state (use loader.state())")
+        for key, value in self._identity().items():
+            if key in ("uri",):  # a copy of the run elsewhere resumes the same
+                continue
+            if state.get(key) != value:
+                raise LayerTapError(
+                    f"the loader state was saved with {key}={state.get(key)!r}, this loader has {value!r}: "
+                    "open the loader with the settings it was saved with"
+                )
+        self._position = {key: int(state[key]) for key in ("epoch", "window", "offset")}
+
+    # --- the plan of an epoch -----------------------------------------------------------
+
+    def shard_order(self, epoch: int) -> list[int]:
+        """The indices (in run.shards) of this process's shards in `epoch`, in reading order."""
+        count = len(self.run.shards)
+        order = np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
+        tokens = [0] * self.process_count
+        mine = []
+        for index in order:  # each to the process with the fewest tokens so far (ties: the lowest index)
+            process = min(range(self.process_count), key=lambda p: (tokens[p], p))
+            tokens[process] += self.run.shards[index].entry["tokens"]
+            if process == self.process_index:
+                mine.append(int(index))
+        return mine
+
+    def windows(self, epoch: int) -> list[list[int]]:
+        """This process's shards in `epoch`, cut into windows of at most half the buffer
+        (at least one shard each)."""
+        out: list[list[int]] = []
+        held = 0
+        for index in self.shard_order(epoch):
+            size = self.run.shards[index].entry["tokens"] * self.row_bytes
+            if out and held + size <= self.buffer_bytes // 2:
+                out[-1].append(index)
+                held += size
+            else:
+                out.append([index])
+                held = size
+        return out
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _account(self, nbytes: int) -> None:
+        with self._lock:
+            self.held_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.held_bytes)
+
+    def _read_shard(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        shard = self.run.shards[index]
+        columns = shard.read_many(layout.TOKEN_COLUMNS)
+        mask = self._mask(shard, columns)
+        names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
+        read = shard.read_many(names) if mask is None or mask.any() else None
+        if read is None:
+            values = np.empty((0, *self.run.shape(self.site)), dtypes.NUMPY_DTYPES[self.run.storage_dtype])
+            return values, (np.empty(0, np.float32) if self._scale else None), {k: v[:0] for k, v in columns.items()}
+        values, scale = read[self._tensor], read.get(self._scale)
+        if mask is not None:
+            values, scale = values[mask], None if scale is None else scale[mask]
+            columns = {k: v[mask] for k, v in columns.items()}
+        self._account(values.nbytes + (0 if scale is None else scale.nbytes))
+        return values, scale, columns
+
+    def _mask(self, shard, columns: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The rows the filters keep; None: all of them."""
+        mask = None
+
+        def keep(rows: np.ndarray) -> None:
+            nonlocal mask
+            mask = rows if mask is None else mask & rows
+
+        if self._segments is not None:
+            keep(np.isin(columns["segment"], self._segments))
+        if self._positions is not None:
+            keep(np.isin(columns["position"], self._positions))
+        if self._exclude is not None:
+            keep(~np.isin(columns["token_ids"], self._exclude))
+        if self._tasks is not None:
+            sidecar = read_json(self.run._store, shard.entry["samples"], "sample sidecar")["samples"]
+            samples = [int(i) for i, meta in sidecar.items() if str(meta.get("task_id")) in self._tasks]
+            keep(np.isin(columns["sample_index"], np.asarray(samples, np.int64)))
+        return mask
+
+    def _read_window(self, epoch: int, number: int, shards: list[int]) -> _Window:
+        read = list(map_ahead(self._read_shard, shards, READ_AHEAD))
+        starts = np.concatenate([[0], np.cumsum([len(values) for values, _, _ in read])]).astype(np.int64)
+        rows = int(starts[-1])
+        if self.shuffle:
+            seed = [self.seed, epoch, self.process_index, number]
+            order = np.random.default_rng(seed).permutation(rows)
+        else:
+            order = np.arange(rows)
+        nbytes = sum(values.nbytes + (0 if scale is None else scale.nbytes) for values, scale, _ in read)
+        return _Window([v for v, _, _ in read], [s for _, s, _ in read], [c for _, _, c in read], starts, order, nbytes)
+
+    def _take(self, window: _Window, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """The window's rows `rows` (sorted), decoded."""
+        bounds = np.searchsorted(rows, window.starts)
+        parts, scales, columns = [], [], []
+        for s in range(len(window.values)):
+            local = rows[bounds[s] : bounds[s + 1]] - window.starts[s]
+            if len(local) == 0:
+                continue
+            parts.append(window.values[s][local])
+            if window.scales[s] is not None:
+                scales.append(window.scales[s][local])
+            if self.with_columns:
+                columns.append({k: v[local] for k, v in window.columns[s].items()})
+        values = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        decoded = dtypes.decode(values, np.concatenate(scales) if scales else None, self.dtype)
+        if not self.with_columns:
+            return decoded, None
+        return decoded, {k: np.concatenate([c[k] for c in columns]) for k in layout.TOKEN_COLUMNS}
+
+    # --- iteration ----------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator:
+        """Batches from the loader's position (its start, or the state it was opened with)."""
+        background = ThreadPoolExecutor(1, thread_name_prefix="layertap-loader")
+        try:
+            yield from self._batches(background)
+        finally:
+            background.shutdown(wait=True, cancel_futures=True)
+
+    def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int]]]:
+        """(epoch, window number, shards) from a position on, through the last epoch."""
+        while self.epochs is None or epoch < self.epochs:
+            cut = self.windows(epoch)
+            for number in range(window, len(cut)):
+                yield epoch, number, cut[number]
+            epoch, window = epoch + 1, 0
+
+    def _batches(self, background: ThreadPoolExecutor) -> Iterator:
+        plan = self._plan(self._position["epoch"], self._position["window"])
+        offset = self._position["offset"]
+
+        def read_next() -> tuple[int, int, Future[_Window]] | None:
+            step = next(plan, None)
+            if step is None:
+                return None
+            epoch, number, shards = step
+            return epoch, number, background.submit(self._read_window, epoch, number, shards)
+
+        pending = read_next()
+        built: list[tuple[np.ndarray, dict | None]] = []  # rows of the batch being built, decoded
+        built_rows = 0
+        while pending is not None:
+            epoch, number, future = pending
+            window = future.result()
+            pending = read_next()  # read ahead: the next window while this one is served
+            last_of_epoch = pending is None or pending[0] != epoch
+            while True:
+                take = window.order[offset : offset + self.batch_size - built_rows]
+                offset += len(take)
+                if len(take):
+                    built.append(self._take(window, np.sort(take)))
+                    built_rows += len(take)
+                done = offset >= len(window)
+                if done:  # what is left of it is in `built`: it leaves memory now
+                    self._account(-window.nbytes)
+                if built_rows < self.batch_size and not (done and last_of_epoch):
+                    if done:
+                        break  # the batch goes on in the next window
+                    continue
+                if done:
+                    after = (
+                        {"epoch": epoch + 1, "window": 0} if last_of_epoch else {"epoch": epoch, "window": number + 1}
+                    )
+                    self._position = {**after, "offset": 0}
+                else:
+                    self._position = {"epoch": epoch, "window": number, "offset": offset}
+                batch, built, built_rows = built, [], 0
+                if batch and (sum(len(v) for v, _ in batch) == self.batch_size or not self.drop_last):
+                    yield self._deliver(batch)
+                if done:
+                    break
+            offset = 0
+
+    def _deliver(self, batch: list[tuple[np.ndarray, dict | None]]):
+        values = batch[0][0] if len(batch) == 1 else np.concatenate([values for values, _ in batch])
+        columns = None
+        if self.with_columns:
+            columns = {k: np.concatenate([c[k] for _, c in batch]) for k in layout.TOKEN_COLUMNS}
+        if self.format == "jax":
+            import jax.numpy as jnp
+
+            values = jnp.asarray(values)
+        elif self.format == "torch":
+            try:
+                import torch
+            except ImportError:
+                raise LayerTapError("format='torch' needs PyTorch: pip install torch") from None
+            values = torch.from_numpy(np.ascontiguousarray(values))
+        if columns is None:
+            return values
+        return TokenRecords(values, **columns)
