@@ -214,6 +214,12 @@ class Loader:
         columns = shard.read_many(layout.TOKEN_COLUMNS)
         mask = self._mask(shard, columns)
         names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
+        if mask is None and shard.local_path is not None:
+            # a local shard is mapped, not read: the batches' gather is then the one copy
+            values = shard.memmap(self._tensor)
+            scale = None if self._scale is None else shard.memmap(self._scale)
+            self._account(values.nbytes + (0 if scale is None else scale.nbytes))
+            return values, scale, columns
         read = shard.read_many(names) if mask is None or mask.any() else None
         if read is None:
             values = np.empty((0, *self.run.shape(self.site)), dtypes.NUMPY_DTYPES[self.run.storage_dtype])
@@ -257,24 +263,31 @@ class Loader:
         nbytes = sum(values.nbytes + (0 if scale is None else scale.nbytes) for values, scale, _ in read)
         return _Window([v for v, _, _ in read], [s for _, s, _ in read], [c for _, _, c in read], starts, order, nbytes)
 
-    def _take(self, window: _Window, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-        """The window's rows `rows` (sorted), decoded."""
+    def _new_batch(self) -> dict[str, np.ndarray]:
+        """Room for one batch's rows as stored (and their scales and columns)."""
+        stored = dtypes.NUMPY_DTYPES[self.run.storage_dtype]
+        room = {"values": np.empty((self.batch_size, *self.run.shape(self.site)), stored)}
+        if self._scale:
+            room["scale"] = np.empty(self.batch_size, np.float32)
+        if self.with_columns:
+            for name, (dtype, shape) in layout.TOKEN_COLUMNS.items():
+                room[name] = np.empty((self.batch_size, *shape), dtype)
+        return room
+
+    def _take(self, window: _Window, rows: np.ndarray, room: dict[str, np.ndarray], at: int) -> None:
+        """Copy the window's rows `rows` (sorted: each shard's are one run) into room[at:]."""
         bounds = np.searchsorted(rows, window.starts)
-        parts, scales, columns = [], [], []
         for s in range(len(window.values)):
             local = rows[bounds[s] : bounds[s + 1]] - window.starts[s]
             if len(local) == 0:
                 continue
-            parts.append(window.values[s][local])
-            if window.scales[s] is not None:
-                scales.append(window.scales[s][local])
+            into = slice(at + bounds[s], at + bounds[s + 1])
+            np.take(window.values[s], local, axis=0, out=room["values"][into])
+            if self._scale:
+                np.take(window.scales[s], local, out=room["scale"][into])
             if self.with_columns:
-                columns.append({k: v[local] for k, v in window.columns[s].items()})
-        values = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        decoded = dtypes.decode(values, np.concatenate(scales) if scales else None, self.dtype)
-        if not self.with_columns:
-            return decoded, None
-        return decoded, {k: np.concatenate([c[k] for c in columns]) for k in layout.TOKEN_COLUMNS}
+                for name, column in window.columns[s].items():
+                    np.take(column, local, axis=0, out=room[name][into])
 
     # --- iteration ----------------------------------------------------------------------
 
@@ -306,45 +319,39 @@ class Loader:
             return epoch, number, background.submit(self._read_window, epoch, number, shards)
 
         pending = read_next()
-        built: list[tuple[np.ndarray, dict | None]] = []  # rows of the batch being built, decoded
-        built_rows = 0
+        room, filled = self._new_batch(), 0  # the batch being built
         while pending is not None:
             epoch, number, future = pending
             window = future.result()
             pending = read_next()  # read ahead: the next window while this one is served
             last_of_epoch = pending is None or pending[0] != epoch
             while True:
-                take = window.order[offset : offset + self.batch_size - built_rows]
+                take = window.order[offset : offset + self.batch_size - filled]
                 offset += len(take)
-                if len(take):
-                    built.append(self._take(window, np.sort(take)))
-                    built_rows += len(take)
+                self._take(window, np.sort(take), room, filled)
+                filled += len(take)
                 done = offset >= len(window)
-                if done:  # what is left of it is in `built`: it leaves memory now
+                if done:  # what the batch needs of it is copied: it leaves memory now
                     self._account(-window.nbytes)
-                if built_rows < self.batch_size and not (done and last_of_epoch):
-                    if done:
-                        break  # the batch goes on in the next window
-                    continue
-                if done:
-                    after = (
-                        {"epoch": epoch + 1, "window": 0} if last_of_epoch else {"epoch": epoch, "window": number + 1}
-                    )
-                    self._position = {**after, "offset": 0}
-                else:
+                if filled < self.batch_size and not (done and last_of_epoch):
+                    break  # the window is done; the batch goes on in the next one
+                if not done:
                     self._position = {"epoch": epoch, "window": number, "offset": offset}
-                batch, built, built_rows = built, [], 0
-                if batch and (sum(len(v) for v, _ in batch) == self.batch_size or not self.drop_last):
-                    yield self._deliver(batch)
+                elif last_of_epoch:
+                    self._position = {"epoch": epoch + 1, "window": 0, "offset": 0}
+                else:
+                    self._position = {"epoch": epoch, "window": number + 1, "offset": 0}
+                batch, rows = room, filled
+                room, filled = self._new_batch(), 0
+                if rows == self.batch_size or (rows and not self.drop_last):
+                    yield self._deliver({name: array[:rows] for name, array in batch.items()})
                 if done:
                     break
             offset = 0
 
-    def _deliver(self, batch: list[tuple[np.ndarray, dict | None]]):
-        values = batch[0][0] if len(batch) == 1 else np.concatenate([values for values, _ in batch])
-        columns = None
-        if self.with_columns:
-            columns = {k: np.concatenate([c[k] for _, c in batch]) for k in layout.TOKEN_COLUMNS}
+    def _deliver(self, batch: dict[str, np.ndarray]):
+        values = dtypes.decode(batch["values"], batch.get("scale"), self.dtype)
+        columns = {name: batch[name] for name in layout.TOKEN_COLUMNS} if self.with_columns else None
         if self.format == "jax":
             import jax.numpy as jnp
 
