@@ -33,7 +33,6 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout
-from layertap.store.index import read_json
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -210,25 +209,29 @@ class Loader:
             self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
     def _read_shard(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """A shard's kept rows of the layer (as stored), their int8 scales, and their token
+        columns (only when filters or `columns=True` need them: one request less a shard)."""
         shard = self.run.shards[index]
-        columns = shard.read_many(layout.TOKEN_COLUMNS)
-        mask = self._mask(shard, columns)
+        filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
+        columns = shard.read_many(layout.TOKEN_COLUMNS) if filtered or self.with_columns else {}
+        mask = self._mask(shard, columns) if filtered else None
         names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
         if mask is None and shard.local_path is not None:
             # a local shard is mapped, not read: the batches' gather is then the one copy
             values = shard.memmap(self._tensor)
             scale = None if self._scale is None else shard.memmap(self._scale)
-            self._account(values.nbytes + (0 if scale is None else scale.nbytes))
-            return values, scale, columns
-        read = shard.read_many(names) if mask is None or mask.any() else None
-        if read is None:
+        elif mask is not None and not mask.any():
             values = np.empty((0, *self.run.shape(self.site)), dtypes.NUMPY_DTYPES[self.run.storage_dtype])
-            return values, (np.empty(0, np.float32) if self._scale else None), {k: v[:0] for k, v in columns.items()}
-        values, scale = read[self._tensor], read.get(self._scale)
-        if mask is not None:
-            values, scale = values[mask], None if scale is None else scale[mask]
-            columns = {k: v[mask] for k, v in columns.items()}
-        self._account(values.nbytes + (0 if scale is None else scale.nbytes))
+            scale = np.empty(0, np.float32) if self._scale else None
+            columns = {k: v[:0] for k, v in columns.items()}
+        else:
+            read = shard.read_many(names)
+            values, scale = read[self._tensor], read.get(self._scale)
+            if mask is not None:
+                values, scale = values[mask], None if scale is None else scale[mask]
+                columns = {k: v[mask] for k, v in columns.items()}
+        columns = columns if self.with_columns else {}  # read for the filters only: not kept
+        self._account(_nbytes(values, scale, columns))
         return values, scale, columns
 
     def _mask(self, shard, columns: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -246,7 +249,7 @@ class Loader:
         if self._exclude is not None:
             keep(~np.isin(columns["token_ids"], self._exclude))
         if self._tasks is not None:
-            sidecar = read_json(self.run._store, shard.entry["samples"], "sample sidecar")["samples"]
+            sidecar = self.run._sidecar(shard.entry["samples"])["samples"]
             samples = [int(i) for i, meta in sidecar.items() if str(meta.get("task_id")) in self._tasks]
             keep(np.isin(columns["sample_index"], np.asarray(samples, np.int64)))
         return mask
@@ -260,7 +263,7 @@ class Loader:
             order = np.random.default_rng(seed).permutation(rows)
         else:
             order = np.arange(rows)
-        nbytes = sum(values.nbytes + (0 if scale is None else scale.nbytes) for values, scale, _ in read)
+        nbytes = sum(_nbytes(*shard) for shard in read)
         return _Window([v for v, _, _ in read], [s for _, s, _ in read], [c for _, _, c in read], starts, order, nbytes)
 
     def _new_batch(self) -> dict[str, np.ndarray]:
@@ -365,3 +368,8 @@ class Loader:
         if columns is None:
             return values
         return TokenRecords(values, **columns)
+
+
+def _nbytes(values: np.ndarray, scale: np.ndarray | None, columns: dict[str, np.ndarray]) -> int:
+    """The bytes a shard's rows hold in a window."""
+    return values.nbytes + (0 if scale is None else scale.nbytes) + sum(c.nbytes for c in columns.values())
