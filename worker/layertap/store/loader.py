@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Full, Queue
 
 import numpy as np
 
@@ -41,6 +42,8 @@ BUFFER_BYTES = 1 << 30  # rows held (two windows), in the stored dtype
 READ_AHEAD = 8  # shards of a window read in parallel
 STATE_FORMAT = "layertap-loader/1"
 FORMATS = ("numpy", "jax", "torch")
+PREFETCH = 2  # batches built ahead of the consumer
+_END = object()  # the producer's last item
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Loader:
         process_index: int = 0,
         process_count: int = 1,
         buffer_bytes: int = BUFFER_BYTES,
+        prefetch: int = PREFETCH,
         format: str = "numpy",
         columns: bool = False,
         segments: Iterable[int | str] | None = None,
@@ -105,6 +109,9 @@ class Loader:
         )
         self.process_index, self.process_count = process_index, process_count
         self.buffer_bytes = buffer_bytes
+        if prefetch < 1:
+            raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
+        self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
         self._tasks = None if tasks is None else {str(task) for task in tasks}
         self._positions = None if positions is None else np.fromiter(positions, np.int64)
@@ -295,12 +302,50 @@ class Loader:
     # --- iteration ----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator:
-        """Batches from the loader's position (its start, or the state it was opened with)."""
-        background = ThreadPoolExecutor(1, thread_name_prefix="layertap-loader")
+        """Batches from the loader's position (its start, or the state it was opened with).
+        A thread builds them `prefetch` ahead of the consumer (the gather and the dtype
+        conversion overlap the training step); each carries the position after it, which
+        becomes the loader's state when the consumer takes it."""
+        queue: Queue = Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            background = ThreadPoolExecutor(1, thread_name_prefix="layertap-loader-read")
+            try:
+                for item in self._batches(background):
+                    if not put(item):
+                        return
+                put(_END)
+            except BaseException as error:  # handed to the consumer, raised there
+                put(error)
+            finally:
+                background.shutdown(wait=True, cancel_futures=True)
+
+        thread = threading.Thread(target=produce, name="layertap-loader", daemon=True)
+        thread.start()
         try:
-            yield from self._batches(background)
+            while True:
+                item = queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                position, batch = item
+                self._position = position
+                if batch is not None:
+                    yield batch
         finally:
-            background.shutdown(wait=True, cancel_futures=True)
+            stop.set()
+            thread.join()
 
     def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int]]]:
         """(epoch, window number, shards) from a position on, through the last epoch."""
@@ -310,7 +355,8 @@ class Loader:
                 yield epoch, number, cut[number]
             epoch, window = epoch + 1, 0
 
-    def _batches(self, background: ThreadPoolExecutor) -> Iterator:
+    def _batches(self, background: ThreadPoolExecutor) -> Iterator[tuple[dict, object]]:
+        """(the position after a batch, the batch or None) from the loader's position on."""
         plan = self._plan(self._position["epoch"], self._position["window"])
         offset = self._position["offset"]
 
@@ -339,15 +385,17 @@ class Loader:
                 if filled < self.batch_size and not (done and last_of_epoch):
                     break  # the window is done; the batch goes on in the next one
                 if not done:
-                    self._position = {"epoch": epoch, "window": number, "offset": offset}
+                    position = {"epoch": epoch, "window": number, "offset": offset}
                 elif last_of_epoch:
-                    self._position = {"epoch": epoch + 1, "window": 0, "offset": 0}
+                    position = {"epoch": epoch + 1, "window": 0, "offset": 0}
                 else:
-                    self._position = {"epoch": epoch, "window": number + 1, "offset": 0}
+                    position = {"epoch": epoch, "window": number + 1, "offset": 0}
                 batch, rows = room, filled
                 room, filled = self._new_batch(), 0
                 if rows == self.batch_size or (rows and not self.drop_last):
-                    yield self._deliver({name: array[:rows] for name, array in batch.items()})
+                    yield position, self._deliver({name: array[:rows] for name, array in batch.items()})
+                else:  # nothing to give (drop_last), but the position moves on
+                    yield position, None
                 if done:
                     break
             offset = 0
