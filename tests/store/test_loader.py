@@ -169,7 +169,10 @@ def test_filters_by_segment_task_position_and_token(run_uri, units):
         loaded(segments=[1], exclude_tokens=[1001, 2001]),
         np.sort(every.token_ids[(every.segment == 1) & ~np.isin(every.token_ids, [1001, 2001])]),
     )
-    assert len(loaded(tasks=["no-such-task"])) == 0
+    with pytest.raises(LayerTapError, match="no tokens of layer 5 .resid_post. match the loader's filters"):
+        loaded(tasks=["no-such-task"])
+    with pytest.raises(LayerTapError, match="match the loader's filters"):  # not an endless search
+        next(iter(run.loader(LAYER, tasks=["no-such-task"], epochs=None)))
 
 
 def test_formats_dtypes_and_drop_last(run_uri, units):
@@ -216,6 +219,8 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(LAYER, site="mlp_out")
     with pytest.raises(LayerTapError, match="process_index 3 is not in 0..2"):
         run.loader(LAYER, process_index=3, process_count=3)
+    with pytest.raises(LayerTapError, match=r"\d+ shards for 100 processes: .* as many processes as shards"):
+        run.loader(LAYER, process_index=0, process_count=100)
     with pytest.raises(LayerTapError, match="batch_size must be at least 1"):
         run.loader(LAYER, batch_size=0)
 

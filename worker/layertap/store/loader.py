@@ -95,6 +95,11 @@ class Loader:
             raise LayerTapError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= process_index < process_count:
             raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
+        if len(run.shards) < process_count:
+            raise LayerTapError(
+                f"{run.uri}: {len(run.shards)} shards for {process_count} processes: a loader's process reads whole "
+                "shards, so some would get no tokens; use at most as many processes as shards"
+            )
         if epochs is not None and epochs < 1:
             raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
         if format not in FORMATS:
@@ -369,6 +374,8 @@ class Loader:
 
         pending = read_next()
         room, filled = self._new_batch(), 0  # the batch being built
+        served = 0  # rows of this epoch served so far (an epoch with none would loop forever)
+        whole = self._position["window"] == 0 and offset == 0  # `served` counts this epoch from its start
         while pending is not None:
             epoch, number, future = pending
             window = future.result()
@@ -377,6 +384,7 @@ class Loader:
             while True:
                 take = window.order[offset : offset + self.batch_size - filled]
                 offset += len(take)
+                served += len(take)
                 self._take(window, np.sort(take), room, filled)
                 filled += len(take)
                 done = offset >= len(window)
@@ -387,7 +395,10 @@ class Loader:
                 if not done:
                     position = {"epoch": epoch, "window": number, "offset": offset}
                 elif last_of_epoch:
+                    if whole and served == 0:
+                        raise LayerTapError(self._nothing_kept())
                     position = {"epoch": epoch + 1, "window": 0, "offset": 0}
+                    served, whole = 0, True
                 else:
                     position = {"epoch": epoch, "window": number + 1, "offset": 0}
                 batch, rows = room, filled
@@ -399,6 +410,10 @@ class Loader:
                 if done:
                     break
             offset = 0
+
+    def _nothing_kept(self) -> str:
+        whose = f" in process {self.process_index}'s shards" if self.process_count > 1 else ""
+        return f"{self.run.uri}: no tokens of layer {self.layer} ({self.site}) match the loader's filters{whose}"
 
     def _deliver(self, batch: dict[str, np.ndarray]):
         values = dtypes.decode(batch["values"], batch.get("scale"), self.dtype)
