@@ -252,3 +252,12 @@ def test_from_the_gcs_emulator(gcs_emulator, monkeypatch, units):
     union = np.concatenate(parts)
     np.testing.assert_array_equal(np.sort(union), all_tokens(units[:25]))
     assert len(np.unique(union)) == len(union)
+
+
+def test_a_state_of_other_shards_is_refused(tmp_path, units):
+    uri = write(tmp_path / "run", units[:12], finalize=False)
+    loader = layertap.open(uri).loader(LAYER, batch_size=16)
+    next(iter(loader))
+    write(tmp_path / "run", units[12:20], finalize=False)  # the run grew meanwhile
+    with pytest.raises(LayerTapError, match="saved with shards="):
+        layertap.open(uri).loader(LAYER, batch_size=16, state=loader.state())

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import Full, Queue
 
+import crc32c
 import numpy as np
 
 from layertap.errors import LayerTapError
@@ -129,7 +130,8 @@ class Loader:
         self.complete = bool(run.finalized)
         if not self.complete:
             log.warning(
-                "%s is still being written (no manifest): the loader reads the %d shards committed when it was opened",
+                "%s is still being written (no manifest): the loader reads the %d shards committed when it was "
+                "opened (processes that open it at other times may see other shards: finalize it for several)",
                 run.uri,
                 len(run.shards),
             )
@@ -151,6 +153,8 @@ class Loader:
             "layer": self.layer,
             "site": self.site,
             "shards": len(self.run.shards),
+            # which shards, not only how many: a run still being written changes under the same count
+            "shards_crc32c": f"{crc32c.crc32c(chr(10).join(shard.key for shard in self.run.shards).encode()):08x}",
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "seed": self.seed,
