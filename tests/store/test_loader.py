@@ -138,12 +138,14 @@ def test_a_state_of_other_settings_is_refused(run_uri):
         run.loader(LAYER, state={"epoch": 0})
 
 
-def test_the_buffer_stays_within_its_cap(run_uri, units):
+@pytest.mark.parametrize("columns", [False, True])
+def test_the_buffer_stays_within_its_cap(run_uri, units, columns):
     run = layertap.open(run_uri)
-    row_bytes = 24 * 2  # 24 bfloat16 values
+    row_bytes = 24 * 2 + (24 if columns else 0)  # 24 bfloat16 values (and 24 B of token columns)
     largest_shard = max(s.entry["tokens"] for s in run.shards) * row_bytes
     cap = 4 * largest_shard
-    loader = run.loader(LAYER, batch_size=32, seed=2, buffer_bytes=cap)
+    loader = run.loader(LAYER, batch_size=32, seed=2, buffer_bytes=cap, columns=columns)
+    assert loader.row_bytes == row_bytes
     assert len(loader.windows(0)) >= 4  # the cap makes it hold a part of the run only
     rows = sum(len(batch) for batch in loader)
     assert rows == len(all_tokens(units))

@@ -12,9 +12,10 @@ tokens so far (no overlap; the processes' tokens differ by at most a shard's). A
 cuts its shards into *windows* of consecutive shards whose rows fit in half of
 `buffer_bytes`, reads a whole window (in the stored dtype, filtered), permutes its rows
 (seeded by seed, epoch, process and window) and streams them as batches; the next window is
-read in the background meanwhile, so at most two windows are held. Batches run across window
-ends, so every kept token is in exactly one batch per epoch (the last batch of an epoch may
-be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
+read in the background meanwhile, so at most two windows are held (local shards are
+memory-mapped, not read). A thread builds batches `prefetch` ahead of the consumer.
+Batches run across window ends, so every kept token is in exactly one batch per epoch (the
+last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
 re-reads one window and skips into it. Rows within a batch keep the window's stored order
 (sorted indices make the gather cheap; a batch's loss does not depend on its row order).
 """
@@ -96,6 +97,8 @@ class Loader:
             raise LayerTapError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= process_index < process_count:
             raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
+        if not run.shards:
+            raise LayerTapError(f"{run.uri}: the run has no committed shards yet: nothing to load")
         if len(run.shards) < process_count:
             raise LayerTapError(
                 f"{run.uri}: {len(run.shards)} shards for {process_count} processes: a loader's process reads whole "
@@ -106,13 +109,8 @@ class Loader:
         if format not in FORMATS:
             raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
         self.layer, self.site, self.batch_size, self.shuffle, self.seed = layer, site, batch_size, shuffle, seed
-        self.dtype, self.epochs, self.drop_last, self.format, self.with_columns = (
-            dtype,
-            epochs,
-            drop_last,
-            format,
-            columns,
-        )
+        self.dtype, self.epochs, self.drop_last = dtype, epochs, drop_last
+        self.format, self.with_columns = format, columns
         self.process_index, self.process_count = process_index, process_count
         self.buffer_bytes = buffer_bytes
         if prefetch < 1:
@@ -124,7 +122,11 @@ class Loader:
         self._exclude = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
         shape = run.shape(site)
         itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
-        self.row_bytes = math.prod(shape) * itemsize + (4 if self._scale else 0)
+        columns_bytes = sum(
+            np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in layout.TOKEN_COLUMNS.values()
+        )
+        # a row's bytes in a window: its values, int8 scale, and token columns when they are kept
+        self.row_bytes = math.prod(shape) * itemsize + (4 if self._scale else 0) + (columns_bytes if columns else 0)
         # run.shards is what was committed when the run was opened: a run still being
         # written is read as far as that, and says so
         self.complete = bool(run.finalized)
