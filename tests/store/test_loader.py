@@ -263,3 +263,18 @@ def test_a_state_of_other_shards_is_refused(tmp_path, units):
     write(tmp_path / "run", units[12:20], finalize=False)  # the run grew meanwhile
     with pytest.raises(LayerTapError, match="saved with shards="):
         layertap.open(uri).loader(LAYER, batch_size=16, state=loader.state())
+
+
+def test_a_resume_across_epochs_with_dropped_short_batches(run_uri):
+    run = layertap.open(run_uri)
+    options = {"batch_size": 100, "seed": 4, "epochs": 3, "drop_last": True, "buffer_bytes": 6_000, "columns": True}
+    whole = collect(run.loader(LAYER, **options))
+    per_epoch = len(all_tokens(make_units(UNIT_COUNT))) // 100
+    assert len(whole) == 3 * per_epoch  # each epoch's short last batch dropped
+    for stop_after in (per_epoch - 1, per_epoch, per_epoch + 1, 2 * per_epoch + 3):
+        loader = run.loader(LAYER, **options)
+        for count, _ in enumerate(loader, 1):
+            if count == stop_after:
+                break
+        resumed = collect(run.loader(LAYER, **options, state=loader.state()))
+        assert [b.token_ids.tolist() for b in resumed] == [b.token_ids.tolist() for b in whole[stop_after:]]
