@@ -284,6 +284,13 @@ class Run:
             if records is not None:
                 yield records
 
+    def loader(self, layer: int, **options):
+        """Shuffled batches of `layer`'s tokens for training, streamed with a bounded buffer,
+        split over processes, resumable (`layertap.store.loader.Loader`, docs/format.md)."""
+        from layertap.store.loader import Loader
+
+        return Loader(self, layer, **options)
+
     def read_layer(self, layer: int, *, site: str = layout.DEFAULT_SITE, **filters) -> TokenRecords:
         """All (filtered) rows of a layer at a site in memory; for small runs and tests."""
         batches = list(self.iter_layer(layer, site=site, **filters))
