@@ -89,10 +89,14 @@ class ControlPlane:
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         self.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
 
-    def kubeconfig_for(self, service_account: str, namespace: str) -> Path:
-        """A kubeconfig whose requests carry a real token of the ServiceAccount."""
-        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
-        path = self.workdir / f"kubeconfig-{namespace}-{service_account}"
+    def kubeconfig_for(self, service_account: str, namespace: str, pod: str | None = None) -> Path:
+        """A kubeconfig whose requests carry a real token of the ServiceAccount; with `pod`, a
+        token bound to that pod (it must exist and run as the account), as a kubelet mounts it."""
+        bound = ["--bound-object-kind=Pod", f"--bound-object-name={pod}"] if pod else []
+        token = self.kubectl(
+            "create", "token", service_account, "-n", namespace, "--duration=2h", *bound
+        ).stdout.strip()
+        path = self.workdir / f"kubeconfig-{namespace}-{service_account}{f'-{pod}' if pod else ''}"
         config = yaml.safe_load(self.kubeconfig.read_text())
         config["users"] = [{"name": service_account, "user": {"token": token}}]
         config["contexts"][0]["context"]["user"] = service_account

@@ -896,3 +896,29 @@ def test_a_spec_the_crd_admits_and_the_rules_refuse_fails_once(control_plane, op
     ]
     assert len(warnings) == 1 and warnings[0].get("count", 1) == 1, warnings
     assert not control_plane.get_list("jobsets", namespace)
+
+
+def test_a_resource_asking_beyond_the_policy_gets_no_jobset(control_plane, operator, namespace) -> None:
+    """The operator's own check of the chart's policy (here its default, the strictest), for
+    resources the admission policy did not see (none is installed in this namespace): Failed,
+    PolicyDenied, the value to change, one Warning; allowed again once the spec asks for less."""
+    privileged = copy.deepcopy(EXAMPLE)
+    privileged["spec"]["privileged"] = True
+    create(control_plane, namespace, privileged)
+    status = wait_for(
+        lambda: (s := status_of(control_plane, namespace)).get("reason") == "PolicyDenied" and s, "PolicyDenied"
+    )
+    assert status["phase"] == "Failed" and "policy.allowPrivileged" in status["message"], status
+    time.sleep(3)  # three resyncs at 1 s
+    warnings = [
+        e
+        for e in control_plane.get_list("events", namespace)
+        if e["involvedObject"]["name"] == "qwen-arc" and e["reason"] == "PolicyDenied"
+    ]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+    assert not control_plane.get_list("jobsets", namespace)
+
+    control_plane.kubectl(
+        "patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"privileged":false}}'
+    )
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet once the spec is allowed")

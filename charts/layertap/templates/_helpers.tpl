@@ -68,3 +68,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list "default") }}
 {{- $namespaces | uniq | toJson }}
 {{- end }}
+
+{{/* The policy on what an ActivationExtraction may ask for, as JSON: the operator's
+LAYERTAP_POLICY and the admission policy's variables (layertap_operator/policy.py). */}}
+{{- define "layertap.policy" -}}
+{{- $accounts := prepend .Values.policy.allowedServiceAccounts .Values.worker.serviceAccount.name | uniq }}
+{{- dict
+  "allowPrivileged" .Values.policy.allowPrivileged
+  "allowedImagePrefixes" .Values.policy.allowedImagePrefixes
+  "allowedServiceAccounts" $accounts
+  "allowedHubTokenSecrets" .Values.policy.allowedHubTokenSecrets
+  | toJson }}
+{{- end }}
+
+{{/* The operator's identity as the API server sees it (its requests' userInfo.username). */}}
+{{- define "layertap.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "layertap.operator.serviceAccountName" .) }}
+{{- end }}
