@@ -126,6 +126,8 @@ def operator_kubeconfig(control_plane) -> Path:
         str(REPO / "charts/layertap"),
         "-n",
         OPERATOR_NAMESPACE,
+        "--set",
+        "operator.clusterWide=true",  # the operator below runs --all-namespaces
         "--show-only",
         "templates/operator/serviceaccount.yaml",
         "--show-only",

@@ -63,9 +63,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.worker.gpuImage.repository (default .Chart.AppVersion .Values.worker.gpuImage.tag) }}
 {{- end }}
 
+{{/* Namespaces the operator serves, as a JSON list; empty: every namespace (clusterWide). */}}
+{{- define "layertap.operator.namespaces" -}}
+{{- if .Values.operator.clusterWide }}
+{{- list | toJson }}
+{{- else }}
+{{- required "operator.watchNamespaces is empty: list the namespaces the operator serves, or set operator.clusterWide=true" (.Values.operator.watchNamespaces | default nil) | uniq | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
 {{- define "layertap.worker.namespaces" -}}
-{{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list "default") }}
+{{- $served := include "layertap.operator.namespaces" . | fromJsonArray }}
+{{- $namespaces := .Values.worker.namespaces | default $served | default (list "default") }}
 {{- $namespaces | uniq | toJson }}
 {{- end }}
 
