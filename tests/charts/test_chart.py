@@ -320,3 +320,13 @@ def test_notes_say_what_to_do_next(helm):
     assert "rollout status deployment/layertap-operator" in notes
     assert "kubectl apply -n research -f manifests/examples/" in notes
     assert "iam.gke.io/gcp-service-account" in notes
+
+
+def test_the_worker_status_policy_guards_every_field_of_the_operators(render):
+    """The fields a worker may not change are the status's fields but the workers' two."""
+    from layertap_api.status import ExtractionStatus
+
+    policy = named(render(), "ValidatingAdmissionPolicy", "layertap-worker-status")
+    guarded = set(re.findall(r"oldObject\.\?status\.\?(\w+) ==", policy["spec"]["validations"][1]["expression"]))
+    fields = {field.alias or name for name, field in ExtractionStatus.model_fields.items()}
+    assert guarded == fields - {"progress", "lastError"}

@@ -158,8 +158,10 @@ def worker_pod(control_plane, namespace: str, name: str, account: str = "layerta
     control_plane.apply(pod, namespace)
 
 
-def patch_status(control_plane, namespace: str, resource: str, kubeconfig: Path) -> subprocess.CompletedProcess:
-    progress = {"status": {"progress": {"samplesDone": 1}}}
+def patch_status(
+    control_plane, namespace: str, resource: str, kubeconfig: Path, status: dict | None = None
+) -> subprocess.CompletedProcess:
+    status = status or {"progress": {"samplesDone": 1}}
     return control_plane.kubectl(
         f"--kubeconfig={kubeconfig}",
         "patch",
@@ -170,7 +172,7 @@ def patch_status(control_plane, namespace: str, resource: str, kubeconfig: Path)
         "--subresource=status",
         "--type=merge",
         "-p",
-        json.dumps(progress),
+        json.dumps({"status": status}),
         check=False,
     )
 
@@ -194,6 +196,25 @@ def test_a_worker_may_change_the_status_of_its_own_resource_only(control_plane, 
     mine = patch_status(control_plane, namespace, "qwen-arc", own)
     assert mine.returncode == 0, mine.stderr
     assert control_plane.get("ae", "qwen-arc", namespace)["status"]["progress"]["samplesDone"] == 1
+
+    # Of its own resource's status, progress and lastError only: the rest is the operator's.
+    failure = {"lastError": {"message": "out of memory", "pod": "qwen-arc-worker-0-0-abcde"}}
+    assert patch_status(control_plane, namespace, "qwen-arc", own, failure).returncode == 0
+    phase = patch_status(control_plane, namespace, "qwen-arc", own, {"phase": "Succeeded"})
+    assert "a worker may change status.progress and status.lastError only" in phase.stderr, phase.stderr
+    control_plane.kubectl(  # the operator (here: the admin) writes its part
+        "patch",
+        "ae",
+        "qwen-arc",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"Running"}}',
+    )
+    assert patch_status(control_plane, namespace, "qwen-arc", own, {"progress": {"samplesDone": 2}}).returncode == 0
+    assert control_plane.get("ae", "qwen-arc", namespace)["status"]["phase"] == "Running"
 
     # The same account without a pod: a token anyone with `create serviceaccounts/token` could make.
     unbound = patch_status(
