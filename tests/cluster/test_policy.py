@@ -221,3 +221,29 @@ def test_a_worker_may_change_the_status_of_its_own_resource_only(control_plane, 
         control_plane, namespace, "qwen-arc", control_plane.kubeconfig_for("layertap-worker", namespace)
     )
     assert "a token not bound to a pod" in unbound.stderr, unbound.stderr
+
+
+# --- Pod Security, a third check the docs recommend ----------------------------------------------
+
+
+def test_worker_pods_meet_pod_security_restricted(control_plane, namespace) -> None:
+    """docs/operator.md: labelling a served namespace `restricted` refuses no worker pod the
+    defaults make. (This API server refuses privileged containers outright: --allow-privileged
+    is off, so the privileged pod is not tried here.)"""
+    from layertap_operator.builder import Owner, build_jobset
+
+    control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "layertap-worker"}}
+    control_plane.apply(account, namespace)
+    spec = ActivationExtractionSpec.model_validate(RESOURCE["spec"])
+    jobset = build_jobset(spec, Owner("qwen-arc", namespace, "uid-1"), "registry.example/worker:1")
+    template = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "qwen-arc-worker-0-0-abcde"},
+        "spec": template["spec"],
+    }
+    assert refusal(control_plane, namespace, pod) == ""
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True  # the level is enforced
+    assert 'violates PodSecurity "restricted' in refusal(control_plane, namespace, pod)
