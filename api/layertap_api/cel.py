@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from layertap_api import hub
 from layertap_api.catalog import ACCELERATORS, tpu_chips_by_topology, tpu_hosts_by_topology
 from layertap_api.spec import ARC_FORMATS
 
@@ -101,6 +102,46 @@ RESOURCES_RULES: list[dict] = [
         f"!has(self.mesh) || !has(self.mesh.data) || {_DEVICES} == 0 || self.mesh.data * self.mesh.model == {_DEVICES}",
         ".mesh.data",
         "mesh.data x mesh.model must equal the number of devices (chips or GPUs per host x hosts x slices)",
+    ),
+]
+
+
+def _hub_uri_rule(uri: str, repo_type: hub.RepoType, field: str) -> dict:
+    """An hf:// reference must be well formed (hub.parse_hub_uri's rules, by its own patterns)."""
+    return _rule(
+        f"!{uri}.startsWith({_literal(hub.HF_SCHEME)}) || ({uri}.matches({_literal(hub.URI_PATTERNS[repo_type])})"
+        f" && !{uri}.matches({_literal(hub.DOUBLE_DASH_IN_REPO)}) && !{uri}.matches({_literal(hub.GIT_SUFFIX)})"
+        f" && !{uri}.contains('..'))",
+        field,
+        f"not a Hugging Face Hub {repo_type} reference: expected {hub.FORM}, without '--', '..' or a '.git' ending",
+    )
+
+
+_HF_DATASET = f"self.dataset.uri.startsWith({_literal(hub.HF_SCHEME)})"
+
+# On the spec: the cross-field rules of the job sections (spec.py) and of the cluster fields.
+SPEC_RULES: list[dict] = [
+    _hub_uri_rule("self.model.uri", "model", ".model.uri"),
+    _hub_uri_rule("self.dataset.uri", "dataset", ".dataset.uri"),
+    _rule(
+        f"!{_HF_DATASET} || !(self.dataset.format in {_literal(list(ARC_FORMATS))})",
+        ".dataset.format",
+        "an hf:// dataset is read as text: dataset.format must be parquet or text-jsonl",
+    ),
+    _rule(
+        f"{_HF_DATASET} || !has(self.dataset.split) || self.dataset.split == 'train'",
+        ".dataset.split",
+        "only hf:// datasets have splits; remove dataset.split",
+    ),
+    _rule(
+        f"{_HF_DATASET} || !has(self.dataset.config)",
+        ".dataset.config",
+        "only hf:// datasets have configs; remove dataset.config",
+    ),
+    _rule(
+        "!has(self.workloadPriorityClassName) || has(self.queueName)",
+        ".workloadPriorityClassName",
+        "a Kueue priority needs queueName (the run must be queued)",
     ),
 ]
 

@@ -16,10 +16,21 @@ from typing import Literal
 HF_SCHEME = "hf://"
 RepoType = Literal["model", "dataset"]
 # huggingface_hub's own rule (validate_repo_id): an optional namespace, then a name, each of
-# letters, digits, '-', '_' and '.', without '--' or '..' and not ending in '.git'.
-_PART = r"[A-Za-z0-9][\w.-]{0,95}"
+# letters, digits, '-', '_' and '.', without '--' or '..' and not ending in '.git'. ASCII
+# classes only: the CRD's CEL rules (cel.py) use these patterns under RE2, which must read
+# them as Python does.
+_PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 _REPO_ID = re.compile(rf"^(?:{_PART}/)?{_PART}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SPACE = " \t\n\r\f\v"  # what a revision may not hold (git refuses it too)
+# The whole reference of each repository type, less the '--', '..' and '.git' rules below.
+URI_PATTERNS = {
+    repo_type: rf"^hf://{prefix}(?:{_PART}/)?{_PART}(?:@[^/{_SPACE}][^{_SPACE}]*)?$"
+    for repo_type, prefix in (("model", ""), ("dataset", "(?:datasets/)?"))
+}
+DOUBLE_DASH_IN_REPO = r"^hf://[^@]*--"
+GIT_SUFFIX = r"^hf://[^@]*[.]git(?:@|$)"
+FORM = "hf://ORG/NAME or hf://ORG/NAME@REVISION (a branch, tag or commit sha)"
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ def is_hub(uri: str) -> bool:
 
 def parse_hub_uri(uri: str, repo_type: RepoType) -> HubRef:
     """`hf://ORG/NAME[@REVISION]` -> HubRef; a malformed one is a ValueError saying the form."""
-    form = f"{HF_SCHEME}ORG/NAME or {HF_SCHEME}ORG/NAME@REVISION (a branch, tag or commit sha)"
+    form = FORM
     if not is_hub(uri):
         raise ValueError(f"{uri!r} is not a Hugging Face Hub reference; expected {form}")
     repo_id, at, revision = uri[len(HF_SCHEME) :].partition("@")
@@ -57,7 +68,7 @@ def parse_hub_uri(uri: str, repo_type: RepoType) -> HubRef:
         repo_id = repo_id.removeprefix("datasets/")
     if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
         raise ValueError(f"{uri!r}: {repo_id!r} is not a {repo_type} repository id; expected {form}")
-    if at and (not revision or any(c.isspace() for c in revision) or ".." in revision or revision.startswith("/")):
+    if at and (not revision or any(c in _SPACE for c in revision) or ".." in revision or revision.startswith("/")):
         # git refuses such names too; '..' would also climb out of the cache's refs/ folder
         raise ValueError(
             f"{uri!r}: the revision after '@' is empty, has spaces, '..' or a leading '/'; expected {form}"

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from layertap_api.catalog import ACCELERATORS, Accelerator, AcceleratorName, SliceShape
-from layertap_api.cel import NAME_BUDGET, RESOURCES_RULES, name_too_long
+from layertap_api.cel import NAME_BUDGET, RESOURCES_RULES, SPEC_RULES, name_too_long
 from layertap_api.spec import ApiModel, ExpectedDevices, JobSpec, MeshSpec, WorkerSpec
 from layertap_api.status import ExtractionStatus
 
@@ -190,6 +190,8 @@ class SecretKey(ApiModel):
 
 class ActivationExtractionSpec(JobSpec):
     """What `spec:` of an ActivationExtraction holds."""
+
+    model_config = JobSpec.model_config | {"json_schema_extra": {"x-kubernetes-validations": SPEC_RULES}}
 
     resources: ResourcesSpec = Field(description="Accelerator, topology and number of slices or hosts.")
     image: str | None = Field(

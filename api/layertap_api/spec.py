@@ -27,6 +27,8 @@ Positions = Literal["all", "last", "mean"]
 # names; docs/format.md maps each to its Hugging Face module).
 Site = Literal["resid_pre", "attn_z", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_post"]
 SITES: tuple[Site, ...] = get_args(Site)
+# Bounds the cost the API server estimates for the CEL rules that match a uri (cel.py).
+URI_MAX_LENGTH = 4096
 LayerIndex = Annotated[int, Field(ge=0, le=511, strict=True)]  # strict: `true` is no layer 1
 
 
@@ -48,6 +50,7 @@ class ApiModel(BaseModel):
 class ModelSpec(ApiModel):
     uri: str = Field(
         min_length=1,
+        max_length=URI_MAX_LENGTH,
         description=(
             "Hugging Face-format checkpoint: gs://bucket/path, a path inside the image or on a mounted volume, or a "
             "Hugging Face Hub model hf://ORG/NAME[@REVISION] (a branch, tag or commit sha; read through the Hub's "
@@ -143,6 +146,7 @@ class SelectionSpec(ApiModel):
 class DatasetSpec(ApiModel):
     uri: str = Field(
         min_length=1,
+        max_length=URI_MAX_LENGTH,
         description=(
             "Dataset file or directory: gs://... or a path; or, for text-jsonl and parquet, a Hugging Face Hub "
             "dataset hf://ORG/NAME[@REVISION] (see split, config)."
@@ -304,6 +308,16 @@ class OutputSpec(ApiModel):
             "Where compiled XLA programs are kept so that a restarted worker does not compile again "
             "(gs://... or a path; share one between runs of the same model and shapes). Unset: <uri>/.jax-cache; "
             '"off": nowhere.'
+        ),
+    )
+    hub_cache: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Multi-process runs with hf:// sources: where process 0 copies what it read from the Hugging Face Hub "
+            "for the other processes, so the Hub is asked once and every host reads the same commit (gs://... or a "
+            'path). Unset: <uri>/.hf-cache, readable by whoever may read the activations; "off": every process '
+            "downloads for itself (pin a commit, hf://ORG/NAME@SHA, so that all read the same files)."
         ),
     )
 

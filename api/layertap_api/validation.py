@@ -17,6 +17,8 @@ def explain(error: ValidationError, model: type[BaseModel]) -> str:
 
 def _problem(issue: dict, model: type[BaseModel]) -> str:
     path = ".".join(str(part) for part in issue["loc"])
+    if issue["type"] == "value_error":  # our validators' messages: they name their field
+        return _located(issue["loc"], issue["msg"].removeprefix("Value error, "))
     if issue["type"] != "extra_forbidden":
         return f"{path}: {issue['msg']}"
     *parent, key = issue["loc"]
@@ -25,7 +27,7 @@ def _problem(issue: dict, model: type[BaseModel]) -> str:
         return f"{path}: unknown field"
     near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
     hint = f"did you mean {near[0]}? " if near else ""
-    return f"{path}: unknown field; {hint}(valid here: {', '.join(valid)})"
+    return f"{path}: unknown field, {hint}(valid here: {', '.join(valid)})"
 
 
 def _field_names(model: type[BaseModel], loc: list) -> list[str]:
@@ -52,3 +54,14 @@ def _model_in(annotation) -> type[BaseModel] | None:
             if found is not None:
                 return found
     return None
+
+
+def _located(loc: tuple, message: str) -> str:
+    """`message` under its field's path; a model's rule names its field itself (`dataset.split:
+    ...` raised at loc `dataset`, `workloadPriorityClassName: ...` at the top), so no repeat."""
+    if not loc:
+        return message
+    *parent, last = map(str, loc)
+    if message.startswith((f"{last}.", f"{last}:")):
+        return ".".join([*parent, message])
+    return f"{'.'.join([*parent, last])}: {message}"

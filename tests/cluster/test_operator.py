@@ -22,6 +22,7 @@ import yaml
 from kube import free_port, stop, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from layertap_api.crd import crd
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_operator.builder import Owner, build_jobset
 
@@ -878,13 +879,27 @@ def test_the_jobsets_changes_reach_the_status_without_waiting_for_a_resync(contr
         operator.start()
 
 
-def test_a_spec_the_crd_admits_and_the_rules_refuse_fails_once(control_plane, operator, namespace) -> None:
-    """workloadPriorityClassName without queueName passes the CRD but not the API's rules:
-    phase Failed, reason InvalidSpec, the one-line explanation, one Warning however many
-    resyncs pass, and no JobSet."""
+def _crd_without_the_queue_rule() -> dict:
+    """The CRD as it was before it had the rule that a Kueue priority needs queueName."""
+    older = crd()
+    spec = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["x-kubernetes-validations"] = [
+        r for r in spec["x-kubernetes-validations"] if r["fieldPath"] != ".workloadPriorityClassName"
+    ]
+    return older
+
+
+def test_a_spec_stored_before_the_crd_had_its_rule_fails_once(control_plane, operator, namespace) -> None:
+    """A resource stored under an older CRD that lacked a rule (here: workloadPriorityClassName
+    without queueName) reaches the operator: phase Failed, reason InvalidSpec, the one-line
+    explanation, one Warning however many resyncs pass, and no JobSet."""
     invalid = copy.deepcopy(EXAMPLE)
     invalid["spec"]["workloadPriorityClassName"] = "high"
-    create(control_plane, namespace, invalid)
+    control_plane.apply(_crd_without_the_queue_rule())
+    try:
+        create(control_plane, namespace, invalid)
+    finally:
+        control_plane.apply_crd(CRD)
     status = wait_for(
         lambda: (s := status_of(control_plane, namespace)).get("reason") == "InvalidSpec" and s, "InvalidSpec"
     )

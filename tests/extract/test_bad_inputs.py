@@ -141,7 +141,7 @@ def test_a_misspelled_section_is_refused_with_the_nearest_name(checkpoint, datas
     config = tmp_path / "c.yaml"
     config.write_text("extration: {layers: [1]}\n")
     assert extract(checkpoint, dataset, tmp_path / "out", "--config", str(config)) == 2
-    assert "c.yaml: extration: unknown field; did you mean extraction?" in one_error(capsys)
+    assert "c.yaml: extration: unknown field, did you mean extraction?" in one_error(capsys)
 
 
 def test_a_resume_with_changed_weights_or_data_is_refused(checkpoint, dataset, tmp_path, capsys):

@@ -146,5 +146,5 @@ def test_selection_flags_set_dataset_select(tmp_path):
         LayerTapError, match=r"ae.yaml: dataset.select.offset: Input should be greater than or equal to 0"
     ):
         cli.job_from_args(parse(*config, "--offset", "-1"), cli.EXTRACT, env={})
-    with pytest.raises(LayerTapError, match=r"dataset.select.ids: Value error, 3 listed more than once"):
+    with pytest.raises(LayerTapError, match=r"dataset.select.ids: 3 listed more than once"):
         cli.job_from_args(parse(*config, "--task-ids", "3,3"), cli.EXTRACT, env={})

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corruption import CORRUPTIONS, corrupt
+from hub_cache import parquet_bytes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -76,23 +78,6 @@ def test_any_spec_is_a_worker_spec_or_a_clear_error(spec):
         assert job.model.uri and job.dataset.uri and job.output.uri
 
 
-def corrupt(data: bytes, how: str, where: float, byte: int) -> bytes:
-    """One corruption of a file: a flipped byte, a cut, an inserted or a deleted byte."""
-    if not data:
-        return bytes([byte])
-    at = min(int(where * len(data)), len(data) - 1)
-    if how == "flip":
-        return data[:at] + bytes([data[at] ^ (byte or 1)]) + data[at + 1 :]
-    if how == "truncate":
-        return data[:at]
-    if how == "insert":
-        return data[:at] + bytes([byte]) + data[at:]
-    return data[:at] + data[at + 1 :]
-
-
-CORRUPTIONS = st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete"]), st.floats(0, 1), st.integers(0, 255))
-
-
 @pytest.fixture(scope="module")
 def tokenizer(checkpoint):
     return load_tokenizer(checkpoint)
@@ -109,12 +94,14 @@ def clean_datasets(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
         "text-jsonl": ("texts.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in TEXTS).encode()),
         "arc-json": ("tasks.json", json.dumps(tasks).encode()),
         "barc-jsonl": ("rows.jsonl.gz", gzip.compress(rows.encode())),
+        "arc-kaggle": ("evaluation_challenges.json", json.dumps(tasks).encode()),
+        "parquet": ("texts.parquet", parquet_bytes(text=TEXTS)),
     }
 
 
 @PROPERTY_SETTINGS
 @given(
-    fmt=st.sampled_from(["text-jsonl", "arc-json", "barc-jsonl"]),
+    fmt=st.sampled_from(["text-jsonl", "arc-json", "barc-jsonl", "arc-kaggle", "parquet"]),
     corruptions=st.lists(CORRUPTIONS, min_size=1, max_size=3),
     skip_invalid=st.booleans(),
 )
@@ -228,3 +215,105 @@ def test_a_corrupted_input_or_output_never_changes_the_result_silently(
     assert got.keys() == expected.keys()
     for layer in expected:
         np.testing.assert_array_equal(got[layer], expected[layer])
+
+
+# Flags that start other processes or replace the inputs wholesale are left out: each is
+# its own surface (multihost tests, the spec property above).
+NOT_FUZZED = {"--coordinator", "--num-processes", "--process-id", "--config", "--model", "--output", "-h", "--help"}
+FLAG_VALUES = [
+    "",
+    "x",
+    "0",
+    "-1",
+    "1",
+    "3",
+    "1,3",
+    "3-",
+    "2-1",
+    "nan",
+    "all",
+    "off",
+    "int8",
+    "resid_post,attn_z",
+    "test-input",
+    "../up",
+    "1e9",
+    "texts.jsonl",
+]
+
+
+@st.composite
+def extract_flags(draw) -> list[str]:
+    import argparse
+
+    from layertap.extract.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    actions = [a for a in parser._actions if a.option_strings and not set(a.option_strings) & NOT_FUZZED]
+    argv = []
+    for _ in range(draw(st.integers(1, 3))):
+        action = draw(st.sampled_from(actions))
+        argv.append(draw(st.sampled_from(action.option_strings)))
+        if action.nargs != 0:
+            argv.append(draw(st.sampled_from(list(action.choices or []) + FLAG_VALUES)))
+    return argv
+
+
+@settings(PROPERTY_SETTINGS, max_examples=25)
+@given(flags=extract_flags())
+def test_any_extract_flags_run_or_end_in_one_error_line(tmp_path, reference, capsys, flags):
+    """A working command line with a few of `layertap extract`'s flags set to any value: a
+    run, or exit 2 with one `error:` line (argparse's usage before it); never a traceback."""
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    shutil.copytree(reference / "ckpt", root / "ckpt")
+    shutil.copy(reference / "texts.jsonl", root / "texts.jsonl")
+    argv = ["extract", "--model", "ckpt", "--dataset", "texts.jsonl", "--format", "text-jsonl", "--output", "out"]
+    argv += ["--dtype", "float32", "--no-progress", "--max-samples", "3", "--layers", "1", *flags]
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (flags, err)
+    if code != 0:
+        assert code == 2 and err.strip().splitlines()[-1].startswith("layertap extract: error: "), (flags, err)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=60)
+@given(data=st.data(), action=st.sampled_from(["corrupt", "delete", "empty", "json", "stray"]))
+def test_a_damaged_run_directory_is_verified_or_named(tmp_path, reference, capsys, data, action):
+    """Any one file of a finished run damaged, removed, emptied or replaced by other JSON (or a
+    stray file added): `layertap verify` passes, lists problems one per line (exit 1) or stops
+    on one error line (exit 2), and reading a layer gives rows or a one-line LayerTapError."""
+    out = Path(shutil.copytree(reference / "out", Path(tempfile.mkdtemp(dir=tmp_path)) / "out"))
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".jax-cache" not in p.parts)
+    path = out / data.draw(st.sampled_from(files))
+    if action == "corrupt":
+        path.write_bytes(corrupt(path.read_bytes(), *data.draw(CORRUPTIONS)))
+    elif action == "delete":
+        path.unlink()
+    elif action == "empty":
+        path.write_bytes(b"")
+    elif action == "json":
+        path.write_text(json.dumps(data.draw(st.sampled_from([None, [], {}, 7, "x", {"shards": 3}, {"units": [[0]]}]))))
+    else:
+        (path.parent / data.draw(st.sampled_from(["s999999.json", "x.safetensors", "..json"]))).write_bytes(b"{")
+    capsys.readouterr()
+    code = main(["verify", str(out)])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and code in (0, 1, 2), captured.err
+    if code == 1:
+        assert all(line.startswith("layertap verify: ") for line in captured.err.splitlines()), captured.err
+    if code == 2:
+        assert captured.err.startswith("layertap verify: error: ") and captured.err.count("\n") == 1, captured.err
+    try:
+        run = layertap.open(str(out))
+        for layer in run.layers:
+            run.read_layer(layer)
+    except LayerTapError as error:
+        assert "\n" not in str(error)

@@ -57,3 +57,40 @@ def test_an_object_named_to_leave_the_cache_is_refused(tmp_path):
     with pytest.raises(LayerTapError, match=r"datasets--org--data/\.\./\.\./escaped: refusing .* leaves the Hub cache"):
         receive(REF, shared, tmp_path / "cache")
     assert not (tmp_path / "escaped").exists()
+
+
+def _job(tmp_path, **output):
+    from layertap_api.spec import JobSpec
+
+    return JobSpec.model_validate(
+        {
+            "model": {"uri": "hf://org/tiny"},
+            "dataset": {"uri": str(tmp_path / "data.jsonl"), "format": "text-jsonl"},
+            "output": {"uri": str(tmp_path / "run"), **output},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "shared_at"),
+    [({}, "run/.hf-cache"), ({"hubCache": "private/hub"}, "private/hub"), ({"hubCache": "off"}, None)],
+)
+def test_where_process_0_shares_the_hub_files(tmp_path, monkeypatch, output, shared_at):
+    """output.hubCache moves the shared copy of the Hub's files (gated weights among them) out of
+    the run's output, or turns it off: then every process prepares alone and nothing is copied."""
+    from hub_cache import write_commit
+
+    from layertap.io.hub_share import prepared_once_per_run
+
+    commit = write_commit(tmp_path / "cache", "org/tiny", {"model.safetensors": b"weights"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    barriers = []
+    job = _job(tmp_path, **({k: str(tmp_path / v) if v != "off" else v for k, v in output.items()}))
+    assert prepared_once_per_run(job, lambda j: "prepared", 0, 2, barriers.append) == "prepared"
+    copies = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("model.safetensors"))
+    original = f"cache/models--org--tiny/snapshots/{commit}/model.safetensors"
+    if shared_at is None:
+        assert (copies, barriers) == ([original], [])
+    else:
+        shared = f"{shared_at}/models--org--tiny/snapshots/{commit}/model.safetensors"
+        assert copies == sorted([original, shared]) and len(barriers) == 1

@@ -264,3 +264,28 @@ def test_access_denied_says_what_the_service_account_needs(gcs, proxy):
 def test_a_missing_bucket_is_named(gcs):
     with pytest.raises(layertap.errors.LayerTapError, match="no-such-bucket.*the bucket does not exist"):
         open_writer("gs://no-such-bucket/run", meta_for())
+
+
+class BucketListingAnEscapingName:
+    """Test double for a bucket holding an object named `ckpt/../escaped`: GCS allows such
+    names, but the emulator normalises them. Wraps the real emulator store, adding the name."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def list(self, prefix):
+        return {**self.store.list(prefix), "../escaped": self.store.stat("config.json")}
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_fetch_dir_refuses_an_object_named_to_leave_the_cache(gcs, tmp_path, monkeypatch):
+    from layertap.io import fetch
+
+    store = open_store(f"{gcs}/ckpt")
+    store.write("config.json", b"{}")
+    monkeypatch.setattr(fetch, "open_store", lambda uri: BucketListingAnEscapingName(open_store(uri)))
+    with pytest.raises(layertap.errors.LayerTapError, match=r"refusing the stored name '\.\./escaped'"):
+        fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("escaped"))

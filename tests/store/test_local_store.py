@@ -328,3 +328,16 @@ def test_a_unit_in_parts_is_stored_exactly_as_the_whole_unit(tmp_path):
         assert a.read_bytes() == b.read_bytes(), a.name
     finalize_run(str(tmp_path / "parts"))
     layertap.open(str(tmp_path / "parts")).verify()  # every shard's size and CRC32C hold
+
+
+@pytest.mark.parametrize("key", ["../outside", "shards/../../outside", "/etc/hostname"])
+def test_a_stored_name_that_leaves_the_run_is_refused(tmp_path, key):
+    """Keys come from commit records, manifests and listings: a damaged one never names a
+    file outside the store's directory, for reading or for writing."""
+    from layertap.io import open_store
+
+    store = open_store(str(tmp_path / "run"))
+    for touch in (store.read, store.exists, store.stat, lambda k: store.write(k, b"x")):
+        with pytest.raises(LayerTapError, match="refusing the stored name .* damaged"):
+            touch(key)
+    assert not (tmp_path / "outside").exists()

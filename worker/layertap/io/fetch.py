@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from layertap.errors import LayerTapError
-from layertap.io.local import temporary_path
+from layertap.io.local import contained_path, temporary_path
 from layertap.io.store import is_gcs, open_store, split_gcs
 
 STAMP_FILE = ".layertap-fetched.json"  # key -> version of each file copied
@@ -35,7 +35,7 @@ def fetch_dir(uri: str, cache_dir: str | os.PathLike, *, threads: int = 8) -> Pa
         raise LayerTapError(f"{uri}: no objects under this prefix (is the path right, and readable?)")
 
     def copy(key: str) -> tuple[str, str]:
-        path, version = target / key, objects[key].version
+        path, version = contained_path(target, key), objects[key].version
         if stamps.get(key) != version or not path.exists():
             tmp = temporary_path(path)
             try:

@@ -1,9 +1,11 @@
 """One Hub download per run: in a multi-process run, process 0 resolves the hf:// sources
 (downloading into its own cache), then copies each snapshot it read, and the ref that named
-it, to `<output.uri>/.hf-cache/` in the cache's own layout. After a barrier every other
+it, to `<output.uri>/.hf-cache/` (or `output.hubCache`) in the cache's own layout. After a barrier every other
 process copies that into its own cache and reads the cache only (HF_HUB_OFFLINE), so a run
 of 64 hosts asks the Hub once, and every host reads the same commit even if a branch moves
-while the run starts. A single process, or a run without hf:// sources, shares nothing.
+while the run starts. A single process, a run without hf:// sources, or `output.hubCache: off` shares nothing
+(the copy of gated weights is readable by whoever may read the output: put it elsewhere, or
+turn it off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 from layertap.errors import LayerTapError
 from layertap.io.hub import hub_cache
-from layertap.io.local import temporary_path
+from layertap.io.local import contained_path, temporary_path
 from layertap.io.store import Store, open_store
 from layertap_api.contract import ENV_HF_HUB_OFFLINE
 from layertap_api.hub import HubRef, is_hub, parse_hub_uri
@@ -38,9 +40,10 @@ def prepared_once_per_run(
 ) -> T:
     """`prepare(job)` on this process, with the job's hf:// sources downloaded by process 0 only."""
     refs = hub_refs(job)
-    if processes == 1 or not refs:
+    uri = shared_cache_uri(job)
+    if processes == 1 or not refs or uri is None:
         return prepare(job)
-    shared = open_store(f"{job.output.uri.rstrip('/')}/{SHARED_CACHE}")
+    shared = open_store(uri)
     if process == 0:
         prepared = prepare(job)  # resolves and downloads every source into this process's cache
         for ref in refs:
@@ -52,6 +55,13 @@ def prepared_once_per_run(
         receive(ref, shared, hub_cache())
     os.environ[ENV_HF_HUB_OFFLINE] = "1"  # from now on this process reads its cache only
     return prepare(job)
+
+
+def shared_cache_uri(job: JobSpec) -> str | None:
+    """Where process 0 shares the Hub's files (output.hubCache); None: nowhere ("off")."""
+    if job.output.hub_cache == "off":
+        return None
+    return job.output.hub_cache or f"{job.output.uri.rstrip('/')}/{SHARED_CACHE}"
 
 
 def repo_folder(ref: HubRef) -> str:
@@ -85,12 +95,13 @@ def receive(ref: HubRef, shared: Store, cache: Path) -> None:
             f"{ref}: process 0 shared nothing under {shared.uri}/{prefix}; is output.uri writable by every host?"
         )
     for key, info in sorted(objects.items()):
-        if key.startswith("/") or ".." in key.split("/"):  # an object named to write outside the cache
+        try:
+            target = contained_path(cache, key)
+        except LayerTapError:
             raise LayerTapError(
                 f"{shared.uri}/{key}: refusing a shared object whose name leaves the Hub cache {cache}; "
                 f"delete {shared.uri} and rerun"
-            )
-        target = cache / key
+            ) from None
         snapshot_file = "/snapshots/" in key  # a commit's file never changes; a ref may have moved
         if snapshot_file and target.is_file() and target.stat().st_size == info.size:
             continue

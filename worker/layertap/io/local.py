@@ -12,9 +12,22 @@ from typing import BinaryIO
 
 import crc32c as _crc32c
 
+from layertap.errors import LayerTapError
 from layertap.io.store import ObjectInfo
 
 TMP_PREFIX = ".tmp-"
+
+
+def contained_path(root: Path, key: str) -> Path:
+    """`root / key`, refusing a key that would name a file outside `root` (absolute, or with a
+    '..' part): keys come from stored records, listings and manifests, which may be damaged
+    or written by someone else."""
+    if key.startswith("/") or ".." in key.split("/"):
+        raise LayerTapError(
+            f"refusing the stored name {key!r} under {root}: it is absolute or climbs out with '..'; "
+            "the record or listing that holds it is damaged"
+        )
+    return root / key
 
 
 class LocalStore:
@@ -22,26 +35,29 @@ class LocalStore:
         self.uri = uri
         self.root = Path(uri)
 
+    def _path(self, key: str) -> Path:
+        return contained_path(self.root, key)
+
     def local_path(self, key: str) -> Path:
-        return self.root / key
+        return self._path(key)
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        with open(self.root / key, "rb") as f:
+        with open(self._path(key), "rb") as f:
             f.seek(start)
             return f.read() if end is None else f.read(end - start)
 
     def open(self, key: str) -> BinaryIO:
-        return open(self.root / key, "rb")
+        return open(self._path(key), "rb")
 
     def stat(self, key: str) -> ObjectInfo | None:
-        path = self.root / key
+        path = self._path(key)
         return _info(path.stat()) if path.is_file() else None
 
     def exists(self, key: str) -> bool:
-        return (self.root / key).exists()
+        return self._path(key).exists()
 
     def list(self, prefix: str) -> dict[str, ObjectInfo]:
-        base = self.root / prefix
+        base = self._path(prefix)
         if not base.is_dir():
             return {}
         return {
@@ -51,7 +67,7 @@ class LocalStore:
         }
 
     def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
-        path = self.root / key
+        path = self._path(key)
         tmp = temporary_path(path)
         crc, size = (_crc32c.CRC32CHash() if crc32c is None else None), 0
         try:
@@ -73,7 +89,7 @@ class LocalStore:
         self.put(key, [memoryview(data)])
 
     def create(self, key: str, data: bytes) -> bytes | None:
-        path = self.root / key
+        path = self._path(key)
         tmp = temporary_path(path)
         try:
             tmp.write_bytes(data)
@@ -88,10 +104,10 @@ class LocalStore:
         return None
 
     def download(self, key: str, path: Path) -> None:
-        shutil.copyfile(self.root / key, path)
+        shutil.copyfile(self._path(key), path)
 
     def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
 
     def remove_temporaries(self) -> int:
         stale = list(self.root.rglob(f"{TMP_PREFIX}*")) if self.root.is_dir() else []

@@ -72,16 +72,17 @@ def iter_lines(source: Source) -> Iterator[tuple[int, str | None]]:
 @contextmanager
 def open_parquet(source: Source) -> Iterator[Any]:
     """A `pyarrow.parquet.ParquetFile` read through the source's stream; a file that is not
-    parquet is an error naming it."""
+    parquet, or one found damaged while it is read, is an error naming it."""
     import pyarrow as pa  # only parquet inputs need pyarrow
     import pyarrow.parquet as pq
 
     with source.open() as raw:
         try:
-            parquet = pq.ParquetFile(raw)
-        except (pa.ArrowException, OSError) as error:
-            raise LayerTapError(f"{source.name}: not a readable parquet file ({error})") from None
-        yield parquet
+            # a damaged page surfaces while the rows are read, in the caller's loop, as well
+            yield pq.ParquetFile(raw)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+            cause = " ".join(str(error).split())  # pyarrow's messages span lines
+            raise LayerTapError(f"{source.name}: not a readable parquet file ({cause})") from None
 
 
 def list_sources(uri: str, suffixes: tuple[str, ...], what: str) -> list[Source]:

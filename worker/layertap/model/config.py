@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -133,14 +134,19 @@ class DecoderConfig:
     def from_dict(cls, raw: dict[str, Any], source: str = "config.json") -> DecoderConfig:
         """Build from a HF config dict; `source` names the file in error messages."""
         architectures = raw.get("architectures") or []
+        if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+            raise LayerTapError(f"{source}: architectures must be a list of class names, got {architectures!r}")
         model_type = raw.get("model_type")
-        family = FAMILIES.get(model_type)
+        family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
         if family is None or (architectures and family.architecture not in architectures):
             supported = ", ".join(f"{t} ({f.architecture})" for t, f in FAMILIES.items())
             raise LayerTapError(
                 f"{source}: model_type={model_type!r} architectures={architectures} is not supported; "
                 f"LayerTap runs {supported}"
             )
+        for key in ("rope_scaling", "rope_parameters"):
+            if raw.get(key) is not None and not isinstance(raw[key], dict):
+                raise LayerTapError(f"{source}: {key} must be an object, got {raw[key]!r}")
         rope_scaling = raw.get("rope_scaling") or (raw.get("rope_parameters") or {})
         rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
         if rope_type not in family.rope_types:
@@ -155,17 +161,27 @@ class DecoderConfig:
         rope_theta = raw.get("rope_theta", (raw.get("rope_parameters") or {}).get("rope_theta", 1_000_000.0))
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in raw.items() if k in fields}
-        values["rope_theta"] = float(rope_theta)
+        values["rope_theta"] = _number(rope_theta, "rope_theta", source)
         values["rope_type"] = rope_type
         if rope_type == "llama3":
             needed = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
             if missing := [key for key in needed if key not in rope_scaling]:
                 raise LayerTapError(f"{source}: rope scaling of type llama3 needs {', '.join(missing)}")
             values |= {
-                "rope_factor": float(rope_scaling["factor"]),
-                "rope_low_freq_factor": float(rope_scaling["low_freq_factor"]),
-                "rope_high_freq_factor": float(rope_scaling["high_freq_factor"]),
-                "rope_original_max_positions": int(rope_scaling["original_max_position_embeddings"]),
+                "rope_factor": _number(rope_scaling["factor"], "rope_scaling.factor", source),
+                "rope_low_freq_factor": _number(
+                    rope_scaling["low_freq_factor"], "rope_scaling.low_freq_factor", source
+                ),
+                "rope_high_freq_factor": _number(
+                    rope_scaling["high_freq_factor"], "rope_scaling.high_freq_factor", source
+                ),
+                "rope_original_max_positions": int(
+                    _number(
+                        rope_scaling["original_max_position_embeddings"],
+                        "rope_scaling.original_max_position_embeddings",
+                        source,
+                    )
+                ),
             }
         for field in dataclasses.fields(cls):
             kinds, what = _FIELD_KINDS[field.type]
@@ -220,3 +236,10 @@ class DecoderConfig:
                 "original_max_position_embeddings": rope["rope_original_max_positions"],
             }
         return out
+
+
+def _number(value: Any, name: str, source: str) -> float:
+    """A finite number from config.json (JSON has no NaN, but Python's json reads one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LayerTapError(f"{source}: {name} must be a number, got {value!r}")
+    return float(value)

@@ -185,6 +185,12 @@ FLAGS: tuple[Flag, ...] = (
         {"help": 'where compiled programs are kept (default: OUTPUT/.jax-cache; "off": nowhere)'},
     ),
     Flag(
+        "--hub-cache",
+        "output.hubCache",
+        BOTH,
+        {"help": 'where process 0 shares hf:// files with the others (default: OUTPUT/.hf-cache; "off": nowhere)'},
+    ),
+    Flag(
         "--max-new-tokens", "prediction.maxNewTokens", (PREDICT,), {"type": int, "help": "token budget of one answer"}
     ),
     Flag(

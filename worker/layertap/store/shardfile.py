@@ -101,18 +101,26 @@ class ShardBytes:
         return f"{crc.combine_all(self._parts):08x}"
 
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors refuses larger headers too
+
+
 def _bytes_of(chunk: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
 
 
 def header_size(prefix: bytes) -> int:
     """Bytes from the file start to the first tensor, from (at least) the first 8 bytes."""
-    return 8 + struct.unpack("<Q", prefix[:8])[0]
+    if len(prefix) < 8:
+        raise ValueError(f"{len(prefix)} bytes, shorter than a safetensors header's size field")
+    size = struct.unpack("<Q", prefix[:8])[0]
+    if size > MAX_HEADER_BYTES:  # damaged: never read that much to find out
+        raise ValueError(f"a header of {size} bytes, over safetensors' {MAX_HEADER_BYTES}")
+    return 8 + size
 
 
 def parse_header(prefix: bytes) -> tuple[int, dict]:
     """(header length incl. the 8-byte size, parsed JSON) from the first bytes of a shard."""
-    (size,) = struct.unpack("<Q", prefix[:8])
+    size = header_size(prefix) - 8
     if len(prefix) < 8 + size:
         raise ValueError(f"need {8 + size} bytes of header, got {len(prefix)}")
     return 8 + size, json.loads(prefix[8 : 8 + size])
