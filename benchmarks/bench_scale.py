@@ -18,6 +18,18 @@ Parts:
     read      `Run.iter_layer` of one layer from the GCS emulator (N shards of 256 tokens,
               14 layers x 896, bfloat16), against the same ranged GETs issued bare, 8 at a
               time, in the same run: what LayerTap's reader costs over the store's speed.
+    operator  the operator (`kopf run`) with N ActivationExtractions in one namespace on a
+              real API server with the JobSet controller (benchmarks/scale_operator.py): the
+              time until every status is right, then a minute idle: reconcile passes, API
+              requests by verb and resource, CPU of the operator and of the API server a
+              pass, the operator's peak memory (its own process, not this one's).
+    operator-kueue  the same through Kueue: a ClusterQueue that admits half of them, the
+              rest Queued.
+    resume    One process's resume scan (`open_writer(..., own_commits_only=True)`: its
+              folder of commit records listed, each record read, the objects it names
+              looked up) of a run of N committed shards written by 64 processes on the GCS
+              emulator (one unit a shard: 4 tokens of 14 layers x 8, with statistics):
+              its time, and its requests counted by a proxy in a second scan.
 """
 
 from __future__ import annotations
@@ -31,7 +43,14 @@ import time
 from pathlib import Path
 
 QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
-DEFAULT_SIZES = {"plan": [10_000, 100_000, 1_000_000], "finalize": [1_000, 3_000, 10_000], "read": [30, 100]}
+DEFAULT_SIZES = {
+    "plan": [10_000, 100_000, 1_000_000],
+    "finalize": [1_000, 3_000, 10_000],
+    "read": [30, 100],
+    "operator": [1, 100, 300],
+    "operator-kueue": [1, 100, 300],
+    "resume": [1_000, 10_000, 30_000],
+}
 PROCESSES = 64  # a v5e-256
 
 
@@ -71,6 +90,8 @@ def write_run(
 ) -> None:
     """A run of `shards` committed shards from PROCESSES writers, one unit each: `tokens`
     rows of `stored_hidden` values a layer, with the statistics of `hidden` values."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from layertap.store import TokenRecords, open_writer, statistics
@@ -88,10 +109,16 @@ def write_run(
     }
     records = TokenRecords.of(rng.standard_normal((layers, tokens, stored_hidden)).astype(np.float32), **columns)
     meta = {"layers": list(range(10, 10 + layers)), "storage_dtype": "bfloat16"}
-    for process in range(PROCESSES):
-        with open_writer(uri, meta, process, PROCESSES, shard_bytes=1) as writer:
+    unit_bytes = layers * tokens * stored_hidden * 2 + sum(c.nbytes for c in records.columns().values())
+    open_writer(uri, meta, 0, PROCESSES).close()  # run.json, once
+
+    def write_process(process: int) -> None:  # a shard the size of a unit: one unit a shard
+        with open_writer(uri, meta, process, PROCESSES, shard_bytes=unit_bytes, own_commits_only=True) as writer:
             for unit in range(process, shards, PROCESSES):
                 writer.add(unit, records, {0: {}}, stats)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write_process, range(PROCESSES)))
 
 
 def measure_finalize(size: int, run: str) -> dict:
@@ -148,7 +175,66 @@ def measure_read(size: int, workdir: str) -> dict:
     }
 
 
-MEASURES = {"plan": measure_plan, "finalize": measure_finalize, "read": measure_read}
+def measure_operator(size: int, workdir: str) -> dict:
+    from scale_operator import measure_operator
+
+    return measure_operator(size, workdir)
+
+
+def measure_operator_kueue(size: int, workdir: str) -> dict:
+    from scale_operator import measure_operator
+
+    return measure_operator(size, workdir, kueue=True)
+
+
+def measure_resume(size: int, workdir: str) -> dict:
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from gcs_emulator import Emulator, FaultyProxy
+
+    from layertap.store import open_writer
+
+    server = Emulator(Path(workdir) / "gcs")
+    server.start()
+    try:
+        server.create_bucket("bench")
+        os.environ["STORAGE_EMULATOR_HOST"] = server.url
+        uri = "gs://bench/run"
+        start = time.perf_counter()
+        write_run(uri, size, hidden=8)
+        written = time.perf_counter() - start
+        meta = {"layers": list(range(10, 24)), "storage_dtype": "bfloat16"}
+        start = time.perf_counter()
+        writer = open_writer(uri, meta, 0, PROCESSES, own_commits_only=True)
+        seconds = time.perf_counter() - start
+        writer.close()
+        committed = len(writer.committed_units())
+        proxy = FaultyProxy(server.url)
+        os.environ["STORAGE_EMULATOR_HOST"] = proxy.url
+        try:
+            open_writer(uri, meta, 0, PROCESSES, own_commits_only=True).close()
+        finally:
+            proxy.close()
+        requests = len(proxy.seen)
+    finally:
+        server.stop()
+    return {
+        "seconds": seconds,
+        "detail": f"{committed:,} own shards of {size:,}: {requests:,} requests ({requests / committed:.1f} an own "
+        f"shard); the run written in {written:.0f} s",
+    }
+
+
+MEASURES = {
+    "plan": measure_plan,
+    "finalize": measure_finalize,
+    "read": measure_read,
+    "resume": measure_resume,
+    "operator": measure_operator,
+    "operator-kueue": measure_operator_kueue,
+}
 PREPARE = {"finalize": write_run}  # in a process of its own before the measurement: not in its memory
 
 
@@ -166,7 +252,7 @@ def measured(part: str, size: int) -> dict:
 
 def _measured(part: str, size: int, workdir: str) -> dict:
     result = MEASURES[part](size, workdir)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.setdefault("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # or its own process's
     return result
 
 
@@ -188,14 +274,20 @@ def main() -> None:
     args.parts = args.parts or list(MEASURES)
     for part in args.parts:
         sizes = args.sizes or DEFAULT_SIZES[part]
-        results = [measured(part, size) for size in sizes]
-        exponents = growth(sizes, [r["seconds"] for r in results])
         print(f"\n## {part}\n\n| size | seconds | growth | peak MB | detail |\n| ---: | ---: | ---: | ---: | --- |")
-        for size, result, exponent in zip(sizes, results, exponents):
+        results = []
+        for size in sizes:  # each row as it is measured: the largest sizes take minutes
+            results.append(measured(part, size))
+            exponent = growth(sizes[: len(results)], [r["seconds"] for r in results])[-1]
+            result = results[-1]
             print(
                 f"| {size:,} | {result['seconds']:.2f} | {exponent} | {result['peak_mb']:,.0f} | {result['detail']} |",
                 flush=True,
             )
+        for name in results[0].get("growth", {}):  # other measures of the part, with their growth
+            values = [r["growth"][name] for r in results]
+            exponents = ", ".join(growth(sizes, values)[1:])
+            print(f"\n{name}: {', '.join(f'{v:.3g}' for v in values)}; growth {exponents}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ ServiceAccount tokens (the TokenRequest API works).
 from __future__ import annotations
 
 import base64
+import collections
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -88,6 +90,21 @@ class ControlPlane:
         self.apply(path)
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         self.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}")
+
+    def api_requests(self) -> collections.Counter[tuple[str, str]]:
+        """Requests the API server has answered since it started, by (verb, resource): its
+        own `apiserver_request_total`, summed over the other labels."""
+        request = urllib.request.Request(f"{self.server}/metrics", headers={"Authorization": f"Bearer {self.token}"})
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            text = response.read().decode()
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels, value = line[len("apiserver_request_total{") :].rsplit("} ", 1)
+                fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                counts[fields.get("verb", ""), fields.get("resource", "")] += int(float(value))
+        return counts
 
     def kubeconfig_for(self, service_account: str, namespace: str, pod: str | None = None) -> Path:
         """A kubeconfig whose requests carry a real token of the ServiceAccount; with `pod`, a

@@ -33,7 +33,6 @@ KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # a WorkloadPriorityClas
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 KUEUE_WORKLOADS = "workloads"
-KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on a Workload: the uid of the job it admits (our JobSet)
 
 # kopf's own bookkeeping (handler progress, last handled spec) lives in annotations
 # with this prefix: the status schema has no room for it, and workers own status.progress.

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from layertap_api.resource import ActivationExtractionSpec
 from layertap_api.validation import explain
+from layertap_operator import cache
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
 from layertap_operator.metrics import METRICS
@@ -205,48 +206,39 @@ def reconcile(body: dict, patch: kopf.Patch) -> str:
 
 
 def observed_pods(owner: Owner, jobset: dict) -> tuple[PodState, ...]:
-    """The worker pods of the JobSet's current attempt (best effort: none if unreadable)."""
+    """The worker pods of the JobSet's current attempt, from the watch's cache (no request);
+    on the pass that sees the JobSet failed, from the API server instead: that pass writes the
+    final status once, with the failed worker's own message, and the pod watch may be a moment
+    behind the JobSet's (one LIST of this resource's pods, once per run)."""
+    attempt = str(jobset.get("status", {}).get("restarts", 0))
+    failed = any(
+        x.get("type") == "Failed" and x.get("status") == "True" for x in jobset.get("status", {}).get("conditions", [])
+    )
+    pods = _listed_pods(owner) if failed else cache.pods_of(owner.namespace, owner.name)
+    return tuple(pod.state for pod in pods if (attempt if pod.attempt is None else pod.attempt) == attempt)
+
+
+def _listed_pods(owner: Owner) -> tuple[cache.CachedPod, ...]:
+    """The resource's pods as the API server has them now (the cache's, should the LIST fail)."""
     api = kubernetes.client.CoreV1Api()
     try:
-        pods = api.list_namespaced_pod(
+        listed = api.list_namespaced_pod(
             owner.namespace, label_selector=f"{c.LABEL_EXTRACTION}={owner.name}", _request_timeout=REQUEST_TIMEOUT_S
         ).items
     except (ApiException, OSError) as error:
         log.warning("listing the pods of %s/%s: %s", owner.namespace, owner.name, error)
-        return ()
-    attempt = str(jobset.get("status", {}).get("restarts", 0))
+        return cache.pods_of(owner.namespace, owner.name)
     serialize = api.api_client.sanitize_for_serialization
-    return tuple(
-        pod_state(serialize(pod))
-        for pod in pods
-        if (pod.metadata.labels or {}).get(c.JOBSET_RESTART_ATTEMPT_LABEL, attempt) == attempt
-    )
-
-
-def _workload(owner: Owner, jobset: dict) -> dict | None:
-    """Kueue's Workload of the JobSet (None without Kueue, or before Kueue made it), found by
-    the job-uid label Kueue puts on it: a reconcile lists its own Workload, not the
-    namespace's."""
-    uid = jobset["metadata"].get("uid")
-    try:
-        workloads = _custom_objects().list_namespaced_custom_object(
-            c.KUEUE_GROUP,
-            c.KUEUE_VERSION,
-            owner.namespace,
-            c.KUEUE_WORKLOADS,
-            label_selector=f"{c.KUEUE_JOB_UID_LABEL}={uid}",
-            _request_timeout=REQUEST_TIMEOUT_S,
-        )["items"]
-    except (ApiException, OSError):
-        return None
-    return next(
-        (w for w in workloads if uid in [ref.get("uid") for ref in w["metadata"].get("ownerReferences", [])]), None
-    )
+    pods = [
+        cache.CachedPod((pod.metadata.labels or {}).get(c.JOBSET_RESTART_ATTEMPT_LABEL), pod_state(serialize(pod)))
+        for pod in listed
+    ]
+    return tuple(sorted(pods, key=lambda pod: pod.state.name))
 
 
 def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
-    workload = _workload(owner, jobset)
-    if workload is None or workload.get("spec", {}).get("active", True) == active:
+    workload = cache.workload_of(owner.namespace, jobset["metadata"].get("uid"))
+    if workload is None or workload.active == active:
         return
     try:
         _custom_objects().patch_namespaced_custom_object(
@@ -254,7 +246,7 @@ def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
             c.KUEUE_VERSION,
             owner.namespace,
             c.KUEUE_WORKLOADS,
-            workload["metadata"]["name"],
+            workload.name,
             {"spec": {"active": active}},
             _request_timeout=REQUEST_TIMEOUT_S,
         )
@@ -266,12 +258,9 @@ def set_workload_active(owner: Owner, jobset: dict, active: bool) -> None:
 
 def kueue_admission(owner: Owner, jobset: dict) -> str:
     """Why Kueue has not admitted the JobSet yet: its Workload's QuotaReserved message
-    ('' without Kueue, or without the right to read it: the phase says "queued" alone)."""
-    workload = _workload(owner, jobset) or {}
-    for condition in workload.get("status", {}).get("conditions", []):
-        if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
-            return condition.get("message", "")
-    return ""
+    ('' without Kueue: the phase says "queued" alone)."""
+    workload = cache.workload_of(owner.namespace, jobset["metadata"].get("uid"))
+    return workload.admission if workload else ""
 
 
 def _parsed(applied: dict | None) -> ActivationExtractionSpec | None:

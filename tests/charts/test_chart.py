@@ -227,9 +227,9 @@ def test_operator_role_only_reads_pods_and_never_secrets(render):
     }
     assert granted[("jobset.x-k8s.io", "jobsets")] == {"create", "get", "list", "watch", "patch"}
     assert granted[("layertap.dev", "activationextractions/status")] == {"get", "patch"}
-    # Pods and Kueue's workloads are read to say why a run waits or failed; never written.
-    assert granted[("", "pods")] == {"get", "list"} and granted[("", "serviceaccounts")] == {"get"}
-    assert granted[("kueue.x-k8s.io", "workloads")] == {"get", "list", "patch"}
+    # Pods and Kueue's workloads are watched to say why a run waits or failed; pods never written.
+    assert granted[("", "pods")] == {"list", "watch"} and granted[("", "serviceaccounts")] == {"get"}
+    assert granted[("kueue.x-k8s.io", "workloads")] == {"list", "watch", "patch"}
     assert "*" not in {verb for verbs in granted.values() for verb in verbs}
     assert not {resource for _, resource in granted} & {"secrets", "configmaps", "*"}
 

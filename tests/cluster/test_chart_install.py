@@ -78,6 +78,8 @@ CAN_I = [
     (OPERATOR, "delete", "activationextractions.layertap.dev", WATCHED, False),
     (OPERATOR, "create", "pods", WATCHED, False),
     (OPERATOR, "list", "pods", WATCHED, True),
+    (OPERATOR, "watch", "pods", WATCHED, True),
+    (OPERATOR, "watch", "pods", UNWATCHED, False),
     (OPERATOR, "delete", "pods", WATCHED, False),
     (OPERATOR, "get", "secrets", WATCHED, False),
     (OPERATOR, "get", "secrets", SYSTEM, False),

@@ -615,6 +615,7 @@ def test_worker_identity_may_patch_status_only(control_plane, operator, namespac
         ("operator", "create", "jobsets.jobset.x-k8s.io", True),
         ("operator", "patch", "jobsets.jobset.x-k8s.io", True),
         ("operator", "create", "events", True),
+        ("operator", "watch", "pods", True),
         ("operator", "delete", "activationextractions", False),
         ("operator", "get", "secrets", False),
         ("operator", "create", "pods", False),
@@ -913,6 +914,20 @@ def test_a_spec_stored_before_the_crd_had_its_rule_fails_once(control_plane, ope
     ]
     assert len(warnings) == 1 and warnings[0].get("count", 1) == 1, warnings
     assert not control_plane.get_list("jobsets", namespace)
+
+
+def test_a_reconcile_lists_no_pods(control_plane, operator, namespace) -> None:
+    """The pods come from the operator's watch, not a LIST per pass: across several resyncs
+    (1 s here) of a running resource, the API server answers no pod LIST, while the status
+    still follows the pod."""
+    create(control_plane, namespace)
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet")
+    run_worker_pod(control_plane, namespace, attempt=0)
+    wait_for(lambda: status_of(control_plane, namespace).get("phase") == "Running", "Running from the watched pod")
+    passes = ("layertap_operator_reconcile_seconds_count", ())
+    lists, before = control_plane.api_requests()["LIST", "pods"], operator.metrics()[passes]
+    wait_for(lambda: operator.metrics()[passes] >= before + 3, "three more passes")
+    assert control_plane.api_requests()["LIST", "pods"] == lists
 
 
 def test_a_resource_asking_beyond_the_policy_gets_no_jobset(control_plane, operator, namespace) -> None:

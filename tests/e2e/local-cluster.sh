@@ -6,7 +6,7 @@
 #   sudo bash tests/e2e/local-cluster.sh env    # the exports that point kubectl/helm at it
 #   sudo bash tests/e2e/local-cluster.sh down
 #
-# Needs root (network namespaces) and what `bash tests/run.sh` sets up: .venv and the
+# Needs root (network namespaces) and what `bash tests/run.sh --all` sets up: .venv and the
 # binaries in tests/controlplane/bin (built from pinned Go modules; see tests/e2e/simulated_gke.py).
 # State lives in $LAYERTAP_E2E_DIR (default /tmp/layertap-local-cluster).
 set -euo pipefail

@@ -21,6 +21,7 @@ def pod_tmp(tmp_path):
     return tmp_path / "pod-tmp"
 
 
+@pytest.mark.slow
 def test_a_restart_loads_compiled_programs_instead_of_compiling(checkpoint, dataset, tmp_path, pod_tmp):
     first = run_in_new_pod(pod_tmp, *argv(checkpoint, dataset, tmp_path / "first")[3:])
     entries = sorted(path.name for path in (tmp_path / "first" / ".jax-cache").iterdir())
@@ -35,6 +36,7 @@ def test_a_restart_loads_compiled_programs_instead_of_compiling(checkpoint, data
     assert sorted(path.name for path in (tmp_path / "first" / ".jax-cache").iterdir()) == entries  # nothing new
 
 
+@pytest.mark.slow
 def test_runs_can_share_a_cache_on_gcs(checkpoint, dataset, tmp_path, pod_tmp, gcs_emulator):
     gcs_emulator.create_bucket(BUCKET)
     cache = f"gs://{BUCKET}/jax-cache"

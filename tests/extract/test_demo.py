@@ -53,7 +53,7 @@ def test_demo_predict_answers_real_tasks_and_says_where_the_files_are(tmp_path, 
     assert set(files) == {"submission", "results", "score"}, out
     submission = json.loads(Path(files["submission"]).read_text())
     assert len(submission) == 2 and all(set(t[0]) == {"attempt_1", "attempt_2"} for t in submission.values())
-    assert json.loads(Path(files["score"]).read_text())["total"] == 0.0 and "ARC Prize score: 0.000" in out
+    assert json.loads(Path(files["score"]).read_text())["per_task_mean"] == 0.0 and "ARC Prize score: 0.000" in out
     # the config it wrote resumes the same prediction: nothing is generated again
     assert main(["predict", "--config", str(tmp_path / "demo" / "prediction-2-tasks.yaml"), "--no-progress"]) == 0
     assert "already committed" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import layertap
 
@@ -45,6 +46,7 @@ def sorted_layer(output, layer):
     return batch.activations[order], batch.sample_index[order], batch.position[order]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_a_step_boundary_and_the_rerun_skips_what_was_committed(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     dataset = write_jsonl(tmp_path / "texts.jsonl", [" ".join(rng.choice(WORDS, 60)) for _ in range(600)])

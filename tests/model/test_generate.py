@@ -23,7 +23,14 @@ transformers = pytest.importorskip("transformers")
 NEW_TOKENS = 12
 
 
-@pytest.fixture(scope="module", params=list(CONFIGS))
+# The widest configs generate for minutes on 2 cores: the fast tier (tests/run.sh) runs the others.
+SLOW_TO_GENERATE = {"qwen2.5-0.5b-shaped", "untied-wide-heads"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.slow) if name in SLOW_TO_GENERATE else name for name in CONFIGS],
+)
 def checkpoint(request, tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp(request.param), seed=7, **CONFIGS[request.param])
 

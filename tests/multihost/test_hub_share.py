@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hub_cache import directory_files, parquet_bytes, write_commit
 
 from .conftest import launch, logs_text, read_layer_sorted, wait_all
 
 
+@pytest.mark.slow
 def test_only_process_0_needs_the_hub_and_every_process_reads_its_commit(checkpoint, dataset, tmp_path):
     texts = [json.loads(line)["text"] for line in dataset.read_text().splitlines()[:120]]
     local = tmp_path / "local" / "part.parquet"

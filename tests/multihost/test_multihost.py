@@ -15,7 +15,8 @@ import layertap
 
 from .conftest import launch, logs_text, read_layer_sorted, wait_all
 
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+# The fast tier (tests/run.sh) keeps the cheapest real multi-process runs; the rest are slow.
+pytestmark = [pytest.mark.multiprocess]
 
 FLAGS = ("--batch-size", "4", "--shard-size-mb", "1")
 
@@ -54,7 +55,7 @@ def assert_same_stats(got, want):
     np.testing.assert_allclose(got.var, want.var, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("processes, devices", [(2, 2), (1, 4)])
+@pytest.mark.parametrize("processes, devices", [pytest.param(2, 2, marks=pytest.mark.slow), (1, 4)])
 def test_process_and_device_counts_do_not_change_the_output(
     checkpoint, dataset, tmp_path, reference, processes, devices
 ):
@@ -68,6 +69,7 @@ def committed_units(output) -> int:
     return sum(len(json.loads(p.read_text())["units"]) for p in (output / "commits").rglob("*.json"))
 
 
+@pytest.mark.slow
 def test_kill_9_then_restart_of_all_processes_gives_the_uninterrupted_output(checkpoint, dataset, tmp_path, reference):
     out, logs = tmp_path / "killed", tmp_path / "logs"
     procs = launch(2, 2, checkpoint, dataset, out, logs / "first", *FLAGS)
@@ -97,6 +99,7 @@ def test_kill_9_then_restart_of_all_processes_gives_the_uninterrupted_output(che
     layertap.open(str(out)).verify()
 
 
+@pytest.mark.slow
 def test_a_model_axis_splits_the_heads_and_gives_the_same_activations(checkpoint, dataset, tmp_path, reference):
     out, logs = tmp_path / "tp", tmp_path / "logs"
     codes = wait_all(launch(1, 4, checkpoint, dataset, out, logs, *FLAGS, "--model-parallel", "2"), logs)

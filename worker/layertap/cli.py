@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("layertap.demo", "build a tiny random Qwen2 + tokenizer and run an extraction on it"),
     "transform": ("layertap.arc.transform_cli", "turn BARC / Hugging Face ARC-style data into ARC-AGI JSON"),
     "verify": ("layertap.store.verify_cli", "check every shard of a run against its checksums"),
+    "score": ("layertap.arc.score_cli", "score an ARC Prize submission.json against the solutions"),
     "report": ("layertap.report.cli", "draw a finished run's figures: one self-contained HTML file and PNGs"),
 }
 

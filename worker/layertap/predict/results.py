@@ -83,7 +83,7 @@ def write_all(
     if scored is not None:
         store.write(SCORE_KEY, json.dumps(scored.to_json(), indent=1).encode())
         outputs["score"] = f"{root}/{SCORE_KEY}"
-    return outputs, None if scored is None else scored.total
+    return outputs, None if scored is None else scored.per_task_mean
 
 
 def scored_test(scored, task_id: str, test_index: int) -> int | str | None:
@@ -143,4 +143,4 @@ class RunningScore:
         views = {a["unit"]: View.from_json(a["view"]) for a in answers}
         grouped = candidates_by_test(solved, answers, views)
         entries = {t.id: submission_entry([vote(grouped[t.id, i]) for i in range(len(t.test))]) for t in solved}
-        return len(done), score(entries, {t.id: [p.output.tolist() for p in t.test] for t in solved}).total
+        return len(done), score(entries, {t.id: [p.output.tolist() for p in t.test] for t in solved}).per_task_mean

@@ -1,7 +1,9 @@
 """Commit records -> the run's index: what is durable, and the manifest.
 
 Each process writes one small commit record per shard, after the shard itself is durable;
-a shard without a commit record does not exist for readers. A record is trusted only while
+a shard without a commit record does not exist for readers. A unit larger than a shard is
+written as several part files and committed as one: one record names them all
+(`shard_files`), written after the last. A record is trusted only while
 its shard and sidecar are there with the recorded size (and CRC32C, where the store's
 listing has it): `scan_commits` sorts records into intact and broken, so that a resume
 recomputes the units of a missing or damaged shard instead of listing it. `finalize_run`
@@ -27,7 +29,36 @@ from layertap.store import layout
 RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
 # What fixes a manifest that disagrees with the commit records: finalizing writes it from them.
 REFINALIZE = "resume the run (the same `layertap extract` command) to write the manifest again from the commit records"
-RECORD_KEYS = ("shard", "samples", "process_index", "seq", "bytes", "crc32c", "tokens", "hidden_size", "units")
+RECORD_KEYS = ("samples", "process_index", "seq", "tokens", "hidden_size", "units")
+FILE_KEYS = ("shard", "bytes", "crc32c")  # of a record of whole units; a split unit's record: of each of its parts
+PART_KEYS = (*FILE_KEYS, "tokens")
+
+
+def shard_files(record: dict) -> list[dict]:
+    """The shard files a commit record names, each as the manifest lists it: a record of
+    whole units is its one shard's entry; a split unit's record (`parts`) gives one entry
+    per part, in row order, each with the unit's rows in that file and `part`: [k, of]."""
+    parts = record.get("parts")
+    if parts is None:
+        return [record]
+    common = {key: value for key, value in record.items() if key not in ("parts", "units", "tokens")}
+    ((unit_id, _, _),) = record["units"]
+    return [
+        common | part | {"units": [[unit_id, 0, part["tokens"]]], "part": [k, len(parts)]}
+        for k, part in enumerate(parts)
+    ]
+
+
+def _missing_keys(record: dict) -> list[str]:
+    missing = [name for name in RECORD_KEYS if name not in record]
+    parts = record.get("parts")
+    if parts is None:
+        return missing + [name for name in FILE_KEYS if name not in record]
+    if not isinstance(parts, list) or not parts or not all(isinstance(part, dict) for part in parts):
+        return [*missing, "parts"]
+    if len(record.get("units") or []) != 1:
+        return [*missing, "its one unit"]
+    return missing + sorted({name for part in parts for name in PART_KEYS if name not in part})
 
 
 def read_json(store: Store, key: str, what: str) -> dict:
@@ -92,7 +123,7 @@ def scan_commits(
             return key, None, str(error).split(": ", 1)[1]
         except FileNotFoundError:
             return key, None, "the commit record vanished while it was read"
-        missing = [name for name in RECORD_KEYS if name not in record]
+        missing = _missing_keys(record)
         return key, record, f"the commit record is damaged (no {', '.join(missing)})" if missing else ""
 
     with ThreadPoolExecutor(16) as pool:
@@ -122,22 +153,22 @@ def scan_commits(
 def _objects_named(store: Store, records: list[dict]) -> dict[str, ObjectInfo]:
     """The shards, sidecars and statistics files the records name that exist, looked up one
     by one (16 at a time)."""
-    keys = [
-        key for r in records for key in (r.get("shard"), r.get("samples"), (r.get("stats") or {}).get("key")) if key
-    ]
+    keys = [f["shard"] for r in records for f in shard_files(r)]
+    keys += [key for r in records for key in (r.get("samples"), (r.get("stats") or {}).get("key")) if key]
     return {key: info for key, info in zip(keys, map_ahead(store.stat, keys)) if info is not None}
 
 
 def _shard_problem(
     record: dict, shards: dict[str, ObjectInfo], sidecars: dict[str, ObjectInfo], stats: dict[str, ObjectInfo]
 ) -> str:
-    shard = shards.get(record["shard"])
-    if shard is None:
-        return f"its shard {record['shard']} is missing"
-    if shard.size != record["bytes"]:
-        return f"its shard {record['shard']} has {shard.size} bytes, the record says {record['bytes']}"
-    if shard.crc32c is not None and shard.crc32c != record["crc32c"]:
-        return f"its shard {record['shard']} has CRC32C {shard.crc32c}, the record says {record['crc32c']}"
+    for file in shard_files(record):
+        shard = shards.get(file["shard"])
+        if shard is None:
+            return f"its shard {file['shard']} is missing"
+        if shard.size != file["bytes"]:
+            return f"its shard {file['shard']} has {shard.size} bytes, the record says {file['bytes']}"
+        if shard.crc32c is not None and shard.crc32c != file["crc32c"]:
+            return f"its shard {file['shard']} has CRC32C {shard.crc32c}, the record says {file['crc32c']}"
     if record["samples"] not in sidecars:
         return f"its sample sidecar {record['samples']} is missing"
     if "stats" in record and record["stats"]["key"] not in stats:
@@ -147,7 +178,7 @@ def _shard_problem(
 
 def _content_problem(store: Store, record: dict, shards: dict[str, ObjectInfo], stats: dict[str, ObjectInfo]) -> str:
     """What reading shows of a record whose objects are all there at their sizes."""
-    files = [(record["shard"], "shard", record["bytes"], record["crc32c"])]
+    files = [(file["shard"], "shard", file["bytes"], file["crc32c"]) for file in shard_files(record)]
     if "stats" in record:
         entry = record["stats"]
         files.append((entry["key"], "statistics file", entry["bytes"], entry["crc32c"]))
@@ -184,19 +215,21 @@ def read_commits(store: Store) -> list[dict]:
 def check_unique_units(records: list[dict], uri: str) -> None:
     seen: dict = {}
     for record in records:
+        shard = shard_files(record)[0]["shard"]
         for unit_id, _, _ in record["units"]:
             key = json.dumps(unit_id)
             if key in seen:
                 raise LayerTapError(
-                    f"{uri}: unit {unit_id} is in two shards ({seen[key]} and {record['shard']}); "
+                    f"{uri}: unit {unit_id} is in two shards ({seen[key]} and {shard}); "
                     "two writers produced the same work"
                 )
-            seen[key] = record["shard"]
+            seen[key] = shard
 
 
 def build_manifest(run_info: dict, records: list[dict]) -> dict:
+    files = [file for r in records for file in shard_files(r)]
     tokens = sum(r["tokens"] for r in records)
-    total_bytes = sum(r["bytes"] for r in records)
+    total_bytes = sum(file["bytes"] for file in files)
     meta = run_info["meta"]
     return {
         "format": layout.FORMAT,
@@ -211,15 +244,15 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
         # one token's shape at each site (resid_post runs: [hidden_size])
         "shapes": (records[0].get("shapes") or {layout.DEFAULT_SITE: [records[0]["hidden_size"]]}) if records else None,
         "processes": sorted({r["process_index"] for r in records}),
-        "num_shards": len(records),
+        "num_shards": len(files),
         "num_units": sum(len(r["units"]) for r in records),
         "num_tokens": tokens,
         "total_bytes": total_bytes,
         "bytes_per_token": total_bytes / tokens if tokens else None,
         "shards": [
-            {key: r[key] for key in ("shard", "samples", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
-            | {key: r[key] for key in ("tensors", "stats") if key in r}
-            for r in records
+            {key: f[key] for key in ("shard", "samples", "bytes", "crc32c", "tokens", "process_index", "seq", "units")}
+            | {key: f[key] for key in ("tensors", "stats", "part") if key in f}
+            for f in files
         ],
     }
 
@@ -273,7 +306,8 @@ def finalize_run(uri: str, *, delete_orphans: bool = True) -> dict:
     records = scan.intact
     check_unique_units(records, uri)
     if delete_orphans:
-        referenced = {key for r in records for key in (r["shard"], r["samples"])}
+        referenced = {file["shard"] for r in records for file in shard_files(r)}
+        referenced |= {r["samples"] for r in records}
         referenced |= {r["stats"]["key"] for r in records if "stats" in r}
         for key in [*store.list(layout.SHARDS), *store.list(layout.SAMPLES), *store.list(layout.STATS)]:
             if key not in referenced:

@@ -42,6 +42,11 @@ def shard_key(process_index: int, seq: int) -> str:
     return f"{SHARDS}/{digest}-p{process_index:05d}-s{seq:06d}.safetensors"
 
 
+def part_key(process_index: int, seq: int, part: int) -> str:
+    """Part `part` of a unit larger than a shard, committed as one with sequence `seq`."""
+    return shard_key(process_index, seq).removesuffix(".safetensors") + f"-part{part:03d}.safetensors"
+
+
 def commit_prefix(process_index: int) -> str:
     return f"{COMMITS}/p{process_index:05d}"
 

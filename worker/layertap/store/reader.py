@@ -7,7 +7,8 @@
     run.samples()[i]        # provenance of sample i (ARC: task id, origin, augmentation)
 
 Local shards are memory-mapped; on gs:// each layer is one ranged read per shard (a
-layer's rows are contiguous in the file). A run that is still being written (no
+layer's rows are contiguous in the file). A unit larger than a shard is stored as several
+part files, listed in row order: reading shard after shard reads it whole. A run that is still being written (no
 manifest yet) reads as far as its commit records go.
 
 Every tensor read is checked against the CRC32C its commit record holds (runs written
@@ -38,6 +39,7 @@ from layertap.store.index import (
     read_json,
     read_run_info,
     read_stats_file,
+    shard_files,
 )
 from layertap.store.records import TokenRecords
 from layertap.store.statistics import RunStats, merge_all
@@ -218,13 +220,14 @@ class Run:
                 f"{self.uri}: this run has no statistics (written by `layertap predict`, or by a LayerTap "
                 "from before statistics were kept)"
             )
+        entries = list({entry["key"]: entry for entry in entries}.values())  # a split unit's parts share one
         return RunStats(merge_all(map_ahead(lambda entry: read_stats_file(self._store, entry), entries)))
 
     def samples(self) -> dict[int, dict]:
         """Sample index -> the provenance the runner recorded (ARC: task_id, origin,
         test_index, augmentation, ...), for every sample with stored rows."""
         if self._samples is None:
-            keys = [shard.entry["samples"] for shard in self.shards]
+            keys = list(dict.fromkeys(shard.entry["samples"] for shard in self.shards))  # parts share one
             with ThreadPoolExecutor(16) as pool:
                 sidecars = list(pool.map(self._sidecar, keys))
             found = {int(index): meta for sidecar in sidecars for index, meta in sidecar["samples"].items()}
@@ -281,6 +284,13 @@ class Run:
             if records is not None:
                 yield records
 
+    def loader(self, layer: int, **options):
+        """Shuffled batches of `layer`'s tokens for training, streamed with a bounded buffer,
+        split over processes, resumable (`layertap.store.loader.Loader`, docs/format.md)."""
+        from layertap.store.loader import Loader
+
+        return Loader(self, layer, **options)
+
     def read_layer(self, layer: int, *, site: str = layout.DEFAULT_SITE, **filters) -> TokenRecords:
         """All (filtered) rows of a layer at a site in memory; for small runs and tests."""
         batches = list(self.iter_layer(layer, site=site, **filters))
@@ -312,10 +322,14 @@ class Run:
         the manifest against the commit records and the records against the plan's units:
         what is wrong, one line each (empty: the run is intact)."""
         found = self._index_problems()
+        seen: set[str] = set()  # a split unit's parts share their sidecar and statistics: check them once
         for shard in self.shards:
-            checks = [shard.verify, lambda shard=shard: self._sidecar(shard.entry["samples"])]
-            if "stats" in shard.entry:
+            checks = [shard.verify]
+            if shard.entry["samples"] not in seen:
+                checks.append(lambda shard=shard: self._sidecar(shard.entry["samples"]))
+            if "stats" in shard.entry and shard.entry["stats"]["key"] not in seen:
                 checks.append(lambda shard=shard: read_stats_file(self._store, shard.entry["stats"]))
+            seen |= {shard.entry["samples"], (shard.entry.get("stats") or {}).get("key")}
             for check in checks:
                 try:
                     check()
@@ -331,6 +345,8 @@ class Run:
             records = read_commits(self._store) if self.finalized else self.manifest["shards"]
         except LayerTapError as error:
             return [str(error)]
+        if self.finalized:  # one entry per shard file, as the manifest lists them
+            records = [file for record in records for file in shard_files(record)]
         where = f"{self.uri}/{layout.MANIFEST_KEY}"
         listed = {entry["shard"]: entry for entry in self.manifest["shards"]}
         committed = {record["shard"]: record for record in records}

@@ -9,20 +9,30 @@
     finalize_run(uri)                                           # once, after all processes
 
 `add` hands the unit to a bounded queue and returns; a packer thread encodes units into
-the storage dtype and cuts shards of about `shard_bytes`; up to `parallel_shards` shards
-are written or uploaded at once, each streamed from the units' own arrays (no shard is
-assembled in memory; bfloat16, float16 and float32 are written as handed over, without a
-copy). Memory held is therefore bounded by the queue (at most `queue_units` units and
-`queue_bytes` bytes, and always admits one unit) plus (parallel_shards + 1) shards. A
-unit may come in parts (one per device that computed it), stored end to end. A unit is never split across shards,
-so "unit committed" is exactly "its shard's commit record exists". The samples' provenance
-goes to a JSON sidecar per shard, written before the commit record.
+the storage dtype and cuts shards of at most `shard_bytes` of tensor data (more only for a
+single row larger than that); up to `parallel_shards` shard files are written or uploaded
+at once, each streamed from the units' own arrays (no shard is assembled in memory;
+bfloat16, float16 and float32 are written as handed over, without a copy). A unit may come
+in parts (one per device that computed it), stored end to end.
+
+Units that fit are packed whole, several to a shard, each shard with its commit record. A
+unit larger than `shard_bytes` is cut by rows into part files of nearly equal size, each
+within the bound, and committed as one: a single commit record names every part, written
+once every part, the sidecar and the statistics are durable. Either way "unit committed"
+is exactly "the commit record naming it exists"; a part file without its record is an
+orphan that a resume overwrites and `finalize_run` deletes.
+
+Memory held is bounded by the queue (at most `queue_units` units and `queue_bytes` bytes,
+and always admits one unit) plus the units of (parallel_shards + 1) shard files: a split
+unit's arrays are held until its last part is written. The samples' provenance goes to a
+JSON sidecar per commit record, written before it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -30,7 +40,7 @@ import queue
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import crc32c
@@ -378,6 +388,9 @@ class ShardWriter:
                 if pending and pending_bytes + size > self._shard_bytes:
                     self._seal(pending)
                     pending, pending_bytes = [], 0
+                if size > self._shard_bytes:  # larger than a shard alone: its parts, committed as one
+                    self._seal_split(unit, values, scales, size)
+                    continue
                 pending.append((unit, values, scales))
                 pending_bytes += size
                 if pending_bytes >= self._shard_bytes:  # no unit fits beside these: write them now
@@ -395,6 +408,20 @@ class ShardWriter:
         future: Future = self._pool.submit(self._write_shard, seq, pending)
         future.add_done_callback(self._shard_done)
 
+    def _seal_split(self, unit: _Unit, values: list[dict], scales: list[dict], size: int) -> None:
+        """Write a unit larger than a shard as part files, the last to finish committing them."""
+        seq = self._next_seq
+        self._next_seq += 1
+        bounds = part_bounds(unit.tokens, size // unit.tokens, self._shard_bytes)
+        split = _Split(unit, seq, len(bounds) - 1)
+        for k, (start, end) in enumerate(itertools.pairwise(bounds)):
+            self._slots.acquire()
+            if self._error is not None:  # a part failed: the unit stays uncommitted
+                self._slots.release()
+                return
+            future: Future = self._pool.submit(self._write_part, split, k, _rows(unit, values, scales, start, end))
+            future.add_done_callback(self._shard_done)
+
     def _shard_done(self, future: Future) -> None:
         self._slots.release()
         if future.exception() is not None and self._error is None:
@@ -411,21 +438,18 @@ class ShardWriter:
         self._store.write(key, data)
         return {"key": key, "bytes": len(data), "crc32c": f"{crc32c.crc32c(data):08x}"}
 
-    def _write_shard(self, seq: int, pending: list[tuple[_Unit, list[dict], list[dict]]]) -> None:
-        # each tensor's chunks: every part of every unit, in order (one layer's rows of a part are
-        # contiguous, whatever the part's own layout)
+    def _put_file(self, key: str, rows: list[_PartRows], units: list, part: tuple[int, int] | None = None) -> dict:
+        """One shard file of these rows, streamed; its entry in the commit record."""
+        # each tensor's chunks: the rows of every part of every unit, in order (one layer's rows
+        # of a part are contiguous, whatever the part's own layout)
         tensors: dict[str, list[np.ndarray]] = {}
         for site in self._sites:
             for i, layer in enumerate(self._layers):
-                tensors[layout.layer_tensor(layer, site)] = [v[site][i] for _, values, _ in pending for v in values]
+                tensors[layout.layer_tensor(layer, site)] = [r.values[site][i][r.start : r.end] for r in rows]
                 if self._storage_dtype == "int8":
-                    tensors[layout.scale_tensor(layer, site)] = [s[site][i] for _, _, scales in pending for s in scales]
+                    tensors[layout.scale_tensor(layer, site)] = [r.scales[site][i][r.start : r.end] for r in rows]
         for name in layout.TOKEN_COLUMNS:
-            tensors[name] = [getattr(part, name) for unit, _, _ in pending for part in unit.parts]
-        units, row = [], 0
-        for unit, _, _ in pending:
-            units.append([unit.unit_id, row, row + unit.tokens])
-            row += unit.tokens
+            tensors[name] = [getattr(r.records, name)[r.start : r.end] for r in rows]
         metadata = {
             "format": layout.FORMAT,
             "layers": json.dumps(self._layers),
@@ -434,27 +458,55 @@ class ShardWriter:
         }
         if self._sites != [layout.DEFAULT_SITE]:  # a resid_post run's shards stay as they always were
             metadata["sites"] = json.dumps(self._sites)
-        key = layout.shard_key(self._process_index, seq)
+        if part is not None:  # [k, of]: the unit's rows go on in the next part
+            metadata["part"] = json.dumps(list(part))
         shard = shardfile.ShardBytes(tensors, metadata)
         size, crc = self._store.put(key, shard.blocks(), crc32c=shard.crc32c)
-        # The sidecar (and the statistics) go before the commit record, so a committed shard
-        # always has them.
-        samples_key = layout.samples_key(self._process_index, seq)
-        samples = {str(index): meta for unit, _, _ in pending for index, meta in sorted(unit.samples.items())}
-        sidecar = {"format": layout.FORMAT, "shard": key, "samples": samples}
-        self._store.write(samples_key, json.dumps(sidecar, sort_keys=True).encode())
-        stats_entry = self._write_stats(seq, [unit.stats for unit, _, _ in pending])
-        record = {
+        return {
             "shard": key,
+            "bytes": size,
+            "crc32c": crc,
+            "tokens": sum(r.end - r.start for r in rows),
+            "tensors": dict(sorted(shard.tensor_crcs.items())),  # CRC32C of each tensor: readers check what they read
+        }
+
+    def _write_shard(self, seq: int, pending: list[tuple[_Unit, list[dict], list[dict]]]) -> None:
+        units, row = [], 0
+        for unit, _, _ in pending:
+            units.append([unit.unit_id, row, row + unit.tokens])
+            row += unit.tokens
+        rows = [r for unit, values, scales in pending for r in _rows(unit, values, scales, 0, unit.tokens)]
+        file = self._put_file(layout.shard_key(self._process_index, seq), rows, units)
+        self._commit(seq, [unit for unit, _, _ in pending], file, units)
+
+    def _write_part(self, split: _Split, k: int, rows: list[_PartRows]) -> None:
+        key = layout.part_key(self._process_index, split.seq, k)
+        file = self._put_file(key, rows, [[split.unit.unit_id, 0, _file_rows(rows)]], (k, split.count))
+        with self._lock:
+            split.files[k] = file
+            if any(f is None for f in split.files) or self._error is not None:
+                return  # a part is still being written (it commits), or one failed (nothing commits)
+        parts = [{key: f[key] for key in ("shard", "bytes", "crc32c", "tokens", "tensors")} for f in split.files]
+        self._commit(split.seq, [split.unit], {"parts": parts}, [[split.unit.unit_id, 0, split.unit.tokens]])
+
+    def _commit(self, seq: int, units: list[_Unit], files: dict, unit_rows: list) -> None:
+        """The sidecar, the statistics and then the commit record of shard files now durable
+        (`files`: a record's shard fields, or its `parts`), so a committed shard always has them."""
+        shards = [files["shard"]] if "shard" in files else [part["shard"] for part in files["parts"]]
+        samples_key = layout.samples_key(self._process_index, seq)
+        samples = {str(index): meta for unit in units for index, meta in sorted(unit.samples.items())}
+        sidecar = {"format": layout.FORMAT, "samples": samples}
+        sidecar |= {"shard": shards[0]} if "shard" in files else {"shards": shards}
+        self._store.write(samples_key, json.dumps(sidecar, sort_keys=True).encode())
+        stats_entry = self._write_stats(seq, [unit.stats for unit in units])
+        tokens = sum(unit.tokens for unit in units)
+        record = files | {
             "samples": samples_key,
             "process_index": self._process_index,
             "seq": seq,
-            "bytes": size,
-            "crc32c": crc,
-            "tokens": row,
+            "tokens": tokens,
             "hidden_size": math.prod(self._shapes[self._sites[0]]),
-            "units": units,
-            "tensors": dict(sorted(shard.tensor_crcs.items())),  # CRC32C of each tensor: readers check what they read
+            "units": unit_rows,
             "run": self._identity,  # the run's settings, should run.json go
         }
         if self._sites != [layout.DEFAULT_SITE]:
@@ -468,10 +520,61 @@ class ShardWriter:
                 f"{self.uri}/{commit_key} was committed by another writer; "
                 f"are two processes running with process_index {self._process_index}?"
             )
+        size = sum(part["bytes"] for part in files.get("parts", [files]))
         with self._lock:
-            self._committed.update(unit.unit_id for unit, _, _ in pending)
+            self._committed.update(unit.unit_id for unit in units)
             p = self._progress
-            self._progress = WriterProgress(p.units + len(pending), p.tokens + row, p.shards + 1, p.bytes + size)
+            self._progress = WriterProgress(
+                p.units + len(units), p.tokens + tokens, p.shards + len(shards), p.bytes + size
+            )
+
+
+@dataclass
+class _Split:
+    """A unit larger than a shard whose parts are being written; the last one commits it."""
+
+    unit: _Unit
+    seq: int
+    count: int
+    files: list[dict | None] = field(default_factory=list)  # each part's entry, once durable
+
+    def __post_init__(self) -> None:
+        self.files = [None] * self.count
+
+
+@dataclass(frozen=True)
+class _PartRows:
+    """Rows [start, end) of one part (device) of a unit, with their encoded values and scales."""
+
+    records: TokenRecords
+    values: dict  # site -> [L, n, ...] in the storage dtype
+    scales: dict  # site -> [L, n] (int8) or None
+    start: int
+    end: int
+
+
+def _rows(unit: _Unit, values: list[dict], scales: list[dict], start: int, end: int) -> list[_PartRows]:
+    """The unit's rows [start, end), as slices of the parts they lie in."""
+    out, offset = [], 0
+    for records, v, s in zip(unit.parts, values, scales):
+        n = len(records)
+        lo, hi = max(start - offset, 0), min(end - offset, n)
+        if lo < hi or (start, end) == (0, unit.tokens):  # a whole unit keeps its empty parts, as it always did
+            out.append(_PartRows(records, v, s, lo, hi))
+        offset += n
+    return out
+
+
+def _file_rows(rows: list[_PartRows]) -> int:
+    return sum(r.end - r.start for r in rows)
+
+
+def part_bounds(rows: int, row_bytes: int, shard_bytes: int) -> list[int]:
+    """Where a unit of `rows` rows of `row_bytes` each is cut: the fewest parts of at most
+    `shard_bytes` (one row each when a row is larger), of nearly equal rows."""
+    per_part = max(1, shard_bytes // max(row_bytes, 1))
+    count = -(-rows // per_part)
+    return [rows * k // count for k in range(count + 1)]
 
 
 def _stats_file(partials: dict) -> bytes:

@@ -1,0 +1,134 @@
+"""The training loader (`run.loader`) against the raw read of the same bytes, on local disk
+and on the GCS emulator: tokens/s and GB/s of one layer's stored rows.
+
+    .venv/bin/python benchmarks/bench_loader.py [--tokens 16384] [--buffer-mb 16] [--repeat 2]
+
+The run: Qwen2.5-0.5B's default extraction (14 layers x 896, bfloat16) in 1,024-token units
+and 64 MiB shards. Read one layer:
+- raw: each shard's bytes that the loader needs (the token columns and the layer) with the
+  reader's ranged reads, 8 shards at a time, nothing checked or decoded: the store's speed;
+- iter_layer: the reader, in order, checked (dtype=None);
+- loader: shuffled batches of 4,096, checked, as stored (bfloat16) and as float32.
+Reads are from a warm page cache (this machine cannot drop it). Printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_store import HIDDEN, LAYERS, make_shard, with_emulator
+
+LAYER = 12
+UNIT_TOKENS = 1024
+
+
+def write_run(uri: str, tokens: int) -> None:
+    from layertap.store import TokenRecords, finalize_run, open_writer
+
+    unit = make_shard(UNIT_TOKENS)
+    meta = {"layers": LAYERS, "storage_dtype": "bfloat16", "model": "benchmark"}
+    with open_writer(uri, meta, shard_bytes=64 * 2**20) as writer:
+        for u in range(tokens // UNIT_TOKENS):
+            columns = {name: unit[name] for name in ("token_ids", "position", "segment")}
+            writer.add(u, TokenRecords.of(unit["acts"], sample_index=unit["sample_index"] + 1000 * u, **columns))
+    finalize_run(uri)
+
+
+def raw_read(uri: str) -> int:
+    """The loader's bytes of every shard (its token columns and the layer), fetched with the
+    reader's ranged reads (neighbours within 256 KiB in one) and nothing checked or decoded,
+    8 shards at a time: what any reader must fetch. Returns the rows read."""
+    import layertap
+    from layertap.io.ahead import map_ahead
+    from layertap.store import layout
+
+    run = layertap.open(uri, checksums=False)
+    names = [layout.layer_tensor(LAYER), *layout.TOKEN_COLUMNS]
+    return sum(map_ahead(lambda shard: len(shard.read_many(names)["token_ids"]), run.shards, 8))
+
+
+def measure(uri: str, tokens: int, buffer_mb: int, repeat: int) -> list[dict]:
+    import layertap
+
+    layer_bytes = tokens * HIDDEN * 2
+
+    def iter_layer():
+        return sum(len(b) for b in layertap.open(uri).iter_layer(LAYER, dtype=None))
+
+    def loader(dtype, checksums=True):
+        def go():
+            run = layertap.open(uri, checksums=checksums)
+            batches = run.loader(LAYER, batch_size=4096, seed=0, dtype=dtype, buffer_bytes=buffer_mb * 2**20)
+            return sum(len(b) for b in batches)
+
+        return go
+
+    cases = {
+        "raw read (unchecked)": lambda: raw_read(uri),
+        "iter_layer (checked)": iter_layer,
+        "loader, bfloat16 (checked)": loader(None),
+        "loader, float32 (checked)": loader(np.float32),
+        "loader, bfloat16 (unchecked)": loader(None, checksums=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat + 1):  # interleaved; the first round warms the page cache and is dropped
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            rows = fn()
+            times[name].append(time.perf_counter() - t0)
+            assert rows == tokens, (name, rows)
+    rows = []
+    for name, seconds in times.items():
+        s = statistics.median(seconds[1:])
+        rows.append({"case": name, "tokens_per_s": tokens / s, "GBps": layer_bytes / s / 1e9})
+    raw = rows[0]["GBps"]
+    for row in rows:
+        row["of_raw"] = row["GBps"] / raw
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--buffer-mb", type=int, default=16, help="the loader's buffer_bytes, in MiB")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--out", default=None, help="scratch directory (default: a temp dir)")
+    args = parser.parse_args()
+    root = Path(args.out or tempfile.mkdtemp(prefix="layertap-bench-loader-"))
+    layer_mb = args.tokens * HIDDEN * 2 / 2**20
+    print(
+        f"## One layer of {args.tokens} tokens x {HIDDEN}, bfloat16 ({layer_mb:.0f} MiB of a "
+        f"{len(LAYERS)}-layer run), loader buffer {args.buffer_mb} MiB\n"
+    )
+    try:
+        results = {}
+        local = str(root / "run")
+        write_run(local, args.tokens)
+        results["local disk (page cache)"] = measure(local, args.tokens, args.buffer_mb, args.repeat)
+
+        def on_emulator(uri):
+            write_run(uri, args.tokens)
+            return measure(uri, args.tokens, args.buffer_mb, args.repeat)
+
+        results["GCS emulator"] = with_emulator(on_emulator)
+        print("| from | read | tokens/s | GB/s | of raw |\n| --- | --- | ---: | ---: | ---: |")
+        for where, rows in results.items():
+            for r in rows:
+                print(
+                    f"| {where} | {r['case']} | {r['tokens_per_s']:,.0f} | {r['GBps']:.2f} | {100 * r['of_raw']:.0f}% |"
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Train a small TopK sparse autoencoder on one layer of a LayerTap run, fed by `run.loader`.
+
+    python examples/train_sae.py layertap-demo/activations --layer 3 --steps 300 --out sae
+
+A TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): each token's
+activation x (scaled so that its mean norm is sqrt(D)) is encoded as the k largest of
+relu(W_enc (x - b_dec) + b_enc), decoded as z W_dec + b_dec, and trained on the mean
+squared error with Adam; the decoder's rows are kept at unit norm. Every `--save-every`
+steps it writes OUT/sae.safetensors (W_enc [D, F], W_dec [F, D], b_enc, b_dec, for
+`layertap report --quantity direction:OUT/sae.safetensors --tensor W_dec --feature N`) and
+OUT/state.json (the step and the loader's state): rerunning the command resumes from there,
+on the very next batch the data would have given (Adam's moments start again). docs/train-sae.md walks through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from safetensors.numpy import load_file, save_file
+
+import layertap
+
+
+def init(key, width: int, features: int, mean: np.ndarray) -> dict:
+    decoder = jax.random.normal(key, (features, width))
+    decoder = decoder / jnp.linalg.norm(decoder, axis=1, keepdims=True)
+    return {"W_enc": decoder.T, "W_dec": decoder, "b_enc": jnp.zeros(features), "b_dec": jnp.asarray(mean)}
+
+
+def encode(params: dict, x: jax.Array, k: int) -> jax.Array:
+    pre = (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+    values, indices = jax.lax.top_k(pre, k)
+    return jnp.zeros_like(pre).at[jnp.arange(len(x))[:, None], indices].set(jax.nn.relu(values))
+
+
+def loss_fn(params: dict, x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    z = encode(params, x, k)
+    error = ((z @ params["W_dec"] + params["b_dec"] - x) ** 2).sum(-1).mean()
+    explained = 1 - error / ((x - x.mean(0)) ** 2).sum(-1).mean()  # fraction of variance explained
+    return error, explained
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a LayerTap run (local path or gs://)")
+    parser.add_argument("--layer", type=int, help="default: the run's last layer")
+    parser.add_argument("--site", default="resid_post")
+    parser.add_argument("--segments", help="comma-separated segment names to train on (default: every token)")
+    parser.add_argument("--features", type=int, default=256)
+    parser.add_argument("--k", type=int, default=8, help="active features per token")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--out", default="sae", help="directory of sae.safetensors and state.json")
+    args = parser.parse_args(argv)
+
+    run = layertap.open(args.run)
+    layer = args.layer if args.layer is not None else run.layers[-1]
+    stats = run.stats().layer(layer, site=args.site)  # kept while extracting: no pass over the data
+    width = int(np.prod(run.shape(args.site)))
+    scale = float(np.sqrt(width) / stats.norm_mean)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else None
+    params = init(jax.random.key(args.seed), width, args.features, stats.mean * scale)
+    if saved is not None:  # resume: the parameters and the loader where they stopped (not Adam's moments)
+        params = {name: jnp.asarray(value) for name, value in load_file(out / "sae.safetensors").items()}
+        params["b_dec"] = params["b_dec"] * scale
+    loader = run.loader(
+        layer,
+        site=args.site,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        epochs=None,  # as many epochs as the steps need
+        drop_last=True,  # one shape: one compiled step
+        format="jax",
+        segments=None if args.segments is None else args.segments.split(","),
+        state=None if saved is None else saved["loader"],
+    )
+    optimizer = optax.adam(args.lr)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, x):
+        x = x.reshape(len(x), -1) * scale
+        (loss, explained), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, args.k)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+        params["W_dec"] = params["W_dec"] / jnp.linalg.norm(params["W_dec"], axis=1, keepdims=True)
+        return params, opt_state, loss, explained
+
+    def save(done: int) -> None:
+        arrays = {name: np.asarray(value, np.float32) for name, value in params.items()}
+        arrays["b_dec"] = arrays["b_dec"] / scale  # in the run's units, like the activations
+        save_file(arrays, str(out / "sae.safetensors"))
+        state = {"step": done, "loader": loader.state(), "layer": layer, "site": args.site, "scale": scale}
+        (out / "state.json").write_text(json.dumps(state))
+
+    first = saved["step"] if saved else 0
+    if first >= args.steps:
+        print(f"{out} is at step {first} already (--steps {args.steps})")
+        return {"losses": [], "out": str(out), "layer": layer}
+    losses = []
+    for done, x in enumerate(loader, first + 1):
+        params, opt_state, loss, explained = step(params, opt_state, x)
+        losses.append(float(loss))
+        if done % 50 == 0 or done == first + 1:
+            print(f"step {done}: loss {float(loss):.4f}, variance explained {float(explained):.3f}")
+        if done % args.save_every == 0 or done == args.steps:
+            save(done)
+        if done == args.steps:
+            break
+    # the features most often active on the last batch: ones worth drawing over the grids
+    active = np.asarray((encode(params, jnp.asarray(x).reshape(len(x), -1) * scale, args.k) > 0).mean(0))
+    top = [int(f) for f in np.argsort(-active)[:3]]
+    print(f"most often active: features {top} ({', '.join(f'{active[f]:.0%}' for f in top)} of tokens); draw one:")
+    print(
+        f"  layertap report {args.run} --layer {layer} --quantity direction:{out}/sae.safetensors --tensor W_dec "
+        f"--feature {top[0]} --output {out}/report"
+    )
+    return {"losses": losses, "out": str(out), "layer": layer, "top_features": top}
+
+
+if __name__ == "__main__":
+    main()

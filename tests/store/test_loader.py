@@ -1,0 +1,280 @@
+"""run.loader: shuffled token batches for training, read from real runs written by the real
+writer (locally and on the GCS emulator), split over processes and resumed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import layertap
+from layertap.errors import LayerTapError
+from layertap.store import finalize_run, open_writer
+
+from .units import add, expected_layer, make_units, meta_for
+
+LAYER = 5  # the second of units.LAYERS
+UNIT_COUNT = 60  # 5-40 tokens each: ~1,300 tokens
+
+
+def write(uri, units, finalize=True, **options):
+    with open_writer(str(uri), meta_for(), shard_bytes=3_000, **options) as writer:
+        for unit in units:
+            add(writer, **unit.kwargs())
+    if finalize:
+        finalize_run(str(uri))
+    return str(uri)
+
+
+@pytest.fixture(scope="module")
+def units():
+    return make_units(UNIT_COUNT)
+
+
+@pytest.fixture(scope="module")
+def run_uri(tmp_path_factory, units):
+    return write(tmp_path_factory.mktemp("loader") / "run", units)
+
+
+def all_tokens(units) -> np.ndarray:
+    return np.sort(np.concatenate([u.token_ids for u in units]))
+
+
+def collect(loader) -> list:
+    return list(loader)
+
+
+def token_ids(batches) -> np.ndarray:
+    return np.concatenate([b.token_ids for b in batches]) if batches else np.empty(0, np.int32)
+
+
+def test_the_run_has_many_shards(run_uri):
+    assert len(layertap.open(run_uri).shards) >= 15  # so that windows and processes have shards to mix
+
+
+@pytest.mark.parametrize("buffer_bytes", [1 << 30, 4_000])  # one window; many windows of a shard or two
+def test_every_token_exactly_once_per_epoch_with_its_own_values(run_uri, units, buffer_bytes):
+    run = layertap.open(run_uri)
+    batches = collect(run.loader(LAYER, batch_size=64, seed=3, columns=True, buffer_bytes=buffer_bytes))
+    assert [len(b) for b in batches[:-1]] == [64] * (len(batches) - 1) and 0 < len(batches[-1]) <= 64
+    ids = token_ids(batches)
+    np.testing.assert_array_equal(np.sort(ids), all_tokens(units))  # each token once, none missing
+    values = np.concatenate([b.activations for b in batches])
+    expected = expected_layer(units, 1).astype(ml_dtypes.bfloat16).astype(np.float32)
+    by_id = np.concatenate([u.token_ids for u in sorted(units, key=lambda u: u.unit_id)])
+    np.testing.assert_array_equal(values, expected[np.searchsorted(by_id, ids)])
+    assert values.dtype == np.float32
+
+
+def test_three_processes_split_the_run_without_overlap(run_uri, units):
+    run = layertap.open(run_uri)
+    parts = [
+        token_ids(collect(run.loader(LAYER, batch_size=50, seed=1, process_index=p, process_count=3, columns=True)))
+        for p in range(3)
+    ]
+    union = np.concatenate(parts)
+    assert len(np.unique(union)) == len(union)  # no token in two processes
+    np.testing.assert_array_equal(np.sort(union), all_tokens(units))
+    assert max(map(len, parts)) - min(map(len, parts)) <= max(s.entry["tokens"] for s in run.shards)
+
+
+def test_shuffle_mixes_shards_and_rows(run_uri):
+    run = layertap.open(run_uri)
+    ids = token_ids(collect(run.loader(LAYER, batch_size=64, seed=0, columns=True, buffer_bytes=1 << 30)))
+    # tokens are 1000 * unit + i and units are stored in order: sequential reading gives a
+    # rank correlation of 1; shuffled, it is near 0
+    rank_correlation = np.corrcoef(np.argsort(np.argsort(ids)), np.arange(len(ids)))[0, 1]
+    assert abs(rank_correlation) < 0.2
+    first = token_ids(collect(run.loader(LAYER, batch_size=64, seed=0, columns=True)))[:64] // 1000
+    assert len(np.unique(first)) >= 20  # the first batch draws from many units (of ~60)
+    in_order = token_ids(collect(run.loader(LAYER, batch_size=64, shuffle=False, columns=True)))
+    np.testing.assert_array_equal(in_order, np.sort(in_order))
+
+
+def test_same_seed_same_order_other_seed_or_epoch_another(run_uri):
+    run = layertap.open(run_uri)
+
+    def order(**options):
+        return token_ids(collect(run.loader(LAYER, batch_size=64, columns=True, **options)))
+
+    np.testing.assert_array_equal(order(seed=7), order(seed=7))
+    assert not np.array_equal(order(seed=7), order(seed=8))
+    two = order(seed=7, epochs=2)
+    half = len(two) // 2
+    np.testing.assert_array_equal(np.sort(two[:half]), np.sort(two[half:]))  # each epoch covers every token
+    assert not np.array_equal(two[:half], two[half:])  # in another order
+
+
+@pytest.mark.parametrize("buffer_bytes", [1 << 30, 4_000])
+@pytest.mark.parametrize("stop_after", [1, 4, 9, 33])  # 33: in the second epoch
+def test_a_saved_state_resumes_to_the_identical_next_batches(run_uri, buffer_bytes, stop_after):
+    run = layertap.open(run_uri)
+    options = {"batch_size": 48, "seed": 11, "epochs": 2, "buffer_bytes": buffer_bytes, "columns": True}
+    whole = collect(run.loader(LAYER, **options))
+    loader = run.loader(LAYER, **options)
+    for count, _ in enumerate(loader, 1):
+        if count == stop_after:
+            break
+    saved = json.loads(json.dumps(loader.state()))  # JSON-able, and small
+    assert len(json.dumps(saved)) < 1_000
+    resumed = collect(layertap.open(run_uri).loader(LAYER, **options, state=saved))
+    assert len(resumed) == len(whole) - stop_after
+    for got, want in zip(resumed, whole[stop_after:], strict=True):
+        np.testing.assert_array_equal(got.token_ids, want.token_ids)
+        np.testing.assert_array_equal(got.activations, want.activations)
+
+
+def test_a_state_of_other_settings_is_refused(run_uri):
+    run = layertap.open(run_uri)
+    loader = run.loader(LAYER, batch_size=48, seed=11)
+    next(iter(loader))
+    with pytest.raises(LayerTapError, match="saved with seed=11, this loader has 12"):
+        run.loader(LAYER, batch_size=48, seed=12, state=loader.state())
+    with pytest.raises(LayerTapError, match="not a layertap-loader/1 state"):
+        run.loader(LAYER, state={"epoch": 0})
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_the_buffer_stays_within_its_cap(run_uri, units, columns):
+    run = layertap.open(run_uri)
+    row_bytes = 24 * 2 + (24 if columns else 0)  # 24 bfloat16 values (and 24 B of token columns)
+    largest_shard = max(s.entry["tokens"] for s in run.shards) * row_bytes
+    cap = 4 * largest_shard
+    loader = run.loader(LAYER, batch_size=32, seed=2, buffer_bytes=cap, columns=columns)
+    assert loader.row_bytes == row_bytes
+    assert len(loader.windows(0)) >= 4  # the cap makes it hold a part of the run only
+    rows = sum(len(batch) for batch in loader)
+    assert rows == len(all_tokens(units))
+    assert largest_shard <= loader.peak_bytes <= cap  # the loader's own accounting of the rows it held
+    assert loader.held_bytes == 0  # everything it read has left
+
+
+def test_filters_by_segment_task_position_and_token(run_uri, units):
+    run = layertap.open(run_uri)
+    every = run.read_layer(LAYER)
+
+    def loaded(**filters):
+        return np.sort(token_ids(collect(run.loader(LAYER, batch_size=40, seed=5, columns=True, **filters))))
+
+    np.testing.assert_array_equal(loaded(segments=["test-input"]), np.sort(every.token_ids[every.segment == 2]))
+    tasks = {"task003", "task017"}
+    samples = [i for i, meta in run.samples().items() if meta["task_id"] in tasks]
+    np.testing.assert_array_equal(
+        loaded(tasks=sorted(tasks)), np.sort(every.token_ids[np.isin(every.sample_index, samples)])
+    )
+    np.testing.assert_array_equal(loaded(positions=range(3)), np.sort(every.token_ids[every.position < 3]))
+    np.testing.assert_array_equal(
+        loaded(segments=[1], exclude_tokens=[1001, 2001]),
+        np.sort(every.token_ids[(every.segment == 1) & ~np.isin(every.token_ids, [1001, 2001])]),
+    )
+    with pytest.raises(LayerTapError, match="no tokens of layer 5 .resid_post. match the loader's filters"):
+        loaded(tasks=["no-such-task"])
+    with pytest.raises(LayerTapError, match="match the loader's filters"):  # not an endless search
+        next(iter(run.loader(LAYER, tasks=["no-such-task"], epochs=None)))
+
+
+def test_formats_dtypes_and_drop_last(run_uri, units):
+    run = layertap.open(run_uri)
+    stored = next(iter(run.loader(LAYER, batch_size=16, dtype=None)))
+    assert stored.dtype == ml_dtypes.bfloat16 and stored.shape == (16, 24)
+    torch = pytest.importorskip("torch")
+    tensor = next(iter(run.loader(LAYER, batch_size=16, format="torch")))
+    assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (16, 24)
+    jax = pytest.importorskip("jax")
+    array = next(iter(run.loader(LAYER, batch_size=16, format="jax")))
+    assert isinstance(array, jax.Array) and array.shape == (16, 24)
+    sizes = [len(b) for b in run.loader(LAYER, batch_size=100, drop_last=True)]
+    assert sizes == [100] * (len(all_tokens(units)) // 100)
+
+
+def test_int8_runs_are_decoded(tmp_path):
+    units = make_units(8, seed=4)
+    with open_writer(str(tmp_path / "run"), meta_for("int8"), shard_bytes=1_000) as writer:
+        for unit in units:
+            add(writer, **unit.kwargs())
+    run = layertap.open(str(tmp_path / "run"))
+    batches = collect(run.loader(LAYER, batch_size=32, seed=0, columns=True))
+    got = np.concatenate([b.activations for b in batches])[np.argsort(token_ids(batches))]
+    reference = run.read_layer(LAYER)
+    np.testing.assert_array_equal(got, reference.activations[np.argsort(reference.token_ids)])
+
+
+def test_a_run_still_being_written_reads_what_is_committed_and_says_so(tmp_path, units, caplog):
+    uri = write(tmp_path / "run", units[:20], finalize=False)
+    with caplog.at_level(logging.WARNING, logger="layertap.store.loader"):
+        loader = layertap.open(uri).loader(LAYER, batch_size=64, columns=True)
+    assert not loader.complete
+    assert "still being written" in caplog.text
+    np.testing.assert_array_equal(np.sort(token_ids(collect(loader))), all_tokens(units[:20]))
+    assert layertap.open(write(tmp_path / "done", units[:5])).loader(LAYER).complete
+
+
+def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
+    run = layertap.open(run_uri)
+    with pytest.raises(LayerTapError, match=r"layer 3 was not extracted \(layers: \[2, 5, 7\]\)"):
+        run.loader(3)
+    with pytest.raises(LayerTapError, match="site 'mlp_out' was not extracted .sites: resid_post"):
+        run.loader(LAYER, site="mlp_out")
+    with pytest.raises(LayerTapError, match="process_index 3 is not in 0..2"):
+        run.loader(LAYER, process_index=3, process_count=3)
+    with pytest.raises(LayerTapError, match=r"\d+ shards for 100 processes: .* as many processes as shards"):
+        run.loader(LAYER, process_index=0, process_count=100)
+    with pytest.raises(LayerTapError, match="batch_size must be at least 1"):
+        run.loader(LAYER, batch_size=0)
+
+
+def test_a_damaged_shard_is_named_not_served(tmp_path, units):
+    uri = write(tmp_path / "run", units[:10])
+    run = layertap.open(uri)
+    shard = run.shards[0]
+    path = shard.local_path
+    data = bytearray(path.read_bytes())
+    data[shard.tensors["layer.5"].offset + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LayerTapError, match=f"{shard.key}: tensor layer.5 has CRC32C"):
+        collect(layertap.open(uri).loader(LAYER, batch_size=8))
+
+
+@pytest.mark.storage
+def test_from_the_gcs_emulator(gcs_emulator, monkeypatch, units):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.url)
+    bucket = f"loader-{uuid.uuid4().hex[:8]}"
+    gcs_emulator.create_bucket(bucket)
+    uri = write(f"gs://{bucket}/run", units[:25])
+    run = layertap.open(uri)
+    assert len(run.shards) >= 5
+    parts = [
+        token_ids(collect(run.loader(LAYER, batch_size=32, seed=9, process_index=p, process_count=2, columns=True)))
+        for p in range(2)
+    ]
+    union = np.concatenate(parts)
+    np.testing.assert_array_equal(np.sort(union), all_tokens(units[:25]))
+    assert len(np.unique(union)) == len(union)
+
+
+def test_a_state_of_other_shards_is_refused(tmp_path, units):
+    uri = write(tmp_path / "run", units[:12], finalize=False)
+    loader = layertap.open(uri).loader(LAYER, batch_size=16)
+    next(iter(loader))
+    write(tmp_path / "run", units[12:20], finalize=False)  # the run grew meanwhile
+    with pytest.raises(LayerTapError, match="saved with shards="):
+        layertap.open(uri).loader(LAYER, batch_size=16, state=loader.state())
+
+
+def test_a_resume_across_epochs_with_dropped_short_batches(run_uri):
+    run = layertap.open(run_uri)
+    options = {"batch_size": 100, "seed": 4, "epochs": 3, "drop_last": True, "buffer_bytes": 6_000, "columns": True}
+    whole = collect(run.loader(LAYER, **options))
+    per_epoch = len(all_tokens(make_units(UNIT_COUNT))) // 100
+    assert len(whole) == 3 * per_epoch  # each epoch's short last batch dropped
+    for stop_after in (per_epoch - 1, per_epoch, per_epoch + 1, 2 * per_epoch + 3):
+        loader = run.loader(LAYER, **options)
+        for count, _ in enumerate(loader, 1):
+            if count == stop_after:
+                break
+        resumed = collect(run.loader(LAYER, **options, state=loader.state()))
+        assert [b.token_ids.tolist() for b in resumed] == [b.token_ids.tolist() for b in whole[stop_after:]]

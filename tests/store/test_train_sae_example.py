@@ -1,0 +1,58 @@
+"""examples/train_sae.py (docs/train-sae.md): a TopK SAE trained from run.loader on a real
+run; its loss falls, its file is what `layertap report --quantity direction:` reads, and a
+rerun resumes the data where the first stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layertap.report.quantity import load_direction
+from layertap.store import finalize_run, open_writer
+
+from .test_split_units import add
+from .units import HIDDEN, make_units, meta_for
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_sae.py"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def train_sae():
+    pytest.importorskip("optax")
+    spec = importlib.util.spec_from_file_location("train_sae", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def run_uri(tmp_path_factory):
+    uri = str(tmp_path_factory.mktemp("sae") / "run")
+    with open_writer(uri, meta_for(), shard_bytes=4_000) as writer:
+        for unit in make_units(40, seed=5):
+            add(writer, unit)  # with the statistics the example scales by
+    finalize_run(uri)
+    return uri
+
+
+def test_the_loss_falls_and_the_report_reads_the_features(train_sae, run_uri, tmp_path):
+    out = tmp_path / "sae"
+    options = ["--features", "48", "--k", "4", "--batch-size", "64", "--lr", "3e-3", "--out", str(out)]
+    result = train_sae([run_uri, *options, "--steps", "120", "--save-every", "40"])
+    losses = result["losses"]
+    assert len(losses) == 120 and result["layer"] == 7
+    assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:5])  # the rows are Gaussian noise: no big fall
+    vector, name = load_direction(out / "sae.safetensors", HIDDEN, feature=result["top_features"][0], tensor="W_dec")
+    assert vector.shape == (HIDDEN,) and name.endswith(f"feature {result['top_features'][0]}")
+    saved = json.loads((out / "state.json").read_text())
+    assert saved["step"] == 120 and saved["loader"]["format"] == "layertap-loader/1"
+
+    more = train_sae([run_uri, *options, "--steps", "140"])  # resumes at step 121
+    assert len(more["losses"]) == 20
+    assert json.loads((out / "state.json").read_text())["step"] == 140
+    assert more["losses"][0] < np.mean(losses[:5])  # from the trained parameters, not new ones

@@ -1,0 +1,444 @@
+"""Shuffled token batches of one layer and site for training (an SAE): `run.loader(...)`.
+
+    loader = run.loader(12, batch_size=4096, seed=0, process_index=i, process_count=n)
+    for batch in loader:            # [4096, D] float32 (numpy; format="jax" / "torch")
+        ...
+        saved = loader.state()      # a small JSON-able dict
+    layertap.open(uri).loader(12, batch_size=4096, seed=0, ..., state=saved)  # the same next batch
+
+How it shuffles, with memory bounded: each epoch permutes the shards (seeded by seed and
+epoch) and hands them out to the processes, each shard to the process with the fewest
+tokens so far (no overlap; the processes' tokens differ by at most a shard's). A process
+cuts its shards into *windows* of consecutive shards whose rows fit in half of
+`buffer_bytes`, reads a whole window (in the stored dtype, filtered), permutes its rows
+(seeded by seed, epoch, process and window) and streams them as batches; the next window is
+read in the background meanwhile, so at most two windows are held (local shards are
+memory-mapped, not read). A thread builds batches `prefetch` ahead of the consumer.
+Batches run across window ends, so every kept token is in exactly one batch per epoch (the
+last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
+re-reads one window and skips into it. Rows within a batch keep the window's stored order
+(sorted indices make the gather cheap; a batch's loss does not depend on its row order).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from queue import Full, Queue
+
+import crc32c
+import numpy as np
+
+from layertap.errors import LayerTapError
+from layertap.io.ahead import map_ahead
+from layertap.store import dtypes, layout
+from layertap.store.records import TokenRecords
+
+log = logging.getLogger(__name__)
+
+BUFFER_BYTES = 1 << 30  # rows held (two windows), in the stored dtype
+READ_AHEAD = 8  # shards of a window read in parallel
+STATE_FORMAT = "layertap-loader/1"
+FORMATS = ("numpy", "jax", "torch")
+PREFETCH = 2  # batches built ahead of the consumer
+_END = object()  # the producer's last item
+
+
+@dataclass
+class _Window:
+    """The rows of a window's shards, as stored; `order`: the rows' permutation."""
+
+    values: list[np.ndarray]  # per shard [n_s, *shape] in the stored dtype
+    scales: list[np.ndarray | None]  # int8: per shard [n_s] float32
+    columns: list[dict[str, np.ndarray]]
+    starts: np.ndarray  # [shards + 1] row offsets of each shard in the window
+    order: np.ndarray  # [rows] the window's rows in the order they are served
+    nbytes: int
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+
+class Loader:
+    """An iterator of shuffled token batches of one layer and site (module docstring)."""
+
+    def __init__(
+        self,
+        run,
+        layer: int,
+        *,
+        site: str = layout.DEFAULT_SITE,
+        batch_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: np.dtype | str | None = np.float32,
+        epochs: int | None = 1,
+        drop_last: bool = False,
+        process_index: int = 0,
+        process_count: int = 1,
+        buffer_bytes: int = BUFFER_BYTES,
+        prefetch: int = PREFETCH,
+        format: str = "numpy",
+        columns: bool = False,
+        segments: Iterable[int | str] | None = None,
+        tasks: Iterable[str] | None = None,
+        positions: Iterable[int] | None = None,
+        exclude_tokens: Iterable[int] | None = None,
+        state: dict | None = None,
+    ) -> None:
+        self.run = run
+        self._tensor = run._layer_tensor(layer, site)  # a layer or site the run lacks: an error naming its own
+        self._scale = layout.scale_tensor(layer, site) if run.storage_dtype == "int8" else None
+        if batch_size < 1:
+            raise LayerTapError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= process_index < process_count:
+            raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
+        if not run.shards:
+            raise LayerTapError(f"{run.uri}: the run has no committed shards yet: nothing to load")
+        if len(run.shards) < process_count:
+            raise LayerTapError(
+                f"{run.uri}: {len(run.shards)} shards for {process_count} processes: a loader's process reads whole "
+                "shards, so some would get no tokens; use at most as many processes as shards"
+            )
+        if epochs is not None and epochs < 1:
+            raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
+        if format not in FORMATS:
+            raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+        self.layer, self.site, self.batch_size, self.shuffle, self.seed = layer, site, batch_size, shuffle, seed
+        self.dtype, self.epochs, self.drop_last = dtype, epochs, drop_last
+        self.format, self.with_columns = format, columns
+        self.process_index, self.process_count = process_index, process_count
+        self.buffer_bytes = buffer_bytes
+        if prefetch < 1:
+            raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
+        self.prefetch = prefetch
+        self._segments = None if segments is None else run._segment_labels(segments)
+        self._tasks = None if tasks is None else {str(task) for task in tasks}
+        self._positions = None if positions is None else np.fromiter(positions, np.int64)
+        self._exclude = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
+        shape = run.shape(site)
+        itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
+        columns_bytes = sum(
+            np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in layout.TOKEN_COLUMNS.values()
+        )
+        # a row's bytes in a window: its values, int8 scale, and token columns when they are kept
+        self.row_bytes = math.prod(shape) * itemsize + (4 if self._scale else 0) + (columns_bytes if columns else 0)
+        # run.shards is what was committed when the run was opened: a run still being
+        # written is read as far as that, and says so
+        self.complete = bool(run.finalized)
+        if not self.complete:
+            log.warning(
+                "%s is still being written (no manifest): the loader reads the %d shards committed when it was "
+                "opened (processes that open it at other times may see other shards: finalize it for several)",
+                run.uri,
+                len(run.shards),
+            )
+        # The memory held: the rows of the windows in memory, in the stored dtype (accounted
+        # as each shard arrives and leaves); a batch being built comes on top.
+        self.held_bytes = 0
+        self.peak_bytes = 0
+        self._lock = threading.Lock()  # shards are read, and accounted, by several threads
+        self._position = {"epoch": 0, "window": 0, "offset": 0}
+        if state is not None:
+            self._resume(state)
+
+    # --- position -----------------------------------------------------------------------
+
+    def _identity(self) -> dict:
+        """What a saved state must agree on to resume to the same batches."""
+        return {
+            "uri": self.run.uri,
+            "layer": self.layer,
+            "site": self.site,
+            "shards": len(self.run.shards),
+            # which shards, not only how many: a run still being written changes under the same count
+            "shards_crc32c": f"{crc32c.crc32c(chr(10).join(shard.key for shard in self.run.shards).encode()):08x}",
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "buffer_bytes": self.buffer_bytes,
+            "filters": {
+                "segments": None if self._segments is None else self._segments.tolist(),
+                "tasks": None if self._tasks is None else sorted(self._tasks),
+                "positions": None if self._positions is None else self._positions.tolist(),
+                "exclude_tokens": None if self._exclude is None else self._exclude.tolist(),
+            },
+        }
+
+    def state(self) -> dict:
+        """Where the loader stands, after the last batch it gave: a JSON-able dict that
+        `run.loader(..., state=...)` resumes from, to the identical next batch."""
+        return {"format": STATE_FORMAT, **self._position, **self._identity()}
+
+    def _resume(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise LayerTapError(f"the loader state is not a {STATE_FORMAT} state (use loader.state())")
+        for key, value in self._identity().items():
+            if key in ("uri",):  # a copy of the run elsewhere resumes the same
+                continue
+            if state.get(key) != value:
+                raise LayerTapError(
+                    f"the loader state was saved with {key}={state.get(key)!r}, this loader has {value!r}: "
+                    "open the loader with the settings it was saved with"
+                )
+        self._position = {key: int(state[key]) for key in ("epoch", "window", "offset")}
+
+    # --- the plan of an epoch -----------------------------------------------------------
+
+    def shard_order(self, epoch: int) -> list[int]:
+        """The indices (in run.shards) of this process's shards in `epoch`, in reading order."""
+        count = len(self.run.shards)
+        order = np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
+        tokens = [0] * self.process_count
+        mine = []
+        for index in order:  # each to the process with the fewest tokens so far (ties: the lowest index)
+            process = min(range(self.process_count), key=lambda p: (tokens[p], p))
+            tokens[process] += self.run.shards[index].entry["tokens"]
+            if process == self.process_index:
+                mine.append(int(index))
+        return mine
+
+    def windows(self, epoch: int) -> list[list[int]]:
+        """This process's shards in `epoch`, cut into windows of at most half the buffer
+        (at least one shard each)."""
+        out: list[list[int]] = []
+        held = 0
+        for index in self.shard_order(epoch):
+            size = self.run.shards[index].entry["tokens"] * self.row_bytes
+            if out and held + size <= self.buffer_bytes // 2:
+                out[-1].append(index)
+                held += size
+            else:
+                out.append([index])
+                held = size
+        return out
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _account(self, nbytes: int) -> None:
+        with self._lock:
+            self.held_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.held_bytes)
+
+    def _read_shard(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """A shard's kept rows of the layer (as stored), their int8 scales, and their token
+        columns (only when filters or `columns=True` need them: one request less a shard)."""
+        shard = self.run.shards[index]
+        filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
+        columns = shard.read_many(layout.TOKEN_COLUMNS) if filtered or self.with_columns else {}
+        mask = self._mask(shard, columns) if filtered else None
+        names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
+        if mask is None and shard.local_path is not None:
+            # a local shard is mapped, not read: the batches' gather is then the one copy
+            values = shard.memmap(self._tensor)
+            scale = None if self._scale is None else shard.memmap(self._scale)
+        elif mask is not None and not mask.any():
+            values = np.empty((0, *self.run.shape(self.site)), dtypes.NUMPY_DTYPES[self.run.storage_dtype])
+            scale = np.empty(0, np.float32) if self._scale else None
+            columns = {k: v[:0] for k, v in columns.items()}
+        else:
+            read = shard.read_many(names)
+            values, scale = read[self._tensor], read.get(self._scale)
+            if mask is not None:
+                values, scale = values[mask], None if scale is None else scale[mask]
+                columns = {k: v[mask] for k, v in columns.items()}
+        columns = columns if self.with_columns else {}  # read for the filters only: not kept
+        self._account(_nbytes(values, scale, columns))
+        return values, scale, columns
+
+    def _mask(self, shard, columns: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The rows the filters keep; None: all of them."""
+        mask = None
+
+        def keep(rows: np.ndarray) -> None:
+            nonlocal mask
+            mask = rows if mask is None else mask & rows
+
+        if self._segments is not None:
+            keep(np.isin(columns["segment"], self._segments))
+        if self._positions is not None:
+            keep(np.isin(columns["position"], self._positions))
+        if self._exclude is not None:
+            keep(~np.isin(columns["token_ids"], self._exclude))
+        if self._tasks is not None:
+            sidecar = self.run._sidecar(shard.entry["samples"])["samples"]
+            samples = [int(i) for i, meta in sidecar.items() if str(meta.get("task_id")) in self._tasks]
+            keep(np.isin(columns["sample_index"], np.asarray(samples, np.int64)))
+        return mask
+
+    def _read_window(self, epoch: int, number: int, shards: list[int]) -> _Window:
+        read = list(map_ahead(self._read_shard, shards, READ_AHEAD))
+        starts = np.concatenate([[0], np.cumsum([len(values) for values, _, _ in read])]).astype(np.int64)
+        rows = int(starts[-1])
+        if self.shuffle:
+            seed = [self.seed, epoch, self.process_index, number]
+            order = np.random.default_rng(seed).permutation(rows)
+        else:
+            order = np.arange(rows)
+        nbytes = sum(_nbytes(*shard) for shard in read)
+        return _Window([v for v, _, _ in read], [s for _, s, _ in read], [c for _, _, c in read], starts, order, nbytes)
+
+    def _new_batch(self) -> dict[str, np.ndarray]:
+        """Room for one batch's rows as stored (and their scales and columns)."""
+        stored = dtypes.NUMPY_DTYPES[self.run.storage_dtype]
+        room = {"values": np.empty((self.batch_size, *self.run.shape(self.site)), stored)}
+        if self._scale:
+            room["scale"] = np.empty(self.batch_size, np.float32)
+        if self.with_columns:
+            for name, (dtype, shape) in layout.TOKEN_COLUMNS.items():
+                room[name] = np.empty((self.batch_size, *shape), dtype)
+        return room
+
+    def _take(self, window: _Window, rows: np.ndarray, room: dict[str, np.ndarray], at: int) -> None:
+        """Copy the window's rows `rows` (sorted: each shard's are one run) into room[at:]."""
+        bounds = np.searchsorted(rows, window.starts)
+        for s in range(len(window.values)):
+            local = rows[bounds[s] : bounds[s + 1]] - window.starts[s]
+            if len(local) == 0:
+                continue
+            into = slice(at + bounds[s], at + bounds[s + 1])
+            np.take(window.values[s], local, axis=0, out=room["values"][into])
+            if self._scale:
+                np.take(window.scales[s], local, out=room["scale"][into])
+            if self.with_columns:
+                for name, column in window.columns[s].items():
+                    np.take(column, local, axis=0, out=room[name][into])
+
+    # --- iteration ----------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator:
+        """Batches from the loader's position (its start, or the state it was opened with).
+        A thread builds them `prefetch` ahead of the consumer (the gather and the dtype
+        conversion overlap the training step); each carries the position after it, which
+        becomes the loader's state when the consumer takes it."""
+        queue: Queue = Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            background = ThreadPoolExecutor(1, thread_name_prefix="layertap-loader-read")
+            try:
+                for item in self._batches(background):
+                    if not put(item):
+                        return
+                put(_END)
+            except BaseException as error:  # handed to the consumer, raised there
+                put(error)
+            finally:
+                background.shutdown(wait=True, cancel_futures=True)
+
+        thread = threading.Thread(target=produce, name="layertap-loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                position, batch = item
+                self._position = position
+                if batch is not None:
+                    yield batch
+        finally:
+            stop.set()
+            thread.join()
+
+    def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int]]]:
+        """(epoch, window number, shards) from a position on, through the last epoch."""
+        while self.epochs is None or epoch < self.epochs:
+            cut = self.windows(epoch)
+            for number in range(window, len(cut)):
+                yield epoch, number, cut[number]
+            epoch, window = epoch + 1, 0
+
+    def _batches(self, background: ThreadPoolExecutor) -> Iterator[tuple[dict, object]]:
+        """(the position after a batch, the batch or None) from the loader's position on."""
+        plan = self._plan(self._position["epoch"], self._position["window"])
+        offset = self._position["offset"]
+
+        def read_next() -> tuple[int, int, Future[_Window]] | None:
+            step = next(plan, None)
+            if step is None:
+                return None
+            epoch, number, shards = step
+            return epoch, number, background.submit(self._read_window, epoch, number, shards)
+
+        pending = read_next()
+        room, filled = self._new_batch(), 0  # the batch being built
+        served = 0  # rows of this epoch served so far (an epoch with none would loop forever)
+        whole = self._position["window"] == 0 and offset == 0  # `served` counts this epoch from its start
+        while pending is not None:
+            epoch, number, future = pending
+            window = future.result()
+            pending = read_next()  # read ahead: the next window while this one is served
+            last_of_epoch = pending is None or pending[0] != epoch
+            while True:
+                take = window.order[offset : offset + self.batch_size - filled]
+                offset += len(take)
+                served += len(take)
+                self._take(window, np.sort(take), room, filled)
+                filled += len(take)
+                done = offset >= len(window)
+                if done:  # what the batch needs of it is copied: it leaves memory now
+                    self._account(-window.nbytes)
+                if filled < self.batch_size and not (done and last_of_epoch):
+                    break  # the window is done; the batch goes on in the next one
+                if not done:
+                    position = {"epoch": epoch, "window": number, "offset": offset}
+                elif last_of_epoch:
+                    if whole and served == 0:
+                        raise LayerTapError(self._nothing_kept())
+                    position = {"epoch": epoch + 1, "window": 0, "offset": 0}
+                    served, whole = 0, True
+                else:
+                    position = {"epoch": epoch, "window": number + 1, "offset": 0}
+                batch, rows = room, filled
+                room, filled = self._new_batch(), 0
+                if rows == self.batch_size or (rows and not self.drop_last):
+                    yield position, self._deliver({name: array[:rows] for name, array in batch.items()})
+                else:  # nothing to give (drop_last), but the position moves on
+                    yield position, None
+                if done:
+                    break
+            offset = 0
+
+    def _nothing_kept(self) -> str:
+        whose = f" in process {self.process_index}'s shards" if self.process_count > 1 else ""
+        return f"{self.run.uri}: no tokens of layer {self.layer} ({self.site}) match the loader's filters{whose}"
+
+    def _deliver(self, batch: dict[str, np.ndarray]):
+        values = dtypes.decode(batch["values"], batch.get("scale"), self.dtype)
+        columns = {name: batch[name] for name in layout.TOKEN_COLUMNS} if self.with_columns else None
+        if self.format == "jax":
+            import jax.numpy as jnp
+
+            values = jnp.asarray(values)
+        elif self.format == "torch":
+            try:
+                import torch
+            except ImportError:
+                raise LayerTapError("format='torch' needs PyTorch: pip install torch") from None
+            values = torch.from_numpy(np.ascontiguousarray(values))
+        if columns is None:
+            return values
+        return TokenRecords(values, **columns)
+
+
+def _nbytes(values: np.ndarray, scale: np.ndarray | None, columns: dict[str, np.ndarray]) -> int:
+    """The bytes a shard's rows hold in a window."""
+    return values.nbytes + (0 if scale is None else scale.nbytes) + sum(c.nbytes for c in columns.values())
