@@ -896,7 +896,16 @@ def test_a_spec_stored_before_the_crd_had_its_rule_fails_once(control_plane, ope
     explanation, one Warning however many resyncs pass, and no JobSet."""
     invalid = copy.deepcopy(EXAMPLE)
     invalid["spec"]["workloadPriorityClassName"] = "high"
-    control_plane.apply(_crd_without_the_queue_rule())
+    # --force-conflicts: the CRD may be helm's, after tests/cluster/test_chart_install.py in the same session.
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=layertap-tests",
+        "-f",
+        "-",
+        input=yaml.safe_dump(_crd_without_the_queue_rule()),
+    )
     try:
         create(control_plane, namespace, invalid)
     finally:
