@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders manifests/install.yaml, the `kubectl apply` install bundle, from charts/layertap.
-# The chart's defaults: the operator serves every namespace, the worker ServiceAccount is in
-# `default`, so `kubectl apply -f manifests/examples/...` works as is. tests/charts keeps it in sync.
+# The chart's defaults: the operator serves the namespace `default`, where the worker
+# ServiceAccount is, so `kubectl apply -f manifests/examples/...` works as is. tests/charts keeps it in sync.
 #   bash charts/render-install-bundle.sh [HELM [OUTPUT]]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

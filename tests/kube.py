@@ -106,10 +106,14 @@ class ControlPlane:
                 counts[fields.get("verb", ""), fields.get("resource", "")] += int(float(value))
         return counts
 
-    def kubeconfig_for(self, service_account: str, namespace: str) -> Path:
-        """A kubeconfig whose requests carry a real token of the ServiceAccount."""
-        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
-        path = self.workdir / f"kubeconfig-{namespace}-{service_account}"
+    def kubeconfig_for(self, service_account: str, namespace: str, pod: str | None = None) -> Path:
+        """A kubeconfig whose requests carry a real token of the ServiceAccount; with `pod`, a
+        token bound to that pod (it must exist and run as the account), as a kubelet mounts it."""
+        bound = ["--bound-object-kind=Pod", f"--bound-object-name={pod}"] if pod else []
+        token = self.kubectl(
+            "create", "token", service_account, "-n", namespace, "--duration=2h", *bound
+        ).stdout.strip()
+        path = self.workdir / f"kubeconfig-{namespace}-{service_account}{f'-{pod}' if pod else ''}"
         config = yaml.safe_load(self.kubeconfig.read_text())
         config["users"] = [{"name": service_account, "user": {"token": token}}]
         config["contexts"][0]["context"]["user"] = service_account

@@ -31,6 +31,7 @@ from layertap_operator import cache
 from layertap_operator import constants as c
 from layertap_operator.builder import Owner, build_jobset
 from layertap_operator.metrics import METRICS
+from layertap_operator.policy import Policy, violations
 from layertap_operator.status import (
     Observation,
     PodState,
@@ -45,6 +46,7 @@ from layertap_operator.status import (
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
 RESYNC_SECONDS = float(os.environ.get(c.ENV_RESYNC_SECONDS, "10"))
 REQUEST_TIMEOUT_S = 30  # no call of ours may hang a handler (and with it the resync timer)
+POLICY = Policy.from_environment(os.environ)  # what a resource may ask for: the chart's policy values
 log = logging.getLogger(__name__)
 
 
@@ -276,6 +278,9 @@ def ensure_jobset(spec: ActivationExtractionSpec, owner: Owner) -> tuple[dict | 
     api = _custom_objects()
     jobset, created = _get_jobset(api, owner), False
     if jobset is None:
+        # Checked before creating only: a JobSet made under an earlier policy is left to run.
+        if denied := violations(spec, POLICY):
+            return None, Problem("PolicyDenied", "; ".join(denied), terminal=True), False
         default = c.ENV_DEFAULT_GPU_WORKER_IMAGE if spec.resources.info.kind == "gpu" else c.ENV_DEFAULT_WORKER_IMAGE
         image = spec.image or os.environ.get(default)
         if not image:

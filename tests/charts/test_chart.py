@@ -18,6 +18,7 @@ KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 VALUE_SETS = {
     "defaults": [],
     "namespace-list": ["operator.watchNamespaces={team-a,team-b}"],
+    "cluster-wide": ["operator.clusterWide=true"],
     "customised": [
         "operator.image.tag=dev",
         "operator.extraArgs={--verbose}",
@@ -155,8 +156,23 @@ def test_managed_prometheus_scrapes_the_operator_and_every_worker(render):
     assert "metrics" in [p["name"] for p in worker["ports"]]
 
 
-def test_all_namespaces_binds_the_operator_cluster_wide(render):
+def test_by_default_the_operator_is_bound_in_the_default_namespace_only(render):
     docs = render()
+    args = operator_container(docs)["args"]
+    assert "--all-namespaces" not in args and "--namespace=default" in args
+    assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == ["layertap-operator-cluster"]
+    operator_bindings = [rb for rb in by_kind(docs, "RoleBinding") if rb["roleRef"]["name"] == "layertap-operator"]
+    assert [rb["metadata"]["namespace"] for rb in operator_bindings] == ["default"]
+
+
+def test_an_empty_namespace_list_without_cluster_wide_is_refused(helm):
+    result = helm("template", "layertap", str(CHART), "--set-json", "operator.watchNamespaces=[]")
+    assert result.returncode != 0
+    assert "list the namespaces the operator serves, or set operator.clusterWide=true" in result.stderr
+
+
+def test_cluster_wide_binds_the_operator_cluster_wide(render):
+    docs = render("operator.clusterWide=true")
     assert "--all-namespaces" in operator_container(docs)["args"]
     binding = named(docs, "ClusterRoleBinding", "layertap-operator")
     assert binding["roleRef"]["name"] == "layertap-operator"
@@ -193,7 +209,8 @@ NAMESPACES_READ = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["li
 
 
 @pytest.mark.parametrize(
-    ("sets", "rules"), [([], [CRDS_READ]), (["operator.watchNamespaces={a}"], [CRDS_READ, NAMESPACES_READ])]
+    ("sets", "rules"),
+    [(["operator.clusterWide=true"], [CRDS_READ]), (["operator.watchNamespaces={a}"], [CRDS_READ, NAMESPACES_READ])],
 )
 def test_operator_cluster_scope_is_read_only_discovery(render, sets, rules):
     """kopf follows namespaces only when it serves a list of them (otherwise it watches cluster-wide)."""
@@ -303,3 +320,13 @@ def test_notes_say_what_to_do_next(helm):
     assert "rollout status deployment/layertap-operator" in notes
     assert "kubectl apply -n research -f manifests/examples/" in notes
     assert "iam.gke.io/gcp-service-account" in notes
+
+
+def test_the_worker_status_policy_guards_every_field_of_the_operators(render):
+    """The fields a worker may not change are the status's fields but the workers' two."""
+    from layertap_api.status import ExtractionStatus
+
+    policy = named(render(), "ValidatingAdmissionPolicy", "layertap-worker-status")
+    guarded = set(re.findall(r"oldObject\.\?status\.\?(\w+) ==", policy["spec"]["validations"][1]["expression"]))
+    fields = {field.alias or name for name, field in ExtractionStatus.model_fields.items()}
+    assert guarded == fields - {"progress", "lastError"}

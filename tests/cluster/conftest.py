@@ -19,9 +19,10 @@ Fixtures:
   - ``apply(manifests, namespace=None, dry_run=False)``: server-side apply of a path, a
     YAML string, a dict or a list of dicts; returns kubectl's output
   - ``get(kind, name, namespace=None) -> dict`` and ``get_list(kind, namespace=None) -> list``
-  - ``kubeconfig_for(service_account, namespace) -> Path``: a kubeconfig that acts as the
-    ServiceAccount with a real token from the TokenRequest API, so code run with it is
-    held to that account's RBAC
+  - ``kubeconfig_for(service_account, namespace, pod=None) -> Path``: a kubeconfig that acts
+    as the ServiceAccount with a real token from the TokenRequest API, so code run with it is
+    held to that account's RBAC; with ``pod``, the token is bound to that pod as a kubelet's
+    is (the chart's worker-status admission policy reads the pod's name from it)
   - ``apply_crd(path)``: apply a CRD and wait until it is Established
 
 ``namespace`` (function): a fresh namespace for one test (namespaces are never reused).

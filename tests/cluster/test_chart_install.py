@@ -186,12 +186,20 @@ def test_operator_as_installed_creates_the_jobset(installed, tmp_path):
 
 
 def test_worker_as_installed_reports_progress_and_may_not_touch_the_spec(installed):
-    """The real reporter with the worker ServiceAccount's token, as a worker pod would run it."""
+    """The real reporter with the token a worker pod of the resource gets (bound to the pod: the
+    chart's admission policy lets a worker change its own resource's status only)."""
     resource = yaml.safe_load((REPO / "manifests" / "examples" / "cpu-small.yaml").read_text())
     resource["metadata"]["name"] = "progress-probe"
     installed.apply(resource, namespace=WATCHED)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "progress-probe-worker-0-0-abcde"},
+        "spec": {"serviceAccountName": "layertap-worker", "containers": [{"name": "worker", "image": "worker:1"}]},
+    }
+    installed.apply(pod, namespace=WATCHED)
     config = kubernetes.client.Configuration()
-    kubeconfig = installed.kubeconfig_for("layertap-worker", WATCHED)
+    kubeconfig = installed.kubeconfig_for("layertap-worker", WATCHED, pod=pod["metadata"]["name"])
     kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
     api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
 

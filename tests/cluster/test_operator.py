@@ -127,6 +127,8 @@ def operator_kubeconfig(control_plane) -> Path:
         str(REPO / "charts/layertap"),
         "-n",
         OPERATOR_NAMESPACE,
+        "--set",
+        "operator.clusterWide=true",  # the operator below runs --all-namespaces
         "--show-only",
         "templates/operator/serviceaccount.yaml",
         "--show-only",
@@ -894,7 +896,16 @@ def test_a_spec_stored_before_the_crd_had_its_rule_fails_once(control_plane, ope
     explanation, one Warning however many resyncs pass, and no JobSet."""
     invalid = copy.deepcopy(EXAMPLE)
     invalid["spec"]["workloadPriorityClassName"] = "high"
-    control_plane.apply(_crd_without_the_queue_rule())
+    # --force-conflicts: the CRD may be helm's, after tests/cluster/test_chart_install.py in the same session.
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=layertap-tests",
+        "-f",
+        "-",
+        input=yaml.safe_dump(_crd_without_the_queue_rule()),
+    )
     try:
         create(control_plane, namespace, invalid)
     finally:
@@ -926,3 +937,29 @@ def test_a_reconcile_lists_no_pods(control_plane, operator, namespace) -> None:
     lists, before = control_plane.api_requests()["LIST", "pods"], operator.metrics()[passes]
     wait_for(lambda: operator.metrics()[passes] >= before + 3, "three more passes")
     assert control_plane.api_requests()["LIST", "pods"] == lists
+
+
+def test_a_resource_asking_beyond_the_policy_gets_no_jobset(control_plane, operator, namespace) -> None:
+    """The operator's own check of the chart's policy (here its default, the strictest), for
+    resources the admission policy did not see (none is installed in this namespace): Failed,
+    PolicyDenied, the value to change, one Warning; allowed again once the spec asks for less."""
+    privileged = copy.deepcopy(EXAMPLE)
+    privileged["spec"]["privileged"] = True
+    create(control_plane, namespace, privileged)
+    status = wait_for(
+        lambda: (s := status_of(control_plane, namespace)).get("reason") == "PolicyDenied" and s, "PolicyDenied"
+    )
+    assert status["phase"] == "Failed" and "policy.allowPrivileged" in status["message"], status
+    time.sleep(3)  # three resyncs at 1 s
+    warnings = [
+        e
+        for e in control_plane.get_list("events", namespace)
+        if e["involvedObject"]["name"] == "qwen-arc" and e["reason"] == "PolicyDenied"
+    ]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+    assert not control_plane.get_list("jobsets", namespace)
+
+    control_plane.kubectl(
+        "patch", "ae", "qwen-arc", "-n", namespace, "--type=merge", "-p", '{"spec":{"privileged":false}}'
+    )
+    wait_for(lambda: status_of(control_plane, namespace).get("jobSetName"), "the JobSet once the spec is allowed")

@@ -40,7 +40,7 @@ case "${1:-}" in
     kubectl create namespace research
     helm install layertap charts/layertap -n layertap-system --create-namespace \
       --set operator.image.repository=layertap-operator --set worker.image.repository=layertap-worker \
-      --set 'worker.namespaces={research}' --wait --timeout=120s
+      --set 'operator.watchNamespaces={research}' --wait --timeout=120s
     # A tiny random Qwen2 and 16 real ARC-AGI tasks on the emulated GCS.
     "$python" - "$dir/inputs" <<'PY'
 import sys

@@ -38,6 +38,8 @@ def install(cluster: Cluster) -> None:
         "--set",
         "worker.image.repository=layertap-worker",
         "--set",
+        "operator.clusterWide=true",  # test_e2e also sees what happens in a namespace without the worker account
+        "--set",
         f"worker.namespaces={{{NAMESPACE}}}",
         # Status follows the JobSet within a second or two, not the production 10 s.
         "--set-json",

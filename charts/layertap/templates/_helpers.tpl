@@ -63,8 +63,35 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.worker.gpuImage.repository (default .Chart.AppVersion .Values.worker.gpuImage.tag) }}
 {{- end }}
 
+{{/* Namespaces the operator serves, as a JSON list; empty: every namespace (clusterWide). */}}
+{{- define "layertap.operator.namespaces" -}}
+{{- if .Values.operator.clusterWide }}
+{{- list | toJson }}
+{{- else }}
+{{- required "operator.watchNamespaces is empty: list the namespaces the operator serves, or set operator.clusterWide=true" (.Values.operator.watchNamespaces | default nil) | uniq | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* Namespaces that get the worker ServiceAccount and Role, as a JSON list. */}}
 {{- define "layertap.worker.namespaces" -}}
-{{- $namespaces := .Values.worker.namespaces | default .Values.operator.watchNamespaces | default (list "default") }}
+{{- $served := include "layertap.operator.namespaces" . | fromJsonArray }}
+{{- $namespaces := .Values.worker.namespaces | default $served | default (list "default") }}
 {{- $namespaces | uniq | toJson }}
+{{- end }}
+
+{{/* The policy on what an ActivationExtraction may ask for, as JSON: the operator's
+LAYERTAP_POLICY and the admission policy's variables (layertap_operator/policy.py). */}}
+{{- define "layertap.policy" -}}
+{{- $accounts := prepend .Values.policy.allowedServiceAccounts .Values.worker.serviceAccount.name | uniq }}
+{{- dict
+  "allowPrivileged" .Values.policy.allowPrivileged
+  "allowedImagePrefixes" .Values.policy.allowedImagePrefixes
+  "allowedServiceAccounts" $accounts
+  "allowedHubTokenSecrets" .Values.policy.allowedHubTokenSecrets
+  | toJson }}
+{{- end }}
+
+{{/* The operator's identity as the API server sees it (its requests' userInfo.username). */}}
+{{- define "layertap.operator.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "layertap.operator.serviceAccountName" .) }}
 {{- end }}

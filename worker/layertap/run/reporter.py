@@ -7,7 +7,9 @@ errors. Progress is best effort: a failing API server is logged, never raised in
 Outside a cluster (no resource name in the environment, or no in-cluster credentials)
 `from_environment()` returns None and the run shows a progress bar only.
 
-RBAC: the worker's ServiceAccount needs `get` and `patch` on `activationextractions/status`.
+RBAC: the worker's ServiceAccount needs `get` and `patch` on `activationextractions/status`;
+the chart's admission policy then admits the patch only with the pod's own token (bound to
+a worker pod of this resource) and only for `progress` and `lastError`.
 """
 
 from __future__ import annotations
