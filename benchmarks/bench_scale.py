@@ -38,8 +38,11 @@ import argparse
 import math
 import multiprocessing
 import resource
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
@@ -134,24 +137,31 @@ def measure_finalize(size: int, run: str) -> dict:
     }
 
 
-def measure_read(size: int, workdir: str) -> dict:
+@contextmanager
+def emulated_bucket(workdir: str) -> Iterator[tuple]:
+    """(the GCS emulator, gs://bench/run) with the clients pointed at it, stopped after."""
     import os
-    import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from gcs_emulator import Emulator
-
-    import layertap
-    from layertap.io.ahead import map_ahead
-    from layertap.store import finalize_run
-    from layertap.store.reader import READ_AHEAD
 
     server = Emulator(Path(workdir) / "gcs")
     server.start()
     try:
         server.create_bucket("bench")
         os.environ["STORAGE_EMULATOR_HOST"] = server.url
-        uri = "gs://bench/run"
+        yield server, "gs://bench/run"
+    finally:
+        server.stop()
+
+
+def measure_read(size: int, workdir: str) -> dict:
+    import layertap
+    from layertap.io.ahead import map_ahead
+    from layertap.store import finalize_run
+    from layertap.store.reader import READ_AHEAD
+
+    with emulated_bucket(workdir) as (_, uri):
         write_run(uri, size, tokens=256, stored_hidden=896)
         finalize_run(uri)
         run = layertap.open(uri)
@@ -166,8 +176,6 @@ def measure_read(size: int, workdir: str) -> dict:
         start = time.perf_counter()
         rows = sum(len(batch) for batch in run.iter_layer(16, dtype=None))
         seconds = time.perf_counter() - start
-    finally:
-        server.stop()
     return {
         "seconds": seconds,
         "detail": f"{rows:,} rows, {len(reads) / size:.0f} GETs a shard, {raw_bytes / 2**20:.0f} MiB; "
@@ -189,19 +197,12 @@ def measure_operator_kueue(size: int, workdir: str) -> dict:
 
 def measure_resume(size: int, workdir: str) -> dict:
     import os
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from gcs_emulator import Emulator, FaultyProxy
 
     from layertap.store import open_writer
 
-    server = Emulator(Path(workdir) / "gcs")
-    server.start()
-    try:
-        server.create_bucket("bench")
-        os.environ["STORAGE_EMULATOR_HOST"] = server.url
-        uri = "gs://bench/run"
+    with emulated_bucket(workdir) as (server, uri):
+        from gcs_emulator import FaultyProxy  # tests/ is on the path from here
+
         start = time.perf_counter()
         write_run(uri, size, hidden=8)
         written = time.perf_counter() - start
@@ -218,8 +219,6 @@ def measure_resume(size: int, workdir: str) -> dict:
         finally:
             proxy.close()
         requests = len(proxy.seen)
-    finally:
-        server.stop()
     return {
         "seconds": seconds,
         "detail": f"{committed:,} own shards of {size:,}: {requests:,} requests ({requests / committed:.1f} an own "

@@ -263,17 +263,14 @@ def _start_jobset(plane, workdir: Path, processes: list, logs: Path) -> None:
 
 def _start_kueue(plane, workdir: Path, processes: list, logs: Path) -> None:
     """Kueue as the e2e tier starts it (simulated_gke.py), on loopback."""
-    import base64
-    import json
-
     from kube import BIN, free_port
     from simulated_gke import (
-        KUEUE_CONVERTED_CRDS,
         KUEUE_FRAMEWORKS,
         _controller_config,
         _kueue_command,
         _wait_http,
         _webhooks,
+        convert_kueue_crds_through,
     )
 
     certs = workdir / "webhook-certs" / "ca.crt"
@@ -302,23 +299,7 @@ def _start_kueue(plane, workdir: Path, processes: list, logs: Path) -> None:
         )
     _wait_http(f"http://127.0.0.1:{health}/readyz", "Kueue", processes[-1], timeout=120)
     plane.apply(_webhooks(BIN / "manifests" / "kueue" / "webhooks.yaml", "kueue", webhook, certs, None))
-    bundle = base64.b64encode(certs.read_bytes()).decode()
-    for crd in KUEUE_CONVERTED_CRDS:
-        conversion = {
-            "strategy": "Webhook",
-            "webhook": {
-                "conversionReviewVersions": ["v1"],
-                "clientConfig": {"url": f"https://127.0.0.1:{webhook}/convert", "caBundle": bundle},
-            },
-        }
-        plane.kubectl(
-            "patch",
-            "crd",
-            f"{crd}.kueue.x-k8s.io",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"conversion": conversion}}),
-        )
+    convert_kueue_crds_through(plane, webhook, certs)
 
 
 def _client(plane):

@@ -241,23 +241,7 @@ def running_cluster(workdir: Path, pools: tuple[NodePool, ...] = NODE_POOLS) -> 
         start("kueue", _kueue_command(workdir, certs.parent, kubeconfig, config))
         _wait_http(f"http://127.0.0.1:{health_port}/readyz", "Kueue", processes[-1], timeout=120)
         plane.apply(_webhooks(BIN / "manifests" / "kueue" / "webhooks.yaml", "kueue", webhook_port, certs, None))
-        ca_bundle = base64.b64encode(certs.read_bytes()).decode()
-        for crd in KUEUE_CONVERTED_CRDS:
-            conversion = {
-                "strategy": "Webhook",
-                "webhook": {
-                    "conversionReviewVersions": ["v1"],
-                    "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/convert", "caBundle": ca_bundle},
-                },
-            }
-            plane.kubectl(
-                "patch",
-                "crd",
-                f"{crd}.kueue.x-k8s.io",
-                "--type=merge",
-                "-p",
-                json.dumps({"spec": {"conversion": conversion}}),
-            )
+        convert_kueue_crds_through(plane, webhook_port, certs)
 
         # kwok keeps the fake nodes Ready; nodes as GKE labels, sizes and taints them.
         start(
@@ -425,6 +409,27 @@ def _webhooks(manifests: Path, prefix: str, port: int, ca_file: Path, patch) -> 
         doc["webhooks"] = hooks
         out.append(doc)
     return out
+
+
+def convert_kueue_crds_through(plane, webhook_port: int, certs: Path) -> None:
+    """Point the conversion of Kueue's multi-version CRDs at its webhook on loopback."""
+    ca_bundle = base64.b64encode(certs.read_bytes()).decode()
+    for crd in KUEUE_CONVERTED_CRDS:
+        conversion = {
+            "strategy": "Webhook",
+            "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": {"url": f"https://127.0.0.1:{webhook_port}/convert", "caBundle": ca_bundle},
+            },
+        }
+        plane.kubectl(
+            "patch",
+            "crd",
+            f"{crd}.kueue.x-k8s.io",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"conversion": conversion}}),
+        )
 
 
 def _kueue_command(workdir: Path, cert_dir: Path, kubeconfig: str, config: Path) -> list[str]:
