@@ -14,7 +14,10 @@ from layertap_api.spec import DatasetSpec
 QWEN_0_5B_ATTENTION = 1.2e-4  # prices.attention_weight of Qwen2.5-0.5B
 
 
-@pytest.fixture(scope="module", params=[("eval",), ("train", "eval")], ids="+".join)
+ARC_AGI_1_SPLITS = [("eval",), pytest.param(("train", "eval"), marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=ARC_AGI_1_SPLITS, ids="+".join)
 def arc_agi_1_lengths(request, tmp_path_factory, tokenizer) -> dict[int, int]:
     directory = write_builtin_tasks(tmp_path_factory.mktemp("arc-agi-1"), "arcagi1", splits=request.param)
     spec = DatasetSpec.model_validate({"uri": str(directory), "format": "arc-kaggle", "maxTokens": 2048})

@@ -58,6 +58,7 @@ def test_runs_can_share_a_cache_on_gcs(checkpoint, dataset, tmp_path, pod_tmp, g
         )
 
 
+@pytest.mark.slow
 def test_the_cache_can_be_turned_off(checkpoint, dataset, tmp_path, pod_tmp):
     result = run_in_new_pod(pod_tmp, *argv(checkpoint, dataset, tmp_path / "out")[3:], "--compilation-cache", "off")
     assert not (tmp_path / "out" / ".jax-cache").exists() and "compilation cache" not in result.stdout

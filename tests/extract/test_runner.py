@@ -28,12 +28,17 @@ def reference(checkpoint):
     tokenizer = load_tokenizer(checkpoint)
     special = np.array(sorted(special_token_ids(tokenizer)))
     forward = make_extract_fn(config, LAYERS, jnp.float32)
-    out = {}
-    for index, text in enumerate(TEXTS):
-        ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), np.int32)
-        acts = forward(params, ids[None], np.arange(len(ids), dtype=np.int32)[None], np.ones((1, len(ids)), np.int32))
-        out[index] = (ids, ~np.isin(ids, special), np.asarray(acts["resid_post"])[:, 0])
-    return out
+    encoded = [np.asarray(tokenizer.encode(text, add_special_tokens=False), np.int32) for text in TEXTS]
+    # One row per sample, right-padded with segment 0 (which real tokens never attend to):
+    # each sample alone in its row, and one compile instead of one per length.
+    width = max(map(len, encoded))
+    token_ids = np.zeros((len(encoded), width), np.int32)
+    segment_ids = np.zeros_like(token_ids)
+    for row, ids in enumerate(encoded):
+        token_ids[row, : len(ids)], segment_ids[row, : len(ids)] = ids, 1
+    positions = np.broadcast_to(np.arange(width, dtype=np.int32), token_ids.shape)
+    acts = np.asarray(forward(params, token_ids, positions, segment_ids)["resid_post"])
+    return {index: (ids, ~np.isin(ids, special), acts[:, index, : len(ids)]) for index, ids in enumerate(encoded)}
 
 
 def read_sorted(output, layer):

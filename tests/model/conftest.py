@@ -5,6 +5,17 @@ import pytest
 
 from layertap.model import load_checkpoint, write_random_checkpoint
 
+# Tests marked family_agnostic (generation's sampling, stopping, taps: no family's code) run on
+# this family in the fast tier and on the others only with the slow ones (tests/run.sh --all).
+FAST_TIER_FAMILY = "llama3-rope-scaling"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        family = getattr(item, "callspec", None) and item.callspec.params.get("checkpoint")
+        if item.get_closest_marker("family_agnostic") and family != FAST_TIER_FAMILY:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):

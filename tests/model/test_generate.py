@@ -106,6 +106,7 @@ def test_every_steps_logits_match_transformers(model, hf_model):
     assert errors.max() <= FLOAT32_BOUND
 
 
+@pytest.mark.family_agnostic
 def test_a_row_stops_at_a_stop_token_and_the_others_go_on(model):
     config, params = model
     rows = prompts(config.vocab_size, [6, 11])
@@ -123,6 +124,7 @@ def test_a_row_stops_at_a_stop_token_and_the_others_go_on(model):
         assert np.asarray(stopped.tokens[1]).tolist() == np.asarray(free.tokens[1]).tolist()
 
 
+@pytest.mark.family_agnostic
 def test_logprobs_are_those_of_the_chosen_tokens(model, hf_model):
     config, params = model
     (row,) = prompts(config.vocab_size, [10], seed=5)
@@ -132,6 +134,7 @@ def test_logprobs_are_those_of_the_chosen_tokens(model, hf_model):
     np.testing.assert_allclose(np.asarray(out.logprobs[0]), expected, atol=1e-4)
 
 
+@pytest.mark.family_agnostic
 def test_sampling_is_seeded_per_sample_not_per_batch(model):
     config, params = model
     rows = prompts(config.vocab_size, [8, 5, 13])
@@ -150,6 +153,7 @@ def test_sampling_is_seeded_per_sample_not_per_batch(model):
     )
 
 
+@pytest.mark.family_agnostic
 def test_a_tiny_nucleus_is_greedy(model):
     config, params = model
     rows = prompts(config.vocab_size, [8, 5])
@@ -158,6 +162,7 @@ def test_a_tiny_nucleus_is_greedy(model):
     assert np.array_equal(nucleus(params, *padded(rows, 8), np.arange(2, dtype=np.int32)).tokens, greedy.tokens)
 
 
+@pytest.mark.family_agnostic
 def test_taps_during_generation_are_the_extraction_forwards(model):
     """Every site tapped while generating equals an extraction forward over prompt + output:
     the same tap, the same blocks, sown in the same places."""
@@ -180,6 +185,7 @@ def test_taps_during_generation_are_the_extraction_forwards(model):
         np.testing.assert_allclose(ours, want, atol=1e-4 * float(np.sqrt(np.mean(np.square(want)))), err_msg=site)
 
 
+@pytest.mark.family_agnostic
 def test_generation_compiles_once_for_fixed_shapes(model):
     config, params = model
     generate = jax.jit(make_generate_fn(config, NEW_TOKENS))
@@ -203,6 +209,7 @@ def test_an_untied_checkpoint_without_its_head_is_refused(tmp_path):
         load_checkpoint(directory, head=True)
 
 
+@pytest.mark.family_agnostic
 def test_a_row_stops_where_its_tokens_complete_a_fence(model):
     from layertap.model.generate import RunStop
 

@@ -16,7 +16,7 @@ from .conftest import dense_attention
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
-@pytest.mark.parametrize("block", [3, 4, 5, 16, 64])
+@pytest.mark.parametrize("block", [pytest.param(3, marks=pytest.mark.slow), 4, 5, 16, 64])
 def test_blocked_attention_equals_dense_attention(block):
     rng = np.random.default_rng(block)
     b, t, k, g, h = 2, 16, 2, 3, 8

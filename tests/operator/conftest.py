@@ -52,7 +52,7 @@ def unknown_fields(obj: object, schema: dict, path: str = "") -> list[str]:
 def validate_jobset() -> Callable[[dict], list[str]]:
     """Problems of a JobSet under the real JobSet CRD schema (types, enums, required, unknown fields)."""
     if not JOBSET_CRD.exists():
-        pytest.skip(f"{JOBSET_CRD} missing: run tests/setup.d/10-controlplane.sh")
+        pytest.skip(f"{JOBSET_CRD} missing: run tests/setup.d/15-jobset-crd.sh (needs Go)")
     crd = yaml.safe_load(JOBSET_CRD.read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha2"]
     schema = version["schema"]["openAPIV3Schema"]

@@ -138,6 +138,7 @@ def test_answers_in_each_views_frame_are_reverted_voted_and_scored(checkpoint, t
     assert all(submission[t][0]["attempt_1"] == inputs[t].tolist() for t in TASKS)
 
 
+@pytest.mark.slow
 def test_a_stopped_prediction_resumes_without_regenerating_and_ends_the_same(checkpoint, tasks_file, tmp_path):
     whole = execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "whole", batchSize=4))))
     job = job_of(spec(checkpoint, tasks_file, tmp_path / "parts", batchSize=4))
@@ -319,6 +320,7 @@ def test_activations_while_predicting_hold_every_site_asked_for(checkpoint, task
         np.testing.assert_allclose(ours, expected, atol=1e-4 * float(np.sqrt(np.mean(expected**2))), err_msg=site)
 
 
+@pytest.mark.slow
 def test_a_restarted_prediction_loads_its_compiled_buckets(checkpoint, tasks_file, tmp_path):
     """The same compilation cache as extraction's: a new pod recompiles no prompt bucket."""
     from compiles import cache_hits, run_in_new_pod
