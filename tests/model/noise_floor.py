@@ -28,18 +28,20 @@ def hf_model(directory, dtype=torch.float32, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def hf_sites(model, token_ids: np.ndarray) -> dict[str, np.ndarray]:
+def hf_sites(model, token_ids: np.ndarray, sites=SITES) -> dict[str, np.ndarray]:
     """site -> [L, B, T, ...] from forward hooks on transformers' modules (`hf_model`), as
     float32: resid_pre: the decoder layer's input; attn_z: o_proj's input (heads x head size);
     attn_out: self_attn's output; resid_mid: post_attention_layernorm's input (the residual
     after attention); mlp_hidden: down_proj's input; mlp_out: mlp's output; resid_post: the
-    decoder layer's output."""
+    decoder layer's output. Only `sites` are kept."""
     config = model.config
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     seen: dict[str, list] = {site: [] for site in SITES}
 
     def keep(site, take):
+        if site not in sites:
+            return lambda *_: None
         return lambda module, args, out=None: seen[site].append(take(args, out).detach().float().cpu().numpy())
 
     hooks = []
@@ -59,14 +61,14 @@ def hf_sites(model, token_ids: np.ndarray) -> dict[str, np.ndarray]:
         model.model(torch.from_numpy(token_ids).long().to(model.device))
     for hook in hooks:
         hook.remove()
-    return {site: np.stack(values) for site, values in seen.items()}
+    return {site: np.stack(seen[site]) for site in sites}
 
 
-def hf_tokens(directory, samples: list[np.ndarray], dtype, device: str = "cpu") -> dict[str, np.ndarray]:
+def hf_tokens(directory, samples: list[np.ndarray], dtype, device: str = "cpu", sites=SITES) -> dict[str, np.ndarray]:
     """site -> [L, tokens, ...]: each sample run alone (no padding), tokens concatenated."""
     model = hf_model(directory, dtype, device)
-    runs = [hf_sites(model, sample[None]) for sample in samples]
-    return {site: np.concatenate([run[site][:, 0] for run in runs], axis=1) for site in SITES}
+    runs = [hf_sites(model, sample[None], sites) for sample in samples]
+    return {site: np.concatenate([run[site][:, 0] for run in runs], axis=1) for site in sites}
 
 
 def packed_rows(samples: list[np.ndarray], per_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -87,10 +89,10 @@ def packed_rows(samples: list[np.ndarray], per_row: int) -> tuple[np.ndarray, np
     return ids, positions, segments, np.asarray(where)
 
 
-def layertap_tokens(config, params, samples, per_row: int, compute_dtype) -> dict[str, np.ndarray]:
+def layertap_tokens(config, params, samples, per_row: int, compute_dtype, sites=SITES) -> dict[str, np.ndarray]:
     """site -> [L, tokens, ...] of LayerTap's forward (attention as `choose_implementation`
     picks it, `$LAYERTAP_ATTENTION` included), samples packed `per_row` to a row, as float32."""
-    tap = LayerTap.for_model(list(range(config.num_hidden_layers)), config.num_hidden_layers, sites=SITES)
+    tap = LayerTap.for_model(list(range(config.num_hidden_layers)), config.num_hidden_layers, sites=sites)
     ids, positions, segments, where = packed_rows(samples, per_row)
     fn = jax.jit(make_extract_fn(config, tap, compute_dtype, out_dtype=jnp.float32))
     out = fn(params, jnp.asarray(ids), jnp.asarray(positions), jnp.asarray(segments))
@@ -124,9 +126,9 @@ class Floor:
         return self.ours[which] / self.theirs[which]
 
 
-def transformers_tokens(directory, samples: list[np.ndarray], device: str = "cpu") -> tuple[dict, dict]:
+def transformers_tokens(directory, samples: list[np.ndarray], device: str = "cpu", sites=SITES) -> tuple[dict, dict]:
     """(float32, bfloat16) `hf_tokens` of transformers: the reference and its own noise."""
-    return hf_tokens(directory, samples, torch.float32, device), hf_tokens(directory, samples, torch.bfloat16, device)
+    return tuple(hf_tokens(directory, samples, dtype, device, sites) for dtype in (torch.float32, torch.bfloat16))
 
 
 def measure(directory, samples: list[np.ndarray], references: tuple[dict, dict]) -> dict[str, Floor]:
@@ -134,15 +136,16 @@ def measure(directory, samples: list[np.ndarray], references: tuple[dict, dict])
     `transformers_tokens` of the same; LayerTap runs on JAX's default device."""
     reference, theirs = references
     config, params = load_checkpoint(directory, jnp.bfloat16)
-    alone = layertap_tokens(config, params, samples, 1, jnp.bfloat16)
-    packed = layertap_tokens(config, params, samples, 2, jnp.bfloat16)
+    sites = tuple(reference)
+    alone = layertap_tokens(config, params, samples, 1, jnp.bfloat16, sites)
+    packed = layertap_tokens(config, params, samples, 2, jnp.bfloat16, sites)
     return {
         site: Floor(
             ours=relative_errors(alone[site], reference[site]),
             theirs=relative_errors(theirs[site], reference[site]),
             packed=relative_errors(packed[site], alone[site], rms(reference[site])),
         )
-        for site in SITES
+        for site in sites
     }
 
 
