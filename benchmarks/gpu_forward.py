@@ -20,12 +20,13 @@ Attention runs what `layertap.model.attention.choose_implementation` picks (cuDN
 attention for bfloat16, the blocked XLA path for float32); `--attention xla cudnn` times each
 named implementation instead (`$LAYERTAP_ATTENTION` set around each compilation), one row
 apiece ("cudnn" with float32 runs jax.nn.dot_product_attention's XLA implementation: cuDNN
-has no float32 kernel). Every row is one sequence (no packing), so the cuDNN path's segment
-mask is all True but still built and applied.
+has no float32 kernel; "xla" with bfloat16 is refused on a CUDA GPU, issue 30). Every row
+is one sequence (no packing), so the cuDNN path's segment mask is all True but still built
+and applied.
 
     .venv/bin/python benchmarks/gpu_forward.py
     .venv/bin/python benchmarks/gpu_forward.py --peak-tflops 989 --dtypes bfloat16
-    .venv/bin/python benchmarks/gpu_forward.py --dtypes bfloat16 --attention xla cudnn
+    .venv/bin/python benchmarks/gpu_forward.py --dtypes float32 --attention xla cudnn
 """
 
 from __future__ import annotations

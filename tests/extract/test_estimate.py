@@ -52,9 +52,9 @@ def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, 
     assert tpu.chip_hours == pytest.approx(tpu.seconds * 16 / 3600, rel=1e-3)
     assert "2 cores" in cpu.basis and "tpu-v5-lite-podslice: 40% of 197 TFLOP/s" in tpu.basis
     assert estimate(prepared, Devices(1, "gpu", device_kind="Some Future GPU")).seconds is None
-    assert estimate(prepared, Devices(1, "gpu", device_kind="NVIDIA H100 80GB HBM3")).basis.startswith(
-        "nvidia-h100-80gb"
-    )
+    h100 = estimate(prepared, Devices(1, "gpu", device_kind="NVIDIA H100 80GB HBM3"))
+    assert h100.basis.startswith("nvidia-h100-80gb: 37.8% of 989 TFLOP/s") and "measured" in h100.basis
+    assert h100.compute_seconds == pytest.approx(h100.flops / (0.378 * 989e12))  # the MFU measured on an H200
 
 
 def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, tmp_path, capsys):

@@ -203,21 +203,26 @@ def test_the_model_forward_through_each_implementation(monkeypatch, tiny, impl):
     np.testing.assert_allclose(np.asarray(taps()), expected, atol=F32_ATOL, rtol=0)
 
 
-def test_choice_by_backend_and_dtype(monkeypatch):
+def test_choice_by_backend_and_dtype():
     env: dict[str, str] = {}
-    assert choose_implementation(jnp.float32, 64, env) == "xla"  # CPU
+    assert choose_implementation(jnp.float32, 64, env) == "xla"  # this machine: CPU
     assert choose_implementation(jnp.bfloat16, 64, env) == "xla"
-    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-    assert choose_implementation(jnp.bfloat16, 64, env) == "splash"
-    assert choose_implementation(jnp.float32, 64, env) == "xla"  # float32 keeps HIGHEST dots
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(attention, "_on_cuda", lambda: True)
-    assert choose_implementation(jnp.bfloat16, 64, env) == "cudnn"
-    assert choose_implementation(jnp.float16, 128, env) == "cudnn"
-    assert choose_implementation(jnp.float32, 64, env) == "xla"  # cuDNN has no float32 kernel
-    assert choose_implementation(jnp.bfloat16, 12, env) == "xla"  # head width not a multiple of 8
-    monkeypatch.setattr(attention, "_on_cuda", lambda: False)  # ROCm
-    assert choose_implementation(jnp.bfloat16, 64, env) == "xla"
+    assert choose_implementation(jnp.bfloat16, 64, env, "tpu") == "splash"
+    assert choose_implementation(jnp.float32, 64, env, "tpu") == "xla"  # float32 keeps HIGHEST dots
+    assert choose_implementation(jnp.bfloat16, 64, env, "cuda") == "cudnn"
+    assert choose_implementation(jnp.float16, 128, env, "cuda") == "cudnn"
+    assert choose_implementation(jnp.float32, 64, env, "cuda") == "xla"  # cuDNN has no float32 kernel
+    assert choose_implementation(jnp.bfloat16, 12, env, "cuda") == "xla"  # head width not a multiple of 8
+    assert choose_implementation(jnp.bfloat16, 64, env, "rocm") == "xla"
+
+
+def test_xla_is_not_offered_for_bfloat16_on_a_cuda_gpu():
+    forced = {ENV_ATTENTION: "xla"}
+    with pytest.raises(LayerTapError, match=r"xla is not offered for bfloat16 compute on a CUDA GPU.*cudnn"):
+        choose_implementation(jnp.bfloat16, 64, forced, "cuda")
+    assert choose_implementation(jnp.float32, 64, forced, "cuda") == "xla"  # float32 parity's path
+    assert choose_implementation(jnp.bfloat16, 64, forced, "cpu") == "xla"
+    assert choose_implementation(jnp.bfloat16, 64, forced, "tpu") == "xla"
 
 
 def test_choice_from_the_environment():

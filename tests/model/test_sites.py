@@ -29,45 +29,6 @@ def run_sites(config, params, tap: LayerTap, token_ids, **kwargs) -> dict[str, n
     return {site: np.asarray(value) for site, value in out.items()}
 
 
-def hf_sites(directory, token_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """site -> [L, B, T, ...] from forward hooks on transformers' modules, float32:
-    resid_pre: the decoder layer's input; attn_z: o_proj's input (heads x head size);
-    attn_out: self_attn's output; resid_mid: post_attention_layernorm's input (the residual
-    after attention); mlp_hidden: down_proj's input; mlp_out: mlp's output; resid_post: the
-    decoder layer's output."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        directory, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
-    config = model.config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    seen: dict[str, list] = {site: [] for site in SITES}
-
-    def keep(site, take):
-        return lambda module, args, out=None: seen[site].append(take(args, out).detach().float().numpy())
-
-    hooks = []
-    for layer in model.model.layers:
-        hooks += [
-            layer.register_forward_pre_hook(keep("resid_pre", lambda a, o: a[0])),
-            layer.self_attn.o_proj.register_forward_pre_hook(
-                keep("attn_z", lambda a, o: a[0].reshape(*a[0].shape[:2], heads, head_dim))
-            ),
-            layer.self_attn.register_forward_hook(keep("attn_out", lambda a, o: o[0])),
-            layer.post_attention_layernorm.register_forward_pre_hook(keep("resid_mid", lambda a, o: a[0])),
-            layer.mlp.down_proj.register_forward_pre_hook(keep("mlp_hidden", lambda a, o: a[0])),
-            layer.mlp.register_forward_hook(keep("mlp_out", lambda a, o: o)),
-            layer.register_forward_hook(keep("resid_post", lambda a, o: o[0] if isinstance(o, tuple) else o)),
-        ]
-    with torch.inference_mode():
-        model.model(torch.from_numpy(token_ids).long())
-    for hook in hooks:
-        hook.remove()
-    return {site: np.stack(values) for site, values in seen.items()}
-
-
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def checkpoint(request, tmp_path_factory):
     return write_random_checkpoint(tmp_path_factory.mktemp(request.param), seed=7, **CONFIGS[request.param])
@@ -75,9 +36,11 @@ def checkpoint(request, tmp_path_factory):
 
 @pytest.mark.parity
 def test_every_site_matches_transformers_hooks_on_every_layer(checkpoint):
+    from .noise_floor import hf_model, hf_sites  # imports torch: only where transformers is the reference
+
     config, params = load_checkpoint(checkpoint)
     token_ids = random_ids(config.vocab_size, 2, 300, seed=1)  # 3 query blocks, the last partial
-    expected = hf_sites(checkpoint, token_ids)
+    expected = hf_sites(hf_model(checkpoint), token_ids)
     tap = LayerTap.for_model(list(range(config.num_hidden_layers)), config.num_hidden_layers, sites=SITES)
     ours = run_sites(config, params, tap, token_ids)
     report = []

@@ -4,8 +4,9 @@ The cost model, stated: FLOPs are counted for what the step computes, padding in
 per block, 2 FLOPs per weight per position (q/k/v/o and the MLP) plus the attention
 products over the keys the block-causal kernel visits (queries in blocks of 128 against
 the keys up to each block's end). Compute time is FLOPs / (devices x throughput): on TPU
-and GPU an assumed ACCELERATOR_EFFICIENCY of the chip's dense bfloat16 peak (the catalog's
-data sheet figure); on CPU the throughput measured here per core (docs/benchmarks.md).
+and GPU an ACCELERATOR_EFFICIENCY (MFU) of the chip's dense bfloat16 peak (the catalog's
+data sheet figure), measured on GPU and assumed on TPU; on CPU the throughput measured here
+per core (docs/benchmarks.md).
 Transfer time is the bytes that cross from the devices to their hosts (the compact outputs:
 stored entries and their spare room) / (devices x each device's link); write time is the
 stored bytes / (hosts x write bandwidth). The three overlap (the next step computes while
@@ -21,7 +22,10 @@ from layertap.model.attention import QUERY_BLOCK
 from layertap_api.catalog import ACCELERATORS
 from layertap_api.status import Estimate
 
-ACCELERATOR_EFFICIENCY = 0.40  # share of the dense bf16 peak assumed for the extraction forward
+# Share of the dense bf16 peak the extraction forward reaches, by accelerator kind. GPU:
+# measured on one H200 (bf16, cuDNN attention, layers 10-23 of Qwen2.5-0.5B, T=2048, B=16;
+# issue 30), used for every GPU. TPU: assumed until measured.
+ACCELERATOR_EFFICIENCY = {"gpu": 0.378, "tpu": 0.40}
 # Measured on 2 Zen 4 cores (docs/benchmarks.md, forward pass, T=512-2048): float32 175-181
 # GFLOP/s, bfloat16 318-337 GFLOP/s (its dots on the CPU's bf16 instructions, avx512_bf16).
 CPU_TFLOPS_PER_CORE = {"float32": 0.085, "bfloat16": 0.16}
@@ -66,11 +70,13 @@ class Devices:
         name = self.accelerator
         if name is None and self.platform != "cpu":
             name = next((a for kind, a in DEVICE_KINDS.items() if self.device_kind.startswith(kind)), None)
-        peak = ACCELERATORS[name].peak_tflops if name in ACCELERATORS else None
-        if peak is not None:
+        accelerator = ACCELERATORS.get(name)
+        if accelerator is not None and accelerator.peak_tflops is not None:
+            efficiency, peak = ACCELERATOR_EFFICIENCY[accelerator.kind], accelerator.peak_tflops
+            how = "measured on an H200" if accelerator.kind == "gpu" else "assumed"
             return (
-                peak * 1e12 * ACCELERATOR_EFFICIENCY,
-                f"{name}: {ACCELERATOR_EFFICIENCY:.0%} of {peak:g} TFLOP/s (bf16 peak) per chip",
+                peak * 1e12 * efficiency,
+                f"{name}: {efficiency * 100:g}% of {peak:g} TFLOP/s (bf16 peak) per chip, {how}",
             )
         if self.platform == "cpu":
             per_core = CPU_TFLOPS_PER_CORE[dtype]

@@ -26,7 +26,8 @@ repeat_kv order). Implementations:
 (and not "auto"), else by backend and dtype: "cudnn" on a CUDA GPU and "splash" on a TPU for
 bfloat16/float16 compute, "xla" otherwise. float32 compute keeps "xla" on every platform:
 cuDNN's fused attention has no float32 kernel, and the XLA path's HIGHEST-precision dots are
-what float32 parity with transformers rests on.
+what float32 parity with transformers rests on. Forcing "xla" for 16-bit compute on a CUDA
+GPU is refused (a LayerTapError): there it compiled for 65 s and ran at 0.72x transformers.
 """
 
 from __future__ import annotations
@@ -64,9 +65,22 @@ def _on_cuda() -> bool:
     return "rocm" not in version
 
 
-def choose_implementation(dtype: Any, head_dim: int, env: dict[str, str] | None = None) -> str:
-    """The implementation `packed_causal_attention` runs by default (see the module docstring)."""
+def current_platform() -> str:
+    """JAX's default backend, a GPU told apart by its runtime: "cpu", "cuda", "rocm" or "tpu"."""
+    backend = jax.default_backend()
+    if backend == "gpu":
+        return "cuda" if _on_cuda() else "rocm"
+    return backend
+
+
+def choose_implementation(
+    dtype: Any, head_dim: int, env: dict[str, str] | None = None, platform: str | None = None
+) -> str:
+    """The implementation `packed_causal_attention` runs by default (see the module docstring);
+    `platform` (default `current_platform()`) as that function names it."""
     env = os.environ if env is None else env
+    platform = current_platform() if platform is None else platform
+    low_precision = jnp.dtype(dtype) in _LOW_PRECISION
     forced = env.get(ENV_ATTENTION, "").strip().lower()
     if forced and forced != "auto":
         if forced not in IMPLEMENTATIONS:
@@ -74,13 +88,21 @@ def choose_implementation(dtype: Any, head_dim: int, env: dict[str, str] | None 
                 f"${ENV_ATTENTION}={env[ENV_ATTENTION]!r} is not an attention implementation; "
                 f"use one of auto, {', '.join(IMPLEMENTATIONS)}"
             )
+        if forced == "xla" and low_precision and platform == "cuda":
+            # Measured on an H200 (issue 30): the blocked path compiled for 65 s in bfloat16
+            # (a dot shape per query block, each autotuned) and ran at 0.72x transformers.
+            raise LayerTapError(
+                f"${ENV_ATTENTION}=xla is not offered for {jnp.dtype(dtype).name} compute on a CUDA GPU: "
+                "its blocked attention compiles for about a minute there and runs slower than cuDNN's "
+                f"fused kernel; unset ${ENV_ATTENTION} (or set auto, or cudnn) for cuDNN, or compute in "
+                "float32, where xla is the GPU's path"
+            )
         return forced
-    if jnp.dtype(dtype) not in _LOW_PRECISION:
+    if not low_precision:
         return "xla"
-    backend = jax.default_backend()
-    if backend == "gpu" and _on_cuda() and head_dim % 8 == 0 and head_dim <= 128:
+    if platform == "cuda" and head_dim % 8 == 0 and head_dim <= 128:
         return "cudnn"
-    if backend == "tpu":
+    if platform == "tpu":
         return "splash"
     return "xla"
 
