@@ -65,10 +65,29 @@ def raw_read(uri: str, checksums: bool = False) -> int:
     return sum(map_ahead(lambda shard: len(shard.read_many(names)["token_ids"]), run.shards, 8))
 
 
+def timed(cases: dict, tokens: int, repeat: int) -> list[dict]:
+    """Each case `repeat` + 1 times, interleaved; the first round warms the page cache and is
+    dropped: medians of wall and CPU time."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat + 1):
+        for name, fn in cases.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            rows = fn()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+            assert rows == tokens, (name, rows)
+    layer_bytes = tokens * HIDDEN * 2
+    out = []
+    for name, seconds in times.items():
+        s = statistics.median(seconds[1:])
+        cpu_s = statistics.median(cpu[name][1:])
+        out.append({"case": name, "tokens_per_s": tokens / s, "GBps": layer_bytes / s / 1e9, "cpu_s": cpu_s})
+    return out
+
+
 def measure(uri: str, tokens: int, buffer_mb: int, repeat: int, saelens_cache: str | None = None) -> list[dict]:
     import layertap
-
-    layer_bytes = tokens * HIDDEN * 2
 
     def iter_layer():
         return sum(len(b) for b in layertap.open(uri).iter_layer(LAYER, dtype=None))
@@ -89,24 +108,14 @@ def measure(uri: str, tokens: int, buffer_mb: int, repeat: int, saelens_cache: s
         "loader, float32 (checked)": loader(np.float32),
         "loader, bfloat16 (unchecked)": loader(None, checksums=False),
     }
+    rows = timed(cases, tokens, repeat)
     if saelens_cache is not None:
-        cases["SAELens ActivationsStore, float32 (its cache)"] = lambda: saelens_loading.read_batches(
-            saelens_cache, UNIT_TOKENS, HIDDEN, tokens // BATCH, BATCH
-        )
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeat + 1):  # interleaved; the first round warms the page cache and is dropped
-        for name, fn in cases.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            rows = fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-            assert rows == tokens, (name, rows)
-    rows = []
-    for name, seconds in times.items():
-        s = statistics.median(seconds[1:])
-        cpu_s = statistics.median(cpu[name][1:])
-        rows.append({"case": name, "tokens_per_s": tokens / s, "GBps": layer_bytes / s / 1e9, "cpu_s": cpu_s})
+        # in rounds of its own, after the others: interleaved, the reader after it in each round
+        # took 1.3-1.7x its usual CPU time (it allocates and frees ~1 GB of torch buffers)
+        def saelens():
+            return saelens_loading.read_batches(saelens_cache, UNIT_TOKENS, HIDDEN, tokens // BATCH, BATCH)
+
+        rows += timed({"SAELens ActivationsStore, float32 (its cache)": saelens}, tokens, repeat)
     raw = rows[0]["GBps"]
     for row in rows:
         row["of_raw"] = row["GBps"] / raw
