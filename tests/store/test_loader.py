@@ -14,6 +14,7 @@ import pytest
 import layertap
 from layertap.errors import LayerTapError
 from layertap.store import finalize_run, open_writer
+from layertap.store import loader as loader_module
 
 from .units import add, expected_layer, make_units, meta_for
 
@@ -278,3 +279,21 @@ def test_a_resume_across_epochs_with_dropped_short_batches(run_uri):
                 break
         resumed = collect(run.loader(LAYER, **options, state=loader.state()))
         assert [b.token_ids.tolist() for b in resumed] == [b.token_ids.tolist() for b in whole[stop_after:]]
+
+
+def test_the_bfloat16_to_float32_conversion_is_exact_for_every_bit_pattern():
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(ml_dtypes.bfloat16).reshape(256, 256)
+    out = np.empty(every.shape, np.float32)
+    loader_module._cast(every, out)  # the loader's cast, NaNs, infinities and subnormals included
+    np.testing.assert_array_equal(out.view(np.uint32), every.astype(np.float32).view(np.uint32))
+
+
+def test_other_dtypes_are_converted_as_gathered(run_uri, units, monkeypatch):
+    monkeypatch.setattr(loader_module, "CHUNK_ROWS", 7)  # a shard's rows of a batch come in several chunks
+    run = layertap.open(run_uri)
+    batches = collect(run.loader(LAYER, batch_size=600, seed=2, dtype=np.float16, columns=True))
+    values = np.concatenate([b.activations for b in batches])
+    assert values.dtype == np.float16
+    expected = expected_layer(units, 1).astype(ml_dtypes.bfloat16).astype(np.float16)
+    by_id = np.concatenate([u.token_ids for u in sorted(units, key=lambda u: u.unit_id)])
+    np.testing.assert_array_equal(values, expected[np.searchsorted(by_id, token_ids(batches))])
