@@ -4,6 +4,8 @@ checkpoint resumes on the very next batch."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,7 @@ def rows(x: np.ndarray) -> np.ndarray:
     return x[np.lexsort(x.T[::-1])]
 
 
-def test_sae_lens_trains_on_exactly_the_runs_tokens_and_its_loss_falls(run, new_sae):
+def test_sae_lens_trains_on_exactly_the_runs_tokens_and_its_loss_falls(run, new_sae, tmp_path):
     expected = run.read_layer(LAYER).activations  # float32 [tokens, D]
     sae = new_sae(normalize_activations="expected_average_only_in")
     before = unexplained(sae, expected)
@@ -107,6 +109,9 @@ def test_sae_lens_trains_on_exactly_the_runs_tokens_and_its_loss_falls(run, new_
     assert sae.cfg.normalize_activations == "none"
     after = unexplained(sae, expected)
     assert after < 0.7 * before, (before, after)  # Gaussian rows: a fall, not a perfect fit
+    _, config = sae.save_model(tmp_path / "sae")
+    provenance = json.loads(config.read_text())["metadata"]["layertap"]
+    assert provenance == {"run": run.uri, "layer": LAYER, "site": "resid_post"}
 
 
 def test_a_checkpoint_resumes_on_the_next_batch(run, new_sae, tmp_path):

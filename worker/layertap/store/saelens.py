@@ -8,7 +8,7 @@
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=64, d_sae=256, k=8))
     trainer = saelens.trainer(run, 3, sae, tokens=300 * 1024, batch_size=1024, lr=3e-4)
     trainer.fit()                          # SAELens' own loop, optimizer and losses
-    sae.save_model("sae")                  # SAELens' files, in the run's units
+    sae.save_model("sae")                  # SAELens' files, in the run's units; cfg.json names the run
 
 SAELens' `SAETrainer` takes any iterator of [batch, d_in] tensors as its data provider;
 `run.loader(format="torch")` is one, so nothing is exported or copied (its
@@ -74,6 +74,7 @@ def trainer(
         raise LayerTapError(
             f"{run.uri}: layer {layer} ({site}) has {d_in} dimensions, the SAE's d_in is {sae.cfg.d_in}"
         )
+    sae.cfg.metadata.layertap = {"run": run.uri, "layer": layer, "site": site}  # kept in SAELens' cfg.json
     state = None
     if resume is not None:
         state = json.loads((Path(resume) / LOADER_STATE).read_text())
