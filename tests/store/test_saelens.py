@@ -53,7 +53,7 @@ def run(tmp_path_factory):
 @pytest.fixture
 def new_sae(sae_lens, torch):
     def make(**options):
-        config = sae_lens.TopKTrainingSAEConfig(d_in=HIDDEN, d_sae=48, k=4, **options)
+        config = sae_lens.TopKTrainingSAEConfig(**{"d_in": HIDDEN, "d_sae": 48, "k": 4, **options})
         torch.manual_seed(0)
         return sae_lens.TopKTrainingSAE(config)
 
@@ -136,3 +136,19 @@ def test_an_sae_of_another_width_is_refused(run, sae_lens):
     config = sae_lens.TopKTrainingSAEConfig(d_in=HIDDEN + 1, d_sae=8, k=2)
     with pytest.raises(LayerTapError, match=f"has {HIDDEN} dimensions, the SAE's d_in is {HIDDEN + 1}"):
         saelens.trainer(run, LAYER, sae_lens.TopKTrainingSAE(config), tokens=64, batch_size=BATCH)
+
+
+def test_sae_lens_on_the_demo_run(new_sae, tmp_path):
+    """docs/train-sae.md's route on `layertap demo`'s run: real (random-model) activations."""
+    from layertap.cli import main
+
+    assert main(["demo", "--workdir", str(tmp_path), "--tasks", "2", "--no-progress"]) == 0
+    run = layertap.open(str(tmp_path / "activations-2-tasks"))
+    epochs = -(-300 * 256 // run.num_tokens)  # a few hundred steps of 256 tokens, in whole epochs
+    sae = new_sae(d_in=64, d_sae=256, k=8, normalize_activations="expected_average_only_in")
+    before = unexplained(sae, run.read_layer(3).activations)
+    trainer = saelens.trainer(run, 3, sae, tokens=epochs * run.num_tokens, batch_size=256, lr=3e-3)
+    trainer.fit()
+    assert trainer.n_training_steps >= 300 and trainer.n_training_samples == epochs * run.num_tokens
+    after = unexplained(sae, run.read_layer(3).activations)
+    assert after < 0.1 < 0.9 < before, (before, after)
