@@ -11,7 +11,7 @@ import pytest
 
 import layertap
 from layertap.errors import LayerTapError
-from layertap.store import finalize_run, open_writer, saelens
+from layertap.store import TokenRecords, finalize_run, open_writer, saelens
 
 from .test_split_units import add
 from .units import HIDDEN, make_units, meta_for
@@ -152,3 +152,20 @@ def test_sae_lens_on_the_demo_run(new_sae, tmp_path):
     assert trainer.n_training_steps >= 300 and trainer.n_training_samples == epochs * run.num_tokens
     after = unexplained(sae, run.read_layer(3).activations)
     assert after < 0.1 < 0.9 < before, (before, after)
+
+
+def test_attention_heads_are_flattened_to_one_vector_per_token(new_sae, tmp_path):
+    uri = str(tmp_path / "heads")
+    with open_writer(uri, {**meta_for(), "sites": ["attn_z"]}, shard_bytes=4_000) as writer:
+        for unit in make_units(6, seed=2):
+            heads = unit.activations.reshape(*unit.activations.shape[:2], 4, HIDDEN // 4)  # [L, N, heads, head size]
+            columns = {name: getattr(unit, name) for name in ("token_ids", "sample_index", "position", "segment")}
+            writer.add(unit.unit_id, TokenRecords.of({"attn_z": heads}, cell=unit.cell, **columns), unit.samples)
+    finalize_run(uri)
+    run = layertap.open(uri)
+    assert run.shape("attn_z") == (4, HIDDEN // 4)
+    trainer = saelens.trainer(run, LAYER, new_sae(), tokens=run.num_tokens, batch_size=BATCH, site="attn_z")
+    seen = recording(trainer)
+    trainer.fit()
+    expected = run.read_layer(LAYER, site="attn_z").activations.reshape(run.num_tokens, HIDDEN)
+    np.testing.assert_array_equal(rows(np.concatenate(seen)), rows(expected))

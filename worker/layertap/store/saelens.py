@@ -6,12 +6,12 @@
 
     run = layertap.open("layertap-demo/activations")
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=64, d_sae=256, k=8))
-    trainer = saelens.trainer(run, 3, sae, tokens=300 * 1024, batch_size=1024, lr=3e-4)
+    trainer = saelens.trainer(run, 3, sae, tokens=300 * 1024, batch_size=1024, lr=3e-3)
     trainer.fit()                          # SAELens' own loop, optimizer and losses
     sae.save_model("sae")                  # SAELens' files, in the run's units; cfg.json names the run
 
 SAELens' `SAETrainer` takes any iterator of [batch, d_in] tensors as its data provider;
-`run.loader(format="torch")` is one, so nothing is exported or copied (its
+`run.loader(format="torch")` is one, so nothing is exported and no model is run (its
 `LanguageModelSAETrainingRunner` would load a TransformerLens model even for cached
 activations). Every epoch gives each of the run's tokens once; the last batch of an epoch
 may be short. With `normalize_activations="expected_average_only_in"` the scaling factor
@@ -64,8 +64,8 @@ def trainer(
     **loader_options,
 ):
     """A SAELens `SAETrainer` for `sae` fed by `run.loader(layer, ...)`; `trainer.fit()` trains
-    on `tokens` tokens (epochs=None: as many epochs as that takes). `loader_options` go to
-    the loader (filters, buffer_bytes, process_index/process_count, epochs, ...)."""
+    on `tokens` tokens, in as many epochs as that takes. `loader_options` go to the loader
+    (segments, tasks, positions, exclude_tokens, buffer_bytes, ...)."""
     from sae_lens import LoggingConfig, SAETrainer
     from sae_lens.config import SAETrainerConfig
 
