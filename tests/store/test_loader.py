@@ -13,7 +13,7 @@ import pytest
 
 import layertap
 from layertap.errors import LayerTapError
-from layertap.store import finalize_run, open_writer
+from layertap.store import dtypes, finalize_run, open_writer
 from layertap.store import loader as loader_module
 
 from .units import add, expected_layer, make_units, meta_for
@@ -284,7 +284,7 @@ def test_a_resume_across_epochs_with_dropped_short_batches(run_uri):
 def test_the_bfloat16_to_float32_conversion_is_exact_for_every_bit_pattern():
     every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(ml_dtypes.bfloat16).reshape(256, 256)
     out = np.empty(every.shape, np.float32)
-    loader_module._cast(every, out)  # the loader's cast, NaNs, infinities and subnormals included
+    dtypes.cast_into(every, out)  # the loader's and the reader's cast, NaNs, infinities and subnormals included
     np.testing.assert_array_equal(out.view(np.uint32), every.astype(np.float32).view(np.uint32))
 
 

@@ -83,4 +83,20 @@ def decode(values_nd: np.ndarray, scale_n: np.ndarray | None, dtype: np.dtype | 
     if scale_n is not None:
         out = values_nd.astype(np.float32) * scale_n.reshape(-1, *[1] * (values_nd.ndim - 1))
         return out if dtype is None else out.astype(dtype, copy=False)
-    return values_nd if dtype is None else values_nd.astype(dtype, copy=False)
+    if dtype is None or values_nd.dtype == np.dtype(dtype):
+        return values_nd
+    out = np.empty(values_nd.shape, dtype)
+    cast_into(values_nd, out)
+    return out
+
+
+def cast_into(source: np.ndarray, out: np.ndarray) -> None:
+    """out[...] = source, cast. bfloat16 to float32 is a 16-bit shift of the integer bits
+    (bfloat16 is float32's top half: exact, NaNs included), which numpy vectorizes; the
+    ml_dtypes cast converts element by element."""
+    if source.dtype == NUMPY_DTYPES["bfloat16"] and out.dtype == np.float32:
+        wide = out.view(np.uint32)
+        np.copyto(wide, source.view(np.uint16), casting="unsafe")
+        wide <<= 16
+    else:
+        np.copyto(out, source, casting="unsafe")

@@ -46,7 +46,6 @@ STATE_FORMAT = "layertap-loader/1"
 FORMATS = ("numpy", "jax", "torch")
 PREFETCH = 2  # batches built ahead of the consumer
 CHUNK_ROWS = 256  # rows gathered at a time before their dtype conversion (~0.5 MB at 896 x bfloat16)
-_BFLOAT16 = dtypes.NUMPY_DTYPES["bfloat16"]
 _END = object()  # the producer's last item
 
 
@@ -456,19 +455,7 @@ def _gather(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     for start in range(0, len(rows), CHUNK_ROWS):
         part = rows[start : start + CHUNK_ROWS]
         np.take(source, part, axis=0, out=chunk[: len(part)], mode="clip")
-        _cast(chunk[: len(part)], out[start : start + len(part)])
-
-
-def _cast(source: np.ndarray, out: np.ndarray) -> None:
-    """out[...] = source, cast. bfloat16 to float32 is a 16-bit shift of the integer bits
-    (bfloat16 is float32's top half: exact, NaNs included), which numpy vectorizes; the
-    ml_dtypes cast converts element by element."""
-    if source.dtype == _BFLOAT16 and out.dtype == np.float32:
-        wide = out.view(np.uint32)
-        np.copyto(wide, source.view(np.uint16), casting="unsafe")
-        wide <<= 16
-    else:
-        np.copyto(out, source, casting="unsafe")
+        dtypes.cast_into(chunk[: len(part)], out[start : start + len(part)])
 
 
 def _nbytes(values: np.ndarray, scale: np.ndarray | None, columns: dict[str, np.ndarray]) -> int:
