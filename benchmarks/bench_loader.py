@@ -3,6 +3,7 @@ and on the GCS emulator, and against SAELens' loading of its own cache of the sa
 tokens/s and GB/s of one layer's stored rows, and the CPU time each took.
 
     .venv/bin/python benchmarks/bench_loader.py [--tokens 16384] [--buffer-mb 16] [--repeat 2]
+        [--sinks warm cold gcs]
 
 The run: Qwen2.5-0.5B's default extraction (14 layers x 896, bfloat16) in 1,024-token units
 and 64 MiB shards. Read one layer:
@@ -14,8 +15,10 @@ and 64 MiB shards. Read one layer:
 - SAELens (local disk only; when sae_lens is installed): its ActivationsStore serving
   batches of 4,096 from its cache of the same tokens (saelens_loading.py; float32 on disk).
 GB/s is of the layer as LayerTap stores it (bfloat16) for every row. CPU is this process's
-(user + system; the emulator is another process). Reads are from a warm page cache (this
-machine cannot drop it). Printed, never asserted.
+(user + system; the emulator is another process). The local run is read twice over: from a
+warm page cache (memory's speed), and evicted from it before every read
+(posix_fadvise(DONTNEED), no root needed), so each comes from the disk. Printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench_store import HIDDEN, LAYERS, make_shard, with_emulator
 LAYER = 12
 UNIT_TOKENS = 1024
 BATCH = 4096
+SINKS = ("warm", "cold", "gcs")
 
 
 def write_run(uri: str, tokens: int) -> None:
@@ -65,13 +69,28 @@ def raw_read(uri: str, checksums: bool = False) -> int:
     return sum(map_ahead(lambda shard: len(shard.read_many(names)["token_ids"]), run.shards, 8))
 
 
-def timed(cases: dict, tokens: int, repeat: int) -> list[dict]:
+def evict(root: str) -> None:
+    """Drop a local run's files from the page cache (posix_fadvise DONTNEED: no root needed),
+    so the next read comes from the disk."""
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def timed(cases: dict, tokens: int, repeat: int, cold: str | None = None) -> list[dict]:
     """Each case `repeat` + 1 times, interleaved; the first round warms the page cache and is
-    dropped: medians of wall and CPU time."""
+    dropped: medians of wall and CPU time. `cold`: a local run evicted from the page cache
+    before each read."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeat + 1):
         for name, fn in cases.items():
+            if cold is not None:
+                evict(cold)
             c0, t0 = time.process_time(), time.perf_counter()
             rows = fn()
             times[name].append(time.perf_counter() - t0)
@@ -86,7 +105,9 @@ def timed(cases: dict, tokens: int, repeat: int) -> list[dict]:
     return out
 
 
-def measure(uri: str, tokens: int, buffer_mb: int, repeat: int, saelens_cache: str | None = None) -> list[dict]:
+def measure(
+    uri: str, tokens: int, buffer_mb: int, repeat: int, saelens_cache: str | None = None, cold: bool = False
+) -> list[dict]:
     import layertap
 
     def iter_layer():
@@ -108,14 +129,16 @@ def measure(uri: str, tokens: int, buffer_mb: int, repeat: int, saelens_cache: s
         "loader, float32 (checked)": loader(np.float32),
         "loader, bfloat16 (unchecked)": loader(None, checksums=False),
     }
-    rows = timed(cases, tokens, repeat)
+    rows = timed(cases, tokens, repeat, cold=uri if cold else None)
     if saelens_cache is not None:
         # in rounds of its own, after the others: interleaved, the reader after it in each round
         # took 1.3-1.7x its usual CPU time (it allocates and frees ~1 GB of torch buffers)
         def saelens():
             return saelens_loading.read_batches(saelens_cache, UNIT_TOKENS, HIDDEN, tokens // BATCH, BATCH)
 
-        rows += timed({"SAELens ActivationsStore, float32 (its cache)": saelens}, tokens, repeat)
+        rows += timed(
+            {"SAELens ActivationsStore, float32 (its cache)": saelens}, tokens, repeat, saelens_cache if cold else None
+        )
     raw = rows[0]["GBps"]
     for row in rows:
         row["of_raw"] = row["GBps"] / raw
@@ -127,6 +150,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--buffer-mb", type=int, default=16, help="the loader's buffer_bytes, in MiB")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--sinks",
+        nargs="+",
+        choices=SINKS,
+        default=list(SINKS),
+        help="where to read from: the local run from the page cache, the same evicted before each read, the emulator",
+    )
     parser.add_argument("--out", default=None, help="scratch directory (default: a temp dir)")
     args = parser.parse_args()
     if args.tokens % BATCH:
@@ -145,13 +175,19 @@ def main() -> None:
         cache = None if why_not else str(root / "saelens-cache")
         if cache:
             saelens_loading.write_cache(local, LAYER, UNIT_TOKENS, cache)
-        results["local disk (page cache)"] = measure(local, args.tokens, args.buffer_mb, args.repeat, cache)
+        if "warm" in args.sinks:
+            results["local disk (page cache)"] = measure(local, args.tokens, args.buffer_mb, args.repeat, cache)
+        if "cold" in args.sinks:
+            results["local disk (evicted: the disk)"] = measure(
+                local, args.tokens, args.buffer_mb, args.repeat, cache, cold=True
+            )
 
         def on_emulator(uri):
             write_run(uri, args.tokens)
             return measure(uri, args.tokens, args.buffer_mb, args.repeat)
 
-        results["GCS emulator"] = with_emulator(on_emulator)
+        if "gcs" in args.sinks:
+            results["GCS emulator"] = with_emulator(on_emulator)
         print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)\n")
         print("| from | read | tokens/s | GB/s | of raw | CPU s |\n| --- | --- | ---: | ---: | ---: | ---: |")
         for where, rows in results.items():

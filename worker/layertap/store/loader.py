@@ -13,7 +13,8 @@ cuts its shards into *windows* of consecutive shards whose rows fit in half of
 `buffer_bytes`, reads a whole window (in the stored dtype, filtered), permutes its rows
 (seeded by seed, epoch, process and window) and streams them as batches; the next window is
 read in the background meanwhile, so at most two windows are held (local shards are
-memory-mapped, not read). A thread builds batches `prefetch` ahead of the consumer.
+memory-mapped, not read, their pages read ahead: `Shard.memmap`). A thread builds batches
+`prefetch` ahead of the consumer.
 Batches run across window ends, so every kept token is in exactly one batch per epoch (the
 last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
 re-reads one window and skips into it. Rows within a batch keep the window's stored order
@@ -237,8 +238,8 @@ class Loader:
         names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
         if mask is None and shard.local_path is not None:
             # a local shard is mapped, not read: the batches' gather is then the one copy
-            values = shard.memmap(self._tensor)
-            scale = None if self._scale is None else shard.memmap(self._scale)
+            values = shard.memmap(self._tensor, whole=True)
+            scale = None if self._scale is None else shard.memmap(self._scale, whole=True)
         elif mask is not None and not mask.any():
             values = np.empty((0, *self.run.shape(self.site)), dtypes.NUMPY_DTYPES[self.run.storage_dtype])
             scale = np.empty(0, np.float32) if self._scale else None

@@ -18,6 +18,7 @@ shard. `layertap.open(uri, checksums=False)` skips the checks for trusted local 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -150,9 +151,29 @@ class Shard:
                 out[name] = np.frombuffer(part, dtype=info.dtype).reshape(info.shape)
         return out
 
-    def memmap(self, name: str) -> np.ndarray:
+    def read_ahead(self, name: str) -> None:
+        """Ask the OS to read a local shard's tensor into the page cache now, in the
+        background (posix_fadvise WILLNEED): nothing is held by this process. No-op for a
+        remote shard or where the call does not exist."""
+        path = self.local_path
+        if path is None or not hasattr(os, "posix_fadvise"):
+            return
+        info = self._info(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # reading it will say so
+        try:
+            os.posix_fadvise(fd, info.offset, info.nbytes, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+    def memmap(self, name: str, whole: bool = False) -> np.ndarray:
         """A tensor as a read-only memmap (local shards only). With checksums on, the tensor
-        is read through once to check it; nothing more is read until used."""
+        is read through once to check it; nothing more is read until used. When it is read
+        whole (checked, or `whole`: the caller will), its pages are read ahead at once
+        (MADV_WILLNEED): faulted in one by one, a cold disk went at a third of a plain read's
+        speed."""
         info = self._info(name)
         if self.local_path is None:
             raise LayerTapError(f"{self._store.uri}: memmap needs a local run; copy it first (gcloud storage cp -r)")
@@ -162,6 +183,8 @@ class Shard:
             mapped = np.memmap(self.local_path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
         except (FileNotFoundError, ValueError) as error:  # ValueError: the file is shorter than the tensor
             raise LayerTapError(f"{self.where}: the shard is missing or truncated ({error}); {RECOMPUTE}") from None
+        if whole or (self.checksums and name not in self._checked):
+            self.read_ahead(name)
         if name not in self._checked:
             self._check(name, mapped.reshape(-1).view(np.uint8))
             self._checked.add(name)
