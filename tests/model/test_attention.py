@@ -211,18 +211,36 @@ def test_choice_by_backend_and_dtype():
     assert choose_implementation(jnp.float32, 64, env, "tpu") == "xla"  # float32 keeps HIGHEST dots
     assert choose_implementation(jnp.bfloat16, 64, env, "cuda") == "cudnn"
     assert choose_implementation(jnp.float16, 128, env, "cuda") == "cudnn"
-    assert choose_implementation(jnp.float32, 64, env, "cuda") == "xla"  # cuDNN has no float32 kernel
+    assert choose_implementation(jnp.float32, 64, env, "cuda") == "cudnn"  # JAX's reference, HIGHEST dots
+    assert choose_implementation(jnp.float32, 12, env, "cuda") == "cudnn"  # the reference takes any head width
     assert choose_implementation(jnp.bfloat16, 12, env, "cuda") == "xla"  # head width not a multiple of 8
     assert choose_implementation(jnp.bfloat16, 64, env, "rocm") == "xla"
 
 
-def test_xla_is_not_offered_for_bfloat16_on_a_cuda_gpu():
+def test_xla_is_not_offered_on_a_cuda_gpu():
     forced = {ENV_ATTENTION: "xla"}
-    with pytest.raises(LayerTapError, match=r"xla is not offered for bfloat16 compute on a CUDA GPU.*cudnn"):
-        choose_implementation(jnp.bfloat16, 64, forced, "cuda")
-    assert choose_implementation(jnp.float32, 64, forced, "cuda") == "xla"  # float32 parity's path
+    for dtype in (jnp.bfloat16, jnp.float32):
+        with pytest.raises(LayerTapError, match=r"xla is not offered on a CUDA GPU.*cudnn"):
+            choose_implementation(dtype, 64, forced, "cuda")
     assert choose_implementation(jnp.bfloat16, 64, forced, "cpu") == "xla"
     assert choose_implementation(jnp.bfloat16, 64, forced, "tpu") == "xla"
+
+
+def test_float32_on_the_cudnn_path_dots_at_the_precision_asked():
+    """float32 has no cuDNN kernel: the path runs JAX's reference attention, whose dots would
+    take a GPU's default precision (TensorFloat-32) unless told; float32 parity needs HIGHEST."""
+    q, k, v, segments = map(jnp.asarray, inputs(16))
+
+    def dots(precision, dtype=jnp.float32):
+        args = [x.astype(dtype) for x in (q, k, v)] + [segments]
+        jaxpr = jax.make_jaxpr(lambda *a: packed_causal_attention(*a, precision, "cudnn"))(*args)
+        return [eqn.params["precision"] for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "dot_general"]
+
+    highest = dots(HIGHEST)
+    assert len(highest) == 2 and all(p == (HIGHEST, HIGHEST) for p in highest)  # QK^T and PV
+    default = jax.lax.Precision.DEFAULT
+    assert all(p in (None, (default, default)) for p in dots(default))  # the precision asked, not a fixed one
+    assert dots(HIGHEST, jnp.bfloat16) == dots(default, jnp.bfloat16)  # 16-bit: as JAX runs it (cuDNN on a GPU)
 
 
 def test_choice_from_the_environment():

@@ -13,7 +13,8 @@ repeat_kv order). Implementations:
   same-segment mask (the public API has no segment ids; cuDNN receives the mask as an
   additive bias). Its `implementation` is "cudnn" where cuDNN can run it (a CUDA GPU and
   bfloat16/float16 operands), else "xla": the same call and the same mask through JAX's
-  reference implementation, which is how CI checks this path without a GPU.
+  reference implementation (one pair of whole-sequence dots, at `precision` for float32),
+  which is how CI checks this path without a GPU.
 - "splash": Pallas splash attention (`jax.experimental.pallas.ops.tpu.splash_attention`),
   the GQA form of its MHA kernel (query head n reads KV head n // G) with a `CausalMask` and
   `SegmentIds`, vmapped over rows. T is padded to a multiple of 128 with segment 0 (the
@@ -23,11 +24,12 @@ repeat_kv order). Implementations:
   partitioner). Off TPU it runs in Pallas interpret mode (slow; for tests).
 
 `choose_implementation` picks one: `$LAYERTAP_ATTENTION` ("xla", "cudnn", "splash") when set
-(and not "auto"), else by backend and dtype: "cudnn" on a CUDA GPU and "splash" on a TPU for
-bfloat16/float16 compute, "xla" otherwise. float32 compute keeps "xla" on every platform:
-cuDNN's fused attention has no float32 kernel, and the XLA path's HIGHEST-precision dots are
-what float32 parity with transformers rests on. Forcing "xla" for 16-bit compute on a CUDA
-GPU is refused (a LayerTapError): there it compiled for 65 s and ran at 0.72x transformers.
+(and not "auto"), else by backend and dtype: "cudnn" on a CUDA GPU (cuDNN's kernel for
+bfloat16/float16; for float32, which cuDNN has no kernel for, JAX's reference attention
+with HIGHEST-precision dots, as float32 parity with transformers needs), "splash" on a TPU
+for bfloat16/float16, "xla" otherwise. The "xla" path is not offered on a CUDA GPU (forcing
+it is a LayerTapError): its dot shapes grow with the length, one per query block, each
+autotuned there; in bfloat16 it compiled for 65 s and ran at 0.72x transformers (issue 30).
 """
 
 from __future__ import annotations
@@ -88,20 +90,20 @@ def choose_implementation(
                 f"${ENV_ATTENTION}={env[ENV_ATTENTION]!r} is not an attention implementation; "
                 f"use one of auto, {', '.join(IMPLEMENTATIONS)}"
             )
-        if forced == "xla" and low_precision and platform == "cuda":
+        if forced == "xla" and platform == "cuda":
             # Measured on an H200 (issue 30): the blocked path compiled for 65 s in bfloat16
             # (a dot shape per query block, each autotuned) and ran at 0.72x transformers.
             raise LayerTapError(
-                f"${ENV_ATTENTION}=xla is not offered for {jnp.dtype(dtype).name} compute on a CUDA GPU: "
-                "its blocked attention compiles for about a minute there and runs slower than cuDNN's "
-                f"fused kernel; unset ${ENV_ATTENTION} (or set auto, or cudnn) for cuDNN, or compute in "
-                "float32, where xla is the GPU's path"
+                f"${ENV_ATTENTION}=xla is not offered on a CUDA GPU: its blocked attention compiles "
+                "for about a minute there and runs slower than cuDNN's fused kernel; unset "
+                f"${ENV_ATTENTION} (or set auto, or cudnn) for cuDNN (float32: JAX's reference attention "
+                "at HIGHEST precision)"
             )
         return forced
+    if platform == "cuda" and (not low_precision or (head_dim % 8 == 0 and head_dim <= 128)):
+        return "cudnn"
     if not low_precision:
         return "xla"
-    if platform == "cuda" and head_dim % 8 == 0 and head_dim <= 128:
-        return "cudnn"
     if platform == "tpu":
         return "splash"
     return "xla"
@@ -120,17 +122,22 @@ def packed_causal_attention(
     """Causal attention within the segments of packed rows; [B, K, T, G, H] out.
 
     `impl`: one of IMPLEMENTATIONS, or None for `choose_implementation`. `precision` applies
-    to the "xla" path (the fused kernels choose their own). `interpret` (splash only):
-    True, False or a `pltpu.InterpretParams`; None means interpret off TPU.
+    to the "xla" path and to float32 on the "cudnn" path (the fused kernels choose their
+    own). `interpret` (splash only): True, False or a `pltpu.InterpretParams`; None means
+    interpret off TPU.
     """
     if impl is None:
         impl = choose_implementation(q_bktgh.dtype, q_bktgh.shape[-1])
     if impl == "xla":
         return block_causal_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt, precision)
     if impl == "cudnn":
-        low_precision = jnp.dtype(q_bktgh.dtype) in _LOW_PRECISION
-        kernel = "cudnn" if low_precision and _on_cuda() else "xla"
-        return dot_product_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt, implementation=kernel)
+        if jnp.dtype(q_bktgh.dtype) in _LOW_PRECISION:
+            kernel = "cudnn" if _on_cuda() else "xla"
+            return dot_product_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt, implementation=kernel)
+        # float32: no cuDNN kernel; the reference path's dots at `precision` (a GPU's default
+        # would be TensorFloat-32)
+        with jax.default_matmul_precision(jax.lax.Precision(precision).name.lower()):
+            return dot_product_attention(q_bktgh, k_bksh, v_bksh, segment_ids_bt, implementation="xla")
     if impl == "splash":
         if interpret is None:
             interpret = jax.default_backend() != "tpu"
