@@ -12,12 +12,12 @@ tokens so far (no overlap; the processes' tokens differ by at most a shard's). A
 cuts its shards into *windows* of consecutive shards whose rows fit in half of
 `buffer_bytes`, reads a whole window (in the stored dtype, filtered), permutes its rows
 (seeded by seed, epoch, process and window) and streams them as batches; the next window is
-read in the background meanwhile, so at most two windows are held (local shards are
-memory-mapped, not read, their pages read ahead: `Shard.memmap`). A thread builds batches
-`prefetch` ahead of the consumer.
+read in the background meanwhile, and the one after it as soon as this one is served to its
+end, so at most two windows are held (local shards are memory-mapped, not read, their pages
+read ahead: `Shard.memmap`). A thread builds batches `prefetch` ahead of the consumer.
 Batches run across window ends, so every kept token is in exactly one batch per epoch (the
-last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows of it consumed): resuming
-re-reads one window and skips into it. Rows within a batch keep the window's stored order
+last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows
+of it consumed): resuming re-reads one window and skips into it. Rows within a batch keep the window's stored order
 (sorted indices make the gather cheap; a batch's loss does not depend on its row order).
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -334,7 +335,7 @@ class Loader:
             return False
 
         def produce() -> None:
-            background = ThreadPoolExecutor(1, thread_name_prefix="layertap-loader-read")
+            background = ThreadPoolExecutor(2, thread_name_prefix="layertap-loader-read")  # two windows at once
             try:
                 for item in self._batches(background):
                     if not put(item):
@@ -382,15 +383,23 @@ class Loader:
             epoch, number, shards = step
             return epoch, number, background.submit(self._read_window, epoch, number, shards)
 
-        pending = read_next()
+        def read_ahead() -> None:
+            if (step := read_next()) is not None:
+                pending.append(step)
+
+        # Windows held (served or being read): at most two. The next is read while one is
+        # served, and the one after as soon as that one is served to its end.
+        pending: deque[tuple[int, int, Future[_Window]]] = deque()
+        read_ahead()
         room, filled = self._new_batch(), 0  # the batch being built
         served = 0  # rows of this epoch served so far (an epoch with none would loop forever)
         whole = self._position["window"] == 0 and offset == 0  # `served` counts this epoch from its start
-        while pending is not None:
-            epoch, number, future = pending
+        while pending:
+            epoch, number, future = pending.popleft()
             window = future.result()
-            pending = read_next()  # read ahead: the next window while this one is served
-            last_of_epoch = pending is None or pending[0] != epoch
+            if not pending:
+                read_ahead()
+            last_of_epoch = not pending or pending[0][0] != epoch
             while True:
                 take = window.order[offset : offset + self.batch_size - filled]
                 offset += len(take)
@@ -400,6 +409,7 @@ class Loader:
                 done = offset >= len(window)
                 if done:  # what the batch needs of it is copied: it leaves memory now
                     self._account(-window.nbytes)
+                    read_ahead()
                 if filled < self.batch_size and not (done and last_of_epoch):
                     break  # the window is done; the batch goes on in the next one
                 if not done:
