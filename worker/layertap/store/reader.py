@@ -22,7 +22,6 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
 from pathlib import Path
 
 import crc32c
@@ -65,13 +64,22 @@ class Shard:
         self.entry = entry
         self.checksums = checksums
         self._checked: set[str] = set()  # memory-mapped tensors whose bytes were checked
+        self._tensors: dict[str, shardfile.TensorInfo] | None = None
+        self._local_path: Path | bool | None = False  # False: not asked yet
 
     @property
     def where(self) -> str:
         return f"{self._store.uri}/{self.key}"
 
-    @cached_property
+    @property
     def tensors(self) -> dict[str, shardfile.TensorInfo]:
+        # Read once per shard. Not functools.cached_property: on Python 3.11 it holds one lock
+        # for all instances, so shards read on several threads waited on each other's header.
+        if self._tensors is None:
+            self._tensors = self._read_tensors()
+        return self._tensors
+
+    def _read_tensors(self) -> dict[str, shardfile.TensorInfo]:
         prefix = self._read(0, _HEADER_GUESS)
         try:
             needed = shardfile.header_size(prefix)
@@ -117,7 +125,9 @@ class Shard:
 
     @property
     def local_path(self) -> Path | None:
-        return self._store.local_path(self.key)
+        if self._local_path is False:  # resolved once (a realpath each time showed in profiles)
+            self._local_path = self._store.local_path(self.key)
+        return self._local_path
 
     def _info(self, name: str) -> shardfile.TensorInfo:
         try:
