@@ -24,18 +24,29 @@ compile column is the figure issue 30 asks of float32 (under 20 s). Every row is
 sequence (no packing), so the cuDNN path's segment mask is all True but still built and
 applied.
 
+Issue 30 item 2, measured rather than assumed: each length runs the q/k/v and gate/up
+projections as separate dots and fused (one dot each over stacked kernels,
+`make_extract_fn(fused_projections=True)`), compiled side by side and timed interleaved;
+`vs separate` is the speed-up. `--profile DIR` traces a few steps of each at the longest
+length and prints where the device's time goes (trace_summary.py). XLA's GPU flags are
+compared by running it again under another XLA_FLAGS (gpu_run.sh; the header names them).
+
     .venv/bin/python benchmarks/gpu_forward.py
-    .venv/bin/python benchmarks/gpu_forward.py --peak-tflops 989 --dtypes bfloat16
+    .venv/bin/python benchmarks/gpu_forward.py --peak-tflops 989 --dtypes bfloat16 --profile /tmp/profile
+    .venv/bin/python benchmarks/gpu_forward.py --allow-cpu --dtypes bfloat16 --lengths 64 --repeats 2 --profile /tmp/p
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import trace_summary
 from bench_forward import LAYERS, QWEN25_05B
 
 # Dense peak TFLOP/s by device kind (vendor datasheets, SXM parts): (float32, bfloat16).
@@ -52,13 +63,21 @@ def flops_per_token(config, blocks: int, length: int) -> float:
     return blocks * (2 * config.block_matmul_params + attention)
 
 
+VARIANTS = {"separate": False, "fused": True}  # q/k/v and gate/up: separate dots, or one each
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 2048])
     parser.add_argument("--tokens-per-step", type=int, default=32768, help="batch = tokens-per-step // T")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--projections", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--checkpoint", type=Path, help="reuse this random checkpoint (written there when absent)")
+    parser.add_argument("--profile", type=Path, help="trace steps at the longest length here; print where time goes")
+    parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak for the MFU")
+    parser.add_argument("--allow-cpu", action="store_true", help="run on a CPU too (to check the script, not to time)")
     args = parser.parse_args()
 
     import jax
@@ -69,21 +88,26 @@ def main() -> None:
     from layertap.model.attention import choose_implementation
 
     device = jax.devices()[0]
-    if device.platform != "gpu":
+    if device.platform != "gpu" and not args.allow_cpu:
         raise SystemExit(f"no GPU: JAX sees {device.platform} ({device.device_kind}); install jax[cuda12]")
     peaks = next((p for kind, p in PEAK_TFLOPS.items() if kind in device.device_kind), None)
-    print(f"# {device.device_kind}; jax {jax.__version__}")
-    print("| dtype | attention | T | B | tokens/s | step ms | compile s | TFLOP/s | MFU |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"# {device.device_kind}; jax {jax.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print("| dtype | attention | projections | T | B | tokens/s | vs separate | step ms | compile s | TFLOP/s | MFU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    profiles = []
 
     with tempfile.TemporaryDirectory() as scratch:
-        directory = write_random_checkpoint(Path(scratch) / "qwen2.5-0.5b-random", seed=0, **QWEN25_05B)
+        directory = args.checkpoint or Path(scratch) / "qwen2.5-0.5b-random"
+        if not directory.exists():  # written whole, then renamed: a run cut short leaves no half checkpoint
+            partial = directory.with_name(directory.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_random_checkpoint(partial, seed=0, **QWEN25_05B)
+            partial.rename(directory)
         for dtype in args.dtypes:
             config, params = load_checkpoint(directory, jnp.dtype(dtype))
             peak = args.peak_tflops or (peaks[dtype == "bfloat16"] if peaks else None)
             for length in args.lengths:
                 ran = choose_implementation(jnp.dtype(dtype), config.head_dim)
-                forward = jax.jit(make_extract_fn(config, LAYERS, jnp.dtype(dtype)))
                 batch = max(1, args.tokens_per_step // length)
                 shape = (batch, length)
                 ids = np.random.default_rng(length).integers(0, config.vocab_size, size=shape, dtype=np.int32)
@@ -92,25 +116,42 @@ def main() -> None:
                     jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape),
                     jnp.ones(shape, jnp.int32),
                 )
-                start = time.perf_counter()
-                compiled = forward.lower(params, *inputs).compile()
-                compile_s = time.perf_counter() - start
-                jax.block_until_ready(compiled(params, *inputs))
-                times = []
-                for _ in range(args.repeats):
+                compiled, compile_s, times = {}, {}, {}
+                for variant in args.projections:
+                    fused = VARIANTS[variant]
+                    forward = jax.jit(make_extract_fn(config, LAYERS, jnp.dtype(dtype), fused_projections=fused))
                     start = time.perf_counter()
-                    jax.block_until_ready(compiled(params, *inputs))
-                    times.append(time.perf_counter() - start)
-                step_s = statistics.median(times)
-                tokens_per_s = batch * length / step_s
-                tflops = flops_per_token(config, max(LAYERS) + 1, length) * tokens_per_s / 1e12
-                mfu = f"{tflops / peak:.1%}" if peak else "n/a (pass --peak-tflops)"
-                print(
-                    f"| {dtype} | {ran} | {length} | {batch} | {tokens_per_s:,.0f} | {step_s * 1e3:.1f} | "
-                    f"{compile_s:.1f} | {tflops:.1f} | {mfu} |",
-                    flush=True,
-                )
+                    compiled[variant] = forward.lower(params, *inputs).compile()
+                    compile_s[variant] = time.perf_counter() - start
+                    jax.block_until_ready(compiled[variant](params, *inputs))
+                    times[variant] = []
+                for _ in range(args.repeats):  # interleaved: the variants share the device's state
+                    for variant in args.projections:
+                        start = time.perf_counter()
+                        jax.block_until_ready(compiled[variant](params, *inputs))
+                        times[variant].append(time.perf_counter() - start)
+                steps = {variant: statistics.median(times[variant]) for variant in args.projections}
+                for variant in args.projections:
+                    tokens_per_s = batch * length / steps[variant]
+                    versus = f"{steps['separate'] / steps[variant]:.3f}x" if "separate" in steps else ""
+                    tflops = flops_per_token(config, max(LAYERS) + 1, length) * tokens_per_s / 1e12
+                    mfu = f"{tflops / peak:.1%}" if peak else "n/a (pass --peak-tflops)"
+                    print(
+                        f"| {dtype} | {ran} | {variant} | {length} | {batch} | {tokens_per_s:,.0f} | {versus} | "
+                        f"{steps[variant] * 1e3:.1f} | {compile_s[variant]:.1f} | {tflops:.1f} | {mfu} |",
+                        flush=True,
+                    )
+                if args.profile and length == max(args.lengths):
+                    for variant in args.projections:
+                        where = args.profile / f"{dtype}-{length}-{variant}"
+                        with jax.profiler.trace(str(where), create_perfetto_trace=True):
+                            for _ in range(args.profile_steps):
+                                jax.block_until_ready(compiled[variant](params, *inputs))
+                        summary = trace_summary.summarize(where, args.profile_steps, steps[variant] * 1e3)
+                        profiles.append(f"\n#### {dtype}, T={length}, B={batch}, projections {variant}\n\n{summary}")
             del params
+    for profile in profiles:
+        print(profile, flush=True)
 
 
 if __name__ == "__main__":

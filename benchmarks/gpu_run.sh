@@ -36,18 +36,28 @@ run)
     fi
     export PYTHONPATH=$PWD/worker:$PWD/api${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-    # Each has its own time limit (530 s together, under 9 minutes), and each runs even if one
+    # Each has its own time limit (560 s together, under 10 minutes), and each runs even if one
     # before fails. bfloat16 times cuDNN only: xla is refused for bf16 on a CUDA GPU (issue 30).
+    # The forwards share one random checkpoint; the first writes it.
+    checkpoint=/tmp/layertap-qwen2.5-0.5b-random
     {
-        timeout "${BF16_SECONDS:-80}" "$python" benchmarks/gpu_forward.py --dtypes bfloat16 \
+        timeout "${BF16_SECONDS:-90}" "$python" benchmarks/gpu_forward.py --dtypes bfloat16 --lengths 2048 \
+            --checkpoint "$checkpoint" --profile "$out/profile" \
             | tee "$out/gpu_forward.md" || echo "gpu_forward.py failed ($?)"
-        timeout "${NUMERICS_SECONDS:-120}" "$python" benchmarks/gpu_numerics.py \
+        timeout "${NUMERICS_SECONDS:-100}" "$python" benchmarks/gpu_numerics.py \
             | tee "$out/gpu_numerics.md" || echo "gpu_numerics.py failed ($?)"
-        timeout "${F32_SECONDS:-60}" "$python" benchmarks/gpu_forward.py --dtypes float32 \
+        timeout "${F32_SECONDS:-45}" "$python" benchmarks/gpu_forward.py --dtypes float32 --lengths 2048 \
+            --projections separate --checkpoint "$checkpoint" \
             | tee -a "$out/gpu_forward.md" || echo "gpu_forward.py (float32) failed ($?)"
-        timeout "${EXTRACT_SECONDS:-200}" "$python" benchmarks/gpu_extract.py --tasks 400 --batch-size 32 \
+        timeout "${EXTRACT_SECONDS:-170}" "$python" benchmarks/gpu_extract.py --tasks 400 --batch-size 32 \
             --positions all last mean | tee "$out/gpu_extract.md" || echo "gpu_extract.py failed ($?)"
-        timeout "${HOST_PATH_SECONDS:-70}" "$python" benchmarks/bench_host_path.py --samples 120 \
+        # XLA's GPU flags (issue 30 item 2), each against the default run above
+        for flags in --xla_gpu_enable_latency_hiding_scheduler=true --xla_gpu_enable_triton_gemm=false; do
+            XLA_FLAGS="$flags" timeout "${FLAGS_SECONDS:-55}" "$python" benchmarks/gpu_forward.py \
+                --dtypes bfloat16 --lengths 2048 --checkpoint "$checkpoint" \
+                | tee -a "$out/gpu_forward_flags.md" || echo "gpu_forward.py ($flags) failed ($?)"
+        done
+        timeout "${HOST_PATH_SECONDS:-45}" "$python" benchmarks/bench_host_path.py --samples 120 \
             --positions all last | tee "$out/bench_host_path.md" || echo "bench_host_path.py failed ($?)"
     } 2>&1 | tee "$out/log.txt"
     ;;

@@ -116,12 +116,15 @@ def reference(checkpoint):
     return token_ids, hf_layers(checkpoint, token_ids, torch.float32)
 
 
-def test_float32_matches_transformers_on_every_layer(checkpoint, reference):
+@pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused-projections"])
+def test_float32_matches_transformers_on_every_layer(checkpoint, reference, fused):
+    """Also with q/k/v and gate/up each in one dot over stacked kernels (issue 30 item 2):
+    a head, bias or norm stacked in the wrong place shows here at every layer."""
     token_ids, expected = reference
     config, params = load_checkpoint(checkpoint)
-    ours = run(config, params, list(range(config.num_hidden_layers)), token_ids)
+    ours = run(config, params, list(range(config.num_hidden_layers)), token_ids, fused_projections=fused)
     errors = max_errors(ours, expected)
-    print(f"\n{checkpoint.name} float32 max|err|/rms per layer: {np.array2string(errors, precision=2)}")
+    print(f"\n{checkpoint.name} float32 fused={fused} max|err|/rms per layer: {np.array2string(errors, precision=2)}")
     assert errors.max() <= FLOAT32_BOUND
 
 

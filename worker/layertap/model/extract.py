@@ -20,6 +20,7 @@ def make_extract_fn(
     layers: LayerTap | Sequence[int],
     compute_dtype: Dtype = jnp.float32,
     out_dtype: Dtype | None = None,
+    fused_projections: bool = False,
 ) -> ExtractFn:
     """`(params, token_ids[B,T], positions[B,T], segment_ids[B,T]) -> {site: [len(layers), B, T, ...]}`.
 
@@ -29,15 +30,17 @@ def make_extract_fn(
     (`tap.py`; default resid_post only), its i-th entry taken at block `layers[i]`
     (resid_post is HF hidden_states[layers[i] + 1], before the final norm), of shape
     `site_shape` per token, in `out_dtype` (default: the compute dtype). `layers` is a
-    LayerTap, or layer indices (resid_post) checked against the config. The function is pure and not yet jitted, so
-    the caller chooses shardings and donation.
+    LayerTap, or layer indices (resid_post) checked against the config. `fused_projections`
+    runs q/k/v and gate/up each as one dot over stacked kernels (the same values; which is
+    faster depends on the platform: benchmarks/gpu_forward.py measures both). The function
+    is pure and not yet jitted, so the caller chooses shardings and donation.
     """
     tap = layers if isinstance(layers, LayerTap) else LayerTap.validated(layers, config.num_hidden_layers)
     compute_dtype = jnp.dtype(compute_dtype)
     if compute_dtype not in (jnp.float32, jnp.bfloat16):
         raise ValueError(f"compute dtype must be float32 or bfloat16, got {compute_dtype}")
     out_dtype = jnp.dtype(out_dtype or compute_dtype)
-    decoder = Decoder(config, tap, compute_dtype)
+    decoder = Decoder(config, tap, compute_dtype, fused_projections)
 
     def extract(
         params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array

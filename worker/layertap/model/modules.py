@@ -155,6 +155,7 @@ class Attention(nn.Module):
     config: DecoderConfig
     dtype: Dtype
     capture_z: bool = False  # sow attn_z: each head's output before o_proj, [B, T, N, H]
+    fused_projections: bool = False  # q, k and v in one dot (issue 30: measured per platform)
 
     @nn.compact
     def __call__(
@@ -172,18 +173,37 @@ class Attention(nn.Module):
         g = cfg.queries_per_kv_head
         precision = dot_precision(self.dtype)
 
-        def project(name: str, heads: int) -> jax.Array:
-            kernel = self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (d, heads, h)).astype(self.dtype)
-            out_btnh = contract("btd,dnh->btnh", x_btd, kernel, precision)
-            if cfg.qkv_bias:
-                out_btnh = out_btnh + self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
-            if cfg.qk_norm and name in ("q", "k"):  # Qwen3: each head normalised before rotary
-                out_btnh = RMSNorm(cfg.rms_norm_eps, self.dtype, name=f"{name}_norm")(out_btnh)
-            return out_btnh
+        def kernel(name: str, heads: int) -> jax.Array:
+            return self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (d, heads, h)).astype(self.dtype)
 
-        q_btnh = apply_rotary(project("q", n), cos_bth, sin_bth)
-        k_btkh = apply_rotary(project("k", k), cos_bth, sin_bth)
-        v_btkh = project("v", k)
+        def bias(name: str, heads: int) -> jax.Array:
+            return self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
+
+        if self.fused_projections:
+            # One dot for q, k and v: kernels stacked per KV head as [D, K, G + 2, H] (that
+            # head's G query heads, its key, its value), so a mesh that shards K shards it too.
+            qkv_kernel = jnp.concatenate(
+                [kernel("q", n).reshape(d, k, g, h), kernel("k", k)[:, :, None], kernel("v", k)[:, :, None]], axis=2
+            )
+            qkv_btkjh = contract("btd,dkjh->btkjh", x_btd, qkv_kernel, precision)
+            if cfg.qkv_bias:
+                qkv_btkjh = qkv_btkjh + jnp.concatenate(
+                    [bias("q", n).reshape(k, g, h), bias("k", k)[:, None], bias("v", k)[:, None]], axis=1
+                )
+            q_btnh = qkv_btkjh[:, :, :, :g].reshape(*x_btd.shape[:2], n, h)
+            k_btkh, v_btkh = qkv_btkjh[:, :, :, g], qkv_btkjh[:, :, :, g + 1]
+        else:
+
+            def project(name: str, heads: int) -> jax.Array:
+                out_btnh = contract("btd,dnh->btnh", x_btd, kernel(name, heads), precision)
+                return out_btnh + bias(name, heads) if cfg.qkv_bias else out_btnh
+
+            q_btnh, k_btkh, v_btkh = project("q", n), project("k", k), project("v", k)
+        if cfg.qk_norm:  # Qwen3: each head normalised before rotary
+            q_btnh = RMSNorm(cfg.rms_norm_eps, self.dtype, name="q_norm")(q_btnh)
+            k_btkh = RMSNorm(cfg.rms_norm_eps, self.dtype, name="k_norm")(k_btkh)
+        q_btnh = apply_rotary(q_btnh, cos_bth, sin_bth)
+        k_btkh = apply_rotary(k_btkh, cos_bth, sin_bth)
 
         # Scale queries (T x H values) rather than logits (T x S values). Query head
         # k * G + j shares KV head k, as in HF's repeat_kv.
@@ -212,6 +232,7 @@ class MLP(nn.Module):
     config: DecoderConfig
     dtype: Dtype
     capture_hidden: bool = False  # sow mlp_hidden: silu(gate(x)) * up(x), [B, T, F]
+    fused_projections: bool = False  # gate and up in one dot, their kernels stacked [D, 2, F]
 
     @nn.compact
     def __call__(self, x_btd: jax.Array) -> jax.Array:
@@ -220,8 +241,12 @@ class MLP(nn.Module):
         gate_df = self.param("gate_kernel", nn.initializers.lecun_normal(), (d, f)).astype(self.dtype)
         up_df = self.param("up_kernel", nn.initializers.lecun_normal(), (d, f)).astype(self.dtype)
         down_fd = self.param("down_kernel", nn.initializers.lecun_normal(), (f, d)).astype(self.dtype)
-        gate_btf = contract("btd,df->btf", x_btd, gate_df, precision)
-        up_btf = contract("btd,df->btf", x_btd, up_df, precision)
+        if self.fused_projections:
+            both_btcf = contract("btd,dcf->btcf", x_btd, jnp.stack([gate_df, up_df], axis=1), precision)
+            gate_btf, up_btf = both_btcf[:, :, 0], both_btcf[:, :, 1]
+        else:
+            gate_btf = contract("btd,df->btf", x_btd, gate_df, precision)
+            up_btf = contract("btd,df->btf", x_btd, up_df, precision)
         hidden_btf = jax.nn.silu(gate_btf) * up_btf
         if self.capture_hidden:
             sow_site(self, "mlp_hidden", hidden_btf)
@@ -240,6 +265,7 @@ class DecoderBlock(nn.Module):
     dtype: Dtype
     sites: frozenset[str] = frozenset()
     stage: int = 2
+    fused_projections: bool = False  # q/k/v and gate/up each in one dot (`Attention`, `MLP`)
 
     @nn.compact
     def __call__(
@@ -257,7 +283,7 @@ class DecoderBlock(nn.Module):
         if self.stage == 0:
             return x_btd
         attn_in_btd = RMSNorm(eps, self.dtype, name="input_layernorm")(x_btd)
-        attended = Attention(self.config, self.dtype, "attn_z" in self.sites, name="self_attn")(
+        attended = Attention(self.config, self.dtype, "attn_z" in self.sites, self.fused_projections, name="self_attn")(
             attn_in_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill
         )
         attn_out_btd, cache = attended if cache is not None else (attended, None)
@@ -267,7 +293,9 @@ class DecoderBlock(nn.Module):
         if self.stage == 1:
             return x_btd
         mlp_in_btd = RMSNorm(eps, self.dtype, name="post_attention_layernorm")(x_btd)
-        mlp_out_btd = MLP(self.config, self.dtype, "mlp_hidden" in self.sites, name="mlp")(mlp_in_btd)
+        mlp_out_btd = MLP(self.config, self.dtype, "mlp_hidden" in self.sites, self.fused_projections, name="mlp")(
+            mlp_in_btd
+        )
         self._capture("mlp_out", mlp_out_btd)
         x_btd = x_btd + mlp_out_btd
         self._capture("resid_post", x_btd)

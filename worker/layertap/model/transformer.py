@@ -23,6 +23,7 @@ class Decoder(nn.Module):
     config: DecoderConfig
     tap: LayerTap
     dtype: Dtype = jnp.float32
+    fused_projections: bool = False  # q/k/v and gate/up each in one dot (modules.Attention, MLP)
 
     @nn.compact
     def __call__(self, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array) -> jax.Array:
@@ -32,7 +33,12 @@ class Decoder(nn.Module):
         cos_bth, sin_bth = rotary_cos_sin(positions_bt, cfg, self.dtype)
         for layer in range(max(self.tap.layers) + 1):
             block = DecoderBlock(
-                cfg, self.dtype, self.tap.sites_at(layer), self.tap.stage(layer), name=f"layers_{layer}"
+                cfg,
+                self.dtype,
+                self.tap.sites_at(layer),
+                self.tap.stage(layer),
+                self.fused_projections,
+                name=f"layers_{layer}",
             )
             x_btd = block(x_btd, cos_bth, sin_bth, segment_ids_bt)
         return x_btd
