@@ -40,7 +40,7 @@ def make_extract_fn(
     if compute_dtype not in (jnp.float32, jnp.bfloat16):
         raise ValueError(f"compute dtype must be float32 or bfloat16, got {compute_dtype}")
     out_dtype = jnp.dtype(out_dtype or compute_dtype)
-    decoder = Decoder(config, tap, compute_dtype, fused_projections)
+    decoder = Decoder(config, tap, compute_dtype, fused_projections=fused_projections)
 
     def extract(
         params: dict, token_ids_bt: jax.Array, positions_bt: jax.Array, segment_ids_bt: jax.Array

@@ -180,16 +180,16 @@ class Attention(nn.Module):
             return self.param(f"{name}_bias", nn.initializers.zeros, (heads, h)).astype(self.dtype)
 
         if self.fused_projections:
-            # One dot for q, k and v: kernels stacked per KV head as [D, K, G + 2, H] (that
-            # head's G query heads, its key, its value), so a mesh that shards K shards it too.
-            qkv_kernel = jnp.concatenate(
-                [kernel("q", n).reshape(d, k, g, h), kernel("k", k)[:, :, None], kernel("v", k)[:, :, None]], axis=2
-            )
-            qkv_btkjh = contract("btd,dkjh->btkjh", x_btd, qkv_kernel, precision)
+            # One dot for q, k and v: kernels (and biases) stacked per KV head as [.., K, G + 2, H]
+            # (that head's G query heads, its key, its value), so a mesh that shards K shards it too.
+            def per_kv_head(parameter) -> jax.Array:
+                q_, k_, v_ = parameter("q", n), parameter("k", k), parameter("v", k)
+                q_ = q_.reshape(*q_.shape[:-2], k, g, h)
+                return jnp.concatenate([q_, k_[..., None, :], v_[..., None, :]], axis=-2)
+
+            qkv_btkjh = contract("btd,dkjh->btkjh", x_btd, per_kv_head(kernel), precision)
             if cfg.qkv_bias:
-                qkv_btkjh = qkv_btkjh + jnp.concatenate(
-                    [bias("q", n).reshape(k, g, h), bias("k", k)[:, None], bias("v", k)[:, None]], axis=1
-                )
+                qkv_btkjh = qkv_btkjh + per_kv_head(bias)
             q_btnh = qkv_btkjh[:, :, :, :g].reshape(*x_btd.shape[:2], n, h)
             k_btkh, v_btkh = qkv_btkjh[:, :, :, g], qkv_btkjh[:, :, :, g + 1]
         else:
@@ -283,9 +283,9 @@ class DecoderBlock(nn.Module):
         if self.stage == 0:
             return x_btd
         attn_in_btd = RMSNorm(eps, self.dtype, name="input_layernorm")(x_btd)
-        attended = Attention(self.config, self.dtype, "attn_z" in self.sites, self.fused_projections, name="self_attn")(
-            attn_in_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill
-        )
+        attended = Attention(
+            self.config, self.dtype, "attn_z" in self.sites, fused_projections=self.fused_projections, name="self_attn"
+        )(attn_in_btd, cos_bth, sin_bth, segment_ids_bt, cache, positions_bt, prefill)
         attn_out_btd, cache = attended if cache is not None else (attended, None)
         self._capture("attn_out", attn_out_btd)
         x_btd = x_btd + attn_out_btd
@@ -293,9 +293,9 @@ class DecoderBlock(nn.Module):
         if self.stage == 1:
             return x_btd
         mlp_in_btd = RMSNorm(eps, self.dtype, name="post_attention_layernorm")(x_btd)
-        mlp_out_btd = MLP(self.config, self.dtype, "mlp_hidden" in self.sites, self.fused_projections, name="mlp")(
-            mlp_in_btd
-        )
+        mlp_out_btd = MLP(
+            self.config, self.dtype, "mlp_hidden" in self.sites, fused_projections=self.fused_projections, name="mlp"
+        )(mlp_in_btd)
         self._capture("mlp_out", mlp_out_btd)
         x_btd = x_btd + mlp_out_btd
         self._capture("resid_post", x_btd)

@@ -37,7 +37,7 @@ class Decoder(nn.Module):
                 self.dtype,
                 self.tap.sites_at(layer),
                 self.tap.stage(layer),
-                self.fused_projections,
+                fused_projections=self.fused_projections,
                 name=f"layers_{layer}",
             )
             x_btd = block(x_btd, cos_bth, sin_bth, segment_ids_bt)
