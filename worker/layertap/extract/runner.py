@@ -337,8 +337,10 @@ class UnitSink:
         """Stored values that are NaN or infinite make their rows' norms so: the statistics
         computed on device with the step show them, at no cost of their own."""
         bad = [key for key, partial in stats.items() if not np.isfinite(partial["norm_sum"][0])]
+        if not bad:
+            return
         policy = self.prepared.job.extraction.on_non_finite
-        if not bad or (self._saw_non_finite and policy == "warn"):
+        if self._saw_non_finite and policy == "warn":
             return
         (site, layer), more = bad[0], f" and {plural(len(bad) - 1, 'other layer or site')}" if len(bad) > 1 else ""
         where = f"layer {layer} {site}{more} from step {step}"
