@@ -41,6 +41,7 @@ def parse_args(description: str, *, gpu: bool = False, **defaults) -> argparse.N
         parser.add_argument(
             "--peak-tflops", type=float, default=989.0, help="peak dense bfloat16 TFLOP/s (H100 SXM: 989)"
         )
+        parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (checks the script, not timed)")
     parser.add_argument("--tasks", type=int, default=defaults.get("tasks", 16), help="ARC-AGI-1 training tasks")
     parser.add_argument("--layers-in-model", type=int, default=defaults.get("layers_in_model", 4))
     parser.add_argument("--dtype", default=defaults.get("dtype", "float32"), choices=["float32", "bfloat16"])

@@ -17,6 +17,7 @@ run's shards to the same disk. The goals (issue 26): `last`/`mean` at >= 90% of 
 alone, `all` at >= 90% of min(forward, sink).
 
     python benchmarks/gpu_extract.py --tasks 400 --batch-size 32 --positions all last mean
+    .venv/bin/python benchmarks/gpu_extract.py --allow-cpu --tasks 4 --batch-size 2 --layers-in-model 2
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], gpu=True, tasks=400, layers_in_model=24, dtype="bfloat16", batch_size=32)
     import jax
 
-    if jax.default_backend() != "gpu":
+    if jax.default_backend() != "gpu" and not args.allow_cpu:
         raise SystemExit(f"no GPU: JAX's backend is {jax.default_backend()} (pip install 'jax[cuda12]')")
     with tempfile.TemporaryDirectory(prefix="layertap-gpu-bench-") as tmp:
         workdir = args.workdir or Path(tmp)

@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="trace steps at the longest length here; print where time goes")
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, help="override the device's peak for the MFU")
+    parser.add_argument("--num-layers", type=int, default=QWEN25_05B["num_hidden_layers"], help="a smaller model")
     parser.add_argument("--allow-cpu", action="store_true", help="run on a CPU too (to check the script, not to time)")
     args = parser.parse_args()
 
@@ -101,10 +102,11 @@ def main() -> None:
         if not directory.exists():  # written whole, then renamed: a run cut short leaves no half checkpoint
             partial = directory.with_name(directory.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            write_random_checkpoint(partial, seed=0, **QWEN25_05B)
+            write_random_checkpoint(partial, seed=0, **{**QWEN25_05B, "num_hidden_layers": args.num_layers})
             partial.rename(directory)
         for dtype in args.dtypes:
             config, params = load_checkpoint(directory, jnp.dtype(dtype))
+            layers = [layer for layer in LAYERS if layer < config.num_hidden_layers] or [config.num_hidden_layers - 1]
             peak = args.peak_tflops or (peaks[dtype == "bfloat16"] if peaks else None)
             for length in args.lengths:
                 ran = choose_implementation(jnp.dtype(dtype), config.head_dim)
@@ -119,7 +121,7 @@ def main() -> None:
                 compiled, compile_s, times = {}, {}, {}
                 for variant in args.projections:
                     fused = VARIANTS[variant]
-                    forward = jax.jit(make_extract_fn(config, LAYERS, jnp.dtype(dtype), fused_projections=fused))
+                    forward = jax.jit(make_extract_fn(config, layers, jnp.dtype(dtype), fused_projections=fused))
                     start = time.perf_counter()
                     compiled[variant] = forward.lower(params, *inputs).compile()
                     compile_s[variant] = time.perf_counter() - start
@@ -134,7 +136,7 @@ def main() -> None:
                 for variant in args.projections:
                     tokens_per_s = batch * length / steps[variant]
                     versus = f"{steps['separate'] / steps[variant]:.3f}x" if "separate" in steps else ""
-                    tflops = flops_per_token(config, max(LAYERS) + 1, length) * tokens_per_s / 1e12
+                    tflops = flops_per_token(config, max(layers) + 1, length) * tokens_per_s / 1e12
                     mfu = f"{tflops / peak:.1%}" if peak else "n/a (pass --peak-tflops)"
                     print(
                         f"| {dtype} | {ran} | {variant} | {length} | {batch} | {tokens_per_s:,.0f} | {versus} | "
