@@ -23,15 +23,13 @@ from layertap.io import ObjectInfo, Store, open_store
 from layertap.io.ahead import map_ahead
 from layertap.io.fingerprint import fingerprint
 from layertap.store import layout
+from layertap.store.schema import record_damage
 
 # What fixes a damaged or missing file of a run: a resume checks what it trusts (`scan_commits`
 # with contents) and computes again what it does not.
 RECOMPUTE = "resume the run (the same `layertap extract` command) to recompute it, or restore the file"
 # What fixes a manifest that disagrees with the commit records: finalizing writes it from them.
 REFINALIZE = "resume the run (the same `layertap extract` command) to write the manifest again from the commit records"
-RECORD_KEYS = ("samples", "process_index", "seq", "tokens", "hidden_size", "units")
-FILE_KEYS = ("shard", "bytes", "crc32c")  # of a record of whole units; a split unit's record: of each of its parts
-PART_KEYS = (*FILE_KEYS, "tokens")
 
 
 def shard_files(record: dict) -> list[dict]:
@@ -47,18 +45,6 @@ def shard_files(record: dict) -> list[dict]:
         common | part | {"units": [[unit_id, 0, part["tokens"]]], "part": [k, len(parts)]}
         for k, part in enumerate(parts)
     ]
-
-
-def _missing_keys(record: dict) -> list[str]:
-    missing = [name for name in RECORD_KEYS if name not in record]
-    parts = record.get("parts")
-    if parts is None:
-        return missing + [name for name in FILE_KEYS if name not in record]
-    if not isinstance(parts, list) or not parts or not all(isinstance(part, dict) for part in parts):
-        return [*missing, "parts"]
-    if len(record.get("units") or []) != 1:
-        return [*missing, "its one unit"]
-    return missing + sorted({name for part in parts for name in PART_KEYS if name not in part})
 
 
 def read_json(store: Store, key: str, what: str) -> dict:
@@ -123,8 +109,8 @@ def scan_commits(
             return key, None, str(error).split(": ", 1)[1]
         except FileNotFoundError:
             return key, None, "the commit record vanished while it was read"
-        missing = _missing_keys(record)
-        return key, record, f"the commit record is damaged (no {', '.join(missing)})" if missing else ""
+        damage = record_damage(record)
+        return key, record, f"the commit record is damaged ({damage})" if damage else ""
 
     with ThreadPoolExecutor(16) as pool:
         loaded = list(pool.map(load, keys))

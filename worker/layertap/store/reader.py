@@ -42,6 +42,7 @@ from layertap.store.index import (
     shard_files,
 )
 from layertap.store.records import TokenRecords
+from layertap.store.schema import manifest_shards_damage
 from layertap.store.statistics import RunStats, merge_all
 
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
@@ -503,9 +504,10 @@ def open_run(uri: str, *, checksums: bool = True) -> Run:
     missing = [
         key for key in ("meta", "layers", "storage_dtype", "hidden_size", "num_tokens", "shards") if key not in manifest
     ]
-    if missing:
+    damage = f"no {', '.join(missing)}" if missing else finalized and manifest_shards_damage(manifest["shards"])
+    if damage:
         raise LayerTapError(
-            f"{uri}/{layout.MANIFEST_KEY}: the manifest is damaged (no {', '.join(missing)}); "
+            f"{uri}/{layout.MANIFEST_KEY}: the manifest is damaged ({damage}); "
             "delete it and resume the run to write it again"
         )
     return Run(store, manifest, finalized, checksums)
