@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layertap.errors import LayerTapError
-from layertap.io import open_store
 from layertap.store import dtypes, layout
-from layertap.store.index import read_json
 from layertap.store.reader import Run
 from layertap.store.records import TokenRecords
 
@@ -111,22 +109,9 @@ class SampleIndex:
 
 
 def index_samples(run: Run) -> SampleIndex:
-    """Read every shard's sidecar (small JSON files, 16 at a time)."""
-    store = open_store(run.uri)
-
-    def sidecar(key: str) -> dict:
-        try:
-            found = read_json(store, key, "sample sidecar")
-        except FileNotFoundError:
-            raise LayerTapError(
-                f"{run.uri}/{key}: the sample sidecar is missing (`layertap verify {run.uri}`)"
-            ) from None
-        if not isinstance(found.get("samples"), dict):
-            raise LayerTapError(f"{run.uri}/{key}: the sample sidecar is damaged (no samples object)")
-        return found["samples"]
-
+    """Read every shard's sidecar (small JSON files, 16 at a time; checked by the reader)."""
     with ThreadPoolExecutor(16) as pool:
-        sidecars = list(pool.map(sidecar, [shard.entry["samples"] for shard in run.shards]))
+        sidecars = list(pool.map(lambda shard: run._sidecar(shard.entry["samples"])["samples"], run.shards))
     meta, shard = {}, {}
     for position, samples in enumerate(sidecars):
         for index, provenance in samples.items():

@@ -23,7 +23,7 @@ from layertap.io import ObjectInfo, Store, open_store
 from layertap.io.ahead import map_ahead
 from layertap.io.fingerprint import fingerprint
 from layertap.store import layout
-from layertap.store.schema import record_damage
+from layertap.store.schema import record_damage, sidecar_damage
 
 # What fixes a damaged or missing file of a run: a resume checks what it trusts (`scan_commits`
 # with contents) and computes again what it does not.
@@ -185,8 +185,8 @@ def _content_problem(store: Store, record: dict, shards: dict[str, ObjectInfo], 
         sidecar = read_json(store, record["samples"], "sample sidecar")
     except (LayerTapError, FileNotFoundError) as error:
         return f"its sample sidecar {record['samples']} cannot be read ({error})"
-    if not isinstance(sidecar.get("samples"), dict):
-        return f"its sample sidecar {record['samples']} is damaged (no samples object)"
+    if damage := sidecar_damage(sidecar):
+        return f"its sample sidecar {record['samples']} is damaged ({damage})"
     return ""
 
 
@@ -220,11 +220,11 @@ def build_manifest(run_info: dict, records: list[dict]) -> dict:
     return {
         "format": layout.FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "started": run_info["started"],
-        "writer": run_info["writer"],
+        "started": run_info.get("started"),
+        "writer": run_info.get("writer"),
         "meta": meta,
-        "layers": meta["layers"],
-        "storage_dtype": meta["storage_dtype"],
+        "layers": meta.get("layers"),  # checked by its reader (schema.manifest_damage)
+        "storage_dtype": meta.get("storage_dtype"),
         "hidden_size": records[0]["hidden_size"] if records else None,
         "sites": meta.get("sites", [layout.DEFAULT_SITE]),
         # one token's shape at each site (resid_post runs: [hidden_size])

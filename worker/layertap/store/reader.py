@@ -42,7 +42,7 @@ from layertap.store.index import (
     shard_files,
 )
 from layertap.store.records import TokenRecords
-from layertap.store.schema import manifest_shards_damage
+from layertap.store.schema import manifest_damage, sidecar_damage
 from layertap.store.statistics import RunStats, merge_all
 
 _HEADER_GUESS = 64 * 1024  # enough for the header of any shard; read more if not
@@ -347,8 +347,8 @@ class Run:
             sidecar = read_json(self._store, key, "sample sidecar")
         except FileNotFoundError:
             raise LayerTapError(f"{self.uri}/{key}: the sample sidecar is missing; {RECOMPUTE}") from None
-        if not isinstance(sidecar.get("samples"), dict):
-            raise LayerTapError(f"{self.uri}/{key}: the sample sidecar is damaged (no samples object)")
+        if damage := sidecar_damage(sidecar):
+            raise LayerTapError(f"{self.uri}/{key}: the sample sidecar is damaged ({damage}); {RECOMPUTE}")
         return sidecar
 
     def problems(self) -> list[str]:
@@ -501,13 +501,12 @@ def open_run(uri: str, *, checksums: bool = True) -> Run:
         finalized = False
     if manifest.get("format") != layout.FORMAT:
         raise LayerTapError(f"{uri}/{layout.MANIFEST_KEY}: format {manifest.get('format')!r} is not {layout.FORMAT}")
-    missing = [
-        key for key in ("meta", "layers", "storage_dtype", "hidden_size", "num_tokens", "shards") if key not in manifest
-    ]
-    damage = f"no {', '.join(missing)}" if missing else finalized and manifest_shards_damage(manifest["shards"])
-    if damage:
+    damage = manifest_damage(manifest)
+    if damage and finalized:
         raise LayerTapError(
             f"{uri}/{layout.MANIFEST_KEY}: the manifest is damaged ({damage}); "
             "delete it and resume the run to write it again"
         )
+    if damage:  # built from the commit records, which are checked: what is wrong came from run.json
+        raise LayerTapError(f"{uri}/{layout.RUN_KEY}: the run's provenance is damaged ({damage}); restore the file")
     return Run(store, manifest, finalized, checksums)

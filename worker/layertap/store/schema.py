@@ -1,5 +1,5 @@
-"""The shape of a run's index entries, checked where they are read: a commit record or a
-manifest's shard entry that was damaged (by hand, by a tool, by a bug) is named as damaged
+"""The shape of a run's index files, checked where they are read: a commit record, a
+manifest or a sample sidecar that was damaged (by hand, by a tool, by a bug) is named as damaged
 with what is wrong, never a Python error deep inside a resume, a finalize or a read.
 
 Only the fields LayerTap reads are checked; others are let be. TypedDicts, not models:
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, NotRequired
 
-from pydantic import Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import Field, StrictInt, StrictStr, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic's choice on Python < 3.12
+
+from layertap.store import dtypes
 
 Count = Annotated[StrictInt, Field(ge=0)]
 # [unit id, first row, end row] of a unit's rows in the shard; the id is checked by _rows_damage
 # (a union's error would name its members)
 UnitRows = tuple[object, Count, Count]
 Units = Annotated[list[UnitRows], Field(min_length=1)]
+Shape = Annotated[list[Annotated[StrictInt, Field(gt=0)]], Field(min_length=1)]  # one row's, at a site
+Shapes = dict[StrictStr, Shape]
 
 
 class StatsEntry(TypedDict):
@@ -51,6 +55,8 @@ class CommitRecord(TypedDict):
     crc32c: NotRequired[StrictStr]
     tensors: NotRequired[dict]
     parts: NotRequired[Annotated[list[ShardFile], Field(min_length=1)]]
+    shapes: NotRequired[Shapes]
+    run: NotRequired[StrictStr]  # the run's identity (writer.run_identity)
 
 
 class ManifestShard(ShardFile):
@@ -64,8 +70,29 @@ class ManifestShard(ShardFile):
     part: NotRequired[tuple[Count, Count]]
 
 
+class Manifest(TypedDict):
+    """What readers take from a manifest (`format` is checked before, by its reader)."""
+
+    meta: dict
+    layers: Annotated[list[Count], Field(min_length=1)]
+    storage_dtype: StrictStr  # one of dtypes.NUMPY_DTYPES: checked by _manifest_damage
+    hidden_size: Count | None  # None: no shard committed yet
+    num_tokens: Count
+    shards: list[ManifestShard]
+    sites: NotRequired[Annotated[list[StrictStr], Field(min_length=1)]]
+    shapes: NotRequired[Shapes | None]
+    statistics: NotRequired[StatsEntry | None]
+
+
+class Sidecar(TypedDict):
+    """A shard's sample sidecar: sample index (decimal) -> its provenance (a JSON object)."""
+
+    samples: dict[Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]+$")], dict]
+
+
 _RECORD = TypeAdapter(CommitRecord)
-_MANIFEST_SHARDS = TypeAdapter(list[ManifestShard])
+_SIDECAR = TypeAdapter(Sidecar)
+_MANIFEST = TypeAdapter(Manifest)
 
 
 def record_damage(record: object) -> str:
@@ -85,13 +112,27 @@ def record_damage(record: object) -> str:
     return _rows_damage(record)
 
 
-def manifest_shards_damage(shards: object) -> str:
-    """What is wrong with a manifest's list of shard entries ("" if nothing)."""
+def manifest_damage(manifest: dict) -> str:
+    """What is wrong with a manifest ("" if nothing)."""
     try:
-        _MANIFEST_SHARDS.validate_python(shards)
+        _MANIFEST.validate_python(manifest)
     except ValidationError as error:
-        return _first(error, "shards")
-    return next((f"shards.{i}: {why}" for i, entry in enumerate(shards) if (why := _rows_damage(entry))), "")
+        return _first(error)
+    if manifest["storage_dtype"] not in dtypes.NUMPY_DTYPES:
+        return f"storage_dtype: {manifest['storage_dtype']!r} is not one of {', '.join(dtypes.NUMPY_DTYPES)}"
+    for i, entry in enumerate(manifest["shards"]):
+        if why := _rows_damage(entry):
+            return f"shards.{i}: {why}"
+    return ""
+
+
+def sidecar_damage(sidecar: dict) -> str:
+    """What is wrong with a sample sidecar ("" if nothing)."""
+    try:
+        _SIDECAR.validate_python(sidecar)
+    except ValidationError as error:
+        return _first(error)
+    return ""
 
 
 def _rows_damage(entry: dict) -> str:
@@ -106,12 +147,12 @@ def _rows_damage(entry: dict) -> str:
     return "" if row == entry["tokens"] else f"its units hold {row} rows, its tokens say {entry['tokens']}"
 
 
-def _first(error: ValidationError, *prefix: str) -> str:
+def _first(error: ValidationError) -> str:
     """The problem in words: "no samples" (every field missing), or the first other one,
     "units.0.1: Input should be a valid integer"."""
     problems = error.errors(include_url=False)
-    missing = [".".join(map(str, (*prefix, *p["loc"]))) for p in problems if p["type"] == "missing"]
+    missing = [".".join(map(str, p["loc"])) for p in problems if p["type"] == "missing"]
     if missing:
         return f"no {', '.join(missing)}"
-    where = ".".join(map(str, (*prefix, *problems[0]["loc"])))
+    where = ".".join(map(str, problems[0]["loc"]))
     return f"{where}: {problems[0]['msg']}" if where else problems[0]["msg"]
