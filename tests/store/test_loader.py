@@ -139,6 +139,36 @@ def test_a_state_of_other_settings_is_refused(run_uri):
         run.loader(LAYER, state={"epoch": 0})
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epoch": "1"}, r"state's epoch is '1', not a count"),
+        ({"offset": -5}, r"state's offset is -5, not a count"),
+        ({"window": True}, r"state's window is True, not a count"),
+        ({"offset": None}, r"state's offset is None, not a count"),
+        ({"window": 99}, r"state's window 99 is past epoch 0's windows of this process \(0\.\.\d+\)"),
+        ({"offset": 10**9}, r"state's offset 1000000000 is past the \d+ rows of window 0 of epoch 0"),
+    ],
+)
+def test_a_state_edited_out_of_range_is_refused_not_served_empty(run_uri, change, message):
+    """Hand-edited or damaged positions: before, some were Python errors and others resumed
+    to no batches at all, silently."""
+    run = layertap.open(run_uri)
+    loader = run.loader(LAYER, batch_size=48, seed=11, buffer_bytes=1 << 30)
+    next(iter(loader))
+    state = loader.state() | change
+    with pytest.raises(LayerTapError, match=message):
+        collect(run.loader(LAYER, batch_size=48, seed=11, buffer_bytes=1 << 30, state=state))
+
+
+def test_a_state_after_the_last_epoch_resumes_to_nothing(run_uri):
+    run = layertap.open(run_uri)
+    loader = run.loader(LAYER, batch_size=48, seed=11)
+    assert collect(loader) and loader.state()["epoch"] == 1
+    assert collect(run.loader(LAYER, batch_size=48, seed=11, state=loader.state())) == []
+    assert collect(run.loader(LAYER, batch_size=48, seed=11, epochs=2, state=loader.state()))  # one more epoch
+
+
 @pytest.mark.parametrize("columns", [False, True])
 def test_the_buffer_stays_within_its_cap(run_uri, units, columns):
     run = layertap.open(run_uri)

@@ -190,7 +190,18 @@ class Loader:
                     f"the loader state was saved with {key}={state.get(key)!r}, this loader has {value!r}: "
                     "open the loader with the settings it was saved with"
                 )
-        self._position = {key: int(state[key]) for key in ("epoch", "window", "offset")}
+        position = {key: state.get(key) for key in ("epoch", "window", "offset")}
+        for key, value in position.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise LayerTapError(f"the loader state's {key} is {value!r}, not a count: use loader.state() as it is")
+        if self.epochs is None or position["epoch"] < self.epochs:  # else: past the last epoch, nothing left
+            count = len(self.windows(position["epoch"]))
+            if position["window"] >= count:
+                raise LayerTapError(
+                    f"the loader state's window {position['window']} is past epoch "
+                    f"{position['epoch']}'s windows of this process (0..{count - 1}): use loader.state() as it is"
+                )
+        self._position = position
 
     # --- the plan of an epoch -----------------------------------------------------------
 
@@ -397,6 +408,11 @@ class Loader:
         while pending:
             epoch, number, future = pending.popleft()
             window = future.result()
+            if offset and offset >= len(window):  # only a resumed state's first window has an offset here
+                raise LayerTapError(
+                    f"the loader state's offset {offset} is past the {len(window)} rows of window {number} of epoch "
+                    f"{epoch}: use loader.state() as it is"
+                )
             if not pending:
                 read_ahead()
             last_of_epoch = not pending or pending[0][0] != epoch
