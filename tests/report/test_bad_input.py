@@ -67,7 +67,13 @@ def test_directions_of_the_wrong_shape_or_file(arc_run, tmp_path, out, capsys):
     np.save(tmp_path / "zero.npy", np.zeros(64))
     save_file({"W_dec": rng.normal(size=(8, 64)), "W_enc": rng.normal(size=(64, 8))}, str(tmp_path / "sae.safetensors"))
     (tmp_path / "vector.txt").write_text("1 2 3")
+    np.save(tmp_path / "words.npy", np.array(["up"] * 64))
+    np.save(tmp_path / "complex.npy", rng.normal(size=64) * 1j)
+    (tmp_path / "empty.npy").write_bytes(b"")
     cases = [
+        (["direction:" + str(tmp_path / "words.npy")], ["words.npy holds <U2 values; a direction is real numbers"]),
+        (["direction:" + str(tmp_path / "complex.npy")], ["complex.npy holds complex128 values"]),
+        (["direction:" + str(tmp_path / "empty.npy")], ["empty.npy is not a numpy array file"]),
         (["direction:" + str(tmp_path / "wide.npy")], ["wide.npy has width 65; the site is 64 wide"]),
         (
             ["direction:" + str(tmp_path / "matrix.npy")],

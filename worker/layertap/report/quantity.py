@@ -59,6 +59,8 @@ def load_direction(
 ) -> tuple[np.ndarray, str]:
     """A unit vector [width] from a file, and how to name it."""
     array, name = _read_array(path, tensor)
+    if not np.can_cast(array.dtype, np.float64, "same_kind"):  # text, objects, complex numbers
+        raise LayerTapError(f"--quantity direction: {name} holds {array.dtype} values; a direction is real numbers")
     array = np.asarray(array, np.float64)
     if array.ndim == 1 or (array.ndim > 1 and array.size == width and feature is None):
         if feature is not None:
@@ -108,7 +110,7 @@ def _read_array(path: Path, tensor: str | None) -> tuple[np.ndarray, str]:
             raise LayerTapError(f"--tensor {tensor}: {path} is a .npy file, which holds one array")
         try:
             return np.load(path, allow_pickle=False), path.name
-        except ValueError as error:
+        except (ValueError, EOFError) as error:  # an empty file is an EOFError
             raise LayerTapError(f"--quantity direction: {path} is not a numpy array file ({error})") from None
     if path.suffix == ".safetensors":
         import ml_dtypes  # noqa: F401 - teaches numpy bfloat16, which safetensors' "np" needs
