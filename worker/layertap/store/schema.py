@@ -75,7 +75,7 @@ class Manifest(TypedDict):
 
     meta: dict
     layers: Annotated[list[Count], Field(min_length=1)]
-    storage_dtype: StrictStr  # one of dtypes.NUMPY_DTYPES: checked by _manifest_damage
+    storage_dtype: StrictStr  # one of dtypes.NUMPY_DTYPES: checked by manifest_damage
     hidden_size: Count | None  # None: no shard committed yet
     num_tokens: Count
     shards: list[ManifestShard]
