@@ -40,16 +40,21 @@ class ShardFile(TypedDict):
     tensors: NotRequired[dict]  # tensor name -> CRC32C: one that is not a string fails its check when read
 
 
-class CommitRecord(TypedDict):
-    """A commit record: one shard file's fields, or `parts` (a split unit's files)."""
+class _Rows(TypedDict):
+    """Whose rows a shard (or a split unit) holds: a commit record's and a manifest entry's."""
 
     samples: StrictStr
     process_index: Count
     seq: Count
     tokens: Count
-    hidden_size: Count
     units: Units
     stats: NotRequired[StatsEntry]
+
+
+class CommitRecord(_Rows):
+    """A commit record: one shard file's fields, or `parts` (a split unit's files)."""
+
+    hidden_size: Count
     shard: NotRequired[StrictStr]
     bytes: NotRequired[Count]
     crc32c: NotRequired[StrictStr]
@@ -59,14 +64,9 @@ class CommitRecord(TypedDict):
     run: NotRequired[StrictStr]  # the run's identity (writer.run_identity)
 
 
-class ManifestShard(ShardFile):
+class ManifestShard(ShardFile, _Rows):
     """A manifest's entry of one shard file (`part`: [k, of] of a split unit's)."""
 
-    samples: StrictStr
-    process_index: Count
-    seq: Count
-    units: Units
-    stats: NotRequired[StatsEntry]
     part: NotRequired[tuple[Count, Count]]
 
 
