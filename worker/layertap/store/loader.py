@@ -19,6 +19,12 @@ Batches run across window ends, so every kept token is in exactly one batch per 
 last batch of an epoch may be short unless drop_last). The position is (epoch, window, rows
 of it consumed): resuming re-reads one window and skips into it. Rows within a batch keep the window's stored order
 (sorted indices make the gather cheap; a batch's loss does not depend on its row order).
+
+With `sharding` (format="jax"), each batch becomes a JAX array laid out by it, e.g.
+`NamedSharding(mesh, P("data"))`: a process's batch is its part of the global batch
+(`jax.make_array_from_process_local_data`). Every batch is then whole (a short one would not
+split over the devices), and when the sharding spans several processes each gives the same
+number of batches an epoch, the least any of them has, since every step is a collective.
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ class Loader:
         tasks: Iterable[str] | None = None,
         positions: Iterable[int] | None = None,
         exclude_tokens: Iterable[int] | None = None,
+        sharding=None,
         state: dict | None = None,
     ) -> None:
         self.run = run
@@ -112,7 +119,8 @@ class Loader:
         if format not in FORMATS:
             raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
         self.layer, self.site, self.batch_size, self.shuffle, self.seed = layer, site, batch_size, shuffle, seed
-        self.dtype, self.epochs, self.drop_last = dtype, epochs, drop_last
+        self.dtype, self.epochs = dtype, epochs
+        self.drop_last = drop_last or sharding is not None  # a short batch would not split over the devices
         self.format, self.with_columns = format, columns
         self.process_index, self.process_count = process_index, process_count
         self.buffer_bytes = buffer_bytes
@@ -123,7 +131,11 @@ class Loader:
         self._tasks = None if tasks is None else {str(task) for task in tasks}
         self._positions = None if positions is None else np.fromiter(positions, np.int64)
         self._exclude = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
+        self._filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
         shape = run.shape(site)
+        self.sharding, self._even = sharding, False
+        if sharding is not None:
+            self._even = self._check_sharding(sharding, shape)
         itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
         columns_bytes = sum(
             np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in layout.TOKEN_COLUMNS.values()
@@ -148,6 +160,37 @@ class Loader:
         self._position = {"epoch": 0, "window": 0, "offset": 0}
         if state is not None:
             self._resume(state)
+
+    def _check_sharding(self, sharding, shape: tuple[int, ...]) -> bool:
+        """Refuse a sharding the batches cannot take; True when it spans several processes
+        (which must then give the same number of batches)."""
+        if self.format != "jax":
+            raise LayerTapError(f"sharding lays out JAX arrays: use format='jax' with it, not {self.format!r}")
+        import jax
+
+        processes = {device.process_index for device in sharding.device_set}
+        if len(processes) > 1:
+            here = (jax.process_index(), jax.process_count())
+            if (self.process_index, self.process_count) != here:
+                raise LayerTapError(
+                    f"the sharding spans {len(processes)} JAX processes, so each loads its own part of every batch: "
+                    f"open the loader with process_index=jax.process_index(), process_count=jax.process_count() "
+                    f"({here[0]}, {here[1]} here), not {self.process_index}, {self.process_count}"
+                )
+            if self._filtered:
+                raise LayerTapError(
+                    "a sharding over several processes needs each process's batch count before reading, and "
+                    "filters make it known only once read: filter when extracting, or load in one process a host"
+                )
+        rows = self.batch_size * len(processes)
+        try:
+            sharding.shard_shape((rows, *shape))
+        except ValueError as error:
+            raise LayerTapError(
+                f"a global batch of {rows} rows ({self.batch_size} a process) does not split over the sharding's "
+                f"devices: make batch_size a multiple of their count along the batch axis ({error})"
+            ) from None
+        return len(processes) > 1
 
     # --- position -----------------------------------------------------------------------
 
@@ -205,8 +248,9 @@ class Loader:
 
     # --- the plan of an epoch -----------------------------------------------------------
 
-    def shard_order(self, epoch: int) -> list[int]:
-        """The indices (in run.shards) of this process's shards in `epoch`, in reading order."""
+    def _deal(self, epoch: int) -> tuple[list[int], list[int]]:
+        """This process's shards in `epoch` (indices in run.shards, in reading order), and
+        every process's tokens."""
         count = len(self.run.shards)
         order = np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
         tokens = [0] * self.process_count
@@ -216,14 +260,47 @@ class Loader:
             tokens[process] += self.run.shards[index].entry["tokens"]
             if process == self.process_index:
                 mine.append(int(index))
-        return mine
+        return mine, tokens
+
+    def shard_order(self, epoch: int) -> list[int]:
+        """The indices (in run.shards) of this process's shards in `epoch`, in reading order."""
+        return self._deal(epoch)[0]
 
     def windows(self, epoch: int) -> list[list[int]]:
-        """This process's shards in `epoch`, cut into windows of at most half the buffer
-        (at least one shard each)."""
+        """This process's shards in `epoch` that it serves, cut into windows of at most half
+        the buffer (at least one shard each). With a sharding over several processes, only
+        the windows that hold the epoch's batches (`_epoch_plan`)."""
+        return [shards for shards, _ in self._epoch_plan(epoch)]
+
+    def _epoch_plan(self, epoch: int) -> list[tuple[list[int], int | None]]:
+        """This process's windows in `epoch`: (shards, rows of it served; None: all). With a
+        sharding over several processes, each serves as many whole batches as the process
+        with the fewest tokens has (unfiltered, so a window's rows are its shards' tokens)."""
+        mine, tokens = self._deal(epoch)
+        cut = self._cut(mine)
+        if not self._even:
+            return [(shards, None) for shards in cut]
+        left = min(tokens) // self.batch_size * self.batch_size
+        if left == 0:
+            raise LayerTapError(
+                f"{self.run.uri}: in epoch {epoch} a process has {min(tokens)} tokens, fewer than a batch of "
+                f"{self.batch_size}, and with a sharding over several processes each serves as many batches as "
+                "the fewest: use a smaller batch_size or fewer processes"
+            )
+        plan = []
+        for shards in cut:
+            if left == 0:
+                break
+            rows = sum(self.run.shards[index].entry["tokens"] for index in shards)
+            plan.append((shards, None if rows <= left else left))
+            left -= min(rows, left)
+        return plan
+
+    def _cut(self, shards: list[int]) -> list[list[int]]:
+        """Shards cut into windows of at most half the buffer (at least one shard each)."""
         out: list[list[int]] = []
         held = 0
-        for index in self.shard_order(epoch):
+        for index in shards:
             size = self.run.shards[index].entry["tokens"] * self.row_bytes
             if out and held + size <= self.buffer_bytes // 2:
                 out[-1].append(index)
@@ -244,9 +321,8 @@ class Loader:
         """A shard's kept rows of the layer (as stored), their int8 scales, and their token
         columns (only when filters or `columns=True` need them: one request less a shard)."""
         shard = self.run.shards[index]
-        filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
-        columns = shard.read_many(layout.TOKEN_COLUMNS) if filtered or self.with_columns else {}
-        mask = self._mask(shard, columns) if filtered else None
+        columns = shard.read_many(layout.TOKEN_COLUMNS) if self._filtered or self.with_columns else {}
+        mask = self._mask(shard, columns) if self._filtered else None
         names = [self._tensor] if self._scale is None else [self._tensor, self._scale]
         if mask is None and shard.local_path is not None:
             # a local shard is mapped, not read: the batches' gather is then the one copy
@@ -374,12 +450,13 @@ class Loader:
             stop.set()
             thread.join()
 
-    def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int]]]:
-        """(epoch, window number, shards) from a position on, through the last epoch."""
+    def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int], int | None]]:
+        """(epoch, window number, shards, rows served of it) from a position on, through the
+        last epoch."""
         while self.epochs is None or epoch < self.epochs:
-            cut = self.windows(epoch)
-            for number in range(window, len(cut)):
-                yield epoch, number, cut[number]
+            plan = self._epoch_plan(epoch)
+            for number in range(window, len(plan)):
+                yield epoch, number, *plan[number]
             epoch, window = epoch + 1, 0
 
     def _batches(self, background: ThreadPoolExecutor) -> Iterator[tuple[dict, object]]:
@@ -387,12 +464,12 @@ class Loader:
         plan = self._plan(self._position["epoch"], self._position["window"])
         offset = self._position["offset"]
 
-        def read_next() -> tuple[int, int, Future[_Window]] | None:
+        def read_next() -> tuple[int, int, int | None, Future[_Window]] | None:
             step = next(plan, None)
             if step is None:
                 return None
-            epoch, number, shards = step
-            return epoch, number, background.submit(self._read_window, epoch, number, shards)
+            epoch, number, shards, served_rows = step
+            return epoch, number, served_rows, background.submit(self._read_window, epoch, number, shards)
 
         def read_ahead() -> None:
             if (step := read_next()) is not None:
@@ -400,29 +477,30 @@ class Loader:
 
         # Windows held (served or being read): at most two. The next is read while one is
         # served, and the one after as soon as that one is served to its end.
-        pending: deque[tuple[int, int, Future[_Window]]] = deque()
+        pending: deque[tuple[int, int, int | None, Future[_Window]]] = deque()
         read_ahead()
         room, filled = self._new_batch(), 0  # the batch being built
         served = 0  # rows of this epoch served so far (an epoch with none would loop forever)
         whole = self._position["window"] == 0 and offset == 0  # `served` counts this epoch from its start
         while pending:
-            epoch, number, future = pending.popleft()
+            epoch, number, served_rows, future = pending.popleft()
             window = future.result()
-            if offset and offset >= len(window):  # only a resumed state's first window has an offset here
+            end = len(window) if served_rows is None else served_rows  # the rows of it this epoch serves
+            if offset and offset >= end:  # only a resumed state's first window has an offset here
                 raise LayerTapError(
-                    f"the loader state's offset {offset} is past the {len(window)} rows of window {number} of epoch "
+                    f"the loader state's offset {offset} is past the {end} rows of window {number} of epoch "
                     f"{epoch}: use loader.state() as it is"
                 )
             if not pending:
                 read_ahead()
             last_of_epoch = not pending or pending[0][0] != epoch
             while True:
-                take = window.order[offset : offset + self.batch_size - filled]
+                take = window.order[offset : min(end, offset + self.batch_size - filled)]
                 offset += len(take)
                 served += len(take)
                 self._take(window, np.sort(take), room, filled)
                 filled += len(take)
-                done = offset >= len(window)
+                done = offset >= end
                 if done:  # what the batch needs of it is copied: it leaves memory now
                     self._account(-window.nbytes)
                     read_ahead()
@@ -457,9 +535,12 @@ class Loader:
             values = dtypes.decode(values, batch["scale"], self.dtype)
         columns = {name: batch[name] for name in layout.TOKEN_COLUMNS} if self.with_columns else None
         if self.format == "jax":
-            import jax.numpy as jnp
+            import jax
 
-            values = jnp.asarray(values)
+            if self.sharding is None:
+                values = jax.numpy.asarray(values)
+            else:  # this process's rows of the global batch
+                values = jax.make_array_from_process_local_data(self.sharding, values)
         elif self.format == "torch":
             try:
                 import torch
