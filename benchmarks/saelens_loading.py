@@ -16,6 +16,7 @@ import importlib.util
 HOOK = "blocks.12.hook_resid_post"
 STORE_BATCH_PROMPTS = 32  # sequences per read: SAELens' defaults (LanguageModelSAERunnerConfig)
 BATCHES_IN_BUFFER = 20
+CACHE_PART_SEQUENCES = 64  # converted to Arrow a part at a time: at once, 1M tokens needed over 20 GB
 
 
 def available() -> str | None:
@@ -28,7 +29,7 @@ def write_cache(run_uri: str, layer: int, context: int, path: str) -> None:
     """The run's rows of `layer`, in sequences of `context` tokens in stored order, saved as
     CacheActivationsRunner saves them (its Features; written whole, not timed)."""
     import numpy as np
-    from datasets import Array2D, Dataset, Features, Sequence, Value
+    from datasets import Array2D, Dataset, Features, Sequence, Value, concatenate_datasets
 
     import layertap
 
@@ -46,7 +47,13 @@ def write_cache(run_uri: str, layer: int, context: int, path: str) -> None:
         HOOK: records.activations[:rows].reshape(sequences, context, width),
         "token_ids": records.token_ids[:rows].astype(np.int32).reshape(sequences, context),
     }
-    Dataset.from_dict(data, features=features).save_to_disk(path)
+    parts = [
+        Dataset.from_dict(
+            {name: column[start : start + CACHE_PART_SEQUENCES] for name, column in data.items()}, features
+        )
+        for start in range(0, sequences, CACHE_PART_SEQUENCES)
+    ]
+    concatenate_datasets(parts).save_to_disk(path)
 
 
 def read_batches(path: str, context: int, width: int, batches: int, batch_size: int) -> int:
