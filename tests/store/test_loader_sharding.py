@@ -24,7 +24,8 @@ SEED = 3
 
 # Run in a process of its own (the CPU devices are set before JAX starts): load with a
 # sharding over every device, check each batch against the same loader without it, and
-# write what was served (token ids per step, this process's and the global sum per step).
+# write what was served (token ids per step, this process's and the global sum per step);
+# resumed from a state saved at a step, it must serve the same batches from there.
 WORKER = textwrap.dedent(
     """
     import json, sys
@@ -47,7 +48,7 @@ WORKER = textwrap.dedent(
         plain[whole.state()["epoch"] - (whole.state()["window"] == 0 and whole.state()["offset"] == 0)].append(batch)
     loader = run.loader(5, format="jax", sharding=sharding, **options)
     total = jax.jit(lambda x: x.astype(jax.numpy.float32).sum())
-    steps = []
+    steps, states = [], []
     for batch in loader:
         values = batch.activations
         assert isinstance(values, jax.Array) and values.sharding == sharding, values.sharding
@@ -61,6 +62,10 @@ WORKER = textwrap.dedent(
         np.testing.assert_array_equal(batch.token_ids, expected.token_ids)
         steps.append({"epoch": epoch, "tokens": batch.token_ids.tolist(),
                       "local_sum": float(local.sum(dtype=np.float64)), "global_sum": float(total(values))})
+        states.append(state)
+    for stop in (1, len(steps) // 2, len(steps) - 1):  # a saved state resumes to the same next batches
+        resumed = run.loader(5, format="jax", sharding=sharding, state=states[stop - 1], **options)
+        assert [b.token_ids.tolist() for b in resumed] == [s["tokens"] for s in steps[stop:]], stop
     refused = []
     for bad in (dict(batch_size=batch_size + 1), dict(format="numpy")):
         try:
