@@ -9,7 +9,9 @@ squared error with Adam; the decoder's rows are kept at unit norm. Every `--save
 steps it writes OUT/sae.safetensors (W_enc [D, F], W_dec [F, D], b_enc, b_dec, for
 `layertap report --quantity direction:OUT/sae.safetensors --tensor W_dec --feature N`) and
 OUT/state.json (the step and the loader's state): rerunning the command resumes from there,
-on the very next batch the data would have given (Adam's moments start again). docs/train-sae.md walks through it.
+on the very next batch the data would have given (Adam's moments start again). Each batch is
+laid over every device of the process (data parallel: the loader's `sharding`), the SAE
+replicated. docs/train-sae.md walks through it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file, save_file
 
 import layertap
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         epochs=None,  # as many epochs as the steps need
         drop_last=True,  # one shape: one compiled step
         format="jax",
+        sharding=NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data")),  # rows over the devices
         segments=None if args.segments is None else args.segments.split(","),
         state=None if saved is None else saved["loader"],
     )

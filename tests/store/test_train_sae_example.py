@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +59,27 @@ def test_the_loss_falls_and_the_report_reads_the_features(train_sae, run_uri, tm
     assert len(more["losses"]) == 20
     assert json.loads((out / "state.json").read_text())["step"] == 140
     assert more["losses"][0] < np.mean(losses[:5])  # from the trained parameters, not new ones
+
+
+def test_over_four_devices_it_trains_as_on_one(train_sae, run_uri, tmp_path):
+    """Data parallel: each batch laid over 4 CPU devices (the loader's sharding), the SAE
+    replicated; the same batches give the same losses as on one device."""
+    options = ["--features", "48", "--k", "4", "--batch-size", "64", "--lr", "3e-3", "--steps", "30"]
+    one = train_sae([run_uri, *options, "--out", str(tmp_path / "one")])["losses"]
+    script = (
+        "import importlib.util, json, sys; import jax; assert jax.device_count() == 4\n"
+        f"spec = importlib.util.spec_from_file_location('train_sae', {str(EXAMPLE)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print(json.dumps(module.main(sys.argv[1:])['losses']))"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, run_uri, *options, "--out", str(tmp_path / "four")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    four = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(four, one, rtol=1e-4)  # float32 sums in another order
