@@ -180,7 +180,8 @@ class Loader:
             if self._filtered:
                 raise LayerTapError(
                     "a sharding over several processes needs each process's batch count before reading, and "
-                    "filters make it known only once read: filter when extracting, or load in one process a host"
+                    "filters make it known only once read: filter when extracting (the extraction's positions "
+                    "and segments) instead"
                 )
         rows = self.batch_size * len(processes)
         try:
