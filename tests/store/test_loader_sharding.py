@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -73,7 +74,13 @@ WORKER = textwrap.dedent(
         except LayerTapError as error:
             refused.append(str(error))
     if processes > 1:
-        for bad in (dict(process_count=1, process_index=0), dict(segments=[1])):
+        replicated = NamedSharding(sharding.mesh, P())  # every process would hold every row
+        # the batch split over the processes, each one's rows on every device it has: taken
+        by_host = NamedSharding(Mesh(np.array(jax.devices()).reshape(processes, -1), ("hosts", "local")), P("hosts"))
+        first = next(iter(run.loader(5, **{**options, "format": "jax", "sharding": by_host})))
+        assert first.activations.shape[0] == batch_size * processes
+        np.testing.assert_array_equal(np.asarray(first.activations.addressable_shards[0].data), plain[0][0].activations)
+        for bad in (dict(process_count=1, process_index=0), dict(segments=[1]), dict(sharding=replicated)):
             try:
                 run.loader(5, **{**options, "format": "jax", "sharding": sharding, **bad})
             except LayerTapError as error:
@@ -169,6 +176,8 @@ def test_two_processes_each_load_their_part_of_every_global_batch(tmp_path, run_
             assert mine["global_sum"] == theirs["global_sum"]
             assert mine["global_sum"] == pytest.approx(mine["local_sum"] + theirs["local_sum"], rel=1e-5)
     refused = results[0]["refused"]
-    assert len(refused) == 4
+    assert len(refused) == 5
     assert "process_index=jax.process_index()" in refused[2]
     assert "filters make it known only once read" in refused[3]
+    held = re.search(r"must split the batch axis .* gives a process (\d+) of the (\d+) rows", refused[4])
+    assert held and held[1] == held[2] == str(2 * batch_size)  # replicated: each process would hold all

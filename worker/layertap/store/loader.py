@@ -185,12 +185,21 @@ class Loader:
                 )
         rows = self.batch_size * len(processes)
         try:
-            sharding.shard_shape((rows, *shape))
+            where = sharding.devices_indices_map((rows, *shape))
         except ValueError as error:
             raise LayerTapError(
                 f"a global batch of {rows} rows ({self.batch_size} a process) does not split over the sharding's "
                 f"devices: make batch_size a multiple of their count along the batch axis ({error})"
             ) from None
+        held: dict[int, set[int]] = {}  # the global batch's rows each process holds
+        for device, index in where.items():
+            held.setdefault(device.process_index, set()).update(range(rows)[index[0]])
+        if any(len(mine) != self.batch_size for mine in held.values()):
+            raise LayerTapError(
+                f"the sharding must split the batch axis (the first) over the {len(processes)} processes, each "
+                "holding its own rows (e.g. NamedSharding(mesh, P('data')) with 'data' over every device); "
+                f"{sharding} gives a process {max(map(len, held.values()))} of the {rows} rows"
+            )
         return len(processes) > 1
 
     # --- position -----------------------------------------------------------------------
