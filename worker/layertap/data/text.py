@@ -138,17 +138,6 @@ def text_sources(uri: str, format: str, *, split: str = "train", config: str | N
     return list_sources(uri, suffixes, format)
 
 
-def text_samples(
-    uri: str,
-    encode: Callable[[str], list[int]],
-    format: str = "text-jsonl",
-    skip_invalid: bool = False,
-    stats: ReadStats | None = None,
-) -> Iterator[Sample]:
-    """Tokenized samples in reading order; the sample index counts the records read."""
-    return _tokenized(enumerate(read_texts(uri, format, skip_invalid, stats)), encode, format)
-
-
 def _tokenized(
     records: Iterable[tuple[int, tuple[str, int, str]]], encode: Callable[[str], list[int]], format: str
 ) -> Iterator[Sample]:

@@ -101,11 +101,6 @@ class LayerTap:
         return cls(layers, sites)
 
     @property
-    def points(self) -> list[tuple[str, int]]:
-        """(site, layer) of every captured activation, in stored order: site by site."""
-        return [(site, layer) for site in self.sites for layer in self.layers]
-
-    @property
     def last_stage(self) -> int:
         """How far the last tapped block runs (SITE_STAGE)."""
         return max(SITE_STAGE[site] for site in self.sites)
