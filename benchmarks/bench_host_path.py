@@ -43,7 +43,6 @@ from bench_store import with_emulator
 LAYERS = tuple(range(10, 24))
 HIDDEN = 896
 ROWS, ROW_LENGTH = 16, 2048
-EXCLUDED_PER_SAMPLE = 8  # chat-template tokens (<|im_start|>, <|im_end|>, roles)
 PARALLEL_SHARDS = 4  # the writer's default
 
 
