@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 from corruption import CORRUPTIONS, corrupt
-from hypothesis import HealthCheck, given, settings
+from derandomized import DERANDOMIZED
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layertap.arc.encoders import DEFAULT_ENCODER, build_encoder
@@ -23,13 +24,7 @@ from layertap.arc.vote import parse_candidate, vote
 from layertap.errors import LayerTapError
 from layertap.io import open_store
 
-PROPERTY_SETTINGS = settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=150,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+PROPERTY_SETTINGS = settings(DERANDOMIZED, max_examples=150)
 ENCODERS = ["Minimal", "WithSeparation('|')", "CodeBlock(RepeatNumber(3))", DEFAULT_ENCODER]
 
 

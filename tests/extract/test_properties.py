@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corruption import CORRUPTIONS, corrupt
+from derandomized import DERANDOMIZED
 from hub_cache import parquet_bytes
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import layertap
@@ -46,9 +47,6 @@ BASE = {
     "extraction": {"layers": [1, 3]},
     "output": {"uri": "/o"},
 }
-PROPERTY_SETTINGS = settings(
-    derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 
 
 @st.composite
@@ -67,7 +65,7 @@ def mutated_specs(draw) -> dict:
     return spec
 
 
-@PROPERTY_SETTINGS
+@DERANDOMIZED
 @given(mutated_specs())
 def test_any_spec_is_a_worker_spec_or_a_clear_error(spec):
     try:
@@ -99,7 +97,7 @@ def clean_datasets(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
     }
 
 
-@PROPERTY_SETTINGS
+@DERANDOMIZED
 @given(
     fmt=st.sampled_from(["text-jsonl", "arc-json", "barc-jsonl", "arc-kaggle", "parquet"]),
     corruptions=st.lists(CORRUPTIONS, min_size=1, max_size=3),
@@ -158,7 +156,7 @@ def layers_of(output: Path) -> dict[int, np.ndarray]:
     return out
 
 
-@settings(PROPERTY_SETTINGS, max_examples=25)
+@settings(DERANDOMIZED, max_examples=25)
 # The cases that matter most, always tried: weights or text changed in place, same size.
 @example(target="ckpt/model.safetensors", corruption=("flip", 0.6, 4), resume=True)
 @example(target="texts.jsonl", corruption=("flip", 0.3, 1), resume=True)
@@ -260,7 +258,7 @@ def extract_flags(draw) -> list[str]:
     return argv
 
 
-@settings(PROPERTY_SETTINGS, max_examples=25)
+@settings(DERANDOMIZED, max_examples=25)
 @given(flags=extract_flags())
 def test_any_extract_flags_run_or_end_in_one_error_line(tmp_path, reference, capsys, flags):
     """A working command line with a few of `layertap extract`'s flags set to any value: a
@@ -284,7 +282,7 @@ def test_any_extract_flags_run_or_end_in_one_error_line(tmp_path, reference, cap
         assert code == 2 and err.strip().splitlines()[-1].startswith("layertap extract: error: "), (flags, err)
 
 
-@settings(PROPERTY_SETTINGS, max_examples=60)
+@settings(DERANDOMIZED, max_examples=60)
 @given(data=st.data(), action=st.sampled_from(["corrupt", "delete", "empty", "json", "stray"]))
 def test_a_damaged_run_directory_is_verified_or_named(tmp_path, reference, capsys, data, action):
     """Any one file of a finished run damaged, removed, emptied or replaced by other JSON (or a

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from derandomized import DERANDOMIZED
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layertap.errors import LayerTapError
@@ -51,13 +52,7 @@ def configs(draw, valid: dict):
     return raw
 
 
-@settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=300,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(DERANDOMIZED, max_examples=300)
 @given(data=st.data())
 def test_any_config_json_is_a_config_or_a_clear_error(tmp_path, config, data):
     raw = data.draw(configs(config))

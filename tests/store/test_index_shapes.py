@@ -13,7 +13,8 @@ import shutil
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from derandomized import DERANDOMIZED
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import layertap
@@ -30,13 +31,7 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
     max_leaves=5,
 )
-PROPERTY = settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=100,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+PROPERTY = settings(DERANDOMIZED, max_examples=100)
 
 
 def write_run(path, finalize: bool) -> None:

@@ -11,7 +11,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from derandomized import DERANDOMIZED
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import layertap
@@ -19,13 +20,7 @@ import layertap
 from .test_loader import LAYER, write
 from .units import make_units
 
-PROPERTY = settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=60,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+PROPERTY = settings(DERANDOMIZED, max_examples=60)
 
 
 @pytest.fixture(scope="module")
