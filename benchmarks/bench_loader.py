@@ -11,7 +11,8 @@ and 64 MiB shards. Read one layer:
   reader's ranged reads, 8 shards at a time, nothing checked or decoded: the store's speed;
 - raw + CRC32C: the same reads, each tensor checked: the floor of any checked read;
 - iter_layer: the reader, in order, checked (dtype=None);
-- loader: shuffled batches of 4,096, checked, as stored (bfloat16) and as float32;
+- loader: shuffled batches of 4,096, checked, as stored (bfloat16) and as float32, and as
+  float32 JAX arrays on JAX's default device (here the CPU; each waited for);
 - SAELens (local disk only; when sae_lens is installed): its ActivationsStore serving
   batches of 4,096 from its cache of the same tokens (saelens_loading.py; float32 on disk).
 GB/s is of the layer as LayerTap stores it (bfloat16) for every row. CPU is this process's
@@ -113,10 +114,14 @@ def measure(
     def iter_layer():
         return sum(len(b) for b in layertap.open(uri).iter_layer(LAYER, dtype=None))
 
-    def loader(dtype, checksums=True):
+    def loader(dtype, checksums=True, format="numpy"):
         def go():
             run = layertap.open(uri, checksums=checksums)
-            batches = run.loader(LAYER, batch_size=BATCH, seed=0, dtype=dtype, buffer_bytes=buffer_mb * 2**20)
+            batches = run.loader(
+                LAYER, batch_size=BATCH, seed=0, dtype=dtype, buffer_bytes=buffer_mb * 2**20, format=format
+            )
+            if format == "jax":  # each batch where the step would find it
+                return sum(len(b.block_until_ready()) for b in batches)
             return sum(len(b) for b in batches)
 
         return go
@@ -128,6 +133,7 @@ def measure(
         "loader, bfloat16 (checked)": loader(None),
         "loader, float32 (checked)": loader(np.float32),
         "loader, bfloat16 (unchecked)": loader(None, checksums=False),
+        "loader, float32 JAX arrays (checked)": loader(np.float32, format="jax"),
     }
     rows = timed(cases, tokens, repeat, cold=uri if cold else None)
     if saelens_cache is not None:

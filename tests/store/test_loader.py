@@ -216,10 +216,30 @@ def test_formats_dtypes_and_drop_last(run_uri, units):
     tensor = next(iter(run.loader(LAYER, batch_size=16, format="torch")))
     assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (16, 24)
     jax = pytest.importorskip("jax")
-    array = next(iter(run.loader(LAYER, batch_size=16, format="jax")))
-    assert isinstance(array, jax.Array) and array.shape == (16, 24)
+    plain = collect(run.loader(LAYER, batch_size=16, seed=2))
+    arrays = collect(run.loader(LAYER, batch_size=16, seed=2, format="jax"))
+    assert all(isinstance(a, jax.Array) and a.dtype == np.float32 for a in arrays)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(a) for a in arrays]), np.concatenate(plain))
     sizes = [len(b) for b in run.loader(LAYER, batch_size=100, drop_last=True)]
     assert sizes == [100] * (len(all_tokens(units)) // 100)
+
+
+def test_a_jax_batch_widened_on_its_device_equals_the_host_cast(run_uri):
+    """On an accelerator a float32 JAX batch crosses as stored (bfloat16) and is widened by
+    XLA there; CPU devices cast on the host. The device's convert is forced here on CPU's
+    XLA (the same op an accelerator runs): the values must be the host cast's, bit for bit."""
+    pytest.importorskip("jax")
+    run = layertap.open(run_uri)
+    assert not loader_module._widen_on_device("bfloat16", np.float32, None)  # CPU devices: the host casts
+    assert not loader_module._widen_on_device("bfloat16", None, None)  # as stored: nothing to widen
+    assert not loader_module._widen_on_device("float32", np.float32, None)
+    loader = run.loader(LAYER, batch_size=16, seed=2, format="jax")
+    loader._widen_on_device = True
+    assert loader._new_batch()["values"].dtype == ml_dtypes.bfloat16  # gathered as stored: half the bytes moved
+    widened = collect(loader)
+    assert all(a.dtype == np.float32 for a in widened)
+    plain = collect(run.loader(LAYER, batch_size=16, seed=2))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(a) for a in widened]), np.concatenate(plain))
 
 
 def test_int8_runs_are_decoded(tmp_path):

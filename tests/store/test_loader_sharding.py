@@ -39,6 +39,10 @@ WORKER = textwrap.dedent(
     import layertap
     from layertap.errors import LayerTapError
 
+    def local_rows(array):  # this process's rows of a global batch, in order
+        shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+        return np.concatenate([np.asarray(s.data) for s in shards])
+
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
     run = layertap.open(uri)
     options = dict(batch_size=batch_size, seed=SEED, epochs=2, buffer_bytes=4_000, columns=True,
@@ -54,8 +58,7 @@ WORKER = textwrap.dedent(
         values = batch.activations
         assert isinstance(values, jax.Array) and values.sharding == sharding, values.sharding
         assert values.shape == (batch_size * processes, values.shape[1]), values.shape
-        shards = sorted(values.addressable_shards, key=lambda s: s.index[0].start or 0)
-        local = np.concatenate([np.asarray(s.data) for s in shards])
+        local = local_rows(values)
         state = loader.state()
         epoch = state["epoch"] - (state["window"] == 0 and state["offset"] == 0)
         expected = plain[epoch][sum(1 for s in steps if s["epoch"] == epoch)]
@@ -67,6 +70,12 @@ WORKER = textwrap.dedent(
     for stop in (1, len(steps) // 2, len(steps) - 1):  # a saved state resumes to the same next batches
         resumed = run.loader(5, format="jax", sharding=sharding, state=states[stop - 1], **options)
         assert [b.token_ids.tolist() for b in resumed] == [s["tokens"] for s in steps[stop:]], stop
+    # widened on the device (as for an accelerator; forced here on CPU's XLA): the same values
+    widening = run.loader(5, format="jax", sharding=sharding, **options)
+    widening._widen_on_device = True
+    first = next(iter(widening)).activations
+    assert first.dtype == np.float32 and first.sharding == sharding
+    np.testing.assert_array_equal(local_rows(first), plain[0][0].activations)
     refused = []
     for bad in (dict(batch_size=batch_size + 1), dict(format="numpy")):
         try:

@@ -54,6 +54,7 @@ STATE_FORMAT = "layertap-loader/1"
 FORMATS = ("numpy", "jax", "torch")
 PREFETCH = 2  # batches built ahead of the consumer
 CHUNK_ROWS = 256  # rows gathered at a time before their dtype conversion (~0.5 MB at 896 x bfloat16)
+ALIGNMENT = 64  # bytes: where XLA's CPU client takes host memory without a copy
 _END = object()  # the producer's last item
 
 
@@ -136,6 +137,7 @@ class Loader:
         self.sharding, self._even = sharding, False
         if sharding is not None:
             self._even = self._check_sharding(sharding, shape)
+        self._widen_on_device = format == "jax" and _widen_on_device(run.storage_dtype, dtype, sharding)
         itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
         columns_bytes = sum(
             np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in layout.TOKEN_COLUMNS.values()
@@ -388,8 +390,9 @@ class Loader:
         """Room for one batch's rows (and their scales and columns): in the dtype asked for,
         converted as they are gathered; int8 codes as stored (decoded with their scales)."""
         stored = dtypes.NUMPY_DTYPES[self.run.storage_dtype]
-        target = stored if self._scale or self.dtype is None else np.dtype(self.dtype)
-        room = {"values": np.empty((self.batch_size, *self.run.shape(self.site)), target)}
+        as_stored = self._scale or self.dtype is None or self._widen_on_device
+        target = stored if as_stored else np.dtype(self.dtype)
+        room = {"values": _empty_aligned((self.batch_size, *self.run.shape(self.site)), target)}
         if self._scale:
             room["scale"] = np.empty(self.batch_size, np.float32)
         if self.with_columns:
@@ -548,9 +551,12 @@ class Loader:
             import jax
 
             if self.sharding is None:
-                values = jax.numpy.asarray(values)
+                # the batch's memory is this batch's alone: a CPU device takes it as it is
+                values = jax.device_put(values, may_alias=True)
             else:  # this process's rows of the global batch
                 values = jax.make_array_from_process_local_data(self.sharding, values)
+            if self._widen_on_device:
+                values = values.astype(self.dtype)
         elif self.format == "torch":
             try:
                 import torch
@@ -560,6 +566,28 @@ class Loader:
         if columns is None:
             return values
         return TokenRecords(values, **columns)
+
+
+def _widen_on_device(storage_dtype: str, dtype, sharding) -> bool:
+    """Whether a JAX batch asked for as float32 goes to its accelerator as stored (16-bit
+    floats) and is widened there, exactly: half the bytes cross the bus and the host makes no
+    pass over them. For a CPU device the host converts as it gathers (one pass over the
+    rows, not a gather and then a convert), and the device takes the batch's memory as it is."""
+    if dtype is None or np.dtype(dtype) != np.float32 or storage_dtype not in ("bfloat16", "float16"):
+        return False
+    import jax
+
+    devices = jax.devices() if sharding is None else sharding.device_set
+    return next(iter(devices)).platform != "cpu"
+
+
+def _empty_aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """np.empty, at a 64-byte boundary: XLA's CPU client uses such host memory in place
+    (`jax.device_put(..., may_alias=True)`) instead of copying it."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _gather(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
