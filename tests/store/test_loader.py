@@ -215,6 +215,9 @@ def test_formats_dtypes_and_drop_last(run_uri, units):
     torch = pytest.importorskip("torch")
     tensor = next(iter(run.loader(LAYER, batch_size=16, format="torch")))
     assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == (16, 24)
+    as_stored = next(iter(run.loader(LAYER, batch_size=16, format="torch", dtype=None)))  # torch's own bfloat16
+    assert as_stored.dtype == torch.bfloat16
+    np.testing.assert_array_equal(as_stored.float().numpy(), stored.astype(np.float32))
     jax = pytest.importorskip("jax")
     plain = collect(run.loader(LAYER, batch_size=16, seed=2))
     arrays = collect(run.loader(LAYER, batch_size=16, seed=2, format="jax"))

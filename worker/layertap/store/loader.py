@@ -562,7 +562,11 @@ class Loader:
                 import torch
             except ImportError:
                 raise LayerTapError("format='torch' needs PyTorch: pip install torch") from None
-            values = torch.from_numpy(np.ascontiguousarray(values))
+            values = np.ascontiguousarray(values)
+            if values.dtype == dtypes.NUMPY_DTYPES["bfloat16"]:  # numpy has no bfloat16 torch knows: its bits
+                values = torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
+            else:
+                values = torch.from_numpy(values)
         if columns is None:
             return values
         return TokenRecords(values, **columns)
