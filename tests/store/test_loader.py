@@ -277,8 +277,26 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(LAYER, process_index=3, process_count=3)
     with pytest.raises(LayerTapError, match=r"\d+ shards for 100 processes: .* as many processes as shards"):
         run.loader(LAYER, process_index=0, process_count=100)
-    with pytest.raises(LayerTapError, match="batch_size must be at least 1"):
+    with pytest.raises(LayerTapError, match="batch_size must be an integer of at least 1, got 0"):
         run.loader(LAYER, batch_size=0)
+    with pytest.raises(LayerTapError, match="batch_size must be an integer .* got 64.0"):
+        run.loader(LAYER, batch_size=64.0)
+    with pytest.raises(LayerTapError, match="seed must be a non-negative integer, got -1"):
+        run.loader(LAYER, seed=-1)  # numpy's seeding would have refused it only at the first batch
+    for dtype in ("int32", np.int8, "no-such-dtype"):  # an integer dtype would truncate the activations
+        with pytest.raises(LayerTapError, match="is not one activations can be read as: use one of float32"):
+            run.loader(LAYER, dtype=dtype)
+        with pytest.raises(LayerTapError, match="is not one activations can be read as"):
+            next(run.iter_layer(LAYER, dtype=dtype))
+
+
+def test_numpy_integers_make_a_json_state(run_uri):
+    run = layertap.open(run_uri)
+    loader = run.loader(np.int64(LAYER), batch_size=np.int64(64), seed=np.int32(3))
+    next(iter(loader))
+    state = json.loads(json.dumps(loader.state()))
+    resumed = run.loader(LAYER, batch_size=64, seed=3, state=state)
+    np.testing.assert_array_equal(next(iter(resumed)), collect(run.loader(LAYER, batch_size=64, seed=3))[1])
 
 
 def test_a_damaged_shard_is_named_not_served(tmp_path, units):

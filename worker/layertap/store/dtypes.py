@@ -12,6 +12,7 @@ import math
 import ml_dtypes
 import numpy as np
 
+from layertap.errors import LayerTapError
 from layertap.store.layout import TOKEN_COLUMNS
 from layertap_api.spec import StorageDtype
 
@@ -53,6 +54,26 @@ def stored_bytes_per_row(storage_dtype: StorageDtype, num_layers: int, widths: i
     per_layer = sum(widths) * NUMPY_DTYPES[storage_dtype].itemsize + scales
     index = sum(np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in TOKEN_COLUMNS.values())
     return num_layers * per_layer + index
+
+
+# What activations may be read as: floats (an integer dtype would truncate them).
+READ_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def read_dtype(dtype: np.dtype | str | type | None) -> np.dtype | None:
+    """The dtype asked for on read, checked: one of READ_DTYPES, or None (as stored)."""
+    if dtype is None:
+        return None
+    try:
+        asked = np.dtype(dtype)
+    except TypeError:
+        asked = None
+    if asked is None or asked.name not in READ_DTYPES:
+        raise LayerTapError(
+            f"dtype {dtype!r} is not one activations can be read as: use one of {', '.join(READ_DTYPES)}, "
+            "or None (as stored)"
+        )
+    return asked
 
 
 def check_storage_dtype(name: str) -> StorageDtype:

@@ -104,8 +104,8 @@ class Loader:
         self.run = run
         self._tensor = run._layer_tensor(layer, site)  # a layer or site the run lacks: an error naming its own
         self._scale = layout.scale_tensor(layer, site) if run.storage_dtype == "int8" else None
-        if batch_size < 1:
-            raise LayerTapError(f"batch_size must be at least 1, got {batch_size}")
+        if not _is_count(batch_size) or batch_size < 1:
+            raise LayerTapError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
         if not 0 <= process_index < process_count:
             raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
         if not run.shards:
@@ -119,8 +119,12 @@ class Loader:
             raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
         if format not in FORMATS:
             raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
-        self.layer, self.site, self.batch_size, self.shuffle, self.seed = layer, site, batch_size, shuffle, seed
-        self.dtype, self.epochs = dtype, epochs
+        # plain ints: the state is JSON
+        self.layer, self.site, self.batch_size, self.shuffle = int(layer), site, int(batch_size), shuffle
+        self.seed = int(seed)
+        if not _is_count(seed) or seed < 0:
+            raise LayerTapError(f"seed must be a non-negative integer, got {seed!r}")
+        self.dtype, self.epochs = dtypes.read_dtype(dtype), epochs
         self.drop_last = drop_last or sharding is not None  # a short batch would not split over the devices
         self.format, self.with_columns = format, columns
         self.process_index, self.process_count = process_index, process_count
@@ -570,6 +574,10 @@ class Loader:
         if columns is None:
             return values
         return TokenRecords(values, **columns)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _widen_on_device(storage_dtype: str, dtype, sharding) -> bool:

@@ -286,6 +286,7 @@ class Run:
             ids. dtype: the activations' dtype (None: as stored; int8 is always decoded).
         """
         name = self._layer_tensor(layer, site)
+        dtype = dtypes.read_dtype(dtype)
         keep_segments = None if segments is None else self._segment_labels(segments)
         keep_tokens = None if tokens is None else np.fromiter(tokens, np.int64)
         drop_tokens = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
