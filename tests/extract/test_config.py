@@ -103,6 +103,22 @@ def test_bad_config_names_the_file_and_field(tmp_path, text, message):
         cli.job_from_args(parse("--config", str(tmp_path / "ae.yaml")), cli.EXTRACT, env={})
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "/m", "--dataset", "/d", "--output", "/o"], r"^command line: dataset.format \(--format\): Field"),
+        (["--model", "/m"], r"dataset \(--dataset\): Field required; output \(--output\): Field required$"),
+        (
+            ["--model", "/m", "--dataset", "/d", "--format", "text-jsonl", "--output", "/o", "--max-tokens", "3"],
+            r"dataset.maxTokens \(--max-tokens\): Input should be greater than or equal to",
+        ),
+    ],
+)
+def test_flags_alone_errors_name_the_flag(argv, message):
+    with pytest.raises(LayerTapError, match=message):
+        cli.job_from_args(parse(*argv), cli.EXTRACT, env={})
+
+
 def test_missing_config_file():
     with pytest.raises(LayerTapError, match="nope.yaml: no such config file"):
         cli.job_from_args(parse("--config", "nope.yaml"), cli.EXTRACT, env={})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,10 +255,29 @@ def job_from_args(args: argparse.Namespace, command: str, env=os.environ) -> Wor
     raw = cfg.apply_overrides(raw, {flag.spec_field: getattr(args, flag.dest) for flag in flags_of(command)})
     if command == PREDICT:
         raw["mode"] = PREDICT
-    job = cfg.worker_spec(raw, source, model_parallel=args.model_parallel)
+    try:
+        job = cfg.worker_spec(raw, source, model_parallel=args.model_parallel)
+    except LayerTapError as error:
+        if source != "command line":  # a file's or the pod's spec: its own field names say it
+            raise
+        raise LayerTapError(_naming_flags(str(error), flags_of(command))) from None
     if args.config:  # a resource run by hand: its accelerator is the cluster's, not this machine's
         job = job.model_copy(update={"devices": None})
     return job
+
+
+def _naming_flags(message: str, flags: list[Flag]) -> str:
+    """A spec's validation message with the flag that sets each field it names:
+    "dataset.format: Field required" -> "dataset.format (--format): Field required"; a whole
+    missing section by the flag of its uri ("dataset (--dataset): Field required")."""
+    by_field = {flag.spec_field: flag.name for flag in flags}
+
+    def named(match: re.Match) -> str:
+        path = match.group(1)
+        flag = by_field.get(path) or by_field.get(f"{path}.uri")
+        return f"{path} ({flag}):" if flag else match.group(0)
+
+    return re.sub(r"(?<![\w./])([A-Za-z][\w.]*):", named, message)
 
 
 def run_command(
