@@ -198,6 +198,8 @@ def test_filters_by_segment_name_and_token(tmp_path, units):
         run.read_layer(2, segments=["answer"])
     with pytest.raises(LayerTapError, match=r"layer 3 was not extracted \(layers: \[2, 5, 7\]\)"):
         run.read_layer(3)
+    with pytest.raises(LayerTapError, match=r"layer '5' was not extracted \(layers: \[2, 5, 7\]\)"):
+        run.read_layer("5")  # a string, not the layer 5: the message says so
 
 
 def test_memmap_exposes_the_stored_rows_without_reading_them(tmp_path, units):

@@ -465,7 +465,8 @@ class Run:
     def _layer_tensor(self, layer: int, site: str) -> str:
         self._check_site(site)
         if layer not in self.layers:
-            raise LayerTapError(f"{self.uri}: layer {layer} was not extracted (layers: {self.layers})")
+            # "3" is not 3: say which it was
+            raise LayerTapError(f"{self.uri}: layer {layer!r} was not extracted (layers: {self.layers})")
         return layout.layer_tensor(layer, site)
 
     def _check_site(self, site: str) -> None:
