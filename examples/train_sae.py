@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file, save_file
 
 import layertap
+from layertap.errors import LayerTapError
 
 
 def init(key, width: int, features: int, mean: np.ndarray) -> dict:
@@ -50,22 +51,39 @@ def loss_fn(params: dict, x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return error, explained
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a LayerTap run (local path or gs://)")
     parser.add_argument("--layer", type=int, help="default: the run's last layer")
     parser.add_argument("--site", default="resid_post")
     parser.add_argument("--segments", help="comma-separated segment names to train on (default: every token)")
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--k", type=int, default=8, help="active features per token")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--features", type=positive, default=256)
+    parser.add_argument("--k", type=positive, default=8, help="active features per token")
+    parser.add_argument("--batch-size", type=positive, default=1024)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--save-every", type=positive, default=100)
     parser.add_argument("--out", default="sae", help="directory of sae.safetensors and state.json")
     args = parser.parse_args(argv)
+    if args.k > args.features:
+        parser.error(
+            f"--k {args.k} is more than --features {args.features}: a token cannot use more features than exist"
+        )
+    try:
+        return train(args)
+    except LayerTapError as error:  # a run, layer or site that is not there: what to change, no traceback
+        parser.error(str(error))
 
+
+def train(args: argparse.Namespace) -> dict:
     run = layertap.open(args.run)
     layer = args.layer if args.layer is not None else run.layers[-1]
     stats = run.stats().layer(layer, site=args.site)  # kept while extracting: no pass over the data

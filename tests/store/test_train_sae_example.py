@@ -83,3 +83,17 @@ def test_over_four_devices_it_trains_as_on_one(train_sae, run_uri, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     four = json.loads(done.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(four, one, rtol=1e-4)  # float32 sums in another order
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--features", "4", "--k", "8"], "--k 8 is more than --features 4"),  # was a traceback from top_k
+        (["--batch-size", "0"], "argument --batch-size: 0 is not a positive integer"),
+        (["--layer", "9"], "no statistics of layer 9"),  # a LayerTapError: a usage error, not a traceback
+    ],
+)
+def test_bad_arguments_are_usage_errors(train_sae, run_uri, tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as exited:
+        train_sae([run_uri, *options, "--out", str(tmp_path / "sae")])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
