@@ -79,6 +79,15 @@ def test_kaggle_solution_count_mismatch_names_the_file(tmp_path) -> None:
         list(read_tasks(tmp_path, "arc-kaggle"))
 
 
+def test_a_kaggle_file_named_otherwise_is_not_its_own_solutions(tmp_path) -> None:
+    """A challenges file not named *_challenges.json has no solutions neighbour: it had been
+    paired with itself ("no list of solutions for 1 test inputs")."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"t1": {"train": [{"input": A, "output": B}], "test": [{"input": C, "output": D}]}}))
+    (task,) = read_tasks(path, "arc-kaggle")
+    assert task.id == "t1" and task.test[0].output.tolist() == D
+
+
 def test_barc_rows_list_and_dict_pairs_with_split(tmp_path) -> None:
     rows = [
         {"source": "def main(): ...", "examples": [[A, B], [C, D], [D, A]], "seeds": ["007bbfb7"]},

@@ -90,7 +90,10 @@ def _kaggle(uri: str) -> Iterator[Task | InvalidRecord]:
         value = _load_json(challenges)
         if not isinstance(value, dict):
             raise InvalidRecord(challenges.name, "expected an {id: task} object")
-        solutions_source = challenges.sibling(challenges.file_name.replace("challenges", "solutions"))
+        name = challenges.file_name
+        # the neighbour's name is the challenges file's with "solutions" for "challenges": a
+        # file named otherwise has none (it would have been paired with itself)
+        solutions_source = challenges.sibling(name.replace("challenges", "solutions")) if "challenges" in name else None
         solutions = {} if solutions_source is None else _load_json(solutions_source)
         if not isinstance(solutions, dict):
             raise InvalidRecord(solutions_source.name, "expected an {id: [grid, ...]} object")
