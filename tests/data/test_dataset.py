@@ -106,8 +106,18 @@ def test_parquet_rows_with_a_text_column(tmp_path):
 
 def test_fit_to_limit_skips_empty_samples():
     empty = Sample(0, np.zeros(0, np.int32), np.zeros(0, np.int16))
-    kept, over = fit_to_limit([empty], 8, "drop")
-    assert kept == [] and over == 0
+    kept, over, empties = fit_to_limit([empty], 8, "drop")
+    assert kept == [] and over == 0 and empties == 1
+
+
+def test_empty_records_are_counted_in_the_report(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "abc"}\n{"text": ""}\n{"text": "de"}\n')
+    dataset = load_dataset(DatasetSpec(uri=str(path), format="text-jsonl"), CharTokenizer())
+    assert len(dataset.samples) == 2 and "1 empty skipped (no tokens)" in dataset.limit_report
+    path.write_text('{"text": ""}\n')
+    with pytest.raises(LayerTapError, match="1 empty"):
+        load_dataset(DatasetSpec(uri=str(path), format="text-jsonl"), CharTokenizer())
 
 
 def test_read_texts_skips_blank_lines(tmp_path):

@@ -59,10 +59,13 @@ def load_text_dataset(spec: DatasetSpec, tokenizer) -> Dataset:
         ids_hint="a text record's id is its 0-based position among the records read",
     )
     samples = islice(_tokenized(records, encode, spec.format), spec.max_samples)
-    kept, over = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
-    report = "; ".join(
-        part for part in (f"{over} over maxTokens ({spec.over_limit})" if over else "", reading.report()) if part
+    kept, over, empty = fit_to_limit(samples, spec.max_tokens, spec.over_limit)
+    parts = (
+        f"{over} over maxTokens ({spec.over_limit})" if over else "",
+        f"{empty} empty skipped (no tokens)" if empty else "",
+        reading.report(),
     )
+    report = "; ".join(part for part in parts if part)
     if not kept:
         raise no_samples(spec.uri, report)
     return Dataset(samples=kept, segment_names=dict(SEGMENT_NAMES), limit_report=report, select=_select)
@@ -76,15 +79,17 @@ def _select(wanted: list[str]) -> list[int]:
     return [by_name[name] for name in wanted]
 
 
-def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tuple[list[Sample], int]:
-    """Apply overLimit to plain-text samples: drop long ones, or cut them to max_tokens.
+def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tuple[list[Sample], int, int]:
+    """Apply overLimit to plain-text samples: drop long ones, or cut them to max_tokens; skip
+    empty ones (no tokens to extract). Returns the kept, the count over the limit, the empty.
 
     "shorten" removes ARC train pairs (the ARC reader's job); plain text has none to
     remove, so it cuts like "truncate".
     """
-    kept, over = [], 0
+    kept, over, empty = [], 0, 0
     for sample in samples:
         if len(sample.token_ids) == 0:
+            empty += 1
             continue
         if len(sample.token_ids) > max_tokens:
             over += 1
@@ -92,7 +97,7 @@ def fit_to_limit(samples: Iterable[Sample], max_tokens: int, policy: str) -> tup
                 continue
             sample = truncate(sample, max_tokens)
         kept.append(sample)
-    return kept, over
+    return kept, over, empty
 
 
 def truncate(sample: Sample, n: int) -> Sample:
