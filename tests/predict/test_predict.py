@@ -160,6 +160,15 @@ def test_a_resume_with_other_settings_is_refused_naming_them(checkpoint, tasks_f
         execute(prepare(job_of(spec(checkpoint, tasks_file, tmp_path / "out", maxNewTokens=25))))
 
 
+def test_an_output_holding_other_files_is_refused_not_written_into(checkpoint, tasks_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LayerTapError, match=r"out holds files that are not a prediction's \(notes.txt\)"):
+        execute(prepare(job_of(spec(checkpoint, tasks_file, out))))
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

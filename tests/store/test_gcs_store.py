@@ -12,6 +12,7 @@ import pytest
 from gcs_emulator import Emulator, FaultyProxy
 
 import layertap
+from layertap.errors import LayerTapError
 from layertap.io import gcs as gcs_store
 from layertap.io import open_store
 from layertap.io.fetch import fetch_dir
@@ -317,3 +318,14 @@ def test_fetch_dir_refuses_an_object_named_to_leave_the_cache(gcs, tmp_path, mon
     with pytest.raises(layertap.errors.LayerTapError, match=r"refusing the stored name '\.\./escaped'"):
         fetch_dir(f"{gcs}/ckpt", tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("escaped"))
+
+
+def test_an_output_holding_other_files_is_refused_not_written_into(gcs):
+    store = open_store(gcs)
+    store.write("config.json", b"{}")  # say, a checkpoint's
+    store.write("model/part-0.safetensors", b"x")
+    assert store.names(limit=100) == {"config.json", "model"}
+    with pytest.raises(LayerTapError, match=r"holds files that are not a LayerTap run's \(config.json, model\): write"):
+        write(gcs, make_units(2))
+    assert store.names(limit=100) == {"config.json", "model"}  # nothing written beside them
+    assert open_store(f"{gcs}/fresh").names(limit=100) == set()

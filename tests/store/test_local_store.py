@@ -150,6 +150,19 @@ def test_resume_skips_committed_units_and_cleans_up_a_crashed_attempt(tmp_path):
     np.testing.assert_array_equal(got, expected_layer(units, 2).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
+def test_an_output_holding_other_files_is_refused_not_written_into(tmp_path, units):
+    """A checkpoint's or dataset's directory given as the output: refused before anything is
+    written there. A run's own names (and the compilation cache) are not other files."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer").mkdir()
+    with pytest.raises(LayerTapError, match=r"holds files that are not a LayerTap run's \(config.json, tokenizer\)"):
+        write(tmp_path, units[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "tokenizer"]
+    (tmp_path / "run" / ".jax-cache").mkdir(parents=True)  # a cache: made before the run is claimed
+    write(tmp_path / "run", units[:2])
+    assert layertap.open(str(tmp_path / "run")).num_tokens == sum(len(u.token_ids) for u in units[:2])
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, units):
     write(tmp_path, units[:2])
     with pytest.raises(LayerTapError, match=r"other inputs or settings: layers: \[2, 5, 7\] -> \[1, 2, 3\]"):

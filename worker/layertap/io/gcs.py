@@ -8,6 +8,7 @@ import bisect
 import contextlib
 import functools
 import io
+import itertools
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -156,6 +157,14 @@ class GcsStore:
             for blob in self.bucket.list_blobs(prefix=base, retry=_retry())
             if not blob.name.endswith("/")  # folder placeholders some tools create
         }
+
+    @_explain_gcs_errors
+    def names(self, limit: int) -> set[str]:
+        base = self._name("").rstrip("/") + "/" if self.prefix else ""
+        listing = self.bucket.list_blobs(prefix=base, delimiter="/", max_results=limit, retry=_retry())
+        files = {blob.name[len(base) :] for blob in listing}  # the listing's pages are read here, then its folders
+        folders = {prefix[len(base) :].rstrip("/") for prefix in listing.prefixes}
+        return set(itertools.islice((name for name in files | folders if name), limit))
 
     @_explain_gcs_errors
     def download(self, key: str, path: Path) -> None:

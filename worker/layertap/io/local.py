@@ -3,6 +3,7 @@ rename (or a hard link, for create-if-absent), each fsync'ed with its directory.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
@@ -65,6 +66,12 @@ class LocalStore:
             for path in base.rglob("*")
             if path.is_file() and not path.name.startswith(TMP_PREFIX)
         }
+
+    def names(self, limit: int) -> set[str]:
+        if not self.root.is_dir():
+            return set()
+        entries = (entry.name for entry in os.scandir(self.root) if not entry.name.startswith(TMP_PREFIX))
+        return set(itertools.islice(entries, limit))
 
     def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
         path = self._path(key)

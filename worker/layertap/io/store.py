@@ -49,6 +49,10 @@ class Store(Protocol):
     def list(self, prefix: str) -> dict[str, ObjectInfo]:
         """Objects under the folder `prefix` ("" for all), by key; temporary files excluded."""
 
+    def names(self, limit: int) -> set[str]:
+        """The names (objects and folders) right under the store's root, at most `limit` of
+        them (one listing request on GCS, one directory read locally)."""
+
     def put(self, key: str, buffers: Iterable[memoryview], crc32c: Callable[[], str] | None = None) -> tuple[int, str]:
         """Write an object atomically from buffers, read once in order; returns (size, crc32c
         as 8 hex digits). `crc32c`: gives the buffers' CRC32C once they have all been read

@@ -26,6 +26,7 @@ from layertap.arc.budget import BudgetStats
 from layertap.arc.encoders import build_encoder
 from layertap.arc.readers import read_tasks
 from layertap.arc.records import Split
+from layertap.arc.submission import SUBMISSION_KEY
 from layertap.arc.task import Task
 from layertap.arc.views import View
 from layertap.arc.vote import parse_candidate
@@ -41,7 +42,7 @@ from layertap.model.generate import Generated, RunStop, Sampling, make_generate_
 from layertap.model.tap import LayerTap
 from layertap.model.tokenizer import load_tokenizer
 from layertap.predict import results
-from layertap.predict.activations import activations_uri, open_activations, unit_records
+from layertap.predict.activations import ACTIVATIONS, activations_uri, open_activations, unit_records
 from layertap.predict.results import CANDIDATES, AnswerLog, RunningScore
 from layertap.predict.units import Dropped, Unit, build_units, check_dataset
 from layertap.run.compile_cache import open_for_run
@@ -49,13 +50,24 @@ from layertap.run.context import RunContext
 from layertap.run.loop import dispatch_ahead
 from layertap.run.mesh import DATA, make_mesh, param_shardings, rows_sharding
 from layertap.run.progress import Progress
-from layertap.store.claim import claim
+from layertap.store.claim import claim, refuse_foreign_files
 from layertap.store.index import finalize_run
 from layertap_api.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
 RUN_KEY = "prediction.json"
+# Every name a prediction puts right under its output: anything else there is not its own.
+OWN_NAMES = frozenset(
+    {
+        RUN_KEY,
+        CANDIDATES.rstrip("/"),
+        results.RESULTS_KEY,
+        results.SCORE_KEY,
+        SUBMISSION_KEY,
+        ACTIVATIONS,
+    }
+)
 FENCE = "```"
 SHORTEST_BUCKET = 64
 
@@ -175,6 +187,8 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> PredictSum
     params = load_params(prepared.checkpoint, config, dtype, head=True)
     params = jax.device_put(params, param_shardings(params, mesh))
     store = open_store(job.output.uri)
+    if not store.exists(RUN_KEY):
+        refuse_foreign_files(store, OWN_NAMES, "a prediction")
     claim(store, RUN_KEY, prepared.identity, "a prediction", "prediction's provenance")
     cache = open_for_run(job.output, process_index)  # a restarted attempt compiles no bucket again
     log = AnswerLog(store)

@@ -5,7 +5,7 @@ differs. Extraction claims `run.json`, prediction `prediction.json`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from layertap.errors import LayerTapError
 from layertap.io.store import Store
@@ -34,6 +34,19 @@ def claim(
             "only with the same model, data and settings: restore them, or write to a new output.uri"
         )
     return old
+
+
+def refuse_foreign_files(store: Store, own: Collection[str], what: str) -> None:
+    """Before a first claim: an output holding anything but `own` names (a checkpoint, a
+    dataset, another tool's files) is refused rather than written into and mixed with.
+    Hidden names are not counted: the worker's caches (.jax-cache, .hf-cache) are made there
+    before the claim."""
+    names = sorted(name for name in store.names(limit=100) - set(own) if not name.startswith("."))
+    if names:
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise LayerTapError(
+            f"{store.uri} holds files that are not {what}'s ({shown}): write to a new or empty output.uri"
+        )
 
 
 def differences(old: object, new: object, path: str = "") -> list[str]:

@@ -12,6 +12,9 @@ COMMITS = "commits"
 SAMPLES = "samples"  # one JSON sidecar per shard: the provenance of the samples it holds
 STATS = "stats"  # one statistics file per shard (store/statistics.py)
 STATS_KEY = "stats.safetensors"  # every shard's statistics merged, written by finalize_run
+# Every name a run puts right under its output (its caches, .jax-cache and .hf-cache, aside):
+# anything else there is not a run's.
+OWN_NAMES = frozenset({RUN_KEY, MANIFEST_KEY, SHARDS, COMMITS, SAMPLES, STATS, STATS_KEY})
 
 # Per-token columns stored in every shard next to the activations: name -> (dtype, shape
 # of one row). `cell` is the (row, col, colour) of the grid cell a token encodes, -1 if none.

@@ -49,7 +49,7 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile, statistics
-from layertap.store.claim import claim
+from layertap.store.claim import claim, refuse_foreign_files
 from layertap.store.index import read_json, scan_commits
 from layertap.store.records import TokenRecords
 
@@ -171,6 +171,7 @@ def _claim_run(store: Store, meta: dict) -> None:
     from layertap import __version__
 
     if not store.exists(layout.RUN_KEY):
+        refuse_foreign_files(store, layout.OWN_NAMES, "a LayerTap run")
         committed = sorted(key for key in store.list(layout.COMMITS) if key.endswith(".json"))
         records = []
         with contextlib.suppress(LayerTapError, FileNotFoundError):  # a damaged record is the resume scan's
