@@ -132,6 +132,11 @@ def test_a_checkpoint_resumes_on_the_next_batch(run, new_sae, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_resume_from_a_directory_it_did_not_write_is_refused(run, new_sae, tmp_path):
+    with pytest.raises(LayerTapError, match="no layertap-loader.json there, so not a checkpoint this trainer wrote"):
+        saelens.trainer(run, LAYER, new_sae(), tokens=64, batch_size=BATCH, resume=tmp_path)
+
+
 def test_an_sae_of_another_width_is_refused(run, sae_lens):
     config = sae_lens.TopKTrainingSAEConfig(d_in=HIDDEN + 1, d_sae=8, k=2)
     with pytest.raises(LayerTapError, match=f"has {HIDDEN} dimensions, the SAE's d_in is {HIDDEN + 1}"):

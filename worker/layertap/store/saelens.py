@@ -77,7 +77,13 @@ def trainer(
     sae.cfg.metadata.layertap = {"run": run.uri, "layer": layer, "site": site}  # kept in SAELens' cfg.json
     state = None
     if resume is not None:
-        state = json.loads((Path(resume) / LOADER_STATE).read_text())
+        saved = Path(resume) / LOADER_STATE
+        if not saved.is_file():
+            raise LayerTapError(
+                f"resume={str(resume)!r}: no {LOADER_STATE} there, so not a checkpoint this trainer wrote "
+                "(pass a directory under its checkpoint_path)"
+            )
+        state = json.loads(saved.read_text())
         sae.load_weights_from_checkpoint(str(resume))
     loader_options = {"seed": seed, "epochs": None, **loader_options}
     activations = Activations(run, layer, batch_size=batch_size, site=site, state=state, **loader_options)
