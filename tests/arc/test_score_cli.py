@@ -28,6 +28,7 @@ def test_both_figures_and_the_table(tmp_path, arc_tasks, capsys):
     assert main(["score", str(tmp_path / "submission.json"), str(tmp_path / "solutions.json")]) == 0
     out = capsys.readouterr().out
     assert "per-task mean: 0.5000 (3 tasks)" in out  # (1 + 0.5 + 0) / 3
+    assert "missing from the submission, scored 0: 1 of 3 tasks" in out
     assert "test outputs solved: 0.5000 (2 of 4)" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:4]}
     assert rows[solved] == ["1.000", "attempt", "2"] and rows[two] == ["0.500", "attempt", "1", "-"]

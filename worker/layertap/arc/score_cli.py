@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{task.task_id:<{width}}  {task.score:5.3f}  {solved}{note}")
     outputs = sum(len(t.matched) for t in scored.tasks)
     print(f"per-task mean: {scored.per_task_mean:.4f} ({len(scored.tasks)} tasks)")
+    if scored.missing:
+        print(f"missing from the submission, scored 0: {len(scored.missing)} of {len(scored.tasks)} tasks")
     print(f"test outputs solved: {scored.per_test_output:.4f} ({round(scored.per_test_output * outputs)} of {outputs})")
     for problem in scored.not_grids:
         print(f"counted wrong, not a grid: {problem}")
