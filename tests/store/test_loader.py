@@ -283,6 +283,8 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(LAYER, batch_size=64.0)
     with pytest.raises(LayerTapError, match="seed must be a non-negative integer, got -1"):
         run.loader(LAYER, seed=-1)  # numpy's seeding would have refused it only at the first batch
+    with pytest.raises(LayerTapError, match="seed must be a non-negative integer, got 'abc'"):
+        run.loader(LAYER, seed="abc")
     for dtype in ("int32", np.int8, "no-such-dtype"):  # an integer dtype would truncate the activations
         with pytest.raises(LayerTapError, match="is not one activations can be read as: use one of float32"):
             run.loader(LAYER, dtype=dtype)

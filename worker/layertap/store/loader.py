@@ -119,11 +119,11 @@ class Loader:
             raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
         if format not in FORMATS:
             raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+        if not _is_count(seed) or seed < 0:
+            raise LayerTapError(f"seed must be a non-negative integer, got {seed!r}")
         # plain ints: the state is JSON
         self.layer, self.site, self.batch_size, self.shuffle = int(layer), site, int(batch_size), shuffle
         self.seed = int(seed)
-        if not _is_count(seed) or seed < 0:
-            raise LayerTapError(f"seed must be a non-negative integer, got {seed!r}")
         self.dtype, self.epochs = dtypes.read_dtype(dtype), epochs
         self.drop_last = drop_last or sharding is not None  # a short batch would not split over the devices
         self.format, self.with_columns = format, columns
