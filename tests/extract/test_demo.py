@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import layertap
 from layertap.cli import main
@@ -57,3 +58,16 @@ def test_demo_predict_answers_real_tasks_and_says_where_the_files_are(tmp_path, 
     # the config it wrote resumes the same prediction: nothing is generated again
     assert main(["predict", "--config", str(tmp_path / "demo" / "prediction-2-tasks.yaml"), "--no-progress"]) == 0
     assert "already committed" in capsys.readouterr().out
+
+
+def test_bad_demo_arguments_are_refused_before_anything_is_written(tmp_path, capsys):
+    for tasks in ("0", "-3"):  # 0 had run into an empty dataset, -3 into a slice of all but 3
+        with pytest.raises(SystemExit):
+            main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", tasks])
+        assert "is not a positive number of tasks" in capsys.readouterr().err
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--tasks", "401"]) == 2
+    assert "the demo has the 400 ARC-AGI-1 training tasks" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+    (tmp_path / "file").write_text("mine")
+    assert main(["demo", "--workdir", str(tmp_path / "file")]) == 2  # was a FileExistsError traceback
+    assert "a file is there" in capsys.readouterr().err

