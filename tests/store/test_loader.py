@@ -202,6 +202,14 @@ def test_filters_by_segment_task_position_and_token(run_uri, units):
         loaded(segments=[1], exclude_tokens=[1001, 2001]),
         np.sort(every.token_ids[(every.segment == 1) & ~np.isin(every.token_ids, [1001, 2001])]),
     )
+    # one value alone is one filter value, not its characters (a string had been iterated)
+    np.testing.assert_array_equal(loaded(segments="test-input"), loaded(segments=["test-input"]))
+    np.testing.assert_array_equal(loaded(tasks="task003"), loaded(tasks=["task003"]))
+    np.testing.assert_array_equal(loaded(positions=12), loaded(positions=[12]))
+    with pytest.raises(LayerTapError, match="positions must be integers, got '12'"):
+        loaded(positions="12")  # np.fromiter had read positions 1 and 2
+    with pytest.raises(LayerTapError, match="exclude_tokens must be integers"):
+        loaded(exclude_tokens=["a"])
     with pytest.raises(LayerTapError, match="no tokens of layer 5 .resid_post. match the loader's filters"):
         loaded(tasks=["no-such-task"])
     with pytest.raises(LayerTapError, match="match the loader's filters"):  # not an endless search

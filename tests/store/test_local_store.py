@@ -211,6 +211,12 @@ def test_filters_by_segment_name_and_token(tmp_path, units):
         run.read_layer(2, segments=["answer"])
     with pytest.raises(LayerTapError, match=r"layer 3 was not extracted \(layers: \[2, 5, 7\]\)"):
         run.read_layer(3)
+    # one value alone is a list of one: "test-input" is not its letters
+    np.testing.assert_array_equal(run.read_layer(2, segments="test-input").token_ids, test_input.token_ids)
+    np.testing.assert_array_equal(run.read_layer(2, segments=2).token_ids, test_input.token_ids)
+    assert len(run.read_layer(2, tokens=3001)) == len(run.read_layer(2, tokens=[3001])) == 1
+    with pytest.raises(LayerTapError, match="tokens must be integers"):
+        run.read_layer(2, tokens="3001")
     with pytest.raises(LayerTapError, match=r"layer '5' was not extracted \(layers: \[2, 5, 7\]\)"):
         run.read_layer("5")  # a string, not the layer 5: the message says so
 

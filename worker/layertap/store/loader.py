@@ -44,6 +44,7 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout
+from layertap.store.reader import integer_filter
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,10 @@ class Loader:
             raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
         self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
+        tasks = [tasks] if isinstance(tasks, str) else tasks  # one task id, not its characters
         self._tasks = None if tasks is None else {str(task) for task in tasks}
-        self._positions = None if positions is None else np.fromiter(positions, np.int64)
-        self._exclude = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
+        self._positions = None if positions is None else integer_filter(positions, "positions")
+        self._exclude = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
         self._filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
         shape = run.shape(site)
         self.sharding, self._even = sharding, False

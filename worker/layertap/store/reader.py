@@ -288,8 +288,8 @@ class Run:
         name = self._layer_tensor(layer, site)
         dtype = dtypes.read_dtype(dtype)
         keep_segments = None if segments is None else self._segment_labels(segments)
-        keep_tokens = None if tokens is None else np.fromiter(tokens, np.int64)
-        drop_tokens = None if exclude_tokens is None else np.fromiter(exclude_tokens, np.int64)
+        keep_tokens = None if tokens is None else integer_filter(tokens, "tokens")
+        drop_tokens = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
 
         def read_shard(shard: Shard) -> TokenRecords | None:
             columns = shard.read_many(layout.TOKEN_COLUMNS)
@@ -473,7 +473,9 @@ class Run:
         if site not in self.sites:
             raise LayerTapError(f"{self.uri}: site {site!r} was not extracted (sites: {', '.join(self.sites)})")
 
-    def _segment_labels(self, segments: Iterable[int | str]) -> np.ndarray:
+    def _segment_labels(self, segments: Iterable[int | str] | int | str) -> np.ndarray:
+        if isinstance(segments, str | int | np.integer):  # one segment: "test-input" is not its letters
+            segments = [segments]
         names = self.meta.get("segment_names") or {}
         if isinstance(names, list):
             names = {name: label for label, name in enumerate(names)}
@@ -485,6 +487,17 @@ class Run:
                 segment = names[segment]
             labels.append(int(segment))
         return np.asarray(labels, np.int64)
+
+
+def integer_filter(values: Iterable[int] | int, name: str) -> np.ndarray:
+    """A filter of integers (token ids, positions) as int64; one int alone is a list of one. A
+    string is refused: np.fromiter("12") would have read positions 1 and 2."""
+    if isinstance(values, int | np.integer):
+        values = [values]
+    array = values if isinstance(values, np.ndarray) else np.asarray(list(values))
+    if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
+        raise LayerTapError(f"{name} must be integers, got {values!r:.60}")
+    return array.astype(np.int64).reshape(-1)
 
 
 def open_run(uri: str, *, checksums: bool = True) -> Run:
