@@ -119,6 +119,13 @@ def test_flags_alone_errors_name_the_flag(argv, message):
         cli.job_from_args(parse(*argv), cli.EXTRACT, env={})
 
 
+def test_the_mesh_flag_error_is_left_as_it_is():
+    """Its field `model` is the mesh's, not the model's: not "(--model)"."""
+    argv = ["--model", "/m", "--dataset", "/d", "--format", "text-jsonl", "--output", "/o", "--model-parallel", "0"]
+    with pytest.raises(LayerTapError, match=r"^--model-parallel: model: Input should be greater than or equal to 1$"):
+        cli.job_from_args(parse(*argv), cli.EXTRACT, env={})
+
+
 def test_missing_config_file():
     with pytest.raises(LayerTapError, match="nope.yaml: no such config file"):
         cli.job_from_args(parse("--config", "nope.yaml"), cli.EXTRACT, env={})

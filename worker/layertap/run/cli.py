@@ -258,7 +258,9 @@ def job_from_args(args: argparse.Namespace, command: str, env=os.environ) -> Wor
     try:
         job = cfg.worker_spec(raw, source, model_parallel=args.model_parallel)
     except LayerTapError as error:
-        if source != "command line":  # a file's or the pod's spec: its own field names say it
+        # only the spec's own errors when the flags alone made it; a file's or the pod's spec
+        # (and --model-parallel's mesh) name their own fields
+        if source != "command line" or not str(error).startswith("command line: "):
             raise
         raise LayerTapError(_naming_flags(str(error), flags_of(command))) from None
     if args.config:  # a resource run by hand: its accelerator is the cluster's, not this machine's
