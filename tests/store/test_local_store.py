@@ -207,8 +207,10 @@ def test_filters_by_segment_name_and_token(tmp_path, units):
     assert sorted(picked.token_ids) == [3001, 7002]
     dropped = run.read_layer(2, exclude_tokens=[3001])
     assert len(dropped) == run.num_tokens - 1 and 3001 not in dropped.token_ids
-    with pytest.raises(LayerTapError, match="unknown segment 'answer'"):
+    with pytest.raises(LayerTapError, match="unknown segment 'answer' .known: other, test-input, train-input.$"):
         run.read_layer(2, segments=["answer"])
+    with pytest.raises(LayerTapError, match="unknown segment 'test_input' .did you mean 'test-input'"):
+        run.read_layer(2, segments=["test_input"])
     with pytest.raises(LayerTapError, match=r"layer 3 was not extracted \(layers: \[2, 5, 7\]\)"):
         run.read_layer(3)
     # one value alone is a list of one: "test-input" is not its letters
@@ -364,3 +366,12 @@ def test_a_stored_name_that_leaves_the_run_is_refused(tmp_path, key):
         with pytest.raises(LayerTapError, match="refusing the stored name .* damaged"):
             touch(key)
     assert not (tmp_path / "outside").exists()
+
+
+def test_numbered_segment_names_are_listed_folded():
+    """An ARC run has example-1-input .. example-50-input: the message lists one entry."""
+    from layertap.store.reader import _known
+
+    names = [f"example-{k}-{side}" for k in range(1, 51) for side in ("input", "output")] + ["test-input"]
+    assert _known("nope", names) == "known: example-K-input, example-K-output, test-input; K: 1-50"
+    assert _known("example-7-inptu", names).startswith("did you mean 'example-7-input'? ")

@@ -18,7 +18,9 @@ shard. `layertap.open(uri, checksums=False)` skips the checks for trusted local 
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -483,10 +485,21 @@ class Run:
         for segment in segments:
             if isinstance(segment, str):
                 if segment not in names:
-                    raise LayerTapError(f"{self.uri}: unknown segment {segment!r} (known: {sorted(names)})")
+                    raise LayerTapError(f"{self.uri}: unknown segment {segment!r} ({_known(segment, names)})")
                 segment = names[segment]
             labels.append(int(segment))
         return np.asarray(labels, np.int64)
+
+
+def _known(asked: str, names: Iterable[str]) -> str:
+    """The segment names a run has, the numbered ones folded (an ARC run has example-1-input
+    to example-50-input: one entry, not fifty), and the nearest to what was asked."""
+    names = list(names)
+    numbers = sorted({int(n) for name in names for n in re.findall(r"\d+", name)})
+    folded = sorted({re.sub(r"\d+", "K", name) for name in names})
+    span = f"; K: {numbers[0]}-{numbers[-1]}" if numbers else ""
+    near = difflib.get_close_matches(asked, names, n=1)
+    return (f"did you mean {near[0]!r}? " if near else "") + f"known: {', '.join(folded)}{span}"
 
 
 def integer_filter(values: Iterable[int] | int, name: str) -> np.ndarray:
