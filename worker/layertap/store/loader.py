@@ -134,7 +134,7 @@ class Loader:
             raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
         self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
-        tasks = [tasks] if isinstance(tasks, str) else tasks  # one task id, not its characters
+        tasks = [tasks] if isinstance(tasks, str | int) else tasks  # one task id, not its characters
         self._tasks = None if tasks is None else {str(task) for task in tasks}
         self._positions = None if positions is None else integer_filter(positions, "positions")
         self._exclude = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
