@@ -44,7 +44,7 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout
-from layertap.store.reader import integer_filter
+from layertap.store.reader import integer_filter, one_or_many
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,7 @@ class Loader:
             raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
         self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
-        tasks = [tasks] if isinstance(tasks, str | int) else tasks  # one task id, not its characters
-        self._tasks = None if tasks is None else {str(task) for task in tasks}
+        self._tasks = None if tasks is None else {str(task) for task in one_or_many(tasks)}
         self._positions = None if positions is None else integer_filter(positions, "positions")
         self._exclude = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
         self._filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
@@ -143,7 +142,7 @@ class Loader:
         self.sharding, self._even = sharding, False
         if sharding is not None:
             self._even = self._check_sharding(sharding, shape)
-        self._widen_on_device = format == "jax" and _widen_on_device(run.storage_dtype, dtype, sharding)
+        self._widen_on_device = format == "jax" and _widen_on_device(run.storage_dtype, self.dtype, sharding)
         itemsize = dtypes.NUMPY_DTYPES[run.storage_dtype].itemsize
         columns_bytes = sum(
             np.dtype(dtype).itemsize * math.prod(shape) for dtype, shape in layout.TOKEN_COLUMNS.values()
@@ -253,7 +252,7 @@ class Loader:
                 )
         position = {key: state.get(key) for key in ("epoch", "window", "offset")}
         for key, value in position.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not _is_count(value) or value < 0:
                 raise LayerTapError(f"the loader state's {key} is {value!r}, not a count: use loader.state() as it is")
         if self.epochs is None or position["epoch"] < self.epochs:  # else: past the last epoch, nothing left
             count = len(self.windows(position["epoch"]))
@@ -582,12 +581,12 @@ def _is_count(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _widen_on_device(storage_dtype: str, dtype, sharding) -> bool:
+def _widen_on_device(storage_dtype: str, dtype: np.dtype | None, sharding) -> bool:
     """Whether a JAX batch asked for as float32 goes to its accelerator as stored (16-bit
     floats) and is widened there, exactly: half the bytes cross the bus and the host makes no
     pass over them. For a CPU device the host converts as it gathers (one pass over the
     rows, not a gather and then a convert), and the device takes the batch's memory as it is."""
-    if dtype is None or np.dtype(dtype) != np.float32 or storage_dtype not in ("bfloat16", "float16"):
+    if dtype != np.float32 or storage_dtype not in ("bfloat16", "float16"):
         return False
     import jax
 

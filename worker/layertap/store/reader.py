@@ -476,13 +476,11 @@ class Run:
             raise LayerTapError(f"{self.uri}: site {site!r} was not extracted (sites: {', '.join(self.sites)})")
 
     def _segment_labels(self, segments: Iterable[int | str] | int | str) -> np.ndarray:
-        if isinstance(segments, str | int | np.integer):  # one segment: "test-input" is not its letters
-            segments = [segments]
         names = self.meta.get("segment_names") or {}
         if isinstance(names, list):
             names = {name: label for label, name in enumerate(names)}
         labels = []
-        for segment in segments:
+        for segment in one_or_many(segments):
             if isinstance(segment, str):
                 if segment not in names:
                     raise LayerTapError(f"{self.uri}: unknown segment {segment!r} ({_known(segment, names)})")
@@ -502,11 +500,16 @@ def _known(asked: str, names: Iterable[str]) -> str:
     return (f"did you mean {near[0]!r}? " if near else "") + f"known: {', '.join(folded)}{span}"
 
 
+def one_or_many(values):
+    """A filter's values: one value alone (a str or an int) is a list of one, so that
+    "test-input" is one segment, not its letters."""
+    return [values] if isinstance(values, str | int | np.integer) else values
+
+
 def integer_filter(values: Iterable[int] | int, name: str) -> np.ndarray:
     """A filter of integers (token ids, positions) as int64; one int alone is a list of one. A
     string is refused: np.fromiter("12") would have read positions 1 and 2."""
-    if isinstance(values, int | np.integer):
-        values = [values]
+    values = [values] if isinstance(values, int | np.integer) else values
     array = values if isinstance(values, np.ndarray) else np.asarray(list(values))
     if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
         raise LayerTapError(f"{name} must be integers, got {values!r:.60}")
