@@ -8,16 +8,18 @@ relu(W_enc (x - b_dec) + b_enc), decoded as z W_dec + b_dec, and trained on the 
 squared error with Adam; the decoder's rows are kept at unit norm. Every `--save-every`
 steps it writes OUT/sae.safetensors (W_enc [D, F], W_dec [F, D], b_enc, b_dec, for
 `layertap report --quantity direction:OUT/sae.safetensors --tensor W_dec --feature N`) and
-OUT/state.json (the step and the loader's state): rerunning the command resumes from there,
-on the very next batch the data would have given (Adam's moments start again). Each batch is
-laid over every device of the process (data parallel: the loader's `sharding`), the SAE
-replicated. docs/train-sae.md walks through it.
+OUT/checkpoint.safetensors (the parameters, Adam's state, and in its metadata the step and the
+loader's state), each written whole and then renamed into place: rerunning the command
+resumes from the checkpoint on the very next batch, and trains on as if it had never
+stopped. Each batch is laid over every device of the process (data parallel: the loader's
+`sharding`), the SAE replicated. docs/train-sae.md walks through it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -26,7 +28,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 import layertap
 from layertap.errors import LayerTapError
@@ -51,6 +54,45 @@ def loss_fn(params: dict, x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return error, explained
 
 
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def write_whole(path: Path, arrays: dict, metadata: dict | None = None) -> None:
+    """Write the file beside its place, then rename it there: a kill leaves the last one whole."""
+    partial = path.with_name(path.name + ".partial")
+    save_file(arrays, str(partial), metadata=metadata)
+    os.replace(partial, path)
+
+
+def save_checkpoint(path: Path, params: dict, opt_state, state: dict) -> None:
+    """The parameters as trained and Adam's state, each leaf named by its path in the tree,
+    and `state` (step, loader state) in the file's metadata: one file, so always a pair."""
+    leaves = jax.tree_util.tree_flatten_with_path({"params": params, "adam": opt_state})[0]
+    arrays = {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
+    write_whole(path, arrays, {"state": json.dumps(state)})
+
+
+def load_checkpoint(path: Path, params: dict, opt_state) -> tuple[dict, object, dict]:
+    """`save_checkpoint`'s file into trees shaped like the fresh `params` and `opt_state`."""
+    leaves, tree = jax.tree_util.tree_flatten_with_path({"params": params, "adam": opt_state})
+    loaded = []
+    with safe_open(str(path), framework="np") as file:
+        state, names = json.loads(file.metadata()["state"]), set(file.keys())
+        for key, fresh in leaves:
+            name = jax.tree_util.keystr(key)
+            if name not in names:
+                raise LayerTapError(f"{path} has no {name}: it is not this script's checkpoint; pass a new --out")
+            tensor = file.get_tensor(name)
+            if tensor.shape != fresh.shape:
+                raise LayerTapError(
+                    f"{path}: {name} is {list(tensor.shape)}, not {list(fresh.shape)}: it was trained with other "
+                    "--features or on another layer or site; pass a new --out"
+                )
+            loaded.append(jnp.asarray(tensor))
+    loaded = jax.tree_util.tree_unflatten(tree, loaded)
+    return loaded["params"], loaded["adam"], state
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -71,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=positive, default=100)
-    parser.add_argument("--out", default="sae", help="directory of sae.safetensors and state.json")
+    parser.add_argument("--out", default="sae", help="directory of sae.safetensors and checkpoint.safetensors")
     args = parser.parse_args(argv)
     if args.k > args.features:
         parser.error(
@@ -91,11 +133,19 @@ def train(args: argparse.Namespace) -> dict:
     scale = float(np.sqrt(width) / stats.norm_mean)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    saved = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else None
+    if (out / "state.json").exists() and not (out / CHECKPOINT).exists():
+        raise LayerTapError(f"{out} was written by an older train_sae.py (no Adam state to resume): pass a new --out")
+    optimizer = optax.adam(args.lr)
     params = init(jax.random.key(args.seed), width, args.features, stats.mean * scale)
-    if saved is not None:  # resume: the parameters and the loader where they stopped (not Adam's moments)
-        params = {name: jnp.asarray(value) for name, value in load_file(out / "sae.safetensors").items()}
-        params["b_dec"] = params["b_dec"] * scale
+    opt_state = optimizer.init(params)
+    saved = None
+    if (out / CHECKPOINT).exists():  # resume: the parameters, Adam's state and the loader where they stopped
+        params, opt_state, saved = load_checkpoint(out / CHECKPOINT, params, opt_state)
+        if (saved["layer"], saved["site"]) != (layer, args.site):
+            raise LayerTapError(
+                f"{out} trains layer {saved['layer']} ({saved['site']}), not {layer} ({args.site}): pass a new --out"
+            )
+        scale = saved["scale"]
     loader = run.loader(
         layer,
         site=args.site,
@@ -108,8 +158,6 @@ def train(args: argparse.Namespace) -> dict:
         segments=None if args.segments is None else args.segments.split(","),
         state=None if saved is None else saved["loader"],
     )
-    optimizer = optax.adam(args.lr)
-    opt_state = optimizer.init(params)
 
     @jax.jit
     def step(params, opt_state, x):
@@ -123,9 +171,9 @@ def train(args: argparse.Namespace) -> dict:
     def save(done: int) -> None:
         arrays = {name: np.asarray(value, np.float32) for name, value in params.items()}
         arrays["b_dec"] = arrays["b_dec"] / scale  # in the run's units, like the activations
-        save_file(arrays, str(out / "sae.safetensors"))
+        write_whole(out / "sae.safetensors", arrays)
         state = {"step": done, "loader": loader.state(), "layer": layer, "site": args.site, "scale": scale}
-        (out / "state.json").write_text(json.dumps(state))
+        save_checkpoint(out / CHECKPOINT, params, opt_state, state)
 
     first = saved["step"] if saved else 0
     if first >= args.steps:

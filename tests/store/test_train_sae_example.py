@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from layertap.report.quantity import load_direction
 from layertap.store import finalize_run, open_writer
@@ -52,13 +53,46 @@ def test_the_loss_falls_and_the_report_reads_the_features(train_sae, run_uri, tm
     assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:5])  # the rows are Gaussian noise: no big fall
     vector, name = load_direction(out / "sae.safetensors", HIDDEN, feature=result["top_features"][0], tensor="W_dec")
     assert vector.shape == (HIDDEN,) and name.endswith(f"feature {result['top_features'][0]}")
-    saved = json.loads((out / "state.json").read_text())
+    saved = checkpoint(out)[1]
     assert saved["step"] == 120 and saved["loader"]["format"] == "layertap-loader/1"
+    assert sorted(path.name for path in out.iterdir()) == ["checkpoint.safetensors", "sae.safetensors"]
 
-    more = train_sae([run_uri, *options, "--steps", "140"])  # resumes at step 121
-    assert len(more["losses"]) == 20
-    assert json.loads((out / "state.json").read_text())["step"] == 140
-    assert more["losses"][0] < np.mean(losses[:5])  # from the trained parameters, not new ones
+
+def checkpoint(out: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with safe_open(str(out / "checkpoint.safetensors"), framework="np") as file:
+        names = file.keys()  # safe_open is not iterable
+        return {name: file.get_tensor(name) for name in names}, json.loads(file.metadata()["state"])
+
+
+def test_a_resumed_run_trains_on_as_if_it_had_never_stopped(train_sae, run_uri, tmp_path):
+    """Stopped at step 60 and rerun to 100, it gives the losses and the very parameters and
+    Adam state of 100 steps in one go: the loader resumes on the next batch, and the optimizer
+    where it was (its moments restarted, the losses after a resume were not the same)."""
+    options = ["--features", "48", "--k", "4", "--batch-size", "64", "--lr", "3e-3", "--save-every", "30"]
+    straight = train_sae([run_uri, *options, "--steps", "100", "--out", str(tmp_path / "straight")])["losses"]
+    first = train_sae([run_uri, *options, "--steps", "60", "--out", str(tmp_path / "resumed")])["losses"]
+    then = train_sae([run_uri, *options, "--steps", "100", "--out", str(tmp_path / "resumed")])["losses"]
+    assert first + then == straight
+    (one, state_one), (two, state_two) = checkpoint(tmp_path / "straight"), checkpoint(tmp_path / "resumed")
+    assert state_one == state_two and state_one["step"] == 100
+    assert one.keys() == two.keys() and any(name.startswith("['adam']") for name in one)
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--features", "32"], "is [48, 24], not [32, 24]"),
+        (["--layer", "5"], "trains layer 7 (resid_post), not 5 (resid_post)"),
+    ],
+)
+def test_a_checkpoint_of_another_sae_is_not_resumed(train_sae, run_uri, tmp_path, capsys, change, message):
+    options = ["--features", "48", "--k", "4", "--batch-size", "64", "--out", str(tmp_path / "sae")]
+    train_sae([run_uri, *options, "--steps", "2"])
+    with pytest.raises(SystemExit) as exited:
+        train_sae([run_uri, *options, "--steps", "4", *change])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_over_four_devices_it_trains_as_on_one(train_sae, run_uri, tmp_path):
