@@ -281,8 +281,10 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(3)
     with pytest.raises(LayerTapError, match="site 'mlp_out' was not extracted .sites: resid_post"):
         run.loader(LAYER, site="mlp_out")
-    with pytest.raises(LayerTapError, match="process_index 3 is not in 0..2"):
+    with pytest.raises(LayerTapError, match="process_index 3 is not an integer in 0..2"):
         run.loader(LAYER, process_index=3, process_count=3)
+    with pytest.raises(LayerTapError, match="process_count must be an integer of at least 1, got 0"):
+        run.loader(LAYER, process_count=0)  # had said "process_index 0 is not in 0..-1"
     with pytest.raises(LayerTapError, match=r"\d+ shards for 100 processes: .* as many processes as shards"):
         run.loader(LAYER, process_index=0, process_count=100)
     with pytest.raises(LayerTapError, match="batch_size must be an integer of at least 1, got 0"):
@@ -293,6 +295,20 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(LAYER, seed=-1)  # numpy's seeding would have refused it only at the first batch
     with pytest.raises(LayerTapError, match="seed must be a non-negative integer, got 'abc'"):
         run.loader(LAYER, seed="abc")
+    with pytest.raises(LayerTapError, match="epochs must be an integer of at least 1 .* got 1.5"):
+        run.loader(LAYER, epochs=1.5)  # had run two epochs
+    with pytest.raises(LayerTapError, match="prefetch must be an integer of at least 1, got 1.5"):
+        run.loader(LAYER, prefetch=1.5)
+    with pytest.raises(LayerTapError, match="buffer_bytes must be a number of bytes .* got '1GB'"):
+        run.loader(LAYER, buffer_bytes="1GB")  # had failed at the first batch, comparing str and int
+    with pytest.raises(LayerTapError, match="shuffle must be True or False, got 'no'"):
+        run.loader(LAYER, shuffle="no")  # a non-empty string is true: it had shuffled
+    with pytest.raises(LayerTapError, match="drop_last must be True or False"):
+        run.loader(LAYER, drop_last=None)
+    with pytest.raises(LayerTapError, match=r"layer True was not extracted"):
+        run.loader(True)  # True == 1, but is no layer
+    with pytest.raises(LayerTapError, match="tasks must be one value or a list of them, got 3.5"):
+        run.loader(LAYER, tasks=3.5)
     for dtype in ("int32", np.int8, "no-such-dtype"):  # an integer dtype would truncate the activations
         with pytest.raises(LayerTapError, match="is not one activations can be read as: use one of float32"):
             run.loader(LAYER, dtype=dtype)
@@ -302,7 +318,9 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
 
 def test_numpy_integers_make_a_json_state(run_uri):
     run = layertap.open(run_uri)
-    loader = run.loader(np.int64(LAYER), batch_size=np.int64(64), seed=np.int32(3))
+    loader = run.loader(
+        np.int64(LAYER), batch_size=np.int64(64), seed=np.int32(3), epochs=np.int64(1), shuffle=np.bool_(True)
+    )
     next(iter(loader))
     state = json.loads(json.dumps(loader.state()))
     resumed = run.loader(LAYER, batch_size=64, seed=3, state=state)

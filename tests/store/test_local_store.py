@@ -221,6 +221,23 @@ def test_filters_by_segment_name_and_token(tmp_path, units):
         run.read_layer(2, tokens="3001")
     with pytest.raises(LayerTapError, match=r"layer '5' was not extracted \(layers: \[2, 5, 7\]\)"):
         run.read_layer("5")  # a string, not the layer 5: the message says so
+    with pytest.raises(LayerTapError, match="segments are names or integer labels, got 2.7"):
+        run.read_layer(2, segments=[2.7])  # int() had made it segment 2
+    with pytest.raises(LayerTapError, match="segments must be one value or a list of them, got 2.5"):
+        run.read_layer(2, segments=2.5)  # had been a TypeError
+    with pytest.raises(LayerTapError, match="tokens must be one value or a list of them"):
+        run.read_layer(2, tokens=object())
+
+
+def test_a_run_is_written_and_opened_from_a_path_too(tmp_path, units):
+    with open_writer(tmp_path / "run", meta_for()) as writer:  # a pathlib.Path, not a str
+        for unit in units[:3]:
+            add(writer, **unit.kwargs())
+    finalize_run(tmp_path / "run")
+    assert layertap.open(tmp_path / "run").num_tokens == layertap.open(str(tmp_path / "run")).num_tokens > 0
+    for nothing in (None, b"run"):
+        with pytest.raises(LayerTapError, match="is not a location: give a local directory"):
+            layertap.open(nothing)
 
 
 def test_memmap_exposes_the_stored_rows_without_reading_them(tmp_path, units):

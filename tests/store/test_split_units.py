@@ -153,6 +153,9 @@ def test_statistics_count_a_split_unit_once(tmp_path):
         assert got.count == want.count == sum(len(u.token_ids) for u in units)
         np.testing.assert_array_equal(got.norm_counts, want.norm_counts)
         np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12)
+    for not_a_layer in ("5", True):  # "5" is not 5, nor True 1: the message says which it was
+        with pytest.raises(LayerTapError, match=f"no statistics of layer {not_a_layer!r} at site 'resid_post'"):
+            layertap.open(str(tmp_path / "whole")).stats().layer(not_a_layer)
 
 
 def test_units_that_fit_are_stored_as_they_always_were(tmp_path):

@@ -8,6 +8,7 @@ emulator (fake-gcs-server in the tests).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,14 @@ def split_gcs(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def open_store(uri: str) -> Store:
-    """The store rooted at `uri`: a gs://bucket/prefix or a local directory."""
+def open_store(uri: str | os.PathLike) -> Store:
+    """The store rooted at `uri`: a gs://bucket/prefix or a local directory (a str or a path)."""
+    location = os.fspath(uri) if isinstance(uri, os.PathLike) else uri
+    if not isinstance(location, str):
+        raise LayerTapError(
+            f"{uri!r} is not a location: give a local directory (a str or a path) or gs://BUCKET/prefix"
+        )
+    uri = location
     if is_gcs(uri):
         from layertap.io.gcs import GcsStore  # only gs:// needs the GCS client
 

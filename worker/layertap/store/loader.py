@@ -107,8 +107,12 @@ class Loader:
         self._scale = layout.scale_tensor(layer, site) if run.storage_dtype == "int8" else None
         if not _is_count(batch_size) or batch_size < 1:
             raise LayerTapError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
-        if not 0 <= process_index < process_count:
-            raise LayerTapError(f"process_index {process_index} is not in 0..{process_count - 1} (process_count)")
+        if not _is_count(process_count) or process_count < 1:
+            raise LayerTapError(f"process_count must be an integer of at least 1, got {process_count!r}")
+        if not _is_count(process_index) or not 0 <= process_index < process_count:
+            raise LayerTapError(
+                f"process_index {process_index!r} is not an integer in 0..{process_count - 1} (process_count)"
+            )
         if not run.shards:
             raise LayerTapError(f"{run.uri}: the run has no committed shards yet: nothing to load")
         if len(run.shards) < process_count:
@@ -116,25 +120,30 @@ class Loader:
                 f"{run.uri}: {len(run.shards)} shards for {process_count} processes: a loader's process reads whole "
                 "shards, so some would get no tokens; use at most as many processes as shards"
             )
-        if epochs is not None and epochs < 1:
-            raise LayerTapError(f"epochs must be at least 1 (or None: forever), got {epochs}")
+        if epochs is not None and (not _is_count(epochs) or epochs < 1):
+            raise LayerTapError(f"epochs must be an integer of at least 1 (or None: forever), got {epochs!r}")
+        if not _is_count(buffer_bytes) or buffer_bytes < 0:
+            raise LayerTapError(f"buffer_bytes must be a number of bytes (an integer), got {buffer_bytes!r}")
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last), ("columns", columns)):
+            if not isinstance(flag, bool | np.bool_):  # "no" would be true
+                raise LayerTapError(f"{name} must be True or False, got {flag!r}")
         if format not in FORMATS:
             raise LayerTapError(f"format {format!r} is not one of {', '.join(FORMATS)}")
         if not _is_count(seed) or seed < 0:
             raise LayerTapError(f"seed must be a non-negative integer, got {seed!r}")
         # plain ints: the state is JSON
-        self.layer, self.site, self.batch_size, self.shuffle = int(layer), site, int(batch_size), shuffle
+        self.layer, self.site, self.batch_size, self.shuffle = int(layer), site, int(batch_size), bool(shuffle)
         self.seed = int(seed)
-        self.dtype, self.epochs = dtypes.read_dtype(dtype), epochs
+        self.dtype, self.epochs = dtypes.read_dtype(dtype), None if epochs is None else int(epochs)
         self.drop_last = drop_last or sharding is not None  # a short batch would not split over the devices
         self.format, self.with_columns = format, columns
-        self.process_index, self.process_count = process_index, process_count
-        self.buffer_bytes = buffer_bytes
-        if prefetch < 1:
-            raise LayerTapError(f"prefetch must be at least 1, got {prefetch}")
+        self.process_index, self.process_count = int(process_index), int(process_count)
+        self.buffer_bytes = int(buffer_bytes)
+        if not _is_count(prefetch) or prefetch < 1:
+            raise LayerTapError(f"prefetch must be an integer of at least 1, got {prefetch!r}")
         self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
-        self._tasks = None if tasks is None else {str(task) for task in one_or_many(tasks)}
+        self._tasks = None if tasks is None else {str(task) for task in one_or_many(tasks, "tasks")}
         self._positions = None if positions is None else integer_filter(positions, "positions")
         self._exclude = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
         self._filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))

@@ -466,7 +466,7 @@ class Run:
 
     def _layer_tensor(self, layer: int, site: str) -> str:
         self._check_site(site)
-        if layer not in self.layers:
+        if isinstance(layer, bool) or layer not in self.layers:  # True == 1, but is no layer
             # "3" is not 3: say which it was
             raise LayerTapError(f"{self.uri}: layer {layer!r} was not extracted (layers: {self.layers})")
         return layout.layer_tensor(layer, site)
@@ -480,7 +480,9 @@ class Run:
         if isinstance(names, list):
             names = {name: label for label, name in enumerate(names)}
         labels = []
-        for segment in one_or_many(segments):
+        for segment in one_or_many(segments, "segments"):
+            if isinstance(segment, bool) or not isinstance(segment, str | int | np.integer):  # int(2.7) would be 2
+                raise LayerTapError(f"segments are names or integer labels, got {segment!r}")
             if isinstance(segment, str):
                 if segment not in names:
                     raise LayerTapError(f"{self.uri}: unknown segment {segment!r} ({_known(segment, names)})")
@@ -500,17 +502,21 @@ def _known(asked: str, names: Iterable[str]) -> str:
     return (f"did you mean {near[0]!r}? " if near else "") + f"known: {', '.join(folded)}{span}"
 
 
-def one_or_many(values):
-    """A filter's values: one value alone (a str or an int) is a list of one, so that
+def one_or_many(values, name: str) -> list:
+    """A filter's values as a list: one value alone (a str or an int) is a list of one, so that
     "test-input" is one segment, not its letters."""
-    return [values] if isinstance(values, str | int | np.integer) else values
+    if isinstance(values, str | int | np.integer):
+        return [values]
+    try:
+        return list(values)
+    except TypeError:  # 3.5, None inside a filter's place, an object
+        raise LayerTapError(f"{name} must be one value or a list of them, got {values!r:.60}") from None
 
 
 def integer_filter(values: Iterable[int] | int, name: str) -> np.ndarray:
     """A filter of integers (token ids, positions) as int64; one int alone is a list of one. A
     string is refused: np.fromiter("12") would have read positions 1 and 2."""
-    values = [values] if isinstance(values, int | np.integer) else values
-    array = values if isinstance(values, np.ndarray) else np.asarray(list(values))
+    array = values if isinstance(values, np.ndarray) else np.asarray(one_or_many(values, name))
     if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
         raise LayerTapError(f"{name} must be integers, got {values!r:.60}")
     return array.astype(np.int64).reshape(-1)

@@ -281,9 +281,9 @@ class RunStats:
         self.layers = sorted({layer for _, layer in partials})
 
     def layer(self, layer: int, site: str = "resid_post") -> LayerStats:
-        if (site, layer) not in self._partials:
+        if isinstance(layer, bool) or (site, layer) not in self._partials:
             raise LayerTapError(
-                f"no statistics of layer {layer} at site {site!r} (layers {self.layers}, sites {self.sites})"
+                f"no statistics of layer {layer!r} at site {site!r} (layers {self.layers}, sites {self.sites})"
             )
         return LayerStats.of(self._partials[(site, layer)])
 
