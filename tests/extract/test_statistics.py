@@ -51,6 +51,12 @@ def test_statistics_agree_with_numpy_on_the_stored_rows(checkpoint, dataset, tmp
         assert got.norm_counts.sum() == len(x) and np.abs(got.norm_counts - histogram).sum() <= 2  # edges in float32
         for q in (0.1, 0.5, 0.9):
             assert got.norm_quantile(q) == pytest.approx(np.quantile(norms, q, method="inverted_cdf"), rel=0.05)
+        for q in (1.5, "0.5"):
+            with pytest.raises(LayerTapError, match="quantile must be a number within .0, 1., got"):
+                got.norm_quantile(q)
+        assert [d["dim"] for d in got.outlier_dims(3)] == [d["dim"] for d in got.outlier_dims(x.shape[1])][:3]
+        with pytest.raises(LayerTapError, match="top must be a non-negative integer, got -3"):
+            got.outlier_dims(-3)  # had been every dimension but the last 3
         top = np.argsort(-norms, kind="stable")[:TOP_TOKENS]
         np.testing.assert_allclose([t["norm"] for t in got.massive_tokens], norms[top], rtol=1e-5)
         first = got.massive_tokens[0]

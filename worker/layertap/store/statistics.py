@@ -224,8 +224,8 @@ class LayerStats:
     def norm_quantile(self, q: float) -> float:
         """The q-quantile of the rows' norms, to within a bin (about 2% of the value): the
         geometric middle of the bin where the cumulative count crosses q."""
-        if not 0 <= q <= 1:
-            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if isinstance(q, bool) or not isinstance(q, int | float | np.number) or not 0 <= q <= 1:
+            raise LayerTapError(f"quantile must be a number within [0, 1], got {q!r}")
         cumulative = np.cumsum(self.norm_counts)
         if cumulative[-1] == 0:
             return float("nan")
@@ -237,6 +237,8 @@ class LayerStats:
 
     def outlier_dims(self, top: int = 10) -> list[dict]:
         """The dimensions most often extreme (|x_d| > EXTREME x the row's RMS), most first."""
+        if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 0:  # -3 had sliced off the last 3
+            raise LayerTapError(f"top must be a non-negative integer, got {top!r}")
         order = np.lexsort((-self.absmax, -self.extreme_fraction))[:top]
         return [
             {
