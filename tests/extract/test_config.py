@@ -94,6 +94,8 @@ def test_in_a_cluster_the_worker_expects_the_resources_devices():
             r"dataset.maxTokenz",
         ),
         ("- just a list\n", r"ae.yaml: expected an ActivationExtraction"),
+        # had listed the Pod's fields as unknown ones of a spec
+        ("kind: Pod\nspec: {containers: []}\n", r"ae.yaml: kind 'Pod' is not ActivationExtraction: give an"),
         ("model: {uri: [\n", r"ae.yaml: not valid YAML"),
     ],
 )

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from layertap.errors import LayerTapError
-from layertap_api.resource import ActivationExtractionSpec
+from layertap_api.resource import KIND, ActivationExtractionSpec
 from layertap_api.spec import JobSpec, MeshSpec, WorkerSpec
 from layertap_api.validation import explain
 
@@ -39,6 +39,8 @@ def parse_spec(text: str, source: str) -> dict[str, Any]:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise LayerTapError(f"{source}: not valid YAML ({error})") from None
+    if isinstance(document, dict) and document.get("kind", KIND) != KIND:  # another manifest: not its fields
+        raise LayerTapError(f"{source}: kind {document['kind']!r} is not {KIND}: give an {KIND} or its spec")
     if isinstance(document, dict) and "spec" in document:
         document = document["spec"]
     if not isinstance(document, dict):
