@@ -11,6 +11,7 @@ import pytest
 
 import layertap
 from layertap.errors import LayerTapError
+from layertap.io.local import LocalStore
 from layertap.store import finalize_run, layout, open_writer
 
 from .units import LAYERS, add, expected_layer, make_units, meta_for
@@ -296,11 +297,30 @@ def test_a_failing_store_surfaces_as_an_error_naming_the_output(tmp_path):
         writer.close()
 
 
+def test_a_shard_deleted_while_written_asks_whether_another_run_writes_there(tmp_path, monkeypatch):
+    """Another process finalizing the same output deletes the temporary files it finds: the
+    writer whose file went says what probably happened, not only FileNotFoundError."""
+    put = LocalStore.put
+
+    def put_while_finalized_elsewhere(self, key, buffers, crc32c=None):
+        def deleted_midway():
+            for i, buffer in enumerate(buffers):
+                if i == 1:
+                    self.remove_temporaries()  # what another process's finalize_run does
+                yield buffer
+
+        return put(self, key, deleted_midway(), crc32c)
+
+    monkeypatch.setattr(LocalStore, "put", put_while_finalized_elsewhere)
+    writer = open_writer(str(tmp_path), meta_for())
+    add(writer, **make_units(1)[0].kwargs())
+    with pytest.raises(LayerTapError, match=r"\.tmp-.* was deleted while it was written: is another run writing to"):
+        writer.close()
+
+
 def added_while_the_store_is_slow(tmp_path, monkeypatch, units, **writer_options) -> int:
     """How many units `add` took before it blocked, while the store holds back every shard;
     then the store is released and every unit must become durable."""
-    from layertap.io.local import LocalStore
-
     release = threading.Event()
     real_put = LocalStore.put
 

@@ -362,6 +362,11 @@ class ShardWriter:
             error = self._error
             if isinstance(error, LayerTapError):
                 raise error
+            if isinstance(error, FileNotFoundError):  # its temporary file, or the directory, was deleted
+                raise LayerTapError(
+                    f"{self.uri}: writing a shard failed: {error.filename or 'a file being written'} was deleted "
+                    "while it was written: is another run writing to (or finalizing) this output?"
+                ) from error
             raise LayerTapError(f"{self.uri}: writing a shard failed: {error!r}") from error
 
     # -- the packer thread ------------------------------------------------------------
