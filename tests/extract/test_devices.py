@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from layertap.errors import LayerTapError
@@ -44,3 +48,16 @@ def test_a_simulated_accelerator_with_the_right_count_passes():
     check_devices(
         ExpectedDevices(platform="tpu", per_host=1, accelerator="x"), env={"LAYERTAP_SIMULATED_ACCELERATOR": "tpu"}
     )
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_a_backend_jax_cannot_start_is_a_usage_error(platform, tmp_path):
+    """JAX_PLATFORMS naming a backend this machine lacks (no CUDA plugin: jax asserts; no
+    libtpu: a RuntimeError) ends a local run with what to do, not a traceback, before any
+    output is written."""
+    env = {**os.environ, "JAX_PLATFORMS": platform}
+    argv = ["extract", "--model", "m", "--dataset", "d.jsonl", "--format", "text-jsonl", "--output", tmp_path / "o"]
+    done = subprocess.run([sys.executable, "-m", "layertap.cli", *argv], env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"JAX could not start the backend that JAX_PLATFORMS='{platform}' names" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()

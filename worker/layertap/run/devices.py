@@ -25,18 +25,25 @@ def check_devices(expected: ExpectedDevices | None, env: Mapping[str, str] | Non
     A test cluster that simulates an accelerator with CPU devices says so in
     LAYERTAP_SIMULATED_ACCELERATOR (the platform it stands in for): CPU devices then count.
     """
-    if expected is None:
-        return
     import jax
 
     env = os.environ if env is None else env
     try:
         devices = jax.local_devices()
-    except RuntimeError as error:  # JAX_PLATFORMS names a backend that cannot start
+    # JAX_PLATFORMS names a backend that cannot start (jax asserts when its plugin is not installed)
+    except (RuntimeError, AssertionError) as error:
+        why = str(error) or "its plugin is not installed"
+        if expected is None:
+            raise LayerTapError(
+                f"JAX could not start the backend that JAX_PLATFORMS={env.get('JAX_PLATFORMS', '')!r} names ({why}); "
+                "install the matching jax extra (e.g. jax[cuda12] or jax[tpu]), or unset JAX_PLATFORMS"
+            ) from None
         raise LayerTapError(
             f"resources.accelerator {expected.accelerator}: JAX could not start its {expected.platform} backend "
-            f"({error}); is the node's accelerator there, and does the image have the matching jax extra?"
+            f"({why}); is the node's accelerator there, and does the image have the matching jax extra?"
         ) from None
+    if expected is None:
+        return
     platforms = {device.platform for device in devices}
     simulated = env.get(ENV_SIMULATED_ACCELERATOR) == expected.platform and platforms == {"cpu"}
     if (platforms != {expected.platform} and not simulated) or len(devices) != expected.per_host:
