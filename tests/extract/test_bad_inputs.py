@@ -19,7 +19,7 @@ import pytest
 import layertap
 from layertap.cli import main
 
-from .conftest import TEXTS, extract, write_jsonl
+from .conftest import TEXTS, extract, flags, prepared_by_flags, write_jsonl
 
 
 def one_error(capsys) -> str:
@@ -57,10 +57,10 @@ def arc_rows(count: int) -> bytes:
 def test_a_truncated_gzip_names_the_file_and_the_last_good_line(checkpoint, tmp_path, capsys):
     whole = gzip.compress(arc_rows(30))
     (tmp_path / "rows.jsonl.gz").write_bytes(whole[: len(whole) // 2])
-    for flags in ((), ("--config", str(tmp_path / "lenient.yaml"))):
+    for config in ((), ("--config", str(tmp_path / "lenient.yaml"))):
         (tmp_path / "lenient.yaml").write_text("dataset: {skipInvalid: true}\n")
         argv = ["extract", "--model", str(checkpoint), "--dataset", str(tmp_path / "rows.jsonl.gz")]
-        argv += ["--format", "barc-jsonl", "--output", str(tmp_path / "out"), "--max-tokens", "8192", *flags]
+        argv += ["--format", "barc-jsonl", "--output", str(tmp_path / "out"), "--max-tokens", "8192", *config]
         assert main(argv) == 2
         err = one_error(capsys)
         assert "rows.jsonl.gz: the gzip stream is truncated or corrupt after line " in err, err
@@ -272,3 +272,21 @@ def test_verify_checks_the_manifest_against_the_commits_and_the_commits_against_
     err = capsys.readouterr().err
     assert f"the committed shard {dropped['shard']} is not listed" in err
     assert "num_tokens" in err and "names unit 10000" in err
+
+
+def test_a_disk_too_small_for_the_steps_left_is_warned_of_before_they_run(checkpoint, dataset, tmp_path):
+    """The pre-flight compares what the steps left will write with the output's free space:
+    a full disk would stop the run midway (resumable, but after hours, perhaps)."""
+    from layertap.extract.runner import disk_space_warning
+    from layertap.io.store import free_bytes
+
+    prepared = prepared_by_flags(*flags(checkpoint, dataset, tmp_path / "out"), "--layers", "1,3")
+    every = list(range(prepared.plan.num_steps))
+    need = prepared.disk_bytes()
+    assert disk_space_warning(prepared, every, need) is None
+    warning = disk_space_warning(prepared, every, need - 1)
+    assert f"{tmp_path / 'out'}: the steps left write about" in warning and "the same command then resumes" in warning
+    assert disk_space_warning(prepared, every[1:], need - 1) is None  # a resume needs only what is left
+    assert disk_space_warning(prepared, every, None) is None  # gs://: no disk to ask
+    assert free_bytes(str(tmp_path / "not" / "made" / "yet")) > 0  # the disk it will be made on
+    assert free_bytes("gs://bucket/run") is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 
 import ml_dtypes
@@ -315,6 +317,19 @@ def test_a_shard_deleted_while_written_asks_whether_another_run_writes_there(tmp
     writer = open_writer(str(tmp_path), meta_for())
     add(writer, **make_units(1)[0].kwargs())
     with pytest.raises(LayerTapError, match=r"\.tmp-.* was deleted while it was written: is another run writing to"):
+        writer.close()
+
+
+def test_a_full_disk_says_so_and_that_the_same_command_resumes(tmp_path, monkeypatch):
+    """ENOSPC from the disk (raised here by the store: a full filesystem needs root to make)."""
+
+    def full(self, key, buffers, crc32c=None):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LocalStore, "put", full)
+    writer = open_writer(str(tmp_path), meta_for())
+    add(writer, **make_units(1)[0].kwargs())
+    with pytest.raises(LayerTapError, match="the disk is full .No space left on device.; free some space or write"):
         writer.close()
 
 

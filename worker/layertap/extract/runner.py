@@ -38,6 +38,7 @@ from layertap.extract.step import make_step
 from layertap.humanize import human_bytes, plural
 from layertap.io import open_store
 from layertap.io.fingerprint import fingerprints
+from layertap.io.store import free_bytes
 from layertap.model import DecoderConfig, LayerTap, load_tokenizer, make_extract_fn, special_token_ids
 from layertap.model.checkpoint import checkpoint_files, load_params, resolve_checkpoint_dir
 from layertap.model.tap import site_shape
@@ -404,6 +405,8 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary
     mine_done = units_done(plan.num_steps, writer.committed_units(), process, processes)
     todo = steps_to_run(context.all_gather(mine_done))
     skipped = sorted(set(range(plan.num_steps)) - set(todo))
+    if process == 0 and (warning := disk_space_warning(prepared, todo, free_bytes(job.output.uri))):
+        log.warning(warning)
     progress = Progress(
         samples_total=len(prepared.samples),
         tokens_total=plan.useful_tokens,
@@ -448,6 +451,19 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary
             flush=True,
         )
     return summary
+
+
+def disk_space_warning(prepared: Prepared, todo: list[int], free: int | None) -> str | None:
+    """A warning when the steps left would write more than the output's disk has free (a
+    full disk stops the run midway: resumable, but hours may go by first)."""
+    plan = prepared.plan
+    left = prepared.disk_bytes() * sum(plan.step_tokens(s) for s in todo) // max(plan.useful_tokens, 1)
+    if free is None or left <= free:
+        return None
+    return (
+        f"{prepared.job.output.uri}: the steps left write about {human_bytes(left)}, and its disk has "
+        f"{human_bytes(free)} free: the run will stop when the disk is full (the same command then resumes it)"
+    )
 
 
 def _load_step(prepared: Prepared, mesh):

@@ -9,6 +9,7 @@ emulator (fake-gcs-server in the tests).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,19 @@ def split_gcs(uri: str) -> tuple[str, str]:
     if not bucket:
         raise LayerTapError(f"{uri}: a gs:// URI needs a bucket name (gs://BUCKET/path)")
     return bucket, prefix.strip("/")
+
+
+def free_bytes(uri: str) -> int | None:
+    """Bytes free on the filesystem a local output is (or will be) on; None for gs://."""
+    if is_gcs(uri):
+        return None
+    path = Path(uri).absolute()
+    while not path.exists() and path != path.parent:  # not made yet: the disk it will be made on
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def open_store(uri: str | os.PathLike) -> Store:

@@ -31,6 +31,7 @@ JSON sidecar per commit record, written before it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -362,6 +363,11 @@ class ShardWriter:
             error = self._error
             if isinstance(error, LayerTapError):
                 raise error
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise LayerTapError(
+                    f"{self.uri}: writing a shard failed: the disk is full ({error.strerror}); free some space or "
+                    "write elsewhere, then run the same command again: it resumes, the shards committed are kept"
+                ) from error
             if isinstance(error, FileNotFoundError):  # its temporary file, or the directory, was deleted
                 raise LayerTapError(
                     f"{self.uri}: writing a shard failed: {error.filename or 'a file being written'} was deleted "
