@@ -62,3 +62,26 @@ def test_runs_can_share_a_cache_on_gcs(checkpoint, dataset, tmp_path, pod_tmp, g
 def test_the_cache_can_be_turned_off(checkpoint, dataset, tmp_path, pod_tmp):
     result = run_in_new_pod(pod_tmp, *argv(checkpoint, dataset, tmp_path / "out")[3:], "--compilation-cache", "off")
     assert not (tmp_path / "out" / ".jax-cache").exists() and "compilation cache" not in result.stdout
+
+
+def test_a_program_not_kept_for_a_full_disk_is_warned_of_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    """The cache saves time only: an entry it cannot store (ENOSPC, raised here by the store) is
+    a warning, not the end of the run."""
+    import errno
+    import os
+
+    from layertap.io.local import LocalStore
+    from layertap.run.compile_cache import CompilationCache
+
+    cache = CompilationCache(str(tmp_path / "out" / ".jax-cache"), writer=True, local_dir=tmp_path / "pod-cache")
+    (tmp_path / "pod-cache").mkdir()
+    (tmp_path / "pod-cache" / "jit_step-abc-cache").write_bytes(b"compiled")
+
+    def full(self, key, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LocalStore, "create", full)
+    assert cache.save() == 0
+    assert "the compiled program was not kept ([Errno 28] No space left on device)" in caplog.text
+    monkeypatch.undo()
+    assert cache.save() == 1  # kept once there is room

@@ -69,3 +69,28 @@ def test_bad_input_is_one_clear_error_and_nothing_is_written(
     assert err.startswith("layertap extract: error: ") and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_error_line_not_a_traceback(checkpoint, dataset, tmp_path, monkeypatch, capsys):
+    """ENOSPC ends a command with one line saying so, exit 2 (a retry on the same disk would
+    fail the same way): the shard writer's own words, and the command line's for any other
+    write (a prediction's candidates, a report). Raised here by the store, and by a command:
+    a full filesystem needs root to make."""
+    import errno
+    import os
+
+    from layertap.arc import score_cli
+    from layertap.cli import main
+    from layertap.io.local import LocalStore
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(LocalStore, "put", full)
+    assert extract(checkpoint, dataset, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "writing a shard failed: the disk is full (No space left on device)" in err
+    monkeypatch.setattr(score_cli, "run", full)
+    assert main(["score", "submission.json", "solutions.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layertap score: error: the disk is full (No space left on device); free some space")

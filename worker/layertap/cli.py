@@ -8,6 +8,7 @@ Each subcommand lives in its own module exposing `add_arguments(parser)` and
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -58,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         tell_the_cluster(message)
         return EXIT_INVALID
     except Exception as error:  # a bug or a transient failure: the traceback follows, the pod is retried
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):  # a retry would not help
+            where = f": {error.filename}" if error.filename else ""
+            message = (
+                f"layertap {name}: error: the disk is full ({error.strerror}{where}); free some space or write "
+                "elsewhere, then run the same command again (extract and predict resume)"
+            )
+            print(message, file=sys.stderr)
+            tell_the_cluster(message)
+            return EXIT_INVALID
         tell_the_cluster(f"layertap {name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         raise
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ the JAX version, so a changed image or topology simply misses.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from layertap.io import open_store
 from layertap_api.spec import OutputSpec
+
+log = logging.getLogger(__name__)
 
 CACHE_DIR_NAME = ".jax-cache"  # under the output, unless output.compilationCache names another place
 ENTRY_SUFFIX = "-cache"  # JAX's entry files; anything else in its directory is bookkeeping
@@ -61,7 +64,11 @@ class CompilationCache:
             return 0
         new = [p for p in self.local_dir.glob(f"*{ENTRY_SUFFIX}") if p.name not in self._known]
         for path in new:
-            self.store.create(path.name, path.read_bytes())  # create-if-absent: a racing writer's is as good
+            try:
+                self.store.create(path.name, path.read_bytes())  # create-if-absent: a racing writer's is as good
+            except OSError as error:  # a full disk, say: the cache saves time, the run goes on without it
+                log.warning("%s: the compiled program was not kept (%s); a restart compiles it again", self.uri, error)
+                return 0
             self._known.add(path.name)
         return len(new)
 
