@@ -25,6 +25,8 @@ def stopped(summary) -> str:
 
 
 def finished(prepared, summary) -> str:
+    if summary.steps_run == 0:  # a rerun of a complete run: no rate or step times to give
+        return f"nothing left to run: the {summary.steps_skipped} steps were done already"
     return (
         f"{summary.steps_run} steps run ({summary.steps_skipped} already done), "
         f"{summary.tokens_per_second:,.0f} useful tokens/s (compilation {summary.compile_seconds:.1f} s apart), "
