@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from layertap.errors import LayerTapError
@@ -80,17 +81,19 @@ def trainer(
         saved = Path(resume) / LOADER_STATE
         if not saved.is_file():
             raise LayerTapError(
-                f"resume={str(resume)!r}: no {LOADER_STATE} there, so not a checkpoint this trainer wrote "
-                "(pass a directory under its checkpoint_path)"
+                f"resume={str(resume)!r}: no {LOADER_STATE} there, so not a checkpoint this trainer wrote, or one "
+                "whose writing was cut short (pass a directory under its checkpoint_path: the latest whole one)"
             )
-        state = json.loads(saved.read_text())
+        state = json.loads(saved.read_text())  # whole or absent: written beside, then renamed
         sae.load_weights_from_checkpoint(str(resume))
     loader_options = {"seed": seed, "epochs": None, **loader_options}
     activations = Activations(run, layer, batch_size=batch_size, site=site, state=state, **loader_options)
 
     def save_loader_state(checkpoint_path: Path | None) -> None:
-        if checkpoint_path is not None:
-            (checkpoint_path / LOADER_STATE).write_text(json.dumps(activations.loader.state()))
+        if checkpoint_path is not None:  # after SAELens' files: its presence says the checkpoint is whole
+            partial = checkpoint_path / f".{LOADER_STATE}.partial"
+            partial.write_text(json.dumps(activations.loader.state()))
+            os.replace(partial, checkpoint_path / LOADER_STATE)
 
     config = SAETrainerConfig(
         total_training_samples=tokens,
