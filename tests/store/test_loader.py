@@ -316,6 +316,20 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
             next(run.iter_layer(LAYER, dtype=dtype))
 
 
+def test_a_batch_larger_than_an_epoch_with_drop_last_is_an_error_not_an_endless_loop(run_uri, units):
+    """Every epoch's rows fewer than a batch, and the short batch dropped: with epochs=None the
+    loader had looked for a batch forever (train_sae.py with a large --batch-size hung)."""
+    run = layertap.open(run_uri)
+    tokens = len(all_tokens(units))
+    for epochs in (None, 1):
+        with pytest.raises(LayerTapError, match=f"an epoch has {tokens} tokens of layer 5 .* a batch of {tokens + 1}"):
+            next(iter(run.loader(LAYER, batch_size=tokens + 1, drop_last=True, epochs=epochs)))
+    assert [len(b) for b in run.loader(LAYER, batch_size=tokens + 1)] == [tokens]  # kept: one short batch
+    # one batch an epoch, the rest dropped: epoch after epoch
+    one_each = iter(run.loader(LAYER, batch_size=tokens // 2 + 1, drop_last=True, epochs=None))
+    assert [len(next(one_each)) for _ in range(3)] == [tokens // 2 + 1] * 3
+
+
 def test_numpy_integers_make_a_json_state(run_uri):
     run = layertap.open(run_uri)
     loader = run.loader(

@@ -508,6 +508,7 @@ class Loader:
         read_ahead()
         room, filled = self._new_batch(), 0  # the batch being built
         served = 0  # rows of this epoch served so far (an epoch with none would loop forever)
+        given = 0  # batches of this epoch given (an epoch whose rows are all dropped would loop too)
         whole = self._position["window"] == 0 and offset == 0  # `served` counts this epoch from its start
         while pending:
             epoch, number, served_rows, future = pending.popleft()
@@ -533,24 +534,35 @@ class Loader:
                     read_ahead()
                 if filled < self.batch_size and not (done and last_of_epoch):
                     break  # the window is done; the batch goes on in the next one
+                gives = filled == self.batch_size or (filled > 0 and not self.drop_last)
+                given += gives
                 if not done:
                     position = {"epoch": epoch, "window": number, "offset": offset}
                 elif last_of_epoch:
                     if whole and served == 0:
                         raise LayerTapError(self._nothing_kept())
+                    if whole and given == 0:  # all dropped (drop_last): epochs=None would loop forever
+                        raise LayerTapError(self._less_than_a_batch(served))
                     position = {"epoch": epoch + 1, "window": 0, "offset": 0}
-                    served, whole = 0, True
+                    served, whole, given = 0, True, 0
                 else:
                     position = {"epoch": epoch, "window": number + 1, "offset": 0}
                 batch, rows = room, filled
                 room, filled = self._new_batch(), 0
-                if rows == self.batch_size or (rows and not self.drop_last):
+                if gives:
                     yield position, self._deliver({name: array[:rows] for name, array in batch.items()})
                 else:  # nothing to give (drop_last), but the position moves on
                     yield position, None
                 if done:
                     break
             offset = 0
+
+    def _less_than_a_batch(self, rows: int) -> str:
+        whose = f"process {self.process_index}'s shards hold" if self.process_count > 1 else "an epoch has"
+        return (
+            f"{self.run.uri}: {whose} {rows} tokens of layer {self.layer} ({self.site}), fewer than a batch of "
+            f"{self.batch_size}, and drop_last drops the short one: no batch at all; use a smaller batch_size"
+        )
 
     def _nothing_kept(self) -> str:
         whose = f" in process {self.process_index}'s shards" if self.process_count > 1 else ""
