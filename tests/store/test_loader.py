@@ -307,6 +307,8 @@ def test_what_the_run_lacks_is_an_error_naming_what_it_has(run_uri):
         run.loader(LAYER, drop_last=None)
     with pytest.raises(LayerTapError, match=r"layer True was not extracted"):
         run.loader(True)  # True == 1, but is no layer
+    with pytest.raises(LayerTapError, match="sharding must be a jax.sharding.Sharding, e.g. .* got 'data'"):
+        run.loader(LAYER, format="jax", sharding="data")  # had been an AttributeError (device_set)
     with pytest.raises(LayerTapError, match="tasks must be one value or a list of them, got 3.5"):
         run.loader(LAYER, tasks=3.5)
     for dtype in ("int32", np.int8, "no-such-dtype"):  # an integer dtype would truncate the activations

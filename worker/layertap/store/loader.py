@@ -184,6 +184,10 @@ class Loader:
             raise LayerTapError(f"sharding lays out JAX arrays: use format='jax' with it, not {self.format!r}")
         import jax
 
+        if not isinstance(sharding, jax.sharding.Sharding):
+            raise LayerTapError(
+                f"sharding must be a jax.sharding.Sharding, e.g. NamedSharding(mesh, P('data')), got {sharding!r:.60}"
+            )
         processes = {device.process_index for device in sharding.device_set}
         if len(processes) > 1:
             here = (jax.process_index(), jax.process_count())
