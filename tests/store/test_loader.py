@@ -198,6 +198,10 @@ def test_filters_by_segment_task_position_and_token(run_uri, units):
         loaded(tasks=sorted(tasks)), np.sort(every.token_ids[np.isin(every.sample_index, samples)])
     )
     np.testing.assert_array_equal(loaded(positions=range(3)), np.sort(every.token_ids[every.position < 3]))
+    # read_layer takes the loader's filters too
+    np.testing.assert_array_equal(np.sort(run.read_layer(LAYER, tasks=sorted(tasks)).token_ids), loaded(tasks=tasks))
+    np.testing.assert_array_equal(np.sort(run.read_layer(LAYER, positions=[0, 2]).token_ids), loaded(positions=[0, 2]))
+    assert len(run.read_layer(LAYER, tasks="task003", positions=0)) == len(loaded(tasks="task003", positions=0)) > 0
     np.testing.assert_array_equal(
         loaded(segments=[1], exclude_tokens=[1001, 2001]),
         np.sort(every.token_ids[(every.segment == 1) & ~np.isin(every.token_ids, [1001, 2001])]),

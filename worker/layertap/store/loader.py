@@ -44,7 +44,7 @@ import numpy as np
 from layertap.errors import LayerTapError
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout
-from layertap.store.reader import integer_filter, one_or_many
+from layertap.store.reader import integer_filter, task_filter
 from layertap.store.records import TokenRecords
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Loader:
             raise LayerTapError(f"prefetch must be an integer of at least 1, got {prefetch!r}")
         self.prefetch = prefetch
         self._segments = None if segments is None else run._segment_labels(segments)
-        self._tasks = None if tasks is None else {str(task) for task in one_or_many(tasks, "tasks")}
+        self._tasks = None if tasks is None else task_filter(tasks)
         self._positions = None if positions is None else integer_filter(positions, "positions")
         self._exclude = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
         self._filtered = any(f is not None for f in (self._segments, self._tasks, self._positions, self._exclude))
@@ -387,9 +387,7 @@ class Loader:
         if self._exclude is not None:
             keep(~np.isin(columns["token_ids"], self._exclude))
         if self._tasks is not None:
-            sidecar = self.run._sidecar(shard.entry["samples"])["samples"]
-            samples = [int(i) for i, meta in sidecar.items() if str(meta.get("task_id")) in self._tasks]
-            keep(np.isin(columns["sample_index"], np.asarray(samples, np.int64)))
+            keep(np.isin(columns["sample_index"], self.run._samples_of_tasks(shard, self._tasks)))
         return mask
 
     def _read_window(self, epoch: int, number: int, shards: list[int]) -> _Window:

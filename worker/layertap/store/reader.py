@@ -276,20 +276,26 @@ class Run:
         *,
         site: str = layout.DEFAULT_SITE,
         segments: Iterable[int | str] | None = None,
+        tasks: Iterable[str] | None = None,
+        positions: Iterable[int] | None = None,
         tokens: Iterable[int] | None = None,
         exclude_tokens: Iterable[int] | None = None,
         dtype: np.dtype | str | None = np.float32,
     ) -> Iterator[TokenRecords]:
         """The rows of `layer` at `site`, one TokenRecords ([n, D] activations; [n, *shape(site)])
-        per shard, optionally filtered.
+        per shard, optionally filtered (the loader's filters, and tokens).
 
         segments: keep tokens with these segment labels (ints, or names listed in the
-            run's meta `segment_names`). tokens / exclude_tokens: keep / drop these token
-            ids. dtype: the activations' dtype (None: as stored; int8 is always decoded).
+            run's meta `segment_names`). tasks: keep the tokens of these ARC task ids.
+            positions: keep tokens at these positions of their prompt. tokens /
+            exclude_tokens: keep / drop these token ids. dtype: the activations' dtype
+            (None: as stored; int8 is always decoded).
         """
         name = self._layer_tensor(layer, site)
         dtype = dtypes.read_dtype(dtype)
         keep_segments = None if segments is None else self._segment_labels(segments)
+        keep_tasks = None if tasks is None else task_filter(tasks)
+        keep_positions = None if positions is None else integer_filter(positions, "positions")
         keep_tokens = None if tokens is None else integer_filter(tokens, "tokens")
         drop_tokens = None if exclude_tokens is None else integer_filter(exclude_tokens, "exclude_tokens")
 
@@ -298,6 +304,10 @@ class Run:
             mask = np.ones(len(columns["token_ids"]), bool)
             if keep_segments is not None:
                 mask &= np.isin(columns["segment"], keep_segments)
+            if keep_tasks is not None:
+                mask &= np.isin(columns["sample_index"], self._samples_of_tasks(shard, keep_tasks))
+            if keep_positions is not None:
+                mask &= np.isin(columns["position"], keep_positions)
             if keep_tokens is not None:
                 mask &= np.isin(columns["token_ids"], keep_tokens)
             if drop_tokens is not None:
@@ -344,6 +354,11 @@ class Run:
         """
         name = self._layer_tensor(layer, site)
         return [shard.memmap(name) for shard in self.shards]
+
+    def _samples_of_tasks(self, shard: Shard, tasks: set[str]) -> np.ndarray:
+        """The indices of a shard's samples whose task is one of `tasks` (from its sidecar)."""
+        sidecar = self._sidecar(shard.entry["samples"])["samples"]
+        return np.asarray([int(i) for i, meta in sidecar.items() if str(meta.get("task_id")) in tasks], np.int64)
 
     def _sidecar(self, key: str) -> dict:
         try:
@@ -511,6 +526,11 @@ def one_or_many(values, name: str) -> list:
         return list(values)
     except TypeError:  # 3.5, None inside a filter's place, an object
         raise LayerTapError(f"{name} must be one value or a list of them, got {values!r:.60}") from None
+
+
+def task_filter(tasks: Iterable[str] | str) -> set[str]:
+    """Task ids as strings: one id alone is a list of one."""
+    return {str(task) for task in one_or_many(tasks, "tasks")}
 
 
 def integer_filter(values: Iterable[int] | int, name: str) -> np.ndarray:
