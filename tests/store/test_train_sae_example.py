@@ -125,6 +125,7 @@ def test_over_four_devices_it_trains_as_on_one(train_sae, run_uri, tmp_path):
         (["--features", "4", "--k", "8"], "--k 8 is more than --features 4"),  # was a traceback from top_k
         (["--batch-size", "0"], "argument --batch-size: 0 is not a positive integer"),
         (["--layer", "9"], "no statistics of layer 9"),  # a LayerTapError: a usage error, not a traceback
+        (["--batch-size", "1000000"], "fewer than a batch of 1000000"),  # had hung: every batch dropped, forever
     ],
 )
 def test_bad_arguments_are_usage_errors(train_sae, run_uri, tmp_path, capsys, options, message):
