@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -29,10 +28,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 import layertap
 from layertap.errors import LayerTapError
+from layertap.io import open_store
 
 
 def init(key, width: int, features: int, mean: np.ndarray) -> dict:
@@ -58,10 +58,8 @@ CHECKPOINT = "checkpoint.safetensors"
 
 
 def write_whole(path: Path, arrays: dict, metadata: dict | None = None) -> None:
-    """Write the file beside its place, then rename it there: a kill leaves the last one whole."""
-    partial = path.with_name(path.name + ".partial")
-    save_file(arrays, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    """LayerTap's local store writes beside, then renames: a kill leaves the last file whole."""
+    open_store(path.parent).write(path.name, save(arrays, metadata=metadata))
 
 
 def save_checkpoint(path: Path, params: dict, opt_state, state: dict) -> None:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from layertap.errors import LayerTapError
+from layertap.io import open_store
 from layertap.store import layout
 
 LOADER_STATE = "layertap-loader.json"  # next to SAELens' files in a checkpoint
@@ -91,9 +91,7 @@ def trainer(
 
     def save_loader_state(checkpoint_path: Path | None) -> None:
         if checkpoint_path is not None:  # after SAELens' files: its presence says the checkpoint is whole
-            partial = checkpoint_path / f".{LOADER_STATE}.partial"
-            partial.write_text(json.dumps(activations.loader.state()))
-            os.replace(partial, checkpoint_path / LOADER_STATE)
+            open_store(checkpoint_path).write(LOADER_STATE, json.dumps(activations.loader.state()).encode())
 
     config = SAETrainerConfig(
         total_training_samples=tokens,
