@@ -57,7 +57,9 @@ def test_demo_predict_answers_real_tasks_and_says_where_the_files_are(tmp_path, 
     assert json.loads(Path(files["score"]).read_text())["per_task_mean"] == 0.0 and "ARC Prize score: 0.000" in out
     # the config it wrote resumes the same prediction: nothing is generated again
     assert main(["predict", "--config", str(tmp_path / "demo" / "prediction-2-tasks.yaml"), "--no-progress"]) == 0
-    assert "already committed" in capsys.readouterr().out
+    rerun = capsys.readouterr().out
+    assert "nothing left to generate: the " in rerun and "tokens/s" not in rerun
+    assert f"  score: {files['score']}" in rerun  # and it still says where the outputs are
 
 
 def test_bad_demo_arguments_are_refused_before_anything_is_written(tmp_path, capsys):

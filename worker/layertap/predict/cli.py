@@ -26,14 +26,20 @@ def finished(prepared, summary) -> str:
     rate = summary.tokens_generated / summary.generate_seconds if summary.generate_seconds else 0.0
     dropped = prepared.dropped.total()
     over = f", {dropped} views over dataset.maxTokens" if dropped else ""
-    lines = [
-        f"{len(prepared.tasks)} tasks, {len(prepared.units)} answers "
-        f"({summary.units_skipped} already committed{over}); "
-        f"{summary.tokens_generated:,} tokens generated at {rate:,.0f} tokens/s "
-        f"(compilation {summary.compile_seconds:.1f} s apart, prompt buckets {sorted(summary.buckets)}; "
-        f"rows split over {summary.devices} device{'s' if summary.devices != 1 else ''} per process)",
-        *(f"  {name}: {uri}" for name, uri in summary.outputs.items()),
-    ]
+    if summary.units_skipped == len(prepared.units):  # a rerun of a complete prediction: no rate to give
+        ran = (
+            f"{len(prepared.tasks)} tasks; nothing left to generate: "
+            f"the {len(prepared.units)} answers were committed already{over}"
+        )
+    else:
+        ran = (
+            f"{len(prepared.tasks)} tasks, {len(prepared.units)} answers "
+            f"({summary.units_skipped} already committed{over}); "
+            f"{summary.tokens_generated:,} tokens generated at {rate:,.0f} tokens/s "
+            f"(compilation {summary.compile_seconds:.1f} s apart, prompt buckets {sorted(summary.buckets)}; "
+            f"rows split over {summary.devices} device{'s' if summary.devices != 1 else ''} per process)"
+        )
+    lines = [ran, *(f"  {name}: {uri}" for name, uri in summary.outputs.items())]
     if summary.score is not None:
         lines.append(f"  score: {summary.score:.3f} (ARC Prize metric, 2 attempts per test input)")
     return "\n".join(lines)
