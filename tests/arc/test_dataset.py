@@ -126,7 +126,7 @@ def test_barc_rows_honour_skip_invalid_and_test_pairs(tmp_path, arc_tasks, token
         grid = np.full(test_input.shape, -1)
         grid[cells[:, 0], cells[:, 1]] = cells[:, 2]
         np.testing.assert_array_equal(grid, test_input)
-    assert "skipped 1 invalid records" in caplog.text and "line 2" in caplog.text
+    assert "1 invalid record skipped (dataset.skipInvalid)" in caplog.text and "line 2" in caplog.text
 
 
 def test_spec_defaults_read_barc_rows_with_the_last_pair_as_test(tmp_path, arc_tasks, tokenizer) -> None:

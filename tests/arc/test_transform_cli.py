@@ -22,7 +22,7 @@ def test_barc_jsonl_to_arc_json_files_and_solutions(tmp_path, capsys) -> None:
     ]
     write_rows(tmp_path / "in.jsonl", rows)
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out")]) == 0
-    assert "3 tasks read, 0 invalid skipped; 2 tasks written, 1 duplicates dropped" in capsys.readouterr().err
+    assert "3 tasks read, 0 invalid skipped; 2 tasks written, 1 duplicate dropped" in capsys.readouterr().err
     files = sorted((tmp_path / "out" / "tasks").iterdir())
     assert len(files) == 2
     solutions = json.loads((tmp_path / "out" / "solutions.json").read_text())
@@ -87,7 +87,7 @@ def test_invalid_rows_stop_or_are_counted(tmp_path, capsys) -> None:
     assert "in.jsonl, line 2: example 0 input: not rectangular" in capsys.readouterr().err
     assert main(["transform", str(tmp_path / "in.jsonl"), str(tmp_path / "out"), "--skip-invalid"]) == 0
     err = capsys.readouterr().err
-    assert "1 tasks read, 1 invalid skipped" in err and "skipped: " in err
+    assert "1 task read, 1 invalid skipped" in err and "skipped: " in err
 
 
 def test_unsafe_task_ids_are_refused(tmp_path, capsys) -> None:

@@ -75,7 +75,7 @@ def test_an_undecodable_arc_row_is_skipped_and_counted(checkpoint, tmp_path, cap
     argv += [str(tmp_path / "rows.jsonl"), "--format", "barc-jsonl", "--output", str(tmp_path / "out")]
     argv += ["--max-tokens", "8192", "--layers", "3", "--no-progress"]
     assert main(argv) == 0
-    assert "1 invalid records skipped (dataset.skipInvalid), e.g. " in capsys.readouterr().out
+    assert "1 invalid record skipped (dataset.skipInvalid), e.g. " in capsys.readouterr().out
     assert sorted(meta["origin"] for meta in layertap.open(str(tmp_path / "out")).samples().values())[-1].endswith(
         "line 2"
     )

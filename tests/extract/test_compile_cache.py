@@ -10,6 +10,7 @@ import pytest
 from compiles import cache_hits, run_in_new_pod
 
 import layertap
+from layertap.humanize import plural
 
 from .test_stop import argv
 
@@ -31,7 +32,7 @@ def test_a_restart_loads_compiled_programs_instead_of_compiling(checkpoint, data
     # A new attempt of the same run, on a new pod: what it recomputes, it does not recompile.
     shutil.rmtree(tmp_path / "first" / "commits")
     second = run_in_new_pod(pod_tmp, *argv(checkpoint, dataset, tmp_path / "first")[3:])
-    assert f": {len(entries)} compiled programs found" in second.stdout
+    assert f": {plural(len(entries), 'compiled program')} found" in second.stdout
     assert cache_hits(second) == len(entries)
     assert sorted(path.name for path in (tmp_path / "first" / ".jax-cache").iterdir()) == entries  # nothing new
 

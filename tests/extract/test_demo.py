@@ -19,6 +19,7 @@ def test_demo_writes_a_readable_run_and_the_printed_snippet_works(tmp_path, caps
     scope: dict = {}
     exec("\n".join(snippet), scope)
     acts = scope["acts"]
+    assert "rows in 1 shard (" in out  # counts say their noun in the singular too
     assert acts.ndim == 2 and acts.shape[1] == 64 and len(acts) > 0 and np.isfinite(acts).all()
     # it ends with the run's report, and says where it is
     report = [line.removeprefix("Report: ") for line in out.splitlines() if line.startswith("Report: ")]

@@ -60,7 +60,7 @@ def test_the_estimate_counts_the_plan_and_the_chosen_chips(checkpoint, dataset, 
 def test_extract_prints_the_estimate_before_the_first_step(checkpoint, dataset, tmp_path, capsys):
     assert extract(checkpoint, dataset, tmp_path / "out", "--layers", "3") == 0
     out = capsys.readouterr().out
-    assert out.index("  estimate  ") < out.index("steps run")
+    assert out.index("  estimate  ") < out.index(" run (")
     assert re.search(r"GFLOP: (about \d|under 1s), bound by (compute|writing) \(compute .*, writing .*\)", out)
     assert "GFLOP/s per core measured in float32" in out
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import layertap
+from layertap.humanize import plural
 from layertap.model import (
     load_checkpoint,
     load_tokenizer,
@@ -103,7 +104,7 @@ def test_rerun_after_a_lost_commit_redoes_only_that_unit(checkpoint, dataset, tm
 
     assert extract(checkpoint, dataset, tmp_path / "out", *flags) == 0
     steps = {unit for unit, _, _ in lost["units"]}
-    assert f"{len(steps)} steps run" in capsys.readouterr().out
+    assert f"{plural(len(steps), 'step')} run" in capsys.readouterr().out
     for got, want in zip(read_sorted(tmp_path / "out", 2), read_sorted(tmp_path / "full", 2)):
         np.testing.assert_array_equal(got, want)
 

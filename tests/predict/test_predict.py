@@ -19,6 +19,7 @@ from layertap.arc.encoders import build_encoder
 from layertap.arc.submission import read_submission
 from layertap.cli import main
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 from layertap.io.local import LocalStore
 from layertap.model import LayerTap, write_random_checkpoint
 from layertap.predict.results import RunningScore
@@ -344,7 +345,7 @@ def test_a_restarted_prediction_loads_its_compiled_buckets(checkpoint, tasks_fil
     assert entries and cache_hits(first) == 0 and ": 0 compiled programs found" in first.stdout
     shutil.rmtree(tmp_path / "out" / "candidates")  # the answers are gone: every batch runs again
     second = run_in_new_pod(tmp_path / "pod-tmp", *command)
-    assert f": {len(entries)} compiled programs found" in second.stdout and cache_hits(second) >= 1
+    assert f": {plural(len(entries), 'compiled program')} found" in second.stdout and cache_hits(second) >= 1
 
 
 def test_a_checkpoint_without_its_lm_head_is_refused_and_writes_nothing(tasks_file, tmp_path):

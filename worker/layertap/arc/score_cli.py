@@ -9,6 +9,7 @@ import json
 import posixpath
 
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         note = "  (missing)" if task.task_id in scored.missing else ""
         print(f"{task.task_id:<{width}}  {task.score:5.3f}  {solved}{note}")
     outputs = sum(len(t.matched) for t in scored.tasks)
-    print(f"per-task mean: {scored.per_task_mean:.4f} ({len(scored.tasks)} tasks)")
+    print(f"per-task mean: {scored.per_task_mean:.4f} ({plural(len(scored.tasks), 'task')})")
     if scored.missing:
         print(f"missing from the submission, scored 0: {len(scored.missing)} of {len(scored.tasks)} tasks")
     print(f"test outputs solved: {scored.per_test_output:.4f} ({round(scored.per_test_output * outputs)} of {outputs})")

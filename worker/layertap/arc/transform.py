@@ -21,6 +21,7 @@ from typing import Literal
 
 from layertap.arc.task import Task
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 
 Layout = Literal["files", "kaggle"]
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -32,7 +33,7 @@ class TransformStats:
     duplicates: int = 0
 
     def __str__(self) -> str:
-        return f"{self.written} tasks written, {self.duplicates} duplicates dropped"
+        return f"{plural(self.written, 'task')} written, {plural(self.duplicates, 'duplicate')} dropped"
 
 
 class _JsonObjectWriter:

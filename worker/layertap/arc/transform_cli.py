@@ -16,6 +16,7 @@ from layertap.arc.records import Split
 from layertap.arc.transform import write_tasks
 from layertap.data.invalid import ReadStats
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 from layertap.io.sources import list_sources
 
 
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         tasks, args.output, layout=args.layout, dedupe=args.dedupe, max_tasks=args.max_samples, overwrite=args.overwrite
     )
     print(
-        f"{args.input} ({fmt}): {reading.read} tasks read, {reading.skipped} invalid skipped; {stats} to {args.output}",
+        f"{args.input} ({fmt}): {plural(reading.read, 'task')} read, {reading.skipped} invalid skipped; "
+        f"{stats} to {args.output}",
         file=sys.stderr,
     )
     for example in reading.examples:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 
 SKIP_HINT = "dataset.skipInvalid: true skips and counts such records"
 
@@ -34,4 +35,5 @@ class ReadStats:
         """'' when nothing was skipped, else how many and the first reasons."""
         if not self.skipped:
             return ""
-        return f"{self.skipped} invalid records skipped (dataset.skipInvalid), e.g. {'; '.join(self.examples[:3])}"
+        examples = "; ".join(self.examples[:3])
+        return f"{plural(self.skipped, 'invalid record')} skipped (dataset.skipInvalid), e.g. {examples}"

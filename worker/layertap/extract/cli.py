@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from layertap.humanize import plural
 from layertap.run import cli as command_line
 
 
@@ -19,16 +20,16 @@ def run(args: argparse.Namespace) -> int:
 
 def stopped(summary) -> str:
     return (
-        f"stopped by {summary.stopped} after {summary.steps_run} steps; what they computed is committed, and the "
-        "same command resumes"
+        f"stopped by {summary.stopped} after {plural(summary.steps_run, 'step')}; what they computed is committed, "
+        "and the same command resumes"
     )
 
 
 def finished(prepared, summary) -> str:
     if summary.steps_run == 0:  # a rerun of a complete run: no rate or step times to give
-        return f"nothing left to run: the {summary.steps_skipped} steps were done already"
+        return f"nothing left to run: the {plural(summary.steps_skipped, 'step')} were done already"
     return (
-        f"{summary.steps_run} steps run ({summary.steps_skipped} already done), "
+        f"{plural(summary.steps_run, 'step')} run ({summary.steps_skipped} already done), "
         f"{summary.tokens_per_second:,.0f} useful tokens/s (compilation {summary.compile_seconds:.1f} s apart), "
         f"{summary.padding_fraction:.1%} padding\n"
         f"  seconds per step: {summary.times.per_step()}"

@@ -106,15 +106,15 @@ class Prepared:
         widths = " + ".join(map(str, self.site_widths))
         lines = [
             f"layertap extract: {job.model.uri} ({model})",
-            f"  dataset   {job.dataset.uri} ({job.dataset.format}): {len(self.samples)} samples, "
+            f"  dataset   {job.dataset.uri} ({job.dataset.format}): {plural(len(self.samples), 'sample')}, "
             f"{plan.useful_tokens} tokens{limits}",
             f"  layers    {list(self.layers)}; sites {', '.join(self.tap.sites)}; positions {self.positions}; "
             f"special tokens {specials}",
-            f"  plan      {plan.num_steps} steps of {plan.describe_shapes()} rows x tokens "
+            f"  plan      {plural(plan.num_steps, 'step')} of {plan.describe_shapes()} rows x tokens "
             f"({plural(len(plan.shapes), 'compiled shape')}, {plan.padding_fraction:.1%} padding; "
             f"{plural(self.compact_programs, 'compaction program')}, {self.capacity_slack:.1%} spare); "
             f"{setup}; {plural(devices, 'device')}",
-            f"  writes    {self.rows_stored} rows x {len(self.layers)} layers x {widths} "
+            f"  writes    {self.rows_stored} rows x {plural(len(self.layers), 'layer')} x {widths} "
             f"({job.extraction.storage_dtype}) = about {human_bytes(self.disk_bytes())} to {job.output.uri}",
         ]
         return "\n".join(lines)
@@ -446,7 +446,7 @@ def execute(prepared: Prepared, context: RunContext | None = None) -> RunSummary
     if process == 0:
         manifest = finalize_run(job.output.uri)
         print(
-            f"layertap extract: wrote {manifest['num_tokens']} rows in {manifest['num_shards']} shards "
+            f"layertap extract: wrote {manifest['num_tokens']} rows in {plural(manifest['num_shards'], 'shard')} "
             f"({human_bytes(manifest['total_bytes'])}) to {job.output.uri}",
             flush=True,
         )

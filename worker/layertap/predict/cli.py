@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from layertap.humanize import plural
 from layertap.run import cli as command_line
 
 
@@ -28,16 +29,16 @@ def finished(prepared, summary) -> str:
     over = f", {dropped} views over dataset.maxTokens" if dropped else ""
     if summary.units_skipped == len(prepared.units):  # a rerun of a complete prediction: no rate to give
         ran = (
-            f"{len(prepared.tasks)} tasks; nothing left to generate: "
-            f"the {len(prepared.units)} answers were committed already{over}"
+            f"{plural(len(prepared.tasks), 'task')}; nothing left to generate: "
+            f"the {plural(len(prepared.units), 'answer')} were committed already{over}"
         )
     else:
         ran = (
-            f"{len(prepared.tasks)} tasks, {len(prepared.units)} answers "
+            f"{plural(len(prepared.tasks), 'task')}, {plural(len(prepared.units), 'answer')} "
             f"({summary.units_skipped} already committed{over}); "
             f"{summary.tokens_generated:,} tokens generated at {rate:,.0f} tokens/s "
             f"(compilation {summary.compile_seconds:.1f} s apart, prompt buckets {sorted(summary.buckets)}; "
-            f"rows split over {summary.devices} device{'s' if summary.devices != 1 else ''} per process)"
+            f"rows split over {plural(summary.devices, 'device')} per process)"
         )
     lines = [ran, *(f"  {name}: {uri}" for name, uri in summary.outputs.items())]
     if summary.score is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from layertap.humanize import plural
 from layertap.io import open_store
 from layertap_api.spec import OutputSpec
 
@@ -85,5 +86,5 @@ def open_for_run(output: OutputSpec, process: int) -> CompilationCache | None:
     cache = CompilationCache(uri, writer=process == 0)
     fetched = cache.enable()
     if process == 0:
-        print(f"compilation cache {uri}: {fetched} compiled programs found", flush=True)
+        print(f"compilation cache {uri}: {plural(fetched, 'compiled program')} found", flush=True)
     return cache

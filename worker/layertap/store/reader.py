@@ -30,6 +30,7 @@ import crc32c
 import numpy as np
 
 from layertap.errors import LayerTapError
+from layertap.humanize import plural
 from layertap.io import Store, open_store
 from layertap.io.ahead import map_ahead
 from layertap.store import dtypes, layout, shardfile
@@ -231,7 +232,7 @@ class Run:
         sites = f" x sites {', '.join(self.sites)}" if self.sites != [layout.DEFAULT_SITE] else f" x {self.hidden_size}"
         return (
             f"Run({self.uri!r}: {self.num_tokens} tokens x layers {self.layers}{sites} "
-            f"{self.storage_dtype}, {len(self.shards)} shards{state})"
+            f"{self.storage_dtype}, {plural(len(self.shards), 'shard')}{state})"
         )
 
     def shape(self, site: str = layout.DEFAULT_SITE) -> tuple[int, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from layertap.humanize import plural
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="the run's directory or gs:// prefix (its output.uri)")
@@ -20,10 +22,13 @@ def run(args: argparse.Namespace) -> int:
     state = "finalized" if opened.finalized else "not finalized: the committed shards so far"
     total = sum(shard.entry["bytes"] for shard in opened.shards)
     if problems:
-        print(f"layertap verify: {args.run}: {len(problems)} problems in {len(opened.shards)} shards ({state})")
+        print(
+            f"layertap verify: {args.run}: {plural(len(problems), 'problem')} "
+            f"in {plural(len(opened.shards), 'shard')} ({state})"
+        )
         return 1
     print(
-        f"layertap verify: {args.run}: {len(opened.shards)} shards, {opened.num_tokens} rows, {total} bytes: "
+        f"layertap verify: {args.run}: {plural(len(opened.shards), 'shard')}, {opened.num_tokens} rows, {total} bytes: "
         f"every size and CRC32C matches ({state})"
     )
     return 0
