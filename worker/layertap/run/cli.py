@@ -74,12 +74,13 @@ class Flag:
 
 def _selection(units: str, commands: tuple[str, ...]) -> list[Flag]:
     """The flags of dataset.select, applied in the order ids, offset, sample, limit."""
+    ids_of_text = " (text: record positions from 0)" if EXTRACT in commands else ""  # predict reads ARC only
     return [
         Flag(
             "--task-ids",
             "dataset.select.ids",
             commands,
-            {"type": _ids_flag, "help": "comma-separated task ids to keep (text: record positions from 0)"},
+            {"type": _ids_flag, "help": "comma-separated task ids to keep" + ids_of_text},
         ),
         Flag("--offset", "dataset.select.offset", commands, {"type": int, "help": f"skip the first N {units}"}),
         Flag(
