@@ -58,3 +58,24 @@ def test_an_error_in_a_read_reaches_the_consumer_at_its_place():
 def test_ahead_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         list(map_ahead(str, range(3), ahead=0))
+
+
+def test_a_consumer_that_stops_early_does_not_wait_for_the_calls_under_way():
+    """Closing it must not block: the garbage collector may close it in any thread, one that
+    holds a lock those calls need."""
+    release = threading.Event()
+
+    def read(i):
+        if i > 0:
+            release.wait(30)  # a read that is under way until released
+        return i
+
+    reads = map_ahead(read, range(10), ahead=4)
+    assert next(reads) == 0
+    closer = threading.Thread(target=reads.close)
+    closer.start()
+    closer.join(10)
+    closed_while_reading = not closer.is_alive()
+    release.set()
+    closer.join()
+    assert closed_while_reading

@@ -347,6 +347,52 @@ def test_numpy_integers_make_a_json_state(run_uri):
     np.testing.assert_array_equal(next(iter(resumed)), collect(run.loader(LAYER, batch_size=64, seed=3))[1])
 
 
+ABANDONED_BY_THE_COLLECTOR = """
+import gc, os, sys, threading, time
+from concurrent.futures import thread as pool_threads
+import layertap
+from layertap.store import loader as loader_module
+
+read_shard = loader_module.Loader._read_shard
+def slow_read_shard(self, index):  # a slow store: a window's read is under way for a while
+    time.sleep(0.01)
+    return read_shard(self, index)
+loader_module.Loader._read_shard = slow_read_shard
+loader_module.READ_AHEAD = 1  # each shard's read is submitted when the one before is done
+
+loader = layertap.open(sys.argv[1]).loader(5, batch_size=64, epochs=None)
+iterator = iter(loader)
+next(iterator)  # the next epoch's window is being read now
+cycle = [iterator]
+cycle.append(cycle)  # only the garbage collector frees it
+del iterator, cycle
+
+def collect():  # as in a thread starting a pool's worker, which holds this lock (it hung the suite)
+    with pool_threads._global_shutdown_lock:
+        gc.collect()
+collector = threading.Thread(target=collect, daemon=True)
+collector.start()
+collector.join(30)
+if collector.is_alive():
+    print("deadlocked", flush=True)
+    os._exit(1)  # its pools' threads would never let the interpreter exit
+print("collected", len(next(iter(loader))), flush=True)  # and the loader serves again
+"""
+
+
+def test_an_iterator_dropped_anywhere_by_the_garbage_collector_does_not_deadlock(run_uri):
+    """The collector may finalize a dropped iterator in any thread, even one that holds a lock
+    the iterator's reads need; the iterator must not wait for its reads there (it had: the
+    test suite hung). Its own process: a deadlock here would stop every thread pool."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", ABANDONED_BY_THE_COLLECTOR, run_uri], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.split() == ["collected", "64"], result.stdout + result.stderr
+
+
 def test_a_damaged_shard_is_named_not_served(tmp_path, units):
     uri = write(tmp_path / "run", units[:10])
     run = layertap.open(uri)

@@ -17,7 +17,8 @@ def map_ahead(fn: Callable[[Item], Result], items: Iterable[Item], ahead: int = 
     however many items there are (`ThreadPoolExecutor.map` starts them all at once)."""
     if ahead < 1:
         raise ValueError(f"ahead must be at least 1, got {ahead}")
-    with ThreadPoolExecutor(ahead) as pool:
+    pool = ThreadPoolExecutor(ahead)
+    try:
         pending: deque[Future[Result]] = deque()
         for item in items:
             if len(pending) == ahead:
@@ -25,3 +26,8 @@ def map_ahead(fn: Callable[[Item], Result], items: Iterable[Item], ahead: int = 
             pending.append(pool.submit(fn, item))
         while pending:
             yield pending.popleft().result()
+    finally:
+        # A consumer that stopped early does not wait for the calls under way: they end by
+        # themselves. Waiting could deadlock, as the garbage collector may close this
+        # generator in any thread, even one holding a lock those calls need.
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -174,6 +174,7 @@ class Loader:
         self.peak_bytes = 0
         self._lock = threading.Lock()  # shards are read, and accounted, by several threads
         self._position = {"epoch": 0, "window": 0, "offset": 0}
+        self._stopped_producer: threading.Thread | None = None  # an iteration's, stopped early, maybe still ending
         if state is not None:
             self._resume(state)
 
@@ -438,6 +439,9 @@ class Loader:
         A thread builds them `prefetch` ahead of the consumer (the gather and the dtype
         conversion overlap the training step); each carries the position after it, which
         becomes the loader's state when the consumer takes it."""
+        if self._stopped_producer is not None:  # an earlier iteration stopped early: its reads end first
+            self._stopped_producer.join()  # (the memory held stays what one iteration holds)
+            self._stopped_producer = None
         queue: Queue = Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
@@ -467,17 +471,23 @@ class Loader:
         try:
             while True:
                 item = queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
+                if item is _END or isinstance(item, BaseException):
+                    thread.join()  # it has ended, or is about to
+                    if item is _END:
+                        return
                     raise item
                 position, batch = item
                 self._position = position
                 if batch is not None:
                     yield batch
         finally:
+            # Stopped early (a break, or the iterator dropped): the producer sees the flag and
+            # ends by itself. Never wait for it here: the garbage collector may run this in any
+            # thread, even one holding a lock the producer's reads need (a thread pool's), and
+            # waiting there would deadlock. The next iteration waits for it instead.
             stop.set()
-            thread.join()
+            if thread.is_alive():
+                self._stopped_producer = thread
 
     def _plan(self, epoch: int, window: int) -> Iterator[tuple[int, int, list[int], int | None]]:
         """(epoch, window number, shards, rows served of it) from a position on, through the
