@@ -178,15 +178,23 @@ def train(args: argparse.Namespace) -> dict:
         print(f"{out} is at step {first} already (--steps {args.steps})")
         return {"losses": [], "out": str(out), "layer": layer}
     losses = []
-    for done, x in enumerate(loader, first + 1):
-        params, opt_state, loss, explained = step(params, opt_state, x)
-        losses.append(float(loss))
-        if done % 50 == 0 or done == first + 1:
-            print(f"step {done}: loss {float(loss):.4f}, variance explained {float(explained):.3f}")
-        if done % args.save_every == 0 or done == args.steps:
-            save(done)
-        if done == args.steps:
-            break
+    try:
+        for done, x in enumerate(loader, first + 1):
+            params, opt_state, loss, explained = step(params, opt_state, x)
+            losses.append(float(loss))
+            if done % 50 == 0 or done == first + 1:
+                print(f"step {done}: loss {float(loss):.4f}, variance explained {float(explained):.3f}")
+            if done % args.save_every == 0 or done == args.steps:
+                save(done)
+            if done == args.steps:
+                break
+    except KeyboardInterrupt:  # a checkpoint is written whole or not at all: the last one is intact
+        if (out / CHECKPOINT).exists():
+            step_saved = load_checkpoint(out / CHECKPOINT, params, opt_state)[2]["step"]
+            print(f"interrupted; {out / CHECKPOINT} is at step {step_saved}: the same command resumes from there")
+        else:
+            print(f"interrupted before the first checkpoint (every --save-every {args.save_every} steps)")
+        raise SystemExit(130) from None
     # the features most often active on the last batch: ones worth drawing over the grids
     active = np.asarray((encode(params, jnp.asarray(x).reshape(len(x), -1) * scale, args.k) > 0).mean(0))
     top = [int(f) for f in np.argsort(-active)[:3]]

@@ -132,3 +132,30 @@ def test_bad_arguments_are_usage_errors(train_sae, run_uri, tmp_path, capsys, op
     with pytest.raises(SystemExit) as exited:
         train_sae([run_uri, *options, "--out", str(tmp_path / "sae")])
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ctrl_c_says_which_step_the_kept_checkpoint_resumes_from(train_sae, run_uri, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    options = ["--features", "48", "--k", "4", "--batch-size", "64", "--steps", "1000000", "--save-every", "1"]
+    training = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), run_uri, *options, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert training.stdout.readline().startswith("step 1: ")
+        while not (out / "checkpoint.safetensors").exists() and training.poll() is None:  # after a checkpoint
+            time.sleep(0.05)
+        training.send_signal(signal.SIGINT)
+        printed = training.communicate(timeout=120)[0]
+    finally:
+        training.kill()
+    assert training.returncode == 130, printed
+    assert "Traceback" not in printed and "the same command resumes from there" in printed, printed
+    kept = int(printed.rsplit("is at step ", 1)[1].split(":")[0])
+    resumed = train_sae([run_uri, *options[:-4], "--steps", str(kept + 1), "--save-every", "1", "--out", str(out)])
+    assert len(resumed["losses"]) == 1  # only the step after the kept one was left
