@@ -8,13 +8,12 @@ Each subcommand lives in its own module exposing `add_arguments(parser)` and
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
 import sys
 
-from layertap.errors import LayerTapError
+from layertap.errors import LayerTapError, is_disk_full
 from layertap_api.contract import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_SUCCESS, TERMINATION_LOG
 
 # name -> (module, one-line help)
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         tell_the_cluster(message)
         return EXIT_INVALID
     except Exception as error:  # a bug or a transient failure: the traceback follows, the pod is retried
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):  # a retry would not help
+        if is_disk_full(error):  # a retry would not help
             where = f": {error.filename}" if error.filename else ""
             message = (
                 f"layertap {name}: error: the disk is full ({error.strerror}{where}); free some space or write "

@@ -31,7 +31,6 @@ JSON sidecar per commit record, written before it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import itertools
 import json
@@ -47,7 +46,7 @@ from datetime import UTC, datetime
 import crc32c
 import numpy as np
 
-from layertap.errors import LayerTapError
+from layertap.errors import LayerTapError, is_disk_full
 from layertap.io import Store, open_store
 from layertap.store import dtypes, layout, shardfile, statistics
 from layertap.store.claim import claim, refuse_foreign_files
@@ -363,7 +362,7 @@ class ShardWriter:
             error = self._error
             if isinstance(error, LayerTapError):
                 raise error
-            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(error):
                 raise LayerTapError(
                     f"{self.uri}: writing a shard failed: the disk is full ({error.strerror}); free some space or "
                     "write elsewhere, then run the same command again: it resumes, the shards committed are kept"
